@@ -1,0 +1,11 @@
+//! Shared API vocabulary for skiff's components.
+//!
+//! This crate does no IO. It re-exports the Kubernetes types (`k8s-openapi`) that every
+//! component speaks, and holds the cluster-wide defaults and well-known names that more
+//! than one component must agree on (the API server allocates from the service CIDR that
+//! the proxy masquerades, the agent writes the DNS address that the DNS add-on serves...).
+
+pub mod defaults;
+pub mod names;
+
+pub use k8s_openapi;

@@ -1,0 +1,34 @@
+//! Well-known names: labels, annotations, taints, namespaces, users.
+
+/// Namespaces the API server creates on start.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Label every Deployment-owned ReplicaSet and Pod carries.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// Annotation holding a Deployment's (and its ReplicaSets') rollout revision.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// Annotation `kubectl apply` keeps the last applied configuration in.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Label linking an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label naming the controller that manages an EndpointSlice.
+pub const ENDPOINTSLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Value of [`ENDPOINTSLICE_MANAGED_BY_LABEL`] for slices the controller owns.
+pub const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+/// Label every node carries with its name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// Role label of control-plane nodes.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// Taint kept on control-plane nodes (effect NoSchedule).
+pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
+/// Taint for nodes whose Ready condition is False.
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// Taint for nodes whose Ready condition is Unknown.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+/// User name the admin client certificate carries (CN).
+pub const ADMIN_USER: &str = "kubernetes-admin";
+/// Group of the admin user (O of the client certificate), bound to cluster-admin.
+pub const ADMIN_GROUP: &str = "system:masters";
+/// Group every agent authenticated by the join token belongs to.
+pub const NODES_GROUP: &str = "system:nodes";
