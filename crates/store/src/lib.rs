@@ -1,1 +1,96 @@
-//! skiff-store.
+//! skiff-store: a revisioned key-value store with watch.
+//!
+//! Every write gets the next value of one global, monotonically increasing revision; the
+//! API server uses it as `resourceVersion`. A history of events is kept so that watches
+//! can resume from a revision, also after a restart, until the history is compacted.
+//! The store knows nothing about Kubernetes: keys are strings, values are bytes.
+//!
+//! The [`Store`] trait is synchronous (SQLite calls take microseconds); watches deliver
+//! events on a tokio channel, so they must be opened from inside a tokio runtime.
+
+mod error;
+mod sqlite;
+
+pub use error::StoreError;
+pub use sqlite::SqliteStore;
+
+use tokio::sync::mpsc;
+
+/// One stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key, e.g. `/registry/pods/default/web`.
+    pub key: String,
+    /// The stored bytes (JSON text for the API server).
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key.
+    pub create_revision: i64,
+    /// Revision of the last write to this key (the object's `resourceVersion`).
+    pub mod_revision: i64,
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was created.
+    Added,
+    /// The key's value was replaced.
+    Modified,
+    /// The key was deleted.
+    Deleted,
+}
+
+/// One change, as watches deliver it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The key that changed.
+    pub key: String,
+    /// The new value; for [`EventKind::Deleted`] the last value before the deletion.
+    pub value: Vec<u8>,
+    /// The value before this change (`None` for [`EventKind::Added`]).
+    pub prev_value: Option<Vec<u8>>,
+    /// Revision of this change.
+    pub revision: i64,
+}
+
+/// A watch: events in revision order, or one [`StoreError::TooOld`] and the end.
+pub type WatchReceiver = mpsc::Receiver<Result<Event, StoreError>>;
+
+/// A revisioned key-value store.
+pub trait Store: Send + Sync {
+    /// The key's current value, if any.
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Every key starting with `prefix`, in key order, and the store's current revision.
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError>;
+    /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists. Returns the
+    /// new revision.
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError>;
+    /// Replaces `key`'s value. With `expected_mod_revision`, only if the key's
+    /// `mod_revision` is that (else [`StoreError::Conflict`]). Fails with
+    /// [`StoreError::NotFound`] if the key does not exist. Returns the new revision.
+    fn update(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected_mod_revision: Option<i64>,
+    ) -> Result<i64, StoreError>;
+    /// Deletes `key` (only if its `mod_revision` is `expected_mod_revision` when given).
+    /// Returns the deleted value and the revision of the deletion.
+    fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<i64>,
+    ) -> Result<(KeyValue, i64), StoreError>;
+    /// Events for keys starting with `prefix` with revisions greater than
+    /// `from_revision`. Fails with [`StoreError::TooOld`] when that part of the history
+    /// has been compacted. Must be called within a tokio runtime.
+    fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError>;
+    /// The revision of the last write.
+    fn current_revision(&self) -> Result<i64, StoreError>;
+    /// The oldest revision a watch may start from.
+    fn compacted_revision(&self) -> Result<i64, StoreError>;
+    /// Forgets history up to and including `revision`.
+    fn compact(&self, revision: i64) -> Result<(), StoreError>;
+}

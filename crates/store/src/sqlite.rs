@@ -1,0 +1,423 @@
+//! The SQLite backend: one connection (WAL), a `kv` table with the current values, a
+//! `history` table with every event since the last compaction, and a `meta` table with
+//! the current and compacted revisions (kept there so that revisions keep growing after
+//! the history is compacted or the process restarts).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{Event, EventKind, KeyValue, Store, StoreError, WatchReceiver};
+
+/// How many live events a slow watcher may fall behind before it re-reads the history.
+const LIVE_CAPACITY: usize = 4096;
+/// Buffer of each watch channel.
+const WATCH_BUFFER: usize = 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    create_rev INTEGER NOT NULL,
+    mod_rev INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    rev INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    prev BLOB,
+    ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
+";
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        Self::with_connection(conn)
+    }
+
+    /// A store that lives in memory only (for tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with_connection(Connection::open_in_memory()?)
+    }
+
+    fn with_connection(conn: Connection) -> Result<Self, StoreError> {
+        // WAL lets readers of other processes (sqlite3 for debugging) coexist with the
+        // writer; NORMAL sync is durable enough in WAL mode and much faster.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                live,
+            }),
+        })
+    }
+
+    /// Compacts history older than both the last `keep_events` events and `keep_for`.
+    /// Returns the new compacted revision.
+    pub fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
+        let conn = self.inner.lock();
+        let current = meta(&conn, "revision")?;
+        let compacted = meta(&conn, "compacted")?;
+        let cutoff_ts = now_secs() - keep_for.as_secs() as i64;
+        let old_rev: Option<i64> = conn
+            .query_row(
+                "SELECT MAX(rev) FROM history WHERE ts <= ?1",
+                params![cutoff_ts],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let target = (current - keep_events).min(old_rev.unwrap_or(0));
+        if target > compacted {
+            compact_locked(&conn, target)?;
+            return Ok(target);
+        }
+        Ok(compacted)
+    }
+
+    /// Runs [`SqliteStore::compact_old`] every `every` until the runtime shuts down.
+    pub fn spawn_compactor(&self, every: Duration, keep_events: i64, keep_for: Duration) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.compact_old(keep_events, keep_for) {
+                    tracing::warn!("compacting the store: {e}");
+                }
+            }
+        });
+    }
+
+    /// Writes one event: history row, revision, kv change, then tells live watchers.
+    fn write(
+        &self,
+        key: &str,
+        check: impl FnOnce(Option<&KeyValue>) -> Result<(), StoreError>,
+        change: Change<'_>,
+    ) -> Result<(Option<KeyValue>, i64), StoreError> {
+        let mut conn = self.inner.lock();
+        let tx = conn.transaction()?;
+        let old = get_locked(&tx, key)?;
+        check(old.as_ref())?;
+        let rev = meta(&tx, "revision")? + 1;
+        let (kind, value) = match change {
+            Change::Put(v) => {
+                let kind = if old.is_some() {
+                    EventKind::Modified
+                } else {
+                    EventKind::Added
+                };
+                let create_rev = old.as_ref().map(|o| o.create_revision).unwrap_or(rev);
+                tx.execute(
+                    "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, v, create_rev, rev],
+                )?;
+                (kind, v.to_vec())
+            }
+            Change::Delete => {
+                tx.execute("DELETE FROM kv WHERE key = ?1", params![key])?;
+                let prev = old.as_ref().map(|o| o.value.clone()).unwrap_or_default();
+                (EventKind::Deleted, prev)
+            }
+        };
+        let prev = old.as_ref().map(|o| o.value.clone());
+        tx.execute(
+            "INSERT INTO history (rev, key, kind, value, prev, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![rev, key, kind_code(kind), value, prev, now_secs()],
+        )?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+            params![rev],
+        )?;
+        tx.commit()?;
+        // Sent while the connection is still locked so live events go out in revision
+        // order. No receivers is not an error.
+        let _ = self.inner.live.send(Arc::new(Event {
+            kind,
+            key: key.to_string(),
+            value,
+            prev_value: prev,
+            revision: rev,
+        }));
+        Ok((old, rev))
+    }
+}
+
+enum Change<'a> {
+    Put(&'a [u8]),
+    Delete,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll
+        // back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn kind_code(kind: EventKind) -> i64 {
+    match kind {
+        EventKind::Added => 0,
+        EventKind::Modified => 1,
+        EventKind::Deleted => 2,
+    }
+}
+
+fn kind_from_code(code: i64) -> EventKind {
+    match code {
+        0 => EventKind::Added,
+        1 => EventKind::Modified,
+        _ => EventKind::Deleted,
+    }
+}
+
+fn meta(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT value FROM meta WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )?)
+}
+
+fn get_locked(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?1",
+            params![key],
+            row_to_kv,
+        )
+        .optional()?)
+}
+
+fn row_to_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: r.get(0)?,
+        value: r.get(1)?,
+        create_revision: r.get(2)?,
+        mod_revision: r.get(3)?,
+    })
+}
+
+fn compact_locked(conn: &Connection, revision: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM history WHERE rev <= ?1", params![revision])?;
+    conn.execute(
+        "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'compacted'",
+        params![revision],
+    )?;
+    Ok(())
+}
+
+/// History events after `from` under `prefix`, or `TooOld` if compacted.
+fn history_since(conn: &Connection, prefix: &str, from: i64) -> Result<Vec<Event>, StoreError> {
+    let compacted = meta(conn, "compacted")?;
+    if from < compacted {
+        return Err(StoreError::TooOld {
+            requested: from,
+            compacted,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT rev, key, kind, value, prev FROM history
+         WHERE rev > ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY rev",
+    )?;
+    let rows = stmt.query_map(params![from, prefix], |r| {
+        Ok(Event {
+            revision: r.get(0)?,
+            key: r.get(1)?,
+            kind: kind_from_code(r.get(2)?),
+            value: r.get(3)?,
+            prev_value: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+impl Store for SqliteStore {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        get_locked(&self.inner.lock(), key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        let conn = self.inner.lock();
+        let rev = meta(&conn, "revision")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, value, create_rev, mod_rev FROM kv
+             WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )?;
+        let items = stmt
+            .query_map(params![prefix], row_to_kv)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((items, rev))
+    }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {
+        let (_, rev) = self.write(
+            key,
+            |old| match old {
+                Some(_) => Err(StoreError::AlreadyExists(key.to_string())),
+                None => Ok(()),
+            },
+            Change::Put(value),
+        )?;
+        Ok(rev)
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected_mod_revision: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let (_, rev) = self.write(
+            key,
+            |old| check_expected(key, old, expected_mod_revision),
+            Change::Put(value),
+        )?;
+        Ok(rev)
+    }
+
+    fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<i64>,
+    ) -> Result<(KeyValue, i64), StoreError> {
+        let (old, rev) = self.write(
+            key,
+            |old| check_expected(key, old, expected_mod_revision),
+            Change::Delete,
+        )?;
+        let old = old.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        Ok((old, rev))
+    }
+
+    fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
+        let (backlog, mut live) = {
+            let conn = self.inner.lock();
+            // Subscribing under the lock means no write falls between the history read
+            // and the live stream.
+            let live = self.inner.live.subscribe();
+            (history_since(&conn, prefix, from_revision)?, live)
+        };
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let inner = self.inner.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut last = from_revision;
+            for ev in backlog {
+                last = ev.revision;
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(ev) => {
+                        if ev.revision <= last {
+                            continue;
+                        }
+                        last = ev.revision;
+                        if ev.key.starts_with(&prefix) && tx.send(Ok((*ev).clone())).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind the live stream: catch up from the history table.
+                        let missed = {
+                            let conn = inner.lock();
+                            history_since(&conn, &prefix, last)
+                        };
+                        match missed {
+                            Ok(events) => {
+                                for ev in events {
+                                    last = ev.revision;
+                                    if tx.send(Ok(ev)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn current_revision(&self) -> Result<i64, StoreError> {
+        meta(&self.inner.lock(), "revision")
+    }
+
+    fn compacted_revision(&self) -> Result<i64, StoreError> {
+        meta(&self.inner.lock(), "compacted")
+    }
+
+    fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        compact_locked(&self.inner.lock(), revision)
+    }
+}
+
+fn check_expected(
+    key: &str,
+    old: Option<&KeyValue>,
+    expected: Option<i64>,
+) -> Result<(), StoreError> {
+    let old = old.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    match expected {
+        Some(e) if e != old.mod_revision => Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected: e,
+            actual: old.mod_revision,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use super::*;
+use std::time::Duration;
+
+async fn next(rx: &mut WatchReceiver) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("event within 5s")
+        .expect("channel open")
+        .expect("no error")
+}
+
+#[test]
+fn create_get_update_delete_with_revisions() {
+    let s = SqliteStore::in_memory().unwrap();
+    assert_eq!(s.current_revision().unwrap(), 0);
+    let r1 = s.create("/a/x", b"1").unwrap();
+    assert_eq!(r1, 1);
+    assert_eq!(
+        s.create("/a/x", b"2"),
+        Err(StoreError::AlreadyExists("/a/x".into()))
+    );
+    let r2 = s.update("/a/x", b"2", Some(r1)).unwrap();
+    assert_eq!(r2, 2);
+    let kv = s.get("/a/x").unwrap().unwrap();
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"2"[..], 1, 2)
+    );
+    assert!(matches!(
+        s.update("/a/x", b"3", Some(r1)),
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.update("/a/nope", b"3", None),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete("/a/x", Some(1)),
+        Err(StoreError::Conflict { .. })
+    ));
+    let (old, r3) = s.delete("/a/x", Some(2)).unwrap();
+    assert_eq!((old.value.as_slice(), r3), (&b"2"[..], 3));
+    assert_eq!(s.get("/a/x").unwrap(), None);
+    assert!(matches!(
+        s.delete("/a/x", None),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn list_by_prefix() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.create("/r/pods/b/1", b"x").unwrap();
+    s.create("/r/pods/a/2", b"y").unwrap();
+    s.create("/r/podsx/a", b"z").unwrap();
+    let (items, rev) = s.list("/r/pods/").unwrap();
+    let keys: Vec<_> = items.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(keys, vec!["/r/pods/a/2", "/r/pods/b/1"]);
+    assert_eq!(rev, 3);
+}
+
+#[tokio::test]
+async fn watch_from_revision_then_live() {
+    let s = SqliteStore::in_memory().unwrap();
+    let r1 = s.create("/p/a", b"1").unwrap();
+    s.create("/q/a", b"other").unwrap();
+    s.update("/p/a", b"2", None).unwrap();
+    let mut rx = s.watch("/p/", r1 - 1).unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!(
+        (e.kind, e.revision, e.value.as_slice()),
+        (EventKind::Added, 1, &b"1"[..])
+    );
+    let e = next(&mut rx).await;
+    assert_eq!((e.kind, e.revision), (EventKind::Modified, 3));
+    assert_eq!(e.prev_value.as_deref(), Some(&b"1"[..]));
+    s.delete("/p/a", None).unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!(
+        (e.kind, e.revision, e.value.as_slice()),
+        (EventKind::Deleted, 4, &b"2"[..])
+    );
+    s.create("/q/b", b"ignored").unwrap();
+    s.create("/p/b", b"3").unwrap();
+    let e = next(&mut rx).await;
+    assert_eq!((e.key.as_str(), e.revision), ("/p/b", 6));
+}
+
+#[tokio::test]
+async fn watch_too_old_after_compaction() {
+    let s = SqliteStore::in_memory().unwrap();
+    for i in 0..5 {
+        s.create(&format!("/k/{i}"), b"v").unwrap();
+    }
+    s.compact(3).unwrap();
+    assert_eq!(s.compacted_revision().unwrap(), 3);
+    assert!(matches!(
+        s.watch("/k/", 2),
+        Err(StoreError::TooOld {
+            requested: 2,
+            compacted: 3
+        })
+    ));
+    let mut rx = s.watch("/k/", 3).unwrap();
+    assert_eq!(next(&mut rx).await.revision, 4);
+}
+
+#[test]
+fn compact_old_keeps_recent_events() {
+    let s = SqliteStore::in_memory().unwrap();
+    for i in 0..20 {
+        s.create(&format!("/k/{i}"), b"v").unwrap();
+    }
+    // Everything is younger than an hour: nothing goes.
+    assert_eq!(s.compact_old(5, Duration::from_secs(3600)).unwrap(), 0);
+    // Age zero: all but the last 5 events go.
+    assert_eq!(s.compact_old(5, Duration::ZERO).unwrap(), 15);
+}
+
+#[tokio::test]
+async fn resume_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create("/k/a", b"1").unwrap();
+        s.update("/k/a", b"2", None).unwrap();
+        s.compact(1).unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.current_revision().unwrap(), 2);
+    assert_eq!(s.get("/k/a").unwrap().unwrap().value, b"2");
+    let mut rx = s.watch("/k/", 1).unwrap();
+    assert_eq!(next(&mut rx).await.revision, 2);
+    assert_eq!(s.create("/k/b", b"x").unwrap(), 3);
+    assert_eq!(next(&mut rx).await.revision, 3);
+    assert!(matches!(s.watch("/k/", 0), Err(StoreError::TooOld { .. })));
+}
