@@ -1,1 +1,23 @@
-//! skiff-cluster.
+//! Local clusters: `skiff up`, `skiff down`, `skiff node exec`.
+//!
+//! A local cluster is a set of network namespaces on one machine: one for the cluster's
+//! private LAN (a bridge) and one per node, each with a veth leg on that bridge and its own
+//! address. `skiff server` and one `skiff agent` per node run detached, each inside its
+//! node's namespace. The host only ever gets a loopback listener (the API server's
+//! `127.0.0.1:<port>`), never a route, rule or address.
+//!
+//! Architecture invariant: this crate knows nothing of the API server's internals. It
+//! reads the files the server documents (`token`, `pki/ca.crt`), asks the binary for the
+//! admin kubeconfig through [`Hooks`], and otherwise talks to the cluster through the API.
+
+pub mod kubeconfig;
+pub mod layout;
+pub mod netns;
+pub mod process;
+mod up;
+
+pub use layout::{ClusterState, NodeState};
+pub use up::{client_from_yaml, down, node_exec, up, AdminKubeconfigFn, Hooks, UpOptions};
+
+/// Where local clusters keep their state, one sub-directory per cluster.
+pub const CLUSTERS_DIR: &str = "/var/lib/skiff/clusters";

@@ -1,0 +1,442 @@
+//! `up`, `down` and `node exec`.
+
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::layout::{self, ClusterState, NodeState};
+use crate::{kubeconfig, netns, process};
+
+/// Builds the admin kubeconfig from the server's data dir, for a server URL, with cluster,
+/// user and context all named by the given name.
+pub type AdminKubeconfigFn = dyn Fn(&Path, &str, &str) -> anyhow::Result<String> + Send + Sync;
+
+/// What the binary lends to this crate, so that it need not depend on the API server.
+pub struct Hooks {
+    /// See [`AdminKubeconfigFn`].
+    pub admin_kubeconfig: Box<AdminKubeconfigFn>,
+}
+
+/// Options of `skiff up`.
+pub struct UpOptions {
+    /// Cluster name.
+    pub name: String,
+    /// Number of nodes, control plane included.
+    pub nodes: usize,
+    /// The skiff binary to run the server and agents with.
+    pub skiff_binary: PathBuf,
+    /// How long to wait for nodes to be Ready and DNS to be available.
+    pub timeout: Duration,
+    /// Extra arguments for every agent (e.g. `--proxy-mode nftables`).
+    pub agent_args: Vec<String>,
+}
+
+/// Brings a local cluster up and returns once every node is Ready and `coredns` is
+/// available. Prints how long that took.
+pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> {
+    let started = Instant::now();
+    layout::validate_name(&opts.name)?;
+    anyhow::ensure!(
+        (1..=200).contains(&opts.nodes),
+        "--nodes must be between 1 and 200"
+    );
+    if let Ok(state) = ClusterState::load(&opts.name) {
+        if process::alive(state.server_pid) {
+            bail!(
+                "cluster {:?} already exists (skiff down --cluster {} removes it)",
+                opts.name,
+                opts.name
+            );
+        }
+    }
+    // Whatever a crashed earlier cluster of this name left behind goes first.
+    cleanup(&opts.name);
+
+    match start(&opts, hooks).await {
+        Ok(state) => {
+            let context = kubeconfig::context_name(&opts.name);
+            let admin = (hooks.admin_kubeconfig)(
+                &ClusterState::server_dir(&opts.name),
+                &state.host_url(),
+                &context,
+            )?;
+            let path = kubeconfig::merge(&admin)?;
+            println!(
+                "Cluster \"{}\" is ready: {} node(s) in {:.2}s. kubectl context \"{}\" (in {}), API at {}",
+                opts.name,
+                opts.nodes,
+                started.elapsed().as_secs_f64(),
+                context,
+                path.display(),
+                state.host_url()
+            );
+            Ok(state)
+        }
+        Err(e) => {
+            let dir = ClusterState::dir(&opts.name);
+            let logs = tail_logs(&dir);
+            cleanup(&opts.name);
+            Err(e.context(format!("bringing cluster {:?} up{logs}", opts.name)))
+        }
+    }
+}
+
+async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> {
+    let name = &opts.name;
+    let dir = ClusterState::dir(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let lan = layout::lan_netns(name);
+    netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN)?;
+    let names = layout::node_names(opts.nodes);
+    for (i, node) in names.iter().enumerate() {
+        netns::create_node(
+            &lan,
+            &layout::node_netns(name, node),
+            i,
+            layout::node_ip(i),
+            layout::LAN_PREFIX_LEN,
+            layout::lan_gateway(),
+        )?;
+        std::fs::create_dir_all(dir.join(node))?;
+    }
+
+    let api_port = free_loopback_port()?;
+    let server_ip = layout::node_ip(0);
+    let server_dir = ClusterState::server_dir(name);
+    let cp_ns = netns::path(&layout::node_netns(name, layout::CONTROL_PLANE_NODE));
+    let server_args = vec![
+        "--netns".to_string(),
+        cp_ns.display().to_string(),
+        "server".into(),
+        "--data-dir".into(),
+        server_dir.display().to_string(),
+        "--bind".into(),
+        format!("0.0.0.0:{}", skiff_api::defaults::API_SERVER_PORT),
+        "--host-listen".into(),
+        format!("127.0.0.1:{api_port}"),
+        "--advertise-address".into(),
+        server_ip.to_string(),
+    ];
+    let server_log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
+    let server_pid = process::spawn_detached(&opts.skiff_binary, &server_args, &server_log)?;
+    let mut state = ClusterState {
+        name: name.clone(),
+        api_port,
+        server_pid,
+        nodes: Vec::new(),
+    };
+    state.save()?;
+
+    let deadline = Instant::now() + opts.timeout;
+    let client = wait_for_api(&state, hooks, deadline).await?;
+
+    let server_url = format!(
+        "https://{server_ip}:{}",
+        skiff_api::defaults::API_SERVER_PORT
+    );
+    for (i, node) in names.iter().enumerate() {
+        let ns = layout::node_netns(name, node);
+        let mut args = vec![
+            "--netns".to_string(),
+            netns::path(&ns).display().to_string(),
+            "agent".into(),
+            "--server".into(),
+            server_url.clone(),
+            "--token-file".into(),
+            server_dir.join("token").display().to_string(),
+            "--ca-file".into(),
+            server_dir.join("pki").join("ca.crt").display().to_string(),
+            "--node-name".into(),
+            node.clone(),
+            "--node-ip".into(),
+            layout::node_ip(i).to_string(),
+            "--data-dir".into(),
+            ClusterState::agent_dir(name, node).display().to_string(),
+            "--netns-prefix".into(),
+            layout::pod_netns_prefix(name, node),
+        ];
+        if i == 0 {
+            args.push("--control-plane".into());
+        }
+        args.extend(opts.agent_args.iter().cloned());
+        let log = dir.join(node).join("agent.log");
+        let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
+        state.nodes.push(NodeState {
+            name: node.clone(),
+            ip: layout::node_ip(i),
+            netns: ns,
+            agent_pid,
+        });
+    }
+    state.save()?;
+
+    wait_until(deadline, "every node to be Ready", || {
+        let client = client.clone();
+        let want = names.len();
+        async move { Ok(ready_nodes(&client).await? == want) }
+    })
+    .await?;
+    wait_until(deadline, "kube-system/coredns to be available", || {
+        let client = client.clone();
+        async move { coredns_available(&client).await }
+    })
+    .await?;
+    Ok(state)
+}
+
+fn free_loopback_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn wait_for_api(
+    state: &ClusterState,
+    hooks: &Hooks,
+    deadline: Instant,
+) -> anyhow::Result<Client> {
+    let server_dir = ClusterState::server_dir(&state.name);
+    loop {
+        if !process::alive(state.server_pid) {
+            bail!("skiff server exited");
+        }
+        if server_dir.join("token").exists() {
+            let yaml = (hooks.admin_kubeconfig)(
+                &server_dir,
+                &state.host_url(),
+                &kubeconfig::context_name(&state.name),
+            );
+            if let Ok(yaml) = yaml {
+                if let Ok(client) = client_from_yaml(&yaml).await {
+                    if client.apiserver_version().await.is_ok() {
+                        return Ok(client);
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for the API server");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client for a kubeconfig given as YAML text.
+pub async fn client_from_yaml(yaml: &str) -> anyhow::Result<Client> {
+    let kc: kube::config::Kubeconfig = serde_yaml_ng::from_str(yaml)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn wait_until<F, Fut>(deadline: Instant, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            let why = last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+            bail!("timed out waiting for {what}{why}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn ready_nodes(client: &Client) -> anyhow::Result<usize> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count())
+}
+
+async fn coredns_available(client: &Client) -> anyhow::Result<bool> {
+    let api = Api::<Deployment>::namespaced(client.clone(), "kube-system");
+    let Some(d) = api.get_opt("coredns").await? else {
+        return Ok(false);
+    };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    Ok(available >= want && want > 0)
+}
+
+fn tail_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(nodes) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for node in nodes.filter_map(|e| e.ok()) {
+        for log in ["server.log", "agent.log"] {
+            let path = node.path().join(log);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+                out.push_str(&format!("\n  {}:\n    {tail}", path.display()));
+            }
+        }
+    }
+    out
+}
+
+/// Stops every process of a cluster and removes every namespace, mount and file it made.
+/// Works from the cluster's name alone, so it also cleans up after `kill -9` of everything.
+pub fn down(name: &str) -> anyhow::Result<()> {
+    layout::validate_name(name)?;
+    let existed = ClusterState::dir(name).exists() || !cluster_netns(name).is_empty();
+    cleanup(name);
+    let _ = kubeconfig::remove(name);
+    if !existed {
+        eprintln!("cluster {name:?} not found; nothing to remove");
+    }
+    Ok(())
+}
+
+/// The cluster's network namespaces: its LAN, its nodes and their pods.
+fn cluster_netns(name: &str) -> Vec<String> {
+    let lan = layout::lan_netns(name);
+    let nodes = format!("{}k8s-", layout::netns_prefix(name));
+    netns::list()
+        .into_iter()
+        .filter(|ns| *ns == lan || ns.starts_with(&nodes))
+        .collect()
+}
+
+fn cleanup(name: &str) {
+    let dir = ClusterState::dir(name);
+    let namespaces = cluster_netns(name);
+
+    // Every process living in one of the cluster's namespaces (server, agents, containers)
+    // or started with the cluster's directory on its command line.
+    let inodes: Vec<u64> = namespaces
+        .iter()
+        .filter_map(|ns| std::fs::metadata(netns::path(ns)).ok())
+        .map(|m| m.ino())
+        .collect();
+    let mut pids = process::find_by_cmdline(&dir.display().to_string());
+    pids.extend(pids_in_netns(&inodes));
+    pids.sort_unstable();
+    pids.dedup();
+    process::stop_all(&pids, Duration::from_secs(3));
+
+    // runc keeps state (and cgroups) per container: delete whatever is left.
+    if let Ok(nodes) = std::fs::read_dir(&dir) {
+        for node in nodes.filter_map(|e| e.ok()) {
+            let root = node.path().join("agent").join("runc");
+            if root.is_dir() {
+                runc_delete_all(&root);
+            }
+        }
+    }
+    unmount_under(&dir);
+    // Pods' namespaces before the nodes' (their veth peers live in the node namespaces).
+    let mut namespaces = namespaces;
+    namespaces.sort_by_key(|ns| std::cmp::Reverse(ns.len()));
+    for ns in &namespaces {
+        if let Err(e) = netns::delete(ns) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("warning: removing {}: {e}", dir.display());
+        }
+    }
+}
+
+fn pids_in_netns(inodes: &[u64]) -> Vec<u32> {
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| inodes.contains(&m.ino()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn runc_delete_all(root: &Path) {
+    let Ok(out) = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "-f", id])
+            .output();
+    }
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Runs `cmd` on a node of a cluster (in its network namespace). Only returns on error:
+/// on success the process becomes `cmd`.
+pub fn node_exec(cluster: &str, node: &str, cmd: &[String]) -> anyhow::Error {
+    let ns = netns::path(&layout::node_netns(cluster, node));
+    if !ns.exists() {
+        return anyhow::anyhow!("no node {node:?} in cluster {cluster:?} (is it up?)");
+    }
+    let Some((program, args)) = cmd.split_first() else {
+        return anyhow::anyhow!("no command given: skiff node exec NODE -- CMD...");
+    };
+    if let Err(e) = netns::enter(&ns) {
+        return e;
+    }
+    let err = std::process::Command::new(program).args(args).exec();
+    anyhow::Error::new(err).context(format!("running {program}"))
+}
