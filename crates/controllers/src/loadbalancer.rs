@@ -1,0 +1,1 @@
+//! loadbalancer (todo).

@@ -1,0 +1,394 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods per ReplicaSet, adopts
+//! matching orphans and releases pods that no longer match, deletes the least valuable
+//! pods first, and reports status (replicas, fullyLabeledReplicas, readyReplicas,
+//! availableReplicas, observedGeneration).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, ResourceExt};
+
+use crate::events::{Recorder, NORMAL, WARNING};
+use crate::informer::{on_change, Change, Informer};
+use crate::podrank::pods_to_delete;
+use crate::queue::{run_workers, WorkQueue};
+use crate::util::{
+    controller_of, controller_ref, is_deleting, is_not_found, key_of, pod_active, pod_available, pod_ready,
+    selector_is_empty, selector_matches, split_key,
+};
+use crate::Informers;
+
+/// Most pods created or deleted in one sync (kube's `burstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+/// How long unfulfilled expectations block a sync (kube: 5 minutes; shorter here since a
+/// lost watch event costs more than a rare double create).
+pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pods a controller created or deleted and has not yet seen in its cache
+/// (client-go's ControllerExpectations, tracked by name and uid).
+#[derive(Default)]
+pub struct Expectations {
+    inner: Mutex<HashMap<String, Expect>>,
+}
+
+struct Expect {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    at: Instant,
+}
+
+impl Expectations {
+    /// Records pods created (names) and deleted (uids) for `key`.
+    pub fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<String>) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(key.to_string()).or_insert_with(|| Expect {
+            created: HashSet::new(),
+            deleted: HashSet::new(),
+            at: Instant::now(),
+        });
+        e.created.extend(created);
+        e.deleted.extend(deleted);
+        e.at = Instant::now();
+    }
+
+    /// Whether the cache shows everything expected for `key` (`pods` are its namespace's
+    /// pods from the cache); satisfied expectations are dropped.
+    pub fn satisfied(&self, key: &str, pods: &[Arc<Pod>]) -> bool {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = m.get_mut(key) else { return true };
+        if e.at.elapsed() > EXPECTATIONS_TIMEOUT {
+            m.remove(key);
+            return true;
+        }
+        e.created.retain(|name| !pods.iter().any(|p| p.metadata.name.as_deref() == Some(name)));
+        e.deleted.retain(|uid| {
+            pods.iter()
+                .any(|p| p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
+        });
+        let done = e.created.is_empty() && e.deleted.is_empty();
+        if done {
+            m.remove(key);
+        }
+        done
+    }
+
+    /// Forgets `key`.
+    pub fn delete(&self, key: &str) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+struct Ctx {
+    client: Client,
+    pods: Arc<Informer<Pod>>,
+    rss: Arc<Informer<ReplicaSet>>,
+    recorder: Recorder,
+    expectations: Expectations,
+}
+
+/// Starts the controller.
+pub fn run(client: Client, inf: &Informers) {
+    let queue = WorkQueue::new();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods: inf.pods.clone(),
+        rss: inf.replicasets.clone(),
+        recorder: Recorder::new(client, "replicaset-controller"),
+        expectations: Expectations::default(),
+    });
+    {
+        let q = queue.clone();
+        let rss = inf.replicasets.clone();
+        on_change(&inf.replicasets, move |c| match c {
+            Change::Applied(rs) | Change::Deleted(rs) => q.add(key_of(rs.as_ref())),
+            Change::Resync => rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref()))),
+        });
+    }
+    {
+        let q = queue.clone();
+        let rss = inf.replicasets.clone();
+        on_change(&inf.pods, move |c| match c {
+            Change::Applied(p) | Change::Deleted(p) => {
+                for k in owners_of_pod(&rss, &p) {
+                    q.add(k);
+                }
+            }
+            Change::Resync => rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref()))),
+        });
+    }
+    {
+        // A periodic full resync catches what event mapping misses (e.g. a pod whose
+        // labels changed away from a ReplicaSet).
+        let q = queue.clone();
+        let rss = inf.replicasets.clone();
+        crate::informer::every(Duration::from_secs(30), move || {
+            rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref())))
+        });
+    }
+    run_workers("replicaset", queue, 4, move |key| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    });
+}
+
+/// Keys of the ReplicaSets a pod event concerns: its controller if it is a ReplicaSet,
+/// else every ReplicaSet of its namespace that selects it (adoption candidates).
+fn owners_of_pod(rss: &Informer<ReplicaSet>, pod: &Pod) -> Vec<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(r) = controller_of(pod) {
+        if r.kind == "ReplicaSet" {
+            return vec![format!("{ns}/{}", r.name)];
+        }
+        return vec![];
+    }
+    rss.list()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .is_some_and(|s| !selector_is_empty(&s.selector) && selector_matches(&s.selector, pod.labels()))
+        })
+        .map(|rs| key_of(rs.as_ref()))
+        .collect()
+}
+
+async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
+    let (ns, name) = split_key(key);
+    let ns = ns.unwrap_or("default");
+    let Some(rs) = ctx.rss.store().get(&ObjectRef::new(name).within(ns)) else {
+        ctx.expectations.delete(key);
+        return Ok(None);
+    };
+    let spec = rs.spec.clone().unwrap_or_default();
+    let selector = spec.selector.clone();
+    let ns_pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .list()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .collect();
+    let satisfied = ctx.expectations.satisfied(key, &ns_pods);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let rs_uid = rs.uid().unwrap_or_default();
+
+    // Claim pods: keep owned matching ones, adopt matching orphans, release the rest.
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
+    for p in ns_pods.iter().filter(|p| pod_active(p)) {
+        let matches = !selector_is_empty(&selector) && selector_matches(&selector, p.labels());
+        match controller_of(p.as_ref()) {
+            Some(r) if r.uid == rs_uid => {
+                if matches {
+                    owned.push(p.clone());
+                } else if !is_deleting(rs.as_ref()) {
+                    release(&pods_api, p, &rs_uid).await?;
+                }
+            }
+            Some(_) => {}
+            None if matches && !is_deleting(rs.as_ref()) => {
+                if adopt(&pods_api, p, rs.as_ref()).await? {
+                    owned.push(p.clone());
+                }
+            }
+            None => {}
+        }
+    }
+
+    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    if satisfied && !is_deleting(rs.as_ref()) {
+        manage(ctx, key, &rs, &owned, want).await?;
+    }
+
+    // Status.
+    let now = Timestamp::now();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0) as i64;
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully = owned
+        .iter()
+        .filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .count();
+    let ready = owned.iter().filter(|p| pod_ready(p)).count();
+    let available = owned.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let old = rs.status.clone().unwrap_or_default();
+    let new = ReplicaSetStatus {
+        replicas: owned.len() as i32,
+        fully_labeled_replicas: Some(fully as i32),
+        ready_replicas: Some(ready as i32),
+        available_replicas: Some(available as i32),
+        observed_generation: rs.metadata.generation,
+        conditions: old.conditions.clone(),
+        terminating_replicas: old.terminating_replicas,
+    };
+    if status_differs(&old, &new) {
+        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+        let patch = serde_json::json!({"status": {
+            "replicas": new.replicas,
+            "fullyLabeledReplicas": new.fully_labeled_replicas,
+            "readyReplicas": new.ready_replicas,
+            "availableReplicas": new.available_replicas,
+            "observedGeneration": new.observed_generation,
+        }});
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("updating status of replicaset {key}")),
+        }
+    }
+    if min_ready > 0 && ready > available {
+        return Ok(Some(Duration::from_secs(min_ready as u64)));
+    }
+    Ok(None)
+}
+
+fn status_differs(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
+    a.replicas != b.replicas
+        || a.fully_labeled_replicas.unwrap_or(0) != b.fully_labeled_replicas.unwrap_or(0)
+        || a.ready_replicas.unwrap_or(0) != b.ready_replicas.unwrap_or(0)
+        || a.available_replicas.unwrap_or(0) != b.available_replicas.unwrap_or(0)
+        || a.observed_generation != b.observed_generation
+}
+
+async fn manage(ctx: &Ctx, key: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>], want: usize) -> anyhow::Result<()> {
+    let ns = rs.namespace().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if owned.len() < want {
+        let diff = (want - owned.len()).min(BURST_REPLICAS);
+        let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+        let tmeta = template.metadata.clone().unwrap_or_default();
+        let pod = Pod {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}-", rs.name_any())),
+                namespace: Some(ns.clone()),
+                labels: tmeta.labels.clone(),
+                annotations: tmeta.annotations.clone(),
+                finalizers: tmeta.finalizers.clone(),
+                owner_references: Some(vec![controller_ref(rs.as_ref())]),
+                ..Default::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        // Slow start: batches of 1, 2, 4... so that a failing create fails fast.
+        let mut remaining = diff;
+        let mut batch = 1usize;
+        while remaining > 0 {
+            let n = batch.min(remaining);
+            let pp = PostParams::default();
+            let results = join_all((0..n).map(|_| pods_api.create(&pp, &pod))).await;
+            let mut created = Vec::new();
+            let mut failed = None;
+            for r in results {
+                match r {
+                    Ok(p) => {
+                        ctx.recorder
+                            .publish(rs.as_ref(), NORMAL, "SuccessfulCreate", format!("Created pod: {}", p.name_any()));
+                        created.push(p.name_any());
+                    }
+                    Err(e) => {
+                        ctx.recorder
+                            .publish(rs.as_ref(), WARNING, "FailedCreate", format!("Error creating: {e}"));
+                        failed = Some(e);
+                    }
+                }
+            }
+            ctx.expectations.expect(key, created, vec![]);
+            if let Some(e) = failed {
+                return Err(e).with_context(|| format!("creating pods for replicaset {key}"));
+            }
+            remaining -= n;
+            batch *= 2;
+        }
+    } else if owned.len() > want {
+        let diff = (owned.len() - want).min(BURST_REPLICAS);
+        // Rank by siblings: active pods of ReplicaSets with the same controller.
+        let owner_uid = controller_of(rs.as_ref()).map(|r| r.uid.clone());
+        let sibling_rs: HashSet<String> = ctx
+            .rss
+            .list()
+            .iter()
+            .filter(|o| o.namespace() == rs.namespace())
+            .filter(|o| match &owner_uid {
+                Some(u) => controller_of(o.as_ref()).map(|r| &r.uid) == Some(u),
+                None => o.uid() == rs.uid(),
+            })
+            .filter_map(|o| o.uid())
+            .collect();
+        let all_pods = ctx.pods.list();
+        let related: Vec<&Pod> = all_pods
+            .iter()
+            .filter(|p| pod_active(p))
+            .filter(|p| controller_of(p.as_ref()).is_some_and(|r| sibling_rs.contains(&r.uid)))
+            .map(|p| p.as_ref())
+            .collect();
+        let owned_refs: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();
+        let victims = pods_to_delete(&owned_refs, &related, diff);
+        ctx.expectations.expect(
+            key,
+            vec![],
+            victims.iter().filter_map(|p| p.uid()).collect(),
+        );
+        let results = join_all(victims.iter().map(|p| {
+            let api = pods_api.clone();
+            let name = p.name_any();
+            async move { (name.clone(), api.delete(&name, &DeleteParams::default()).await) }
+        }))
+        .await;
+        for (name, r) in results {
+            match r {
+                Ok(_) => ctx
+                    .recorder
+                    .publish(rs.as_ref(), NORMAL, "SuccessfulDelete", format!("Deleted pod: {name}")),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    ctx.recorder
+                        .publish(rs.as_ref(), WARNING, "FailedDelete", format!("Error deleting: {e}"));
+                    ctx.expectations.delete(key);
+                    return Err(e).with_context(|| format!("deleting pod {name} of replicaset {key}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> anyhow::Result<bool> {
+    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+    refs.push(controller_ref(rs));
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
+    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("adopting pod {}", pod.name_any())),
+    }
+}
+
+async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<()> {
+    let refs: Vec<_> = pod
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.uid != owner_uid)
+        .collect();
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
+    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("releasing pod {}", pod.name_any())),
+    }
+}

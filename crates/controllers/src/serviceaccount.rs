@@ -1,0 +1,1 @@
+//! serviceaccount (todo).
