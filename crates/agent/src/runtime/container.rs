@@ -1,0 +1,685 @@
+//! Containers under runc: the bundle (overlayfs rootfs + `config.json`), `runc run
+//! --detach` with the container's stdio handed over (FIFOs for stdout/stderr, so output
+//! survives an agent restart; a pipe for stdin), the CRI log file, attach fan-out, and
+//! the exit status (the agent is a child subreaper, so the container's init becomes its
+//! child when runc exits).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::{broadcast, watch};
+
+use super::crilog::{self, Stream};
+use super::oci::{self, ContainerConfig};
+
+/// The runc binary and its state directory (one per agent, under its data dir).
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// `runc` (from PATH) or a path.
+    pub binary: PathBuf,
+    /// `--root` for runc's state.
+    pub root: PathBuf,
+}
+
+impl Runc {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) to the container's init. A container that is gone
+    /// is not an error.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        let out = self
+            .cmd()
+            .args(["kill", id, signal])
+            .output()
+            .await
+            .context("running runc kill")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success()
+            && !err.contains("not exist")
+            && !err.contains("not running")
+            && !err.contains("process already finished")
+        {
+            bail!("runc kill {id} {signal}: {}", err.trim());
+        }
+        Ok(())
+    }
+
+    /// Deletes the container's runc state (and cgroup), forcing if it still runs.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let out = self
+            .cmd()
+            .args(["delete", "--force", id])
+            .output()
+            .await
+            .context("running runc delete")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !err.contains("not exist") {
+            bail!("runc delete {id}: {}", err.trim());
+        }
+        Ok(())
+    }
+
+    /// IDs of the containers runc knows.
+    pub async fn list(&self) -> Vec<String> {
+        let Ok(out) = self.cmd().args(["list", "--format", "json"]).output().await else {
+            return Vec::new();
+        };
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+        }
+        serde_json::from_slice::<Option<Vec<Item>>>(&out.stdout)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code (128 + signal for a signal).
+    pub code: i32,
+    /// The memory cgroup killed it.
+    pub oom_killed: bool,
+    /// When the agent saw it end.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Exit {
+    /// The Kubernetes reason: Completed, OOMKilled or Error.
+    pub fn reason(&self) -> &'static str {
+        if self.oom_killed {
+            "OOMKilled"
+        } else if self.code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// runc container ID.
+    pub id: String,
+    /// Bundle directory (made if missing).
+    pub bundle: PathBuf,
+    /// The image's rootfs (overlay lower dir).
+    pub lower: PathBuf,
+    /// The process, namespaces, mounts, limits.
+    pub config: ContainerConfig,
+    /// CRI log file.
+    pub log_path: PathBuf,
+    /// Keep stdin open as a pipe the agent can write to.
+    pub stdin: bool,
+    /// Close stdin after the first attach ends.
+    pub stdin_once: bool,
+}
+
+/// Saved in the bundle so a restarted agent can take the container back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedState {
+    /// runc ID.
+    pub id: String,
+    /// Host PID of the container's init.
+    pub pid: i32,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// CRI log file.
+    pub log_path: PathBuf,
+}
+
+struct LogSink {
+    file: File,
+    written: u64,
+}
+
+/// A started container.
+pub struct Container {
+    /// runc ID.
+    pub id: String,
+    /// Host PID of its init.
+    pub pid: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its CRI log file.
+    pub log_path: PathBuf,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    stdin_once: bool,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    sink: Arc<Mutex<LogSink>>,
+    output: broadcast::Sender<(Stream, Bytes)>,
+    written: watch::Receiver<u64>,
+    exit: watch::Receiver<Option<Exit>>,
+    attached_once: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+fn mount_overlay(lower: &Path, bundle: &Path) -> Result<PathBuf> {
+    let rootfs = bundle.join("rootfs");
+    for d in ["rootfs", "upper", "work"] {
+        fs::create_dir_all(bundle.join(d))
+            .with_context(|| format!("creating {}/{d}", bundle.display()))?;
+    }
+    if is_mountpoint(&rootfs) {
+        return Ok(rootfs);
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        bundle.join("upper").display(),
+        bundle.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .with_context(|| format!("mounting the overlay rootfs at {}", rootfs.display()))?;
+    Ok(rootfs)
+}
+
+/// True if `p` is a mount point (its device differs from its parent's, or it is listed
+/// in /proc/self/mountinfo).
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = p.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(target.as_ref()))
+}
+
+/// Unmounts the bundle's rootfs (lazily, so a busy mount never blocks teardown).
+pub fn unmount_rootfs(bundle: &Path) -> Result<()> {
+    let rootfs = bundle.join("rootfs");
+    while is_mountpoint(&rootfs) {
+        nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", rootfs.display()))?;
+    }
+    Ok(())
+}
+
+fn fifo(path: &Path) -> Result<()> {
+    if !path.exists() {
+        nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600))
+            .with_context(|| format!("mkfifo {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Reads runc's last error from its JSON log.
+fn runc_error(bundle: &Path) -> String {
+    let text = fs::read_to_string(bundle.join("runc.log")).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or_default().to_string())
+        })
+        .unwrap_or_else(|| text.lines().last().unwrap_or("unknown error").to_string())
+}
+
+impl Container {
+    /// Makes the bundle and starts the container. Returns once its init runs.
+    pub async fn start(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
+        let bundle = spec.bundle.clone();
+        fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
+        mount_overlay(&spec.lower, &bundle)?;
+        let config = oci::config_json(&spec.config);
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config)?,
+        )
+        .context("writing config.json")?;
+        fifo(&bundle.join("stdout"))?;
+        fifo(&bundle.join("stderr"))?;
+        // The container's ends are opened read-write: it then never gets SIGPIPE while
+        // the agent is away (restarting); output waits in the pipe until it is back.
+        let ctr_out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(bundle.join("stdout"))?;
+        let ctr_err = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(bundle.join("stderr"))?;
+        let rx_out = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(bundle.join("stdout"))?;
+        let rx_err = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(bundle.join("stderr"))?;
+        let _ = fs::remove_file(bundle.join("runc.log"));
+        let mut cmd = runc.cmd();
+        cmd.arg("--log")
+            .arg(bundle.join("runc.log"))
+            .arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg("--detach")
+            .arg("--pid-file")
+            .arg(bundle.join("pid"))
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&spec.id)
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::from(ctr_out))
+            .stderr(Stdio::from(ctr_err));
+        let mut child = cmd.spawn().context("running runc")?;
+        drop(cmd);
+        let stdin = child.stdin.take();
+        let status = child.wait().await.context("waiting for runc run")?;
+        if !status.success() {
+            let msg = runc_error(&bundle);
+            let _ = runc.delete(&spec.id).await;
+            let _ = unmount_rootfs(&bundle);
+            bail!("runc run failed: {msg}");
+        }
+        let pid: i32 = fs::read_to_string(bundle.join("pid"))
+            .context("reading runc's pid file")?
+            .trim()
+            .parse()
+            .context("parsing runc's pid file")?;
+        let started_at = Utc::now();
+        let saved = SavedState {
+            id: spec.id.clone(),
+            pid,
+            started_at,
+            log_path: spec.log_path.clone(),
+        };
+        fs::write(bundle.join("state.json"), serde_json::to_vec(&saved)?)
+            .context("writing state.json")?;
+        Ok(Self::wire(
+            runc,
+            saved,
+            bundle,
+            rx_out,
+            rx_err,
+            stdin,
+            spec.stdin_once,
+            cgroup_memory_dir(&spec.config.cgroups_path),
+        ))
+    }
+
+    /// Takes back a container started by an earlier agent (its init is no longer our
+    /// child: its end is seen by polling, and its exit code is unknown).
+    pub fn adopt(runc: &Runc, bundle: &Path, cgroups_path: &str) -> Result<Arc<Container>> {
+        let saved: SavedState = serde_json::from_slice(
+            &fs::read(bundle.join("state.json")).context("reading state.json")?,
+        )
+        .context("parsing state.json")?;
+        let rx_out = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(bundle.join("stdout"))?;
+        let rx_err = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(bundle.join("stderr"))?;
+        Ok(Self::wire(
+            runc,
+            saved,
+            bundle.to_path_buf(),
+            rx_out,
+            rx_err,
+            None,
+            false,
+            cgroup_memory_dir(cgroups_path),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn wire(
+        runc: &Runc,
+        saved: SavedState,
+        bundle: PathBuf,
+        rx_out: pipe::Receiver,
+        rx_err: pipe::Receiver,
+        stdin: Option<ChildStdin>,
+        stdin_once: bool,
+        memcg: PathBuf,
+    ) -> Arc<Container> {
+        if let Some(dir) = saved.log_path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&saved.log_path)
+            .or_else(|_| OpenOptions::new().write(true).open("/dev/null"));
+        let (written_tx, written_rx) = watch::channel(0u64);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let (output, _) = broadcast::channel(1024);
+        let sink = match file {
+            Ok(file) => {
+                let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Arc::new(Mutex::new(LogSink { file, written }))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a log file or /dev/null");
+                // Nothing sensible can be done without any file; keep running blind.
+                return Arc::new(Container {
+                    id: saved.id,
+                    pid: saved.pid,
+                    started_at: saved.started_at,
+                    log_path: saved.log_path,
+                    bundle,
+                    stdin_once,
+                    stdin: tokio::sync::Mutex::new(stdin),
+                    sink: Arc::new(Mutex::new(LogSink {
+                        file: tempfile_fallback(),
+                        written: 0,
+                    })),
+                    output,
+                    written: written_rx,
+                    exit: exit_rx,
+                    attached_once: false.into(),
+                });
+            }
+        };
+        let c = Arc::new(Container {
+            id: saved.id.clone(),
+            pid: saved.pid,
+            started_at: saved.started_at,
+            log_path: saved.log_path.clone(),
+            bundle: bundle.clone(),
+            stdin_once,
+            stdin: tokio::sync::Mutex::new(stdin),
+            sink: sink.clone(),
+            output: output.clone(),
+            written: written_rx,
+            exit: exit_rx,
+            attached_once: false.into(),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let written_tx = Arc::new(written_tx);
+        let pumps = [(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)].map(|(rx, stream)| {
+            tokio::spawn(pump(
+                rx,
+                stream,
+                sink.clone(),
+                output.clone(),
+                written_tx.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let pid = saved.pid;
+        let runc = runc.clone();
+        let id = saved.id;
+        tokio::spawn(async move {
+            let code = wait_for_exit(pid).await;
+            let oom_killed = oom_killed(&memcg);
+            let _ = stop_tx.send(true);
+            for p in pumps {
+                let _ = p.await;
+            }
+            if let Err(e) = runc.delete(&id).await {
+                tracing::warn!(container = %id, error = %e, "deleting the exited container");
+            }
+            if let Err(e) = unmount_rootfs(&bundle) {
+                tracing::warn!(container = %id, error = %e, "unmounting the exited container's rootfs");
+            }
+            let _ = exit_tx.send(Some(Exit {
+                code,
+                oom_killed,
+                finished_at: Utc::now(),
+            }));
+        });
+        c
+    }
+
+    /// The exit, once there is one.
+    pub fn exit(&self) -> Option<Exit> {
+        self.exit.borrow().clone()
+    }
+
+    /// A receiver that changes when the container exits.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<Exit>> {
+        self.exit.clone()
+    }
+
+    /// Waits for the container to exit.
+    pub async fn wait(&self) -> Exit {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return Exit {
+                    code: 137,
+                    oom_killed: false,
+                    finished_at: Utc::now(),
+                };
+            }
+        }
+    }
+
+    /// A receiver of the log file's size, for followers.
+    pub fn log_watch(&self) -> watch::Receiver<u64> {
+        self.written.clone()
+    }
+
+    /// Starts an attach session: a receiver of live output, and (when `replay`) the
+    /// output logged before it, per stream, with no gap or overlap between the two.
+    pub fn attach(
+        &self,
+        replay: bool,
+    ) -> (Vec<(Stream, Vec<u8>)>, broadcast::Receiver<(Stream, Bytes)>) {
+        let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.output.subscribe();
+        let len = sink.written;
+        drop(sink);
+        let mut past = Vec::new();
+        if replay {
+            if let Ok(data) = fs::read(&self.log_path) {
+                let data = &data[..(len as usize).min(data.len())];
+                for line in data.split(|b| *b == b'\n') {
+                    if let Some(rec) = crilog::parse(line) {
+                        let mut content = rec.content;
+                        if !rec.partial {
+                            content.push(b'\n');
+                        }
+                        past.push((rec.stream, content));
+                    }
+                }
+            }
+        }
+        (past, rx)
+    }
+
+    /// True the first time it is called (the first attach of a `kubectl run -i` pod
+    /// replays what the container printed before kubectl got there).
+    pub fn first_attach(&self) -> bool {
+        !self
+            .attached_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes to the container's stdin. Errors if it has none (or it was closed).
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<()> {
+        let mut guard = self.stdin.lock().await;
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| anyhow!("the container's stdin is closed"))?;
+        w.write_all(data)
+            .await
+            .context("writing to the container's stdin")?;
+        w.flush().await?;
+        Ok(())
+    }
+
+    /// Whether the container was started with an open stdin.
+    pub async fn has_stdin(&self) -> bool {
+        self.stdin.lock().await.is_some()
+    }
+
+    /// Closes stdin (EOF for the container).
+    pub async fn close_stdin(&self) {
+        self.stdin.lock().await.take();
+    }
+
+    /// Called when an attach session ends: stdinOnce containers lose their stdin.
+    pub async fn attach_ended(&self) {
+        if self.stdin_once {
+            self.close_stdin().await;
+        }
+    }
+}
+
+fn tempfile_fallback() -> File {
+    // Only reached when even /dev/null cannot be opened; an anonymous temp file keeps
+    // the types simple.
+    tempfile_in_tmp().unwrap_or_else(|_| std::process::exit(70))
+}
+
+fn tempfile_in_tmp() -> std::io::Result<File> {
+    let p = std::env::temp_dir().join(format!("skiff-log-{}", uuid::Uuid::new_v4()));
+    let f = OpenOptions::new().create(true).append(true).open(&p)?;
+    let _ = fs::remove_file(&p);
+    Ok(f)
+}
+
+/// Copies one output FIFO into the log file and to attached clients, until told to stop
+/// (then drains what is left).
+async fn pump(
+    rx: pipe::Receiver,
+    stream: Stream,
+    sink: Arc<Mutex<LogSink>>,
+    output: broadcast::Sender<(Stream, Bytes)>,
+    written: Arc<watch::Sender<u64>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            tokio::select! {
+                r = rx.readable() => { if r.is_err() { return; } }
+                _ = stop.changed() => { stopping = true; }
+            }
+        }
+        match rx.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let chunk = &buf[..n];
+                let rec = crilog::encode(Utc::now(), stream, chunk);
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                if s.file.write_all(&rec).is_ok() {
+                    s.written += rec.len() as u64;
+                }
+                let _ = output.send((stream, Bytes::copy_from_slice(chunk)));
+                written.send_replace(s.written);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stopping {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Waits for the container's init to end. It is our child (we are a subreaper) unless
+/// an earlier agent started it; then its end is polled.
+async fn wait_for_exit(pid: i32) -> i32 {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("wait-{pid}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let status = loop {
+                match waitpid(Pid::from_raw(pid), None) {
+                    Ok(WaitStatus::Exited(_, code)) => break Some(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break Some(128 + sig as i32),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break None,
+                }
+            };
+            let _ = tx.send(status);
+        });
+    let status = match spawned {
+        Ok(_) => rx.await.ok().flatten(),
+        Err(_) => None,
+    };
+    if let Some(code) = status {
+        return code;
+    }
+    // Not our child: poll until the process is gone.
+    while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    137
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(true)
+}
+
+fn cgroup_memory_dir(cgroups_path: &str) -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'))
+}
+
+/// Whether the memory cgroup's OOM killer killed something (cgroup v1 `oom_kill` count).
+fn oom_killed(memcg: &Path) -> bool {
+    fs::read_to_string(memcg.join("memory.oom_control"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+        })
+        .is_some_and(|n| n > 0)
+}
+
+/// Makes the agent a child subreaper, so container inits become its children when runc
+/// exits and their exit statuses can be collected.
+pub fn become_subreaper() -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")
+}

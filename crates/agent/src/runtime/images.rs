@@ -1,0 +1,712 @@
+//! The node's image store under `<data>/images/`: the built-in images (`httpd`,
+//! `busybox`, `skiff`) made lazily from local binaries, and images imported from OCI or
+//! docker-archive tarballs. Each image is a directory `<id hex>/` with an unpacked
+//! `rootfs/` and `image.json` (its config); `refs.json` maps normalized references to IDs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::reference;
+
+/// Where Debian's busybox-static lives; the built-in images are made from it.
+const BUSYBOX: &str = "/bin/busybox";
+/// The page the built-in httpd serves, as Apache's default.
+pub const HTTPD_PAGE: &str = "<html><body><h1>It works!</h1></body></html>\n";
+
+/// The parts of an image's config that decide how its containers run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ImageConfig {
+    /// ENTRYPOINT.
+    pub entrypoint: Vec<String>,
+    /// CMD.
+    pub cmd: Vec<String>,
+    /// ENV (`KEY=value`).
+    pub env: Vec<String>,
+    /// WORKDIR.
+    pub working_dir: String,
+    /// USER.
+    pub user: String,
+}
+
+/// What `image.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    config: ImageConfig,
+    builtin: bool,
+}
+
+/// An image ready to be used as a container's lower layer.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Image ID, `sha256:<hex>`.
+    pub id: String,
+    /// The normalized reference it was found under.
+    pub reference: String,
+    /// The unpacked root filesystem.
+    pub rootfs: PathBuf,
+    /// How its containers run by default.
+    pub config: ImageConfig,
+}
+
+/// One line of `skiff image ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Image ID, `sha256:<hex>`.
+    pub id: String,
+    /// Normalized references naming it.
+    pub repo_tags: Vec<String>,
+    /// Bytes on disk of its rootfs (0 for a built-in not made yet).
+    pub size: u64,
+    /// Built from local binaries rather than imported.
+    pub builtin: bool,
+}
+
+/// The image store of one agent.
+#[derive(Debug)]
+pub struct ImageStore {
+    dir: PathBuf,
+    skiff_binary: PathBuf,
+    /// Serializes building and importing within this process.
+    lock: Mutex<()>,
+}
+
+impl ImageStore {
+    /// The store under `<data_dir>/images`; `skiff_binary` is what the `skiff` image holds.
+    pub fn new(data_dir: &Path, skiff_binary: &Path) -> Self {
+        ImageStore {
+            dir: data_dir.join("images"),
+            skiff_binary: skiff_binary.to_path_buf(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Finds an image: an imported one under this reference first, then a built-in (made
+    /// now if needed). None if the store has no such image.
+    pub fn resolve(&self, image: &str) -> Result<Option<Image>> {
+        let reference = reference::normalize(image);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let refs = read_refs(&self.dir)?;
+        if let Some(id) = refs.get(&reference) {
+            let hex = id.trim_start_matches("sha256:");
+            let stored = read_stored(&self.dir.join(hex))?;
+            return Ok(Some(Image {
+                id: id.clone(),
+                reference,
+                rootfs: self.dir.join(hex).join("rootfs"),
+                config: stored.config,
+            }));
+        }
+        let Some(name) = reference::builtin(image) else {
+            return Ok(None);
+        };
+        let (config, id) = builtin_config(name, &self.skiff_binary)?;
+        let hex = id.trim_start_matches("sha256:").to_string();
+        let dir = self.dir.join(&hex);
+        if !dir.join("image.json").exists() {
+            build_builtin(&self.dir, &hex, name, &config, &self.skiff_binary)
+                .with_context(|| format!("building the built-in image {name}"))?;
+        }
+        Ok(Some(Image {
+            id,
+            reference,
+            rootfs: dir.join("rootfs"),
+            config,
+        }))
+    }
+}
+
+/// The config and ID of a built-in image. The ID covers the source binary's size and
+/// modification time, so a new skiff or busybox gives a new image.
+fn builtin_config(name: &str, skiff_binary: &Path) -> Result<(ImageConfig, String)> {
+    let src = if name == "skiff" {
+        skiff_binary
+    } else {
+        Path::new(BUSYBOX)
+    };
+    let meta = fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let path_env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string();
+    let config = match name {
+        "httpd" => ImageConfig {
+            cmd: ["httpd", "-f", "-v", "-p", "80", "-h", "/var/www"]
+                .map(String::from)
+                .to_vec(),
+            env: vec![path_env],
+            working_dir: "/".into(),
+            ..Default::default()
+        },
+        "busybox" => ImageConfig {
+            cmd: vec!["sh".into()],
+            env: vec![path_env],
+            ..Default::default()
+        },
+        _ => ImageConfig {
+            entrypoint: vec!["/usr/local/bin/skiff".into()],
+            env: vec![path_env],
+            ..Default::default()
+        },
+    };
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&config)?);
+    h.update(format!("builtin:{name}:{}:{:?}", meta.len(), mtime).as_bytes());
+    Ok((config, format!("sha256:{:x}", h.finalize())))
+}
+
+/// Makes a built-in image's directory: built in a temporary directory, then renamed, so
+/// a half-made image is never seen.
+fn build_builtin(
+    images: &Path,
+    hex: &str,
+    name: &str,
+    config: &ImageConfig,
+    skiff: &Path,
+) -> Result<()> {
+    let tmp = images.join(format!(".tmp-{hex}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let rootfs = tmp.join("rootfs");
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "usr/local/bin",
+        "etc",
+        "root",
+        "proc",
+        "sys",
+        "dev",
+        "var/www",
+        "home",
+    ] {
+        fs::create_dir_all(rootfs.join(d))
+            .with_context(|| format!("creating {d} in the rootfs"))?;
+    }
+    fs::create_dir_all(rootfs.join("tmp"))?;
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+    if name == "skiff" {
+        link_or_copy(skiff, &rootfs.join("usr/local/bin/skiff"))?;
+        for lib in shared_libraries(skiff)? {
+            let rel = lib.strip_prefix("/").unwrap_or(&lib);
+            let dst = rootfs.join(rel);
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::copy(&lib, &dst).with_context(|| format!("copying {}", lib.display()))?;
+        }
+    } else {
+        link_or_copy(Path::new(BUSYBOX), &rootfs.join("bin/busybox"))?;
+        let out = Command::new(BUSYBOX)
+            .arg("--list-full")
+            .output()
+            .context("running busybox --list-full")?;
+        for applet in String::from_utf8_lossy(&out.stdout).lines() {
+            let applet = applet.trim();
+            if applet.is_empty() || applet == "bin/busybox" {
+                continue;
+            }
+            let dst = rootfs.join(applet);
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            if dst.symlink_metadata().is_err() {
+                symlink("/bin/busybox", &dst).with_context(|| format!("linking {applet}"))?;
+            }
+        }
+        fs::write(rootfs.join("var/www/index.html"), HTTPD_PAGE)?;
+    }
+    let stored = Stored {
+        config: config.clone(),
+        builtin: true,
+    };
+    fs::write(tmp.join("image.json"), serde_json::to_vec_pretty(&stored)?)?;
+    let dst = images.join(hex);
+    match fs::rename(&tmp, &dst) {
+        Ok(()) => Ok(()),
+        // Another process made it first.
+        Err(_) if dst.join("image.json").exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("moving the image into {}", dst.display())),
+    }
+}
+
+fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    if fs::hard_link(src, dst).is_err() {
+        fs::copy(src, dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    }
+    Ok(())
+}
+
+/// The shared libraries `ldd` lists for a binary (none for a static one).
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.trim().split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+fn read_refs(images: &Path) -> Result<BTreeMap<String, String>> {
+    match fs::read(images.join("refs.json")) {
+        Ok(b) => serde_json::from_slice(&b).context("parsing refs.json"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e).context("reading refs.json"),
+    }
+}
+
+fn write_refs(images: &Path, refs: &BTreeMap<String, String>) -> Result<()> {
+    let tmp = images.join(".refs.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(refs)?)?;
+    fs::rename(&tmp, images.join("refs.json")).context("writing refs.json")
+}
+
+fn read_stored(dir: &Path) -> Result<Stored> {
+    let b = fs::read(dir.join("image.json"))
+        .with_context(|| format!("reading {}/image.json", dir.display()))?;
+    serde_json::from_slice(&b).context("parsing image.json")
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(meta) = p.symlink_metadata() else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Lists the images of the store under `data_dir`: imported ones and the built-ins
+/// (which are always available; their size is 0 until first used).
+pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
+    let images = data_dir.join("images");
+    let refs = read_refs(&images)?;
+    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (r, id) in refs {
+        by_id.entry(id).or_default().push(r);
+    }
+    let mut out: Vec<ImageInfo> = by_id
+        .into_iter()
+        .map(|(id, repo_tags)| {
+            let size = dir_size(&images.join(id.trim_start_matches("sha256:")).join("rootfs"));
+            ImageInfo {
+                id,
+                repo_tags,
+                size,
+                builtin: false,
+            }
+        })
+        .collect();
+    let skiff = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/skiff"));
+    for name in reference::BUILTINS {
+        if let Ok((_, id)) = builtin_config(name, &skiff) {
+            let size = dir_size(&images.join(id.trim_start_matches("sha256:")).join("rootfs"));
+            out.push(ImageInfo {
+                id,
+                repo_tags: vec![reference::normalize(name)],
+                size,
+                builtin: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Imports an OCI image layout or docker-archive tarball (optionally gzipped) into the
+/// store under `data_dir`; returns the references it now answers to.
+pub fn import(data_dir: &Path, tarball: &Path) -> Result<Vec<String>> {
+    let images = data_dir.join("images");
+    fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
+    let work = images.join(format!(".import-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let result = (|| {
+        let mut archive = tar::Archive::new(open_maybe_gzip(tarball)?);
+        archive
+            .unpack(&work)
+            .with_context(|| format!("unpacking {}", tarball.display()))?;
+        if work.join("index.json").exists() {
+            import_oci(&images, &work)
+        } else if work.join("manifest.json").exists() {
+            import_docker(&images, &work)
+        } else {
+            bail!(
+                "{} is neither an OCI image layout nor a docker archive",
+                tarball.display()
+            )
+        }
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    let f = fs::File::open(path)?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::GzDecoder::new(f)))
+    } else {
+        Ok(Box::new(f))
+    }
+}
+
+/// The parts of an OCI/Docker image config we read.
+#[derive(Deserialize, Default)]
+struct ConfigFile {
+    #[serde(default)]
+    config: Option<ConfigInner>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ConfigInner {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// Stores one image from its config blob and layer files; returns its ID.
+fn store_image(
+    images: &Path,
+    config_blob: &[u8],
+    layers: &[PathBuf],
+    refs: &[String],
+) -> Result<String> {
+    let hex = format!("{:x}", Sha256::digest(config_blob));
+    let id = format!("sha256:{hex}");
+    let parsed: ConfigFile =
+        serde_json::from_slice(config_blob).context("parsing the image config")?;
+    let inner = parsed.config.unwrap_or_default();
+    let config = ImageConfig {
+        entrypoint: inner.entrypoint.unwrap_or_default(),
+        cmd: inner.cmd.unwrap_or_default(),
+        env: inner.env.unwrap_or_default(),
+        working_dir: inner.working_dir.unwrap_or_default(),
+        user: inner.user.unwrap_or_default(),
+    };
+    let dir = images.join(&hex);
+    if !dir.join("image.json").exists() {
+        let tmp = images.join(format!(".tmp-{hex}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let rootfs = tmp.join("rootfs");
+        fs::create_dir_all(&rootfs)?;
+        for layer in layers {
+            apply_layer(open_maybe_gzip(layer)?, &rootfs)
+                .with_context(|| format!("applying layer {}", layer.display()))?;
+        }
+        fs::write(
+            tmp.join("image.json"),
+            serde_json::to_vec_pretty(&Stored {
+                config,
+                builtin: false,
+            })?,
+        )?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&tmp, &dir)?;
+    }
+    let mut all = read_refs(images)?;
+    for r in refs {
+        all.insert(reference::normalize(r), id.clone());
+    }
+    write_refs(images, &all)?;
+    Ok(id)
+}
+
+/// Unpacks one layer tarball over a rootfs, honouring OCI whiteouts (`.wh.NAME` removes
+/// NAME, `.wh..wh..opq` empties its directory).
+pub fn apply_layer(reader: impl Read, rootfs: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = rootfs.join(path.parent().unwrap_or(Path::new("")));
+        if name == ".wh..wh..opq" {
+            if let Ok(rd) = fs::read_dir(&parent) {
+                for e in rd.flatten() {
+                    remove_any(&e.path());
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            remove_any(&parent.join(hidden));
+            continue;
+        }
+        let target = rootfs.join(&path);
+        if let Ok(meta) = target.symlink_metadata() {
+            if !(meta.is_dir() && entry.header().entry_type().is_dir()) {
+                remove_any(&target);
+            }
+        }
+        entry
+            .unpack_in(rootfs)
+            .with_context(|| format!("unpacking {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+fn blob_path(root: &Path, digest: &str) -> PathBuf {
+    let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    root.join("blobs").join(alg).join(hex)
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+fn import_oci(images: &Path, root: &Path) -> Result<Vec<String>> {
+    let index: OciIndex = serde_json::from_slice(&fs::read(root.join("index.json"))?)
+        .context("parsing index.json")?;
+    let mut names = Vec::new();
+    for desc in index.manifests {
+        let name = desc
+            .annotations
+            .get("io.containerd.image.name")
+            .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
+            .cloned();
+        let mut manifest_desc = desc;
+        // A nested index (multi-platform): take the linux/amd64 or first manifest.
+        if manifest_desc.media_type.contains("index")
+            || manifest_desc.media_type.contains("manifest.list")
+        {
+            let nested: OciIndex =
+                serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)?;
+            let Some(first) = nested.manifests.into_iter().next() else {
+                continue;
+            };
+            manifest_desc = first;
+        }
+        let manifest: OciManifest =
+            serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)
+                .context("parsing an image manifest")?;
+        let config = fs::read(blob_path(root, &manifest.config.digest))
+            .context("reading the image config")?;
+        let layers: Vec<PathBuf> = manifest
+            .layers
+            .iter()
+            .map(|l| blob_path(root, &l.digest))
+            .collect();
+        let refs: Vec<String> = name.into_iter().collect();
+        let id = store_image(images, &config, &layers, &refs)?;
+        if refs.is_empty() {
+            names.push(id);
+        } else {
+            names.extend(refs.iter().map(|r| reference::normalize(r)));
+        }
+    }
+    Ok(names)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifest {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn import_docker(images: &Path, root: &Path) -> Result<Vec<String>> {
+    let manifests: Vec<DockerManifest> =
+        serde_json::from_slice(&fs::read(root.join("manifest.json"))?)
+            .context("parsing manifest.json")?;
+    let mut names = Vec::new();
+    for m in manifests {
+        let config = fs::read(root.join(&m.config)).context("reading the image config")?;
+        let layers: Vec<PathBuf> = m.layers.iter().map(|l| root.join(l)).collect();
+        let refs = m.repo_tags.unwrap_or_default();
+        let id = store_image(images, &config, &layers, &refs)?;
+        if refs.is_empty() {
+            names.push(id);
+        } else {
+            names.extend(refs.iter().map(|r| reference::normalize(r)));
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match data {
+                Some(d) => {
+                    h.set_size(d.len() as u64);
+                    h.set_mode(0o644);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    b.append_data(&mut h, path, *d).unwrap();
+                }
+                None => {
+                    h.set_size(0);
+                    h.set_mode(0o755);
+                    h.set_entry_type(tar::EntryType::Directory);
+                    b.append_data(&mut h, path, &[][..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn whiteouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        apply_layer(
+            &layer(&[
+                ("a/", None),
+                ("a/x", Some(b"1")),
+                ("a/y", Some(b"2")),
+                ("b", Some(b"3")),
+            ])[..],
+            root,
+        )
+        .unwrap();
+        apply_layer(
+            &layer(&[
+                ("a/.wh..wh..opq", Some(b"")),
+                ("a/z", Some(b"4")),
+                (".wh.b", Some(b"")),
+            ])[..],
+            root,
+        )
+        .unwrap();
+        assert!(!root.join("a/x").exists());
+        assert!(root.join("a/z").exists());
+        assert!(!root.join("b").exists());
+    }
+
+    #[test]
+    fn imports_docker_archive_and_builds_builtins() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let layer_tar = layer(&[("etc/", None), ("etc/motd", Some(b"hello\n"))]);
+        let config = br#"{"config":{"Cmd":["cat","/etc/motd"],"Env":["A=b"]}}"#;
+        let manifest =
+            br#"[{"Config":"c.json","RepoTags":["example.com/motd:v1"],"Layers":["l/layer.tar"]}]"#;
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, d) in [
+            ("manifest.json", &manifest[..]),
+            ("c.json", &config[..]),
+            ("l/layer.tar", &layer_tar[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_data(&mut h, p, d).unwrap();
+        }
+        let tarball = dir.path().join("img.tar");
+        fs::write(&tarball, b.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            import(&data, &tarball).unwrap(),
+            vec!["example.com/motd:v1".to_string()]
+        );
+        let store = ImageStore::new(&data, Path::new(BUSYBOX));
+        let img = store.resolve("example.com/motd:v1").unwrap().unwrap();
+        assert_eq!(img.config.cmd, vec!["cat", "/etc/motd"]);
+        assert_eq!(fs::read(img.rootfs.join("etc/motd")).unwrap(), b"hello\n");
+        assert!(store.resolve("nginx").unwrap().is_none());
+        let httpd = store.resolve("httpd:2.4").unwrap().unwrap();
+        assert_eq!(
+            fs::read_to_string(httpd.rootfs.join("var/www/index.html")).unwrap(),
+            HTTPD_PAGE
+        );
+        assert!(httpd.rootfs.join("bin/sh").symlink_metadata().is_ok());
+        let again = store.resolve("docker.io/library/httpd").unwrap().unwrap();
+        assert_eq!(again.id, httpd.id);
+        let listed = list(&data).unwrap();
+        assert!(listed
+            .iter()
+            .any(|i| i.repo_tags == vec!["example.com/motd:v1".to_string()]));
+        assert!(listed.iter().any(|i| i.builtin && i.id == httpd.id));
+    }
+}

@@ -1,0 +1,11 @@
+//! The container runtime, usable without an API server: images, pod network namespaces
+//! wired by CNI, containers under runc with CRI log files, exec.
+
+pub mod cni;
+pub mod container;
+pub mod crilog;
+pub mod exec;
+pub mod images;
+pub mod netns;
+pub mod oci;
+pub mod reference;

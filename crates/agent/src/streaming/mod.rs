@@ -1,0 +1,3 @@
+//! Streaming protocols of the kubelet endpoint.
+
+pub mod channel;
