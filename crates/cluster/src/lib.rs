@@ -14,7 +14,7 @@ pub mod kubeconfig;
 pub mod layout;
 pub mod netns;
 pub mod process;
-mod up;
+pub mod up;
 
 pub use layout::{ClusterState, NodeState};
 pub use up::{client_from_yaml, down, node_exec, up, AdminKubeconfigFn, Hooks, UpOptions};

@@ -1,0 +1,250 @@
+//! The command line: one definition per flag (PRODUCT.md fixes the command names).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A Kubernetes-compatible cluster in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Run inside this network namespace (a path such as /var/run/netns/NAME). Entered
+    /// before anything else starts; `skiff up` uses it to start nodes.
+    #[arg(long, global = true, hide = true)]
+    pub netns: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring a local cluster up: nodes as network namespaces on this machine.
+    Up(UpArgs),
+    /// Stop a local cluster and remove everything it made.
+    Down(ClusterArg),
+    /// Print the admin kubeconfig of a local cluster or of a server's data dir.
+    Kubeconfig(KubeconfigArgs),
+    /// Commands on the nodes of a local cluster.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Run the control plane: API server, controllers and scheduler.
+    Server(ServerArgs),
+    /// Run a node agent (kubelet, container runtime and service proxy).
+    Agent(AgentArgs),
+    /// Run the service proxy alone, against any Kubernetes API.
+    Proxy(ProxyArgs),
+    /// Run the cluster DNS server (as the `kube-system/coredns` pods do).
+    Dns(DnsArgs),
+    /// Manage a node's image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `--cluster NAME`.
+#[derive(Debug, Args)]
+pub struct ClusterArg {
+    /// Local cluster name.
+    #[arg(long, default_value = "skiff")]
+    pub cluster: String,
+}
+
+/// Arguments of `skiff up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Local cluster name.
+    #[arg(long, default_value = "skiff")]
+    pub cluster: String,
+    /// Number of nodes, the control-plane node `k8s-m` included.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Seconds to wait for the cluster to be ready.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Dataplane of the service proxies.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
+    pub proxy_mode: ProxyModeArg,
+}
+
+/// Arguments of `skiff kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Local cluster name (ignored when --data-dir is given).
+    #[arg(long, default_value = "skiff")]
+    pub cluster: String,
+    /// A server's data directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Server URL to put in the kubeconfig (with --data-dir).
+    #[arg(long, default_value = "https://127.0.0.1:6443")]
+    pub server: String,
+}
+
+/// `skiff node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run a command on a node, in its network namespace.
+    Exec {
+        /// Local cluster name.
+        #[arg(long, default_value = "skiff")]
+        cluster: String,
+        /// Node name (k8s-m, k8s-n1...).
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List the nodes of a local cluster.
+    Ls(ClusterArg),
+}
+
+/// Arguments of `skiff server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the server keeps its state, certificates and token.
+    #[arg(long, default_value = "/var/lib/skiff/server")]
+    pub data_dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub bind: SocketAddr,
+    /// Also serve on this address, bound in the namespace skiff was started in (before
+    /// --netns is entered): how a local cluster's API reaches the host's loopback.
+    #[arg(long, hide = true)]
+    pub host_listen: Option<SocketAddr>,
+    /// Address other nodes reach this server at (default: the first non-loopback IPv4).
+    #[arg(long)]
+    pub advertise_address: Option<Ipv4Addr>,
+    /// Datastore URL (only sqlite is built in so far; default: <data-dir>/state.db).
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// Pod network of the cluster.
+    #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// Range of cluster IPs.
+    #[arg(long, default_value = skiff_api::defaults::SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// Seconds a node may be silent before it is marked NotReady/Unknown.
+    #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
+    pub node_monitor_grace_period: u64,
+    /// Do not install the DNS add-on (`coredns` Deployment and `kube-dns` Service).
+    #[arg(long)]
+    pub no_dns: bool,
+}
+
+/// Arguments of `skiff agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// URL of the API server.
+    #[arg(long)]
+    pub server: String,
+    /// Join token (see `<server data dir>/token`).
+    #[arg(long, env = "SKIFF_TOKEN", required_unless_present = "token_file")]
+    pub token: Option<String>,
+    /// File holding the join token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate of the API server (without it the server's certificate is not checked).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Node IP (default: the first non-loopback IPv4).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Where the agent keeps images, pods and logs.
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    pub data_dir: PathBuf,
+    /// Prefix of the pods' network namespace names.
+    #[arg(long, default_value = "skiff-pod-")]
+    pub netns_prefix: String,
+    /// Register as a control-plane node (role label and NoSchedule taint).
+    #[arg(long)]
+    pub control_plane: bool,
+    /// Extra node labels, `k=v,k2=v2`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Directory of the CNI plugins.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+    /// Dataplane of the service proxy.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
+    pub proxy_mode: ProxyModeArg,
+    /// Pod network of the cluster (traffic from outside it is masqueraded).
+    #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+}
+
+/// Proxy dataplanes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProxyModeArg {
+    /// kube-proxy's iptables mode.
+    Iptables,
+    /// kube-proxy's nftables mode.
+    Nftables,
+}
+
+/// Arguments of `skiff proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Kubeconfig to reach the API with.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Name of the node this proxy runs on (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Dataplane.
+    #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
+    pub proxy_mode: ProxyModeArg,
+    /// Pod network of the cluster.
+    #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+}
+
+/// Arguments of `skiff dns`.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// Cluster domain.
+    #[arg(long, default_value = skiff_api::defaults::CLUSTER_DOMAIN)]
+    pub domain: String,
+    /// TTL of cluster records, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub ttl: u32,
+    /// Address to answer on (UDP and TCP).
+    #[arg(long, default_value = "0.0.0.0:53")]
+    pub listen: SocketAddr,
+    /// Upstream servers for other names (default: those of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    pub upstream: Vec<SocketAddr>,
+    /// Kubeconfig (default: in-cluster service-account credentials).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `skiff image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI or docker-archive tarball.
+    Import {
+        /// The tarball.
+        file: PathBuf,
+        /// Import into every node of this local cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The agent's data directory (without --cluster).
+        #[arg(long, default_value = "/var/lib/skiff/agent")]
+        data_dir: PathBuf,
+    },
+    /// List images.
+    Ls {
+        /// List the images of this local cluster's control-plane node.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The agent's data directory (without --cluster).
+        #[arg(long, default_value = "/var/lib/skiff/agent")]
+        data_dir: PathBuf,
+    },
+}

@@ -1,0 +1,370 @@
+//! What each sub-command does: build the components' configs and run them.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Api, Client};
+
+use crate::cli::{
+    AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, NodeCommand, ProxyArgs,
+    ProxyModeArg, ServerArgs, UpArgs,
+};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // A listener on the host's loopback must be bound before entering the node's namespace.
+    let host_listener = match &cli.command {
+        Command::Server(ServerArgs {
+            host_listen: Some(addr),
+            ..
+        }) => Some(TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?),
+        _ => None,
+    };
+    if let Some(ns) = &cli.netns {
+        // Before the runtime starts threads: setns applies to the calling thread only.
+        skiff_cluster::netns::enter(ns)?;
+    }
+    if let Command::Node(NodeCommand::Exec {
+        cluster,
+        node,
+        command,
+    }) = &cli.command
+    {
+        return Err(skiff_cluster::node_exec(cluster, node, command));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Down(args) => skiff_cluster::down(&args.cluster),
+            Command::Kubeconfig(args) => kubeconfig(args),
+            Command::Node(NodeCommand::Ls(args)) => node_ls(&args.cluster),
+            Command::Node(NodeCommand::Exec { .. }) => unreachable!("handled above"),
+            Command::Server(args) => server(args, host_listener).await,
+            Command::Agent(args) => agent(args).await,
+            Command::Proxy(args) => proxy(args).await,
+            Command::Dns(args) => dns(args).await,
+            Command::Image(cmd) => image(cmd),
+        }
+    })
+}
+
+fn admin_kubeconfig_hook() -> skiff_cluster::Hooks {
+    skiff_cluster::Hooks {
+        admin_kubeconfig: Box::new(|dir: &Path, url: &str, name: &str| {
+            skiff_apiserver::pki::admin_kubeconfig(dir, url, name)
+        }),
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut agent_args = Vec::new();
+    if let ProxyModeArg::Nftables = args.proxy_mode {
+        agent_args.extend(["--proxy-mode".to_string(), "nftables".to_string()]);
+    }
+    let opts = skiff_cluster::UpOptions {
+        name: args.cluster,
+        nodes: args.nodes,
+        skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
+        timeout: Duration::from_secs(args.timeout),
+        agent_args,
+    };
+    skiff_cluster::up(opts, &admin_kubeconfig_hook()).await?;
+    Ok(())
+}
+
+fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
+    let yaml = match args.data_dir {
+        Some(dir) => skiff_apiserver::pki::admin_kubeconfig(&dir, &args.server, "skiff")?,
+        None => {
+            let state = skiff_cluster::ClusterState::load(&args.cluster)?;
+            skiff_apiserver::pki::admin_kubeconfig(
+                &skiff_cluster::ClusterState::server_dir(&args.cluster),
+                &state.host_url(),
+                &skiff_cluster::kubeconfig::context_name(&args.cluster),
+            )?
+        }
+    };
+    print!("{yaml}");
+    Ok(())
+}
+
+fn node_ls(cluster: &str) -> anyhow::Result<()> {
+    let state = skiff_cluster::ClusterState::load(cluster)?;
+    println!("{:<10} {:<15} NETNS", "NAME", "IP");
+    for n in &state.nodes {
+        println!("{:<10} {:<15} {}", n.name, n.ip, n.netns);
+    }
+    Ok(())
+}
+
+async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow::Result<()> {
+    if let Some(ds) = &args.datastore {
+        anyhow::ensure!(
+            ds.starts_with("sqlite://"),
+            "unsupported --datastore {ds:?}: only sqlite:// is built in"
+        );
+    }
+    let config = skiff_apiserver::ServerConfig {
+        data_dir: args.data_dir.clone(),
+        bind: args.bind,
+        extra_listeners: host_listener.into_iter().collect(),
+        advertise_address: args.advertise_address,
+        extra_sans: Vec::new(),
+        service_cidr: args.service_cidr.clone(),
+        node_port_range: (
+            skiff_api::defaults::NODE_PORT_MIN,
+            skiff_api::defaults::NODE_PORT_MAX,
+        ),
+    };
+    let handle = skiff_apiserver::Server::start(config).await?;
+    let client = Client::try_from(handle.admin_client_config())?;
+
+    let controllers = skiff_controllers::ControllersConfig {
+        cluster_cidr: args.cluster_cidr.clone(),
+        node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
+        ..Default::default()
+    };
+    tokio::spawn(log_exit(
+        "controllers",
+        skiff_controllers::run(client.clone(), controllers),
+    ));
+    tokio::spawn(log_exit("scheduler", skiff_scheduler::run(client.clone())));
+    if !args.no_dns {
+        install_addons(&client, skiff_dns::addon::objects()).await?;
+    }
+    handle.wait().await
+}
+
+async fn log_exit(what: &'static str, fut: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = fut.await {
+        tracing::error!("{what} stopped: {e:#}");
+    }
+}
+
+/// Creates each add-on object unless it exists: a user's changes survive restarts, and a
+/// deleted add-on comes back on the next start (as k3s's add-ons do).
+async fn install_addons(client: &Client, objects: Vec<serde_json::Value>) -> anyhow::Result<()> {
+    for obj in objects {
+        let obj: DynamicObject = serde_json::from_value(obj).context("add-on object")?;
+        let types = obj.types.clone().context("add-on object without apiVersion/kind")?;
+        let (group, version) = match types.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), types.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
+        let plural = format!("{}s", types.kind.to_lowercase());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        if api.get_opt(&name).await?.is_none() {
+            api.create(&PostParams::default(), &obj)
+                .await
+                .with_context(|| format!("creating add-on {} {name}", types.kind))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_token(args: &AgentArgs) -> anyhow::Result<String> {
+    match (&args.token, &args.token_file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(f)) => Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string()),
+        (None, None) => anyhow::bail!("--token or --token-file is required"),
+    }
+}
+
+fn proxy_mode(mode: ProxyModeArg) -> skiff_proxy::ProxyMode {
+    match mode {
+        ProxyModeArg::Iptables => skiff_proxy::ProxyMode::Iptables,
+        ProxyModeArg::Nftables => skiff_proxy::ProxyMode::Nftables,
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A client that authenticates with the join token.
+async fn token_client(
+    server: &str,
+    token: &str,
+    ca_file: Option<&PathBuf>,
+) -> anyhow::Result<Client> {
+    let mut config = kube::Config::new(server.parse().context("parsing --server")?);
+    config.auth_info.token = Some(token.to_string().into());
+    match ca_file {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            config.root_cert = Some(
+                pem_certificates(&pem).with_context(|| format!("parsing {}", ca.display()))?,
+            );
+        }
+        None => config.accept_invalid_certs = true,
+    }
+    Ok(Client::try_from(config)?)
+}
+
+/// DER certificates of a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem)?;
+    let mut certs = Vec::new();
+    let mut body = None::<String>;
+    for line in text.lines() {
+        match line.trim() {
+            "-----BEGIN CERTIFICATE-----" => body = Some(String::new()),
+            "-----END CERTIFICATE-----" => {
+                let b = body.take().unwrap_or_default();
+                certs.push(base64::engine::general_purpose::STANDARD.decode(b)?);
+            }
+            l => {
+                if let Some(b) = body.as_mut() {
+                    b.push_str(l);
+                }
+            }
+        }
+    }
+    anyhow::ensure!(!certs.is_empty(), "no certificate found");
+    Ok(certs)
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let token = read_token(&args)?;
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let mut node_labels = BTreeMap::new();
+    for kv in &args.node_labels {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        node_labels.insert(k.to_string(), v.to_string());
+    }
+    let mut taints = Vec::new();
+    if args.control_plane {
+        node_labels.insert(
+            skiff_api::names::CONTROL_PLANE_LABEL.to_string(),
+            String::new(),
+        );
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: skiff_api::names::CONTROL_PLANE_TAINT.to_string(),
+            effect: "NoSchedule".to_string(),
+            ..Default::default()
+        });
+    }
+    let config = skiff_agent::AgentConfig {
+        server_url: args.server.clone(),
+        token: token.clone(),
+        ca_file: args.ca_file.clone(),
+        node_name: node_name.clone(),
+        node_ip: args.node_ip,
+        data_dir: args.data_dir.clone(),
+        netns_prefix: args.netns_prefix.clone(),
+        node_labels,
+        register_with_taints: taints,
+        cluster_dns: skiff_api::defaults::DNS_SERVICE_IP,
+        cluster_domain: skiff_api::defaults::CLUSTER_DOMAIN.to_string(),
+        cni_bin_dir: args.cni_bin_dir.clone(),
+        kubelet_port: skiff_api::defaults::KUBELET_PORT,
+        skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
+    };
+    let client = token_client(&args.server, &token, args.ca_file.as_ref()).await?;
+    let proxy = skiff_proxy::ProxyConfig {
+        node_name,
+        cluster_cidr: args.cluster_cidr.clone(),
+        mode: proxy_mode(args.proxy_mode),
+        node_ips: args.node_ip.into_iter().collect(),
+        ..Default::default()
+    };
+    tokio::spawn(log_exit("proxy", skiff_proxy::run(client, proxy)));
+    skiff_agent::run(config).await
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    let client = Client::try_from(config)?;
+    let cfg = skiff_proxy::ProxyConfig {
+        node_name: args.node_name.unwrap_or_else(hostname),
+        cluster_cidr: args.cluster_cidr,
+        mode: proxy_mode(args.proxy_mode),
+        ..Default::default()
+    };
+    skiff_proxy::run(client, cfg).await
+}
+
+async fn dns(args: DnsArgs) -> anyhow::Result<()> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::incluster().context("in-cluster configuration")?,
+    };
+    let client = Client::try_from(config)?;
+    let cfg = skiff_dns::DnsConfig {
+        listen: args.listen,
+        domain: args.domain,
+        ttl: args.ttl,
+        upstreams: args.upstream,
+        ..Default::default()
+    };
+    skiff_dns::run(client, cfg).await
+}
+
+fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Import {
+            file,
+            cluster,
+            data_dir,
+        } => {
+            let dirs = match cluster {
+                Some(c) => skiff_cluster::ClusterState::load(&c)?
+                    .nodes
+                    .iter()
+                    .map(|n| skiff_cluster::ClusterState::agent_dir(&c, &n.name))
+                    .collect(),
+                None => vec![data_dir],
+            };
+            for dir in dirs {
+                for name in skiff_agent::images::import(&dir, &file)? {
+                    println!("imported {name} into {}", dir.display());
+                }
+            }
+            Ok(())
+        }
+        ImageCommand::Ls { cluster, data_dir } => {
+            let dir = match cluster {
+                Some(c) => skiff_cluster::ClusterState::agent_dir(
+                    &c,
+                    skiff_cluster::layout::CONTROL_PLANE_NODE,
+                ),
+                None => data_dir,
+            };
+            for image in skiff_agent::images::list(&dir)? {
+                println!("{image}");
+            }
+            Ok(())
+        }
+    }
+}
