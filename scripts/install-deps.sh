@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what skiff needs on a fresh Debian machine (as root): the kernel-facing tools a
+# node uses (iptables, nftables, iproute2, conntrack, runc, the CNI plugins, busybox for the
+# built-in images) and the peers the tests and benchmarks compare against.
+set -euo pipefail
+pkgs=(iptables nftables iproute2 conntrack runc containernetworking-plugins busybox-static
+      curl dnsutils dnsperf dnsmasq unbound python3)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# unbound and dnsmasq are only benchmark peers: keep their services from holding port 53.
+for s in unbound dnsmasq; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$s" >/dev/null 2>&1 || true; fi
+  pkill -x "$s" 2>/dev/null || true
+done
+echo "dependencies installed"
