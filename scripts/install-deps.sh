@@ -4,7 +4,7 @@
 # built-in images) and the peers the tests and benchmarks compare against.
 set -euo pipefail
 pkgs=(iptables nftables iproute2 conntrack runc containernetworking-plugins busybox-static
-      curl dnsutils dnsperf dnsmasq unbound python3)
+      iputils-ping curl dnsutils dnsperf dnsmasq unbound python3)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

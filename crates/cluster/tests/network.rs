@@ -1,0 +1,57 @@
+//! The local cluster's network, built and torn down for real (needs root).
+
+use std::process::Command;
+
+use skiff_cluster::{layout, netns};
+
+/// Removes the test cluster's namespaces even when an assertion fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = skiff_cluster::down(&self.0);
+    }
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("ip netns exec")
+}
+
+#[test]
+fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
+    let name = format!("t{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let lan = layout::lan_netns(&name);
+    netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN).unwrap();
+    for (i, node) in layout::node_names(2).iter().enumerate() {
+        netns::create_node(
+            &lan,
+            &layout::node_netns(&name, node),
+            i,
+            layout::node_ip(i),
+            layout::LAN_PREFIX_LEN,
+            layout::lan_gateway(),
+        )
+        .unwrap();
+    }
+    let m = layout::node_netns(&name, "k8s-m");
+    let out = in_ns(&m, &["ping", "-c1", "-W2", &layout::node_ip(1).to_string()]);
+    assert!(
+        out.status.success(),
+        "k8s-m cannot reach k8s-n1: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let fwd = in_ns(&m, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
+
+    skiff_cluster::down(&name).unwrap();
+    let left: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+}
