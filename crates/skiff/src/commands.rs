@@ -290,6 +290,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         node_ips: args.node_ip.into_iter().collect(),
         ..Default::default()
     };
+    tokio::spawn(log_exit(
+        "pod routes",
+        crate::podroutes::run(client.clone(), config.node_name.clone()),
+    ));
     tokio::spawn(log_exit("proxy", skiff_proxy::run(client, proxy)));
     skiff_agent::run(config).await
 }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod podroutes;
 
 use clap::Parser;
 
