@@ -1,1 +1,78 @@
-//! skiff-proxy.
+//! skiff-proxy: kube-proxy's dataplane.
+//!
+//! Watches Services and EndpointSlices and programs the node's kernel so that a
+//! Service's cluster IP (and node ports, external IPs, load-balancer IPs) load-balances
+//! onto its endpoints: with iptables (the default, rule for rule as kube-proxy writes
+//! them) or with one nftables table (`ip kube-proxy`, kube-proxy's nftables layout).
+//!
+//! Layout: [`model`] flattens API objects into service ports (pure); [`iptables`] and
+//! [`nft`] generate rules from them (pure, golden-tested); [`apply`] runs
+//! `iptables-restore`, `nft` and `conntrack`; [`sync`] decides full or partial syncs;
+//! [`watch`] feeds it from the API; [`metrics`] serves Prometheus text.
+
+pub mod apply;
+pub mod fixtures;
+pub mod iptables;
+pub mod metrics;
+pub mod model;
+pub mod names;
+pub mod nft;
+pub mod sync;
+pub mod watch;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Which kernel interface programs the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyMode {
+    /// iptables (nft backend or legacy) through `iptables-restore`, as kube-proxy's
+    /// default mode.
+    #[default]
+    Iptables,
+    /// One nftables table `ip kube-proxy`, through `nft -f -`.
+    Nftables,
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Name of the node this proxy runs on (selects local endpoints).
+    pub node_name: String,
+    /// Pod network, e.g. `10.244.0.0/16`: traffic from outside it to a cluster IP is
+    /// masqueraded.
+    pub cluster_cidr: String,
+    /// iptables or nftables.
+    pub mode: ProxyMode,
+    /// Period of full resyncs (kube-proxy: 30 s).
+    pub sync_period: Duration,
+    /// Minimum time between syncs: bursts of changes are batched into one sync.
+    pub min_sync_period: Duration,
+    /// Bit of the packet mark that requests masquerade (14 -> 0x4000).
+    pub masquerade_bit: u8,
+    /// Where to serve `/metrics` (and `/healthz`), e.g. `0.0.0.0:10249`; `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
+    /// The node's IPv4 addresses; if empty they are taken from the Node object.
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            node_name: String::new(),
+            cluster_cidr: skiff_api::defaults::CLUSTER_CIDR.to_string(),
+            mode: ProxyMode::Iptables,
+            sync_period: Duration::from_secs(30),
+            min_sync_period: Duration::from_millis(20),
+            masquerade_bit: 14,
+            metrics_bind: None,
+            node_ips: Vec::new(),
+        }
+    }
+}
+
+/// Runs the proxy forever: watches the API (retrying while it is unavailable) and keeps
+/// the kernel's rules in step. Returns only on a fatal configuration error.
+pub async fn run(client: kube::Client, cfg: ProxyConfig) -> anyhow::Result<()> {
+    sync::run(client, cfg).await
+}

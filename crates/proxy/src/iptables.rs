@@ -1,0 +1,692 @@
+//! The iptables rule generator: service ports -> the `filter` and `nat` rules kube-proxy
+//! writes, and the `iptables-restore --noflush` input that installs them (a full sync, or
+//! a partial sync rewriting only chains that changed, as KEP-3453). Pure: no IO.
+//!
+//! Rules are written in the canonical form `iptables-save` prints (`-s`, `-d`, `-p` first,
+//! then the matches in order, then the target), so that the restore input and the saved
+//! rules can be compared line for line. The layout follows kube-proxy 1.33 (KUBE-EXT,
+//! KUBE-SVL, KUBE-FW, KUBE-PROXY-FIREWALL, REJECT for services without endpoints); the
+//! naming and comments follow the seed's kube-proxy: `namespace/name:port` in comments and
+//! hashes, the `! -s <cluster CIDR>` masquerade rule in `KUBE-SERVICES` beside the jump,
+//! and no comment on the `KUBE-SVC` load-balancing rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::{categorize, Endpoint, ServicePort, ServicePortMap};
+use crate::names;
+
+/// nat chain every service port's cluster IP rules live in.
+pub const SERVICES_CHAIN: &str = "KUBE-SERVICES";
+/// Chain for node ports (nat), and health-check node ports (filter).
+pub const NODEPORTS_CHAIN: &str = "KUBE-NODEPORTS";
+/// filter chain for externally visible destinations without endpoints.
+pub const EXTERNAL_SERVICES_CHAIN: &str = "KUBE-EXTERNAL-SERVICES";
+/// filter chain accepting forwarded service traffic.
+pub const FORWARD_CHAIN: &str = "KUBE-FORWARD";
+/// filter chain dropping load-balancer traffic not allowed by source ranges.
+pub const PROXY_FIREWALL_CHAIN: &str = "KUBE-PROXY-FIREWALL";
+/// nat chain masquerading marked traffic.
+pub const POSTROUTING_CHAIN: &str = "KUBE-POSTROUTING";
+/// nat chain marking traffic for masquerade.
+pub const MARK_MASQ_CHAIN: &str = "KUBE-MARK-MASQ";
+/// Empty chain in mangle, nat and filter whose disappearance means someone flushed
+/// the tables: the proxy then resyncs everything at once.
+pub const CANARY_CHAIN: &str = "KUBE-PROXY-CANARY";
+
+/// Settings the rules depend on besides the services.
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    /// Pod network: traffic from outside it to a cluster IP is masqueraded.
+    pub cluster_cidr: Ipv4Net,
+    /// Bit of the packet mark that requests masquerade (14 -> 0x4000).
+    pub masquerade_bit: u8,
+    /// The node's addresses (for load-balancer source ranges that include the node).
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+impl GenConfig {
+    /// The masquerade mark as iptables spells it, e.g. `0x4000`.
+    pub fn mark(&self) -> String {
+        format!("{:#x}", 1u32 << self.masquerade_bit.min(31))
+    }
+}
+
+/// One chain and its rules, each a full `-A CHAIN ...` line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chain {
+    /// Chain name.
+    pub name: String,
+    /// Rules in order.
+    pub rules: Vec<String>,
+}
+
+/// The chains of one table, in declaration order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Table {
+    /// Chains in the order they are declared.
+    pub chains: Vec<Chain>,
+}
+
+impl Table {
+    fn chain(&mut self, name: &str) -> &mut Chain {
+        if let Some(i) = self.chains.iter().position(|c| c.name == name) {
+            return &mut self.chains[i];
+        }
+        self.chains.push(Chain {
+            name: name.to_string(),
+            rules: Vec::new(),
+        });
+        let last = self.chains.len() - 1;
+        &mut self.chains[last]
+    }
+
+    fn add(&mut self, chain: &str, rest: &str) {
+        let line = format!("-A {chain} {rest}");
+        self.chain(chain).rules.push(line);
+    }
+
+    /// Number of rules in the table.
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+
+    /// Looks a chain up by name.
+    pub fn get(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}
+
+/// Everything the proxy programs with `iptables-restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ruleset {
+    /// The `filter` table's KUBE-* chains.
+    pub filter: Table,
+    /// The `nat` table's KUBE-* chains.
+    pub nat: Table,
+}
+
+/// A rule in a built-in chain that jumps to one of ours; installed with `iptables -C`/`-I`
+/// as kube-proxy does, because restore with `--noflush` cannot "ensure" a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    /// Table (`filter`, `nat`).
+    pub table: &'static str,
+    /// Built-in chain holding the jump.
+    pub from: &'static str,
+    /// Rule arguments after the chain name.
+    pub args: Vec<String>,
+}
+
+/// The jumps from built-in chains to kube-proxy's chains.
+pub fn jumps() -> Vec<Jump> {
+    let new = ["-m", "conntrack", "--ctstate", "NEW"];
+    let spec: [(&str, &str, &str, &str, bool); 12] = [
+        (
+            "filter",
+            "INPUT",
+            EXTERNAL_SERVICES_CHAIN,
+            "kubernetes externally-visible service portals",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            EXTERNAL_SERVICES_CHAIN,
+            "kubernetes externally-visible service portals",
+            true,
+        ),
+        (
+            "filter",
+            "INPUT",
+            NODEPORTS_CHAIN,
+            "kubernetes health check service ports",
+            false,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            SERVICES_CHAIN,
+            "kubernetes service portals",
+            true,
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            SERVICES_CHAIN,
+            "kubernetes service portals",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            FORWARD_CHAIN,
+            "kubernetes forwarding rules",
+            false,
+        ),
+        (
+            "filter",
+            "INPUT",
+            PROXY_FIREWALL_CHAIN,
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            PROXY_FIREWALL_CHAIN,
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            PROXY_FIREWALL_CHAIN,
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "nat",
+            "OUTPUT",
+            SERVICES_CHAIN,
+            "kubernetes service portals",
+            false,
+        ),
+        (
+            "nat",
+            "PREROUTING",
+            SERVICES_CHAIN,
+            "kubernetes service portals",
+            false,
+        ),
+        (
+            "nat",
+            "POSTROUTING",
+            POSTROUTING_CHAIN,
+            "kubernetes postrouting rules",
+            false,
+        ),
+    ];
+    spec.iter()
+        .map(|(table, from, to, comment, ct_new)| {
+            let mut args: Vec<String> = Vec::new();
+            if *ct_new {
+                args.extend(new.iter().map(|s| s.to_string()));
+            }
+            args.extend(["-m", "comment", "--comment", comment, "-j", to].map(String::from));
+            Jump { table, from, args }
+        })
+        .collect()
+}
+
+/// Quotes a comment as `iptables-save` prints it: bare when it is only letters, digits,
+/// `_` and `-`, in double quotes otherwise.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+fn comment(s: &str) -> String {
+    format!("-m comment --comment {}", quote(s))
+}
+
+/// The probability of picking endpoint `i` of the remaining `n`, as kube-proxy writes it
+/// (`%0.10f` of 1/n) and then as the kernel stores and `iptables-save` prints it (a 31-bit
+/// fixed-point value printed with 11 decimals), so that rules round-trip exactly.
+pub fn probability(n: usize) -> String {
+    let written = format!("{:.10}", 1.0 / n as f64);
+    let value: f64 = written.parse().unwrap_or(0.0);
+    let fixed = (value * 2_147_483_648.0).round();
+    format!("{:.11}", fixed / 2_147_483_648.0)
+}
+
+/// Generates the full rule set for the given service ports.
+pub fn generate(ports: &ServicePortMap, cfg: &GenConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    for name in [
+        SERVICES_CHAIN,
+        EXTERNAL_SERVICES_CHAIN,
+        FORWARD_CHAIN,
+        NODEPORTS_CHAIN,
+        PROXY_FIREWALL_CHAIN,
+    ] {
+        rs.filter.chain(name);
+    }
+    for name in [
+        SERVICES_CHAIN,
+        NODEPORTS_CHAIN,
+        POSTROUTING_CHAIN,
+        MARK_MASQ_CHAIN,
+    ] {
+        rs.nat.chain(name);
+    }
+    let mark = cfg.mark();
+    // Drop INVALID packets: with them conntrack would reset connections.
+    rs.filter
+        .add(FORWARD_CHAIN, "-m conntrack --ctstate INVALID -j DROP");
+    rs.filter.add(
+        FORWARD_CHAIN,
+        &format!(
+            "{} -m mark --mark {mark}/{mark} -j ACCEPT",
+            comment("kubernetes forwarding rules")
+        ),
+    );
+    rs.filter.add(
+        FORWARD_CHAIN,
+        &format!(
+            "{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            comment("kubernetes forwarding conntrack rule")
+        ),
+    );
+    rs.nat.add(
+        POSTROUTING_CHAIN,
+        &format!("-m mark ! --mark {mark}/{mark} -j RETURN"),
+    );
+    // Clear the mark so a packet re-traversing the stack is not masqueraded twice.
+    rs.nat
+        .add(POSTROUTING_CHAIN, &format!("-j MARK --xor-mark {mark}"));
+    rs.nat.add(
+        POSTROUTING_CHAIN,
+        &format!(
+            "{} -j MASQUERADE --random-fully",
+            comment("kubernetes service traffic requiring SNAT")
+        ),
+    );
+    rs.nat
+        .add(MARK_MASQ_CHAIN, &format!("-j MARK --or-mark {mark}"));
+
+    for sp in ports.values() {
+        service_rules(&mut rs, sp, cfg);
+    }
+    rs.nat.add(
+        SERVICES_CHAIN,
+        &format!(
+            "{} -m addrtype --dst-type LOCAL -j {NODEPORTS_CHAIN}",
+            comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+        ),
+    );
+    rs
+}
+
+/// `-d ip/32 -p proto -m comment ... -m proto --dport port` with an optional source
+/// prefix, in `iptables-save` order.
+fn dest_match(src: &str, ip: Ipv4Addr, proto: &str, cmt: &str, port: u16) -> String {
+    format!(
+        "{src}-d {ip}/32 -p {proto} {} -m {proto} --dport {port}",
+        comment(cmt)
+    )
+}
+
+fn service_rules(rs: &mut Ruleset, sp: &ServicePort, cfg: &GenConfig) {
+    let name = sp.name.display();
+    let proto = sp.name.protocol.lower();
+    let cat = categorize(sp);
+    let svc_chain = names::svc_chain(&sp.name);
+    let svl_chain = names::svl_chain(&sp.name);
+    let ext_chain = names::ext_chain(&sp.name);
+    let fw_chain = names::fw_chain(&sp.name);
+
+    let uses_cluster_chain = !cat.cluster.is_empty() && sp.uses_cluster_endpoints();
+    let uses_local_chain = !cat.local.is_empty() && sp.uses_local_endpoints();
+    let has_endpoints = cat.has_any;
+
+    let (internal_chain, has_internal) = if sp.internal_policy_local {
+        (&svl_chain, has_endpoints && !cat.local.is_empty())
+    } else {
+        (&svc_chain, has_endpoints)
+    };
+    let (external_policy_chain, has_external) = if sp.external_policy_local() {
+        (&svl_chain, has_endpoints && !cat.local.is_empty())
+    } else {
+        (&svc_chain, has_endpoints)
+    };
+    let uses_ext_chain = has_endpoints && sp.externally_accessible();
+    let uses_fw_chain = has_endpoints
+        && !sp.load_balancer_ips.is_empty()
+        && !sp.load_balancer_source_ranges.is_empty();
+    let lb_chain = if uses_fw_chain { &fw_chain } else { &ext_chain };
+
+    let (internal_filter, external_filter) = if !has_endpoints {
+        let c = format!("{name} has no endpoints");
+        (("REJECT", c.clone()), ("REJECT", c))
+    } else {
+        let c = format!("{name} has no local endpoints");
+        (("DROP", c.clone()), ("DROP", c))
+    };
+
+    // The cluster IP: masquerade traffic from outside the pod network, then dispatch.
+    if has_internal {
+        let m = dest_match(
+            "",
+            sp.cluster_ip,
+            proto,
+            &format!("{name} cluster IP"),
+            sp.port,
+        );
+        rs.nat.add(
+            SERVICES_CHAIN,
+            &format!("! -s {} {m} -j {MARK_MASQ_CHAIN}", cfg.cluster_cidr),
+        );
+        rs.nat
+            .add(SERVICES_CHAIN, &format!("{m} -j {internal_chain}"));
+    } else {
+        let m = dest_match("", sp.cluster_ip, proto, &internal_filter.1, sp.port);
+        rs.filter
+            .add(SERVICES_CHAIN, &format!("{m} -j {}", internal_filter.0));
+    }
+
+    for ip in &sp.external_ips {
+        if has_endpoints {
+            let m = dest_match("", *ip, proto, &format!("{name} external IP"), sp.port);
+            rs.nat.add(SERVICES_CHAIN, &format!("{m} -j {ext_chain}"));
+        }
+        if !has_external {
+            let m = dest_match("", *ip, proto, &external_filter.1, sp.port);
+            rs.filter.add(
+                EXTERNAL_SERVICES_CHAIN,
+                &format!("{m} -j {}", external_filter.0),
+            );
+        }
+    }
+
+    for ip in &sp.load_balancer_ips {
+        if has_endpoints {
+            let m = dest_match("", *ip, proto, &format!("{name} loadbalancer IP"), sp.port);
+            rs.nat.add(SERVICES_CHAIN, &format!("{m} -j {lb_chain}"));
+        }
+        if uses_fw_chain {
+            let m = dest_match(
+                "",
+                *ip,
+                proto,
+                &format!("{name} traffic not accepted by {fw_chain}"),
+                sp.port,
+            );
+            rs.filter.add(PROXY_FIREWALL_CHAIN, &format!("{m} -j DROP"));
+        }
+    }
+    if !has_external {
+        for ip in &sp.load_balancer_ips {
+            let m = dest_match("", *ip, proto, &external_filter.1, sp.port);
+            rs.filter.add(
+                EXTERNAL_SERVICES_CHAIN,
+                &format!("{m} -j {}", external_filter.0),
+            );
+        }
+    }
+
+    if sp.node_port != 0 {
+        if has_endpoints {
+            rs.nat.add(
+                NODEPORTS_CHAIN,
+                &format!(
+                    "-p {proto} {} -m {proto} --dport {} -j {ext_chain}",
+                    comment(&name),
+                    sp.node_port
+                ),
+            );
+        }
+        if !has_external {
+            rs.filter.add(
+                EXTERNAL_SERVICES_CHAIN,
+                &format!(
+                    "-p {proto} {} -m addrtype --dst-type LOCAL -m {proto} --dport {} -j {}",
+                    comment(&external_filter.1),
+                    sp.node_port,
+                    external_filter.0
+                ),
+            );
+        }
+    }
+
+    if sp.health_check_node_port != 0 {
+        rs.filter.add(
+            NODEPORTS_CHAIN,
+            &format!(
+                "-p tcp {} -m tcp --dport {} -j ACCEPT",
+                comment(&format!("{name} health check node port")),
+                sp.health_check_node_port
+            ),
+        );
+    }
+
+    if uses_ext_chain {
+        rs.nat.chain(&ext_chain);
+        if !sp.external_policy_local() {
+            // Endpoints may be on other nodes: masquerade so replies come back here.
+            rs.nat.add(
+                &ext_chain,
+                &format!(
+                    "{} -j {MARK_MASQ_CHAIN}",
+                    comment(&format!(
+                        "masquerade traffic for {name} external destinations"
+                    ))
+                ),
+            );
+        } else {
+            // Pods reaching an external address get "Cluster" policy, as if they went
+            // out to the load balancer and came back.
+            rs.nat.add(
+                &ext_chain,
+                &format!(
+                    "-s {} {} -j {svc_chain}",
+                    cfg.cluster_cidr,
+                    comment(&format!("pod traffic for {name} external destinations"))
+                ),
+            );
+            // The node itself: its source is a local address, masquerade it.
+            rs.nat.add(
+                &ext_chain,
+                &format!(
+                    "{} -m addrtype --src-type LOCAL -j {MARK_MASQ_CHAIN}",
+                    comment(&format!(
+                        "masquerade LOCAL traffic for {name} external destinations"
+                    ))
+                ),
+            );
+            rs.nat.add(
+                &ext_chain,
+                &format!(
+                    "{} -m addrtype --src-type LOCAL -j {svc_chain}",
+                    comment(&format!(
+                        "route LOCAL traffic for {name} external destinations"
+                    ))
+                ),
+            );
+        }
+        if has_external {
+            rs.nat
+                .add(&ext_chain, &format!("-j {external_policy_chain}"));
+        }
+    }
+
+    if uses_fw_chain {
+        rs.nat.chain(&fw_chain);
+        let lb_comment = comment(&format!("{name} loadbalancer IP"));
+        let mut allow_from_node = false;
+        for cidr in &sp.load_balancer_source_ranges {
+            rs.nat
+                .add(&fw_chain, &format!("-s {cidr} {lb_comment} -j {ext_chain}"));
+            allow_from_node |= cfg.node_ips.iter().any(|ip| cidr.contains(ip));
+        }
+        if allow_from_node {
+            // A node reaching a VIP that is routed locally arrives with the VIP as source.
+            for ip in &sp.load_balancer_ips {
+                rs.nat.add(
+                    &fw_chain,
+                    &format!("-s {ip}/32 {lb_comment} -j {ext_chain}"),
+                );
+            }
+        }
+        rs.nat.add(
+            &fw_chain,
+            &comment(&format!(
+                "other traffic to {name} will be dropped by {PROXY_FIREWALL_CHAIN}"
+            )),
+        );
+    }
+
+    if uses_cluster_chain {
+        rs.nat.chain(&svc_chain);
+        balance(rs, sp, &svc_chain, &cat.cluster);
+    }
+    if uses_local_chain {
+        rs.nat.chain(&svl_chain);
+        balance(rs, sp, &svl_chain, &cat.local);
+    }
+
+    for ep in &cat.all_reachable {
+        let sep = names::sep_chain(&sp.name, ep);
+        rs.nat.chain(&sep);
+        rs.nat.add(
+            &sep,
+            &format!("-s {}/32 {} -j {MARK_MASQ_CHAIN}", ep.ip, comment(&name)),
+        );
+        let affinity = match sp.affinity_timeout {
+            Some(_) => format!(" -m recent --set --name {sep} --mask 255.255.255.255 --rsource"),
+            None => String::new(),
+        };
+        rs.nat.add(
+            &sep,
+            &format!(
+                "-p {proto} {}{affinity} -m {proto} -j DNAT --to-destination {}",
+                comment(&name),
+                ep.addr()
+            ),
+        );
+    }
+}
+
+/// The load-balancing rules of a KUBE-SVC/KUBE-SVL chain: affinity checks first, then
+/// one random-probability jump per endpoint, the last one unconditional.
+fn balance(rs: &mut Ruleset, sp: &ServicePort, chain: &str, endpoints: &[Endpoint]) {
+    if let Some(timeout) = sp.affinity_timeout {
+        for ep in endpoints {
+            let sep = names::sep_chain(&sp.name, ep);
+            rs.nat.add(
+                chain,
+                &format!(
+                    "{} -m recent --rcheck --seconds {timeout} --reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}",
+                    comment(&sp.name.display())
+                ),
+            );
+        }
+    }
+    let n = endpoints.len();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let sep = names::sep_chain(&sp.name, ep);
+        if i + 1 < n {
+            rs.nat.add(
+                chain,
+                &format!(
+                    "-m statistic --mode random --probability {} -j {sep}",
+                    probability(n - i)
+                ),
+            );
+        } else {
+            rs.nat.add(chain, &format!("-j {sep}"));
+        }
+    }
+}
+
+/// Tables the restore input covers, in order.
+const TABLES: [&str; 2] = ["filter", "nat"];
+
+/// Chains always rewritten, even in a partial sync: the dispatch chains that every
+/// service contributes to.
+fn is_static(name: &str) -> bool {
+    !names::is_service_chain(name)
+}
+
+/// Builds the `iptables-restore --noflush` input.
+///
+/// With `previous` absent (a full sync) every chain is declared and written. With the
+/// previously applied rule set, a per-service chain whose rules did not change is left
+/// out entirely (declaring a chain flushes it). Per-service nat chains that were in use
+/// before, or that exist in the kernel (`existing`: names read back at a full sync), and
+/// are no longer used are flushed and deleted with `-X`.
+pub fn render(
+    desired: &Ruleset,
+    previous: Option<&Ruleset>,
+    existing: &BTreeSet<String>,
+) -> String {
+    let mut out = String::new();
+    for table in TABLES {
+        let (want, prev) = match table {
+            "filter" => (&desired.filter, previous.map(|p| &p.filter)),
+            _ => (&desired.nat, previous.map(|p| &p.nat)),
+        };
+        let prev_chains: BTreeMap<&str, &Chain> = prev
+            .map(|t| t.chains.iter().map(|c| (c.name.as_str(), c)).collect())
+            .unwrap_or_default();
+        let write: Vec<&Chain> = want
+            .chains
+            .iter()
+            .filter(|c| is_static(&c.name) || prev_chains.get(c.name.as_str()) != Some(c))
+            .collect();
+        let wanted: BTreeSet<&str> = want.chains.iter().map(|c| c.name.as_str()).collect();
+        let mut stale: BTreeSet<&str> = prev_chains
+            .keys()
+            .copied()
+            .filter(|n| names::is_service_chain(n) && !wanted.contains(n))
+            .collect();
+        if table == "nat" {
+            stale.extend(
+                existing
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| names::is_service_chain(n) && !wanted.contains(n)),
+            );
+        }
+        let _ = writeln!(out, "*{table}");
+        for c in &write {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        for n in &stale {
+            let _ = writeln!(out, ":{n} - [0:0]");
+        }
+        for c in &write {
+            for r in &c.rules {
+                out.push_str(r);
+                out.push('\n');
+            }
+        }
+        for n in &stale {
+            let _ = writeln!(out, "-X {n}");
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_round_trip_like_iptables_save() {
+        assert_eq!(probability(4), "0.25000000000");
+        assert_eq!(probability(3), "0.33333333349");
+        assert_eq!(probability(2), "0.50000000000");
+        assert_eq!(probability(7), "0.14285714272");
+    }
+
+    #[test]
+    fn comments_are_quoted_like_iptables_save() {
+        assert_eq!(quote("x"), "x");
+        assert_eq!(quote("a/b:"), "\"a/b:\"");
+        assert_eq!(
+            quote("kubernetes service portals"),
+            "\"kubernetes service portals\""
+        );
+    }
+}

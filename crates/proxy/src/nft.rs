@@ -1,0 +1,695 @@
+//! The nftables rule generator: service ports -> kube-proxy's `ip kube-proxy` table
+//! (verdict maps `service-ips`/`service-nodeports`, per-service and per-endpoint chains,
+//! `numgen random mod N`), and the `nft -f -` script that moves the kernel from the
+//! previously applied state to the desired one in a single transaction, touching only
+//! what changed. The state lives in memory: the table is never listed back. Pure: no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::{categorize, Endpoint, ServicePort, ServicePortMap};
+use crate::names;
+
+/// Family and name of the table.
+pub const TABLE: &str = "ip kube-proxy";
+
+/// Verdict map: cluster, external and load-balancer IP . protocol . port.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Verdict map: protocol . node port.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Verdict map: destinations of services without (usable) endpoints.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Verdict map: node ports of services without (usable) endpoints.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Verdict map: load-balancer destinations subject to source ranges.
+pub const FIREWALL_IPS: &str = "firewall-ips";
+/// Set of active cluster IPs.
+pub const CLUSTER_IPS: &str = "cluster-ips";
+/// Set of the node's addresses (node ports answer on every local address).
+pub const NODEPORT_IPS: &str = "nodeport-ips";
+
+/// Settings the static part of the table depends on.
+#[derive(Debug, Clone)]
+pub struct NftConfig {
+    /// Pod network.
+    pub cluster_cidr: Ipv4Net,
+    /// Bit of the masquerade mark.
+    pub masquerade_bit: u8,
+    /// The node's addresses.
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+impl NftConfig {
+    fn mark(&self) -> String {
+        format!("{:#x}", 1u32 << self.masquerade_bit.min(31))
+    }
+}
+
+/// A verdict map element's value and comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapValue {
+    /// Verdict, e.g. `goto service-...`, `drop`.
+    pub verdict: String,
+    /// Element comment (the service port's name).
+    pub comment: Option<String>,
+}
+
+/// The per-service part of the table: what changes with Services and EndpointSlices.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NftState {
+    /// Regular chains (service, local, external, firewall, endpoint) and their rules.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// Verdict maps: map name -> element key -> value.
+    pub maps: BTreeMap<&'static str, BTreeMap<String, MapValue>>,
+    /// Elements of the `cluster-ips` set.
+    pub cluster_ips: BTreeSet<Ipv4Addr>,
+    /// ClientIP affinity sets and their timeouts in seconds.
+    pub affinity_sets: BTreeMap<String, u32>,
+}
+
+impl NftState {
+    /// Number of rules in the per-service chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(Vec::len).sum()
+    }
+
+    fn element(&mut self, map: &'static str, key: String, verdict: String, comment: &str) {
+        self.maps.entry(map).or_default().insert(
+            key,
+            MapValue {
+                verdict,
+                comment: Some(comment.to_string()),
+            },
+        );
+    }
+
+    fn rule(&mut self, chain: &str, rule: String) {
+        self.chains.entry(chain.to_string()).or_default().push(rule);
+    }
+}
+
+/// Generates the per-service state for the given service ports.
+pub fn generate(ports: &ServicePortMap, cfg: &NftConfig) -> NftState {
+    let mut st = NftState::default();
+    for m in [
+        SERVICE_IPS,
+        SERVICE_NODEPORTS,
+        NO_ENDPOINT_SERVICES,
+        NO_ENDPOINT_NODEPORTS,
+        FIREWALL_IPS,
+    ] {
+        st.maps.insert(m, BTreeMap::new());
+    }
+    for sp in ports.values() {
+        service(&mut st, sp, cfg);
+    }
+    st
+}
+
+fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
+    let name = sp.name.display();
+    let proto = sp.name.protocol.lower();
+    let cat = categorize(sp);
+    let base = names::nft_service_base(&sp.name);
+    let cluster_chain = format!("service-{base}");
+    let local_chain = format!("local-{base}");
+    let external_chain = format!("external-{base}");
+    let fw_chain = format!("firewall-{base}");
+
+    let uses_cluster_chain = !cat.cluster.is_empty() && sp.uses_cluster_endpoints();
+    let uses_local_chain = !cat.local.is_empty() && sp.uses_local_endpoints();
+    let has_endpoints = cat.has_any;
+    let (internal_chain, has_internal) = if sp.internal_policy_local {
+        (&local_chain, has_endpoints && !cat.local.is_empty())
+    } else {
+        (&cluster_chain, has_endpoints)
+    };
+    let (external_policy_chain, has_external) = if sp.external_policy_local() {
+        (&local_chain, has_endpoints && !cat.local.is_empty())
+    } else {
+        (&cluster_chain, has_endpoints)
+    };
+    let uses_external_chain = has_endpoints && sp.externally_accessible();
+    let uses_fw_chain =
+        !sp.load_balancer_ips.is_empty() && !sp.load_balancer_source_ranges.is_empty();
+    let filter_verdict = if has_endpoints {
+        "drop"
+    } else {
+        "goto reject-chain"
+    };
+
+    let key = |ip: Ipv4Addr, port: u16| format!("{ip} . {proto} . {port}");
+
+    st.cluster_ips.insert(sp.cluster_ip);
+    if has_internal {
+        st.element(
+            SERVICE_IPS,
+            key(sp.cluster_ip, sp.port),
+            format!("goto {internal_chain}"),
+            &name,
+        );
+    } else {
+        st.element(
+            NO_ENDPOINT_SERVICES,
+            key(sp.cluster_ip, sp.port),
+            filter_verdict.into(),
+            &name,
+        );
+    }
+    for ip in &sp.external_ips {
+        if has_endpoints {
+            st.element(
+                SERVICE_IPS,
+                key(*ip, sp.port),
+                format!("goto {external_chain}"),
+                &name,
+            );
+        }
+        if !has_external {
+            st.element(
+                NO_ENDPOINT_SERVICES,
+                key(*ip, sp.port),
+                filter_verdict.into(),
+                &name,
+            );
+        }
+    }
+    for ip in &sp.load_balancer_ips {
+        if has_endpoints {
+            st.element(
+                SERVICE_IPS,
+                key(*ip, sp.port),
+                format!("goto {external_chain}"),
+                &name,
+            );
+        }
+        if uses_fw_chain {
+            st.element(
+                FIREWALL_IPS,
+                key(*ip, sp.port),
+                format!("goto {fw_chain}"),
+                &name,
+            );
+        }
+        if !has_external {
+            st.element(
+                NO_ENDPOINT_SERVICES,
+                key(*ip, sp.port),
+                filter_verdict.into(),
+                &name,
+            );
+        }
+    }
+    if sp.node_port != 0 {
+        let k = format!("{proto} . {}", sp.node_port);
+        if has_endpoints {
+            st.element(
+                SERVICE_NODEPORTS,
+                k.clone(),
+                format!("goto {external_chain}"),
+                &name,
+            );
+        }
+        if !has_external {
+            st.element(NO_ENDPOINT_NODEPORTS, k, filter_verdict.into(), &name);
+        }
+    }
+
+    if has_internal {
+        st.rule(
+            internal_chain,
+            format!(
+                "ip daddr {} {proto} dport {} ip saddr != {} jump mark-for-masquerade",
+                sp.cluster_ip, sp.port, cfg.cluster_cidr
+            ),
+        );
+    }
+
+    if uses_external_chain {
+        if !sp.external_policy_local() {
+            // Endpoints may be on other nodes: masquerade so replies come back here.
+            st.rule(&external_chain, "jump mark-for-masquerade".into());
+        } else {
+            st.rule(
+                &external_chain,
+                format!(
+                    "ip saddr {} goto {cluster_chain} comment \"short-circuit pod traffic\"",
+                    cfg.cluster_cidr
+                ),
+            );
+            st.rule(
+                &external_chain,
+                "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"".into(),
+            );
+            st.rule(
+                &external_chain,
+                format!("fib saddr type local goto {cluster_chain} comment \"short-circuit local traffic\""),
+            );
+        }
+        if has_external {
+            st.rule(&external_chain, format!("goto {external_policy_chain}"));
+        } else {
+            // Keep the chain even if it ends up empty: the maps point at it.
+            st.chains.entry(external_chain.clone()).or_default();
+        }
+    }
+
+    if uses_fw_chain {
+        let mut sources: Vec<String> = sp
+            .load_balancer_source_ranges
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        if sp
+            .load_balancer_source_ranges
+            .iter()
+            .any(|c| cfg.node_ips.iter().any(|ip| c.contains(ip)))
+        {
+            sources.extend(sp.load_balancer_ips.iter().map(|ip| ip.to_string()));
+        }
+        st.rule(
+            &fw_chain,
+            format!("ip saddr != {{ {} }} drop", sources.join(", ")),
+        );
+    }
+
+    if uses_cluster_chain {
+        balance(st, sp, &cluster_chain, &cat.cluster);
+    }
+    if uses_local_chain {
+        balance(st, sp, &local_chain, &cat.local);
+    }
+
+    for ep in &cat.all_reachable {
+        let eb = names::nft_endpoint_base(&sp.name, ep);
+        let chain = format!("endpoint-{eb}");
+        st.rule(
+            &chain,
+            format!("ip saddr {} jump mark-for-masquerade", ep.ip),
+        );
+        if let Some(timeout) = sp.affinity_timeout {
+            let set = format!("affinity-{eb}");
+            st.rule(&chain, format!("update @{set} {{ ip saddr }}"));
+            st.affinity_sets.insert(set, timeout);
+        }
+        st.rule(
+            &chain,
+            format!("meta l4proto {proto} dnat to {}", ep.addr()),
+        );
+    }
+}
+
+fn balance(st: &mut NftState, sp: &ServicePort, chain: &str, endpoints: &[Endpoint]) {
+    if sp.affinity_timeout.is_some() {
+        for ep in endpoints {
+            let eb = names::nft_endpoint_base(&sp.name, ep);
+            st.rule(chain, format!("ip saddr @affinity-{eb} goto endpoint-{eb}"));
+        }
+    }
+    let arms: Vec<String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            format!(
+                "{i} : goto endpoint-{}",
+                names::nft_endpoint_base(&sp.name, ep)
+            )
+        })
+        .collect();
+    st.rule(
+        chain,
+        format!(
+            "numgen random mod {} vmap {{ {} }}",
+            endpoints.len(),
+            arms.join(" , ")
+        ),
+    );
+}
+
+/// How much of the table a script rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Start: delete any table left from before and create everything.
+    Fresh,
+    /// Periodic full sync: rewrite every chain, map and set in place (affinity is kept).
+    Full,
+    /// Only what differs from the previously applied state.
+    Partial,
+}
+
+struct Script(String);
+
+impl Script {
+    fn line(&mut self, s: impl AsRef<str>) {
+        self.0.push_str(s.as_ref());
+        self.0.push('\n');
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "'"))
+}
+
+/// Base chains: (name, type, hook, priority).
+const BASE_CHAINS: [(&str, &str, &str, &str); 8] = [
+    ("filter-prerouting", "filter", "prerouting", "dstnat - 10"),
+    ("filter-input", "filter", "input", "dstnat - 10"),
+    ("filter-forward", "filter", "forward", "dstnat - 10"),
+    ("filter-output", "filter", "output", "dstnat - 10"),
+    ("filter-output-post-dnat", "filter", "output", "dstnat + 10"),
+    ("nat-prerouting", "nat", "prerouting", "dstnat"),
+    ("nat-output", "nat", "output", "dstnat"),
+    ("nat-postrouting", "nat", "postrouting", "srcnat"),
+];
+
+/// The fixed chains and their rules.
+fn static_chains(cfg: &NftConfig) -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
+    let mark = cfg.mark();
+    let new = |c: &str| format!("ct state new jump {c}");
+    let dispatch = |m: &str| format!("ip daddr . meta l4proto . th dport vmap @{m}");
+    let local_ports = |m: &str| {
+        format!("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{m}")
+    };
+    vec![
+        ("filter-prerouting", None, vec![new("firewall-check")]),
+        (
+            "filter-input",
+            None,
+            vec![new("nodeport-endpoints-check"), new("service-endpoints-check")],
+        ),
+        (
+            "filter-forward",
+            None,
+            vec![new("service-endpoints-check"), new("cluster-ips-check")],
+        ),
+        (
+            "filter-output",
+            None,
+            vec![new("service-endpoints-check"), new("firewall-check")],
+        ),
+        ("filter-output-post-dnat", None, vec![new("cluster-ips-check")]),
+        ("nat-prerouting", None, vec!["jump services".into()]),
+        ("nat-output", None, vec!["jump services".into()]),
+        ("nat-postrouting", None, vec!["jump masquerading".into()]),
+        ("mark-for-masquerade", None, vec![format!("mark set mark or {mark}")]),
+        (
+            "masquerading",
+            None,
+            vec![
+                format!("mark and {mark} == 0 return"),
+                format!("mark set mark xor {mark}"),
+                "masquerade fully-random".into(),
+            ],
+        ),
+        (
+            "services",
+            None,
+            vec![dispatch(SERVICE_IPS), local_ports(SERVICE_NODEPORTS)],
+        ),
+        ("service-endpoints-check", None, vec![dispatch(NO_ENDPOINT_SERVICES)]),
+        ("nodeport-endpoints-check", None, vec![local_ports(NO_ENDPOINT_NODEPORTS)]),
+        ("firewall-check", None, vec![dispatch(FIREWALL_IPS)]),
+        (
+            "reject-chain",
+            Some("helper for @no-endpoint-services / @no-endpoint-nodeports"),
+            vec!["reject".into()],
+        ),
+        (
+            "cluster-ips-check",
+            None,
+            vec![format!(
+                "ip daddr @{CLUSTER_IPS} reject comment \"Reject traffic to invalid ports of ClusterIPs\""
+            )],
+        ),
+    ]
+}
+
+/// Verdict maps: (name, key type, comment).
+const MAPS: [(&str, &str, &str); 5] = [
+    (
+        NO_ENDPOINT_SERVICES,
+        "ipv4_addr . inet_proto . inet_service",
+        "vmap to drop or reject packets to services with no endpoints",
+    ),
+    (
+        NO_ENDPOINT_NODEPORTS,
+        "inet_proto . inet_service",
+        "vmap to drop or reject packets to service nodeports with no endpoints",
+    ),
+    (
+        FIREWALL_IPS,
+        "ipv4_addr . inet_proto . inet_service",
+        "destinations that are subject to LoadBalancerSourceRanges",
+    ),
+    (
+        SERVICE_IPS,
+        "ipv4_addr . inet_proto . inet_service",
+        "ClusterIP, ExternalIP and LoadBalancer IP traffic",
+    ),
+    (
+        SERVICE_NODEPORTS,
+        "inet_proto . inet_service",
+        "NodePort traffic",
+    ),
+];
+
+fn element(key: &str, v: &MapValue) -> String {
+    match &v.comment {
+        Some(c) => format!("{key} comment {} : {}", quote(c), v.verdict),
+        None => format!("{key} : {}", v.verdict),
+    }
+}
+
+/// Builds the `nft -f -` script that takes the kernel from `previous` (what was last
+/// applied; ignored for [`SyncKind::Fresh`]) to `desired`.
+pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &NftConfig) -> String {
+    let mut s = Script(String::new());
+    let empty = NftState::default();
+    let prev = if kind == SyncKind::Fresh {
+        &empty
+    } else {
+        previous
+    };
+    let t = TABLE;
+
+    if kind != SyncKind::Partial {
+        if kind == SyncKind::Fresh {
+            // "add" first so that "delete" cannot fail on a missing table.
+            s.line(format!(
+                "add table {t} {{ comment \"rules for kube-proxy\" ; }}"
+            ));
+            s.line(format!("delete table {t}"));
+        }
+        s.line(format!(
+            "add table {t} {{ comment \"rules for kube-proxy\" ; }}"
+        ));
+        for (name, ty, hook, prio) in BASE_CHAINS {
+            s.line(format!(
+                "add chain {t} {name} {{ type {ty} hook {hook} priority {prio} ; }}"
+            ));
+        }
+        for (name, comment, _) in static_chains(cfg) {
+            if BASE_CHAINS.iter().any(|b| b.0 == name) {
+                continue;
+            }
+            match comment {
+                Some(c) => s.line(format!("add chain {t} {name} {{ comment {} ; }}", quote(c))),
+                None => s.line(format!("add chain {t} {name}")),
+            }
+        }
+        s.line(format!(
+            "add set {t} {CLUSTER_IPS} {{ type ipv4_addr ; comment \"Active ClusterIPs\" ; }}"
+        ));
+        s.line(format!(
+            "add set {t} {NODEPORT_IPS} {{ type ipv4_addr ; comment \"IPs that accept NodePort traffic\" ; }}"
+        ));
+        for (name, ty, comment) in MAPS {
+            s.line(format!(
+                "add map {t} {name} {{ type {ty} : verdict ; comment {} ; }}",
+                quote(comment)
+            ));
+        }
+        if kind == SyncKind::Full {
+            for (name, _, _) in static_chains(cfg) {
+                s.line(format!("flush chain {t} {name}"));
+            }
+            s.line(format!("flush set {t} {CLUSTER_IPS}"));
+            s.line(format!("flush set {t} {NODEPORT_IPS}"));
+            for (name, _, _) in MAPS {
+                s.line(format!("flush map {t} {name}"));
+            }
+        }
+        if !cfg.node_ips.is_empty() {
+            let ips: Vec<String> = cfg.node_ips.iter().map(|i| i.to_string()).collect();
+            s.line(format!(
+                "add element {t} {NODEPORT_IPS} {{ {} }}",
+                ips.join(", ")
+            ));
+        }
+        // Affinity sets first: the static chains do not use them, service chains do.
+        for (name, timeout) in &desired.affinity_sets {
+            s.line(format!(
+                "add set {t} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}"
+            ));
+        }
+        // Every chain exists before any rule or element refers to it.
+        for name in desired.chains.keys() {
+            s.line(format!("add chain {t} {name}"));
+        }
+        for (name, _, rules) in static_chains(cfg) {
+            for r in rules {
+                s.line(format!("add rule {t} {name} {r}"));
+            }
+        }
+        for (name, rules) in &desired.chains {
+            if kind == SyncKind::Full && prev.chains.contains_key(name) {
+                s.line(format!("flush chain {t} {name}"));
+            }
+            for r in rules {
+                s.line(format!("add rule {t} {name} {r}"));
+            }
+        }
+        if !desired.cluster_ips.is_empty() {
+            let ips: Vec<String> = desired.cluster_ips.iter().map(|i| i.to_string()).collect();
+            s.line(format!(
+                "add element {t} {CLUSTER_IPS} {{ {} }}",
+                ips.join(", ")
+            ));
+        }
+        for (map, elems) in &desired.maps {
+            for (k, v) in elems {
+                s.line(format!("add element {t} {map} {{ {} }}", element(k, v)));
+            }
+        }
+    } else {
+        // 1. Elements that go away or change drop their references first.
+        for (map, elems) in &prev.maps {
+            let want = desired.maps.get(map);
+            for (k, v) in elems {
+                if want.and_then(|w| w.get(k)) != Some(v) {
+                    s.line(format!("delete element {t} {map} {{ {k} }}"));
+                }
+            }
+        }
+        let gone_ips: Vec<String> = prev
+            .cluster_ips
+            .difference(&desired.cluster_ips)
+            .map(|i| i.to_string())
+            .collect();
+        if !gone_ips.is_empty() {
+            s.line(format!(
+                "delete element {t} {CLUSTER_IPS} {{ {} }}",
+                gone_ips.join(", ")
+            ));
+        }
+        // 2. New sets and chains, then the rules of new and changed chains.
+        for (name, timeout) in &desired.affinity_sets {
+            if !prev.affinity_sets.contains_key(name) {
+                s.line(format!(
+                    "add set {t} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}"
+                ));
+            }
+        }
+        for name in desired.chains.keys() {
+            if !prev.chains.contains_key(name) {
+                s.line(format!("add chain {t} {name}"));
+            }
+        }
+        for (name, rules) in &desired.chains {
+            match prev.chains.get(name) {
+                Some(old) if old == rules => continue,
+                Some(_) => s.line(format!("flush chain {t} {name}")),
+                None => {}
+            }
+            for r in rules {
+                s.line(format!("add rule {t} {name} {r}"));
+            }
+        }
+        // 3. New and changed elements.
+        let new_ips: Vec<String> = desired
+            .cluster_ips
+            .difference(&prev.cluster_ips)
+            .map(|i| i.to_string())
+            .collect();
+        if !new_ips.is_empty() {
+            s.line(format!(
+                "add element {t} {CLUSTER_IPS} {{ {} }}",
+                new_ips.join(", ")
+            ));
+        }
+        for (map, elems) in &desired.maps {
+            let had = prev.maps.get(map);
+            for (k, v) in elems {
+                if had.and_then(|h| h.get(k)) != Some(v) {
+                    s.line(format!("add element {t} {map} {{ {} }}", element(k, v)));
+                }
+            }
+        }
+    }
+
+    // Stale chains: flush them all (dropping their jumps to each other), then delete;
+    // then the affinity sets their rules used.
+    let stale: Vec<&String> = prev
+        .chains
+        .keys()
+        .filter(|n| !desired.chains.contains_key(*n))
+        .collect();
+    for n in &stale {
+        s.line(format!("flush chain {t} {n}"));
+    }
+    for n in &stale {
+        s.line(format!("delete chain {t} {n}"));
+    }
+    for n in prev.affinity_sets.keys() {
+        if !desired.affinity_sets.contains_key(n) {
+            s.line(format!("delete set {t} {n}"));
+        }
+    }
+    s.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::model::build;
+
+    fn cfg() -> NftConfig {
+        NftConfig {
+            cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            masquerade_bit: 14,
+            node_ips: vec![],
+        }
+    }
+
+    #[test]
+    fn partial_sync_touches_only_the_changed_service() {
+        let other = fixtures::service(
+            "default",
+            "other",
+            "ClusterIP",
+            "10.96.0.77",
+            &[("", 80, "TCP", 0)],
+        );
+        let (ports, _) = build(
+            &[fixtures::seed_service(), other.clone()],
+            &[fixtures::seed_slice()],
+            "k8s-n1",
+        );
+        let before = generate(&ports, &cfg());
+        let mut slice = fixtures::seed_slice();
+        slice.endpoints.pop();
+        let (ports, _) = build(&[fixtures::seed_service(), other], &[slice], "k8s-n1");
+        let after = generate(&ports, &cfg());
+        let script = render(&after, &before, SyncKind::Partial, &cfg());
+        assert!(!script.contains("10.96.0.77"), "{script}");
+        assert!(script.contains("numgen random mod 3"), "{script}");
+        assert!(
+            script.contains("delete chain ip kube-proxy endpoint-"),
+            "{script}"
+        );
+        assert_eq!(render(&after, &after, SyncKind::Partial, &cfg()), "");
+    }
+}
