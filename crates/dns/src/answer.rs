@@ -380,3 +380,7 @@ pub fn request(id: u16, name: Name, qtype: RecordType) -> Message {
     msg.add_query(Query::query(name, qtype));
     msg
 }
+
+#[cfg(test)]
+#[path = "answer_tests.rs"]
+mod tests;
