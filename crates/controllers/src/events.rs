@@ -17,13 +17,15 @@ pub const NORMAL: &str = "Normal";
 /// `type` of a warning event.
 pub const WARNING: &str = "Warning";
 
+/// (namespace, involved uid, reason, message) of an event already sent.
+type SeenKey = (String, String, String, String);
+
 /// Sends Events on behalf of one component (e.g. `deployment-controller`).
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
-    // (namespace, involved uid, reason, message) -> (event name, count)
-    seen: Arc<Mutex<HashMap<(String, String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<SeenKey, (String, i32)>>>,
 }
 
 /// The reference to `obj` an Event's involvedObject holds.
@@ -51,13 +53,28 @@ impl Recorder {
     }
 
     /// Records an event about `obj` in the background.
-    pub fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: &str, reason: &str, message: String) {
+    pub fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: &str,
+        reason: &str,
+        message: String,
+    ) {
         self.publish_ref(object_ref(obj), type_, reason, message);
     }
 
     /// Records an event about the object `involved` in the background.
-    pub fn publish_ref(&self, involved: ObjectReference, type_: &str, reason: &str, message: String) {
-        let ns = involved.namespace.clone().unwrap_or_else(|| "default".to_string());
+    pub fn publish_ref(
+        &self,
+        involved: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: String,
+    ) {
+        let ns = involved
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let key = (
             ns.clone(),
             involved.uid.clone().unwrap_or_default(),
@@ -93,7 +110,10 @@ impl Recorder {
                 "lastTimestamp": Time(now),
             });
             tokio::spawn(async move {
-                if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                if let Err(e) = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
                     tracing::debug!(event = %name, error = %e, "patching event");
                 }
             });

@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn safe_encode_matches_kubernetes() {
-        // '0'..'9' are bytes 48..57: 48 % 27 = 21 -> '5', 49 -> '6' ...
+        // Bytes 48..57 ('0'..'9'): 48 % 27 = 21 -> '4', 49 -> '5' ...
         assert_eq!(safe_encode_string("0123456789"), "456789bcdf");
     }
 
@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(compute_hash(&b, None), h);
         assert!(equal_ignore_hash(&a, &b));
         assert_ne!(compute_hash(&a, Some(1)), h);
-        assert_ne!(compute_hash(&template(&[("run", "httpd")], "httpd:2"), None), h);
+        assert_ne!(
+            compute_hash(&template(&[("run", "httpd")], "httpd:2"), None),
+            h
+        );
         // Golden value: changing it breaks the names of every existing ReplicaSet.
         assert_eq!(h, "86bf6859f5");
     }

@@ -79,7 +79,10 @@ pub fn allocation_order(nodes: &mut [Arc<Node>]) {
     nodes.sort_by_key(|n| {
         (
             !is_control_plane(n),
-            n.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+            n.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
             n.name_any(),
         )
     });
@@ -87,7 +90,8 @@ pub fn allocation_order(nodes: &mut [Arc<Node>]) {
 
 /// Whether the node carries the control-plane role label.
 pub fn is_control_plane(node: &Node) -> bool {
-    node.labels().contains_key(skiff_api::names::CONTROL_PLANE_LABEL)
+    node.labels()
+        .contains_key(skiff_api::names::CONTROL_PLANE_LABEL)
 }
 
 /// Runs the allocator: one worker, so that two nodes never get the same block.
@@ -95,7 +99,9 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
     let queue = WorkQueue::new();
     let q = queue.clone();
     on_change(&nodes, move |c| match c {
-        Change::Applied(n) if n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none() => q.add("all"),
+        Change::Applied(n) if n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none() => {
+            q.add("all")
+        }
         Change::Resync => q.add("all"),
         _ => {}
     });
@@ -130,9 +136,13 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
                     continue;
                 };
                 let patch = serde_json::json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}});
-                api.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .with_context(|| format!("assigning {block} to node {}", node.name_any()))?;
+                api.patch(
+                    &node.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .with_context(|| format!("assigning {block} to node {}", node.name_any()))?;
                 tracing::info!(node = %node.name_any(), cidr = %block, "assigned pod CIDR");
                 if let Some(i) = alloc.index_of(&block.to_string()) {
                     used.insert(i);
@@ -151,20 +161,44 @@ mod tests {
     fn blocks_and_reservation() {
         let a = RangeAllocator::new("10.244.0.0/16", 24).expect("alloc");
         assert_eq!(a.size(), 256);
-        assert_eq!(a.block(0).map(|b| b.to_string()).as_deref(), Some("10.244.0.0/24"));
-        assert_eq!(a.block(2).map(|b| b.to_string()).as_deref(), Some("10.244.2.0/24"));
+        assert_eq!(
+            a.block(0).map(|b| b.to_string()).as_deref(),
+            Some("10.244.0.0/24")
+        );
+        assert_eq!(
+            a.block(2).map(|b| b.to_string()).as_deref(),
+            Some("10.244.2.0/24")
+        );
         assert_eq!(a.index_of("10.244.7.0/24"), Some(7));
         assert_eq!(a.index_of("10.245.7.0/24"), None);
         let mut used = BTreeSet::new();
-        assert_eq!(a.next_free(&used, false).map(|b| b.to_string()).as_deref(), Some("10.244.1.0/24"));
-        assert_eq!(a.next_free(&used, true).map(|b| b.to_string()).as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(
+            a.next_free(&used, false).map(|b| b.to_string()).as_deref(),
+            Some("10.244.1.0/24")
+        );
+        assert_eq!(
+            a.next_free(&used, true).map(|b| b.to_string()).as_deref(),
+            Some("10.244.0.0/24")
+        );
         used.insert(0);
         used.insert(1);
-        assert_eq!(a.next_free(&used, false).map(|b| b.to_string()).as_deref(), Some("10.244.2.0/24"));
-        assert_eq!(a.next_free(&used, true).map(|b| b.to_string()).as_deref(), Some("10.244.2.0/24"));
+        assert_eq!(
+            a.next_free(&used, false).map(|b| b.to_string()).as_deref(),
+            Some("10.244.2.0/24")
+        );
+        assert_eq!(
+            a.next_free(&used, true).map(|b| b.to_string()).as_deref(),
+            Some("10.244.2.0/24")
+        );
         let small = RangeAllocator::new("10.0.0.0/23", 24).expect("alloc");
         let used: BTreeSet<u64> = [1].into();
-        assert_eq!(small.next_free(&used, false).map(|b| b.to_string()).as_deref(), Some("10.0.0.0/24"));
+        assert_eq!(
+            small
+                .next_free(&used, false)
+                .map(|b| b.to_string())
+                .as_deref(),
+            Some("10.0.0.0/24")
+        );
         assert!(RangeAllocator::new("10.0.0.0/16", 8).is_err());
     }
 
@@ -173,11 +207,16 @@ mod tests {
         let node = |name: &str, cp: bool, ts: i64| {
             let mut v = serde_json::json!({"metadata": {"name": name, "creationTimestamp": k8s_openapi::jiff::Timestamp::from_second(ts).expect("ts").to_string()}});
             if cp {
-                v["metadata"]["labels"] = serde_json::json!({"node-role.kubernetes.io/control-plane": ""});
+                v["metadata"]["labels"] =
+                    serde_json::json!({"node-role.kubernetes.io/control-plane": ""});
             }
             Arc::new(serde_json::from_value::<Node>(v).expect("node"))
         };
-        let mut nodes = vec![node("k8s-n2", false, 30), node("k8s-n1", false, 20), node("k8s-m", true, 40)];
+        let mut nodes = vec![
+            node("k8s-n2", false, 30),
+            node("k8s-n1", false, 20),
+            node("k8s-m", true, 40),
+        ];
         allocation_order(&mut nodes);
         let names: Vec<_> = nodes.iter().map(|n| n.name_any()).collect();
         assert_eq!(names, ["k8s-m", "k8s-n1", "k8s-n2"]);

@@ -53,8 +53,12 @@ impl Default for ControllersConfig {
         ControllersConfig {
             cluster_cidr: skiff_api::defaults::CLUSTER_CIDR.to_string(),
             node_cidr_mask: skiff_api::defaults::NODE_CIDR_MASK,
-            node_monitor_grace_period: Duration::from_secs(skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS),
-            pod_eviction_timeout_default: Duration::from_secs(skiff_api::defaults::DEFAULT_TOLERATION_SECONDS as u64),
+            node_monitor_grace_period: Duration::from_secs(
+                skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS,
+            ),
+            pod_eviction_timeout_default: Duration::from_secs(
+                skiff_api::defaults::DEFAULT_TOLERATION_SECONDS as u64,
+            ),
             service_account_issuer: "https://kubernetes.default.svc.cluster.local".to_string(),
         }
     }
@@ -103,7 +107,7 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     let inf = Informers::start(&client);
     ipam::run(client.clone(), inf.nodes.clone(), alloc);
     replicaset::run(client.clone(), &inf);
-    // TODO deployment::run(client.clone(), &inf);
+    deployment::run(client.clone(), &inf);
     // TODO endpoints::run(client.clone(), &inf);
     // TODO endpointslice::run(client.clone(), &inf);
     // TODO serviceaccount::run(client.clone(), &inf);

@@ -36,14 +36,23 @@ fn created(pod: &Pod) -> i64 {
 /// `rank_a`/`rank_b` count the pods of the same owner family on each pod's node (more
 /// doubled-up pods are deleted first).
 pub fn less_valuable(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Ordering {
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| !n.is_empty())
+    };
     // 1. Unassigned before assigned.
     node(a)
         .cmp(&node(b))
         // 2. Pending < Unknown < Running.
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
         // 3. Not ready before ready.
-        .then_with(|| pod_ready_since(a).is_some().cmp(&pod_ready_since(b).is_some()))
+        .then_with(|| {
+            pod_ready_since(a)
+                .is_some()
+                .cmp(&pod_ready_since(b).is_some())
+        })
         // 4. More pods on the same node first.
         .then_with(|| rank_b.cmp(&rank_a))
         // 5. Ready for less time first.
@@ -61,7 +70,12 @@ pub fn less_valuable(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Ordering
 /// `related` are the active pods of all ReplicaSets of the same Deployment, used to rank
 /// pods by how many siblings share their node.
 pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], count: usize) -> Vec<&'a Pod> {
-    let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let node_of = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
     let rank = |p: &Pod| {
         let n = node_of(p);
         if n.is_empty() {
@@ -80,7 +94,13 @@ mod tests {
     use super::*;
     use kube::ResourceExt;
 
-    fn pod(name: &str, node: Option<&str>, phase: &str, ready_at: Option<i64>, created: i64) -> Pod {
+    fn pod(
+        name: &str,
+        node: Option<&str>,
+        phase: &str,
+        ready_at: Option<i64>,
+        created: i64,
+    ) -> Pod {
         let mut v = serde_json::json!({
             "metadata": {"name": name, "creationTimestamp": k8s_openapi::jiff::Timestamp::from_second(created).expect("ts").to_string()},
             "spec": {"containers": []},
@@ -107,10 +127,20 @@ mod tests {
             pod("ready-alone", Some("n3"), "Running", Some(300), 30),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let order: Vec<String> = pods_to_delete(&refs, &refs, 6).iter().map(|p| p.name_any()).collect();
+        let order: Vec<String> = pods_to_delete(&refs, &refs, 6)
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         assert_eq!(
             order,
-            ["unscheduled", "pending", "running-unready", "ready-new", "ready-old", "ready-alone"]
+            [
+                "unscheduled",
+                "pending",
+                "running-unready",
+                "ready-new",
+                "ready-old",
+                "ready-alone"
+            ]
         );
         assert_eq!(pods_to_delete(&refs, &refs, 2).len(), 2);
     }

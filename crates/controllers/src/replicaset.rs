@@ -22,8 +22,8 @@ use crate::informer::{on_change, Change, Informer};
 use crate::podrank::pods_to_delete;
 use crate::queue::{run_workers, WorkQueue};
 use crate::util::{
-    controller_of, controller_ref, is_deleting, is_not_found, key_of, pod_active, pod_available, pod_ready,
-    selector_is_empty, selector_matches, split_key,
+    controller_of, controller_ref, is_deleting, is_not_found, key_of, pod_active, pod_available,
+    pod_ready, selector_is_empty, selector_matches, split_key,
 };
 use crate::Informers;
 
@@ -69,10 +69,15 @@ impl Expectations {
             m.remove(key);
             return true;
         }
-        e.created.retain(|name| !pods.iter().any(|p| p.metadata.name.as_deref() == Some(name)));
+        e.created.retain(|name| {
+            !pods
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(name))
+        });
         e.deleted.retain(|uid| {
-            pods.iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
+            pods.iter().any(|p| {
+                p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
+            })
         });
         let done = e.created.is_empty() && e.deleted.is_empty();
         if done {
@@ -83,7 +88,10 @@ impl Expectations {
 
     /// Forgets `key`.
     pub fn delete(&self, key: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -154,9 +162,9 @@ fn owners_of_pod(rss: &Informer<ReplicaSet>, pod: &Pod) -> Vec<String> {
         .iter()
         .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
         .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .is_some_and(|s| !selector_is_empty(&s.selector) && selector_matches(&s.selector, pod.labels()))
+            rs.spec.as_ref().is_some_and(|s| {
+                !selector_is_empty(&s.selector) && selector_matches(&s.selector, pod.labels())
+            })
         })
         .map(|rs| key_of(rs.as_ref()))
         .collect()
@@ -219,10 +227,17 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         .unwrap_or_default();
     let fully = owned
         .iter()
-        .filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .filter(|p| {
+            template_labels
+                .iter()
+                .all(|(k, v)| p.labels().get(k) == Some(v))
+        })
         .count();
     let ready = owned.iter().filter(|p| pod_ready(p)).count();
-    let available = owned.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let available = owned
+        .iter()
+        .filter(|p| pod_available(p, min_ready, now))
+        .count();
     let old = rs.status.clone().unwrap_or_default();
     let new = ReplicaSetStatus {
         replicas: owned.len() as i32,
@@ -242,10 +257,15 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
             "availableReplicas": new.available_replicas,
             "observedGeneration": new.observed_generation,
         }});
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("updating status of replicaset {key}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("updating status of replicaset {key}"))
+            }
         }
     }
     if min_ready > 0 && ready > available {
@@ -262,12 +282,22 @@ fn status_differs(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
         || a.observed_generation != b.observed_generation
 }
 
-async fn manage(ctx: &Ctx, key: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>], want: usize) -> anyhow::Result<()> {
+async fn manage(
+    ctx: &Ctx,
+    key: &str,
+    rs: &Arc<ReplicaSet>,
+    owned: &[Arc<Pod>],
+    want: usize,
+) -> anyhow::Result<()> {
     let ns = rs.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     if owned.len() < want {
         let diff = (want - owned.len()).min(BURST_REPLICAS);
-        let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+        let template = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
         let tmeta = template.metadata.clone().unwrap_or_default();
         let pod = Pod {
             metadata: ObjectMeta {
@@ -294,13 +324,21 @@ async fn manage(ctx: &Ctx, key: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>], 
             for r in results {
                 match r {
                     Ok(p) => {
-                        ctx.recorder
-                            .publish(rs.as_ref(), NORMAL, "SuccessfulCreate", format!("Created pod: {}", p.name_any()));
+                        ctx.recorder.publish(
+                            rs.as_ref(),
+                            NORMAL,
+                            "SuccessfulCreate",
+                            format!("Created pod: {}", p.name_any()),
+                        );
                         created.push(p.name_any());
                     }
                     Err(e) => {
-                        ctx.recorder
-                            .publish(rs.as_ref(), WARNING, "FailedCreate", format!("Error creating: {e}"));
+                        ctx.recorder.publish(
+                            rs.as_ref(),
+                            WARNING,
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        );
                         failed = Some(e);
                     }
                 }
@@ -344,20 +382,33 @@ async fn manage(ctx: &Ctx, key: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>], 
         let results = join_all(victims.iter().map(|p| {
             let api = pods_api.clone();
             let name = p.name_any();
-            async move { (name.clone(), api.delete(&name, &DeleteParams::default()).await) }
+            async move {
+                (
+                    name.clone(),
+                    api.delete(&name, &DeleteParams::default()).await,
+                )
+            }
         }))
         .await;
         for (name, r) in results {
             match r {
-                Ok(_) => ctx
-                    .recorder
-                    .publish(rs.as_ref(), NORMAL, "SuccessfulDelete", format!("Deleted pod: {name}")),
+                Ok(_) => ctx.recorder.publish(
+                    rs.as_ref(),
+                    NORMAL,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                ),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
-                    ctx.recorder
-                        .publish(rs.as_ref(), WARNING, "FailedDelete", format!("Error deleting: {e}"));
+                    ctx.recorder.publish(
+                        rs.as_ref(),
+                        WARNING,
+                        "FailedDelete",
+                        format!("Error deleting: {e}"),
+                    );
                     ctx.expectations.delete(key);
-                    return Err(e).with_context(|| format!("deleting pod {name} of replicaset {key}"));
+                    return Err(e)
+                        .with_context(|| format!("deleting pod {name} of replicaset {key}"));
                 }
             }
         }
@@ -369,7 +420,14 @@ async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> anyhow::Result<boo
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(controller_ref(rs));
     let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e).with_context(|| format!("adopting pod {}", pod.name_any())),
@@ -386,7 +444,14 @@ async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<(
         .filter(|r| r.uid != owner_uid)
         .collect();
     let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("releasing pod {}", pod.name_any())),

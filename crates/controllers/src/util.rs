@@ -61,7 +61,10 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 /// Deployments with such a selector manage no pods, as in Kubernetes.
 pub fn selector_is_empty(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
 }
 
 /// The owner reference with `controller: true`, if any.
@@ -107,7 +110,12 @@ pub fn pod_ready_since(pod: &Pod) -> Option<Timestamp> {
     if c.status != "True" {
         return None;
     }
-    Some(c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH))
+    Some(
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Whether the pod has been Ready for at least `min_ready_seconds` at `now`
@@ -156,7 +164,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -170,8 +180,14 @@ mod tests {
             }]),
         };
         assert!(selector_matches(&sel, &labels(&[("run", "httpd")])));
-        assert!(selector_matches(&sel, &labels(&[("run", "httpd"), ("tier", "web")])));
-        assert!(!selector_matches(&sel, &labels(&[("run", "httpd"), ("tier", "db")])));
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("run", "httpd"), ("tier", "web")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("run", "httpd"), ("tier", "db")])
+        ));
         assert!(!selector_matches(&sel, &labels(&[("run", "nginx")])));
         assert!(selector_is_empty(&LabelSelector::default()));
     }
