@@ -352,16 +352,17 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "'"))
 }
 
-/// Base chains: (name, type, hook, priority).
+/// Base chains: (name, type, hook, priority). Priorities are numeric (dstnat is -100,
+/// srcnat 100) because nft before 1.0.7 accepts the symbolic names only on some hooks.
 const BASE_CHAINS: [(&str, &str, &str, &str); 8] = [
-    ("filter-prerouting", "filter", "prerouting", "dstnat - 10"),
-    ("filter-input", "filter", "input", "dstnat - 10"),
-    ("filter-forward", "filter", "forward", "dstnat - 10"),
-    ("filter-output", "filter", "output", "dstnat - 10"),
-    ("filter-output-post-dnat", "filter", "output", "dstnat + 10"),
-    ("nat-prerouting", "nat", "prerouting", "dstnat"),
-    ("nat-output", "nat", "output", "dstnat"),
-    ("nat-postrouting", "nat", "postrouting", "srcnat"),
+    ("filter-prerouting", "filter", "prerouting", "-110"),
+    ("filter-input", "filter", "input", "-110"),
+    ("filter-forward", "filter", "forward", "-110"),
+    ("filter-output", "filter", "output", "-110"),
+    ("filter-output-post-dnat", "filter", "output", "-90"),
+    ("nat-prerouting", "nat", "prerouting", "-100"),
+    ("nat-output", "nat", "output", "-100"),
+    ("nat-postrouting", "nat", "postrouting", "100"),
 ];
 
 /// The fixed chains and their rules.

@@ -1,0 +1,463 @@
+//! Integration tests as root: real rules in network namespaces the tests create.
+//!
+//! Topology per test: a "node" namespace with a bridge `br0` (10.244.1.1/24) and two
+//! "pod" namespaces (10.244.1.101 and .102) serving their own name over HTTP with
+//! busybox httpd, plus a "client" namespace (192.168.77.2) outside the pod network,
+//! reaching the node at 192.168.77.1. Everything is removed on drop, also on failure.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use skiff_proxy::apply::Runner;
+use skiff_proxy::fixtures::{seed_service, service, slice};
+use skiff_proxy::metrics::Metrics;
+use skiff_proxy::model::build;
+use skiff_proxy::sync::{Engine, EngineConfig};
+use skiff_proxy::ProxyMode;
+
+const NODE: &str = "k8s-n1";
+const CLUSTER_IP: &str = "10.110.212.171";
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh_ok(cmd: &str) -> Option<String> {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+struct Topology {
+    node: String,
+    pods: Vec<String>,
+    client: String,
+    dir: String,
+    servers: Vec<Child>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.pods.iter().chain([&self.client, &self.node]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Topology {
+    fn new(tag: &str) -> Topology {
+        let base = format!("skt-{}-{tag}", std::process::id());
+        let mut t = Topology {
+            node: format!("{base}-n"),
+            pods: vec![format!("{base}-p1"), format!("{base}-p2")],
+            client: format!("{base}-c"),
+            dir: format!("/tmp/{base}"),
+            servers: Vec::new(),
+        };
+        for ns in t.pods.iter().chain([&t.client, &t.node]) {
+            sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        }
+        let n = &t.node;
+        sh(&format!(
+            "ip netns exec {n} sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 && \
+             ip -n {n} link add br0 type bridge && ip -n {n} addr add 10.244.1.1/24 dev br0 && ip -n {n} link set br0 up"
+        ));
+        for (i, p) in t.pods.iter().enumerate() {
+            let ip = format!("10.244.1.{}", 101 + i);
+            sh(&format!(
+                "ip -n {n} link add vp{i} type veth peer name eth0 netns {p} && \
+                 ip -n {n} link set vp{i} master br0 up && \
+                 ip -n {n} link set vp{i} type bridge_slave hairpin on && \
+                 ip -n {p} addr add {ip}/24 dev eth0 && ip -n {p} link set eth0 up && \
+                 ip -n {p} route add default via 10.244.1.1"
+            ));
+            let root = format!("{}/p{}", t.dir, i + 1);
+            std::fs::create_dir_all(&root).expect("web root");
+            std::fs::write(format!("{root}/index.html"), format!("pod{}\n", i + 1)).expect("page");
+            let child = Command::new("ip")
+                .args([
+                    "netns", "exec", p, "busybox", "httpd", "-f", "-p", "80", "-h", &root,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start busybox httpd");
+            t.servers.push(child);
+        }
+        let c = &t.client;
+        sh(&format!(
+            "ip -n {n} link add vc type veth peer name eth0 netns {c} && \
+             ip -n {n} addr add 192.168.77.1/24 dev vc && ip -n {n} link set vc up && \
+             ip -n {c} addr add 192.168.77.2/24 dev eth0 && ip -n {c} link set eth0 up && \
+             ip -n {c} route add default via 192.168.77.1 && \
+             ip -n {n} route add default via 192.168.77.2"
+        ));
+        for i in 0..2 {
+            let ip = format!("10.244.1.{}", 101 + i);
+            wait_for(&format!("pod {ip} serving"), || {
+                t.curl_from(&t.node.clone(), &format!("{ip}:80"))
+            });
+        }
+        t
+    }
+
+    fn runner(&self) -> Runner {
+        Runner::with_prefix(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.node.clone(),
+        ])
+    }
+
+    fn engine(&self, mode: ProxyMode) -> Engine {
+        Engine::new(
+            EngineConfig {
+                mode,
+                cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+                masquerade_bit: 14,
+                node_ips: vec!["192.168.77.1".parse().expect("ip")],
+                sync_period: Duration::from_secs(3600),
+            },
+            self.runner(),
+            Metrics::default(),
+        )
+    }
+
+    /// The page served at `addr` (host:port) from namespace `ns`, if it answers.
+    fn curl_from(&self, ns: &str, addr: &str) -> Option<String> {
+        sh_ok(&format!(
+            "ip netns exec {ns} curl -s --max-time 2 http://{addr}/"
+        ))
+        .map(|s| s.trim().to_string())
+    }
+
+    fn iptables_save(&self, table: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} iptables-save -t {table}",
+            self.node
+        ))
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both pods of the topology as the endpoints of `ns/svc`, on this node.
+fn pods_slice(ns: &str, svc: &str, ports: &[(&str, i32, &str)]) -> EndpointSlice {
+    slice(
+        ns,
+        svc,
+        &format!("{svc}-1"),
+        ports,
+        &[
+            ("10.244.1.101", NODE, true, true, false),
+            ("10.244.1.102", NODE, true, true, false),
+        ],
+    )
+}
+
+fn ports(services: &[Service], slices: &[EndpointSlice]) -> skiff_proxy::model::ServicePortMap {
+    build(services, slices, NODE).0
+}
+
+/// Sends `n` requests to `addr` from `ns` and counts the answers per pod.
+fn spread(t: &Topology, ns: &str, addr: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let page = t
+            .curl_from(ns, addr)
+            .unwrap_or_else(|| panic!("no answer from {addr} in {ns}"));
+        *seen.entry(page).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// The saved rules with kube-proxy's MARK spellings normalised to the kernel's.
+fn normalise(rule: &str) -> String {
+    rule.replace("--or-mark 0x4000", "--set-xmark 0x4000/0x4000")
+        .replace("--xor-mark 0x4000", "--set-xmark 0x4000/0x0")
+        .replace("-j REJECT", "-j REJECT --reject-with icmp-port-unreachable")
+}
+
+#[tokio::test]
+async fn iptables_seed_rules_traffic_partial_sync_and_canary() {
+    let t = Topology::new("ipt");
+    let mut engine = t.engine(ProxyMode::Iptables);
+    let svc = seed_service();
+    let slices = [pods_slice("default", "httpd-svc", &[("", 80, "TCP")])];
+    let report = engine
+        .sync(&ports(std::slice::from_ref(&svc), &slices), false)
+        .await
+        .expect("full sync");
+    assert!(report.full);
+
+    // Every generated rule is in the kernel exactly as written (modulo MARK spelling).
+    let saved = format!("{}{}", t.iptables_save("filter"), t.iptables_save("nat"));
+    for line in report.input.lines().filter(|l| l.starts_with("-A ")) {
+        assert!(
+            saved.lines().any(|s| s == normalise(line)),
+            "rule not in iptables-save:\n{line}\n---\n{saved}"
+        );
+    }
+    let nat = t.iptables_save("nat");
+    for l in [
+        format!("-A KUBE-SERVICES ! -s 10.244.0.0/16 -d {CLUSTER_IP}/32 -p tcp -m comment --comment \"default/httpd-svc: cluster IP\" -m tcp --dport 8080 -j KUBE-MARK-MASQ"),
+        format!("-A KUBE-SERVICES -d {CLUSTER_IP}/32 -p tcp -m comment --comment \"default/httpd-svc: cluster IP\" -m tcp --dport 8080 -j KUBE-SVC-RL3JAE4GN7VOGDGP"),
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES".to_string(),
+        "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES".to_string(),
+        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING".to_string(),
+    ] {
+        assert!(nat.lines().any(|s| s == l), "missing {l}\n{nat}");
+    }
+
+    // Traffic to the cluster IP reaches both pods, from the node and from outside.
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
+    assert_eq!(seen.len(), 2, "answers: {seen:?}");
+    let counts = t.iptables_save("nat");
+    let dnat_counts: Vec<&str> = counts.lines().filter(|l| l.contains("-j DNAT")).collect();
+    assert_eq!(dnat_counts.len(), 2);
+
+    // A pod reaches itself through its own Service (hairpin, masqueraded).
+    let self_seen = spread(&t, &t.pods[0], &format!("{CLUSTER_IP}:8080"), 12);
+    assert_eq!(self_seen.len(), 2, "hairpin answers: {self_seen:?}");
+
+    // Partial sync: one endpoint goes away; only its chains change.
+    let one = [slice(
+        "default",
+        "httpd-svc",
+        "httpd-svc-1",
+        &[("", 80, "TCP")],
+        &[("10.244.1.102", NODE, true, true, false)],
+    )];
+    let report = engine
+        .sync(&ports(std::slice::from_ref(&svc), &one), false)
+        .await
+        .expect("partial sync");
+    assert!(!report.full);
+    assert!(report.input.contains("-X KUBE-SEP-"), "{}", report.input);
+    assert!(!t.iptables_save("nat").contains("10.244.1.101:80"));
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 8);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["pod2"]);
+
+    // Someone flushes everything: the canary notices and a full sync repairs it.
+    sh(&format!(
+        "ip netns exec {n} iptables -t nat -F && ip netns exec {n} iptables -t nat -X",
+        n = t.node
+    ));
+    assert!(t
+        .curl_from(&t.node, &format!("{CLUSTER_IP}:8080"))
+        .is_none());
+    assert!(engine.check_canary().await, "canary loss not detected");
+    let report = engine
+        .sync(&ports(&[svc], &one), false)
+        .await
+        .expect("resync");
+    assert!(report.full);
+    assert_eq!(
+        t.curl_from(&t.node, &format!("{CLUSTER_IP}:8080"))
+            .as_deref(),
+        Some("pod2")
+    );
+    assert!(!engine.check_canary().await);
+}
+
+#[tokio::test]
+async fn iptables_nodeport_affinity_and_no_endpoints() {
+    let t = Topology::new("np");
+    let mut engine = t.engine(ProxyMode::Iptables);
+    let np = service(
+        "default",
+        "web",
+        "NodePort",
+        "10.96.5.5",
+        &[("", 80, "TCP", 31688)],
+    );
+    let mut sticky = service(
+        "default",
+        "sticky",
+        "ClusterIP",
+        "10.96.5.6",
+        &[("", 80, "TCP", 0)],
+    );
+    let spec = sticky.spec.as_mut().expect("spec");
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(SessionAffinityConfig {
+        client_ip: Some(ClientIPConfig {
+            timeout_seconds: Some(600),
+        }),
+    });
+    let empty = service(
+        "default",
+        "empty",
+        "ClusterIP",
+        "10.96.5.7",
+        &[("", 80, "TCP", 0)],
+    );
+    let slices = [
+        pods_slice("default", "web", &[("", 80, "TCP")]),
+        pods_slice("default", "sticky", &[("", 80, "TCP")]),
+    ];
+    engine
+        .sync(&ports(&[np, sticky, empty], &slices), false)
+        .await
+        .expect("sync");
+
+    // The node port answers on the node's address, from outside and from the node.
+    let seen = spread(&t, &t.client, "192.168.77.1:31688", 20);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(t.curl_from(&t.node, "192.168.77.1:31688").is_some());
+    assert!(
+        t.curl_from(&t.node, "10.244.1.1:31688").is_some(),
+        "node port on the bridge address"
+    );
+
+    // ClientIP affinity sticks to one pod.
+    let seen = spread(&t, &t.client, "10.96.5.6:80", 10);
+    assert_eq!(seen.len(), 1, "affinity broken: {seen:?}");
+
+    // No endpoints: refused at once, not a timeout.
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.node,
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "http://10.96.5.7:80/",
+        ])
+        .status()
+        .expect("curl");
+    assert_eq!(out.code(), Some(7), "expected connection refused");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn nftables_traffic_partial_sync_and_no_endpoints() {
+    let t = Topology::new("nft");
+    let mut engine = t.engine(ProxyMode::Nftables);
+    let np = service(
+        "default",
+        "httpd-svc",
+        "NodePort",
+        CLUSTER_IP,
+        &[("", 8080, "TCP", 31688)],
+    );
+    let empty = service(
+        "default",
+        "empty",
+        "ClusterIP",
+        "10.96.5.7",
+        &[("", 80, "TCP", 0)],
+    );
+    let slices = [pods_slice("default", "httpd-svc", &[("", 80, "TCP")])];
+    let report = engine
+        .sync(&ports(&[np.clone(), empty.clone()], &slices), false)
+        .await
+        .expect("fresh sync");
+    assert!(report.full);
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let seen = spread(&t, &t.client, "192.168.77.1:31688", 20);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let self_seen = spread(&t, &t.pods[1], &format!("{CLUSTER_IP}:8080"), 12);
+    assert_eq!(self_seen.len(), 2, "hairpin: {self_seen:?}");
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.node,
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "http://10.96.5.7:80/",
+        ])
+        .status()
+        .expect("curl");
+    assert_eq!(status.code(), Some(7), "expected connection refused");
+
+    // Partial: drop one endpoint; then the empty service gains it.
+    let one = [
+        slice(
+            "default",
+            "httpd-svc",
+            "httpd-svc-1",
+            &[("", 80, "TCP")],
+            &[("10.244.1.102", NODE, true, true, false)],
+        ),
+        slice(
+            "default",
+            "empty",
+            "empty-1",
+            &[("", 80, "TCP")],
+            &[("10.244.1.101", NODE, true, true, false)],
+        ),
+    ];
+    let report = engine
+        .sync(&ports(&[np.clone(), empty.clone()], &one), false)
+        .await
+        .expect("partial sync");
+    assert!(!report.full);
+    assert!(!report.input.contains("add table"), "{}", report.input);
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 8);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["pod2"]);
+    assert_eq!(
+        t.curl_from(&t.node, "10.96.5.7:80").as_deref(),
+        Some("pod1")
+    );
+
+    // Recreating the table keeps everything working; deleting the services empties it.
+    engine.invalidate();
+    engine
+        .sync(&ports(&[np, empty], &one), false)
+        .await
+        .expect("full");
+    assert_eq!(
+        t.curl_from(&t.node, "10.96.5.7:80").as_deref(),
+        Some("pod1")
+    );
+    engine
+        .sync(&ports(&[], &[]), false)
+        .await
+        .expect("delete all");
+    let listing = sh(&format!(
+        "ip netns exec {} nft list table ip kube-proxy",
+        t.node
+    ));
+    assert!(
+        !listing.contains("default/"),
+        "service chains left:\n{listing}"
+    );
+    assert!(!listing.contains("10.110.212.171"), "{listing}");
+}
