@@ -1,1 +1,424 @@
-//! endpoints (todo).
+//! The Endpoints controller: for every Service with a selector, one Endpoints object of
+//! the same name listing the selected pods' IPs (ready ones in `addresses`, others in
+//! `notReadyAddresses`) with the Service's ports resolved per pod. Services without a
+//! selector keep their user-managed Endpoints; `default/kubernetes` is the API server's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, ResourceExt};
+
+use crate::informer::{on_change, Change, Informer};
+use crate::queue::{run_workers, WorkQueue};
+use crate::util::{is_already_exists, is_not_found, key_of, pod_phase, pod_ready, split_key};
+use crate::Informers;
+
+/// Label marking the Endpoints/EndpointSlices of headless Services.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// Whether the controllers manage endpoints for `svc`: it has a selector, is not an
+/// ExternalName Service, and is not `default/kubernetes`.
+pub fn managed(svc: &Service) -> bool {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let is_api = svc.namespace().as_deref() == Some("default") && svc.name_any() == "kubernetes";
+    !is_api
+        && spec.type_.as_deref() != Some("ExternalName")
+        && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+/// Whether `svc` selects `pod` (same namespace, every selector label matches).
+pub fn selects(svc: &Service, pod: &Pod) -> bool {
+    if svc.namespace() != pod.namespace() || !managed(svc) {
+        return false;
+    }
+    let sel = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    sel.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
+}
+
+/// Whether the Service is headless (clusterIP None).
+pub fn headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// The pod's IPv4 address, if it has one.
+pub fn pod_ipv4(pod: &Pod) -> Option<String> {
+    let st = pod.status.as_ref()?;
+    st.pod_ip
+        .iter()
+        .chain(st.pod_ips.iter().flatten().map(|p| &p.ip))
+        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        .cloned()
+}
+
+/// Whether a pod appears in endpoints at all (endpointutil.ShouldPodBeInEndpoints).
+pub fn in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
+    if pod_ipv4(pod).is_none() {
+        return false;
+    }
+    if !include_terminating && pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let restart = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    match restart {
+        "Never" => !matches!(pod_phase(pod), "Failed" | "Succeeded"),
+        "OnFailure" => pod_phase(pod) != "Succeeded",
+        _ => true,
+    }
+}
+
+/// The container port a Service port reaches on `pod` (podutil.FindPort): a number as
+/// is, a name looked up among the pod's container ports of the same protocol.
+pub fn find_port(pod: &Pod, sp: &ServicePort) -> Option<i32> {
+    match &sp.target_port {
+        None => Some(sp.port),
+        Some(IntOrString::Int(p)) => Some(*p),
+        Some(IntOrString::String(name)) => {
+            let proto = sp.protocol.as_deref().unwrap_or("TCP");
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find_map(|p| {
+                    (p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == proto)
+                        .then_some(p.container_port)
+                })
+        }
+    }
+}
+
+/// The hostname a pod has in a Service's records (endpointutil.ShouldSetHostname).
+pub fn hostname_for(pod: &Pod, svc: &Service) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let h = spec.hostname.clone().filter(|h| !h.is_empty())?;
+    (spec.subdomain.as_deref() == Some(svc.name_any().as_str())
+        && pod.namespace() == svc.namespace())
+    .then_some(h)
+}
+
+/// A reference to a pod as endpoints hold it.
+pub fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.namespace(),
+        name: Some(pod.name_any()),
+        uid: pod.uid(),
+        ..Default::default()
+    }
+}
+
+/// Builds the Endpoints subsets of `svc` from the pods it selects, packed like
+/// `endpoints.RepackSubsets` (addresses with the same ports share a subset), sorted.
+pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
+    let ports = spec.ports.clone().unwrap_or_default();
+    // ip -> (address, ready, ports)
+    let mut by_ip: BTreeMap<String, (EndpointAddress, bool, BTreeSet<(String, i32, String)>)> =
+        BTreeMap::new();
+    for pod in pods {
+        if !in_endpoints(pod, false) {
+            continue;
+        }
+        let Some(ip) = pod_ipv4(pod) else { continue };
+        let ready = publish_not_ready || pod_ready(pod);
+        let addr = EndpointAddress {
+            ip: ip.clone(),
+            hostname: hostname_for(pod, svc),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(pod_ref(pod)),
+        };
+        let mut pset = BTreeSet::new();
+        for sp in &ports {
+            if let Some(p) = find_port(pod, sp) {
+                pset.insert((
+                    sp.name.clone().unwrap_or_default(),
+                    p,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ));
+            }
+        }
+        if pset.is_empty() && !(ports.is_empty() && headless(svc)) {
+            continue;
+        }
+        by_ip.insert(ip, (addr, ready, pset));
+    }
+    let app_protocols: HashMap<String, Option<String>> = ports
+        .iter()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.app_protocol.clone()))
+        .collect();
+    let mut groups: BTreeMap<
+        BTreeSet<(String, i32, String)>,
+        (Vec<EndpointAddress>, Vec<EndpointAddress>),
+    > = BTreeMap::new();
+    for (_, (addr, ready, pset)) in by_ip {
+        let g = groups.entry(pset).or_default();
+        if ready {
+            g.0.push(addr);
+        } else {
+            g.1.push(addr);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(pset, (ready, not_ready))| EndpointSubset {
+            addresses: (!ready.is_empty()).then_some(ready),
+            not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+            ports: (!pset.is_empty()).then(|| {
+                pset.into_iter()
+                    .map(|(name, port, protocol)| EndpointPort {
+                        app_protocol: app_protocols.get(&name).cloned().flatten(),
+                        name: (!name.is_empty()).then_some(name),
+                        port,
+                        protocol: Some(protocol),
+                    })
+                    .collect()
+            }),
+        })
+        .collect()
+}
+
+fn labels_for(svc: &Service) -> BTreeMap<String, String> {
+    let mut labels = svc.labels().clone();
+    if headless(svc) {
+        labels.insert(HEADLESS_LABEL.into(), String::new());
+    }
+    labels
+}
+
+struct Ctx {
+    client: Client,
+    services: Arc<Informer<Service>>,
+    pods: Arc<Informer<Pod>>,
+    endpoints: Arc<Informer<Endpoints>>,
+}
+
+/// Maps pod events to the keys of the Services that select (or selected) the pod.
+pub fn pod_to_services(
+    services: Arc<Informer<Service>>,
+    queue: Arc<WorkQueue>,
+) -> impl FnMut(Change<Pod>) + Send + 'static {
+    let last: Mutex<HashMap<String, HashSet<String>>> = Mutex::default();
+    move |c| {
+        let (p, deleted) = match c {
+            Change::Applied(p) => (p, false),
+            Change::Deleted(p) => (p, true),
+            Change::Resync => {
+                services
+                    .list()
+                    .iter()
+                    .for_each(|s| queue.add(key_of(s.as_ref())));
+                return;
+            }
+        };
+        let now: HashSet<String> = services
+            .list()
+            .iter()
+            .filter(|s| selects(s, &p))
+            .map(|s| key_of(s.as_ref()))
+            .collect();
+        let pk = key_of(p.as_ref());
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let before = if deleted {
+            last.remove(&pk)
+        } else {
+            last.insert(pk, now.clone())
+        };
+        for k in now.iter().chain(before.iter().flatten()) {
+            queue.add(k.clone());
+        }
+    }
+}
+
+/// Starts the controller.
+pub fn run(client: Client, inf: &Informers) {
+    let queue = WorkQueue::new();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        services: inf.services.clone(),
+        pods: inf.pods.clone(),
+        endpoints: Informer::spawn(Api::all(client)),
+    });
+    {
+        let q = queue.clone();
+        let svcs = inf.services.clone();
+        on_change(&inf.services, move |c| match c {
+            Change::Applied(s) | Change::Deleted(s) => q.add(key_of(s.as_ref())),
+            Change::Resync => svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref()))),
+        });
+    }
+    on_change(
+        &inf.pods,
+        pod_to_services(inf.services.clone(), queue.clone()),
+    );
+    {
+        let q = queue.clone();
+        let svcs = inf.services.clone();
+        crate::informer::every(Duration::from_secs(60), move || {
+            svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref())))
+        });
+    }
+    run_workers("endpoints", queue, 2, move |key| {
+        let ctx = ctx.clone();
+        async move { sync(&ctx, &key).await }
+    });
+}
+
+async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
+    let (ns, name) = split_key(key);
+    let ns = ns.unwrap_or("default");
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
+    ctx.endpoints.wait_ready().await;
+    let Some(svc) = ctx.services.store().get(&ObjectRef::new(name).within(ns)) else {
+        // The Service is gone: so are its Endpoints, unless they were never ours.
+        if ns == "default" && name == "kubernetes" {
+            return Ok(None);
+        }
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting endpoints {key}")),
+        }
+        return Ok(None);
+    };
+    if !managed(&svc) {
+        return Ok(None);
+    }
+    let all = ctx.pods.list();
+    let pods: Vec<&Pod> = all
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| selects(&svc, p))
+        .collect();
+    let subsets = build_subsets(&svc, &pods);
+    let labels = labels_for(&svc);
+    let existing = ctx.endpoints.store().get(&ObjectRef::new(name).within(ns));
+    match existing {
+        Some(ep) => {
+            if ep.subsets.clone().unwrap_or_default() == subsets && ep.labels() == &labels {
+                return Ok(None);
+            }
+            let mut new = (*ep).clone();
+            new.subsets = Some(subsets);
+            new.metadata.labels = Some(labels);
+            api.replace(name, &PostParams::default(), &new)
+                .await
+                .with_context(|| format!("updating endpoints {key}"))?;
+        }
+        None => {
+            let ep = Endpoints {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(ns.to_string()),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+                subsets: Some(subsets),
+            };
+            match api.create(&PostParams::default(), &ep).await {
+                Ok(_) => {}
+                // Our cache lags behind: retry against the real object.
+                Err(e) if is_already_exists(&e) => {
+                    anyhow::bail!("endpoints {key} exist but are not cached yet")
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating endpoints {key}")),
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn svc(extra: serde_json::Value) -> Service {
+        let mut v = json!({
+            "metadata": {"name": "httpd-svc", "namespace": "default", "uid": "svc-uid"},
+            "spec": {"selector": {"run": "httpd"}, "clusterIP": "10.110.212.171",
+                     "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 80}]}
+        });
+        if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in b {
+                a.insert(k.clone(), val.clone());
+            }
+        }
+        serde_json::from_value(v).expect("service")
+    }
+
+    pub(crate) fn pod(name: &str, ip: Option<&str>, ready: bool, node: &str) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": {"run": "httpd"}},
+            "spec": {"nodeName": node, "containers": [{"name": "httpd", "ports": [{"name": "http", "containerPort": 80}]}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        });
+        if let Some(ip) = ip {
+            v["status"]["podIP"] = ip.into();
+        }
+        serde_json::from_value(v).expect("pod")
+    }
+
+    #[test]
+    fn subsets_split_ready_and_not_ready_sorted_by_ip() {
+        let s = svc(json!({}));
+        let pods = [
+            pod("b", Some("10.244.2.35"), true, "k8s-n2"),
+            pod("a", Some("10.244.1.101"), true, "k8s-n1"),
+            pod("c", Some("10.244.1.102"), false, "k8s-n1"),
+            pod("d", None, false, "k8s-n1"),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let got = serde_json::to_value(build_subsets(&s, &refs)).expect("json");
+        assert_eq!(
+            got,
+            json!([{
+                "addresses": [
+                    {"ip": "10.244.1.101", "nodeName": "k8s-n1", "targetRef": {"kind": "Pod", "name": "a", "namespace": "default", "uid": "uid-a"}},
+                    {"ip": "10.244.2.35", "nodeName": "k8s-n2", "targetRef": {"kind": "Pod", "name": "b", "namespace": "default", "uid": "uid-b"}}
+                ],
+                "notReadyAddresses": [
+                    {"ip": "10.244.1.102", "nodeName": "k8s-n1", "targetRef": {"kind": "Pod", "name": "c", "namespace": "default", "uid": "uid-c"}}
+                ],
+                "ports": [{"port": 80, "protocol": "TCP"}]
+            }])
+        );
+        let publish = svc(
+            json!({"spec": {"selector": {"run": "httpd"}, "publishNotReadyAddresses": true,
+            "ports": [{"name": "web", "port": 8080, "protocol": "TCP", "targetPort": "http"}]}}),
+        );
+        let subsets = build_subsets(&publish, &refs);
+        assert_eq!(subsets.len(), 1);
+        assert_eq!(subsets[0].addresses.as_ref().map(Vec::len), Some(3));
+        assert_eq!(subsets[0].not_ready_addresses, None);
+        let port = &subsets[0].ports.as_ref().expect("ports")[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("web"), 80));
+    }
+
+    #[test]
+    fn services_without_selector_are_not_managed() {
+        assert!(managed(&svc(json!({}))));
+        assert!(!managed(&svc(json!({"spec": {"ports": [{"port": 80}]}}))));
+        let api = svc(json!({"metadata": {"name": "kubernetes", "namespace": "default"}}));
+        assert!(!managed(&api));
+    }
+}

@@ -108,8 +108,8 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     ipam::run(client.clone(), inf.nodes.clone(), alloc);
     replicaset::run(client.clone(), &inf);
     deployment::run(client.clone(), &inf);
-    // TODO endpoints::run(client.clone(), &inf);
-    // TODO endpointslice::run(client.clone(), &inf);
+    endpoints::run(client.clone(), &inf);
+    endpointslice::run(client.clone(), &inf);
     // TODO serviceaccount::run(client.clone(), &inf);
     // TODO loadbalancer::run(client.clone(), &inf);
     // TODO nodelifecycle::run(client.clone(), &inf, &cfg);
