@@ -202,17 +202,15 @@ impl Engine {
         }
     }
 
-    /// Programs the given service ports; `force_full` rewrites everything.
+    /// Programs the given service ports; `force_full` rewrites everything (in place: in
+    /// nftables mode the table is only recreated after [`Engine::invalidate`]).
     pub async fn sync(
         &mut self,
         ports: &ServicePortMap,
         force_full: bool,
     ) -> Result<SyncReport, ApplyError> {
         let start = Instant::now();
-        if force_full {
-            self.invalidate();
-        }
-        let full = self.full_due();
+        let full = force_full || self.full_due();
         let result = match self.cfg.mode {
             ProxyMode::Iptables => self.sync_iptables(ports, full).await,
             ProxyMode::Nftables => self.sync_nft(ports, full).await,
@@ -335,6 +333,12 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> anyhow::Result<()> {
             }
         });
     }
+    // Pods on a bridge reach a Service whose endpoint is on the same bridge only if
+    // bridged packets pass netfilter (conntrack must undo the DNAT on the reply), as
+    // kube-proxy expects of br_netfilter. Best effort: the file may not exist.
+    if let Err(e) = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1") {
+        tracing::debug!(error = %e, "could not set net.bridge.bridge-nf-call-iptables");
+    }
     let mut node_ips = cfg.node_ips.clone();
     if node_ips.is_empty() {
         node_ips = node_ips_from_api(&client, &cfg.node_name).await;
@@ -377,10 +381,14 @@ pub async fn drive(
     let mut last_sync: Option<Instant> = None;
     let mut canary = tokio::time::interval(CANARY_INTERVAL);
     let mut full_timer = tokio::time::interval(sync_period.max(Duration::from_millis(100)));
+    let mut force_full = false;
     loop {
         tokio::select! {
             _ = cache.changed() => dirty = true,
-            _ = full_timer.tick() => dirty = true,
+            _ = full_timer.tick() => {
+                dirty = true;
+                force_full = true;
+            }
             _ = canary.tick() => {
                 if engine.check_canary().await {
                     dirty = true;
@@ -404,7 +412,8 @@ pub async fn drive(
             tracing::debug!(service = %s.service, reason = %s.reason, "not proxying service");
         }
         last_sync = Some(Instant::now());
-        match engine.sync(&ports, false).await {
+        let full = std::mem::take(&mut force_full);
+        match engine.sync(&ports, full).await {
             Ok(report) => {
                 tracing::debug!(
                     full = report.full,

@@ -6,8 +6,14 @@
 //! reaching the node at 192.168.77.1. Everything is removed on drop, also on failure.
 
 use std::collections::BTreeMap;
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
 
 use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -48,10 +54,16 @@ struct Topology {
     client: String,
     dir: String,
     servers: Vec<Child>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
         for c in &mut self.servers {
             let _ = c.kill();
             let _ = c.wait();
@@ -72,6 +84,8 @@ impl Topology {
             client: format!("{base}-c"),
             dir: format!("/tmp/{base}"),
             servers: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
         };
         for ns in t.pods.iter().chain([&t.client, &t.node]) {
             sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
@@ -156,6 +170,56 @@ impl Topology {
             "ip netns exec {} iptables-save -t {table}",
             self.node
         ))
+    }
+}
+
+/// Moves the calling thread into network namespace `ns`.
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+    setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+impl Topology {
+    /// Starts a UDP responder on port 53 in each pod, answering with the pod's name.
+    fn start_udp_responders(&mut self) {
+        for (i, p) in self.pods.clone().into_iter().enumerate() {
+            let stop = self.stop.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.threads.push(std::thread::spawn(move || {
+                enter(&p);
+                let sock = UdpSocket::bind("0.0.0.0:53").expect("bind udp");
+                sock.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("timeout");
+                let _ = tx.send(());
+                let mut buf = [0u8; 512];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(format!("pod{}", i + 1).as_bytes(), from);
+                    }
+                }
+            }));
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("udp responder started");
+        }
+    }
+
+    /// Sends one datagram from the node (always from source port 40000, so conntrack
+    /// sees one flow) to `addr` and returns the answer.
+    fn udp_ask(&self, addr: &str) -> Option<String> {
+        let node = self.node.clone();
+        let addr = addr.to_string();
+        std::thread::spawn(move || {
+            enter(&node);
+            let sock = UdpSocket::bind("0.0.0.0:40000").ok()?;
+            sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+            sock.send_to(b"q", &addr).ok()?;
+            let mut buf = [0u8; 64];
+            let (n, _) = sock.recv_from(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .join()
+        .ok()
+        .flatten()
     }
 }
 
@@ -460,4 +524,65 @@ async fn nftables_traffic_partial_sync_and_no_endpoints() {
         "service chains left:\n{listing}"
     );
     assert!(!listing.contains("10.110.212.171"), "{listing}");
+}
+
+#[tokio::test]
+async fn udp_follows_a_replaced_endpoint() {
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let tag = if mode == ProxyMode::Iptables {
+            "udpi"
+        } else {
+            "udpn"
+        };
+        let mut t = Topology::new(tag);
+        t.start_udp_responders();
+        let mut engine = t.engine(mode);
+        let dns = service(
+            "kube-system",
+            "dns",
+            "ClusterIP",
+            "10.96.0.10",
+            &[("dns", 53, "UDP", 0)],
+        );
+        let on = |ip: &str| {
+            [slice(
+                "kube-system",
+                "dns",
+                "dns-1",
+                &[("dns", 53, "UDP")],
+                &[(ip, NODE, true, true, false)],
+            )]
+        };
+        engine
+            .sync(
+                &ports(std::slice::from_ref(&dns), &on("10.244.1.101")),
+                false,
+            )
+            .await
+            .expect("sync");
+        assert_eq!(
+            t.udp_ask("10.96.0.10:53").as_deref(),
+            Some("pod1"),
+            "{mode:?}"
+        );
+        assert_eq!(
+            t.udp_ask("10.96.0.10:53").as_deref(),
+            Some("pod1"),
+            "{mode:?}"
+        );
+        // The endpoint is replaced; pod1 still answers, so only the conntrack flush
+        // moves the existing flow to pod2.
+        engine
+            .sync(
+                &ports(std::slice::from_ref(&dns), &on("10.244.1.102")),
+                false,
+            )
+            .await
+            .expect("sync");
+        assert_eq!(
+            t.udp_ask("10.96.0.10:53").as_deref(),
+            Some("pod2"),
+            "{mode:?}"
+        );
+    }
 }
