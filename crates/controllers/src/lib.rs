@@ -110,9 +110,9 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     deployment::run(client.clone(), &inf);
     endpoints::run(client.clone(), &inf);
     endpointslice::run(client.clone(), &inf);
-    // TODO serviceaccount::run(client.clone(), &inf);
-    // TODO loadbalancer::run(client.clone(), &inf);
-    // TODO nodelifecycle::run(client.clone(), &inf, &cfg);
+    serviceaccount::run(client.clone(), &inf);
+    loadbalancer::run(client.clone(), &inf);
+    nodelifecycle::run(client.clone(), &inf, &cfg);
     // TODO namespace::run(client.clone(), &inf);
     // TODO gc::run(client.clone()).await
     futures::future::pending::<()>().await;
