@@ -1,1 +1,202 @@
-//! skiff-apiserver.
+//! skiff-apiserver: a Kubernetes API server that real kubectl drives.
+//!
+//! [`Server::start`] makes or loads the PKI under the data directory, opens the SQLite
+//! store, creates the bootstrap objects (system namespaces, the `kubernetes` Service and
+//! its endpoints) and serves HTTPS on the configured listeners. Per-kind rules
+//! (discovery, OpenAPI, defaults, validation, patching, tables) come from skiff-resources.
+
+mod admission;
+mod auth;
+mod bootstrap;
+mod compat;
+mod http;
+mod nodeproxy;
+pub mod pki;
+mod rest;
+mod router;
+mod selectors;
+mod serve;
+mod state;
+mod status;
+mod tokens;
+mod watch;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+
+use crate::state::ApiState;
+
+/// How to run the server.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Directory for `pki/`, `token` and `state.db`.
+    pub data_dir: PathBuf,
+    /// Address to listen on (default `0.0.0.0:6443`).
+    pub bind: SocketAddr,
+    /// Pre-bound sockets served the same way (e.g. `127.0.0.1:port` in another netns).
+    pub extra_listeners: Vec<std::net::TcpListener>,
+    /// Node IP: address of the `kubernetes` endpoints and a SAN of the serving
+    /// certificate. Default: the first non-loopback IPv4 address of the host.
+    pub advertise_address: Option<Ipv4Addr>,
+    /// More SANs (names or IPs) for the serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Range cluster IPs are allocated from (e.g. `10.96.0.0/12`).
+    pub service_cidr: String,
+    /// Inclusive range node ports are allocated from (e.g. `(30000, 32767)`).
+    pub node_port_range: (u16, u16),
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("/var/lib/skiff/server"),
+            bind: SocketAddr::from(([0, 0, 0, 0], skiff_api::defaults::API_SERVER_PORT)),
+            extra_listeners: Vec::new(),
+            advertise_address: None,
+            extra_sans: Vec::new(),
+            service_cidr: skiff_api::defaults::SERVICE_CIDR.to_string(),
+            node_port_range: (
+                skiff_api::defaults::NODE_PORT_MIN,
+                skiff_api::defaults::NODE_PORT_MAX,
+            ),
+        }
+    }
+}
+
+/// The API server.
+pub struct Server;
+
+/// A running server.
+pub struct ServerHandle {
+    port: u16,
+    ca_der: Vec<u8>,
+    admin_cert: String,
+    admin_key: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The first non-loopback IPv4 address of the host (from the interface list).
+fn default_advertise() -> Ipv4Addr {
+    // Connecting a UDP socket sends nothing; it only asks the kernel which source
+    // address a packet would get. Without a route, fall back to loopback.
+    if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        if s.connect("10.255.255.255:9").is_ok() {
+            if let Ok(SocketAddr::V4(a)) = s.local_addr() {
+                if !a.ip().is_loopback() && !a.ip().is_unspecified() {
+                    return *a.ip();
+                }
+            }
+        }
+    }
+    Ipv4Addr::LOCALHOST
+}
+
+impl Server {
+    /// Loads or makes the PKI and the store, bootstraps the built-in objects and serves.
+    pub async fn start(cfg: ServerConfig) -> Result<ServerHandle> {
+        // Several crates may pull in rustls providers; pick ring explicitly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let advertise = cfg.advertise_address.unwrap_or_else(default_advertise);
+        let pki = pki::ensure(&cfg.data_dir, advertise, &cfg.extra_sans)?;
+        let store = skiff_store::SqliteStore::open(&cfg.data_dir.join("state.db"))
+            .context("opening the store")?;
+        store.spawn_compactor(
+            std::time::Duration::from_secs(60),
+            10_000,
+            std::time::Duration::from_secs(300),
+        );
+        let sa_keys = tokens::SigningKeys::from_pem(&pki.sa_key, &pki.sa_pub)
+            .context("loading the service-account key")?;
+        let service_cidr: ipnet::Ipv4Net = cfg
+            .service_cidr
+            .parse()
+            .with_context(|| format!("parsing service CIDR {}", cfg.service_cidr))?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .with_context(|| format!("binding {}", cfg.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(ApiState {
+            store,
+            pki: pki.clone(),
+            sa_keys,
+            service_cidr,
+            node_port_range: cfg.node_port_range,
+            advertise,
+            port,
+            service_lock: tokio::sync::Mutex::new(()),
+        });
+        bootstrap::run(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the bootstrap objects: {}", e.message))?;
+
+        let tls = serve::tls_config(&pki)?;
+        let mut tasks = vec![tokio::spawn(serve::accept_loop(
+            listener,
+            tls.clone(),
+            state.clone(),
+        ))];
+        for l in cfg.extra_listeners {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tasks.push(tokio::spawn(serve::accept_loop(
+                l,
+                tls.clone(),
+                state.clone(),
+            )));
+        }
+        let ca_der = rustls_pemfile::certs(&mut pki.ca_cert.as_bytes())
+            .next()
+            .context("no CA certificate")??
+            .to_vec();
+        tracing::info!(%port, %advertise, "API server listening");
+        Ok(ServerHandle {
+            port,
+            ca_der,
+            admin_cert: pki.admin_cert,
+            admin_key: pki.admin_key,
+            tasks,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The port the main listener is bound to (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Client configuration for `https://127.0.0.1:<port>` as the admin user.
+    pub fn admin_client_config(&self) -> kube::Config {
+        let url = format!("https://127.0.0.1:{}", self.port);
+        let mut c = kube::Config::new(url.parse().unwrap_or_default());
+        c.root_cert = Some(vec![self.ca_der.clone()]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        c.auth_info.client_certificate_data = Some(b64.encode(&self.admin_cert));
+        c.auth_info.client_key_data =
+            Some(secrecy::SecretString::from(b64.encode(&self.admin_key)));
+        c
+    }
+
+    /// Serves until a listener fails.
+    pub async fn wait(mut self) -> Result<()> {
+        for t in std::mem::take(&mut self.tasks) {
+            t.await.context("listener task")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Admission in the create/update path: per-kind server-set fields, and Service cluster
+//! IP and node port allocation. Allocations are computed from the stored Services while
+//! the caller holds `ApiState::service_lock`, so they always agree with the store.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use rand::Rng;
+use serde_json::{json, Value};
+use skiff_resources::ResourceInfo;
+use skiff_store::Store;
+
+use crate::state::ApiState;
+use crate::status::{ApiError, ApiResult};
+
+/// Mutates `obj` (storage version) as kube-apiserver's admission and strategies do.
+pub(crate) fn admit(
+    state: &ApiState,
+    info: &ResourceInfo,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
+    match (info.group, info.kind) {
+        ("", "Pod") if old.is_none() => {
+            let spec = obj.get_mut("spec").and_then(Value::as_object_mut);
+            if let Some(spec) = spec {
+                let sa = spec
+                    .get("serviceAccountName")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| {
+                        spec.get("serviceAccount")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                    })
+                    .unwrap_or("default")
+                    .to_string();
+                spec.insert("serviceAccountName".into(), json!(sa));
+                spec.insert("serviceAccount".into(), json!(sa));
+            }
+        }
+        ("", "Namespace") => {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let meta = crate::rest::objects::meta_mut(obj);
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            if old.is_none() {
+                if obj.pointer("/spec/finalizers").is_none() {
+                    if !obj.get("spec").is_some_and(Value::is_object) {
+                        obj["spec"] = json!({});
+                    }
+                    obj["spec"]["finalizers"] = json!(["kubernetes"]);
+                }
+                obj["status"] = json!({"phase": "Active"});
+            }
+            if obj.pointer("/status/phase").is_none() {
+                obj["status"] = json!({"phase": "Active"});
+            }
+        }
+        ("", "Service") => service(state, obj, old)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn invalid(obj: &Value, field: String, message: String) -> ApiError {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ApiError::invalid(
+        "",
+        "Service",
+        name,
+        vec![(field, "FieldValueInvalid".into(), message)],
+    )
+}
+
+/// Cluster IPs and node ports in use by Services other than `obj`.
+fn in_use(state: &ApiState, obj: &Value) -> ApiResult<(HashSet<Ipv4Addr>, HashSet<u16>)> {
+    let me = (
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        obj.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    let (kvs, _) = state.store.list("/registry/core/services/")?;
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    for kv in kvs {
+        let Ok(s) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let id = (
+            s.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            s.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        if id == me {
+            continue;
+        }
+        if let Some(ip) = s
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|i| i.parse().ok())
+        {
+            ips.insert(ip);
+        }
+        for p in s
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                ports.insert(np as u16);
+            }
+        }
+    }
+    Ok((ips, ports))
+}
+
+fn allocate_ip(state: &ApiState, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let net = state.service_cidr;
+    let base = u32::from(net.network());
+    let size = 1u64 << (32 - net.prefix_len());
+    if size < 4 {
+        return None;
+    }
+    // Offsets 0 (network), 1 (the kubernetes Service) and the broadcast are never handed out.
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let off = rng.random_range(2..size - 1) as u32;
+        let ip = Ipv4Addr::from(base + off);
+        if !used.contains(&ip) {
+            return Some(ip);
+        }
+    }
+    (2..size - 1)
+        .map(|o| Ipv4Addr::from(base + o as u32))
+        .find(|ip| !used.contains(ip))
+}
+
+fn allocate_port(state: &ApiState, used: &HashSet<u16>) -> Option<u16> {
+    let (lo, hi) = state.node_port_range;
+    // KEP-3668: dynamic allocation prefers the upper band, leaving the static band
+    // (up to 30085 for the default range) to users who pick ports themselves.
+    let band = skiff_api::defaults::NODE_PORT_STATIC_BAND_MAX.clamp(lo, hi);
+    let mut rng = rand::rng();
+    for (a, b) in [(band.saturating_add(1), hi), (lo, band)] {
+        if a > b {
+            continue;
+        }
+        for _ in 0..200 {
+            let p = rng.random_range(a..=b);
+            if !used.contains(&p) {
+                return Some(p);
+            }
+        }
+        if let Some(p) = (a..=b).find(|p| !used.contains(p)) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn service(state: &ApiState, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        obj["spec"] = json!({});
+    }
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    obj["spec"]["type"] = json!(ty);
+    let (used_ips, used_ports) = in_use(state, obj)?;
+
+    // Cluster IP.
+    if ty == "ExternalName" {
+        if let Some(s) = obj["spec"].as_object_mut() {
+            s.remove("clusterIP");
+            s.remove("clusterIPs");
+        }
+    } else {
+        let requested = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| {
+                obj.pointer("/spec/clusterIPs/0")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            });
+        let old_ip = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let ip = match (requested, old_ip) {
+            (None, Some(o)) => o,
+            (Some(r), Some(o)) if r == o => o,
+            (Some(r), Some(_)) => {
+                return Err(invalid(obj, "spec.clusterIPs[0]".into(), format!("spec.clusterIPs[0]: Invalid value: []string{{\"{r}\"}}: may not change once set")));
+            }
+            (Some(r), None) if r == "None" => r,
+            (Some(r), None) => {
+                let ip: Ipv4Addr = r.parse().map_err(|_| {
+                    invalid(obj, "spec.clusterIPs[0]".into(), format!("spec.clusterIPs[0]: Invalid value: \"{r}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+                })?;
+                if !state.service_cidr.contains(&ip) {
+                    return Err(invalid(obj, "spec.clusterIPs".into(), format!(
+                        "spec.clusterIPs: Invalid value: []string{{\"{r}\"}}: failed to allocate IP {r}: the provided IP ({r}) is not in the valid range. The range of valid IPs is {}",
+                        state.service_cidr
+                    )));
+                }
+                if used_ips.contains(&ip) {
+                    return Err(invalid(obj, "spec.clusterIPs".into(), format!(
+                        "spec.clusterIPs: Invalid value: []string{{\"{r}\"}}: failed to allocate IP {r}: provided IP is already allocated"
+                    )));
+                }
+                r
+            }
+            (None, None) => allocate_ip(state, &used_ips)
+                .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+                .to_string(),
+        };
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
+        if obj.pointer("/spec/ipFamilies").is_none() {
+            obj["spec"]["ipFamilies"] = json!(["IPv4"]);
+        }
+        if obj.pointer("/spec/ipFamilyPolicy").is_none() {
+            obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+        }
+    }
+
+    // Node ports.
+    let wants_node_ports = ty == "NodePort" || ty == "LoadBalancer";
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut taken = used_ports;
+    let mut ports: Vec<Value> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (lo, hi) = state.node_port_range;
+    // Requested ports first, so an allocation never takes a port asked for later.
+    for (i, p) in ports.iter().enumerate() {
+        if !wants_node_ports {
+            break;
+        }
+        if let Some(np) = p
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
+            if np < lo as i64 || np > hi as i64 {
+                return Err(invalid(obj, format!("spec.ports[{i}].nodePort"), format!(
+                    "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                )));
+            }
+            if taken.contains(&(np as u16)) {
+                return Err(invalid(obj, format!("spec.ports[{i}].nodePort"), format!(
+                    "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated"
+                )));
+            }
+            taken.insert(np as u16);
+        }
+    }
+    for p in ports.iter_mut() {
+        let Some(pm) = p.as_object_mut() else {
+            continue;
+        };
+        if !wants_node_ports {
+            pm.remove("nodePort");
+            continue;
+        }
+        if pm
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n != 0)
+        {
+            continue;
+        }
+        // Keep the port this Service port had before (same port number and protocol).
+        let keep = old_ports
+            .iter()
+            .find(|o| o.get("port") == pm.get("port") && o.get("protocol") == pm.get("protocol"))
+            .and_then(|o| o.get("nodePort").and_then(Value::as_u64))
+            .map(|n| n as u16)
+            .filter(|n| !taken.contains(n));
+        let np = match keep {
+            Some(n) => n,
+            None => allocate_port(state, &taken).ok_or_else(|| {
+                ApiError::internal("failed to allocate a nodePort: range is full")
+            })?,
+        };
+        taken.insert(np);
+        pm.insert("nodePort".into(), json!(np));
+    }
+    obj["spec"]["ports"] = json!(ports);
+    if wants_node_ports {
+        if obj.pointer("/spec/externalTrafficPolicy").is_none() {
+            obj["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        }
+        if ty == "LoadBalancer" && obj.pointer("/spec/allocateLoadBalancerNodePorts").is_none() {
+            obj["spec"]["allocateLoadBalancerNodePorts"] = json!(true);
+        }
+    } else if let Some(s) = obj["spec"].as_object_mut() {
+        s.remove("externalTrafficPolicy");
+        s.remove("allocateLoadBalancerNodePorts");
+        s.remove("healthCheckNodePort");
+    }
+    if obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.is_empty())
+        && ty == "ExternalName"
+    {
+        if let Some(s) = obj["spec"].as_object_mut() {
+            s.remove("ports");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! HTTP plumbing: the response body type, JSON responses, query strings, Accept.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use serde_json::Value;
+
+use crate::status::ApiError;
+
+/// Body of every response.
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn json_response_ct(code: u16, v: &Value, content_type: &str) -> Response<Body> {
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache, private")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
+    json_response_ct(code, v, "application/json")
+}
+
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+pub(crate) fn text_response(code: u16, text: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(full(text.to_string()))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decoded query parameters (the last value wins for repeated keys).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Query(pub HashMap<String, String>);
+
+impl Query {
+    pub fn parse(q: Option<&str>) -> Self {
+        let mut m = HashMap::new();
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            m.insert(percent_decode(k), percent_decode(v));
+        }
+        Query(m)
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true") | Some("1"))
+    }
+    pub fn int(&self, k: &str) -> Option<i64> {
+        self.get(k).and_then(|v| v.parse().ok())
+    }
+}
+
+/// What representation the client asked for in `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Representation {
+    Object,
+    Table,
+    PartialMetadata,
+}
+
+pub(crate) fn representation(headers: &HeaderMap) -> Representation {
+    let accept = headers
+        .get_all("accept")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    // The first alternative we can serve wins, as in kube-apiserver's negotiation.
+    for alt in accept.split(',') {
+        let params: Vec<&str> = alt.split(';').map(str::trim).collect();
+        let mt = params.first().copied().unwrap_or("");
+        if mt != "application/json" && mt != "*/*" && mt != "application/*" {
+            continue;
+        }
+        let as_ = params.iter().find_map(|p| p.strip_prefix("as="));
+        let g = params.iter().find_map(|p| p.strip_prefix("g="));
+        match (as_, g) {
+            (Some("Table"), Some("meta.k8s.io")) => return Representation::Table,
+            (Some("PartialObjectMetadata"), Some("meta.k8s.io"))
+            | (Some("PartialObjectMetadataList"), Some("meta.k8s.io")) => {
+                return Representation::PartialMetadata
+            }
+            (None, _) => return Representation::Object,
+            _ => continue,
+        }
+    }
+    Representation::Object
+}
+
+/// `v1` or `v1beta1` of the meta.k8s.io representation requested (Tables, partials).
+pub(crate) fn meta_version(headers: &HeaderMap) -> &'static str {
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    for alt in accept.split(',') {
+        if alt.contains("g=meta.k8s.io") {
+            return if alt.contains("v=v1beta1") {
+                "v1beta1"
+            } else {
+                "v1"
+            };
+        }
+    }
+    "v1"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some(
+            "labelSelector=run%3Dhttpd&fieldSelector=a+b&watch=true",
+        ));
+        assert_eq!(q.get("labelSelector"), Some("run=httpd"));
+        assert_eq!(q.get("fieldSelector"), Some("a b"));
+        assert!(q.flag("watch"));
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json".parse().unwrap());
+        assert_eq!(representation(&h), Representation::Table);
+        h.insert("accept", "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json".parse().unwrap());
+        assert_eq!(representation(&h), Representation::PartialMetadata);
+        h.insert("accept", "application/json, */*".parse().unwrap());
+        assert_eq!(representation(&h), Representation::Object);
+    }
+}

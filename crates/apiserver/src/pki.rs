@@ -1,0 +1,251 @@
+//! The cluster's PKI under `<data-dir>/pki` and the join token in `<data-dir>/token`.
+//!
+//! On first start the CA, the admin client certificate (CN `kubernetes-admin`, O
+//! `system:masters`), the service-account signing key and the join token are made; later
+//! starts reuse them. The serving certificate is re-issued on every start so that its SANs
+//! follow the current advertise address.
+//!
+//! Service-account tokens are signed with an ECDSA P-256 key (ES256): the `ring` crypto
+//! provider cannot generate RSA keys, and kube-apiserver accepts ES256 signing keys too.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rand::Rng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use skiff_api::names::{ADMIN_GROUP, ADMIN_USER};
+
+/// Everything the server needs from the PKI, as PEM text.
+#[derive(Clone)]
+pub(crate) struct Pki {
+    pub ca_cert: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    /// PKCS#8 PEM of the service-account signing key.
+    pub sa_key: String,
+    /// SPKI PEM of the service-account verification key.
+    pub sa_pub: String,
+    pub join_token: String,
+}
+
+fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Loads the PKI from `data_dir`, making what is missing, and issues a fresh serving
+/// certificate for `advertise` plus the usual names and `extra_sans`.
+pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]) -> Result<Pki> {
+    let dir = pki_dir(data_dir);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca_crt_path = dir.join("ca.crt");
+    let ca_key_path = dir.join("ca.key");
+    if !ca_crt_path.exists() || !ca_key_path.exists() {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kubernetes");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let cert = params.self_signed(&key).context("signing the CA")?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        fs::write(&ca_crt_path, cert.pem())?;
+    }
+    let ca_cert = read(&ca_crt_path)?;
+    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).context("parsing ca.key")?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).context("parsing ca.crt")?;
+
+    // Serving certificate: always re-issued (SANs follow the configuration).
+    let mut sans: Vec<String> = vec![
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    sans.extend(extra_sans.iter().cloned());
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for s in &sans {
+        match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
+            Err(_) => params
+                .subject_alt_names
+                .push(SanType::DnsName(s.as_str().try_into()?)),
+        }
+    }
+    for ip in [
+        advertise,
+        Ipv4Addr::LOCALHOST,
+        skiff_api::defaults::KUBERNETES_SERVICE_IP,
+    ] {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::V4(ip)));
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+    let server_key = KeyPair::generate()?;
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .context("signing the serving certificate")?;
+    write_private(&dir.join("apiserver.key"), &server_key.serialize_pem())?;
+    fs::write(dir.join("apiserver.crt"), server_cert.pem())?;
+
+    let admin_crt_path = dir.join("admin.crt");
+    let admin_key_path = dir.join("admin.key");
+    if !admin_crt_path.exists() || !admin_key_path.exists() {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, ADMIN_GROUP);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, ADMIN_USER);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .context("signing the admin certificate")?;
+        write_private(&admin_key_path, &key.serialize_pem())?;
+        fs::write(&admin_crt_path, cert.pem())?;
+    }
+
+    let sa_key_path = dir.join("sa.key");
+    let sa_pub_path = dir.join("sa.pub");
+    if !sa_key_path.exists() || !sa_pub_path.exists() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        write_private(&sa_key_path, &key.serialize_pem())?;
+        fs::write(&sa_pub_path, key.public_key_pem())?;
+    }
+
+    Ok(Pki {
+        ca_cert,
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        admin_cert: read(&admin_crt_path)?,
+        admin_key: read(&admin_key_path)?,
+        sa_key: read(&sa_key_path)?,
+        sa_pub: read(&sa_pub_path)?,
+        join_token: join_token(data_dir)?,
+    })
+}
+
+/// The join token agents authenticate with (`<6 chars>.<16 chars>`, as kubeadm's), made
+/// on first use and kept in `<data-dir>/token`.
+pub fn join_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("token");
+    if let Ok(t) = fs::read_to_string(&path) {
+        let t = t.trim();
+        if !t.is_empty() {
+            return Ok(t.to_string());
+        }
+    }
+    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let mut part = |n: usize| -> String {
+        (0..n)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+            .collect()
+    };
+    let token = format!("{}.{}", part(6), part(16));
+    write_private(&path, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// A kubeconfig for the admin user of the cluster at `server_url`, with the CA and the
+/// admin client certificate embedded. The cluster, user and context are all named
+/// `cluster_name`.
+pub fn admin_kubeconfig(data_dir: &Path, server_url: &str, cluster_name: &str) -> Result<String> {
+    let dir = pki_dir(data_dir);
+    let b64 = |p: &str| -> Result<String> {
+        Ok(base64::engine::general_purpose::STANDARD.encode(read(&dir.join(p))?))
+    };
+    Ok(format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: {ca}
+    server: {server_url}
+  name: {cluster_name}
+contexts:
+- context:
+    cluster: {cluster_name}
+    user: {cluster_name}
+  name: {cluster_name}
+current-context: {cluster_name}
+preferences: {{}}
+users:
+- name: {cluster_name}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+",
+        ca = b64("ca.crt")?,
+        cert = b64("admin.crt")?,
+        key = b64("admin.key")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pki_is_made_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ensure(
+            dir.path(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            &["example.org".into()],
+        )
+        .unwrap();
+        let b = ensure(dir.path(), Ipv4Addr::new(10, 0, 0, 2), &[]).unwrap();
+        assert_eq!(a.ca_cert, b.ca_cert);
+        assert_eq!(a.admin_cert, b.admin_cert);
+        assert_eq!(a.join_token, b.join_token);
+        assert_ne!(a.server_cert, b.server_cert);
+        let tok = &a.join_token;
+        assert_eq!(tok.len(), 23);
+        assert_eq!(tok.as_bytes()[6], b'.');
+        let kc = admin_kubeconfig(dir.path(), "https://127.0.0.1:6443", "skiff").unwrap();
+        assert!(kc.contains("server: https://127.0.0.1:6443"));
+        assert!(kc.contains("current-context: skiff"));
+    }
+}

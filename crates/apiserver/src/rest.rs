@@ -1,0 +1,341 @@
+//! The REST handlers: GET, LIST, POST, PUT, PATCH, DELETE and deletecollection of every
+//! registered resource, plus the small subresources (status, scale, binding, eviction,
+//! token, finalize). Objects are stored as JSON in their storage version under
+//! `/registry/<group|core>/<plural>/[<namespace>/]<name>`; the store's revision is the
+//! `resourceVersion`.
+
+pub(crate) mod objects;
+mod patch;
+mod subresources;
+mod write;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, Method, Response};
+use serde_json::{json, Value};
+use skiff_store::Store;
+
+use crate::auth::Identity;
+use crate::compat::{self, IncludeObject};
+use crate::http::{error_response, json_response, representation, Body, Query, Representation};
+use crate::router::Target;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::state::ApiState;
+use crate::status::{ApiError, ApiResult};
+
+pub(crate) use objects::{decode, key, prefix, to_version};
+pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};
+
+/// Answers one resource request (everything but log/exec/attach/portforward).
+pub(crate) async fn dispatch(
+    state: Arc<ApiState>,
+    _ident: Identity,
+    t: Target,
+    method: Method,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let watch = t.watch_path || q.flag("watch");
+    if method == Method::GET && watch {
+        return crate::watch::serve(state, t, q, headers)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
+    }
+    let result = route(&state, &t, &method, &q, &headers, &body).await;
+    match result {
+        Ok(Reply {
+            code,
+            body,
+            warnings,
+        }) => {
+            let mut r = json_response(code, &body);
+            for w in warnings {
+                if let Ok(v) =
+                    http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\"")))
+                {
+                    r.headers_mut().append("warning", v);
+                }
+            }
+            r
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A successful answer.
+pub(crate) struct Reply {
+    pub code: u16,
+    pub body: Value,
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok(code: u16, body: Value) -> Self {
+        Reply {
+            code,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn parse_body(body: &Bytes) -> ApiResult<Value> {
+    serde_json::from_slice(body).or_else(|e| {
+        // kubectl sends JSON; YAML is accepted too as kube-apiserver does.
+        serde_yaml_ng::from_slice::<Value>(body)
+            .map_err(|_| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))
+    })
+}
+
+async fn route(
+    state: &Arc<ApiState>,
+    t: &Target,
+    method: &Method,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Reply> {
+    let opts = WriteOpts::from_query(q)?;
+    let name = t.name.as_deref();
+    match (method.clone(), name, t.sub.as_deref()) {
+        (Method::GET, None, None) => list(state, t, q, headers).map(|v| Reply::ok(200, v)),
+        (Method::GET, Some(n), None) | (Method::GET, Some(n), Some("status")) => {
+            get(state, t, n, headers).map(|v| Reply::ok(200, v))
+        }
+        (Method::GET, Some(n), Some("scale")) => {
+            subresources::get_scale(state, t, n).map(|v| Reply::ok(200, v))
+        }
+        (Method::POST, None, None) => {
+            let obj = parse_body(body)?;
+            let (out, warnings) =
+                create_object(state, t.info, t.namespace.as_deref(), obj, &opts).await?;
+            Ok(Reply {
+                code: 201,
+                body: to_version(t.info, out),
+                warnings,
+            })
+        }
+        (Method::POST, Some(n), Some("binding")) => {
+            subresources::binding(state, t, n, parse_body(body)?, &opts).await
+        }
+        (Method::POST, Some(n), Some("eviction")) => {
+            subresources::eviction(state, t, n, parse_body(body)?, &opts).await
+        }
+        (Method::POST, Some(n), Some("token")) => {
+            subresources::token(state, t, n, parse_body(body)?).await
+        }
+        (Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
+            let mode = UpdateMode::from_sub(sub);
+            let obj = parse_body(body)?;
+            let (out, warnings) = write::put(state, t, n, obj, mode, &opts).await?;
+            Ok(Reply {
+                code: 200,
+                body: to_version(t.info, out),
+                warnings,
+            })
+        }
+        (Method::PUT, Some(n), Some("scale")) => {
+            subresources::put_scale(state, t, n, parse_body(body)?, &opts).await
+        }
+        (Method::PATCH, Some(n), sub @ (None | Some("status"))) => {
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            patch::patch(state, t, n, ct, body, UpdateMode::from_sub(sub), &opts, q).await
+        }
+        (Method::PATCH, Some(n), Some("scale")) => {
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            subresources::patch_scale(state, t, n, ct, body, &opts).await
+        }
+        (Method::DELETE, Some(n), None) => {
+            let dopts = if body.is_empty() {
+                json!({})
+            } else {
+                parse_body(body)?
+            };
+            let (code, out) =
+                delete_object(state, t.info, t.namespace.as_deref(), n, &dopts, q, &opts).await?;
+            Ok(Reply::ok(code, out))
+        }
+        (Method::DELETE, None, None) => {
+            let dopts = if body.is_empty() {
+                json!({})
+            } else {
+                parse_body(body)?
+            };
+            delete_collection(state, t, q, &dopts, &opts).await
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn get(state: &ApiState, t: &Target, name: &str, headers: &HeaderMap) -> ApiResult<Value> {
+    let kv = state
+        .store
+        .get(&key(t.info, t.namespace.as_deref(), name))?
+        .ok_or_else(|| ApiError::not_found(t.info.group, t.info.plural, name))?;
+    let obj = to_version(t.info, decode(&kv)?);
+    Ok(match representation(headers) {
+        Representation::Object => obj,
+        Representation::PartialMetadata => compat::partial_metadata(&obj),
+        Representation::Table => {
+            let mut table = compat::table(
+                t.info,
+                std::slice::from_ref(&obj),
+                IncludeObject::Metadata,
+                Utc::now(),
+            );
+            table["metadata"] = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)});
+            table
+        }
+    })
+}
+
+/// Selectors of a LIST or WATCH.
+pub(crate) struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_query(q: &Query) -> ApiResult<Self> {
+        Ok(Filter {
+            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+        })
+    }
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches_object(obj)
+    }
+}
+
+pub(crate) fn include_object(q: &Query) -> IncludeObject {
+    match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+/// Objects of a LIST (requested version, filtered) and the list's revision.
+pub(crate) fn list_objects(
+    state: &ApiState,
+    t: &Target,
+    filter: &Filter,
+) -> ApiResult<(Vec<(String, Value)>, i64)> {
+    let (kvs, rev) = state.store.list(&prefix(t.info, t.namespace.as_deref()))?;
+    let mut out = Vec::with_capacity(kvs.len());
+    for kv in &kvs {
+        let obj = to_version(t.info, decode(kv)?);
+        if filter.matches(&obj) {
+            out.push((kv.key.clone(), obj));
+        }
+    }
+    Ok((out, rev))
+}
+
+fn list(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Value> {
+    let filter = Filter::from_query(q)?;
+    let (mut items, mut rev) = list_objects(state, t, &filter)?;
+    // Continue tokens: base64 of `<revision>/<last key>`.
+    if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(tok)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+        let (r, last) = raw
+            .split_once('/')
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+        rev = r.parse().unwrap_or(rev);
+        let last = format!("/{last}");
+        items.retain(|(k, _)| k.as_str() > last.as_str());
+    }
+    let mut cont = None;
+    let mut remaining = None;
+    if let Some(limit) = q.int("limit").filter(|l| *l > 0) {
+        let limit = limit as usize;
+        if items.len() > limit {
+            use base64::Engine;
+            remaining = Some(items.len() - limit);
+            items.truncate(limit);
+            let last = items
+                .last()
+                .map(|(k, _)| k.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            cont = Some(base64::engine::general_purpose::STANDARD.encode(format!("{rev}/{last}")));
+        }
+    }
+    let objs: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    Ok(match representation(headers) {
+        Representation::Table => {
+            let mut table = compat::table(t.info, &objs, include_object(q), Utc::now());
+            table["metadata"] = meta;
+            table
+        }
+        Representation::PartialMetadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": format!("meta.k8s.io/{}", crate::http::meta_version(headers)),
+            "metadata": meta,
+            "items": objs.iter().map(compat::partial_metadata).collect::<Vec<_>>(),
+        }),
+        Representation::Object => json!({
+            "kind": format!("{}List", t.info.kind),
+            "apiVersion": t.info.api_version(),
+            "metadata": meta,
+            "items": objs,
+        }),
+    })
+}
+
+async fn delete_collection(
+    state: &Arc<ApiState>,
+    t: &Target,
+    q: &Query,
+    dopts: &Value,
+    opts: &WriteOpts,
+) -> ApiResult<Reply> {
+    let filter = Filter::from_query(q)?;
+    let (items, rev) = list_objects(state, t, &filter)?;
+    let mut deleted = Vec::new();
+    for (_, obj) in items {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match delete_object(state, t.info, ns.as_deref(), &name, dopts, q, opts).await {
+            Ok((_, o)) => deleted.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Reply::ok(
+        200,
+        json!({
+            "kind": format!("{}List", t.info.kind),
+            "apiVersion": t.info.api_version(),
+            "metadata": {"resourceVersion": rev.to_string()},
+            "items": deleted,
+        }),
+    ))
+}

@@ -1,0 +1,641 @@
+//! The write path: create, update (PUT and the end of PATCH), delete — with defaults,
+//! admission, validation, generation, graceful and finalizer-held deletion.
+
+use rand::Rng;
+use serde_json::{json, Value};
+use skiff_resources::ResourceInfo;
+use skiff_store::{Store, StoreError};
+
+use super::objects::{decode, encode, key, meta_mut, meta_str, now_ts, to_storage, to_version};
+use crate::compat;
+use crate::http::Query;
+use crate::router::Target;
+use crate::state::ApiState;
+use crate::status::{delete_details, ApiError, ApiResult};
+
+/// `fieldValidation` of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+/// Options of a write from the query string.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteOpts {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+impl WriteOpts {
+    pub fn from_query(q: &Query) -> ApiResult<Self> {
+        let field_validation = match q.get("fieldValidation") {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation must be one of Ignore, Warn, or Strict, got {other}"
+                )))
+            }
+        };
+        let dry_run = match q.get("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dryRun value: {other}; valid values are: All"
+                )))
+            }
+        };
+        Ok(WriteOpts {
+            dry_run,
+            field_validation,
+        })
+    }
+
+    /// Everything default (used by the server's own writes).
+    pub fn internal() -> Self {
+        WriteOpts {
+            dry_run: false,
+            field_validation: FieldValidation::Ignore,
+        }
+    }
+}
+
+/// Which part of the object an update may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdateMode {
+    /// The main resource: everything but status (for kinds with a status subresource).
+    Main,
+    /// The `status` subresource: only status.
+    Status,
+    /// The namespace `finalize` subresource: only `spec.finalizers`.
+    Finalize,
+}
+
+impl UpdateMode {
+    pub fn from_sub(sub: Option<&str>) -> Self {
+        match sub {
+            Some("status") => UpdateMode::Status,
+            Some("finalize") => UpdateMode::Finalize,
+            _ => UpdateMode::Main,
+        }
+    }
+}
+
+/// Unknown fields per `fieldValidation` (for the patch path).
+pub(crate) fn check_unknown_pub(
+    info: &ResourceInfo,
+    obj: &Value,
+    opts: &WriteOpts,
+) -> ApiResult<Vec<String>> {
+    check_unknown(info, obj, opts)
+}
+
+/// Unknown fields per `fieldValidation`: an error for Strict, warnings for Warn.
+fn check_unknown(info: &ResourceInfo, obj: &Value, opts: &WriteOpts) -> ApiResult<Vec<String>> {
+    if opts.field_validation == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let unknown = compat::unknown_fields(info, obj);
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let msgs: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+        .collect();
+    match opts.field_validation {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            msgs.join(", ")
+        ))),
+        _ => Ok(msgs),
+    }
+}
+
+fn validation_error(info: &ResourceInfo, name: &str, errs: Vec<compat::FieldError>) -> ApiError {
+    ApiError::invalid(
+        info.group,
+        info.kind,
+        name,
+        errs.into_iter()
+            .map(|e| (e.field, e.reason, e.message))
+            .collect(),
+    )
+}
+
+/// Name suffix alphabet of generateName (kube's utilrand: no vowels, no confusable digits).
+const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_name(base: &str) -> String {
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char)
+        .collect();
+    // Names are at most 63 characters where they become labels or DNS names.
+    let base: String = base.chars().take(58).collect();
+    format!("{base}{suffix}")
+}
+
+/// Whether a namespace accepts new objects: 404 if missing, 403 if terminating.
+fn check_namespace(state: &ApiState, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<()> {
+    let ns_info = skiff_resources::lookup("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    let kv = state
+        .store
+        .get(&key(ns_info, None, ns))?
+        .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
+    let nsobj = decode(&kv)?;
+    if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            crate::status::qualified(info.group, info.plural)
+        ))
+        .with_details(json!({"name": name, "group": info.group, "kind": info.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})));
+    }
+    Ok(())
+}
+
+/// Fields that count as the object's "spec" for `metadata.generation`: everything but
+/// metadata and status.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+fn has_generation(info: &ResourceInfo) -> bool {
+    !matches!(
+        info.kind,
+        "ConfigMap"
+            | "Secret"
+            | "Event"
+            | "Endpoints"
+            | "EndpointSlice"
+            | "Lease"
+            | "ServiceAccount"
+            | "Namespace"
+            | "Node"
+            | "Service"
+    )
+}
+
+/// Creates an object; returns it in storage version and any warnings.
+pub(crate) async fn create_object(
+    state: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    obj: Value,
+    opts: &WriteOpts,
+) -> ApiResult<(Value, Vec<String>)> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
+    }
+    let warnings = check_unknown(info, &obj, opts)?;
+    let mut obj = obj;
+    obj["apiVersion"] = json!(info.api_version());
+    obj["kind"] = json!(info.kind);
+    let mut obj = to_storage(info, obj);
+    let meta = meta_mut(&mut obj);
+    if info.namespaced {
+        let ns =
+            ns.ok_or_else(|| ApiError::bad_request("the namespace of the object is required"))?;
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() && n != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => {
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let name_given = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let name = match name_given {
+        Some(n) => n,
+        None => match meta.get("generateName").and_then(Value::as_str) {
+            Some(g) if !g.is_empty() => generated_name(g),
+            _ => String::new(),
+        },
+    };
+    meta.insert("name".into(), json!(name));
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now_ts()));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    if has_generation(info) {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    if let Some(ns) = ns.filter(|_| info.namespaced) {
+        check_namespace(state, info, ns, &name)?;
+    }
+    compat::default_object(info, &mut obj);
+    let _guard = if info.kind == "Service" {
+        Some(state.service_lock.lock().await)
+    } else {
+        None
+    };
+    crate::admission::admit(state, info, &mut obj, None)?;
+    let errs = compat::validate(info, &obj, None);
+    if !errs.is_empty() {
+        return Err(validation_error(info, &name, errs));
+    }
+    if opts.dry_run {
+        return Ok((obj, warnings));
+    }
+    let k = key(info, ns, &name);
+    match state.store.create(&k, &encode(&obj)) {
+        Ok(rev) => {
+            meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+            Ok((obj, warnings))
+        }
+        Err(StoreError::AlreadyExists(_)) => {
+            Err(ApiError::already_exists(info.group, info.plural, &name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// PUT: replaces an object (optimistic concurrency on `metadata.resourceVersion`).
+pub(crate) async fn put(
+    state: &ApiState,
+    t: &Target,
+    name: &str,
+    obj: Value,
+    mode: UpdateMode,
+    opts: &WriteOpts,
+) -> ApiResult<(Value, Vec<String>)> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
+    }
+    if let Some(n) = meta_str(&obj, "name") {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let precondition = match meta_str(&obj, "resourceVersion").filter(|s| !s.is_empty()) {
+        Some(rv) => Some(
+            rv.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
+        None => None,
+    };
+    let warnings = check_unknown(t.info, &obj, opts)?;
+    let out = update_object(
+        state,
+        t.info,
+        t.namespace.as_deref(),
+        name,
+        obj,
+        mode,
+        precondition,
+        opts,
+    )
+    .await?;
+    Ok((out, warnings))
+}
+
+/// Replaces the stored object with `new` (request version), keeping what the mode does
+/// not allow to change. `precondition` is the resourceVersion the client based it on.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn update_object(
+    state: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    new: Value,
+    mode: UpdateMode,
+    precondition: Option<i64>,
+    opts: &WriteOpts,
+) -> ApiResult<Value> {
+    let _guard = if info.kind == "Service" {
+        Some(state.service_lock.lock().await)
+    } else {
+        None
+    };
+    let k = key(info, ns, name);
+    let kv = state
+        .store
+        .get(&k)?
+        .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+    if let Some(p) = precondition {
+        if p != kv.mod_revision {
+            return Err(ApiError::conflict(info.group, info.plural, name));
+        }
+    }
+    let old = decode(&kv)?;
+    let mut new = new;
+    new["apiVersion"] = json!(info.api_version());
+    new["kind"] = json!(info.kind);
+    let new = to_storage(info, new);
+    let mut obj = match mode {
+        UpdateMode::Main => {
+            let mut n = new;
+            if info.has_subresource("status") {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = n.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            n
+        }
+        UpdateMode::Status => {
+            let mut n = old.clone();
+            match new.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(m) = n.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            n
+        }
+        UpdateMode::Finalize => {
+            let mut n = old.clone();
+            let fins = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            if !n.get("spec").is_some_and(Value::is_object) {
+                n["spec"] = json!({});
+            }
+            n["spec"]["finalizers"] = fins;
+            n
+        }
+    };
+    // System metadata is the server's.
+    {
+        let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+        let m = meta_mut(&mut obj);
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "name",
+        ] {
+            match old_meta.get(f) {
+                Some(v) => {
+                    m.insert(f.into(), v.clone());
+                }
+                None => {
+                    m.remove(f);
+                }
+            }
+        }
+        m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        if !has_generation(info) {
+            m.remove("generation");
+        } else {
+            let g = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            m.insert("generation".into(), json!(g));
+        }
+    }
+    compat::default_object(info, &mut obj);
+    crate::admission::admit(state, info, &mut obj, Some(&old))?;
+    if has_generation(info) && spec_part(&obj) != spec_part(&old) {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
+    }
+    let errs = compat::validate(info, &obj, Some(&old));
+    if !errs.is_empty() {
+        return Err(validation_error(info, name, errs));
+    }
+    if obj == old {
+        // No change: no write, no new resourceVersion (as kube-apiserver).
+        return Ok(obj);
+    }
+    if opts.dry_run {
+        return Ok(obj);
+    }
+    if obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(&obj) {
+        let rev = match state.store.delete(&k, Some(kv.mod_revision)) {
+            Ok((_, rev)) => rev,
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::conflict(info.group, info.plural, name))
+            }
+            Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::not_found(info.group, info.plural, name))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+        return Ok(obj);
+    }
+    match state.store.update(&k, &encode(&obj), Some(kv.mod_revision)) {
+        Ok(rev) => {
+            meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+            Ok(obj)
+        }
+        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(info.group, info.plural, name)),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(info.group, info.plural, name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No finalizers left (for namespaces also none in `spec.finalizers`).
+fn finalizers_done(obj: &Value) -> bool {
+    let empty = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
+    };
+    empty("/metadata/finalizers")
+        && (obj.get("kind") != Some(&json!("Namespace")) || empty("/spec/finalizers"))
+}
+
+/// DELETE of one object. Returns the HTTP code and the body (the object).
+pub(crate) async fn delete_object(
+    state: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    dopts: &Value,
+    q: &Query,
+    opts: &WriteOpts,
+) -> ApiResult<(u16, Value)> {
+    let _guard = if info.kind == "Service" {
+        Some(state.service_lock.lock().await)
+    } else {
+        None
+    };
+    let k = key(info, ns, name);
+    let kv = state
+        .store
+        .get(&k)?
+        .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+    let old = decode(&kv)?;
+    if let Some(uid) = dopts.pointer("/preconditions/uid").and_then(Value::as_str) {
+        if Some(uid) != meta_str(&old, "uid") {
+            return Err(ApiError::conflict_msg(
+                info.group,
+                info.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid").unwrap_or("")
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = dopts
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        if rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict_msg(info.group, info.plural, name, &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                kv.mod_revision
+            )));
+        }
+    }
+    let grace = dopts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| q.int("gracePeriodSeconds"));
+    let policy = dopts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q.get("propagationPolicy").map(str::to_string))
+        .or_else(
+            || match dopts.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some("Orphan".into()),
+                _ => None,
+            },
+        );
+    let dry_run = opts.dry_run
+        || dopts
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+
+    let mut obj = old.clone();
+    let mut finalizers: Vec<Value> = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match policy.as_deref() {
+        Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
+            finalizers.push(json!("foregroundDeletion"))
+        }
+        Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+            finalizers.push(json!("orphan"))
+        }
+        _ => {}
+    }
+    let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+    // Graceful deletion: scheduled pods wait for their node to stop them.
+    let mut graceful: Option<i64> = None;
+    if info.kind == "Pod"
+        && obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+    {
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let g = grace
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30);
+        if g > 0 && phase != "Succeeded" && phase != "Failed" {
+            let cur = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            graceful = Some(cur.map_or(g, |c| c.min(g)));
+        }
+    }
+    let is_ns = info.kind == "Namespace";
+    if is_ns || graceful.is_some() || !finalizers.is_empty() {
+        let m = meta_mut(&mut obj);
+        if !finalizers.is_empty() {
+            m.insert("finalizers".into(), json!(finalizers));
+        }
+        let g = graceful.unwrap_or(0);
+        let changed_grace = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64) != Some(g);
+        if !already || changed_grace {
+            let ts = (chrono::Utc::now() + chrono::Duration::seconds(g))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            m.insert("deletionTimestamp".into(), json!(ts));
+            m.insert("deletionGracePeriodSeconds".into(), json!(g));
+        }
+        if is_ns {
+            obj["status"] = json!({"phase": "Terminating"});
+        }
+        let hold = graceful.is_some() || !finalizers_done(&obj);
+        if hold {
+            if obj == old || dry_run {
+                return Ok((200, to_version(info, obj)));
+            }
+            return match state.store.update(&k, &encode(&obj), Some(kv.mod_revision)) {
+                Ok(rev) => {
+                    meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+                    Ok((200, to_version(info, obj)))
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    Err(ApiError::conflict(info.group, info.plural, name))
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+    if dry_run {
+        return Ok((200, to_version(info, old)));
+    }
+    match state.store.delete(&k, Some(kv.mod_revision)) {
+        Ok(_) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return Err(ApiError::conflict(info.group, info.plural, name))
+        }
+        Err(StoreError::NotFound(_)) => {
+            return Err(ApiError::not_found(info.group, info.plural, name))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let _ = delete_details;
+    Ok((200, to_version(info, old)))
+}

@@ -1,0 +1,257 @@
+//! Request routing: open health and version endpoints, authentication, discovery,
+//! OpenAPI, then resource paths to the REST handlers and node proxies.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use skiff_resources::ResourceInfo;
+
+use crate::auth::{self, Identity};
+use crate::http::{error_response, json_response, json_response_ct, text_response, Body, Query};
+use crate::state::ApiState;
+use crate::status::ApiError;
+
+/// Largest request body accepted (kube-apiserver's limit is 3 MiB for most writes).
+const MAX_BODY: usize = 16 << 20;
+
+/// A parsed resource path.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    /// Path segments after the subresource (for `proxy`).
+    pub rest: Vec<String>,
+    /// Reached through the legacy `/watch/` prefix.
+    pub watch_path: bool,
+}
+
+/// Parses `[watch/][namespaces/<ns>/]<plural>[/<name>[/<sub>[/...]]]`.
+pub(crate) fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
+    let mut segs = segs;
+    let mut watch_path = false;
+    if segs.first() == Some(&"watch") {
+        watch_path = true;
+        segs = &segs[1..];
+    }
+    let (namespace, segs) = if segs.len() >= 3
+        && segs[0] == "namespaces"
+        && !matches!(segs[2], "status" | "finalize")
+    {
+        (Some(segs[1].to_string()), &segs[2..])
+    } else {
+        (None, segs)
+    };
+    let plural = *segs.first()?;
+    let info = skiff_resources::lookup(group, version, plural)?;
+    if namespace.is_some() && !info.namespaced {
+        return None;
+    }
+    let name = segs.get(1).map(|s| s.to_string());
+    let sub = segs.get(2).map(|s| s.to_string());
+    if let Some(s) = &sub {
+        if !info.has_subresource(s) {
+            return None;
+        }
+    }
+    Some(Target {
+        info,
+        namespace,
+        name,
+        sub,
+        rest: segs.iter().skip(3).map(|s| s.to_string()).collect(),
+        watch_path,
+    })
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": skiff_api::defaults::KUBERNETES_MAJOR,
+        "minor": skiff_api::defaults::KUBERNETES_MINOR,
+        "emulationMajor": skiff_api::defaults::KUBERNETES_MAJOR,
+        "emulationMinor": skiff_api::defaults::KUBERNETES_MINOR,
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
+        "gitVersion": skiff_api::defaults::KUBERNETES_VERSION,
+        "gitCommit": "skiff",
+        "gitTreeState": "clean",
+        "buildDate": "2025-04-23T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }),
+    })
+}
+
+/// `Some(true)` for aggregated discovery v2, `Some(false)` for v2beta1, `None` for legacy.
+fn aggregated_wanted(req: &Request<Incoming>) -> Option<bool> {
+    let accept = req.headers().get("accept")?.to_str().ok()?;
+    for alt in accept.split(',') {
+        if !alt.contains("as=APIGroupDiscoveryList") || !alt.contains("g=apidiscovery.k8s.io") {
+            if alt.trim().starts_with("application/json") {
+                return None;
+            }
+            continue;
+        }
+        if !alt.trim().starts_with("application/json") {
+            continue;
+        }
+        if alt.contains("v=v2beta1") {
+            return Some(false);
+        }
+        if alt.contains("v=v2") {
+            return Some(true);
+        }
+    }
+    None
+}
+
+fn aggregated_response(v2: bool, core: bool) -> Response<Body> {
+    let ct = if v2 {
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    } else {
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    };
+    let mut r = json_response_ct(200, &skiff_resources::discovery::aggregated(core, v2), ct);
+    r.headers_mut()
+        .insert("vary", http::HeaderValue::from_static("Accept"));
+    r
+}
+
+fn found(v: Option<Value>) -> Response<Body> {
+    match v {
+        Some(v) => json_response(200, &v),
+        None => error_response(&ApiError::path_not_found()),
+    }
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let h = req.headers().get("authorization")?.to_str().ok()?;
+    h.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Handles one request.
+pub(crate) async fn handle(
+    state: Arc<ApiState>,
+    conn_ident: Option<Identity>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    tracing::debug!(%method, uri = %req.uri(), "request");
+    // Open endpoints: health and version.
+    for open in ["/healthz", "/livez", "/readyz"] {
+        if path == open || path.starts_with(&format!("{open}/")) {
+            return text_response(200, "ok");
+        }
+    }
+    if path == "/version" || path == "/version/" {
+        return json_response(200, &version_info());
+    }
+    let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| auth::from_bearer(&state, t)))
+    {
+        Some(i) => i,
+        None => return error_response(&ApiError::unauthorized()),
+    };
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    use skiff_resources::discovery as d;
+    match segs.as_slice() {
+        ["api"] => match aggregated_wanted(&req) {
+            Some(v2) => aggregated_response(v2, true),
+            None => json_response(200, &d::core_versions()),
+        },
+        ["apis"] => match aggregated_wanted(&req) {
+            Some(v2) => aggregated_response(v2, false),
+            None => json_response(200, &d::api_groups()),
+        },
+        ["api", "v1"] => found(d::resource_list("", "v1")),
+        ["apis", g] => found(d::api_group_document(g)),
+        ["apis", g, v] => found(d::resource_list(g, v)),
+        ["openapi", "v3"] => json_response(200, &skiff_resources::openapi::v3_root()),
+        ["openapi", "v3", "api", v] => found(skiff_resources::openapi::v3_document("", v)),
+        ["openapi", "v3", "apis", g, v] => found(skiff_resources::openapi::v3_document(g, v)),
+        ["api", "v1", rest @ ..] => resource(state, ident, "", "v1", rest, method, req).await,
+        ["apis", g, v, rest @ ..] => {
+            let (g, v) = (g.to_string(), v.to_string());
+            resource(state, ident, &g, &v, rest, method, req).await
+        }
+        _ => error_response(&ApiError::path_not_found()),
+    }
+}
+
+async fn resource(
+    state: Arc<ApiState>,
+    ident: Identity,
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    method: Method,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(target) = parse_target(group, version, segs) else {
+        return error_response(&ApiError::path_not_found());
+    };
+    let query = Query::parse(req.uri().query());
+    match target.sub.as_deref() {
+        Some("log") if target.info.kind == "Pod" => {
+            return crate::nodeproxy::logs(&state, &target, &query)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+        Some("exec") | Some("attach") | Some("portforward") if target.info.kind == "Pod" => {
+            return crate::nodeproxy::stream(&state, &target, req)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+        _ => {}
+    }
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
+    };
+    crate::rest::dispatch(state, ident, target, method, query, parts.headers, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("", "v1", &["namespaces", "default", "pods", "x", "log"]).unwrap();
+        assert_eq!(
+            (
+                t.info.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("x"), Some("log"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "x", "finalize"]).unwrap();
+        assert_eq!(
+            (
+                t.info.plural,
+                t.namespace,
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("namespaces", None, Some("x"), Some("finalize"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "default"]).unwrap();
+        assert_eq!(
+            (t.info.plural, t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let t = parse_target("", "v1", &["pods"]).unwrap();
+        assert!(t.namespace.is_none() && t.name.is_none());
+        let t = parse_target("apps", "v1", &["watch", "namespaces", "d", "deployments"]).unwrap();
+        assert!(t.watch_path);
+        assert!(parse_target("", "v1", &["namespaces", "d", "nodes"]).is_none());
+        assert!(parse_target("", "v1", &["nope"]).is_none());
+    }
+}
