@@ -140,10 +140,16 @@ fn builtin_config(name: &str, skiff_binary: &Path) -> Result<(ImageConfig, Strin
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let path_env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string();
     let config = match name {
+        // busybox httpd ignores SIGTERM as PID 1 (no handler), whereas Apache's image
+        // stops at once on it: a shell that traps TERM gives the same behaviour.
         "httpd" => ImageConfig {
-            cmd: ["httpd", "-f", "-v", "-p", "80", "-h", "/var/www"]
-                .map(String::from)
-                .to_vec(),
+            cmd: [
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; httpd -f -v -p 80 -h /var/www & wait",
+            ]
+            .map(String::from)
+            .to_vec(),
             env: vec![path_env],
             working_dir: "/".into(),
             ..Default::default()

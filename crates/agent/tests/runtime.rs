@@ -1,0 +1,275 @@
+//! The runtime end to end, without an API server (needs root): a "node" netns made by
+//! the test, the built-in images, a pod netns wired by the real CNI plugins, containers
+//! under the real runc, logs, exec, stdin, exit codes, and cleanup of everything.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_agent::runtime::cni::Cni;
+use skiff_agent::runtime::container::{self, Container, ContainerSpec, Runc};
+use skiff_agent::runtime::crilog;
+use skiff_agent::runtime::images::{ImageStore, HTTPD_PAGE};
+use skiff_agent::runtime::oci::ContainerConfig;
+use skiff_agent::runtime::{exec, netns};
+
+/// Removes everything the test made, also when it fails.
+struct Cleanup {
+    prefix: String,
+    runc: Runc,
+    ids: Vec<String>,
+    bundles: Vec<PathBuf>,
+    cgroup: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.runc.root)
+                .args(["delete", "-f", id])
+                .output();
+        }
+        for b in &self.bundles {
+            let _ = container::unmount_rootfs(b);
+        }
+        for ns in netns::list(&self.prefix) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+        for sub in [
+            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+        ] {
+            let base = Path::new("/sys/fs/cgroup")
+                .join(sub)
+                .join(self.cgroup.trim_start_matches('/'));
+            // Children first: rmdir only removes empty cgroups.
+            if let Ok(rd) = std::fs::read_dir(&base) {
+                for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&base);
+        }
+    }
+}
+
+fn run(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .expect("run command");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn poll<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn config(args: &[&str], netns: &Path, cgroup: &str) -> ContainerConfig {
+    ContainerConfig {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        hostname: Some("pod1".into()),
+        netns: Some(netns.to_path_buf()),
+        cgroups_path: cgroup.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn runtime_end_to_end() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let pid = std::process::id();
+    let prefix = format!("skt-{pid}-");
+    let data = tempfile::tempdir().expect("tempdir");
+    let runc = Runc {
+        binary: "runc".into(),
+        root: data.path().join("runc"),
+    };
+    let cgroup_base = format!("/skiff/skt-{pid}");
+    let mut cleanup = Cleanup {
+        prefix: prefix.clone(),
+        runc: runc.clone(),
+        ids: vec![],
+        bundles: vec![],
+        cgroup: cgroup_base.clone(),
+    };
+
+    // The "node": this thread (and so every thread and process it starts) moves into a
+    // netns of its own.
+    let node = format!("{prefix}node");
+    assert!(Command::new("ip")
+        .args(["netns", "add", &node])
+        .status()
+        .unwrap()
+        .success());
+    let f = std::fs::File::open(netns::path(&node)).unwrap();
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    run(&["ip", "link", "set", "lo", "up"]);
+    container::become_subreaper().unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), async {
+            let store = ImageStore::new(data.path(), Path::new("/bin/busybox"));
+            let httpd = store.resolve("httpd:2.4").unwrap().expect("built-in httpd");
+            let busybox = store.resolve("busybox").unwrap().expect("built-in busybox");
+
+            let cni = Cni {
+                bin_dir: "/usr/lib/cni".into(),
+                state_dir: data.path().join("cni"),
+                pod_cidr: "10.250.7.0/24".into(),
+            };
+            cni.write_config().unwrap();
+            let pod_ns = netns::create(&format!("{prefix}pod1")).await.unwrap();
+            let ip: Ipv4Addr = cni.add("pod1", &pod_ns, &[]).await.expect("CNI ADD");
+            assert!(ip.to_string().starts_with("10.250.7."), "{ip}");
+
+            // httpd answers from the node.
+            let bundle = data.path().join("pods/pod1/web");
+            cleanup.ids.push("skt-web".into());
+            cleanup.bundles.push(bundle.clone());
+            let log_path = data.path().join("pods/pod1/logs/web/0.log");
+            let web = Container::start(
+                &runc,
+                ContainerSpec {
+                    id: "skt-web".into(),
+                    bundle: bundle.clone(),
+                    lower: httpd.rootfs.clone(),
+                    config: config(
+                        &httpd
+                            .config
+                            .cmd
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                        &pod_ns,
+                        &format!("{cgroup_base}/pod1/web"),
+                    ),
+                    log_path: log_path.clone(),
+                    stdin: false,
+                    stdin_once: false,
+                },
+            )
+            .await
+            .expect("start httpd");
+            let url = format!("http://{ip}/");
+            let page = poll("httpd to answer", Duration::from_secs(10), async || {
+                let out = tokio::process::Command::new("curl")
+                    .args(["-s", "-m", "2", &url])
+                    .output()
+                    .await
+                    .ok()?;
+                (out.status.success() && !out.stdout.is_empty())
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            })
+            .await;
+            assert_eq!(page, HTTPD_PAGE);
+
+            eprintln!("step: exec echo hi.");
+            // exec echo hi.
+            let (child, _file) = exec::spawn(
+                &runc,
+                "skt-web",
+                &bundle,
+                &["echo".into(), "hi".into()],
+                false,
+            )
+            .await
+            .unwrap();
+            let out = child.wait_with_output().await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+            assert!(out.status.success());
+            let (child, _file) = exec::spawn(
+                &runc,
+                "skt-web",
+                &bundle,
+                &["sh".into(), "-c".into(), "exit 4".into()],
+                false,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                child.wait_with_output().await.unwrap().status.code(),
+                Some(4)
+            );
+
+            eprintln!("step: A second containe");
+            // A second container in the same pod netns reaches httpd over loopback; its
+            // stdin is ours; its output is logged and attached; its exit code is seen.
+            let sh_bundle = data.path().join("pods/pod1/sh");
+            cleanup.ids.push("skt-sh".into());
+            cleanup.bundles.push(sh_bundle.clone());
+            let sh_log = data.path().join("pods/pod1/logs/sh/0.log");
+            let sh = Container::start(
+                &runc,
+                ContainerSpec {
+                    id: "skt-sh".into(),
+                    bundle: sh_bundle,
+                    lower: busybox.rootfs.clone(),
+                    config: config(&["sh"], &pod_ns, &format!("{cgroup_base}/pod1/sh")),
+                    log_path: sh_log.clone(),
+                    stdin: true,
+                    stdin_once: true,
+                },
+            )
+            .await
+            .expect("start sh");
+            let (_, mut live) = sh.attach(false);
+            sh.write_stdin(b"wget -qO- http://127.0.0.1/; echo done >&2; exit 3\n")
+                .await
+                .unwrap();
+            eprintln!("waiting sh");
+            let exit = sh.wait().await;
+            assert_eq!(exit.code, 3);
+            assert_eq!(exit.reason(), "Error");
+            let mut got = Vec::new();
+            while let Ok((_, chunk)) = live.try_recv() {
+                got.extend_from_slice(&chunk);
+            }
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.contains("It works!") && got.contains("done"), "{got}");
+            let (rendered, _) =
+                crilog::render(&std::fs::read(&sh_log).unwrap(), &Default::default());
+            let rendered = String::from_utf8_lossy(&rendered);
+            assert!(rendered.contains(HTTPD_PAGE.trim()), "{rendered}");
+            assert!(!container::is_mountpoint(
+                &data.path().join("pods/pod1/sh/rootfs")
+            ));
+
+            eprintln!("step: SIGTERM ends http");
+            // SIGTERM ends httpd at once, as Apache's image does.
+            runc.kill("skt-web", "TERM").await.unwrap();
+            let exit = web.wait().await;
+            assert_eq!(exit.code, 0);
+            assert_eq!(exit.reason(), "Completed");
+            assert!(!container::is_mountpoint(&bundle.join("rootfs")));
+            assert!(!runc.list().await.contains(&"skt-web".to_string()));
+
+            cni.del("pod1", &pod_ns).await.expect("CNI DEL");
+            netns::delete(&format!("{prefix}pod1")).await.unwrap();
+            assert!(!netns::path(&format!("{prefix}pod1")).exists());
+        })
+        .await
+    });
+    assert!(result.is_ok(), "the test timed out");
+    drop(cleanup);
+    assert!(netns::list(&prefix).is_empty());
+}
