@@ -5,7 +5,7 @@
 //! works end to end meanwhile. Each fallback is replaced by a call once it lands.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use skiff_resources::ResourceInfo;
 
 /// One validation failure: JSON path (`spec.ports[0].port`), the cause reason
@@ -19,16 +19,29 @@ pub(crate) struct FieldError {
 
 /// Applies kube-apiserver's defaults (object in storage version).
 pub(crate) fn default_object(info: &ResourceInfo, obj: &mut Value) {
+    skiff_resources::default_object(info, obj);
     fallback_defaults(info, obj);
 }
 
 /// Validation errors of `obj` (and the transition from `old`).
-pub(crate) fn validate(info: &ResourceInfo, obj: &Value, _old: Option<&Value>) -> Vec<FieldError> {
+pub(crate) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let theirs: Vec<FieldError> = skiff_resources::validate(info, obj, old)
+        .into_iter()
+        .map(|e| FieldError {
+            field: e.path.clone(),
+            reason: e.kind.reason().to_string(),
+            message: e.to_string(),
+        })
+        .collect();
+    if !theirs.is_empty() {
+        return theirs;
+    }
+    fallback_validate(info, obj)
+}
+
+fn fallback_validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         errs.push(FieldError {
             field: "metadata.name".into(),
@@ -54,48 +67,25 @@ pub(crate) fn validate(info: &ResourceInfo, obj: &Value, _old: Option<&Value>) -
 }
 
 /// Converts an object to `to_api_version` (e.g. apps/v1beta1 <-> apps/v1).
-pub(crate) fn convert(mut obj: Value, to_api_version: &str) -> Value {
-    let from = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if from == to_api_version {
-        return obj;
-    }
-    // apps/v1beta1 Deployments default their selector from the template labels.
-    if from == "apps/v1beta1" && obj.pointer("/spec/selector").is_none() {
-        if let Some(labels) = obj.pointer("/spec/template/metadata/labels").cloned() {
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("selector".into(), json!({"matchLabels": labels}));
-            }
-        }
-    }
-    obj["apiVersion"] = json!(to_api_version);
-    obj
+pub(crate) fn convert(obj: Value, to_api_version: &str) -> Value {
+    skiff_resources::convert(obj, to_api_version)
 }
 
 /// Paths of fields the schema does not know (for `fieldValidation`).
-pub(crate) fn unknown_fields(_info: &ResourceInfo, _obj: &Value) -> Vec<String> {
-    Vec::new()
+pub(crate) fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
+    skiff_resources::unknown_fields(info, obj)
 }
 
 /// Strategic merge patch.
 pub(crate) fn strategic_merge_patch(
-    _info: &ResourceInfo,
+    info: &ResourceInfo,
     original: &Value,
     patch: &Value,
 ) -> Result<Value, String> {
-    Ok(smp_fallback(original, patch))
+    skiff_resources::strategic_merge_patch(info, original, patch).map_err(|e| e.to_string())
 }
 
-/// What a Table's rows carry in `object`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IncludeObject {
-    None,
-    Metadata,
-    Object,
-}
+pub(crate) use skiff_resources::IncludeObject;
 
 /// A `meta.k8s.io/v1` Table of `objects`.
 pub(crate) fn table(
@@ -104,38 +94,7 @@ pub(crate) fn table(
     include: IncludeObject,
     now: DateTime<Utc>,
 ) -> Value {
-    let _ = info;
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            let name = o.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
-            let age = o
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| human_age(now - t.with_timezone(&Utc)))
-                .unwrap_or_else(|| "<unknown>".into());
-            json!({"cells": [name, age], "object": row_object(o, include)})
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
-            {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
-        ],
-        "rows": rows,
-    })
-}
-
-fn row_object(o: &Value, include: IncludeObject) -> Value {
-    match include {
-        IncludeObject::None => Value::Null,
-        IncludeObject::Object => o.clone(),
-        IncludeObject::Metadata => partial_metadata(o),
-    }
+    skiff_resources::table(info, objects, include, now)
 }
 
 /// `meta.k8s.io/v1` PartialObjectMetadata of an object.
@@ -145,19 +104,6 @@ pub(crate) fn partial_metadata(o: &Value) -> Value {
         "apiVersion": "meta.k8s.io/v1",
         "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
     })
-}
-
-fn human_age(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
-    if s < 120 {
-        format!("{s}s")
-    } else if s < 3600 * 3 {
-        format!("{}m", s / 60)
-    } else if s < 86400 * 2 {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{}d", s / 86400)
-    }
 }
 
 fn fallback_defaults(info: &ResourceInfo, obj: &mut Value) {
@@ -182,60 +128,3 @@ fn fallback_defaults(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
-/// Merge-patch semantics, with lists of objects merged by `name` (or `port`).
-fn smp_fallback(original: &Value, patch: &Value) -> Value {
-    match (original, patch) {
-        (Value::Object(o), Value::Object(p)) => {
-            let mut out: Map<String, Value> = o.clone();
-            for (k, v) in p {
-                if k.starts_with("$setElementOrder") || k == "$retainKeys" {
-                    continue;
-                }
-                if v.is_null() {
-                    out.remove(k);
-                } else if let Some(orig) = o.get(k) {
-                    out.insert(k.clone(), smp_fallback(orig, v));
-                } else {
-                    out.insert(k.clone(), strip_directives(v));
-                }
-            }
-            Value::Object(out)
-        }
-        (Value::Array(o), Value::Array(p)) => {
-            let key = ["name", "port", "containerPort", "ip"]
-                .into_iter()
-                .find(|k| p.iter().all(|e| e.get(k).is_some()) && !p.is_empty());
-            match key {
-                Some(k) => {
-                    let mut out: Vec<Value> = o.clone();
-                    for pe in p {
-                        if pe.get("$patch").and_then(Value::as_str) == Some("delete") {
-                            out.retain(|e| e.get(k) != pe.get(k));
-                            continue;
-                        }
-                        match out.iter_mut().find(|e| e.get(k) == pe.get(k)) {
-                            Some(e) => *e = smp_fallback(e, pe),
-                            None => out.push(strip_directives(pe)),
-                        }
-                    }
-                    Value::Array(out)
-                }
-                None => patch.clone(),
-            }
-        }
-        _ => strip_directives(patch),
-    }
-}
-
-fn strip_directives(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
-        other => other.clone(),
-    }
-}

@@ -24,8 +24,6 @@ pub(crate) struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub sub: Option<String>,
-    /// Path segments after the subresource (for `proxy`).
-    pub rest: Vec<String>,
     /// Reached through the legacy `/watch/` prefix.
     pub watch_path: bool,
 }
@@ -63,7 +61,6 @@ pub(crate) fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<
         namespace,
         name,
         sub,
-        rest: segs.iter().skip(3).map(|s| s.to_string()).collect(),
         watch_path,
     })
 }

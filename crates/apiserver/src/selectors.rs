@@ -139,10 +139,6 @@ impl FieldSelector {
         Ok(FieldSelector(terms))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The value a field selector compares for `path` (dotted) in `obj`, as a string;
     /// missing fields compare as the empty string, as kube-apiserver's field sets do.
     fn field(obj: &Value, path: &str) -> String {
