@@ -93,7 +93,10 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds `cfg.listen` (UDP and TCP) serving `records`.
     pub async fn bind(cfg: &DnsConfig, records: Arc<Records>) -> anyhow::Result<Self> {
-        let listeners = server::Listeners::bind(cfg.listen).await?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let listeners = server::Listeners::bind(cfg.listen, threads).await?;
         let bound = listeners.local_addr().context("DNS local address")?;
         let forwarder = forward::Forwarder::new(cfg.effective_upstreams(), cfg.cache_size);
         let handler = Arc::new(server::Handler::new(
@@ -119,12 +122,12 @@ impl DnsServer {
 
     /// Serves until the process ends.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let udp = server::serve_udp(self.listeners.udp, self.handler.clone(), workers);
-        let tcp = server::serve_tcp(self.listeners.tcp, self.handler);
-        tokio::join!(udp, tcp);
+        server::serve_udp(
+            self.listeners.udp,
+            self.handler.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        server::serve_tcp(self.listeners.tcp, self.handler).await;
         anyhow::bail!("DNS listeners stopped")
     }
 }

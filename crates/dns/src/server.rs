@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::answer::{self, Outcome};
 use crate::forward::Forwarder;
@@ -235,42 +235,50 @@ fn encode(msg: &Message) -> Vec<u8> {
     })
 }
 
-/// Serves UDP on `sock` with `workers` receiving tasks, forever.
-pub async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>, workers: usize) {
-    let mut tasks = Vec::new();
-    for _ in 0..workers.max(1) {
-        let sock = sock.clone();
+/// Serves UDP: one thread per socket (the sockets share the port with SO_REUSEPORT, so
+/// the kernel spreads clients over them), forever. Blocking threads cost less per query
+/// than async tasks sharing one socket; work that waits for an upstream goes to `rt`.
+pub fn serve_udp(
+    socks: Vec<std::net::UdpSocket>,
+    handler: Arc<Handler>,
+    rt: tokio::runtime::Handle,
+) {
+    for (i, sock) in socks.into_iter().enumerate() {
         let handler = handler.clone();
-        tasks.push(tokio::spawn(async move { udp_worker(sock, handler).await }));
-    }
-    for t in tasks {
-        let _ = t.await;
+        let rt = rt.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || udp_thread(Arc::new(sock), handler, rt));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting a UDP thread");
+        }
     }
 }
 
-async fn udp_worker(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
+fn udp_thread(sock: Arc<std::net::UdpSocket>, handler: Arc<Handler>, rt: tokio::runtime::Handle) {
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) => {
-                // ICMP errors from earlier sends surface here; they concern one peer.
                 tracing::debug!(error = %e, "udp receive");
+                // Do not spin if the error persists.
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
         match handler.step(&buf[..n], Proto::Udp) {
             Step::Reply(bytes) => {
-                if let Err(e) = sock.send_to(&bytes, peer).await {
+                if let Err(e) = sock.send_to(&bytes, peer) {
                     tracing::debug!(error = %e, %peer, "udp send");
                 }
             }
             Step::Upstream(p) => {
                 let handler = handler.clone();
                 let sock = sock.clone();
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     let bytes = handler.upstream(*p).await;
-                    if let Err(e) = sock.send_to(&bytes, peer).await {
+                    if let Err(e) = sock.send_to(&bytes, peer) {
                         tracing::debug!(error = %e, %peer, "udp send");
                     }
                 });
@@ -329,32 +337,42 @@ async fn tcp_conn(mut stream: TcpStream, handler: Arc<Handler>) -> std::io::Resu
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Listeners {
-    /// The UDP socket.
-    pub udp: Arc<UdpSocket>,
+    /// The UDP sockets, all on the same address (SO_REUSEPORT).
+    pub udp: Vec<std::net::UdpSocket>,
     /// The TCP listener.
     pub tcp: TcpListener,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on `addr` (port 0 picks one port free for both... for UDP; TCP
-    /// then binds the same port).
-    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Binds `udp_sockets` UDP sockets and a TCP listener on `addr`; with port 0 the
+    /// port picked for the first UDP socket is used for all.
+    pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding DNS UDP {addr}"))?;
-        let bound = udp.local_addr().context("UDP local address")?;
+        let first = reuseport_udp(addr).with_context(|| format!("binding DNS UDP {addr}"))?;
+        let bound = first.local_addr().context("UDP local address")?;
+        let mut udp = vec![first];
+        for _ in 1..udp_sockets.max(1) {
+            udp.push(reuseport_udp(bound).with_context(|| format!("binding DNS UDP {bound}"))?);
+        }
         let tcp = TcpListener::bind(bound)
             .await
             .with_context(|| format!("binding DNS TCP {bound}"))?;
-        Ok(Self {
-            udp: Arc::new(udp),
-            tcp,
-        })
+        Ok(Self { udp, tcp })
     }
 
     /// The bound address (same port for UDP and TCP).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.tcp.local_addr()
     }
+}
+
+/// A blocking UDP socket bound to `addr` with SO_REUSEPORT.
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_port(true)?;
+    // Room for bursts while a thread is busy.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
