@@ -41,7 +41,10 @@ pub(crate) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
 
 fn fallback_validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
         errs.push(FieldError {
             field: "metadata.name".into(),
@@ -127,4 +130,3 @@ fn fallback_defaults(info: &ResourceInfo, obj: &mut Value) {
         }
     }
 }
-

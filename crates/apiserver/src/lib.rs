@@ -12,6 +12,7 @@ mod compat;
 mod http;
 mod nodeproxy;
 pub mod pki;
+mod proto;
 mod rest;
 mod router;
 mod selectors;

@@ -44,6 +44,22 @@ pub(crate) async fn dispatch(
             .await
             .unwrap_or_else(|e| error_response(&e));
     }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let body = if crate::proto::is_protobuf(ct) && !body.is_empty() {
+        match crate::proto::decode(&body) {
+            Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            Err(e) => {
+                return error_response(&ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as protobuf: {e}"
+                )))
+            }
+        }
+    } else {
+        body
+    };
     let result = route(&state, &t, &method, &q, &headers, &body).await;
     match result {
         Ok(Reply {
