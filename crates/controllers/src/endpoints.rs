@@ -23,6 +23,9 @@ use crate::queue::{run_workers, WorkQueue};
 use crate::util::{is_already_exists, is_not_found, key_of, pod_phase, pod_ready, split_key};
 use crate::Informers;
 
+/// (name, port, protocol) of one resolved Service port.
+type PortKey = (String, i32, String);
+
 /// Label marking the Endpoints/EndpointSlices of headless Services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
@@ -133,8 +136,7 @@ pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
     let ports = spec.ports.clone().unwrap_or_default();
     // ip -> (address, ready, ports)
-    let mut by_ip: BTreeMap<String, (EndpointAddress, bool, BTreeSet<(String, i32, String)>)> =
-        BTreeMap::new();
+    let mut by_ip: BTreeMap<String, (EndpointAddress, bool, BTreeSet<PortKey>)> = BTreeMap::new();
     for pod in pods {
         if !in_endpoints(pod, false) {
             continue;
@@ -166,10 +168,8 @@ pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         .iter()
         .map(|p| (p.name.clone().unwrap_or_default(), p.app_protocol.clone()))
         .collect();
-    let mut groups: BTreeMap<
-        BTreeSet<(String, i32, String)>,
-        (Vec<EndpointAddress>, Vec<EndpointAddress>),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<BTreeSet<PortKey>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     for (_, (addr, ready, pset)) in by_ip {
         let g = groups.entry(pset).or_default();
         if ready {

@@ -6,6 +6,7 @@
 //! workers reconcile one key at a time from the informers' caches.
 
 pub mod deployment;
+pub mod discovery;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -113,8 +114,6 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     serviceaccount::run(client.clone(), &inf);
     loadbalancer::run(client.clone(), &inf);
     nodelifecycle::run(client.clone(), &inf, &cfg);
-    // TODO namespace::run(client.clone(), &inf);
-    // TODO gc::run(client.clone()).await
-    futures::future::pending::<()>().await;
-    Ok(())
+    namespace::run(client.clone(), &inf);
+    gc::run(client.clone()).await
 }

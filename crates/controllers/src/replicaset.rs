@@ -202,12 +202,14 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
                 }
             }
             Some(_) => {}
-            None if matches && !is_deleting(rs.as_ref()) => {
-                if adopt(&pods_api, p, rs.as_ref()).await? {
+            None => {
+                let adopted = matches
+                    && !is_deleting(rs.as_ref())
+                    && adopt(&pods_api, p, rs.as_ref()).await?;
+                if adopted {
                     owned.push(p.clone());
                 }
             }
-            None => {}
         }
     }
 
