@@ -224,12 +224,22 @@ fn include_object_variants() {
     let info = lookup("", "v1", "configmaps").expect("cm");
     let cm =
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}});
-    let t = table(info, std::slice::from_ref(&cm), IncludeObject::Metadata, now());
+    let t = table(
+        info,
+        std::slice::from_ref(&cm),
+        IncludeObject::Metadata,
+        now(),
+    );
     assert_eq!(
         t["rows"][0]["object"],
         json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "a"}})
     );
-    let t = table(info, std::slice::from_ref(&cm), IncludeObject::Object, now());
+    let t = table(
+        info,
+        std::slice::from_ref(&cm),
+        IncludeObject::Object,
+        now(),
+    );
     assert_eq!(t["rows"][0]["object"], cm);
     let t = table(info, &[cm], IncludeObject::None, now());
     assert!(t["rows"][0].get("object").is_none());

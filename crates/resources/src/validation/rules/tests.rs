@@ -1,0 +1,150 @@
+//! Validation messages, as kubectl prints them after `is invalid: `.
+
+use serde_json::json;
+
+use crate::registry::lookup;
+use crate::validation::{invalid_status, validate};
+
+fn errs(
+    group: &str,
+    version: &str,
+    plural: &str,
+    obj: serde_json::Value,
+    old: Option<serde_json::Value>,
+) -> Vec<String> {
+    let info = lookup(group, version, plural).expect("registered");
+    validate(info, &obj, old.as_ref())
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn svc(spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpd-svc"}, "spec": spec})
+}
+
+#[test]
+fn seed_objects_are_valid() {
+    let s = svc(json!({"type": "ClusterIP", "selector": {"run": "httpd"},
+        "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 80}]}));
+    assert!(errs("", "v1", "services", s, None).is_empty());
+    let np = svc(json!({"type": "NodePort", "selector": {"run": "httpd"},
+        "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 80, "nodePort": 31688}]}));
+    assert!(errs("", "v1", "services", np, None).is_empty());
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "httpd", "labels": {"run": "httpd"}},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"run": "httpd"}}, "progressDeadlineSeconds": 600,
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                 "template": {"metadata": {"labels": {"run": "httpd"}},
+                              "spec": {"restartPolicy": "Always", "containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}});
+    assert_eq!(
+        errs("apps", "v1", "deployments", d, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn service_messages() {
+    let bad = svc(json!({"type": "ClusterIP", "ports": [{"port": 0, "protocol": "TCP"}]}));
+    assert_eq!(
+        errs("", "v1", "services", bad, None),
+        vec!["spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"]
+    );
+    let two = svc(
+        json!({"type": "Foo", "ports": [{"port": 80, "protocol": "TCP"}, {"port": 81, "protocol": "ICMP"}]}),
+    );
+    assert_eq!(errs("", "v1", "services", two, None), vec![
+        "spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+        "spec.ports[0].name: Required value",
+        "spec.ports[1].name: Required value",
+        "spec.ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+    ]);
+    let none = svc(json!({"type": "ClusterIP"}));
+    assert_eq!(
+        errs("", "v1", "services", none, None),
+        vec!["spec.ports: Required value"]
+    );
+    let np = svc(
+        json!({"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}]}),
+    );
+    assert_eq!(
+        errs("", "v1", "services", np, None),
+        vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+    );
+    let old = svc(
+        json!({"type": "ClusterIP", "clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"], "ports": [{"port": 80, "protocol": "TCP"}]}),
+    );
+    let new = svc(
+        json!({"type": "ClusterIP", "clusterIP": "10.96.0.6", "clusterIPs": ["10.96.0.6"], "ports": [{"port": 80, "protocol": "TCP"}]}),
+    );
+    assert_eq!(
+        errs("", "v1", "services", new, Some(old)),
+        vec!["spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.6\"}: may not change once set"]
+    );
+    let bad_name = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 1, "protocol": "TCP"}]}});
+    assert_eq!(errs("", "v1", "services", bad_name, None), vec![
+        "metadata.name: Invalid value: \"1svc\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]);
+}
+
+#[test]
+fn name_required() {
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}});
+    assert_eq!(
+        errs("", "v1", "configmaps", cm, None),
+        vec!["metadata.name: Required value: name or generateName is required"]
+    );
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "Dev"}});
+    assert_eq!(errs("", "v1", "namespaces", ns, None).len(), 1);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"bad key": "v"}});
+    assert!(errs("", "v1", "configmaps", cm, None)[0]
+        .starts_with("data[bad key]: Invalid value: \"bad key\": a valid config key must consist"));
+}
+
+#[test]
+fn deployment_messages() {
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "httpd"},
+        "spec": {"replicas": -1, "selector": {"matchLabels": {"run": "other"}},
+                 "template": {"metadata": {"labels": {"run": "httpd"}}, "spec": {"containers": [{"name": "httpd"}]}}}});
+    assert_eq!(errs("apps", "v1", "deployments", d, None), vec![
+        "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+        "spec.template.metadata.labels: Invalid value: map[string]string{\"run\":\"httpd\"}: `selector` does not match template `labels`",
+        "spec.template.spec.containers[0].image: Required value",
+    ]);
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "httpd"},
+        "spec": {"template": {"metadata": {"labels": {"run": "httpd"}}, "spec": {"containers": []}}}});
+    assert_eq!(
+        errs("apps", "v1", "deployments", d, None),
+        vec![
+            "spec.selector: Required value",
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"run\":\"httpd\"}: `selector` does not match template `labels`",
+            "spec.template.spec.containers: Required value",
+        ]
+    );
+}
+
+#[test]
+fn pod_updates_are_restricted() {
+    let pod = |image: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": image}]}})
+    };
+    assert!(errs("", "v1", "pods", pod("b", "n1"), Some(pod("a", "n1"))).is_empty());
+    let e = errs("", "v1", "pods", pod("a", "n2"), Some(pod("a", "n1")));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("spec: Forbidden: pod updates may not change fields other than"));
+}
+
+#[test]
+fn invalid_status_shape() {
+    let info = lookup("apps", "v1", "deployments").expect("deployments");
+    let errs = vec![crate::validation::FieldError::required("spec.selector", "")];
+    let st = invalid_status(info, "httpd", &errs);
+    assert_eq!(
+        st["message"],
+        "Deployment.apps \"httpd\" is invalid: spec.selector: Required value"
+    );
+    assert_eq!(st["code"], 422);
+    assert_eq!(
+        st["details"]["causes"][0],
+        json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"})
+    );
+}
