@@ -125,6 +125,22 @@ fn found(v: Option<Value>) -> Response<Body> {
     }
 }
 
+/// `/openapi/v2`: kubectl up to 1.28 insists on fetching it (as gnostic protobuf) before
+/// `apply`. An empty document is served to protobuf requests: kubectl then skips
+/// client-side schema validation and computes patches from its built-in types, as it does
+/// for kinds a server does not describe. Everyone else gets 404 (skiff serves OpenAPI v3).
+fn openapi_v2(req: &Request<Incoming>) -> Response<Body> {
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("protobuf") {
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/octet-stream")
+            .body(crate::http::full(bytes::Bytes::new()))
+            .unwrap_or_else(|_| Response::new(crate::http::full("")));
+    }
+    error_response(&ApiError::path_not_found())
+}
+
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
     let h = req.headers().get("authorization")?.to_str().ok()?;
     h.strip_prefix("Bearer ").map(str::trim)
@@ -170,6 +186,7 @@ pub(crate) async fn handle(
         ["openapi", "v3"] => json_response(200, &skiff_resources::openapi::v3_root()),
         ["openapi", "v3", "api", v] => found(skiff_resources::openapi::v3_document("", v)),
         ["openapi", "v3", "apis", g, v] => found(skiff_resources::openapi::v3_document(g, v)),
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => openapi_v2(&req),
         ["api", "v1", rest @ ..] => resource(state, ident, "", "v1", rest, method, req).await,
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
