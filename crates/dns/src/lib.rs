@@ -93,9 +93,14 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds `cfg.listen` (UDP and TCP) serving `records`.
     pub async fn bind(cfg: &DnsConfig, records: Arc<Records>) -> anyhow::Result<Self> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let threads = std::env::var("SKIFF_DNS_UDP_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
         let listeners = server::Listeners::bind(cfg.listen, threads).await?;
         let bound = listeners.local_addr().context("DNS local address")?;
         let forwarder = forward::Forwarder::new(cfg.effective_upstreams(), cfg.cache_size);
