@@ -1,9 +1,208 @@
 //! skiff-agent: the node agent, skiff's kubelet and container runtime.
 //!
-//! [`runtime`] runs containers without any API server (images, netns + CNI, runc, logs,
-//! exec); [`streaming`] speaks the remotecommand protocols.
+//! - [`runtime`] runs containers without any API server: the image store with its
+//!   built-in images, pod network namespaces wired by the CNI plugins, containers under
+//!   runc over overlayfs with CRI log files, exec.
+//! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
+//! - [`node`] registers the Node and keeps its status and Lease fresh.
+//! - [`streaming`] serves logs/exec/attach/port-forward on :10250.
+//!
+//! [`run`] wires them together; the `skiff agent` command calls it.
 
+pub mod kubelet;
+pub mod node;
 pub mod runtime;
 pub mod streaming;
 
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Taint;
+use tokio::sync::watch;
+
 pub use runtime::images;
+
+use kubelet::Kubelet;
+use runtime::cni::Cni;
+use runtime::container::{Container, Runc};
+use runtime::images::ImageStore;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// API server URL (`https://host:6443`).
+    pub server_url: String,
+    /// Join token (bearer) for the API server; also what the API server presents to us.
+    pub token: String,
+    /// CA of the API server; None skips TLS verification.
+    pub ca_file: Option<PathBuf>,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's IP (default: the first non-loopback IPv4 of this netns).
+    pub node_ip: Option<Ipv4Addr>,
+    /// Where images, pods and CNI state live.
+    pub data_dir: PathBuf,
+    /// Prefix of pod netns names under /var/run/netns (per node, so `skiff down` and
+    /// the orphan cleanup find exactly ours).
+    pub netns_prefix: String,
+    /// Extra Node labels.
+    pub node_labels: BTreeMap<String, String>,
+    /// Taints the Node registers with.
+    pub register_with_taints: Vec<Taint>,
+    /// Cluster DNS Service IP (10.96.0.10).
+    pub cluster_dns: Ipv4Addr,
+    /// Cluster domain (cluster.local).
+    pub cluster_domain: String,
+    /// Directory of the CNI plugin binaries (/usr/lib/cni).
+    pub cni_bin_dir: PathBuf,
+    /// Port of the kubelet endpoint (10250).
+    pub kubelet_port: u16,
+    /// The skiff binary, for the built-in `skiff` image.
+    pub skiff_binary: PathBuf,
+}
+
+/// The kube client the agent uses: bearer token, the server CA (or none).
+pub fn client_config(cfg: &AgentConfig) -> Result<kube::Config> {
+    let url: http::Uri = cfg
+        .server_url
+        .parse()
+        .with_context(|| format!("parsing the server URL {}", cfg.server_url))?;
+    let mut config = kube::Config::new(url);
+    config.auth_info.token = Some(secrecy::SecretString::from(cfg.token.clone()));
+    match &cfg.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA {}", path.display()))?;
+            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("parsing the CA {}", path.display()))?;
+            config.root_cert = Some(certs);
+        }
+        None => config.accept_invalid_certs = true,
+    }
+    config.connect_timeout = Some(Duration::from_secs(10));
+    Ok(config)
+}
+
+impl streaming::server::Streams for Kubelet {
+    fn container(&self, ns: &str, pod: &str, container: &str) -> Option<Arc<Container>> {
+        self.find(ns, pod)?.container(container)
+    }
+    fn logs(&self, ns: &str, pod: &str, container: &str) -> Vec<PathBuf> {
+        self.find(ns, pod)
+            .map(|p| p.logs(container))
+            .unwrap_or_default()
+    }
+    fn containers(&self, ns: &str, pod: &str) -> Option<Vec<String>> {
+        let entry = self.find(ns, pod)?;
+        let spec_names = entry.updates.borrow().as_ref().and_then(|p| {
+            p.spec.as_ref().map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+            })
+        });
+        Some(spec_names.unwrap_or_else(|| entry.container_names()))
+    }
+    fn pod_ip(&self, ns: &str, pod: &str) -> Option<Ipv4Addr> {
+        *self
+            .find(ns, pod)?
+            .ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+    fn runc(&self) -> &Runc {
+        &self.runc
+    }
+}
+
+/// Runs the agent forever: registers the Node, heartbeats, serves :10250, runs pods.
+pub async fn run(cfg: AgentConfig) -> Result<()> {
+    runtime::container::become_subreaper()?;
+    let node_ip = cfg
+        .node_ip
+        .or_else(node::default_node_ip)
+        .context("no node IP given and this network namespace has no IPv4 address")?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let client = kube::Client::try_from(client_config(&cfg)?).context("building the API client")?;
+    let since = chrono::Utc::now();
+    let node = loop {
+        match node::register(&client, &cfg, node_ip, since).await {
+            Ok(n) => break n,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "registering the node; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!(node = %cfg.node_name, ip = %node_ip, "node registered");
+    tokio::spawn(node::heartbeat(
+        client.clone(),
+        cfg.clone(),
+        node_ip,
+        since,
+        node,
+    ));
+
+    let (cni_tx, cni_rx) = watch::channel(None);
+    {
+        let client = client.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let cidr = node::wait_pod_cidr(&client, &cfg.node_name).await;
+            node::enable_forwarding();
+            let cni = Cni {
+                bin_dir: cfg.cni_bin_dir.clone(),
+                state_dir: cfg.data_dir.join("cni"),
+                pod_cidr: cidr.clone(),
+            };
+            if let Err(e) = cni.write_config() {
+                tracing::warn!(error = %e, "writing the CNI config");
+            }
+            tracing::info!(pod_cidr = %cidr, "pod network ready");
+            cni_tx.send_replace(Some(cni));
+            // The bridge exists after the first pod; bridge netfilter may only be
+            // settable then.
+            std::future::pending::<()>().await;
+        });
+    }
+
+    let k = Arc::new(Kubelet {
+        client: client.clone(),
+        cfg: cfg.clone(),
+        node_ip,
+        runc: Runc {
+            binary: "runc".into(),
+            root: cfg.data_dir.join("runc"),
+        },
+        images: ImageStore::new(&cfg.data_dir, &cfg.skiff_binary),
+        cni: cni_rx,
+        host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        pods: Mutex::new(Default::default()),
+    });
+    let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
+    let router = streaming::server::router(k.clone(), cfg.token.clone());
+    let addr = SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port));
+    let server = tokio::spawn(async move {
+        if let Err(e) = streaming::server::serve(addr, tls, router).await {
+            tracing::error!(error = %format!("{e:#}"), "kubelet endpoint stopped");
+        }
+    });
+    tokio::select! {
+        _ = k.clone().run() => {}
+        _ = server => {}
+    }
+    anyhow::bail!("the agent's pod watch ended")
+}
+
+/// Imports an image tarball into a data dir's store (what `skiff image import` does).
+pub fn import_image(data_dir: &Path, tarball: &Path) -> Result<Vec<String>> {
+    images::import(data_dir, tarball)
+}

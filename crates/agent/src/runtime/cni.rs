@@ -142,11 +142,11 @@ impl Cni {
             path: path.clone(),
             source,
         })?;
-        Ok(first_ipv4(&result).ok_or_else(|| CniError::Plugin {
+        first_ipv4(&result).ok_or_else(|| CniError::Plugin {
             plugin: "bridge".into(),
             command: "ADD".into(),
             message: format!("no IPv4 address in the result {result}"),
-        })?)
+        })
     }
 
     /// Detaches the pod's netns: the chain in reverse with the cached result, then the

@@ -254,6 +254,9 @@ fn runc_error(bundle: &Path) -> String {
         .unwrap_or_else(|| text.lines().last().unwrap_or("unknown error").to_string())
 }
 
+/// Output a container printed before an attach, per stream, in order.
+pub type Replay = Vec<(Stream, Vec<u8>)>;
+
 impl Container {
     /// Makes the bundle and starts the container. Returns once its init runs.
     pub async fn start(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
@@ -499,10 +502,7 @@ impl Container {
 
     /// Starts an attach session: a receiver of live output, and (when `replay`) the
     /// output logged before it, per stream, with no gap or overlap between the two.
-    pub fn attach(
-        &self,
-        replay: bool,
-    ) -> (Vec<(Stream, Vec<u8>)>, broadcast::Receiver<(Stream, Bytes)>) {
+    pub fn attach(&self, replay: bool) -> (Replay, broadcast::Receiver<(Stream, Bytes)>) {
         let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         let rx = self.output.subscribe();
         let len = sink.written;

@@ -1,3 +1,4 @@
-//! Streaming protocols of the kubelet endpoint.
+//! The kubelet endpoint and its streaming protocols.
 
 pub mod channel;
+pub mod server;

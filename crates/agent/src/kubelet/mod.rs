@@ -1,0 +1,228 @@
+//! The API-facing kubelet: watches the pods bound to this node and runs one worker per
+//! pod on top of [`crate::runtime`].
+
+pub mod backoff;
+pub mod dns;
+pub mod env;
+pub mod events;
+pub mod probe;
+pub mod quantity;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::runtime::cni::Cni;
+use crate::runtime::container::{Container, Runc};
+use crate::runtime::images::ImageStore;
+use crate::AgentConfig;
+
+/// What the streaming endpoint can see of one container.
+#[derive(Debug, Default, Clone)]
+pub struct ContainerEntry {
+    /// The latest instance (running or exited).
+    pub current: Option<Arc<Container>>,
+    /// Log files by attempt, oldest first.
+    pub logs: Vec<PathBuf>,
+}
+
+/// A pod the agent runs, as the streaming endpoint looks it up.
+#[derive(Debug)]
+pub struct PodEntry {
+    /// Pod UID.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Pod IP once wired.
+    pub ip: Mutex<Option<Ipv4Addr>>,
+    /// The pod's netns path (None: host network).
+    pub netns: Mutex<Option<PathBuf>>,
+    /// Containers by name.
+    pub containers: Mutex<HashMap<String, ContainerEntry>>,
+    /// The latest pod object for its worker (None: gone from the API).
+    pub updates: watch::Sender<Option<Pod>>,
+}
+
+impl PodEntry {
+    /// The container's latest instance.
+    pub fn container(&self, name: &str) -> Option<Arc<Container>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)?
+            .current
+            .clone()
+    }
+
+    /// The container's log files, oldest first.
+    pub fn logs(&self, name: &str) -> Vec<PathBuf> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|c| c.logs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Names of the containers known so far.
+    pub fn container_names(&self) -> Vec<String> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The kubelet's shared state.
+pub struct Kubelet {
+    /// API client (join token).
+    pub client: Client,
+    /// The agent's configuration.
+    pub cfg: AgentConfig,
+    /// This node's IP.
+    pub node_ip: Ipv4Addr,
+    /// runc with the agent's state root.
+    pub runc: Runc,
+    /// The image store.
+    pub images: ImageStore,
+    /// The pod network, once the node has its pod CIDR.
+    pub cni: watch::Receiver<Option<Cni>>,
+    /// The node's own resolv.conf (for dnsPolicy Default).
+    pub host_resolv: String,
+    /// Pods by UID.
+    pub pods: Mutex<HashMap<String, Arc<PodEntry>>>,
+}
+
+impl std::fmt::Debug for Kubelet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubelet")
+            .field("node", &self.cfg.node_name)
+            .finish()
+    }
+}
+
+impl Kubelet {
+    /// Finds a pod by namespace and name.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<PodEntry>> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .cloned()
+    }
+
+    /// Directory of a pod's files.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.data_dir.join("pods").join(uid)
+    }
+
+    /// The pod's netns name.
+    pub fn netns_name(&self, uid: &str) -> String {
+        format!(
+            "{}{}",
+            self.cfg.netns_prefix,
+            uid.chars().take(13).collect::<String>()
+        )
+    }
+
+    fn dispatch(self: &Arc<Self>, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = pods.get(&uid) {
+            entry.updates.send_replace(Some(pod));
+            return;
+        }
+        // A pod that is already finished and being deleted before we ever ran it
+        // still needs its deletion finalized, so the worker runs for it too.
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        let entry = Arc::new(PodEntry {
+            uid: uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ip: Mutex::new(None),
+            netns: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            updates: tx,
+        });
+        pods.insert(uid.clone(), entry.clone());
+        drop(pods);
+        let k = self.clone();
+        tokio::spawn(async move {
+            worker::run(k.clone(), entry, rx).await;
+            k.pods
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+        });
+    }
+
+    fn gone(&self, uid: &str) {
+        if let Some(entry) = self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(uid) {
+            entry.updates.send_replace(None);
+        }
+    }
+
+    /// Watches this node's pods forever, starting and stopping workers.
+    pub async fn run(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config =
+            watcher::Config::default().fields(&format!("spec.nodeName={}", self.cfg.node_name));
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listed: HashSet<String> = HashSet::new();
+        let mut first_list = true;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Event::Init) => listed.clear(),
+                Ok(Event::InitApply(pod)) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        listed.insert(uid.clone());
+                    }
+                    self.dispatch(pod);
+                }
+                Ok(Event::InitDone) => {
+                    let known: Vec<String> = self
+                        .pods
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keys()
+                        .cloned()
+                        .collect();
+                    for uid in known.iter().filter(|u| !listed.contains(*u)) {
+                        self.gone(uid);
+                    }
+                    if first_list {
+                        first_list = false;
+                        let k = self.clone();
+                        let keep = listed.clone();
+                        tokio::spawn(async move { worker::clean_orphans(&k, &keep).await });
+                    }
+                }
+                Ok(Event::Apply(pod)) => self.dispatch(pod),
+                Ok(Event::Delete(pod)) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        self.gone(uid);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "pod watch"),
+            }
+        }
+    }
+}

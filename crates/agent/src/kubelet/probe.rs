@@ -1,0 +1,289 @@
+//! Startup, liveness and readiness probes: httpGet and tcpSocket against the pod IP from
+//! the node, exec through `runc exec`. One task per container instance reports
+//! threshold crossings to the pod worker.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container as ContainerSpec, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::runtime::container::{Container, Runc};
+use crate::runtime::exec;
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// startupProbe.
+    Startup,
+    /// livenessProbe.
+    Liveness,
+    /// readinessProbe.
+    Readiness,
+}
+
+impl Kind {
+    /// As Kubernetes' messages name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// A probe crossed a threshold.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Container name.
+    pub container: String,
+    /// runc ID of the instance probed.
+    pub id: String,
+    /// Which probe.
+    pub kind: Kind,
+    /// Now passing (true) or failing (false).
+    pub ok: bool,
+    /// Failure message.
+    pub message: String,
+}
+
+fn resolve_port(spec: &ContainerSpec, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).ok(),
+        IntOrString::String(name) => spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .or_else(|| name.parse().ok()),
+    }
+}
+
+/// Runs one probe once. Ok(()) on success, Err(message) on failure.
+pub async fn run_once(
+    probe: &Probe,
+    spec: &ContainerSpec,
+    pod_ip: IpAddr,
+    runc: &Runc,
+    container: &Container,
+) -> Result<(), String> {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(h) = &probe.http_get {
+        let port = resolve_port(spec, &h.port).ok_or("invalid port")?;
+        let host = h
+            .host
+            .clone()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .unwrap_or(pod_ip);
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        let addr = SocketAddr::new(host, port);
+        let scheme = h
+            .scheme
+            .clone()
+            .unwrap_or_else(|| "HTTP".into())
+            .to_ascii_lowercase();
+        let url = format!("{scheme}://{addr}{path}");
+        let fut = async {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("Get \"{url}\": dial tcp {addr}: connect: {e}"))?;
+            let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n");
+            for hdr in h.http_headers.iter().flatten() {
+                req.push_str(&format!("{}: {}\r\n", hdr.name, hdr.value));
+            }
+            req.push_str("\r\n");
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 512];
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let code: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or("malformed HTTP response")?;
+            if (200..400).contains(&code) {
+                Ok(())
+            } else {
+                Err(format!("HTTP probe failed with statuscode: {code}"))
+            }
+        };
+        return tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")));
+    }
+    if let Some(t) = &probe.tcp_socket {
+        let port = resolve_port(spec, &t.port).ok_or("invalid port")?;
+        let host = t
+            .host
+            .clone()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .unwrap_or(pod_ip);
+        let addr = SocketAddr::new(host, port);
+        return match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("dial tcp {addr}: connect: {e}")),
+            Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
+        };
+    }
+    if let Some(e) = &probe.exec {
+        let args = e.command.clone().unwrap_or_default();
+        let (child, _file) = exec::spawn(runc, &container.id, &container.bundle, &args, false)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        return match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(format!(
+                "command {:?} exited with {}: {}",
+                args.join(" "),
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).trim()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("command {:?} timed out", args.join(" "))),
+        };
+    }
+    if probe.grpc.is_some() {
+        return Err("gRPC probes are not supported by skiff".into());
+    }
+    Ok(())
+}
+
+/// Probes one container instance until it exits, reporting to the worker.
+pub fn spawn(
+    spec: ContainerSpec,
+    pod_ip: IpAddr,
+    runc: Runc,
+    container: Arc<Container>,
+    tx: mpsc::UnboundedSender<Report>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut exit = container.exit_watch();
+        let work = async {
+            if let Some(p) = &spec.startup_probe {
+                let ok = run_loop(
+                    p,
+                    &spec,
+                    pod_ip,
+                    &runc,
+                    &container,
+                    Kind::Startup,
+                    &tx,
+                    true,
+                )
+                .await;
+                if !ok {
+                    return;
+                }
+            }
+            let live = async {
+                if let Some(p) = &spec.liveness_probe {
+                    run_loop(
+                        p,
+                        &spec,
+                        pod_ip,
+                        &runc,
+                        &container,
+                        Kind::Liveness,
+                        &tx,
+                        false,
+                    )
+                    .await;
+                }
+            };
+            let ready = async {
+                if let Some(p) = &spec.readiness_probe {
+                    run_loop(
+                        p,
+                        &spec,
+                        pod_ip,
+                        &runc,
+                        &container,
+                        Kind::Readiness,
+                        &tx,
+                        false,
+                    )
+                    .await;
+                }
+            };
+            tokio::join!(live, ready);
+        };
+        tokio::select! {
+            _ = work => {}
+            _ = exit.wait_for(|e| e.is_some()) => {}
+        }
+    })
+}
+
+/// Runs a probe periodically. With `until_success` (startup), returns true once it
+/// passes, false once it failed for good; otherwise reports every transition forever.
+#[allow(clippy::too_many_arguments)]
+async fn run_loop(
+    probe: &Probe,
+    spec: &ContainerSpec,
+    pod_ip: IpAddr,
+    runc: &Runc,
+    container: &Container,
+    kind: Kind,
+    tx: &mpsc::UnboundedSender<Report>,
+    until_success: bool,
+) -> bool {
+    let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+    let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
+    let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
+    tokio::time::sleep(Duration::from_secs(
+        probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+    ))
+    .await;
+    let (mut successes, mut failures) = (0, 0);
+    let mut reported: Option<bool> = None;
+    loop {
+        let result = run_once(probe, spec, pod_ip, runc, container).await;
+        let report = |ok: bool, message: String| {
+            let _ = tx.send(Report {
+                container: spec.name.clone(),
+                id: container.id.clone(),
+                kind,
+                ok,
+                message,
+            });
+        };
+        match result {
+            Ok(()) => {
+                failures = 0;
+                successes += 1;
+                if successes >= success_threshold && reported != Some(true) {
+                    reported = Some(true);
+                    report(true, String::new());
+                    if until_success {
+                        return true;
+                    }
+                }
+            }
+            Err(msg) => {
+                successes = 0;
+                failures += 1;
+                if failures >= failure_threshold && reported != Some(false) {
+                    reported = Some(false);
+                    report(false, msg);
+                    if until_success {
+                        return false;
+                    }
+                    if kind == Kind::Liveness {
+                        // The worker restarts the container; this task ends with it.
+                        failures = 0;
+                        reported = None;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}

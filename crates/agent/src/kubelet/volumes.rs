@@ -1,0 +1,429 @@
+//! Pod volumes under `<pod dir>/volumes/<name>`: emptyDir, hostPath, configMap, secret,
+//! downwardAPI, projected (with service-account tokens from the TokenRequest API), and
+//! the default service-account token volume at
+//! `/var/run/secrets/kubernetes.io/serviceaccount`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::env::field_value;
+use crate::runtime::oci::BindMount;
+
+/// Where the default service-account volume is mounted.
+pub const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Name of the volume the agent adds when the pod has no service-account mount.
+const DEFAULT_SA_VOLUME: &str = "kube-api-access-skiff";
+
+/// A pod's prepared volumes.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Volume name → directory (or file, for hostPath files) on the node.
+    pub paths: HashMap<String, PathBuf>,
+    /// Volumes whose content is read-only by nature (configMap, secret, projected...).
+    pub readonly: Vec<String>,
+    /// Tokens to refresh: (volume directory, token request).
+    tokens: Vec<TokenSpec>,
+}
+
+#[derive(Debug, Clone)]
+struct TokenSpec {
+    file: PathBuf,
+    audience: Option<String>,
+    expiration: i64,
+}
+
+/// Writes a file atomically with a mode.
+fn write_file(dir: &Path, rel: &str, data: &[u8], mode: u32) -> Result<()> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+fn write_items(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    what: &str,
+) -> Result<()> {
+    match items {
+        Some(items) => {
+            for it in items {
+                let Some(v) = data.get(&it.key) else {
+                    bail!("{what}: key {} not found", it.key)
+                };
+                write_file(dir, &it.path, v, it.mode.map(|m| m as u32).unwrap_or(mode))?;
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(dir, k, v, mode)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.clone().unwrap_or_default() {
+        out.insert(k, v.0);
+    }
+    out
+}
+
+fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.clone().unwrap_or_default() {
+        out.insert(k, v.into_bytes());
+    }
+    out
+}
+
+async fn get_config_map(client: &Client, ns: &str, name: &str) -> Result<Option<ConfigMap>> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading configmap {name}"))
+}
+
+async fn get_secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading secret {name}"))
+}
+
+/// Requests a bound service-account token (TokenRequest API).
+pub async fn request_token(
+    client: &Client,
+    pod: &Pod,
+    audience: Option<&str>,
+    expiration: i64,
+) -> Result<String> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let mut spec = json!({
+        "expirationSeconds": expiration,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid},
+    });
+    if let Some(a) = audience {
+        spec["audiences"] = json!([a]);
+    }
+    let body =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+    let req = http::Request::post(format!(
+        "/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
+    ))
+    .header("Content-Type", "application/json")
+    .body(serde_json::to_vec(&body)?)
+    .context("building the TokenRequest")?;
+    let resp: serde_json::Value = client
+        .request(req)
+        .await
+        .with_context(|| format!("requesting a token for {ns}/{sa}"))?;
+    resp["status"]["token"]
+        .as_str()
+        .map(String::from)
+        .context("the TokenRequest answer has no token")
+}
+
+/// Makes every volume of the pod (and the default service-account volume when due).
+pub async fn prepare(
+    client: &Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    ca: Option<&[u8]>,
+) -> Result<Prepared> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let spec = pod.spec.clone().unwrap_or_default();
+    let root = pod_dir.join("volumes");
+    let mut p = Prepared::default();
+    for v in spec.volumes.iter().flatten() {
+        let dir = root.join(&v.name);
+        if let Some(h) = &v.host_path {
+            let path = PathBuf::from(&h.path);
+            match h.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => std::fs::create_dir_all(&path)
+                    .with_context(|| format!("creating hostPath {}", h.path))?,
+                "FileOrCreate" if !path.exists() => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::write(&path, b"")?;
+                }
+                "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice"
+                    if !path.exists() =>
+                {
+                    bail!(
+                        "hostPath type check failed: {} is not a {}",
+                        h.path,
+                        h.type_.as_deref().unwrap_or_default()
+                    )
+                }
+                _ => {}
+            }
+            p.paths.insert(v.name.clone(), path);
+            continue;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {}", v.name))?;
+        if let Some(cm) = &v.config_map {
+            let mode = cm.default_mode.unwrap_or(0o644) as u32;
+            match get_config_map(client, &ns, &cm.name).await? {
+                Some(obj) => write_items(
+                    &dir,
+                    &config_map_data(&obj),
+                    cm.items.as_ref(),
+                    mode,
+                    &format!("configmap {}", cm.name),
+                )?,
+                None if cm.optional == Some(true) => {}
+                None => bail!("configmap \"{}\" not found", cm.name),
+            }
+            p.readonly.push(v.name.clone());
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let mode = s.default_mode.unwrap_or(0o644) as u32;
+            match get_secret(client, &ns, &name).await? {
+                Some(obj) => write_items(
+                    &dir,
+                    &secret_data(&obj),
+                    s.items.as_ref(),
+                    mode,
+                    &format!("secret {name}"),
+                )?,
+                None if s.optional == Some(true) => {}
+                None => bail!("secret \"{name}\" not found"),
+            }
+            p.readonly.push(v.name.clone());
+        } else if let Some(d) = &v.downward_api {
+            let mode = d.default_mode.unwrap_or(0o644) as u32;
+            for it in d.items.iter().flatten() {
+                let value = it
+                    .field_ref
+                    .as_ref()
+                    .and_then(|f| field_value(pod, &f.field_path))
+                    .unwrap_or_default();
+                write_file(
+                    &dir,
+                    &it.path,
+                    value.as_bytes(),
+                    it.mode.map(|m| m as u32).unwrap_or(mode),
+                )?;
+            }
+            p.readonly.push(v.name.clone());
+        } else if let Some(proj) = &v.projected {
+            let mode = proj.default_mode.unwrap_or(0o644) as u32;
+            for src in proj.sources.iter().flatten() {
+                if let Some(t) = &src.service_account_token {
+                    let file = dir.join(&t.path);
+                    let ts = TokenSpec {
+                        file,
+                        audience: t.audience.clone(),
+                        expiration: t.expiration_seconds.unwrap_or(3607),
+                    };
+                    let token =
+                        request_token(client, pod, ts.audience.as_deref(), ts.expiration).await?;
+                    write_file(&dir, &t.path, token.as_bytes(), mode)?;
+                    p.tokens.push(ts);
+                }
+                if let Some(cm) = &src.config_map {
+                    match get_config_map(client, &ns, &cm.name).await? {
+                        Some(obj) => write_items(
+                            &dir,
+                            &config_map_data(&obj),
+                            cm.items.as_ref(),
+                            mode,
+                            &format!("configmap {}", cm.name),
+                        )?,
+                        // The root CA ConfigMap may not be published yet: the agent's CA is the same.
+                        None if cm.name == "kube-root-ca.crt" => {
+                            if let Some(ca) = ca {
+                                write_file(&dir, "ca.crt", ca, mode)?;
+                            }
+                        }
+                        None if cm.optional == Some(true) => {}
+                        None => bail!("configmap \"{}\" not found", cm.name),
+                    }
+                }
+                if let Some(s) = &src.secret {
+                    match get_secret(client, &ns, &s.name).await? {
+                        Some(obj) => write_items(
+                            &dir,
+                            &secret_data(&obj),
+                            s.items.as_ref(),
+                            mode,
+                            &format!("secret {}", s.name),
+                        )?,
+                        None if s.optional == Some(true) => {}
+                        None => bail!("secret \"{}\" not found", s.name),
+                    }
+                }
+                if let Some(d) = &src.downward_api {
+                    for it in d.items.iter().flatten() {
+                        let value = it
+                            .field_ref
+                            .as_ref()
+                            .and_then(|f| field_value(pod, &f.field_path))
+                            .unwrap_or_default();
+                        write_file(
+                            &dir,
+                            &it.path,
+                            value.as_bytes(),
+                            it.mode.map(|m| m as u32).unwrap_or(mode),
+                        )?;
+                    }
+                }
+            }
+            p.readonly.push(v.name.clone());
+        }
+        // emptyDir: the directory itself.
+        p.paths.insert(v.name.clone(), dir);
+    }
+    if wants_default_sa(pod) {
+        let dir = root.join(DEFAULT_SA_VOLUME);
+        std::fs::create_dir_all(&dir)?;
+        let ts = TokenSpec {
+            file: dir.join("token"),
+            audience: None,
+            expiration: 3607,
+        };
+        // The token may not be available yet (the ServiceAccount is made by a
+        // controller): the pod starts anyway and the refresher keeps asking.
+        match request_token(client, pod, None, ts.expiration).await {
+            Ok(token) => write_file(&dir, "token", token.as_bytes(), 0o644)?,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "no service-account token yet"),
+        }
+        write_file(&dir, "namespace", ns.as_bytes(), 0o644)?;
+        if let Some(ca) = ca {
+            write_file(&dir, "ca.crt", ca, 0o644)?;
+        }
+        p.tokens.push(ts);
+        p.paths.insert(DEFAULT_SA_VOLUME.into(), dir);
+        p.readonly.push(DEFAULT_SA_VOLUME.into());
+    }
+    Ok(p)
+}
+
+/// True if the agent must add the service-account token volume: automount is not off
+/// and no container already mounts something at its path.
+fn wants_default_sa(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    if spec.automount_service_account_token == Some(false) {
+        return false;
+    }
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    !all.flat_map(|c| c.volume_mounts.iter().flatten())
+        .any(|m| m.mount_path.trim_end_matches('/') == SA_MOUNT)
+}
+
+/// The bind mounts of a container's volumeMounts (plus the default token volume).
+pub fn mounts_for(c: &Container, p: &Prepared) -> Vec<BindMount> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let Some(src) = p.paths.get(&m.name) else {
+            continue;
+        };
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let s = src.join(sub);
+                if !s.exists() {
+                    let _ = std::fs::create_dir_all(&s);
+                }
+                s
+            }
+            None => src.clone(),
+        };
+        out.push(BindMount {
+            source,
+            destination: m.mount_path.clone(),
+            readonly: m.read_only.unwrap_or(false) || p.readonly.contains(&m.name),
+        });
+    }
+    if let Some(dir) = p.paths.get(DEFAULT_SA_VOLUME) {
+        out.push(BindMount {
+            source: dir.clone(),
+            destination: SA_MOUNT.into(),
+            readonly: true,
+        });
+    }
+    out
+}
+
+/// Refreshes the pod's tokens at 80% of their lifetime, forever (abort it at teardown).
+pub fn spawn_refresher(
+    client: Client,
+    pod: Pod,
+    p: &Prepared,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if p.tokens.is_empty() {
+        return None;
+    }
+    let tokens = p.tokens.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            let shortest = tokens.iter().map(|t| t.expiration).min().unwrap_or(3607);
+            let missing = tokens.iter().any(|t| !t.file.exists());
+            let wait = if missing {
+                2
+            } else {
+                (shortest as u64 * 8 / 10).max(60)
+            };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            for t in &tokens {
+                match request_token(&client, &pod, t.audience.as_deref(), t.expiration).await {
+                    Ok(token) => {
+                        if let (Some(dir), Some(name)) = (t.file.parent(), t.file.file_name()) {
+                            let _ =
+                                write_file(dir, &name.to_string_lossy(), token.as_bytes(), 0o644);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "refreshing a service-account token")
+                    }
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,1381 @@
+//! One pod's worker: sandbox (netns + CNI + /etc files + volumes), init containers in
+//! order, app containers with restarts and back-off, probes, status updates, graceful
+//! deletion and cleanup.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Container as ContainerSpecK8s, Pod, PodCondition, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::backoff::Backoff;
+use super::events::{self, Kind};
+use super::status::{self, ContainerView, PodView, State};
+use super::{dns, env, probe, quantity, volumes, ContainerEntry, Kubelet, PodEntry};
+use crate::runtime::cni::PortMapping;
+use crate::runtime::container::{self, Container, ContainerSpec, Exit};
+use crate::runtime::images::Image;
+use crate::runtime::netns;
+use crate::runtime::oci::{BindMount, ContainerConfig};
+
+/// What the worker saves in the pod directory, so a restarted agent (or the orphan
+/// cleanup) knows the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxState {
+    /// Pod UID.
+    pub uid: String,
+    /// Namespace/name, for logs.
+    pub pod: String,
+    /// netns name (None for host network).
+    pub netns: Option<String>,
+    /// Pod IP.
+    pub ip: Option<Ipv4Addr>,
+}
+
+struct Instance {
+    container: Arc<Container>,
+    _image: Image,
+    probes: Option<tokio::task::JoinHandle<()>>,
+    counted: bool,
+}
+
+#[derive(Default)]
+struct CState {
+    restart_count: i32,
+    attempts: u32,
+    current: Option<Instance>,
+    last: Option<State>,
+    waiting: Option<(String, String)>,
+    backoff: Backoff,
+    pull_backoff: Backoff,
+    not_before: Option<Instant>,
+    ready: bool,
+    started: bool,
+    done: bool,
+    image_id: String,
+}
+
+struct Worker {
+    k: Arc<Kubelet>,
+    entry: Arc<PodEntry>,
+    dir: PathBuf,
+    ip: Option<Ipv4Addr>,
+    netns: Option<PathBuf>,
+    volumes: volumes::Prepared,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+    states: HashMap<String, CState>,
+    exited: Arc<Notify>,
+    probe_tx: mpsc::UnboundedSender<probe::Report>,
+    start_time: DateTime<Utc>,
+    last_status: Option<serde_json::Value>,
+    sandbox_ready: bool,
+}
+
+fn spec_of(pod: &Pod) -> k8s_openapi::api::core::v1::PodSpec {
+    pod.spec.clone().unwrap_or_default()
+}
+
+fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!(
+        "{:x}",
+        Sha256::digest(format!("{uid}/{name}/{attempt}").as_bytes())
+    )
+}
+
+fn qos_class(pod: &Pod) -> String {
+    let spec = spec_of(pod);
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let res = c.resources.clone().unwrap_or_default();
+        let limits = res.limits.unwrap_or_default();
+        let requests = res.requests.unwrap_or_default();
+        if !limits.is_empty() || !requests.is_empty() {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = limits.get(r).map(|q| q.0.clone());
+            let q = requests.get(r).map(|q| q.0.clone()).or(l.clone());
+            if l.is_none() || l != q {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort".into()
+    } else if guaranteed {
+        "Guaranteed".into()
+    } else {
+        "Burstable".into()
+    }
+}
+
+/// Runs a pod until it is gone: deleted through the API (graceful) or from it.
+pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<Option<Pod>>) {
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+    let start_time = rx
+        .borrow()
+        .as_ref()
+        .and_then(|p| {
+            p.status
+                .as_ref()?
+                .start_time
+                .as_ref()
+                .and_then(|t| status::to_chrono(&t.0))
+        })
+        .unwrap_or_else(Utc::now);
+    let mut w = Worker {
+        dir: k.pod_dir(&entry.uid),
+        k,
+        entry,
+        ip: None,
+        netns: None,
+        volumes: volumes::Prepared::default(),
+        refresher: None,
+        states: HashMap::new(),
+        exited: Arc::new(Notify::new()),
+        probe_tx,
+        start_time,
+        last_status: None,
+        sandbox_ready: false,
+    };
+    let mut setup_backoff = Backoff::default();
+    let mut setup_not_before = Instant::now();
+    loop {
+        let pod = rx.borrow_and_update().clone();
+        let Some(pod) = pod else {
+            w.teardown(None).await;
+            return;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            w.teardown(Some(&pod)).await;
+            return;
+        }
+        let finished = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        ) && w.states.is_empty();
+        if !finished {
+            if !w.sandbox_ready && Instant::now() >= setup_not_before {
+                if let Err(e) = w.setup(&pod).await {
+                    let delay = setup_backoff
+                        .on_exit(Duration::ZERO)
+                        .max(Duration::from_secs(2));
+                    setup_not_before = Instant::now() + delay;
+                    tracing::warn!(pod = %w.entry.name, error = %format!("{e:#}"), "pod sandbox setup failed");
+                    events::record(
+                        &w.k.client,
+                        &w.k.cfg.node_name,
+                        &pod,
+                        None,
+                        Kind::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {e:#}"),
+                    );
+                }
+            }
+            if w.sandbox_ready {
+                w.sync(&pod).await;
+            }
+            w.post_status(&pod).await;
+        }
+        let next = w
+            .next_deadline()
+            .or((!w.sandbox_ready).then_some(setup_not_before));
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rx.changed() => { if r.is_err() { w.teardown(None).await; return; } }
+            _ = w.exited.notified() => {}
+            Some(report) = probe_rx.recv() => w.on_probe(&pod, report).await,
+            _ = sleep => {}
+        }
+    }
+}
+
+impl Worker {
+    fn ns(&self) -> &str {
+        &self.entry.namespace
+    }
+
+    fn save_sandbox(&self) {
+        let state = SandboxState {
+            uid: self.entry.uid.clone(),
+            pod: format!("{}/{}", self.entry.namespace, self.entry.name),
+            netns: self
+                .netns
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+            ip: self.ip,
+        };
+        if let Ok(b) = serde_json::to_vec(&state) {
+            let _ = std::fs::write(self.dir.join("sandbox.json"), b);
+        }
+    }
+
+    /// Makes the sandbox: pod dir, netns + CNI (or host network), /etc files, volumes.
+    async fn setup(&mut self, pod: &Pod) -> Result<()> {
+        let spec = spec_of(pod);
+        std::fs::create_dir_all(self.dir.join("etc")).context("creating the pod directory")?;
+        let host_network = spec.host_network.unwrap_or(false);
+        let previous: Option<SandboxState> = std::fs::read(self.dir.join("sandbox.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if host_network {
+            self.ip = Some(self.k.node_ip);
+        } else {
+            let mut cni_rx = self.k.cni.clone();
+            let cni = cni_rx
+                .wait_for(|c| c.is_some())
+                .await
+                .map_err(|_| anyhow!("the agent is stopping"))?
+                .clone();
+            let cni = cni.ok_or_else(|| anyhow!("no pod network"))?;
+            let name = self.k.netns_name(&self.entry.uid);
+            let path = netns::create(&name).await?;
+            self.netns = Some(path.clone());
+            // A sandbox from before an agent restart keeps its address.
+            match previous
+                .and_then(|p| p.ip)
+                .filter(|_| cni.cached_ids().contains(&self.entry.uid))
+            {
+                Some(ip) => self.ip = Some(ip),
+                None => {
+                    let ports: Vec<PortMapping> = spec
+                        .containers
+                        .iter()
+                        .flat_map(|c| c.ports.iter().flatten())
+                        .filter_map(|p| {
+                            Some(PortMapping {
+                                host_port: u16::try_from(p.host_port?).ok().filter(|p| *p > 0)?,
+                                container_port: u16::try_from(p.container_port).ok()?,
+                                protocol: p
+                                    .protocol
+                                    .clone()
+                                    .unwrap_or_else(|| "TCP".into())
+                                    .to_ascii_lowercase(),
+                                host_ip: p.host_ip.clone().unwrap_or_default(),
+                            })
+                        })
+                        .collect();
+                    let ip = cni.add(&self.entry.uid, &path, &ports).await?;
+                    self.ip = Some(ip);
+                }
+            }
+        }
+        *self.entry.ip.lock().unwrap_or_else(|e| e.into_inner()) = self.ip;
+        *self.entry.netns.lock().unwrap_or_else(|e| e.into_inner()) = self.netns.clone();
+        self.save_sandbox();
+        let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
+        let name = self.entry.name.clone();
+        let cdns = dns::ClusterDns {
+            server: self.k.cfg.cluster_dns,
+            domain: self.k.cfg.cluster_domain.clone(),
+        };
+        let etc = self.dir.join("etc");
+        let hosts = if host_network {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            dns::hosts_file(&spec, self.ns(), &name, &ip, &cdns.domain)
+        };
+        std::fs::write(etc.join("hosts"), hosts)?;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            dns::resolv_conf(&spec, self.ns(), &cdns, &self.k.host_resolv),
+        )?;
+        let hostname = if host_network {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        } else {
+            dns::hostname(&spec, &name)
+        };
+        std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
+        let ca = self
+            .k
+            .cfg
+            .ca_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok());
+        self.volumes = volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref()).await?;
+        self.refresher =
+            volumes::spawn_refresher(self.k.client.clone(), pod.clone(), &self.volumes);
+        self.adopt(pod);
+        self.sandbox_ready = true;
+        Ok(())
+    }
+
+    /// Takes back containers an earlier agent started for this pod.
+    fn adopt(&mut self, pod: &Pod) {
+        let spec = spec_of(pod);
+        let all: Vec<&ContainerSpecK8s> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .collect();
+        for c in all {
+            let mut attempt = 0;
+            let mut latest = None;
+            while self
+                .dir
+                .join("containers")
+                .join(format!("{}-{attempt}", c.name))
+                .exists()
+            {
+                latest = Some(attempt);
+                attempt += 1;
+            }
+            let Some(last) = latest else { continue };
+            let bundle = self
+                .dir
+                .join("containers")
+                .join(format!("{}-{last}", c.name));
+            let id = container_id(&self.entry.uid, &c.name, last);
+            let cgroup = self.cgroup_path(&id);
+            let running = container::is_mountpoint(&bundle.join("rootfs"));
+            let adopted = if running {
+                Some((
+                    Container::adopt(&self.k.runc, &bundle, &cgroup),
+                    self.k.images.resolve(&c.image.clone().unwrap_or_default()),
+                ))
+            } else {
+                None
+            };
+            if let Some((Ok(ctr), _)) = &adopted {
+                self.watch_exit(ctr);
+            }
+            let st = self.states.entry(c.name.clone()).or_default();
+            st.attempts = last + 1;
+            st.restart_count = last as i32;
+            let Some(adopted) = adopted else { continue };
+            match adopted {
+                (Ok(ctr), Ok(Some(image))) => {
+                    tracing::info!(pod = %self.entry.name, container = %c.name, "took back a running container");
+                    st.image_id = image.id.clone();
+                    st.started = c.startup_probe.is_none();
+                    st.ready = c.readiness_probe.is_none() && st.started;
+                    let log = ctr.log_path.clone();
+                    st.current = Some(Instance {
+                        container: ctr.clone(),
+                        _image: image,
+                        probes: None,
+                        counted: false,
+                    });
+                    let mut map = self
+                        .entry
+                        .containers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let e = map.entry(c.name.clone()).or_default();
+                    e.current = Some(ctr);
+                    e.logs.push(log);
+                }
+                (Err(e), _) => {
+                    tracing::warn!(container = %c.name, error = %format!("{e:#}"), "cannot take back a container")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn cgroup_path(&self, id: &str) -> String {
+        format!("/skiff/{}/pod{}/{id}", self.k.cfg.node_name, self.entry.uid)
+    }
+
+    fn watch_exit(&self, c: &Arc<Container>) {
+        let notify = self.exited.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.wait().await;
+            notify.notify_one();
+        });
+    }
+
+    /// Moves exited instances into `last` and decides their restarts.
+    fn collect_exits(&mut self, pod: &Pod) {
+        let spec = spec_of(pod);
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let init_names: HashSet<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.clone())
+            .collect();
+        let pod_name = format!(
+            "{}_{}({})",
+            self.entry.name, self.entry.namespace, self.entry.uid
+        );
+        for (name, st) in self.states.iter_mut() {
+            let Some(inst) = &st.current else { continue };
+            let Some(exit) = inst.container.exit() else {
+                continue;
+            };
+            if inst.counted {
+                continue;
+            }
+            let inst = st.current.take().map(|mut i| {
+                i.counted = true;
+                i
+            });
+            let Some(inst) = inst else { continue };
+            if let Some(p) = &inst.probes {
+                p.abort();
+            }
+            st.ready = false;
+            st.last = Some(terminated(&inst.container, &exit));
+            let is_init = init_names.contains(name);
+            let restart = match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => exit.code != 0,
+                // Init containers of an Always pod are re-run only on failure.
+                _ => !is_init || exit.code != 0,
+            };
+            if !restart {
+                st.done = true;
+                st.waiting = None;
+                continue;
+            }
+            let ran = (exit.finished_at - inst.container.started_at)
+                .to_std()
+                .unwrap_or_default();
+            let delay = st.backoff.on_exit(ran);
+            st.not_before = Some(Instant::now() + delay);
+            st.waiting = (!delay.is_zero()).then(|| {
+                (
+                    "CrashLoopBackOff".to_string(),
+                    format!(
+                        "back-off {} restarting failed container={name} pod={pod_name}",
+                        fmt_duration(delay)
+                    ),
+                )
+            });
+            if !delay.is_zero() {
+                events::record(
+                    &self.k.client,
+                    &self.k.cfg.node_name,
+                    pod,
+                    Some(name),
+                    Kind::Warning,
+                    "BackOff",
+                    "Back-off restarting failed container".to_string(),
+                );
+            }
+        }
+    }
+
+    /// Starts what should run now.
+    async fn sync(&mut self, pod: &Pod) {
+        self.collect_exits(pod);
+        let spec = spec_of(pod);
+        let now = Instant::now();
+        for ic in spec.init_containers.iter().flatten() {
+            let st = self.states.entry(ic.name.clone()).or_default();
+            if st.done && matches!(st.last, Some(State::Terminated { exit_code: 0, .. })) {
+                continue;
+            }
+            if st.done || st.current.is_some() {
+                return;
+            }
+            if st.not_before.is_some_and(|t| t > now) {
+                return;
+            }
+            self.start(pod, ic, true).await;
+            return;
+        }
+        for c in &spec.containers {
+            let st = self.states.entry(c.name.clone()).or_default();
+            if st.done || st.current.is_some() || st.not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            self.start(pod, c, false).await;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.states
+            .values()
+            .filter(|s| s.current.is_none() && !s.done)
+            .filter_map(|s| s.not_before)
+            .filter(|t| *t > Instant::now())
+            .min()
+    }
+
+    async fn env_for(&self, pod: &Pod, c: &ContainerSpecK8s, image: &Image) -> Result<Vec<String>> {
+        let spec = spec_of(pod);
+        let mut services: Vec<Service> = Vec::new();
+        let api: Api<Service> = Api::namespaced(self.k.client.clone(), self.ns());
+        if spec.enable_service_links != Some(false) {
+            services = api
+                .list(&ListParams::default())
+                .await
+                .context("listing Services for the environment")?
+                .items;
+            services.retain(|s| {
+                !(self.ns() == "default" && s.metadata.name.as_deref() == Some("kubernetes"))
+            });
+        }
+        let master: Api<Service> = Api::namespaced(self.k.client.clone(), "default");
+        if let Ok(Some(kube_svc)) = master.get_opt("kubernetes").await {
+            services.push(kube_svc);
+        }
+        services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let service_vars = env::service_env(&services);
+        let (cms, secrets) = env::referenced(c);
+        let mut sources = env::Sources::default();
+        for name in cms {
+            let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(self.k.client.clone(), self.ns());
+            if let Some(cm) = api.get_opt(&name).await? {
+                sources
+                    .config_maps
+                    .insert(name, cm.data.unwrap_or_default());
+            }
+        }
+        for name in secrets {
+            let api: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(self.k.client.clone(), self.ns());
+            if let Some(s) = api.get_opt(&name).await? {
+                let data = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect();
+                sources.secrets.insert(name, data);
+            }
+        }
+        // Downward fields need the IPs even before the status carries them.
+        let mut pod = pod.clone();
+        let status = pod.status.get_or_insert_with(Default::default);
+        if let Some(ip) = self.ip {
+            status.pod_ip = Some(ip.to_string());
+        }
+        status.host_ip = Some(self.k.node_ip.to_string());
+        Ok(env::container_env(
+            &pod,
+            c,
+            &image.config.env,
+            &service_vars,
+            &sources,
+        )?)
+    }
+
+    fn user_of(&self, pod: &Pod, c: &ContainerSpecK8s, image: &Image) -> (u32, u32, Vec<u32>) {
+        let psc = spec_of(pod).security_context.unwrap_or_default();
+        let csc = c.security_context.clone().unwrap_or_default();
+        let (mut uid, mut gid) = parse_user(&image.config.user, &image.rootfs);
+        if let Some(u) = csc.run_as_user.or(psc.run_as_user) {
+            uid = u as u32;
+        }
+        if let Some(g) = csc.run_as_group.or(psc.run_as_group) {
+            gid = g as u32;
+        }
+        let mut groups: Vec<u32> = psc
+            .supplemental_groups
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g as u32)
+            .collect();
+        if let Some(fs) = psc.fs_group {
+            groups.push(fs as u32);
+        }
+        (uid, gid, groups)
+    }
+
+    /// Starts one container (a new attempt). Failures leave it waiting with a reason.
+    async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s, _init: bool) {
+        let image_ref = c.image.clone().unwrap_or_default();
+        let node = self.k.cfg.node_name.clone();
+        let resolved = {
+            let k = self.k.clone();
+            let r = image_ref.clone();
+            tokio::task::spawn_blocking(move || k.images.resolve(&r)).await
+        };
+        let image = match resolved {
+            Ok(Ok(Some(img))) => img,
+            other => {
+                let detail = match other {
+                    Ok(Err(e)) => format!(": {e:#}"),
+                    _ => String::new(),
+                };
+                let st = self.states.entry(c.name.clone()).or_default();
+                let first = st
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|(r, _)| r != "ErrImagePull" && r != "ImagePullBackOff");
+                let message = format!(
+                    "Failed to pull image \"{image_ref}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
+                );
+                let delay = st
+                    .pull_backoff
+                    .on_exit(Duration::ZERO)
+                    .max(Duration::from_secs(1));
+                st.not_before = Some(Instant::now() + delay);
+                st.waiting = Some(if first {
+                    ("ErrImagePull".into(), message.clone())
+                } else {
+                    (
+                        "ImagePullBackOff".into(),
+                        format!("Back-off pulling image \"{image_ref}\""),
+                    )
+                });
+                if first {
+                    events::record(
+                        &self.k.client,
+                        &node,
+                        pod,
+                        Some(&c.name),
+                        Kind::Warning,
+                        "Failed",
+                        message,
+                    );
+                } else {
+                    events::record(
+                        &self.k.client,
+                        &node,
+                        pod,
+                        Some(&c.name),
+                        Kind::Normal,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image_ref}\""),
+                    );
+                }
+                return;
+            }
+        };
+        events::record(
+            &self.k.client,
+            &node,
+            pod,
+            Some(&c.name),
+            Kind::Normal,
+            "Pulled",
+            format!("Container image \"{image_ref}\" already present on machine"),
+        );
+        let env = match self.env_for(pod, c, &image).await {
+            Ok(e) => e,
+            Err(e) => {
+                let st = self.states.entry(c.name.clone()).or_default();
+                st.waiting = Some(("CreateContainerConfigError".into(), format!("{e:#}")));
+                st.not_before = Some(Instant::now() + Duration::from_secs(2));
+                events::record(
+                    &self.k.client,
+                    &node,
+                    pod,
+                    Some(&c.name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {e:#}"),
+                );
+                return;
+            }
+        };
+        let vars: HashMap<String, String> = env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let expand = |v: &Vec<String>| v.iter().map(|s| env::expand(s, &vars)).collect::<Vec<_>>();
+        let args: Vec<String> = match (&c.command, &c.args) {
+            (Some(cmd), a) => [expand(cmd), a.as_ref().map(&expand).unwrap_or_default()].concat(),
+            (None, Some(a)) => [image.config.entrypoint.clone(), expand(a)].concat(),
+            (None, None) => [image.config.entrypoint.clone(), image.config.cmd.clone()].concat(),
+        };
+        let (uid, gid, groups) = self.user_of(pod, c, &image);
+        let spec = spec_of(pod);
+        let host_network = spec.host_network.unwrap_or(false);
+        let sc = c.security_context.clone().unwrap_or_default();
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let res = c.resources.clone().unwrap_or_default();
+        let limits = res.limits.unwrap_or_default();
+        let requests = res.requests.unwrap_or_default();
+        let etc = self.dir.join("etc");
+        let mut mounts = vec![
+            BindMount {
+                source: etc.join("hosts"),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: etc.join("resolv.conf"),
+                destination: "/etc/resolv.conf".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: etc.join("hostname"),
+                destination: "/etc/hostname".into(),
+                readonly: false,
+            },
+        ];
+        mounts.extend(volumes::mounts_for(c, &self.volumes));
+        let st = self.states.entry(c.name.clone()).or_default();
+        let attempt = st.attempts;
+        let id = container_id(&self.entry.uid, &c.name, attempt);
+        let hostname = std::fs::read_to_string(etc.join("hostname"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let config = ContainerConfig {
+            args,
+            env,
+            cwd: c
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| image.config.working_dir.clone()),
+            hostname: (!host_network).then_some(hostname),
+            netns: self.netns.clone(),
+            uid,
+            gid,
+            additional_gids: groups,
+            cap_add: caps.add.unwrap_or_default(),
+            cap_drop: caps.drop.unwrap_or_default(),
+            privileged: sc.privileged.unwrap_or(false),
+            readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+            mounts,
+            memory_limit: limits
+                .get("memory")
+                .and_then(|q| quantity::parse(&q.0))
+                .map(|b| b as i64),
+            cpu_shares: requests
+                .get("cpu")
+                .or(limits.get("cpu"))
+                .and_then(|q| quantity::cpu_shares(&q.0)),
+            cpu_quota: limits.get("cpu").and_then(|q| quantity::cpu_quota(&q.0)),
+            pids_limit: None,
+            cgroups_path: format!("/skiff/{}/pod{}/{id}", self.k.cfg.node_name, self.entry.uid),
+        };
+        let log_path = self
+            .dir
+            .join("logs")
+            .join(&c.name)
+            .join(format!("{attempt}.log"));
+        let bundle = self
+            .dir
+            .join("containers")
+            .join(format!("{}-{attempt}", c.name));
+        let spec_run = ContainerSpec {
+            id: id.clone(),
+            bundle,
+            lower: image.rootfs.clone(),
+            config,
+            log_path: log_path.clone(),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+        };
+        st.attempts += 1;
+        match Container::start(&self.k.runc, spec_run).await {
+            Ok(ctr) => {
+                let st = self.states.entry(c.name.clone()).or_default();
+                if st.last.is_some() {
+                    st.restart_count += 1;
+                }
+                st.waiting = None;
+                st.image_id = image.id.clone();
+                st.started = c.startup_probe.is_none();
+                st.ready = c.readiness_probe.is_none() && st.started;
+                let probes = (c.startup_probe.is_some()
+                    || c.liveness_probe.is_some()
+                    || c.readiness_probe.is_some())
+                .then(|| {
+                    let ip = self
+                        .ip
+                        .map(IpAddr::V4)
+                        .unwrap_or(IpAddr::V4(self.k.node_ip));
+                    probe::spawn(
+                        c.clone(),
+                        ip,
+                        self.k.runc.clone(),
+                        ctr.clone(),
+                        self.probe_tx.clone(),
+                    )
+                });
+                st.current = Some(Instance {
+                    container: ctr.clone(),
+                    _image: image,
+                    probes,
+                    counted: false,
+                });
+                {
+                    let mut map = self
+                        .entry
+                        .containers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let e: &mut ContainerEntry = map.entry(c.name.clone()).or_default();
+                    e.current = Some(ctr.clone());
+                    e.logs.push(log_path);
+                }
+                self.watch_exit(&ctr);
+                events::record(
+                    &self.k.client,
+                    &node,
+                    pod,
+                    Some(&c.name),
+                    Kind::Normal,
+                    "Created",
+                    format!("Created container: {}", c.name),
+                );
+                events::record(
+                    &self.k.client,
+                    &node,
+                    pod,
+                    Some(&c.name),
+                    Kind::Normal,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+            }
+            Err(e) => {
+                let st = self.states.entry(c.name.clone()).or_default();
+                let msg = format!("{e:#}");
+                tracing::warn!(pod = %self.entry.name, container = %c.name, error = %msg, "starting a container");
+                st.last = Some(State::Terminated {
+                    exit_code: 128,
+                    reason: "StartError".into(),
+                    started_at: Utc::now(),
+                    finished_at: Utc::now(),
+                    container_id: format!("skiff://{id}"),
+                });
+                let delay = st
+                    .backoff
+                    .on_exit(Duration::ZERO)
+                    .max(Duration::from_secs(1));
+                st.not_before = Some(Instant::now() + delay);
+                st.waiting = Some(("RunContainerError".into(), msg.clone()));
+                events::record(
+                    &self.k.client,
+                    &node,
+                    pod,
+                    Some(&c.name),
+                    Kind::Warning,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+            }
+        }
+    }
+
+    async fn on_probe(&mut self, pod: &Pod, r: probe::Report) {
+        let Some(st) = self.states.get_mut(&r.container) else {
+            return;
+        };
+        let Some(inst) = &st.current else { return };
+        if inst.container.id != r.id {
+            return;
+        }
+        let node = self.k.cfg.node_name.clone();
+        let c_spec = spec_of(pod)
+            .containers
+            .into_iter()
+            .find(|c| c.name == r.container);
+        if !r.ok {
+            events::record(
+                &self.k.client,
+                &node,
+                pod,
+                Some(&r.container),
+                Kind::Warning,
+                "Unhealthy",
+                format!("{} probe failed: {}", r.kind.title(), r.message),
+            );
+        }
+        match (r.kind, r.ok) {
+            (probe::Kind::Startup, true) => {
+                st.started = true;
+                st.ready = c_spec.as_ref().is_some_and(|c| c.readiness_probe.is_none());
+            }
+            (probe::Kind::Readiness, ok) => st.ready = ok && st.started,
+            (probe::Kind::Liveness, false) | (probe::Kind::Startup, false) => {
+                let id = inst.container.id.clone();
+                let what = if r.kind == probe::Kind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                };
+                events::record(
+                    &self.k.client,
+                    &node,
+                    pod,
+                    Some(&r.container),
+                    Kind::Normal,
+                    "Killing",
+                    format!(
+                        "Container {} failed {what} probe, will be restarted",
+                        r.container
+                    ),
+                );
+                let grace = spec_of(pod)
+                    .termination_grace_period_seconds
+                    .unwrap_or(30)
+                    .max(0) as u64;
+                let runc = self.k.runc.clone();
+                let ctr = inst.container.clone();
+                tokio::spawn(async move {
+                    let _ = runc.kill(&id, "TERM").await;
+                    if tokio::time::timeout(Duration::from_secs(grace), ctr.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = runc.kill(&id, "KILL").await;
+                    }
+                });
+            }
+            _ => {}
+        }
+        self.post_status(pod).await;
+    }
+
+    fn view(&self, pod: &Pod) -> PodView {
+        let spec = spec_of(pod);
+        let mk = |c: &ContainerSpecK8s| -> ContainerView {
+            let st = self.states.get(&c.name);
+            let image = c.image.clone().unwrap_or_default();
+            let Some(st) = st else {
+                return ContainerView {
+                    name: c.name.clone(),
+                    image,
+                    image_id: String::new(),
+                    container_id: None,
+                    state: State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: String::new(),
+                    },
+                    last: None,
+                    ready: false,
+                    started: false,
+                    restart_count: 0,
+                };
+            };
+            let (state, last, container_id) = match (&st.current, &st.waiting) {
+                (Some(inst), _) => (
+                    State::Running {
+                        started_at: inst.container.started_at,
+                    },
+                    st.last.clone(),
+                    Some(format!("skiff://{}", inst.container.id)),
+                ),
+                (None, Some((reason, message))) => (
+                    State::Waiting {
+                        reason: reason.clone(),
+                        message: message.clone(),
+                    },
+                    st.last.clone(),
+                    last_id(&st.last),
+                ),
+                (None, None) if st.done || st.not_before.is_some() => match &st.last {
+                    // Finished for good: the terminated state is current.
+                    Some(t) if st.done => (t.clone(), None, last_id(&st.last)),
+                    Some(_) => (
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: String::new(),
+                        },
+                        st.last.clone(),
+                        last_id(&st.last),
+                    ),
+                    None => (
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: String::new(),
+                        },
+                        None,
+                        None,
+                    ),
+                },
+                (None, None) => (
+                    State::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: String::new(),
+                    },
+                    st.last.clone(),
+                    last_id(&st.last),
+                ),
+            };
+            ContainerView {
+                name: c.name.clone(),
+                image,
+                image_id: st.image_id.clone(),
+                container_id,
+                ready: st.ready && st.current.is_some(),
+                started: st.started && st.current.is_some(),
+                restart_count: st.restart_count,
+                state,
+                last,
+            }
+        };
+        PodView {
+            init: spec.init_containers.iter().flatten().map(mk).collect(),
+            main: spec.containers.iter().map(mk).collect(),
+            restart_policy: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
+            sandbox_ready: self.sandbox_ready,
+            pod_ip: self.ip.map(|i| i.to_string()),
+            host_ip: self.k.node_ip.to_string(),
+            start_time: self.start_time,
+            qos_class: qos_class(pod),
+        }
+    }
+
+    async fn post_status(&mut self, pod: &Pod) {
+        self.collect_exits(pod);
+        let prev: Vec<PodCondition> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let mut status = status::build(&self.view(pod), &prev, Utc::now());
+        // Conditions keep their transition times across our own updates too.
+        if let Some(last) = &self.last_status {
+            keep_transition_times(&mut status, last);
+        }
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
+        let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
+        match api
+            .patch_status(
+                &self.entry.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "updating the pod status"),
+        }
+    }
+
+    /// Stops everything (gracefully when the pod is being deleted through the API),
+    /// removes the sandbox, and finalizes the deletion.
+    async fn teardown(&mut self, pod: Option<&Pod>) {
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        let grace = pod
+            .and_then(|p| {
+                p.metadata
+                    .deletion_grace_period_seconds
+                    .or(p.spec.as_ref()?.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0) as u64;
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        let mut stops = Vec::new();
+        for (name, st) in self.states.iter_mut() {
+            let Some(inst) = st.current.take() else {
+                continue;
+            };
+            if let Some(p) = &inst.probes {
+                p.abort();
+            }
+            if inst.container.exit().is_some() {
+                continue;
+            }
+            if let Some(pod) = pod {
+                events::record(
+                    &self.k.client,
+                    &self.k.cfg.node_name,
+                    pod,
+                    Some(name),
+                    Kind::Normal,
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
+            }
+            let spec = pod.and_then(|p| {
+                spec_of(p)
+                    .containers
+                    .into_iter()
+                    .chain(spec_of(p).init_containers.unwrap_or_default())
+                    .find(|c| &c.name == name)
+            });
+            let runc = self.k.runc.clone();
+            let ip = self.ip;
+            stops.push(tokio::spawn(async move {
+                let ctr = inst.container;
+                if let Some(c) = spec {
+                    run_pre_stop(&c, ip, &runc, &ctr, deadline).await;
+                }
+                let _ = runc.kill(&ctr.id, "TERM").await;
+                if tokio::time::timeout_at(deadline.into(), ctr.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = runc.kill(&ctr.id, "KILL").await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), ctr.wait()).await;
+                }
+            }));
+        }
+        for s in stops {
+            let _ = s.await;
+        }
+        cleanup_dir(&self.k, &self.dir, &self.entry.uid).await;
+        if let Some(pod) = pod {
+            let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.entry.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = api.delete(&self.entry.name, &dp).await {
+                if !matches!(&e, kube::Error::Api(ae) if ae.code == 404 || ae.code == 409) {
+                    tracing::warn!(pod = %self.entry.name, error = %e, "finalizing the pod deletion");
+                }
+            }
+            let _ = pod;
+        }
+    }
+}
+
+fn last_id(last: &Option<State>) -> Option<String> {
+    match last {
+        Some(State::Terminated { container_id, .. }) => Some(container_id.clone()),
+        _ => None,
+    }
+}
+
+fn terminated(c: &Container, exit: &Exit) -> State {
+    State::Terminated {
+        exit_code: exit.code,
+        reason: exit.reason().into(),
+        started_at: c.started_at,
+        finished_at: exit.finished_at,
+        container_id: format!("skiff://{}", c.id),
+    }
+}
+
+fn keep_transition_times(status: &mut serde_json::Value, last: &serde_json::Value) {
+    let Some(conds) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    for c in conds {
+        let same = last["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["type"] == c["type"] && l["status"] == c["status"]);
+        if let Some(l) = same {
+            c["lastTransitionTime"] = l["lastTransitionTime"].clone();
+        }
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m0s", s / 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `uid[:gid]` of an image USER (numeric, or a name from the rootfs's /etc/passwd).
+fn parse_user(user: &str, rootfs: &Path) -> (u32, u32) {
+    if user.is_empty() {
+        return (0, 0);
+    }
+    let (u, g) = user
+        .split_once(':')
+        .map(|(u, g)| (u, Some(g)))
+        .unwrap_or((user, None));
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let lookup = |name: &str| -> Option<(u32, u32)> {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.first() != Some(&name) {
+                return None;
+            }
+            Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+    };
+    let (uid, mut gid) = match u.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => lookup(u).unwrap_or((0, 0)),
+    };
+    if let Some(g) = g {
+        if let Ok(n) = g.parse() {
+            gid = n;
+        } else {
+            let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+            if let Some(n) = group.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&g))
+                    .then(|| f.get(2)?.parse().ok())
+                    .flatten()
+            }) {
+                gid = n;
+            }
+        }
+    }
+    (uid, gid)
+}
+
+async fn run_pre_stop(
+    c: &ContainerSpecK8s,
+    ip: Option<Ipv4Addr>,
+    runc: &crate::runtime::container::Runc,
+    ctr: &Container,
+    deadline: Instant,
+) {
+    let Some(pre) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+        return;
+    };
+    let probe = k8s_openapi::api::core::v1::Probe {
+        exec: pre.exec.clone(),
+        http_get: pre.http_get.clone(),
+        tcp_socket: pre.tcp_socket.clone(),
+        timeout_seconds: Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1) as i32,
+        ),
+        ..Default::default()
+    };
+    if let Some(s) = &pre.sleep {
+        let _ = tokio::time::timeout_at(
+            deadline.into(),
+            tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)),
+        )
+        .await;
+        return;
+    }
+    let ip = IpAddr::V4(ip.unwrap_or(Ipv4Addr::LOCALHOST));
+    let _ =
+        tokio::time::timeout_at(deadline.into(), probe::run_once(&probe, c, ip, runc, ctr)).await;
+}
+
+/// Removes a pod's sandbox: containers, mounts, CNI attachment, netns, cgroups, files.
+pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
+    let sandbox: Option<SandboxState> = std::fs::read(dir.join("sandbox.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Ok(rd) = std::fs::read_dir(dir.join("containers")) {
+        for e in rd.flatten() {
+            let bundle = e.path();
+            if let Ok(b) = std::fs::read(bundle.join("state.json")) {
+                if let Ok(s) = serde_json::from_slice::<container::SavedState>(&b) {
+                    let _ = k.runc.delete(&s.id).await;
+                }
+            }
+            if let Err(e) = container::unmount_rootfs(&bundle) {
+                tracing::warn!(error = %format!("{e:#}"), "unmounting a container rootfs");
+            }
+        }
+    }
+    let netns_name = sandbox
+        .as_ref()
+        .and_then(|s| s.netns.clone())
+        .unwrap_or_else(|| k.netns_name(uid));
+    let path = netns::path(&netns_name);
+    let cni = k.cni.borrow().clone();
+    if let Some(cni) = cni {
+        if cni.cached_ids().contains(&uid.to_string()) {
+            if let Err(e) = cni.del(uid, &path).await {
+                tracing::warn!(error = %e, "CNI DEL");
+            }
+        }
+    }
+    if let Err(e) = netns::delete(&netns_name).await {
+        tracing::warn!(error = %format!("{e:#}"), "deleting the pod netns");
+    }
+    remove_cgroups(&k.cfg.node_name, uid);
+    // Never follow into something still mounted.
+    let still_mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|p| p.starts_with(&*dir.to_string_lossy()))
+            })
+        })
+        .unwrap_or(true);
+    if !still_mounted {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn remove_cgroups(node: &str, uid: &str) {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for sub in rd.flatten() {
+        let base = sub
+            .path()
+            .join("skiff")
+            .join(node)
+            .join(format!("pod{uid}"));
+        if let Ok(children) = std::fs::read_dir(&base) {
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(c.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&base);
+    }
+}
+
+/// At start: removes pods in the data dir that the API no longer has, and pod netns
+/// of ours that belong to no pod.
+pub async fn clean_orphans(k: &Arc<Kubelet>, keep: &HashSet<String>) {
+    let pods_dir = k.cfg.data_dir.join("pods");
+    let mut known_netns = HashSet::new();
+    if let Ok(rd) = std::fs::read_dir(&pods_dir) {
+        for e in rd.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if keep.contains(&uid)
+                || k.pods
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&uid)
+            {
+                known_netns.insert(k.netns_name(&uid));
+                continue;
+            }
+            tracing::info!(uid = %uid, "removing an orphaned pod");
+            cleanup_dir(k, &e.path(), &uid).await;
+        }
+    }
+    for name in netns::list(&k.cfg.netns_prefix) {
+        let owned = k
+            .pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .any(|u| k.netns_name(u) == name);
+        if !owned && !known_netns.contains(&name) {
+            let _ = netns::delete(&name).await;
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The Node object: registration, status heartbeat, Lease renewal, and waiting for the
+//! pod CIDR that the controllers' IPAM assigns.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+use crate::AgentConfig;
+
+/// Version skiff's runtime reports in nodeInfo.containerRuntimeVersion.
+pub const RUNTIME_VERSION: &str = "skiff://0.1.0";
+
+/// First non-loopback IPv4 address of this network namespace.
+pub fn default_node_ip() -> Option<Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in().copied()) else {
+            continue;
+        };
+        let ip = sin.ip();
+        if !ip.is_loopback() {
+            return Some(ip);
+        }
+    }
+    None
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn os_image() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn memory_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn disk_kib(path: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks() * s.fragment_size() / 1024)
+        .unwrap_or(0)
+}
+
+/// Node conditions as the kubelet posts them, all healthy.
+pub fn conditions(now: DateTime<Utc>, since: DateTime<Utc>) -> Value {
+    let c = |t: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": t, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": since})
+    };
+    json!([
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+/// The Node's status (addresses, capacity, nodeInfo, conditions).
+pub fn status(
+    cfg: &AgentConfig,
+    node_ip: Ipv4Addr,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let capacity = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{}Ki", memory_kib()),
+        "pods": "110",
+        "ephemeral-storage": format!("{}Ki", disk_kib(&cfg.data_dir)),
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+    });
+    let mut conds = conditions(now, since);
+    if let Some(arr) = conds.as_array_mut() {
+        arr.push(json!({"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated",
+            "message": "skiff agent configured the pod network", "lastHeartbeatTime": now, "lastTransitionTime": since}));
+    }
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": conds,
+        "addresses": [
+            {"type": "InternalIP", "address": node_ip.to_string()},
+            {"type": "Hostname", "address": cfg.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
+        "nodeInfo": {
+            "machineID": read_trim("/etc/machine-id"),
+            "systemUUID": read_trim("/sys/class/dmi/id/product_uuid"),
+            "bootID": read_trim("/proc/sys/kernel/random/boot_id"),
+            "kernelVersion": read_trim("/proc/sys/kernel/osrelease"),
+            "osImage": os_image(),
+            "containerRuntimeVersion": RUNTIME_VERSION,
+            "kubeletVersion": skiff_api::defaults::KUBERNETES_VERSION,
+            "kubeProxyVersion": skiff_api::defaults::KUBERNETES_VERSION,
+            "operatingSystem": "linux",
+            "architecture": arch(),
+        },
+    })
+}
+
+/// The Node's labels.
+pub fn labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert("kubernetes.io/hostname".to_string(), cfg.node_name.clone());
+    l.insert("kubernetes.io/os".to_string(), "linux".to_string());
+    l.insert("kubernetes.io/arch".to_string(), arch().to_string());
+    l.insert("beta.kubernetes.io/os".to_string(), "linux".to_string());
+    l.insert("beta.kubernetes.io/arch".to_string(), arch().to_string());
+    l.extend(cfg.node_labels.clone());
+    l
+}
+
+/// Creates the Node (or takes over an existing one) and posts its first status.
+pub async fn register(
+    client: &Client,
+    cfg: &AgentConfig,
+    node_ip: Ipv4Addr,
+    since: DateTime<Utc>,
+) -> Result<Node> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": cfg.node_name, "labels": labels(cfg)},
+        "spec": {"taints": cfg.register_with_taints},
+    }))
+    .context("building the Node")?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Registered before (agent restart): refresh our labels, keep the rest.
+            nodes
+                .patch(
+                    &cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": labels(cfg)}})),
+                )
+                .await
+                .context("updating the existing Node's labels")?;
+        }
+        Err(e) => return Err(e).context("creating the Node"),
+    }
+    post_status(client, cfg, node_ip, since).await
+}
+
+/// Posts the Node status (the heartbeat).
+pub async fn post_status(
+    client: &Client,
+    cfg: &AgentConfig,
+    node_ip: Ipv4Addr,
+    since: DateTime<Utc>,
+) -> Result<Node> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status(cfg, node_ip, Utc::now(), since)})),
+        )
+        .await
+        .context("posting the Node status")
+}
+
+/// Renews the node's Lease in kube-node-lease (creating it the first time).
+pub async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let patch =
+        json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+    match leases
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease: Lease = serde_json::from_value(json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Node", "name": name,
+                    "uid": node.metadata.uid.clone().unwrap_or_default()}]},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+            }))?;
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .context("creating the node Lease")?;
+            Ok(())
+        }
+        Err(e) => Err(e).context("renewing the node Lease"),
+    }
+}
+
+/// Heartbeats forever: status and Lease every 10 s.
+pub async fn heartbeat(
+    client: Client,
+    cfg: AgentConfig,
+    node_ip: Ipv4Addr,
+    since: DateTime<Utc>,
+    mut node: Node,
+) {
+    let period = Duration::from_secs(skiff_api::defaults::NODE_LEASE_RENEW_SECONDS);
+    loop {
+        if let Err(e) = renew_lease(&client, &node).await {
+            tracing::warn!(error = %format!("{e:#}"), "lease renewal failed");
+        }
+        tokio::time::sleep(period).await;
+        match post_status(&client, &cfg, node_ip, since).await {
+            Ok(n) => node = n,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "node status update failed"),
+        }
+    }
+}
+
+/// Waits until the Node has spec.podCIDR.
+pub async fn wait_pod_cidr(client: &Client, name: &str) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    loop {
+        match nodes.get(name).await {
+            Ok(n) => {
+                if let Some(cidr) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return cidr;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the Node for its pod CIDR"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Turns on forwarding and bridge netfilter in this netns, as pod networking and the
+/// proxy's rules need.
+pub fn enable_forwarding() {
+    for (path, what) in [
+        ("/proc/sys/net/ipv4/ip_forward", "IP forwarding"),
+        (
+            "/proc/sys/net/bridge/bridge-nf-call-iptables",
+            "bridge netfilter",
+        ),
+    ] {
+        if let Err(e) = std::fs::write(path, "1") {
+            tracing::warn!(error = %e, "cannot enable {what} ({path})");
+        }
+    }
+}
