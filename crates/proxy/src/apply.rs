@@ -98,7 +98,11 @@ impl Runner {
             .spawn()
             .map_err(spawn_err)?;
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(data.as_bytes()).await.map_err(spawn_err)?;
+            match stdin.write_all(data.as_bytes()).await {
+                // The program stopped reading (it failed early): its status says why.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.map_err(spawn_err)?,
+            }
             // Dropping stdin closes the pipe so the program sees end of input.
         }
         let out = child.wait_with_output().await.map_err(spawn_err)?;

@@ -10,7 +10,7 @@
 //! hashes, the `! -s <cluster CIDR>` masquerade rule in `KUBE-SERVICES` beside the jump,
 //! and no comment on the `KUBE-SVC` load-balancing rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -65,23 +65,36 @@ pub struct Chain {
 }
 
 /// The chains of one table, in declaration order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Table {
     /// Chains in the order they are declared.
     pub chains: Vec<Chain>,
+    /// Position of each chain in `chains`.
+    index: HashMap<String, usize>,
 }
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        self.chains == other.chains
+    }
+}
+
+impl Eq for Table {}
 
 impl Table {
     fn chain(&mut self, name: &str) -> &mut Chain {
-        if let Some(i) = self.chains.iter().position(|c| c.name == name) {
-            return &mut self.chains[i];
-        }
-        self.chains.push(Chain {
-            name: name.to_string(),
-            rules: Vec::new(),
-        });
-        let last = self.chains.len() - 1;
-        &mut self.chains[last]
+        let i = match self.index.get(name) {
+            Some(i) => *i,
+            None => {
+                self.chains.push(Chain {
+                    name: name.to_string(),
+                    rules: Vec::new(),
+                });
+                self.index.insert(name.to_string(), self.chains.len() - 1);
+                self.chains.len() - 1
+            }
+        };
+        &mut self.chains[i]
     }
 
     fn add(&mut self, chain: &str, rest: &str) {
@@ -96,7 +109,7 @@ impl Table {
 
     /// Looks a chain up by name.
     pub fn get(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.index.get(name).map(|i| &self.chains[*i])
     }
 }
 

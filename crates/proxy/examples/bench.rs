@@ -1,0 +1,149 @@
+//! Benchmark of both modes with many services (5 endpoints each): time of a full sync,
+//! time to apply one changed endpoint, and the proxy's RSS.
+//!
+//! `cargo run -p skiff-proxy --release --example bench -- [--apply] [N...]`
+//! Without `--apply` only rule generation is timed (no root needed); with it the rules
+//! are applied in a network namespace the benchmark creates (`skb-<pid>`, removed at the
+//! end, also on failure) with the real `iptables-restore` and `nft`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use skiff_proxy::apply::Runner;
+use skiff_proxy::fixtures::{service, slice};
+use skiff_proxy::metrics::Metrics;
+use skiff_proxy::model::build;
+use skiff_proxy::sync::{Engine, EngineConfig};
+use skiff_proxy::ProxyMode;
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(base: u32, i: u32) -> String {
+    std::net::Ipv4Addr::from(base + i).to_string()
+}
+
+fn objects(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let svc_base = u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0));
+    let ep_base = u32::from(std::net::Ipv4Addr::new(172, 16, 0, 0));
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        services.push(service("bench", &name, "ClusterIP", &ip(svc_base, i), &[("http", 80, "TCP", 0)]));
+        let eps: Vec<String> = (0..5).map(|k| ip(ep_base, i * 5 + k)).collect();
+        let specs: Vec<(&str, &str, bool, bool, bool)> =
+            eps.iter().map(|e| (e.as_str(), "n1", true, true, false)).collect();
+        slices.push(slice("bench", &name, &format!("{name}-1"), &[("http", 8080, "TCP")], &specs));
+    }
+    (services, slices)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let apply = args.iter().any(|a| a == "--apply");
+    let mut counts: Vec<u32> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if counts.is_empty() {
+        counts = vec![1000, 10000, 30000];
+    }
+    if args.iter().any(|a| a == "--profile") {
+        for &n in &counts {
+            let (services, slices) = objects(n);
+            let t = Instant::now();
+            let (ports, _) = build(&services, &slices, "n1");
+            let b = t.elapsed();
+            let t = Instant::now();
+            let cfg = skiff_proxy::nft::NftConfig {
+                cluster_cidr: "10.244.0.0/16".parse()?,
+                masquerade_bit: 14,
+                node_ips: vec![],
+            };
+            let st = skiff_proxy::nft::generate(&ports, &cfg);
+            let g = t.elapsed();
+            let t = Instant::now();
+            let txt = skiff_proxy::nft::render(&st, &st, skiff_proxy::nft::SyncKind::Partial, &cfg);
+            let r = t.elapsed();
+            let t = Instant::now();
+            let c = ports.clone();
+            let cl = t.elapsed();
+            let t = Instant::now();
+            let cc = skiff_proxy::sync::conntrack_cleanups(&c, &ports);
+            let ct = t.elapsed();
+            println!("{n}: build {} generate {} render {} ({}) clone {} conntrack {} ({})", ms(b), ms(g), ms(r), txt.len(), ms(cl), ms(ct), cc.len());
+        }
+        return Ok(());
+    }
+    println!("| mode | services | full sync | one endpoint changed | RSS |");
+    println!("|---|---|---|---|---|");
+    for n in counts {
+        let (services, mut slices) = objects(n);
+        for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+            let name = format!("skb-{}-{n}-{mode:?}", std::process::id()).to_lowercase();
+            let mut _guard = None;
+            let runner = if apply {
+                let st = Command::new("ip").args(["netns", "add", &name]).status()?;
+                anyhow::ensure!(st.success(), "ip netns add {name}");
+                _guard = Some(Netns(name.clone()));
+                Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), name])
+            } else {
+                // Generation only: every command reads its input and succeeds.
+                Runner::with_prefix(vec!["sh".into(), "-c".into(), "cat >/dev/null".into(), "sh".into()])
+            };
+            let mut engine = Engine::new(
+                EngineConfig {
+                    mode,
+                    cluster_cidr: "10.244.0.0/16".parse()?,
+                    masquerade_bit: 14,
+                    node_ips: vec![],
+                    sync_period: Duration::from_secs(3600),
+                },
+                runner,
+                Metrics::default(),
+            );
+            let t0 = Instant::now();
+            let (ports, _) = build(&services, &slices, "n1");
+            engine.sync(&ports, false).await?;
+            let full = t0.elapsed();
+            // One endpoint of one service changes.
+            let orig = slices[n as usize / 2].endpoints[0].addresses[0].clone();
+            slices[n as usize / 2].endpoints[0].addresses[0] = "192.0.2.1".into();
+            let t1 = Instant::now();
+            let (ports, _) = build(&services, &slices, "n1");
+            let report = engine.sync(&ports, false).await?;
+            let one = t1.elapsed();
+            slices[n as usize / 2].endpoints[0].addresses[0] = orig;
+            anyhow::ensure!(!report.full, "second sync was not partial");
+            println!(
+                "| {mode:?} | {n} | {} | {} ({} bytes) | {} MiB |",
+                ms(full),
+                ms(one),
+                report.bytes,
+                rss_kib() / 1024
+            );
+        }
+    }
+    Ok(())
+}
