@@ -192,3 +192,147 @@ pub fn cache_ttl(resp: &Message) -> Option<u32> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::request;
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RecordType};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("name")
+    }
+
+    fn upstream_answer(
+        req: &Message,
+        rcode: ResponseCode,
+        a_ttl: Option<u32>,
+        soa: Option<(u32, u32)>,
+    ) -> Message {
+        let mut m = crate::answer::response(req, rcode);
+        if let Some(ttl) = a_ttl {
+            m.add_answer(Record::from_rdata(
+                name("www.example.test."),
+                ttl,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
+        }
+        if let Some((ttl, minimum)) = soa {
+            let soa = SOA::new(
+                name("ns.example.test."),
+                name("h.example.test."),
+                1,
+                1,
+                1,
+                1,
+                minimum,
+            );
+            m.add_name_server(Record::from_rdata(
+                name("example.test."),
+                ttl,
+                RData::SOA(soa),
+            ));
+        }
+        m
+    }
+
+    #[test]
+    fn ttls_positive_negative_and_uncacheable() {
+        let req = request(1, name("www.example.test."), RecordType::A);
+        assert_eq!(
+            cache_ttl(&upstream_answer(
+                &req,
+                ResponseCode::NoError,
+                Some(300),
+                None
+            )),
+            Some(300)
+        );
+        assert_eq!(
+            cache_ttl(&upstream_answer(
+                &req,
+                ResponseCode::NoError,
+                Some(99999),
+                None
+            )),
+            Some(3600)
+        );
+        // Negative: min(SOA TTL, SOA minimum).
+        assert_eq!(
+            cache_ttl(&upstream_answer(
+                &req,
+                ResponseCode::NXDomain,
+                None,
+                Some((600, 60))
+            )),
+            Some(60)
+        );
+        assert_eq!(
+            cache_ttl(&upstream_answer(
+                &req,
+                ResponseCode::NoError,
+                None,
+                Some((30, 900))
+            )),
+            Some(30)
+        );
+        assert_eq!(
+            cache_ttl(&upstream_answer(&req, ResponseCode::NXDomain, None, None)),
+            None
+        );
+        assert_eq!(
+            cache_ttl(&upstream_answer(&req, ResponseCode::ServFail, None, None)),
+            Some(5)
+        );
+        assert_eq!(
+            cache_ttl(&upstream_answer(&req, ResponseCode::Refused, None, None)),
+            None
+        );
+    }
+
+    #[test]
+    fn hits_are_case_insensitive_and_keep_the_question() {
+        let cache = Cache::new(100);
+        let req = request(1, name("www.example.test."), RecordType::A);
+        cache.put(
+            CacheKey::of(&req).expect("key"),
+            &upstream_answer(&req, ResponseCode::NoError, Some(300), None),
+        );
+        let other = request(9, name("WWW.Example.Test."), RecordType::A);
+        let (m, kind) = cache
+            .get(&CacheKey::of(&other).expect("key"), &other)
+            .expect("hit");
+        assert_eq!(kind, HitKind::Success);
+        assert_eq!(m.id(), 9);
+        assert_eq!(m.queries()[0].name().to_ascii(), "WWW.Example.Test.");
+        assert_eq!(m.answers()[0].ttl(), 300);
+        // Another type misses.
+        let aaaa = request(2, name("www.example.test."), RecordType::AAAA);
+        assert!(cache
+            .get(&CacheKey::of(&aaaa).expect("key"), &aaaa)
+            .is_none());
+        // A negative answer is a denial hit.
+        cache.put(
+            CacheKey::of(&aaaa).expect("key"),
+            &upstream_answer(&aaaa, ResponseCode::NoError, None, Some((60, 60))),
+        );
+        let (_, kind) = cache
+            .get(&CacheKey::of(&aaaa).expect("key"), &aaaa)
+            .expect("hit");
+        assert_eq!(kind, HitKind::Denial);
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let cache = Cache::new(32);
+        for i in 0..1000 {
+            let req = request(1, name(&format!("h{i}.example.test.")), RecordType::A);
+            cache.put(
+                CacheKey::of(&req).expect("key"),
+                &upstream_answer(&req, ResponseCode::NoError, Some(300), None),
+            );
+        }
+        assert!(cache.len() <= 32, "{}", cache.len());
+    }
+}

@@ -91,7 +91,9 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Binds `cfg.listen` (UDP and TCP) serving `records`.
+    /// Binds `cfg.listen` (UDP and TCP) serving `records`. UDP is served by one thread
+    /// per CPU, each with its own SO_REUSEPORT socket; the environment variable
+    /// `SKIFF_DNS_UDP_THREADS` overrides the count.
     pub async fn bind(cfg: &DnsConfig, records: Arc<Records>) -> anyhow::Result<Self> {
         let threads = std::env::var("SKIFF_DNS_UDP_THREADS")
             .ok()
