@@ -130,7 +130,11 @@ fn found(v: Option<Value>) -> Response<Body> {
 /// client-side schema validation and computes patches from its built-in types, as it does
 /// for kinds a server does not describe. Everyone else gets 404 (skiff serves OpenAPI v3).
 fn openapi_v2(req: &Request<Incoming>) -> Response<Body> {
-    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if accept.contains("protobuf") {
         return Response::builder()
             .status(200)

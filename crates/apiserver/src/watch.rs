@@ -149,10 +149,8 @@ pub(crate) async fn serve(
             }
         }
         let mut last = from;
-        if send_initial {
-            if tx.send(render.bookmark(from, true)).await.is_err() {
-                return;
-            }
+        if send_initial && tx.send(render.bookmark(from, true)).await.is_err() {
+            return;
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);

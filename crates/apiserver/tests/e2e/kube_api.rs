@@ -1,0 +1,225 @@
+//! The API through kube-rs: CRUD, conflicts, errors, watch, restart.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use serde_json::json;
+
+use crate::common;
+
+/// The parts of an API error Status the tests compare.
+struct ApiErr {
+    code: u16,
+    reason: String,
+    message: String,
+}
+
+fn err(e: kube::Error) -> ApiErr {
+    match e {
+        kube::Error::Api(s) => ApiErr {
+            code: s.code,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        },
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"a": "1"}})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_conflict_and_not_found() {
+    let s = common::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client(), "default");
+    let created = api.create(&PostParams::default(), &cm("c1")).await.unwrap();
+    let rv = created.metadata.resource_version.clone().unwrap();
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.creation_timestamp.is_some());
+
+    let e = err(api
+        .create(&PostParams::default(), &cm("c1"))
+        .await
+        .unwrap_err());
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (409, "AlreadyExists", "configmaps \"c1\" already exists")
+    );
+
+    let mut updated = created.clone();
+    updated.data = Some([("a".to_string(), "2".to_string())].into());
+    let after = api
+        .replace("c1", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    assert_ne!(
+        after.metadata.resource_version.as_deref(),
+        Some(rv.as_str())
+    );
+
+    // The same stale object again: the resourceVersion no longer matches.
+    let e = err(api
+        .replace("c1", &PostParams::default(), &updated)
+        .await
+        .unwrap_err());
+    assert_eq!(e.code, 409);
+    assert_eq!(e.message, "Operation cannot be fulfilled on configmaps \"c1\": the object has been modified; please apply your changes to the latest version and try again");
+
+    let patched = api
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"b": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data.unwrap().get("b").map(String::as_str),
+        Some("3")
+    );
+
+    api.delete("c1", &DeleteParams::default()).await.unwrap();
+    let e = err(api.get("c1").await.unwrap_err());
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (404, "NotFound", "configmaps \"c1\" not found")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_kubernetes_errors() {
+    let s = common::start().await;
+    let client = s.client();
+    let nowhere: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+    let e = err(nowhere
+        .create(&PostParams::default(), &cm("x"))
+        .await
+        .unwrap_err());
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (404, "namespaces \"nope\" not found")
+    );
+
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let bad: Service = serde_json::from_value(
+        json!({"metadata": {"name": "x"}, "spec": {"ports": [{"port": 0}]}}),
+    )
+    .unwrap();
+    let e = err(svcs.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message.starts_with("Service \"x\" is invalid: "),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains(
+            "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"
+        ),
+        "{}",
+        e.message
+    );
+
+    // A taken node port is refused with the allocator's message.
+    let np = |name: &str| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 31688}]}})).unwrap()
+    };
+    svcs.create(&PostParams::default(), &np("a")).await.unwrap();
+    let e = err(svcs
+        .create(&PostParams::default(), &np("b"))
+        .await
+        .unwrap_err());
+    assert_eq!(e.message, "Service \"b\" is invalid: spec.ports[0].nodePort: Invalid value: 31688: provided port is already allocated");
+
+    // The bootstrap Service is there with its fixed address.
+    let k = svcs.get("kubernetes").await.unwrap();
+    assert_eq!(k.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_resource_version() {
+    let s = common::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client(), "default");
+    let c = api.create(&PostParams::default(), &cm("w1")).await.unwrap();
+    let rv = c.metadata.resource_version.clone().unwrap();
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a": "9"}})),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &cm("w2")).await.unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap();
+    let events: Vec<_> = stream.take(2).try_collect().await.unwrap();
+    match (&events[0], &events[1]) {
+        (WatchEvent::Modified(a), WatchEvent::Added(b)) => {
+            assert_eq!(a.metadata.name.as_deref(), Some("w1"));
+            assert_eq!(b.metadata.name.as_deref(), Some("w2"));
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+    // Label selectors apply to lists and watches.
+    let lp = ListParams::default().labels("missing=label");
+    assert!(api.list(&lp).await.unwrap().items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_objects_and_revisions() {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("skt-{}-restart-", std::process::id()))
+        .tempdir()
+        .unwrap();
+    let rv1 = {
+        let h = common::start_in(dir.path()).await;
+        let api: Api<ConfigMap> = Api::namespaced(
+            kube::Client::try_from(h.admin_client_config()).unwrap(),
+            "default",
+        );
+        let c = api
+            .create(&PostParams::default(), &cm("keep"))
+            .await
+            .unwrap();
+        c.metadata.resource_version.unwrap().parse::<i64>().unwrap()
+    };
+    let h = common::start_in(dir.path()).await;
+    let client = kube::Client::try_from(h.admin_client_config()).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    assert_eq!(api.get("keep").await.unwrap().data.unwrap()["a"], "1");
+    let c2 = api
+        .create(&PostParams::default(), &cm("later"))
+        .await
+        .unwrap();
+    assert!(
+        c2.metadata
+            .resource_version
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > rv1
+    );
+    let ns: Api<Namespace> = Api::all(client);
+    let names: Vec<String> = ns
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    tokio::time::timeout(Duration::from_secs(1), async {})
+        .await
+        .unwrap();
+}

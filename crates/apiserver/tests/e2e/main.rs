@@ -1,0 +1,6 @@
+//! End-to-end tests: a real server on a free loopback port with a temporary data
+//! directory, driven by kube-rs and by the real kubectl.
+
+mod common;
+mod kube_api;
+mod kubectl;
