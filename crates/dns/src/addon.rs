@@ -98,6 +98,7 @@ pub fn deployment() -> Value {
                         { "key": "CriticalAddonsOnly", "operator": "Exists" },
                         { "key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule" }
                     ],
+                    "nodeSelector": { "kubernetes.io/os": "linux" },
                     "containers": [{
                         "name": DEPLOYMENT_NAME,
                         "image": "skiff",
