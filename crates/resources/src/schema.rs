@@ -467,9 +467,6 @@ fn generate() -> Schemas {
     }
     kinds.extend(list_kinds);
 
-    // apps/v1beta1 Deployment: the apps/v1 shape, selector optional, plus rollbackTo.
-    add_v1beta1_deployment(&mut components, &mut kinds);
-
     for (schema, field, strategy, key) in PATCH_META {
         if let Some(p) = components
             .get_mut(*schema)
@@ -485,6 +482,10 @@ fn generate() -> Schemas {
             }
         }
     }
+    // apps/v1beta1 Deployment: the apps/v1 shape (patch extensions included), selector
+    // optional, plus rollbackTo.
+    add_v1beta1_deployment(&mut components, &mut kinds);
+
     for k in &kinds {
         if let Some(obj) = components.get_mut(&k.name).and_then(Value::as_object_mut) {
             obj.insert(
