@@ -318,7 +318,13 @@ fn writer(
                 return;
             }
         }
-        let _ = socket.send(Message::Close(None)).await;
+        // A normal closure (1000): client-go reads it as the end of every stream, while
+        // a close without a code is an error to it.
+        let close = axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        };
+        let _ = socket.send(Message::Close(Some(close))).await;
         let _ = socket.close().await;
     });
     (tx, task)

@@ -1,0 +1,396 @@
+//! The agent against the real API server, in process (needs root): a test "node" netns,
+//! the Node registered and Ready, a pod bound to it running with its own IP, the real
+//! kubectl's logs/exec/run -i through the API server's proxy, a crash loop, and graceful
+//! deletion that leaves nothing behind.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use skiff_agent::runtime::netns;
+use skiff_agent::AgentConfig;
+
+struct Cleanup {
+    prefix: String,
+    data: std::path::PathBuf,
+    node: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let root = self.data.join("agent/runc");
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", id])
+                    .output();
+            }
+        }
+        let prefix = self.data.to_string_lossy().into_owned();
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for m in info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&prefix))
+            {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for ns in netns::list(&self.prefix) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+        for sub in [
+            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+        ] {
+            let base = Path::new("/sys/fs/cgroup")
+                .join(sub)
+                .join("skiff")
+                .join(&self.node);
+            let _ = Command::new("find")
+                .arg(&base)
+                .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                .output();
+        }
+    }
+}
+
+async fn poll<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn condition(pod: &Pod, t: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
+}
+
+async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("kubectl");
+    if let Some(input) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input.as_bytes()).await.unwrap();
+        drop(w);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl timed out")
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn agent_with_api_server() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let pid = std::process::id();
+    let prefix = format!("skc-{pid}-");
+    let node_ns = format!("{prefix}node");
+    let node_name = format!("skc-{pid}");
+    let data = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup {
+        prefix: prefix.clone(),
+        data: data.path().to_path_buf(),
+        node: node_name.clone(),
+    };
+    assert!(Command::new("ip")
+        .args(["netns", "add", &node_ns])
+        .status()
+        .unwrap()
+        .success());
+    let f = std::fs::File::open(netns::path(&node_ns)).unwrap();
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    for cmd in [
+        "ip link set lo up",
+        "ip link add eth0 type veth peer name eth0p",
+        "ip link set eth0p up",
+        "ip addr add 10.251.0.2/24 dev eth0",
+        "ip link set eth0 up",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        assert!(
+            Command::new(args[0])
+                .args(&args[1..])
+                .status()
+                .unwrap()
+                .success(),
+            "{cmd}"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let result = tokio::time::timeout(
+            Duration::from_secs(240),
+            scenario(data.path(), &prefix, &node_name),
+        )
+        .await;
+        assert!(result.is_ok(), "the scenario timed out");
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+async fn scenario(data: &Path, prefix: &str, node_name: &str) {
+    let server_dir = data.join("server");
+    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
+        data_dir: server_dir.clone(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise_address: Some("10.251.0.2".parse().unwrap()),
+        ..Default::default()
+    })
+    .await
+    .expect("API server");
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let admin = Client::try_from(server.admin_client_config()).unwrap();
+    let kubeconfig = data.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        skiff_apiserver::pki::admin_kubeconfig(&server_dir, &url, "skc").unwrap(),
+    )
+    .unwrap();
+
+    let cfg = AgentConfig {
+        server_url: url.clone(),
+        token: skiff_apiserver::pki::join_token(&server_dir).unwrap(),
+        ca_file: Some(server_dir.join("pki/ca.crt")),
+        node_name: node_name.to_string(),
+        node_ip: None,
+        data_dir: data.join("agent"),
+        netns_prefix: format!("{prefix}p-"),
+        node_labels: Default::default(),
+        register_with_taints: vec![],
+        cluster_dns: "10.96.0.10".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        cni_bin_dir: "/usr/lib/cni".into(),
+        kubelet_port: 10250,
+        skiff_binary: "/bin/busybox".into(),
+    };
+    let agent = tokio::spawn(async move {
+        if let Err(e) = skiff_agent::run(cfg).await {
+            panic!("agent: {e:#}");
+        }
+    });
+
+    // The Node registers Ready with its address; the test plays the IPAM controller.
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let node = poll("the Node", Duration::from_secs(20), async || {
+        nodes.get_opt(node_name).await.ok().flatten()
+    })
+    .await;
+    let status = node.status.clone().unwrap();
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("True", Some("KubeletReady"))
+    );
+    assert_eq!(status.addresses.unwrap()[0].address, "10.251.0.2");
+    assert_eq!(
+        status.node_info.unwrap().container_runtime_version,
+        "skiff://0.1.0"
+    );
+    nodes
+        .patch(
+            node_name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"podCIDR": "10.251.1.0/24", "podCIDRs": ["10.251.1.0/24"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let web: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "labels": {"run": "httpd"}},
+        "spec": {"nodeName": node_name, "containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80}]}]}
+    }))
+    .unwrap();
+    let started = Instant::now();
+    pods.create(&PostParams::default(), &web).await.unwrap();
+    let web = poll("web Ready", Duration::from_secs(30), async || {
+        let p = pods.get("web").await.ok()?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+    })
+    .await;
+    eprintln!("web Ready after {:?}", started.elapsed());
+    let st = web.status.clone().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    let ip = st.pod_ip.clone().unwrap();
+    assert!(ip.starts_with("10.251.1."), "{ip}");
+    assert_eq!(st.host_ip.as_deref(), Some("10.251.0.2"));
+    let cs = &st.container_statuses.unwrap()[0];
+    assert!(cs.container_id.as_deref().unwrap().starts_with("skiff://"));
+    assert_eq!(cs.restart_count, 0);
+
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "5", &ip])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<html><body><h1>It works!</h1></body></html>\n"
+    );
+
+    let (ok, out) = kubectl(&kubeconfig, &["exec", "web", "--", "echo", "hi"], None).await;
+    assert!(ok && out == "hi\n", "kubectl exec: {out}");
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["exec", "web", "--", "sh", "-c", "exit 3"],
+        None,
+    )
+    .await;
+    assert!(
+        !ok && out.contains("command terminated with exit code 3"),
+        "kubectl exec exit 3: {out}"
+    );
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["exec", "web", "--", "cat", "/etc/resolv.conf"],
+        None,
+    )
+    .await;
+    assert!(
+        ok && out.contains("nameserver 10.96.0.10")
+            && out.contains("search default.svc.cluster.local"),
+        "resolv.conf: {out}"
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["exec", "web", "--", "sh", "-c", "echo $KUBERNETES_SERVICE_HOST; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"], None).await;
+    assert!(
+        ok && out.contains("10.96.0.1\n") && out.contains("default"),
+        "env and SA volume: {out}"
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["logs", "web"], None).await;
+    assert!(ok && out.contains("response:200"), "kubectl logs: {out}");
+
+    // kubectl run -i with stdin, as the seed's busybox step (bound to our node by hand:
+    // no scheduler here).
+    let overrides = json!({"spec": {"nodeName": node_name}}).to_string();
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &[
+            "run",
+            "bb",
+            "-i",
+            "--rm",
+            "--image=busybox",
+            "--restart=Never",
+            &format!("--overrides={overrides}"),
+            "--",
+            "sh",
+        ],
+        Some(&format!("wget -qO- http://{ip}/\nexit\n")),
+    )
+    .await;
+    assert!(
+        ok && out.contains("It works!") && out.contains("pod \"bb\" deleted"),
+        "kubectl run -i: {out}"
+    );
+
+    // A crash loop.
+    let crash: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash"},
+        "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo bye; exit 2"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &crash).await.unwrap();
+    poll("CrashLoopBackOff", Duration::from_secs(30), async || {
+        let p = pods.get("crash").await.ok()?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        let waiting = cs.state?.waiting?.reason?;
+        let last = cs.last_state?.terminated?;
+        (waiting == "CrashLoopBackOff"
+            && cs.restart_count >= 1
+            && last.exit_code == 2
+            && last.reason.as_deref() == Some("Error"))
+        .then_some(())
+    })
+    .await;
+    let (ok, out) = kubectl(&kubeconfig, &["logs", "crash", "--previous"], None).await;
+    assert!(ok && out == "bye\n", "logs --previous: {out}");
+
+    // Graceful deletion: the agent stops the containers, tears the sandbox down and
+    // finalizes the deletion quickly.
+    let t = Instant::now();
+    for name in ["web", "crash"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    poll("pods gone", Duration::from_secs(20), async || {
+        pods.get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    poll("pods gone", Duration::from_secs(20), async || {
+        pods.get_opt("crash")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eprintln!("deleted in {:?}", t.elapsed());
+    poll("pod netns removed", Duration::from_secs(10), async || {
+        netns::list(&format!("{prefix}p-")).is_empty().then_some(())
+    })
+    .await;
+    assert!(std::fs::read_dir(data.join("agent/pods"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+    agent.abort();
+}
