@@ -472,7 +472,40 @@ fn default_daemonset(o: &mut Map<String, Value>) {
 }
 
 fn default_job(o: &mut Map<String, Value>) {
+    let uid = o
+        .get("metadata")
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let name = o
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let spec = obj_at(o, "spec");
+    // The Job strategy's PrepareForCreate: without `manualSelector`, select the Job's own
+    // pods by its uid, and label the template accordingly.
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if let (Some(uid), false, true) = (uid, manual, spec.get("selector").is_none_or(Value::is_null))
+    {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+        if let Some(Value::Object(t)) = spec.get_mut("template") {
+            let meta = obj_at(t, "metadata");
+            let labels = obj_at(meta, "labels");
+            for (k, v) in [
+                ("batch.kubernetes.io/controller-uid", uid.as_str()),
+                ("batch.kubernetes.io/job-name", name.as_str()),
+                ("controller-uid", uid.as_str()),
+                ("job-name", name.as_str()),
+            ] {
+                labels.entry(k.to_string()).or_insert_with(|| json!(v));
+            }
+        }
+    }
     let completions_set = spec.get("completions").is_some_and(|v| !v.is_null());
     let parallelism_set = spec.get("parallelism").is_some_and(|v| !v.is_null());
     if !completions_set && !parallelism_set {
@@ -645,6 +678,28 @@ mod tests {
         assert_eq!(v1["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(v1["spec"]["replicas"], 1);
         assert!(v1["metadata"].get("labels").is_none());
+    }
+
+    #[test]
+    fn job_selects_its_own_pods() {
+        let j = defaulted(
+            "batch",
+            "v1",
+            "jobs",
+            json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+        );
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            j["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "pi"
+        );
+        assert_eq!(j["spec"]["completions"], 1);
+        assert_eq!(j["spec"]["backoffLimit"], 6);
     }
 
     #[test]

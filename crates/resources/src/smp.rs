@@ -165,7 +165,7 @@ fn merge_map(
             let fs = s.and_then(|s| field_schema(s, field));
             let merge_key = fs.map(schema::patch_meta).and_then(|m| m.1);
             if let Some(Value::Array(list)) = original.remove(field) {
-                let ordered = apply_order(list, &[], order, merge_key)?;
+                let ordered = apply_order(list, order, merge_key)?;
                 original.insert(field.to_string(), Value::Array(ordered));
             }
         }
@@ -202,7 +202,7 @@ fn merge_list(
                 out.push(v.clone());
             }
         }
-        return apply_order(out, patch, order.unwrap_or(&Value::Null), None);
+        return apply_order(out, order.unwrap_or(&Value::Null), None);
     }
     let Some(key) = merge_key else {
         return Ok(patch.iter().cloned().map(strip_directives).collect());
@@ -220,7 +220,6 @@ fn merge_list(
             .map(strip_directives)
             .collect());
     }
-    let mut patched: Vec<Value> = Vec::new();
     for p in patch {
         let Value::Object(pm) = p else {
             return Err(PatchError::Invalid(format!(
@@ -257,25 +256,14 @@ fn merge_list(
                 }
             }
         }
-        patched.push(kv.clone());
     }
-    let patched_items: Vec<Value> = patched
-        .iter()
-        .map(|k| serde_json::json!({key: k}))
-        .collect();
-    apply_order(
-        out,
-        &patched_items,
-        order.unwrap_or(&Value::Null),
-        Some(key),
-    )
+    apply_order(out, order.unwrap_or(&Value::Null), Some(key))
 }
 
 /// Orders `list` by `$setElementOrder`: the listed elements in the listed order, and the
 /// elements only the server has kept after the element that preceded them.
 fn apply_order(
     list: Vec<Value>,
-    _patched: &[Value],
     order: &Value,
     key: Option<&str>,
 ) -> Result<Vec<Value>, PatchError> {
