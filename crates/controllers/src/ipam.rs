@@ -3,9 +3,9 @@
 //! first block is kept for control-plane nodes so that, as on a kubeadm cluster, the
 //! control-plane node has `10.244.0.0/24` and the workers `10.244.1.0/24`, `.2.0/24`...
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ipnet::Ipv4Net;
@@ -107,21 +107,38 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
     });
     let recorder = Recorder::new(client.clone(), "cidrAllocator");
     let api: Api<Node> = Api::all(client);
+    // Blocks handed out by this process, by node: the cache may not show them yet, and a
+    // node's podCIDR must never change once set.
+    let assigned: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     run_workers("nodeipam", queue, 1, move |_key| {
         let nodes = nodes.clone();
         let api = api.clone();
         let alloc = alloc.clone();
         let recorder = recorder.clone();
+        let assigned = assigned.clone();
         async move {
             let all = nodes.list();
+            let mine = {
+                let mut m = assigned.lock().unwrap_or_else(|e| e.into_inner());
+                // Forget what the cache shows now, and nodes that are gone.
+                m.retain(|name, _| {
+                    all.iter().any(|n| {
+                        n.name_any() == *name
+                            && n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none()
+                    })
+                });
+                m.clone()
+            };
             let mut used: BTreeSet<u64> = all
                 .iter()
                 .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_deref())
                 .filter_map(|c| alloc.index_of(c))
+                .chain(mine.values().copied())
                 .collect();
             let mut todo: Vec<Arc<Node>> = all
                 .iter()
                 .filter(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none())
+                .filter(|n| !mine.contains_key(&n.name_any()))
                 .cloned()
                 .collect();
             allocation_order(&mut todo);
@@ -146,6 +163,10 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
                 tracing::info!(node = %node.name_any(), cidr = %block, "assigned pod CIDR");
                 if let Some(i) = alloc.index_of(&block.to_string()) {
                     used.insert(i);
+                    assigned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(node.name_any(), i);
                 }
             }
             Ok(None)

@@ -1,0 +1,579 @@
+//! Integration tests against the real API server (in-process, loopback, temp data dir)
+//! with the controllers and the scheduler running. No agent runs: the test plays the
+//! kubelet (pod IPs, Running/Ready status, finishing graceful deletions).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+struct Cluster {
+    client: Client,
+    _server: skiff_apiserver::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Cluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        advertise_address: Some(Ipv4Addr::LOCALHOST),
+        ..Default::default()
+    })
+    .await
+    .expect("API server");
+    let client = Client::try_from(server.admin_client_config()).expect("client");
+    let cfg = skiff_controllers::ControllersConfig {
+        node_monitor_grace_period: Duration::from_secs(4),
+        pod_eviction_timeout_default: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = skiff_controllers::run(c, cfg).await {
+            panic!("controllers: {e:#}");
+        }
+    });
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = skiff_scheduler::run(c).await {
+            panic!("scheduler: {e:#}");
+        }
+    });
+    Cluster {
+        client,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `secs` with `what`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn add_node(client: &Client, name: &str, ip: &str, control_plane: bool) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "spec": {}
+    });
+    if control_plane {
+        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = "".into();
+        node["spec"]["taints"] =
+            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
+    }
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(node).expect("node"),
+        )
+        .await
+        .expect("create node");
+    set_node_ready(client, name, ip).await;
+}
+
+async fn set_node_ready(client: &Client, name: &str, ip: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+        "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}]
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("node status");
+}
+
+/// Posts Ready status for `nodes` every second, as their kubelets would.
+fn heartbeats(
+    client: Client,
+    nodes: &'static [(&'static str, &'static str)],
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for (name, ip) in nodes {
+                set_node_ready(&client, name, ip).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Plays the kubelet of every node whose name is in `nodes`: gives bound pods an IP from
+/// the node's podCIDR and makes them Running and Ready, and finishes graceful deletions.
+fn fake_kubelets(client: Client, nodes: &'static [&'static str]) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::all(client.clone());
+        let node_api: Api<Node> = Api::all(client.clone());
+        let mut next_ip: BTreeMap<String, u8> = BTreeMap::new();
+        let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let pod = match ev {
+                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
+                _ => continue,
+            };
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
+            if !nodes.contains(&node.as_str()) {
+                continue;
+            }
+            let ns = pod.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let _ = api
+                    .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                    .await;
+                continue;
+            }
+            if pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some()
+            {
+                continue;
+            }
+            let Ok(n) = node_api.get(&node).await else {
+                continue;
+            };
+            let Some(cidr) = n.spec.and_then(|s| s.pod_cidr) else {
+                continue;
+            };
+            let base = cidr.trim_end_matches(".0/24");
+            let i = next_ip.entry(node.clone()).or_insert(100);
+            *i += 1;
+            let ip = format!("{base}.{i}");
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now}
+                ]
+            }});
+            let _ = api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await;
+        }
+    })
+}
+
+fn httpd_deployment(image: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "httpd", "namespace": "default"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"run": "httpd"}},
+            "template": {
+                "metadata": {"labels": {"run": "httpd"}},
+                "spec": {"containers": [{"name": "httpd", "image": image, "ports": [{"containerPort": 80}]}]}
+            }
+        }
+    }))
+    .expect("deployment")
+}
+
+async fn rollout_done(deps: &Api<Deployment>, name: &str, want: i32) -> Option<Deployment> {
+    let d = deps.get(name).await.ok()?;
+    let s = d.status.clone()?;
+    let done = s.observed_generation >= d.metadata.generation
+        && s.updated_replicas == Some(want)
+        && s.replicas == Some(want)
+        && s.available_replicas == Some(want);
+    done.then_some(d)
+}
+
+async fn active_pods(client: &Client) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.list(&ListParams::default().labels("run=httpd"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed_deployment_service_and_lifecycle() {
+    let cl = start().await;
+    let client = cl.client.clone();
+    add_node(&client, "k8s-m", "192.0.2.10", true).await;
+    add_node(&client, "k8s-n1", "192.0.2.11", false).await;
+    add_node(&client, "k8s-n2", "192.0.2.12", false).await;
+    let _kubelets = fake_kubelets(client.clone(), &["k8s-m", "k8s-n1", "k8s-n2"]);
+    let _heartbeats = heartbeats(
+        client.clone(),
+        &[
+            ("k8s-m", "192.0.2.10"),
+            ("k8s-n1", "192.0.2.11"),
+            ("k8s-n2", "192.0.2.12"),
+        ],
+    );
+
+    // Node IPAM: control plane first, workers in order.
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (n, cidr) in [
+        ("k8s-m", "10.244.0.0/24"),
+        ("k8s-n1", "10.244.1.0/24"),
+        ("k8s-n2", "10.244.2.0/24"),
+    ] {
+        let got = eventually(10, "pod CIDRs", || async {
+            nodes.get(n).await.ok()?.spec?.pod_cidr
+        })
+        .await;
+        assert_eq!(got, cidr, "{n}");
+    }
+
+    // ServiceAccount controller.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    eventually(10, "default service account", || async {
+        sas.get("default").await.ok()
+    })
+    .await;
+
+    // The seed's Deployment: one ReplicaSet, 4 pods spread 2+2 over the workers.
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deps.create(&PostParams::default(), &httpd_deployment("httpd"))
+        .await
+        .expect("create deployment");
+    let d = eventually(30, "rollout of 4 replicas", || {
+        rollout_done(&deps, "httpd", 4)
+    })
+    .await;
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rs_list = rss.list(&ListParams::default()).await.expect("rs").items;
+    assert_eq!(rs_list.len(), 1);
+    let rs = &rs_list[0];
+    let hash = rs
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .expect("hash label");
+    assert_eq!(rs.name_any(), format!("httpd-{hash}"));
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let conds: BTreeMap<String, (String, Option<String>)> = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, (c.status, c.reason)))
+        .collect();
+    assert_eq!(
+        conds.get("Available"),
+        Some(&(
+            "True".to_string(),
+            Some("MinimumReplicasAvailable".to_string())
+        ))
+    );
+    assert_eq!(
+        conds.get("Progressing"),
+        Some(&(
+            "True".to_string(),
+            Some("NewReplicaSetAvailable".to_string())
+        ))
+    );
+    let pods = active_pods(&client).await;
+    assert_eq!(pods.len(), 4);
+    let alphabet: BTreeSet<char> = "bcdfghjklmnpqrstvwxz2456789".chars().collect();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods {
+        let name = p.name_any();
+        let suffix = name
+            .strip_prefix(&format!("httpd-{hash}-"))
+            .expect("pod name prefix");
+        assert_eq!(suffix.len(), 5, "{name}");
+        assert!(suffix.chars().all(|c| alphabet.contains(&c)), "{name}");
+        *per_node
+            .entry(
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        BTreeMap::from([("k8s-n1".to_string(), 2), ("k8s-n2".to_string(), 2)])
+    );
+
+    // A Service: Endpoints and an EndpointSlice with the 4 pod IPs.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "httpd-svc", "namespace": "default"},
+            "spec": {"selector": {"run": "httpd"}, "ports": [{"protocol": "TCP", "port": 8080, "targetPort": 80}]}
+        }))
+        .expect("svc"),
+    )
+    .await
+    .expect("create service");
+    let ips: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    eventually(10, "endpoints with 4 addresses", || async {
+        let ep = eps.get("httpd-svc").await.ok()?;
+        let got: BTreeSet<String> = ep
+            .subsets?
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+            .collect();
+        (got == ips).then_some(())
+    })
+    .await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = eventually(10, "an endpointslice with 4 endpoints", || async {
+        let l = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=httpd-svc"))
+            .await
+            .ok()?;
+        let s = l.items.into_iter().next()?;
+        (s.endpoints.len() == 4).then_some(s)
+    })
+    .await;
+    assert!(slice.name_any().starts_with("httpd-svc-"));
+    assert_eq!(
+        slice
+            .labels()
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("endpointslice-controller.k8s.io")
+    );
+    assert_eq!(slice.ports.as_ref().and_then(|p| p[0].port), Some(80));
+
+    // A deleted pod is replaced.
+    let victim = pods[0].name_any();
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods_api
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually(20, "replacement pod", || async {
+        let names: Vec<String> = active_pods(&client)
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        (names.len() == 4 && !names.contains(&victim)).then_some(())
+    })
+    .await;
+    eventually(20, "rollout after replacement", || {
+        rollout_done(&deps, "httpd", 4)
+    })
+    .await;
+
+    // An image change rolls to a second ReplicaSet.
+    deps.patch(
+        "httpd",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "httpd", "image": "httpd:2"}]}}}})),
+    )
+    .await
+    .expect("patch image");
+    eventually(30, "rolling update", || async {
+        rollout_done(&deps, "httpd", 4).await?;
+        let pods = active_pods(&client).await;
+        let all_new = pods.len() == 4
+            && pods.iter().all(|p| {
+                p.spec.as_ref().map(|s| s.containers[0].image.clone())
+                    == Some(Some("httpd:2".to_string()))
+            });
+        all_new.then_some(())
+    })
+    .await;
+    let rs_list = rss.list(&ListParams::default()).await.expect("rs").items;
+    assert_eq!(rs_list.len(), 2);
+    let revisions: BTreeSet<(String, i32)> = rs_list
+        .iter()
+        .map(|rs| {
+            (
+                rs.annotations()
+                    .get("deployment.kubernetes.io/revision")
+                    .cloned()
+                    .unwrap_or_default(),
+                rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        revisions,
+        BTreeSet::from([("1".to_string(), 0), ("2".to_string(), 4)])
+    );
+
+    // Deleting the Deployment leaves nothing behind (garbage collector).
+    deps.delete("httpd", &DeleteParams::background())
+        .await
+        .expect("delete deployment");
+    eventually(30, "garbage collection", || async {
+        let rs_left = rss.list(&ListParams::default()).await.ok()?.items.len();
+        let pods_left = pods_api
+            .list(&ListParams::default().labels("run=httpd"))
+            .await
+            .ok()?
+            .items
+            .len();
+        (rs_left == 0 && pods_left == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unschedulable_pods_and_namespace_deletion() {
+    let cl = start().await;
+    let client = cl.client.clone();
+    add_node(&client, "k8s-m", "192.0.2.10", true).await;
+    let _kubelets = fake_kubelets(client.clone(), &["k8s-m", "k8s-w"]);
+    let _heartbeats = heartbeats(client.clone(), &[("k8s-m", "192.0.2.10")]);
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "demo"}})).expect("ns"),
+    )
+    .await
+    .expect("ns");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+            .expect("pod"),
+    )
+    .await
+    .expect("pod");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "demo");
+    let msg = eventually(10, "FailedScheduling event", || async {
+        let l = events.list(&ListParams::default()).await.ok()?;
+        l.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert_eq!(
+        msg,
+        "0/1 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. \
+         preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+    );
+    // A new worker makes it schedulable.
+    add_node(&client, "k8s-w", "192.0.2.20", false).await;
+    let _heartbeats_w = heartbeats(client.clone(), &[("k8s-w", "192.0.2.20")]);
+    eventually(10, "binding after a node joined", || async {
+        pods.get("p")
+            .await
+            .ok()?
+            .spec?
+            .node_name
+            .filter(|n| n == "k8s-w")
+    })
+    .await;
+
+    // Deleting the namespace empties it and then removes it.
+    nss.delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    eventually(30, "namespace removal", || async {
+        match nss.get("demo").await {
+            Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_node_is_tainted_and_its_pods_move() {
+    let cl = start().await;
+    let client = cl.client.clone();
+    add_node(&client, "k8s-n1", "192.0.2.11", false).await;
+    add_node(&client, "k8s-n2", "192.0.2.12", false).await;
+    let _kubelets = fake_kubelets(client.clone(), &["k8s-n1", "k8s-n2"]);
+    // Only k8s-n1 keeps posting status.
+    let heartbeat = heartbeats(client.clone(), &[("k8s-n1", "192.0.2.11")]);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deps.create(&PostParams::default(), &httpd_deployment("httpd"))
+        .await
+        .expect("deployment");
+    eventually(30, "rollout", || rollout_done(&deps, "httpd", 4)).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(30, "k8s-n2 unreachable", || async {
+        let n = nodes.get("k8s-n2").await.ok()?;
+        let tainted = n
+            .spec?
+            .taints?
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute");
+        let unknown = n
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "Unknown");
+        (tainted && unknown).then_some(())
+    })
+    .await;
+    // k8s-n2's kubelet is gone, so its pods stay Terminating; the replacements run on k8s-n1.
+    eventually(30, "all replicas on k8s-n1", || async {
+        let pods = active_pods(&client).await;
+        let on_n1 = pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("k8s-n1"))
+            .count();
+        (pods.len() == 4 && on_n1 == 4).then_some(())
+    })
+    .await;
+    heartbeat.abort();
+}
