@@ -165,7 +165,8 @@ fn merge_map(
             let fs = s.and_then(|s| field_schema(s, field));
             let merge_key = fs.map(schema::patch_meta).and_then(|m| m.1);
             if let Some(Value::Array(list)) = original.remove(field) {
-                let ordered = apply_order(list, order, merge_key)?;
+                let live = list.clone();
+                let ordered = apply_order(list, &live, order, merge_key)?;
                 original.insert(field.to_string(), Value::Array(ordered));
             }
         }
@@ -193,6 +194,7 @@ fn merge_list(
     merge_key: Option<&str>,
     order: Option<&Value>,
 ) -> Result<Vec<Value>, PatchError> {
+    let live = original.clone();
     let maps = patch.iter().any(Value::is_object) || original.iter().any(Value::is_object);
     if !maps {
         // A list of scalars with the merge strategy: the union, original order first.
@@ -202,7 +204,7 @@ fn merge_list(
                 out.push(v.clone());
             }
         }
-        return apply_order(out, order.unwrap_or(&Value::Null), None);
+        return apply_order(out, &live, order.unwrap_or(&Value::Null), None);
     }
     let Some(key) = merge_key else {
         return Ok(patch.iter().cloned().map(strip_directives).collect());
@@ -257,48 +259,47 @@ fn merge_list(
             }
         }
     }
-    apply_order(out, order.unwrap_or(&Value::Null), Some(key))
+    apply_order(out, &live, order.unwrap_or(&Value::Null), Some(key))
 }
 
-/// Orders `list` by `$setElementOrder`: the listed elements in the listed order, and the
-/// elements only the server has kept after the element that preceded them.
+/// Orders `list` by `$setElementOrder` as apimachinery's `normalizeElementOrder`: the
+/// elements named in the order come in that order; the others (kept by the server) keep
+/// their order in the live list `live` and are interleaved by their live positions.
 fn apply_order(
     list: Vec<Value>,
+    live: &[Value],
     order: &Value,
     key: Option<&str>,
 ) -> Result<Vec<Value>, PatchError> {
     let Value::Array(order) = order else {
         return Ok(list);
     };
-    let order_keys: Vec<&Value> = order.iter().filter_map(|o| key_of(o, key)).collect();
-    let index_in_order =
-        |v: &Value| key_of(v, key).and_then(|k| order_keys.iter().position(|o| *o == k));
-    let mut ordered: Vec<(usize, Value)> = Vec::new();
-    let mut server_only: Vec<(Option<usize>, Value)> = Vec::new();
-    let mut last_listed: Option<usize> = None;
-    for v in list {
-        match index_in_order(&v) {
-            Some(i) => {
-                last_listed = Some(i);
-                ordered.push((i, v));
-            }
-            None => server_only.push((last_listed, v)),
-        }
-    }
-    ordered.sort_by_key(|(i, _)| *i);
-    let mut out: Vec<Value> = server_only
-        .iter()
-        .filter(|(after, _)| after.is_none())
-        .map(|(_, v)| v.clone())
-        .collect();
-    for (i, v) in ordered {
-        out.push(v);
-        out.extend(
-            server_only
-                .iter()
-                .filter(|(after, _)| *after == Some(i))
-                .map(|(_, v)| v.clone()),
-        );
+    let index_in = |items: &[Value], v: &Value| {
+        let k = key_of(v, key)?;
+        items.iter().position(|o| key_of(o, key) == Some(k))
+    };
+    let (mut patched, mut server_only): (Vec<Value>, Vec<Value>) =
+        list.into_iter().partition(|v| index_in(order, v).is_some());
+    patched.sort_by_key(|v| index_in(order, v));
+    // Items missing from the live list keep their place relative to each other, first.
+    server_only.sort_by_key(|v| index_in(live, v).map_or(0, |i| i + 1));
+    let mut out = Vec::with_capacity(patched.len() + server_only.len());
+    let (mut left, mut right) = (
+        server_only.into_iter().peekable(),
+        patched.into_iter().peekable(),
+    );
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => match (index_in(live, l), index_in(live, r)) {
+                (Some(li), Some(ri)) => li < ri,
+                _ => false,
+            },
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
     }
     Ok(out)
 }
@@ -442,8 +443,25 @@ mod tests {
             .iter()
             .filter_map(|p| p["port"].as_i64())
             .collect();
-        assert_eq!(ports, vec![3, 1, 2]);
-        assert_eq!(out["spec"]["ports"][0]["targetPort"], 30);
+        // apimachinery interleaves by live positions: 2 was before 3 in the live list.
+        assert_eq!(ports, vec![2, 3, 1]);
+        assert_eq!(out["spec"]["ports"][1]["targetPort"], 30);
+    }
+
+    #[test]
+    fn set_element_order_puts_new_items_where_the_order_says() {
+        let original = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 1}, {"port": 2}]}});
+        let patch = json!({"spec": {"$setElementOrder/ports": [{"port": 9}, {"port": 1}, {"port": 2}],
+            "ports": [{"port": 9, "protocol": "UDP"}]}});
+        let out = strategic_merge_patch(svc(), &original, &patch).expect("patch");
+        let ports: Vec<i64> = out["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        assert_eq!(ports, vec![9, 1, 2]);
     }
 
     #[test]
