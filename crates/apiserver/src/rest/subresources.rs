@@ -148,7 +148,8 @@ pub(crate) async fn patch_scale(
     Err(ApiError::conflict(t.info.group, t.info.plural, name))
 }
 
-/// POST `pods/<name>/binding`: assigns the pod to a node.
+/// POST `pods/<name>/binding`: assigns the pod to a node. Written directly (one write,
+/// no update validation): binding is the one way `spec.nodeName` may change.
 pub(crate) async fn binding(
     state: &ApiState,
     t: &Target,
@@ -173,8 +174,13 @@ pub(crate) async fn binding(
             )
         })?
         .to_string();
+    let k = key(t.info, t.namespace.as_deref(), name);
     for _ in 0..8 {
-        let (mut pod, rev) = load(state, t, name)?;
+        let kv = state
+            .store
+            .get(&k)?
+            .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+        let mut pod = decode(&kv)?;
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::conflict_msg(
                 "",
@@ -195,51 +201,31 @@ pub(crate) async fn binding(
                 &format!("pod {name} is already assigned to node \"{cur}\""),
             ));
         }
+        if !pod.get("spec").is_some_and(Value::is_object) {
+            pod["spec"] = json!({});
+        }
         pod["spec"]["nodeName"] = json!(node);
-        // The scheduled condition is part of binding in kube-apiserver (status too).
-        let mut status = pod.get("status").cloned().unwrap_or(json!({}));
-        let mut conds: Vec<Value> = status
-            .get("conditions")
+        if !pod.get("status").is_some_and(Value::is_object) {
+            pod["status"] = json!({});
+        }
+        let mut conds: Vec<Value> = pod
+            .pointer("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
         conds.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_ts()}));
-        status["conditions"] = json!(conds);
-        match update_object(
-            state,
-            t.info,
-            t.namespace.as_deref(),
-            name,
-            pod.clone(),
-            UpdateMode::Main,
-            Some(rev),
-            opts,
-        )
-        .await
+        pod["status"]["conditions"] = json!(conds);
+        if opts.dry_run {
+            return Ok(Reply::ok(201, success(None)));
+        }
+        match state
+            .store
+            .update(&k, &super::objects::encode(&pod), Some(kv.mod_revision))
         {
-            Err(e) if e.reason == "Conflict" => continue,
-            Err(e) => return Err(e),
-            Ok(out) => {
-                let mut with_status = to_version(t.info, out);
-                with_status["status"] = status;
-                let rv = with_status
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse().ok());
-                let _ = update_object(
-                    state,
-                    t.info,
-                    t.namespace.as_deref(),
-                    name,
-                    with_status,
-                    UpdateMode::Status,
-                    rv,
-                    opts,
-                )
-                .await;
-                return Ok(Reply::ok(201, success(None)));
-            }
+            Ok(_) => return Ok(Reply::ok(201, success(None))),
+            Err(skiff_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     Err(ApiError::conflict("", "pods", name))

@@ -250,6 +250,13 @@ pub(crate) async fn create_object(
     if let Some(ns) = ns.filter(|_| info.namespaced) {
         check_namespace(state, info, ns, &name)?;
     }
+    // Status is not the client's to set on create (kube-apiserver's strategies reset it),
+    // except for Nodes, which register with their status.
+    if info.has_subresource("status") && info.kind != "Node" {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
     compat::default_object(info, &mut obj);
     let _guard = if info.kind == "Service" {
         Some(state.service_lock.lock().await)

@@ -4,3 +4,4 @@
 mod common;
 mod kube_api;
 mod kubectl;
+mod nodeproxy;

@@ -1,0 +1,211 @@
+//! log and exec through the server to a fake node agent (a TLS server on loopback that
+//! answers like the agent's :10250 endpoint).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, AttachParams, LogParams, PostParams};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+
+use crate::common;
+
+async fn agent(
+    req: Request<hyper::body::Incoming>,
+    token: String,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {token}"));
+    if !authorized {
+        return Ok(Response::builder()
+            .status(401)
+            .body(Full::new(Bytes::from("no")))
+            .unwrap());
+    }
+    let path = req.uri().path().to_string();
+    if path.starts_with("/containerLogs/default/p1/c2") {
+        let q = req.uri().query().unwrap_or("").to_string();
+        return Ok(Response::new(Full::new(Bytes::from(format!(
+            "hello from c2 {q}\n"
+        )))));
+    }
+    if path.starts_with("/exec/default/p1/c1") {
+        let key = req.headers().get("sec-websocket-key").cloned().unwrap();
+        let proto = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let chosen = if proto.contains("v5.channel.k8s.io") {
+            "v5.channel.k8s.io"
+        } else {
+            "v4.channel.k8s.io"
+        };
+        let mut req = req;
+        tokio::spawn(async move {
+            let up = hyper::upgrade::on(&mut req).await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                Role::Server,
+                None,
+            )
+            .await;
+            ws.send(Message::binary([&[1u8][..], b"hi from exec\n"].concat()))
+                .await
+                .unwrap();
+            ws.send(Message::binary(
+                [&[3u8][..], br#"{"metadata":{},"status":"Success"}"#].concat(),
+            ))
+            .await
+            .unwrap();
+            let _ = ws.close(None).await;
+            while ws.next().await.is_some() {}
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .header("sec-websocket-protocol", chosen)
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    Ok(Response::builder()
+        .status(404)
+        .body(Full::new(Bytes::from("not found")))
+        .unwrap())
+}
+
+/// Starts the fake agent; returns its port.
+async fn start_agent(token: String) -> u16 {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let certs = vec![key.cert.der().clone()];
+    let pk = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, pk)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |r| agent(r, token.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_reach_the_agent() {
+    let s = common::start().await;
+    let token = skiff_apiserver::pki::join_token(s.dir.path()).unwrap();
+    let port = start_agent(token).await;
+    let client = s.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, node: Option<&str>| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"kubectl.kubernetes.io/default-container": "c2"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c1", "image": "busybox"}, {"name": "c2", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &pod("p1", Some("n1")))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("p2", None))
+        .await
+        .unwrap();
+
+    // The default container comes from the annotation; query parameters pass through.
+    let logs = pods
+        .logs(
+            "p1",
+            &LogParams {
+                tail_lines: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs, "hello from c2 tailLines=5\n");
+
+    let e = pods
+        .logs(
+            "p1",
+            &LogParams {
+                container: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("container nope is not valid for pod p1"),
+        "{e}"
+    );
+    let e = pods.logs("p2", &LogParams::default()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("pod p2 does not have a host assigned"),
+        "{e}"
+    );
+
+    let mut proc = pods
+        .exec(
+            "p1",
+            ["echo", "hi"],
+            &AttachParams::default().container("c1").stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    proc.stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, "hi from exec\n");
+    let status = proc.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
+}
