@@ -62,6 +62,8 @@ impl Drop for Cleanup {
                 .arg(&base)
                 .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
                 .output();
+            // The shared parent goes too when no other node uses it.
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(sub).join("skiff"));
         }
     }
 }

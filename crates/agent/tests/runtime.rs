@@ -52,6 +52,9 @@ impl Drop for Cleanup {
                 }
             }
             let _ = std::fs::remove_dir(&base);
+            if let Some(parent) = base.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
@@ -182,8 +185,6 @@ fn runtime_end_to_end() {
             })
             .await;
             assert_eq!(page, HTTPD_PAGE);
-
-            eprintln!("step: exec echo hi.");
             // exec echo hi.
             let (child, _file) = exec::spawn(
                 &runc,
@@ -210,8 +211,6 @@ fn runtime_end_to_end() {
                 child.wait_with_output().await.unwrap().status.code(),
                 Some(4)
             );
-
-            eprintln!("step: A second containe");
             // A second container in the same pod netns reaches httpd over loopback; its
             // stdin is ours; its output is logged and attached; its exit code is seen.
             let sh_bundle = data.path().join("pods/pod1/sh");
@@ -236,7 +235,6 @@ fn runtime_end_to_end() {
             sh.write_stdin(b"wget -qO- http://127.0.0.1/; echo done >&2; exit 3\n")
                 .await
                 .unwrap();
-            eprintln!("waiting sh");
             let exit = sh.wait().await;
             assert_eq!(exit.code, 3);
             assert_eq!(exit.reason(), "Error");
@@ -254,7 +252,41 @@ fn runtime_end_to_end() {
                 &data.path().join("pods/pod1/sh/rootfs")
             ));
 
-            eprintln!("step: SIGTERM ends http");
+            // The built-in skiff image holds a dynamically linked binary with its
+            // libraries (this test binary stands in for skiff).
+            let me = std::env::current_exe().unwrap();
+            let skiff = ImageStore::new(data.path(), &me)
+                .resolve("skiff")
+                .unwrap()
+                .expect("built-in skiff");
+            let sk_bundle = data.path().join("pods/pod1/sk");
+            cleanup.ids.push("skt-sk".into());
+            cleanup.bundles.push(sk_bundle.clone());
+            let sk = Container::start(
+                &runc,
+                ContainerSpec {
+                    id: "skt-sk".into(),
+                    bundle: sk_bundle,
+                    lower: skiff.rootfs.clone(),
+                    config: config(
+                        &["/usr/local/bin/skiff", "--list"],
+                        &pod_ns,
+                        &format!("{cgroup_base}/pod1/sk"),
+                    ),
+                    log_path: data.path().join("pods/pod1/logs/sk/0.log"),
+                    stdin: false,
+                    stdin_once: false,
+                },
+            )
+            .await
+            .expect("start the skiff image");
+            let exit = sk.wait().await;
+            let (out, _) =
+                crilog::render(&std::fs::read(&sk.log_path).unwrap(), &Default::default());
+            let out = String::from_utf8_lossy(&out);
+            assert_eq!(exit.code, 0, "{out}");
+            assert!(out.contains("runtime_end_to_end"), "{out}");
+
             // SIGTERM ends httpd at once, as Apache's image does.
             runc.kill("skt-web", "TERM").await.unwrap();
             let exit = web.wait().await;
