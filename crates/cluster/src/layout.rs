@@ -115,7 +115,10 @@ impl ClusterState {
     pub fn load(name: &str) -> anyhow::Result<Self> {
         let path = Self::file(name);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("no cluster {name:?} (reading {}): is it up?", path.display())
+            format!(
+                "no cluster {name:?} (reading {}): is it up?",
+                path.display()
+            )
         })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }

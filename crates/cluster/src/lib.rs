@@ -14,6 +14,7 @@ pub mod kubeconfig;
 pub mod layout;
 pub mod netns;
 pub mod process;
+pub mod selfcheck;
 pub mod up;
 
 pub use layout::{ClusterState, NodeState};

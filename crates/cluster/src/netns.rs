@@ -49,7 +49,14 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// Writes a sysctl inside a namespace (sysctls under net/ are per namespace).
 pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
     let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sysctl", "-qw", &format!("{key}={value}")])
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
         .output()
         .context("running sysctl")?;
     if !out.status.success() {

@@ -190,7 +190,31 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         async move { coredns_available(&client).await }
     })
     .await?;
+    check_services_from_every_node(&state, deadline).await?;
     Ok(state)
+}
+
+/// See [`crate::selfcheck`]: the nodes are checked in parallel.
+async fn check_services_from_every_node(
+    state: &ClusterState,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let checks: Vec<_> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            let path = netns::path(&n.netns);
+            let name = n.name.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::selfcheck::check_node(&path, deadline)
+                    .with_context(|| format!("Services do not work from node {name}"))
+            })
+        })
+        .collect();
+    for check in checks {
+        check.await??;
+    }
+    Ok(())
 }
 
 fn free_loopback_port() -> anyhow::Result<u16> {
@@ -251,7 +275,9 @@ where
             Err(e) => last_err = Some(e),
         }
         if Instant::now() > deadline {
-            let why = last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+            let why = last_err
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
             bail!("timed out waiting for {what}{why}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

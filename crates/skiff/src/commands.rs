@@ -155,7 +155,10 @@ async fn log_exit(what: &'static str, fut: impl std::future::Future<Output = any
 async fn install_addons(client: &Client, objects: Vec<serde_json::Value>) -> anyhow::Result<()> {
     for obj in objects {
         let obj: DynamicObject = serde_json::from_value(obj).context("add-on object")?;
-        let types = obj.types.clone().context("add-on object without apiVersion/kind")?;
+        let types = obj
+            .types
+            .clone()
+            .context("add-on object without apiVersion/kind")?;
         let (group, version) = match types.api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), types.api_version.clone()),
@@ -213,9 +216,8 @@ async fn token_client(
     match ca_file {
         Some(ca) => {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            config.root_cert = Some(
-                pem_certificates(&pem).with_context(|| format!("parsing {}", ca.display()))?,
-            );
+            config.root_cert =
+                Some(pem_certificates(&pem).with_context(|| format!("parsing {}", ca.display()))?);
         }
         None => config.accept_invalid_certs = true,
     }
@@ -365,8 +367,18 @@ fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 ),
                 None => data_dir,
             };
+            println!("{:<40} {:<20} {:>10}", "IMAGE", "ID", "SIZE");
             for image in skiff_agent::images::list(&dir)? {
-                println!("{image}");
+                let id = image.id.trim_start_matches("sha256:");
+                let origin = if image.builtin { " (built-in)" } else { "" };
+                for tag in &image.repo_tags {
+                    println!(
+                        "{:<40} {:<20} {:>10}{origin}",
+                        tag,
+                        &id[..id.len().min(12)],
+                        image.size
+                    );
+                }
             }
             Ok(())
         }

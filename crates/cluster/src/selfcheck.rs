@@ -1,0 +1,181 @@
+//! The check `up` makes before it calls a cluster ready: from every node, the cluster's own
+//! Services work through the service proxy — the API through the `kubernetes` Service, and
+//! every CoreDNS replica through `kube-dns` on each of its ports (DNS over UDP and TCP,
+//! metrics). A node whose dataplane is broken (no br_netfilter, rules not programmed, no
+//! route to another node's pods) fails here, with the node named, instead of later in a
+//! user's first `kubectl run`.
+//!
+//! Each probe opens a new connection (a new source port), so the proxy's random choice of
+//! endpoint is drawn anew; in iptables mode the node's own rule counters tell which
+//! endpoints have answered, and probing goes on until every one has.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Services whose every endpoint must be reachable from every node.
+const SYSTEM_SERVICES: [&str; 2] = ["default/kubernetes", "kube-system/kube-dns"];
+
+/// Runs the check from inside the network namespace at `netns` (on a thread of its own,
+/// which enters that namespace), until it passes or `deadline`.
+pub fn check_node(netns: &Path, deadline: Instant) -> anyhow::Result<()> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        crate::netns::enter(&netns)?;
+        check_here(deadline)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("self-check thread panicked"))?
+}
+
+fn check_here(deadline: Instant) -> anyhow::Result<()> {
+    let api = SocketAddr::from((skiff_api::defaults::KUBERNETES_SERVICE_IP, 443));
+    let dns_ip = skiff_api::defaults::DNS_SERVICE_IP;
+    let name = format!(
+        "kubernetes.default.svc.{}.",
+        skiff_api::defaults::CLUSTER_DOMAIN
+    );
+    let query = dns_query(&name)?;
+    loop {
+        let round = (|| -> anyhow::Result<()> {
+            TcpStream::connect_timeout(&api, Duration::from_secs(1))
+                .context("connecting to the kubernetes Service (10.96.0.1:443)")?;
+            let answer = dns_over_udp(dns_ip, &query).context("DNS over UDP via kube-dns")?;
+            ensure_answers(&answer, &name)?;
+            let answer = dns_over_tcp(dns_ip, &query).context("DNS over TCP via kube-dns")?;
+            ensure_answers(&answer, &name)?;
+            metrics(dns_ip).context("kube-dns metrics port")?;
+            Ok(())
+        })();
+        let last_err = match round {
+            Ok(()) => match silent_endpoints() {
+                Some(0) | None => return Ok(()),
+                Some(_) => None,
+            },
+            Err(e) => Some(e),
+        };
+        if Instant::now() > deadline {
+            match last_err {
+                Some(e) => return Err(e),
+                None => bail!("some endpoints of the system Services never answered"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn dns_query(name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut msg = Message::new();
+    msg.set_id(rand_id())
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    Ok(msg.to_vec()?)
+}
+
+fn rand_id() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        & 0xffff) as u16
+}
+
+fn ensure_answers(answer: &[u8], name: &str) -> anyhow::Result<()> {
+    let msg = Message::from_vec(answer).context("parsing the DNS answer")?;
+    anyhow::ensure!(
+        !msg.answers().is_empty(),
+        "no answer for {name} (rcode {})",
+        msg.response_code()
+    );
+    Ok(())
+}
+
+fn dns_over_udp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    socket.connect((server, 53))?;
+    socket.send(query)?;
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+fn dns_over_tcp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut stream =
+        TcpStream::connect_timeout(&SocketAddr::from((server, 53)), Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let len = u16::try_from(query.len())?.to_be_bytes();
+    stream.write_all(&len)?;
+    stream.write_all(query)?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn metrics(server: Ipv4Addr) -> anyhow::Result<()> {
+    let mut stream =
+        TcpStream::connect_timeout(&SocketAddr::from((server, 9153)), Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: kube-dns\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.") && &head[9..12] == b"200",
+        "unexpected answer {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
+}
+
+/// How many DNAT rules of the system Services' endpoints have seen no packet on this node,
+/// or `None` where that can't be told (nftables mode, no iptables-save).
+fn silent_endpoints() -> Option<usize> {
+    let out = Command::new("iptables-save")
+        .args(["-c", "-t", "nat"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rules = dnat_counters(&text);
+    if rules.is_empty() {
+        return None;
+    }
+    Some(rules.iter().filter(|&&packets| packets == 0).count())
+}
+
+/// Packet counters of the system Services' endpoint DNAT rules in `iptables-save -c` text.
+pub fn dnat_counters(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.contains(" -A KUBE-SEP-") && l.contains("-j DNAT"))
+        .filter(|l| {
+            SYSTEM_SERVICES.iter().any(|s| {
+                l.contains(&format!("--comment \"{s}:")) || l.contains(&format!("--comment {s}:"))
+            })
+        })
+        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_system_service_dnat_rules() {
+        let text = r#"*nat
+[3:180] -A KUBE-SEP-AAAAAAAAAAAAAAAA -p udp -m comment --comment "kube-system/kube-dns:dns" -m udp -j DNAT --to-destination 10.244.1.2:53
+[0:0] -A KUBE-SEP-AAAAAAAAAAAAAAAA -s 10.244.1.2/32 -m comment --comment "kube-system/kube-dns:dns" -j KUBE-MARK-MASQ
+[0:0] -A KUBE-SEP-BBBBBBBBBBBBBBBB -p tcp -m comment --comment "kube-system/kube-dns:metrics" -m tcp -j DNAT --to-destination 10.244.2.2:9153
+[1:60] -A KUBE-SEP-CCCCCCCCCCCCCCCC -p tcp -m comment --comment "default/kubernetes:https" -m tcp -j DNAT --to-destination 172.18.0.2:6443
+[0:0] -A KUBE-SEP-DDDDDDDDDDDDDDDD -p tcp -m comment --comment "default/httpd-svc" -m tcp -j DNAT --to-destination 10.244.1.3:80
+"#;
+        assert_eq!(dnat_counters(text), vec![3, 0, 1]);
+    }
+}
