@@ -20,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod records;
 pub mod server;
+pub mod udp_batch;
 pub mod watch;
 
 use std::net::SocketAddr;

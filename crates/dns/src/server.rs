@@ -248,42 +248,9 @@ pub fn serve_udp(
         let rt = rt.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_thread(Arc::new(sock), handler, rt));
+            .spawn(move || crate::udp_batch::serve(Arc::new(sock), handler, rt));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "starting a UDP thread");
-        }
-    }
-}
-
-fn udp_thread(sock: Arc<std::net::UdpSocket>, handler: Arc<Handler>, rt: tokio::runtime::Handle) {
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive");
-                // Do not spin if the error persists.
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-        };
-        match handler.step(&buf[..n], Proto::Udp) {
-            Step::Reply(bytes) => {
-                if let Err(e) = sock.send_to(&bytes, peer) {
-                    tracing::debug!(error = %e, %peer, "udp send");
-                }
-            }
-            Step::Upstream(p) => {
-                let handler = handler.clone();
-                let sock = sock.clone();
-                rt.spawn(async move {
-                    let bytes = handler.upstream(*p).await;
-                    if let Err(e) = sock.send_to(&bytes, peer) {
-                        tracing::debug!(error = %e, %peer, "udp send");
-                    }
-                });
-            }
-            Step::Drop => {}
         }
     }
 }
