@@ -1,8 +1,10 @@
 //! Version conversion between the served versions of one kind.
 //!
 //! The only kind served in two versions is the Deployment (`apps/v1beta1`, which the
-//! seed's manifest uses, and the storage version `apps/v1`). `events.k8s.io/v1` Events are
-//! stored on their own, so they need no conversion.
+//! seed's manifest uses, and the storage version `apps/v1`). `events.k8s.io/v1` Events
+//! and core `v1` Events are the same objects in kube-apiserver (stored as core Events);
+//! [`convert`] maps between them for a server that wants the same, field by field as
+//! `pkg/apis/events/v1/conversion.go`.
 
 use serde_json::{json, Map, Value};
 
@@ -24,12 +26,42 @@ pub fn convert(obj: Value, to_api_version: &str) -> Value {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let kind = o.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = o
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if kind == "Deployment" && from == "apps/v1beta1" && to_api_version == "apps/v1" {
         beta_deployment_to_v1(o);
     }
+    if kind == "Event" && from == "events.k8s.io/v1" && to_api_version == "v1" {
+        rename_fields(o, EVENT_FIELDS, false);
+    }
+    if kind == "Event" && from == "v1" && to_api_version == "events.k8s.io/v1" {
+        rename_fields(o, EVENT_FIELDS, true);
+    }
     o.insert("apiVersion".into(), json!(to_api_version));
     obj
+}
+
+/// events.k8s.io/v1 field ↔ core v1 field.
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+fn rename_fields(o: &mut Map<String, Value>, pairs: &[(&str, &str)], reverse: bool) {
+    for (a, b) in pairs {
+        let (from, to) = if reverse { (b, a) } else { (a, b) };
+        if let Some(v) = o.remove(*from) {
+            o.insert((*to).to_string(), v);
+        }
+    }
 }
 
 fn beta_deployment_to_v1(o: &mut Map<String, Value>) {
@@ -62,6 +94,21 @@ fn beta_deployment_to_v1(o: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_convert_both_ways() {
+        let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "hi", "reason": "Started",
+            "reportingController": "skiff/agent", "reportingInstance": "k8s-n1", "deprecatedCount": 2,
+            "eventTime": "2026-11-25T12:00:00.000000Z", "type": "Normal", "action": "Start"});
+        let core = convert(new.clone(), "v1");
+        assert_eq!(core["involvedObject"]["name"], "p");
+        assert_eq!(core["message"], "hi");
+        assert_eq!(core["reportingComponent"], "skiff/agent");
+        assert_eq!(core["count"], 2);
+        assert!(core.get("note").is_none());
+        assert_eq!(convert(core, "events.k8s.io/v1"), new);
+    }
 
     #[test]
     fn seed_deployment_converts_to_v1() {

@@ -312,9 +312,11 @@ fn columns(group: &str, kind: &str) -> Vec<Col> {
             col("Allowed Disruptions", "integer", 0, "Calculated number of pods that may be disrupted at this time."),
             age_col(),
         ],
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => vec![
+        ("networking.k8s.io", "IngressClass") => vec![
             name_col(),
-            col("Created At", "string", 0, doc(META, "creationTimestamp")),
+            col("Controller", "string", 0, "Controller that is responsible for handling this class"),
+            col("Parameters", "string", 0, "A reference to a resource with additional parameters"),
+            age_col(),
         ],
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             let which = if kind == "RoleBinding" { "roleBinding" } else { "clusterRoleBinding" };
@@ -788,8 +790,23 @@ fn cells(info: &ResourceInfo, o: &Value, now: DateTime<Utc>) -> (Vec<Value>, Opt
                 age(o, now),
             ]
         }
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
-            vec![name(o), json!(s(o, "/metadata/creationTimestamp"))]
+        ("networking.k8s.io", "IngressClass") => {
+            let params = match o.pointer("/spec/parameters").filter(|p| p.is_object()) {
+                Some(p) => {
+                    let kind = match s(p, "/apiGroup") {
+                        "" => s(p, "/kind").to_string(),
+                        g => format!("{}.{g}", s(p, "/kind")),
+                    };
+                    format!("{kind}/{}", s(p, "/name"))
+                }
+                None => "<none>".into(),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/controller")),
+                json!(params),
+                age(o, now),
+            ]
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             let mut users = Vec::new();
