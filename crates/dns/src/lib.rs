@@ -77,8 +77,13 @@ impl DnsConfig {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         forward::parse_resolv_conf(&text)
             .into_iter()
-            // Never forward to ourselves: that would loop until the query times out.
-            .filter(|a| *a != self.listen)
+            // Never forward to ourselves (our address, or the cluster DNS Service if the
+            // pod was given ClusterFirst by mistake): that would loop until the query
+            // times out.
+            .filter(|a| {
+                *a != self.listen
+                    && *a != SocketAddr::from((skiff_api::defaults::DNS_SERVICE_IP, 53))
+            })
             .collect()
     }
 }
