@@ -95,8 +95,13 @@ fn default_pod(o: &mut Map<String, Value>) {
     let spec = obj_at(o, "spec");
     default_pod_spec(spec);
     set(spec, "enableServiceLinks", json!(true));
-    // Priority admission: no PriorityClass named means priority 0.
-    set(spec, "priority", json!(0));
+    // Priority admission: the built-in classes, else no class (or an unknown one) is 0.
+    let priority = match spec.get("priorityClassName").and_then(Value::as_str) {
+        Some("system-node-critical") => 2_000_001_000,
+        Some("system-cluster-critical") => 2_000_000_000,
+        _ => 0,
+    };
+    set(spec, "priority", json!(priority));
     set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     // SetDefaults_Pod: requests default to limits.
     for list in ["containers", "initContainers"] {

@@ -148,3 +148,46 @@ fn invalid_status_shape() {
         json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"})
     );
 }
+
+#[test]
+fn dns_addon_shaped_objects_are_valid_after_defaulting() {
+    let info = lookup("apps", "v1", "deployments").expect("deployments");
+    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"replicas": 2, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
+                "spec": {"priorityClassName": "system-cluster-critical", "serviceAccountName": "coredns",
+                    "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
+                    "containers": [{"name": "coredns", "image": "skiff", "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"containerPort": 53, "name": "dns", "protocol": "UDP"},
+                                  {"containerPort": 53, "name": "dns-tcp", "protocol": "TCP"},
+                                  {"containerPort": 9153, "name": "metrics", "protocol": "TCP"}],
+                        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080, "scheme": "HTTP"}},
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}}}],
+                    "dnsPolicy": "Default"}}}});
+    crate::default_object(info, &mut d);
+    assert_eq!(validate(info, &d, None), vec![]);
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"],
+        json!({"maxUnavailable": 1, "maxSurge": "25%"})
+    );
+    let svc_info = lookup("", "v1", "services").expect("services");
+    let mut s = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+                     "annotations": {"prometheus.io/port": "9153"}},
+        "spec": {"selector": {"k8s-app": "kube-dns"}, "clusterIP": "10.96.0.10",
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                      {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                      {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}});
+    crate::default_object(svc_info, &mut s);
+    assert_eq!(validate(svc_info, &s, None), vec![]);
+    let pod_info = lookup("", "v1", "pods").expect("pods");
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "coredns-x"},
+        "spec": d["spec"]["template"]["spec"].clone()});
+    crate::default_object(pod_info, &mut p);
+    assert_eq!(p["spec"]["priority"], 2_000_000_000);
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+    assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(3));
+}
