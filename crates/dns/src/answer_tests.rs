@@ -273,9 +273,9 @@ fn unknown_reverse_names_are_forwarded() {
         ask(&r, "1.2.0.192.in-addr.arpa.", RecordType::PTR),
         Outcome::Forward
     ));
-    // An endpoint without hostname has no PTR of ours.
+    // Not-ready endpoints have no PTR of ours.
     assert!(matches!(
-        ask(&r, "6.2.244.10.in-addr.arpa.", RecordType::PTR),
+        ask(&r, "7.3.244.10.in-addr.arpa.", RecordType::PTR),
         Outcome::Forward
     ));
 }
@@ -305,6 +305,11 @@ fn headless_a_lists_ready_endpoints() {
     assert_eq!(
         local(&r, "5.1.244.10.in-addr.arpa.", RecordType::PTR),
         "No Error aa\nAN 5.1.244.10.in-addr.arpa. 5 PTR web-0.web.apps.svc.cluster.local."
+    );
+    // Without a hostname, the PTR names the system-assigned one.
+    assert_eq!(
+        local(&r, "6.2.244.10.in-addr.arpa.", RecordType::PTR),
+        "No Error aa\nAN 6.2.244.10.in-addr.arpa. 5 PTR 10-244-2-6.web.apps.svc.cluster.local."
     );
 }
 

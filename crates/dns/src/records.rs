@@ -482,9 +482,10 @@ fn service_records(
                         };
                         out.push((base.clone(), addr_rec(addr)));
                         out.push((host.clone(), addr_rec(addr)));
-                        if ep.hostname.as_deref().is_some_and(|h| !h.is_empty()) {
-                            out.push((reverse_name(addr), Rec::Ptr(host_name.clone())));
-                        }
+                        // The spec's endpoint "hostname" is the hostname field or a
+                        // system-assigned identifier (here the dashed address), so every
+                        // published endpoint gets its PTR.
+                        out.push((reverse_name(addr), Rec::Ptr(host_name.clone())));
                         for p in slice.ports.iter().filter(|p| !p.name.is_empty()) {
                             out.push((
                                 srv_name(p),
