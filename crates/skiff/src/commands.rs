@@ -1,7 +1,7 @@
 //! What each sub-command does: build the components' configs and run them.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +14,11 @@ use crate::cli::{
     AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, NodeCommand, ProxyArgs,
     ProxyModeArg, ServerArgs, UpArgs,
 };
+
+/// How often the proxy rewrites every rule. As kube-proxy since partial syncs (KEP-3453):
+/// hourly, because in between only changed Services are rewritten and the canary chains
+/// catch a flushed table; a full rewrite also resets every rule's packet counters.
+const PROXY_FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -290,6 +295,11 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         mode: proxy_mode(args.proxy_mode),
         node_ips: args.node_ip.into_iter().collect(),
+        sync_period: PROXY_FULL_SYNC_PERIOD,
+        metrics_bind: Some(SocketAddr::from((
+            [0, 0, 0, 0],
+            skiff_api::defaults::PROXY_METRICS_PORT,
+        ))),
         ..Default::default()
     };
     tokio::spawn(log_exit(
@@ -311,6 +321,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         node_name: args.node_name.unwrap_or_else(hostname),
         cluster_cidr: args.cluster_cidr,
         mode: proxy_mode(args.proxy_mode),
+        sync_period: PROXY_FULL_SYNC_PERIOD,
         ..Default::default()
     };
     skiff_proxy::run(client, cfg).await
