@@ -22,6 +22,9 @@ struct Req {
 
 type Log = Arc<Mutex<Vec<Req>>>;
 
+/// Whether the seed Deployment "exists" on the fake server.
+type Exists = Arc<std::sync::atomic::AtomicBool>;
+
 fn seed_service() -> Value {
     let last = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"annotations": {}, "name": "httpd-svc", "namespace": "default"},
@@ -34,6 +37,24 @@ fn seed_service() -> Value {
                  "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 80}],
                  "selector": {"run": "httpd"}, "sessionAffinity": "None", "type": "ClusterIP"},
         "status": {"loadBalancer": {}}})
+}
+
+/// The seed Deployment as stored after `kubectl apply` (defaulted, in apps/v1beta1).
+fn seed_deployment() -> Value {
+    let manifest = json!({"apiVersion": "apps/v1beta1", "kind": "Deployment",
+        "metadata": {"name": "httpd", "namespace": "default"},
+        "spec": {"replicas": 4, "template": {"metadata": {"labels": {"run": "httpd"}},
+            "spec": {"containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80}]}]}}}});
+    let info = lookup("apps", "v1beta1", "deployments").expect("deployments");
+    let mut last = manifest.clone();
+    last["metadata"]["annotations"] = json!({});
+    let mut d = skiff_resources::convert(manifest, "apps/v1");
+    skiff_resources::default_object(info, &mut d);
+    d["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/last-applied-configuration": last.to_string()});
+    d["metadata"]["uid"] = json!("u2");
+    d["metadata"]["resourceVersion"] = json!("7");
+    skiff_resources::convert(d, "apps/v1beta1")
 }
 
 fn respond(stream: &mut TcpStream, code: u16, ct: &str, body: &Value) {
@@ -50,7 +71,7 @@ fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
-fn handle(mut stream: TcpStream, log: &Log) {
+fn handle(mut stream: TcpStream, log: &Log, deployment_exists: &Exists) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -137,6 +158,24 @@ fn handle(mut stream: TcpStream, log: &Log) {
                 &t,
             )
         }
+        ("GET", ["apis", "apps", "v1beta1", "namespaces", "default", "deployments", "httpd"])
+            if deployment_exists.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            respond(&mut stream, 200, JSON, &seed_deployment())
+        }
+        ("PATCH", ["apis", "apps", "v1beta1", "namespaces", "default", "deployments", "httpd"]) => {
+            let info = lookup("apps", "v1beta1", "deployments").expect("deployments");
+            let patch: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            match skiff_resources::strategic_merge_patch(info, &seed_deployment(), &patch) {
+                Ok(v) => respond(&mut stream, 200, JSON, &v),
+                Err(e) => respond(
+                    &mut stream,
+                    422,
+                    JSON,
+                    &json!({"kind": "Status", "message": e.to_string(), "code": 422}),
+                ),
+            }
+        }
         ("PATCH", ["api", "v1", "namespaces", "default", "services", "httpd-svc"]) => {
             let info = lookup("", "v1", "services").expect("services");
             let patch: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -183,6 +222,7 @@ fn handle(mut stream: TcpStream, log: &Log) {
 
 struct Fake {
     log: Log,
+    deployment_exists: Exists,
     dir: tempfile::TempDir,
 }
 
@@ -201,10 +241,12 @@ impl Fake {
         let port = listener.local_addr().expect("addr").port();
         let log: Log = Arc::new(Mutex::new(Vec::new()));
         let l2 = log.clone();
+        let deployment_exists: Exists = Arc::default();
+        let e2 = deployment_exists.clone();
         // The thread ends with the test process.
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
-                handle(s, &l2);
+                handle(s, &l2, &e2);
             }
         });
         let dir = tempfile::tempdir().expect("tempdir");
@@ -214,7 +256,11 @@ impl Fake {
              users: [{{name: u, user: {{}}}}]\ncurrent-context: f\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kc).expect("kubeconfig");
-        Some(Fake { log, dir })
+        Some(Fake {
+            log,
+            deployment_exists,
+            dir,
+        })
     }
 
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
@@ -307,6 +353,40 @@ fn kubectl_apply_v1beta1_deployment_creates() {
     assert!(posts[0]
         .path
         .starts_with("/apis/apps/v1beta1/namespaces/default/deployments"));
+}
+
+#[test]
+fn kubectl_apply_changed_deployment_patches_by_container_name() {
+    let Some(f) = Fake::start() else { return };
+    f.deployment_exists
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let changed = "apiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: httpd\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: httpd\n    spec:\n      containers:\n      - name: httpd\n        image: httpd:2.4\n        ports:\n        - containerPort: 80\n      - name: sidecar\n        image: busybox\n";
+    let file = f.dir.path().join("d.yaml");
+    std::fs::write(&file, changed).expect("manifest");
+    let (ok, out) = f.kubectl(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "deployment.apps/httpd configured");
+    let patches = f.requests("PATCH");
+    let p: Value = serde_json::from_str(&patches[0].body).expect("patch json");
+    assert_eq!(
+        p["spec"]["template"]["spec"]["$setElementOrder/containers"],
+        json!([{"name": "httpd"}, {"name": "sidecar"}])
+    );
+    let info = lookup("apps", "v1beta1", "deployments").expect("deployments");
+    let merged =
+        skiff_resources::strategic_merge_patch(info, &seed_deployment(), &p).expect("merge");
+    let cs = &merged["spec"]["template"]["spec"]["containers"];
+    assert_eq!(cs[0]["image"], "httpd:2.4");
+    assert_eq!(
+        cs[0]["terminationMessagePath"], "/dev/termination-log",
+        "server-set fields stay"
+    );
+    assert_eq!(
+        cs[0]["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}])
+    );
+    assert_eq!(cs[1]["name"], "sidecar");
+    assert_eq!(merged["spec"]["replicas"], 2);
 }
 
 #[test]
