@@ -30,7 +30,7 @@ pub use registry::{lookup, lookup_kind, resources, split_api_version, ResourceIn
 pub use smp::{strategic_merge_patch, PatchError};
 pub use table::{table, IncludeObject};
 pub use unknown::unknown_fields;
-pub use validation::{validate, FieldError, FieldErrorKind};
+pub use validation::{invalid_status, validate, FieldError, FieldErrorKind};
 
 #[cfg(test)]
 pub(crate) mod test_support;

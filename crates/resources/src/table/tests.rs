@@ -1,6 +1,7 @@
 //! Golden tests of the Tables for the seed's objects (and the pod statuses kubectl shows).
 //! `UPDATE_GOLDEN=1 cargo test -p skiff-resources` rewrites the files.
 
+use super::access::{format_label_selector, parse_time};
 use super::*;
 use crate::registry::lookup;
 use crate::test_support::golden;
