@@ -1,0 +1,98 @@
+//! Per-kind validation rules, one module per family of kinds.
+
+use serde_json::{json, Value};
+
+use super::FieldError;
+use crate::registry::ResourceInfo;
+
+mod meta;
+mod pod;
+mod service;
+mod workload;
+
+use meta::{validate_data, validate_meta};
+use pod::{validate_pod_spec, validate_pod_template, validate_pod_update};
+use service::validate_service;
+use workload::validate_workload;
+
+pub(super) type Errs = Vec<FieldError>;
+
+pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+pub(super) fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Errs {
+    let mut e = Errs::new();
+    validate_meta(info, obj, old, &mut e);
+    match (info.group, info.kind) {
+        ("", "Pod") => {
+            validate_pod_spec(
+                obj.get("spec").unwrap_or(&Value::Null),
+                "spec",
+                true,
+                &mut e,
+            );
+            if let Some(old) = old {
+                validate_pod_update(obj, old, &mut e);
+            }
+        }
+        ("", "Service") => validate_service(obj, old, &mut e),
+        ("", "ConfigMap") => validate_data(obj, "data", true, &mut e),
+        ("", "Secret") => {
+            validate_data(obj, "data", false, &mut e);
+            if let Some(old) = old {
+                if s(obj, "/type").unwrap_or("Opaque") != s(old, "/type").unwrap_or("Opaque") {
+                    e.push(FieldError::invalid(
+                        "type",
+                        json!(s(obj, "/type").unwrap_or("")),
+                        "field is immutable",
+                    ));
+                }
+            }
+        }
+        ("", "Node") => {
+            if let Some(old) = old {
+                let before = old
+                    .pointer("/spec/podCIDR")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let after = obj
+                    .pointer("/spec/podCIDR")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !before.is_empty() && before != after {
+                    e.push(FieldError::forbidden(
+                        "spec.podCIDRs",
+                        "node updates may not change podCIDR except from \"\" to valid",
+                    ));
+                }
+            }
+        }
+        ("apps", "Deployment")
+        | ("apps", "ReplicaSet")
+        | ("apps", "StatefulSet")
+        | ("apps", "DaemonSet") => validate_workload(info, obj, old, &mut e),
+        ("batch", "Job") => {
+            validate_pod_template(obj.pointer("/spec/template"), "spec.template", &mut e);
+            let rp = s(obj, "/spec/template/spec/restartPolicy").unwrap_or("");
+            if rp != "Never" && rp != "OnFailure" {
+                e.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    json!(rp),
+                    &["OnFailure", "Never"],
+                ));
+            }
+        }
+        _ => {}
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests;

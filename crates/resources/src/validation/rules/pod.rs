@@ -1,0 +1,197 @@
+//! Pod specs (also inside templates) and the restrictions on pod updates.
+
+use serde_json::{json, Value};
+
+use super::super::names::*;
+use super::super::FieldError;
+use super::service::PROTOCOLS;
+use super::{arr, s, Errs};
+
+pub(super) fn validate_pod_template(t: Option<&Value>, path: &str, e: &mut Errs) {
+    let Some(t) = t else {
+        e.push(FieldError::required(path, ""));
+        return;
+    };
+    if let Some(labels) = t.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            for m in is_qualified_name(k) {
+                e.push(FieldError::invalid(
+                    format!("{path}.metadata.labels"),
+                    json!(k),
+                    m,
+                ));
+            }
+            for m in is_valid_label_value(v.as_str().unwrap_or_default()) {
+                e.push(FieldError::invalid(
+                    format!("{path}.metadata.labels"),
+                    v.clone(),
+                    m,
+                ));
+            }
+        }
+    }
+    validate_pod_spec(
+        t.get("spec").unwrap_or(&Value::Null),
+        &format!("{path}.spec"),
+        true,
+        e,
+    );
+}
+
+pub(super) fn validate_pod_spec(spec: &Value, path: &str, require_image: bool, e: &mut Errs) {
+    let containers = arr(spec, "/containers");
+    if containers.is_empty() {
+        e.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (list, items) in [
+        ("initContainers", arr(spec, "/initContainers")),
+        ("containers", containers),
+    ] {
+        for (i, c) in items.iter().enumerate() {
+            let cp = format!("{path}.{list}[{i}]");
+            let name = s(c, "/name").unwrap_or("");
+            if name.is_empty() {
+                e.push(FieldError::required(format!("{cp}.name"), ""));
+            } else {
+                for m in is_dns1123_label(name) {
+                    e.push(FieldError::invalid(format!("{cp}.name"), json!(name), m));
+                }
+                if names.contains(&name) {
+                    e.push(FieldError::duplicate(format!("{cp}.name"), json!(name)));
+                }
+                names.push(name);
+            }
+            if require_image && s(c, "/image").unwrap_or("").trim().is_empty() {
+                e.push(FieldError::required(format!("{cp}.image"), ""));
+            }
+            if let Some(pol) = s(c, "/imagePullPolicy") {
+                const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+                if !POLICIES.contains(&pol) {
+                    e.push(FieldError::not_supported(
+                        format!("{cp}.imagePullPolicy"),
+                        json!(pol),
+                        POLICIES,
+                    ));
+                }
+            }
+            for (j, p) in arr(c, "/ports").iter().enumerate() {
+                let pp = format!("{cp}.ports[{j}]");
+                let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                for m in is_valid_port_num(port) {
+                    e.push(FieldError::invalid(
+                        format!("{pp}.containerPort"),
+                        json!(port),
+                        m,
+                    ));
+                }
+                if let Some(hp) = p.get("hostPort").and_then(Value::as_i64) {
+                    if hp != 0 {
+                        for m in is_valid_port_num(hp) {
+                            e.push(FieldError::invalid(format!("{pp}.hostPort"), json!(hp), m));
+                        }
+                    }
+                }
+                if let Some(proto) = s(p, "/protocol") {
+                    if !PROTOCOLS.contains(&proto) {
+                        e.push(FieldError::not_supported(
+                            format!("{pp}.protocol"),
+                            json!(proto),
+                            PROTOCOLS,
+                        ));
+                    }
+                }
+                if let Some(n) = s(p, "/name") {
+                    for m in is_valid_port_name(n) {
+                        e.push(FieldError::invalid(format!("{pp}.name"), json!(n), m));
+                    }
+                }
+            }
+            for (j, env) in arr(c, "/env").iter().enumerate() {
+                if s(env, "/name").unwrap_or("").is_empty() {
+                    e.push(FieldError::required(format!("{cp}.env[{j}].name"), ""));
+                }
+            }
+        }
+    }
+    if let Some(rp) = s(spec, "/restartPolicy") {
+        const RP: &[&str] = &["Always", "OnFailure", "Never"];
+        if !RP.contains(&rp) {
+            e.push(FieldError::not_supported(
+                format!("{path}.restartPolicy"),
+                json!(rp),
+                RP,
+            ));
+        }
+    }
+    if let Some(dp) = s(spec, "/dnsPolicy") {
+        const DP: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+        if !DP.contains(&dp) {
+            e.push(FieldError::not_supported(
+                format!("{path}.dnsPolicy"),
+                json!(dp),
+                DP,
+            ));
+        }
+    }
+    let mut vols: Vec<&str> = Vec::new();
+    for (i, v) in arr(spec, "/volumes").iter().enumerate() {
+        let name = s(v, "/name").unwrap_or("");
+        let vp = format!("{path}.volumes[{i}].name");
+        if name.is_empty() {
+            e.push(FieldError::required(vp, ""));
+        } else {
+            for m in is_dns1123_label(name) {
+                e.push(FieldError::invalid(vp.clone(), json!(name), m));
+            }
+            if vols.contains(&name) {
+                e.push(FieldError::duplicate(vp, json!(name)));
+            }
+            vols.push(name);
+        }
+    }
+}
+
+/// Pod spec updates may change only images, `activeDeadlineSeconds`, additions to
+/// tolerations, `terminationGracePeriodSeconds` and removal of scheduling gates.
+pub(super) fn validate_pod_update(new: &Value, old: &Value, e: &mut Errs) {
+    let mask = |spec: &Value| -> Value {
+        let mut spec = spec.clone();
+        if let Some(m) = spec.as_object_mut() {
+            for list in ["containers", "initContainers"] {
+                if let Some(Value::Array(cs)) = m.get_mut(list) {
+                    for c in cs.iter_mut() {
+                        if let Some(c) = c.as_object_mut() {
+                            c.remove("image");
+                        }
+                    }
+                }
+            }
+            for k in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+                "schedulingGates",
+            ] {
+                m.remove(k);
+            }
+        }
+        spec
+    };
+    let new_spec = new.get("spec").cloned().unwrap_or(Value::Null);
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    if mask(&new_spec) != mask(&old_spec) {
+        e.push(FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    let old_tol = arr(old, "/spec/tolerations");
+    let new_tol = arr(new, "/spec/tolerations");
+    if old_tol.iter().any(|t| !new_tol.contains(t)) {
+        e.push(FieldError::forbidden(
+            "spec.tolerations",
+            "existing toleration can not be modified except its tolerationSeconds",
+        ));
+    }
+}
