@@ -225,6 +225,7 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
         }
     }
     if new_taints != taints {
+        tracing::info!(node = name, taints = ?new_taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect::<Vec<_>>(), "updating node taints");
         let patch = serde_json::json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": new_taints}});
         nodes_api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -257,6 +258,7 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
         let due = added + delay;
         if due <= now_s {
             let ns = pod.namespace().unwrap_or_default();
+            tracing::info!(pod = %format!("{ns}/{}", pod.name_any()), node = name, "evicting pod from tainted node");
             ctx.recorder.publish(
                 pod.as_ref(),
                 NORMAL,

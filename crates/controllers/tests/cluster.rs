@@ -2,236 +2,17 @@
 //! with the controllers and the scheduler running. No agent runs: the test plays the
 //! kubelet (pod IPs, Running/Ready status, finishing graceful deletions).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod common;
 
-use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
-
-struct Cluster {
-    client: Client,
-    _server: skiff_apiserver::ServerHandle,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        advertise_address: Some(Ipv4Addr::LOCALHOST),
-        ..Default::default()
-    })
-    .await
-    .expect("API server");
-    let client = Client::try_from(server.admin_client_config()).expect("client");
-    let cfg = skiff_controllers::ControllersConfig {
-        node_monitor_grace_period: Duration::from_secs(4),
-        pod_eviction_timeout_default: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let c = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = skiff_controllers::run(c, cfg).await {
-            panic!("controllers: {e:#}");
-        }
-    });
-    let c = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = skiff_scheduler::run(c).await {
-            panic!("scheduler: {e:#}");
-        }
-    });
-    Cluster {
-        client,
-        _server: server,
-        _dir: dir,
-    }
-}
-
-/// Polls `f` until it returns Some, or panics after `secs` with `what`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn add_node(client: &Client, name: &str, ip: &str, control_plane: bool) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut node = json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
-        "spec": {}
-    });
-    if control_plane {
-        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = "".into();
-        node["spec"]["taints"] =
-            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
-    }
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(node).expect("node"),
-        )
-        .await
-        .expect("create node");
-    set_node_ready(client, name, ip).await;
-}
-
-async fn set_node_ready(client: &Client, name: &str, ip: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({"status": {
-        "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-        "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
-                        "lastHeartbeatTime": now, "lastTransitionTime": now}]
-    }});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("node status");
-}
-
-/// Posts Ready status for `nodes` every second, as their kubelets would.
-fn heartbeats(
-    client: Client,
-    nodes: &'static [(&'static str, &'static str)],
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            for (name, ip) in nodes {
-                set_node_ready(&client, name, ip).await;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    })
-}
-
-/// Plays the kubelet of every node whose name is in `nodes`: gives bound pods an IP from
-/// the node's podCIDR and makes them Running and Ready, and finishes graceful deletions.
-fn fake_kubelets(client: Client, nodes: &'static [&'static str]) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let pods: Api<Pod> = Api::all(client.clone());
-        let node_api: Api<Node> = Api::all(client.clone());
-        let mut next_ip: BTreeMap<String, u8> = BTreeMap::new();
-        let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
-        while let Some(ev) = stream.next().await {
-            let pod = match ev {
-                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
-                _ => continue,
-            };
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-                continue;
-            };
-            if !nodes.contains(&node.as_str()) {
-                continue;
-            }
-            let ns = pod.namespace().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            if pod.metadata.deletion_timestamp.is_some() {
-                let _ = api
-                    .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
-                    .await;
-                continue;
-            }
-            if pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_ref())
-                .is_some()
-            {
-                continue;
-            }
-            let Ok(n) = node_api.get(&node).await else {
-                continue;
-            };
-            let Some(cidr) = n.spec.and_then(|s| s.pod_cidr) else {
-                continue;
-            };
-            let base = cidr.trim_end_matches(".0/24");
-            let i = next_ip.entry(node.clone()).or_insert(100);
-            *i += 1;
-            let ip = format!("{base}.{i}");
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let status = json!({"status": {
-                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now,
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    {"type": "Ready", "status": "True", "lastTransitionTime": now}
-                ]
-            }});
-            let _ = api
-                .patch_status(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                )
-                .await;
-        }
-    })
-}
-
-fn httpd_deployment(image: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "httpd", "namespace": "default"},
-        "spec": {
-            "replicas": 4,
-            "selector": {"matchLabels": {"run": "httpd"}},
-            "template": {
-                "metadata": {"labels": {"run": "httpd"}},
-                "spec": {"containers": [{"name": "httpd", "image": image, "ports": [{"containerPort": 80}]}]}
-            }
-        }
-    }))
-    .expect("deployment")
-}
-
-async fn rollout_done(deps: &Api<Deployment>, name: &str, want: i32) -> Option<Deployment> {
-    let d = deps.get(name).await.ok()?;
-    let s = d.status.clone()?;
-    let done = s.observed_generation >= d.metadata.generation
-        && s.updated_replicas == Some(want)
-        && s.replicas == Some(want)
-        && s.available_replicas == Some(want);
-    done.then_some(d)
-}
-
-async fn active_pods(client: &Client) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.list(&ListParams::default().labels("run=httpd"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_deployment_service_and_lifecycle() {
@@ -545,7 +326,18 @@ async fn silent_node_is_tainted_and_its_pods_move() {
     // Only k8s-n1 keeps posting status.
     let heartbeat = heartbeats(client.clone(), &[("k8s-n1", "192.0.2.11")]);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    deps.create(&PostParams::default(), &httpd_deployment("httpd"))
+    // Admission gives pods 300 s of toleration for unreachable nodes; ask for 1 s.
+    let mut d = httpd_deployment("httpd");
+    if let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        spec.tolerations = Some(
+            serde_json::from_value(json!([
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1},
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}
+            ]))
+            .expect("tolerations"),
+        );
+    }
+    deps.create(&PostParams::default(), &d)
         .await
         .expect("deployment");
     eventually(30, "rollout", || rollout_done(&deps, "httpd", 4)).await;

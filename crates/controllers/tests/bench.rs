@@ -1,0 +1,146 @@
+//! The issue's benchmark: a 1,000-replica Deployment over 100 registered nodes. Reports
+//! the time until every pod is bound, the scheduler's rate, and the latency from a pod's
+//! readiness change to its EndpointSlice. Ignored by default (minutes of CPU on 2 cores):
+//! `cargo test -p skiff-controllers --release --test bench -- --ignored --nocapture`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const NODES: usize = 100;
+const REPLICAS: i32 = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run explicitly"]
+async fn thousand_replicas_on_a_hundred_nodes() {
+    let cl = start().await;
+    let client = cl.client.clone();
+    let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:03}")).collect();
+    let ips: Vec<String> = (0..NODES).map(|i| format!("192.0.2.{}", i + 1)).collect();
+    for (n, ip) in names.iter().zip(&ips) {
+        add_node(&client, n, ip, false).await;
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(ips.iter().map(String::as_str))
+        .collect();
+    let _hb = heartbeats(client.clone(), &pairs);
+
+    // Watch bindings as they happen.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let watch_pods = pods.clone();
+    let bound = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let mut first: Option<Instant> = None;
+        let mut stream =
+            watcher::watcher(watch_pods, watcher::Config::default().labels("run=httpd")).boxed();
+        while let Some(ev) = stream.next().await {
+            if let Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) = ev {
+                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                    first.get_or_insert_with(Instant::now);
+                    seen.insert(p.name_any());
+                    if seen.len() == REPLICAS as usize {
+                        return (first, Instant::now());
+                    }
+                }
+            }
+        }
+        (first, Instant::now())
+    });
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut d = httpd_deployment("httpd");
+    if let Some(s) = d.spec.as_mut() {
+        s.replicas = Some(REPLICAS);
+    }
+    let t0 = Instant::now();
+    deps.create(&PostParams::default(), &d)
+        .await
+        .expect("deployment");
+    let (first_bound, all_bound) = tokio::time::timeout(Duration::from_secs(600), bound)
+        .await
+        .expect("all pods bound in time")
+        .expect("watch task");
+    let total = all_bound - t0;
+    let sched = all_bound - first_bound.unwrap_or(t0);
+    println!(
+        "bench: {REPLICAS} pods bound over {NODES} nodes {:.2} s after the Deployment was created; \
+         scheduler {:.0} pods/s (first to last binding)",
+        total.as_secs_f64(),
+        REPLICAS as f64 / sched.as_secs_f64().max(0.001)
+    );
+
+    // Endpoint latency: a Service over the pods, then readiness flips of single pods.
+    let _kubelets = fake_kubelets(client.clone(), &name_refs);
+    eventually(600, "rollout", || rollout_done(&deps, "httpd", REPLICAS)).await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "httpd-svc"},
+            "spec": {"selector": {"run": "httpd"}, "ports": [{"port": 80}]}}))
+        .expect("svc"),
+    )
+    .await
+    .expect("svc");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let ready_in_slices = || async {
+        let l = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=httpd-svc"))
+            .await
+            .ok()?;
+        let ready = l
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .count();
+        Some(ready)
+    };
+    eventually(120, "all endpoints ready", || async {
+        (ready_in_slices().await? == REPLICAS as usize).then_some(())
+    })
+    .await;
+    let victims: Vec<Pod> = pods
+        .list(&ListParams::default().labels("run=httpd").limit(20))
+        .await
+        .expect("pods")
+        .items;
+    let mut latencies = Vec::new();
+    for p in victims.iter().take(20) {
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()}]}});
+        let t = Instant::now();
+        pods.patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("not ready");
+        let want = REPLICAS as usize - latencies.len() - 1;
+        eventually(30, "slice update", || async {
+            (ready_in_slices().await? == want).then_some(())
+        })
+        .await;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    println!(
+        "bench: readiness change -> EndpointSlice (observed by polling lists of {REPLICAS} endpoints): p50 {:.0} ms, p99 {:.0} ms",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+}
