@@ -94,6 +94,12 @@ impl Cache {
     /// The cached answer to `req` with TTLs aged, if any; the response keeps `req`'s
     /// id and question.
     pub fn get(&self, key: &CacheKey, req: &Message) -> Option<(Message, HitKind)> {
+        self.get_until(key, req).map(|(m, k, _)| (m, k))
+    }
+
+    /// As [`Cache::get`], with the instant until which the answer stays the same (its
+    /// TTLs age in whole seconds), for the wire-level fast path.
+    pub fn get_until(&self, key: &CacheKey, req: &Message) -> Option<(Message, HitKind, Instant)> {
         if self.per_shard == 0 {
             return None;
         }
@@ -121,7 +127,9 @@ impl Cache {
         } else {
             HitKind::Denial
         };
-        Some((msg, kind))
+        let same_until =
+            (entry.stored + Duration::from_secs(u64::from(age) + 1)).min(entry.expires);
+        Some((msg, kind, same_until))
     }
 
     /// Stores an upstream response if it is cacheable.

@@ -82,6 +82,12 @@ impl Forwarder {
         self.cache.get(&key, req)
     }
 
+    /// As [`Forwarder::cached`], with the instant until which the answer is unchanged.
+    pub fn cached_until(&self, req: &Message) -> Option<(Message, HitKind, std::time::Instant)> {
+        let key = CacheKey::of(req)?;
+        self.cache.get_until(&key, req)
+    }
+
     /// Resolves `req` upstream (after a cache miss) and caches the answer. On failure
     /// of every upstream the answer is SERVFAIL.
     pub async fn resolve(&self, req: &Message) -> Message {

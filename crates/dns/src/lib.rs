@@ -15,6 +15,7 @@
 pub mod addon;
 pub mod answer;
 pub mod cache;
+pub mod fastpath;
 pub mod forward;
 pub mod http;
 pub mod metrics;

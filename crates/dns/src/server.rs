@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::answer::{self, Outcome};
+use crate::fastpath::{self, FastPath, Validity};
 use crate::forward::Forwarder;
 use crate::metrics::{Metrics, Proto};
 use crate::records::Records;
@@ -34,6 +35,7 @@ pub struct Handler {
     ttl: u32,
     forwarder: Forwarder,
     metrics: Metrics,
+    fast: FastPath,
 }
 
 /// A request that needs the upstreams.
@@ -64,6 +66,7 @@ impl Handler {
             ttl,
             forwarder,
             metrics,
+            fast: FastPath::default(),
         }
     }
 
@@ -89,6 +92,21 @@ impl Handler {
     /// The part of the pipeline that needs no IO.
     pub fn step(&self, bytes: &[u8], proto: Proto) -> Step {
         let start = Instant::now();
+        // Read before answering: an answer built while the store changes is then
+        // already stale when kept, never wrongly fresh.
+        let serial = self.records.serial();
+        let wire = fastpath::parse(bytes);
+        if let Some(w) = &wire {
+            if let Some(fast) = self.fast.answer(bytes, w, serial) {
+                self.metrics.request(proto, RecordType::from(w.qtype));
+                if let Some(kind) = fast.cache_hit {
+                    self.metrics.cache_hit(kind);
+                }
+                self.metrics
+                    .response(ResponseCode::from(0, fast.rcode), start.elapsed());
+                return Step::Reply(fast.bytes);
+            }
+        }
         let req = match Message::from_vec(bytes) {
             Ok(m) => m,
             Err(_) => return self.malformed(bytes, start),
@@ -117,17 +135,28 @@ impl Handler {
             }
         }
         match answer::answer(&self.records, self.ttl, &req) {
-            Outcome::Local(resp) => Step::Reply(self.finish(&req, resp, proto, start)),
+            Outcome::Local(resp) => {
+                let out = self.finish(&req, resp, proto, start);
+                if let Some(w) = &wire {
+                    self.fast.keep(w, &out, Validity::Serial(serial), None);
+                }
+                Step::Reply(out)
+            }
             Outcome::Chase { partial, target } => Step::Upstream(Box::new(Pending {
                 req,
                 proto,
                 start,
                 chase: Some((partial, target)),
             })),
-            Outcome::Forward => match self.forwarder.cached(&req) {
-                Some((resp, kind)) => {
+            Outcome::Forward => match self.forwarder.cached_until(&req) {
+                Some((resp, kind, same_until)) => {
                     self.metrics.cache_hit(kind);
-                    Step::Reply(self.finish(&req, resp, proto, start))
+                    let out = self.finish(&req, resp, proto, start);
+                    if let Some(w) = &wire {
+                        self.fast
+                            .keep(w, &out, Validity::Until(same_until), Some(kind));
+                    }
+                    Step::Reply(out)
                 }
                 None => Step::Upstream(Box::new(Pending {
                     req,

@@ -232,6 +232,21 @@ async fn cluster_names_over_udp_and_tcp() {
         a_records(&m),
         vec!["10.110.212.171".parse::<IpAddr>().unwrap()]
     );
+    // Asked again in other spellings (the second one is answered from kept bytes): the
+    // question and the answer's owner are spelled as asked.
+    for spelling in [
+        "HTTPD-Svc.Default.SVC.cluster.local.",
+        "httpd-svc.DEFAULT.svc.Cluster.Local.",
+    ] {
+        let m = udp_query(f.addr, &q(spelling, RecordType::A)).await;
+        assert_eq!(m.id(), 4242);
+        assert_eq!(m.queries()[0].name().to_ascii(), spelling);
+        assert_eq!(m.answers()[0].name().to_ascii(), spelling);
+        assert_eq!(
+            a_records(&m),
+            vec!["10.110.212.171".parse::<IpAddr>().unwrap()]
+        );
+    }
     let m = tcp_query(f.addr, &q("db.other.svc.cluster.local.", RecordType::A)).await;
     assert_eq!(a_records(&m), vec!["10.96.7.7".parse::<IpAddr>().unwrap()]);
     let m = udp_query(f.addr, &q("nope.default.svc.cluster.local.", RecordType::A)).await;
@@ -283,6 +298,11 @@ async fn forwarding_and_cache() {
     assert_eq!(m.queries()[0].name().to_ascii(), "WWW.Example.TEST.");
     assert!(!m.authoritative(), "cached answers are not authoritative");
     assert_eq!(f.handler.metrics().cache_hits_total(), before + 1);
+    // A third time, from the kept bytes: same answer, spelled as asked, counted as a hit.
+    let m = udp_query(f.addr, &q("www.EXAMPLE.test.", RecordType::A)).await;
+    assert_eq!(a_records(&m), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(m.queries()[0].name().to_ascii(), "www.EXAMPLE.test.");
+    assert_eq!(f.handler.metrics().cache_hits_total(), before + 2);
     // Over TCP as well.
     let m = tcp_query(f.addr, &q("tcp.example.test.", RecordType::A)).await;
     assert_eq!(a_records(&m), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
