@@ -37,11 +37,25 @@ fn objects(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
     let mut slices = Vec::new();
     for i in 0..n {
         let name = format!("svc-{i}");
-        services.push(service("bench", &name, "ClusterIP", &ip(svc_base, i), &[("http", 80, "TCP", 0)]));
+        services.push(service(
+            "bench",
+            &name,
+            "ClusterIP",
+            &ip(svc_base, i),
+            &[("http", 80, "TCP", 0)],
+        ));
         let eps: Vec<String> = (0..5).map(|k| ip(ep_base, i * 5 + k)).collect();
-        let specs: Vec<(&str, &str, bool, bool, bool)> =
-            eps.iter().map(|e| (e.as_str(), "n1", true, true, false)).collect();
-        slices.push(slice("bench", &name, &format!("{name}-1"), &[("http", 8080, "TCP")], &specs));
+        let specs: Vec<(&str, &str, bool, bool, bool)> = eps
+            .iter()
+            .map(|e| (e.as_str(), "n1", true, true, false))
+            .collect();
+        slices.push(slice(
+            "bench",
+            &name,
+            &format!("{name}-1"),
+            &[("http", 8080, "TCP")],
+            &specs,
+        ));
     }
     (services, slices)
 }
@@ -90,9 +104,18 @@ async fn main() -> anyhow::Result<()> {
             let c = ports.clone();
             let cl = t.elapsed();
             let t = Instant::now();
-            let cc = skiff_proxy::sync::conntrack_cleanups(&c, &ports);
+            let cc = skiff_proxy::sync::conntrack_cleanups(&skiff_proxy::sync::changes(&c, &ports));
             let ct = t.elapsed();
-            println!("{n}: build {} generate {} render {} ({}) clone {} conntrack {} ({})", ms(b), ms(g), ms(r), txt.len(), ms(cl), ms(ct), cc.len());
+            println!(
+                "{n}: build {} generate {} render {} ({}) clone {} conntrack {} ({})",
+                ms(b),
+                ms(g),
+                ms(r),
+                txt.len(),
+                ms(cl),
+                ms(ct),
+                cc.len()
+            );
         }
         return Ok(());
     }
@@ -110,7 +133,12 @@ async fn main() -> anyhow::Result<()> {
                 Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), name])
             } else {
                 // Generation only: every command reads its input and succeeds.
-                Runner::with_prefix(vec!["sh".into(), "-c".into(), "cat >/dev/null".into(), "sh".into()])
+                Runner::with_prefix(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "cat >/dev/null".into(),
+                    "sh".into(),
+                ])
             };
             let mut engine = Engine::new(
                 EngineConfig {

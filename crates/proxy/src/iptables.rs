@@ -262,24 +262,29 @@ pub fn probability(n: usize) -> String {
     format!("{:.11}", fixed / 2_147_483_648.0)
 }
 
-/// Generates the full rule set for the given service ports.
-pub fn generate(ports: &ServicePortMap, cfg: &GenConfig) -> Ruleset {
+/// Static chains of the filter table, in declaration order.
+const FILTER_STATIC: [&str; 5] = [
+    SERVICES_CHAIN,
+    EXTERNAL_SERVICES_CHAIN,
+    FORWARD_CHAIN,
+    NODEPORTS_CHAIN,
+    PROXY_FIREWALL_CHAIN,
+];
+/// Static chains of the nat table, in declaration order.
+const NAT_STATIC: [&str; 4] = [
+    SERVICES_CHAIN,
+    NODEPORTS_CHAIN,
+    POSTROUTING_CHAIN,
+    MARK_MASQ_CHAIN,
+];
+
+/// The static chains with their fixed rules (no service contributions yet).
+fn static_rules(cfg: &GenConfig) -> Ruleset {
     let mut rs = Ruleset::default();
-    for name in [
-        SERVICES_CHAIN,
-        EXTERNAL_SERVICES_CHAIN,
-        FORWARD_CHAIN,
-        NODEPORTS_CHAIN,
-        PROXY_FIREWALL_CHAIN,
-    ] {
+    for name in FILTER_STATIC {
         rs.filter.chain(name);
     }
-    for name in [
-        SERVICES_CHAIN,
-        NODEPORTS_CHAIN,
-        POSTROUTING_CHAIN,
-        MARK_MASQ_CHAIN,
-    ] {
+    for name in NAT_STATIC {
         rs.nat.chain(name);
     }
     let mark = cfg.mark();
@@ -316,18 +321,259 @@ pub fn generate(ports: &ServicePortMap, cfg: &GenConfig) -> Ruleset {
     );
     rs.nat
         .add(MARK_MASQ_CHAIN, &format!("-j MARK --or-mark {mark}"));
-
-    for sp in ports.values() {
-        service_rules(&mut rs, sp, cfg);
-    }
-    rs.nat.add(
-        SERVICES_CHAIN,
-        &format!(
-            "{} -m addrtype --dst-type LOCAL -j {NODEPORTS_CHAIN}",
-            comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-        ),
-    );
     rs
+}
+
+/// The last rule of nat `KUBE-SERVICES`: local destinations go on to the node ports.
+fn nodeports_jump() -> String {
+    format!(
+        "-A {SERVICES_CHAIN} {} -m addrtype --dst-type LOCAL -j {NODEPORTS_CHAIN}",
+        comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+    )
+}
+
+/// One service port's contribution: its rules in the static chains and its own chains.
+pub fn port_rules(sp: &ServicePort, cfg: &GenConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    service_rules(&mut rs, sp, cfg);
+    rs
+}
+
+/// Puts the static rules and the ports' contributions (in order) together.
+pub fn assemble<'a>(frags: impl IntoIterator<Item = &'a Ruleset>, cfg: &GenConfig) -> Ruleset {
+    let mut rs = static_rules(cfg);
+    for f in frags {
+        for (mine, theirs) in [(&mut rs.filter, &f.filter), (&mut rs.nat, &f.nat)] {
+            for c in &theirs.chains {
+                mine.chain(&c.name).rules.extend(c.rules.iter().cloned());
+            }
+        }
+    }
+    let last = nodeports_jump();
+    rs.nat.chain(SERVICES_CHAIN).rules.push(last);
+    rs
+}
+
+/// Generates the full rule set for the given service ports.
+pub fn generate(ports: &ServicePortMap, cfg: &GenConfig) -> Ruleset {
+    let frags: Vec<Ruleset> = ports.values().map(|sp| port_rules(sp, cfg)).collect();
+    assemble(&frags, cfg)
+}
+
+/// Lines per `iptables-restore` transaction in a full sync. iptables-nft 1.8's restore
+/// slows down quadratically with the size of one `--noflush` transaction (60,000 chain
+/// declarations take minutes in one, two seconds in chunks of this size).
+pub const CHUNK_LINES: usize = 2000;
+
+fn push_line(out: &mut String, line: &str) {
+    out.push_str(line);
+    out.push('\n');
+}
+
+/// A full sync as a sequence of `iptables-restore --noflush` inputs, applied in order:
+///
+/// 1. the masquerade chains (so that per-service chains can jump to them);
+/// 2. the per-service chains, a bounded number of lines per transaction, each port's
+///    chains together (they only jump to each other and to `KUBE-MARK-MASQ`);
+/// 3. one transaction rewriting the dispatch chains of both tables at once (filter
+///    `KUBE-SERVICES`..., nat `KUBE-SERVICES`, `KUBE-NODEPORTS`), which switches the
+///    traffic over atomically;
+/// 4. the removal of per-service chains that exist (`existing`, read from the kernel)
+///    but are no longer wanted: all flushed first, then deleted.
+pub fn render_full<'a>(
+    frags: impl Iterator<Item = &'a Ruleset> + Clone,
+    existing: &BTreeSet<String>,
+    cfg: &GenConfig,
+) -> Vec<String> {
+    let statics = static_rules(cfg);
+    let mut txs = Vec::new();
+    let mut first = String::from("*nat\n");
+    for n in [MARK_MASQ_CHAIN, POSTROUTING_CHAIN] {
+        let _ = writeln!(first, ":{n} - [0:0]");
+    }
+    for n in [MARK_MASQ_CHAIN, POSTROUTING_CHAIN] {
+        for r in statics
+            .nat
+            .get(n)
+            .map(|c| c.rules.as_slice())
+            .unwrap_or_default()
+        {
+            push_line(&mut first, r);
+        }
+    }
+    first.push_str("COMMIT\n");
+    txs.push(first);
+
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    let (mut decl, mut rules, mut lines) = (String::new(), String::new(), 0usize);
+    let flush =
+        |decl: &mut String, rules: &mut String, lines: &mut usize, txs: &mut Vec<String>| {
+            if *lines > 0 {
+                txs.push(format!("*nat\n{decl}{rules}COMMIT\n"));
+                decl.clear();
+                rules.clear();
+                *lines = 0;
+            }
+        };
+    for f in frags.clone() {
+        for c in f
+            .nat
+            .chains
+            .iter()
+            .filter(|c| names::is_service_chain(&c.name))
+        {
+            wanted.insert(&c.name);
+            let _ = writeln!(decl, ":{} - [0:0]", c.name);
+            for r in &c.rules {
+                push_line(&mut rules, r);
+            }
+            lines += 1 + c.rules.len();
+        }
+        if lines >= CHUNK_LINES {
+            flush(&mut decl, &mut rules, &mut lines, &mut txs);
+        }
+    }
+    flush(&mut decl, &mut rules, &mut lines, &mut txs);
+
+    let mut dispatch = String::new();
+    for (table, names_) in [
+        ("filter", &FILTER_STATIC[..]),
+        ("nat", &[SERVICES_CHAIN, NODEPORTS_CHAIN][..]),
+    ] {
+        let pick = |r: &'a Ruleset| if table == "filter" { &r.filter } else { &r.nat };
+        let static_table = if table == "filter" {
+            &statics.filter
+        } else {
+            &statics.nat
+        };
+        let _ = writeln!(dispatch, "*{table}");
+        for n in names_ {
+            let _ = writeln!(dispatch, ":{n} - [0:0]");
+        }
+        for n in names_ {
+            for r in static_table
+                .get(n)
+                .map(|c| c.rules.as_slice())
+                .unwrap_or_default()
+            {
+                push_line(&mut dispatch, r);
+            }
+            for f in frags.clone() {
+                for r in pick(f)
+                    .get(n)
+                    .map(|c| c.rules.as_slice())
+                    .unwrap_or_default()
+                {
+                    push_line(&mut dispatch, r);
+                }
+            }
+            if table == "nat" && *n == SERVICES_CHAIN {
+                push_line(&mut dispatch, &nodeports_jump());
+            }
+        }
+        dispatch.push_str("COMMIT\n");
+    }
+    txs.push(dispatch);
+
+    let stale: Vec<&String> = existing
+        .iter()
+        .filter(|n| names::is_service_chain(n) && !wanted.contains(n.as_str()))
+        .collect();
+    for part in stale.chunks(CHUNK_LINES) {
+        let mut t = String::from("*nat\n");
+        for n in part {
+            let _ = writeln!(t, ":{n} - [0:0]");
+        }
+        t.push_str("COMMIT\n");
+        txs.push(t);
+    }
+    for part in stale.chunks(CHUNK_LINES) {
+        let mut t = String::from("*nat\n");
+        for n in part {
+            let _ = writeln!(t, "-X {n}");
+        }
+        t.push_str("COMMIT\n");
+        txs.push(t);
+    }
+    txs
+}
+
+/// A partial sync's restore input from the changed ports' fragments alone, touching
+/// only what changed: the changed ports' own chains are rewritten (declaring a chain
+/// flushes it), their rules in the shared dispatch chains are removed (`-D`) or inserted
+/// at the top (`-I CHAIN 1`, keeping the node-port jump last), and own chains that went
+/// away are deleted (`-X`). `changes` pairs each changed port's previous fragment with
+/// its new one (`None`: absent). Empty when nothing changes.
+pub fn render_partial(changes: &[(Option<&Ruleset>, Option<&Ruleset>)]) -> String {
+    fn pick<'b>(r: Option<&'b Ruleset>, table: &str) -> Option<&'b Table> {
+        r.map(|r| if table == "filter" { &r.filter } else { &r.nat })
+    }
+    let empty = Table::default();
+    let mut out = String::new();
+    for table in TABLES {
+        let (mut decl, mut deletes, mut inserts, mut rules, mut removes) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
+        for (old, new) in changes {
+            let old_t = pick(*old, table).unwrap_or(&empty);
+            let new_t = pick(*new, table).unwrap_or(&empty);
+            for c in &new_t.chains {
+                if names::is_service_chain(&c.name) && old_t.get(&c.name) != Some(c) {
+                    let _ = writeln!(decl, ":{} - [0:0]", c.name);
+                    for r in &c.rules {
+                        push_line(&mut rules, r);
+                    }
+                }
+            }
+            for c in &old_t.chains {
+                if names::is_service_chain(&c.name) && new_t.get(&c.name).is_none() {
+                    let _ = writeln!(decl, ":{} - [0:0]", c.name);
+                    let _ = writeln!(removes, "-X {}", c.name);
+                }
+            }
+            // A port's rules in a dispatch chain are replaced as a group, so that their
+            // order (masquerade before jump) is kept.
+            let dispatch: BTreeSet<&str> = old_t
+                .chains
+                .iter()
+                .chain(&new_t.chains)
+                .map(|c| c.name.as_str())
+                .filter(|n| !names::is_service_chain(n))
+                .collect();
+            for n in dispatch {
+                let before = old_t.get(n).map(|c| c.rules.as_slice()).unwrap_or_default();
+                let after = new_t.get(n).map(|c| c.rules.as_slice()).unwrap_or_default();
+                if before == after {
+                    continue;
+                }
+                for r in before {
+                    if let Some(rest) = r.strip_prefix("-A ") {
+                        let _ = writeln!(deletes, "-D {rest}");
+                    }
+                }
+                // Inserting each at position 1 in reverse keeps their order, and keeps
+                // the node-port jump at the end of KUBE-SERVICES.
+                let prefix = format!("-A {n} ");
+                for r in after.iter().rev() {
+                    if let Some(rest) = r.strip_prefix(&prefix) {
+                        let _ = writeln!(inserts, "-I {n} 1 {rest}");
+                    }
+                }
+            }
+        }
+        if decl.is_empty() && deletes.is_empty() && inserts.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "*{table}\n{decl}{deletes}{inserts}{rules}{removes}COMMIT\n"
+        );
+    }
+    out
 }
 
 /// `-d ip/32 -p proto -m comment ... -m proto --dport port` with an optional source

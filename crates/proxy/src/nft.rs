@@ -108,6 +108,50 @@ pub fn generate(ports: &ServicePortMap, cfg: &NftConfig) -> NftState {
     st
 }
 
+/// One service port's part of the state, without its cluster IP (shared by all ports
+/// of a Service, so the caller counts its users; see [`NftState::cluster_ips`]).
+pub fn port_state(sp: &ServicePort, cfg: &NftConfig) -> NftState {
+    let mut st = NftState::default();
+    service(&mut st, sp, cfg);
+    st.cluster_ips.clear();
+    st
+}
+
+impl NftState {
+    /// Adds a port's part (from [`port_state`]) to a whole state.
+    pub fn merge(&mut self, part: &NftState) {
+        for (k, v) in &part.chains {
+            self.chains.insert(k.clone(), v.clone());
+        }
+        for (m, elems) in &part.maps {
+            let dst = self.maps.entry(m).or_default();
+            for (k, v) in elems {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &part.affinity_sets {
+            self.affinity_sets.insert(k.clone(), *v);
+        }
+    }
+
+    /// Removes a port's part (as previously merged) from a whole state.
+    pub fn unmerge(&mut self, part: &NftState) {
+        for k in part.chains.keys() {
+            self.chains.remove(k);
+        }
+        for (m, elems) in &part.maps {
+            if let Some(dst) = self.maps.get_mut(m) {
+                for k in elems.keys() {
+                    dst.remove(k);
+                }
+            }
+        }
+        for k in part.affinity_sets.keys() {
+            self.affinity_sets.remove(k);
+        }
+    }
+}
+
 fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
     let name = sp.name.display();
     let proto = sp.name.protocol.lower();

@@ -12,9 +12,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
 use crate::apply::{ApplyError, Runner};
+use std::collections::BTreeMap;
+
 use crate::iptables::{self, GenConfig, Ruleset};
 use crate::metrics::Metrics;
-use crate::model::{self, categorize, Protocol, ServicePortMap};
+use crate::model::{self, categorize, Protocol, ServicePort, ServicePortMap, ServicePortName};
 use crate::nft::{self, NftConfig, NftState, SyncKind};
 use crate::watch::Cache;
 use crate::{ProxyConfig, ProxyMode};
@@ -64,91 +66,114 @@ pub struct ConntrackCleanup {
     pub dnat: Option<Ipv4Addr>,
 }
 
-/// Which conntrack entries become stale going from `old` to `new`: flows to endpoints a
-/// UDP service port no longer uses, and flows to a UDP service port that had no
-/// endpoints (they were rejected and would stay so).
-pub fn conntrack_cleanups(
-    old: &ServicePortMap,
-    new: &ServicePortMap,
-) -> BTreeSet<ConntrackCleanup> {
-    let mut out = BTreeSet::new();
-    for (name, sp) in new {
-        if sp.name.protocol != Protocol::Udp {
-            continue;
-        }
-        let now: BTreeSet<Ipv4Addr> = categorize(sp).all_reachable.iter().map(|e| e.ip).collect();
-        let before: BTreeSet<Ipv4Addr> = old
-            .get(name)
-            .map(|o| categorize(o).all_reachable.iter().map(|e| e.ip).collect())
-            .unwrap_or_default();
-        let dests: Vec<Ipv4Addr> = std::iter::once(sp.cluster_ip)
-            .chain(sp.external_ips.iter().copied())
-            .chain(sp.load_balancer_ips.iter().copied())
-            .collect();
-        if before.is_empty() && !now.is_empty() {
-            for d in &dests {
-                out.insert(ConntrackCleanup {
-                    protocol: Protocol::Udp,
-                    orig_dst: Some(*d),
-                    orig_port: None,
-                    dnat: None,
-                });
+/// One changed service port: what was applied before and what is wanted now.
+pub type Change<'a> = (Option<&'a ServicePort>, Option<&'a ServicePort>);
+
+/// The service ports that differ between two maps (a merge of the two sorted maps).
+pub fn changes<'a>(old: &'a ServicePortMap, new: &'a ServicePortMap) -> Vec<Change<'a>> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.push((Some(*va), None));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push((None, Some(*vb)));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.push((Some(*va), Some(*vb)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((_, va)), None) => {
+                out.push((Some(*va), None));
+                a.next();
             }
-            if sp.node_port != 0 {
-                out.insert(ConntrackCleanup {
-                    protocol: Protocol::Udp,
-                    orig_dst: None,
-                    orig_port: Some(sp.node_port),
-                    dnat: None,
-                });
-            }
-        }
-        for gone in before.difference(&now) {
-            for d in &dests {
-                out.insert(ConntrackCleanup {
-                    protocol: Protocol::Udp,
-                    orig_dst: Some(*d),
-                    orig_port: None,
-                    dnat: Some(*gone),
-                });
-            }
-            if sp.node_port != 0 {
-                out.insert(ConntrackCleanup {
-                    protocol: Protocol::Udp,
-                    orig_dst: None,
-                    orig_port: Some(sp.node_port),
-                    dnat: Some(*gone),
-                });
+            (None, Some((_, vb))) => {
+                out.push((None, Some(*vb)));
+                b.next();
             }
         }
     }
-    // Deleted UDP services: their endpoints' flows are stale too.
-    for (name, sp) in old {
-        if sp.name.protocol != Protocol::Udp || new.contains_key(name) {
-            continue;
+    out
+}
+
+/// Which conntrack entries the changes make stale: flows to endpoints a UDP service
+/// port no longer uses, and flows to a UDP service port that had no endpoints (they
+/// were rejected and would stay so).
+pub fn conntrack_cleanups(changes: &[Change]) -> BTreeSet<ConntrackCleanup> {
+    let mut out = BTreeSet::new();
+    let udp = |ip: Option<Ipv4Addr>, port: Option<u16>, dnat: Option<Ipv4Addr>| ConntrackCleanup {
+        protocol: Protocol::Udp,
+        orig_dst: ip,
+        orig_port: port,
+        dnat,
+    };
+    for (old, new) in changes {
+        let reach = |sp: &Option<&ServicePort>| -> BTreeSet<Ipv4Addr> {
+            sp.filter(|s| s.name.protocol == Protocol::Udp)
+                .map(|s| categorize(s).all_reachable.iter().map(|e| e.ip).collect())
+                .unwrap_or_default()
+        };
+        let (before, now) = (reach(old), reach(new));
+        // Addresses and node port the flows were sent to: the old ones for removed
+        // endpoints, the new ones for a port that gains its first endpoint.
+        let dests = |sp: &ServicePort| -> Vec<Ipv4Addr> {
+            std::iter::once(sp.cluster_ip)
+                .chain(sp.external_ips.iter().copied())
+                .chain(sp.load_balancer_ips.iter().copied())
+                .collect()
+        };
+        if let Some(sp) = new.filter(|_| before.is_empty() && !now.is_empty()) {
+            for d in dests(sp) {
+                out.insert(udp(Some(d), None, None));
+            }
+            if sp.node_port != 0 {
+                out.insert(udp(None, Some(sp.node_port), None));
+            }
         }
-        for ep in categorize(sp).all_reachable {
-            out.insert(ConntrackCleanup {
-                protocol: Protocol::Udp,
-                orig_dst: Some(sp.cluster_ip),
-                orig_port: None,
-                dnat: Some(ep.ip),
-            });
+        if let Some(sp) = old {
+            for gone in before.difference(&now) {
+                for d in dests(sp) {
+                    out.insert(udp(Some(d), None, Some(*gone)));
+                }
+                if sp.node_port != 0 {
+                    out.insert(udp(None, Some(sp.node_port), Some(*gone)));
+                }
+            }
         }
     }
     out
 }
 
 /// Holds what was last applied and turns a set of service ports into kernel rules.
+///
+/// Rules are generated per service port and kept; a sync regenerates only the ports
+/// that changed and, between full syncs, writes only what they changed.
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
     runner: Runner,
     metrics: Metrics,
-    ipt_prev: Option<Ruleset>,
-    nft_prev: Option<NftState>,
+    /// Whether the kernel holds what the fragments say (else the next sync is full).
+    in_sync: bool,
+    /// In nftables mode: whether the table must be recreated from scratch.
+    nft_fresh: bool,
     last_full: Option<Instant>,
-    ports_prev: ServicePortMap,
+    ports: ServicePortMap,
+    ipt_frags: BTreeMap<ServicePortName, Ruleset>,
+    nft_frags: BTreeMap<ServicePortName, NftState>,
+    /// The whole nftables state as applied (fragments merged, cluster IPs counted).
+    nft_whole: NftState,
+    cluster_ip_users: BTreeMap<Ipv4Addr, usize>,
 }
 
 impl Engine {
@@ -158,34 +183,35 @@ impl Engine {
             cfg,
             runner,
             metrics,
-            ipt_prev: None,
-            nft_prev: None,
+            in_sync: false,
+            nft_fresh: true,
             last_full: None,
-            ports_prev: ServicePortMap::new(),
+            ports: ServicePortMap::new(),
+            ipt_frags: BTreeMap::new(),
+            nft_frags: BTreeMap::new(),
+            nft_whole: NftState::default(),
+            cluster_ip_users: BTreeMap::new(),
         }
     }
 
     /// Forces the next sync to be full (and, in nftables mode, to recreate the table).
     pub fn invalidate(&mut self) {
-        self.ipt_prev = None;
-        self.nft_prev = None;
+        self.in_sync = false;
+        self.nft_fresh = true;
     }
 
     /// Whether the next sync will be full.
     pub fn full_due(&self) -> bool {
-        let stale = self
-            .last_full
-            .is_none_or(|t| t.elapsed() >= self.cfg.sync_period);
-        match self.cfg.mode {
-            ProxyMode::Iptables => self.ipt_prev.is_none() || stale,
-            ProxyMode::Nftables => self.nft_prev.is_none() || stale,
-        }
+        !self.in_sync
+            || self
+                .last_full
+                .is_none_or(|t| t.elapsed() >= self.cfg.sync_period)
     }
 
     /// In iptables mode, whether the canary chains are gone (the tables were flushed):
     /// then the next sync is made full.
     pub async fn check_canary(&mut self) -> bool {
-        if self.cfg.mode != ProxyMode::Iptables || self.ipt_prev.is_none() {
+        if self.cfg.mode != ProxyMode::Iptables || !self.in_sync {
             return false;
         }
         match self.runner.canaries_present().await {
@@ -202,6 +228,22 @@ impl Engine {
         }
     }
 
+    fn gen_config(&self) -> GenConfig {
+        GenConfig {
+            cluster_cidr: self.cfg.cluster_cidr,
+            masquerade_bit: self.cfg.masquerade_bit,
+            node_ips: self.cfg.node_ips.clone(),
+        }
+    }
+
+    fn nft_config(&self) -> NftConfig {
+        NftConfig {
+            cluster_cidr: self.cfg.cluster_cidr,
+            masquerade_bit: self.cfg.masquerade_bit,
+            node_ips: self.cfg.node_ips.clone(),
+        }
+    }
+
     /// Programs the given service ports; `force_full` rewrites everything (in place: in
     /// nftables mode the table is only recreated after [`Engine::invalidate`]).
     pub async fn sync(
@@ -211,16 +253,23 @@ impl Engine {
     ) -> Result<SyncReport, ApplyError> {
         let start = Instant::now();
         let full = force_full || self.full_due();
+        let old_ports = std::mem::take(&mut self.ports);
+        let changed = changes(&old_ports, ports);
         let result = match self.cfg.mode {
-            ProxyMode::Iptables => self.sync_iptables(ports, full).await,
-            ProxyMode::Nftables => self.sync_nft(ports, full).await,
+            ProxyMode::Iptables => self.sync_iptables(&changed, full).await,
+            ProxyMode::Nftables => self.sync_nft(&changed, full).await,
         };
+        let cleanups = conntrack_cleanups(&changed);
+        drop(changed);
+        // The fragments now describe `ports`, applied or not.
+        self.ports = ports.clone();
         match result {
             Ok((input, rules)) => {
+                self.in_sync = true;
                 if full {
                     self.last_full = Some(Instant::now());
                 }
-                for c in conntrack_cleanups(&self.ports_prev, ports) {
+                for c in cleanups {
                     if let Err(e) = self
                         .runner
                         .conntrack_delete(c.protocol, c.orig_dst, c.orig_port, c.dnat)
@@ -229,7 +278,6 @@ impl Engine {
                         tracing::warn!(error = %e, "deleting stale UDP conntrack entries");
                     }
                 }
-                self.ports_prev = ports.clone();
                 self.metrics.record_sync(start.elapsed(), full, rules);
                 Ok(SyncReport {
                     full,
@@ -247,57 +295,134 @@ impl Engine {
 
     async fn sync_iptables(
         &mut self,
-        ports: &ServicePortMap,
+        changed: &[Change<'_>],
         full: bool,
     ) -> Result<(String, Vec<(String, usize)>), ApplyError> {
-        let gen = GenConfig {
-            cluster_cidr: self.cfg.cluster_cidr,
-            masquerade_bit: self.cfg.masquerade_bit,
-            node_ips: self.cfg.node_ips.clone(),
-        };
-        let desired = iptables::generate(ports, &gen);
-        let (prev, existing) = if full {
-            // Chains left by an earlier run (or by services deleted while we were down).
-            (None, self.runner.nat_chains().await?)
-        } else {
-            (self.ipt_prev.as_ref(), BTreeSet::new())
-        };
-        let input = iptables::render(&desired, prev, &existing);
-        self.runner.iptables_restore(&input).await?;
-        if full {
-            self.runner.ensure_base_rules().await?;
+        let gen = self.gen_config();
+        let mut pairs: Vec<(Option<Ruleset>, Option<Ruleset>)> = Vec::new();
+        for (old, new) in changed {
+            let name = &old.or(*new).expect("a change has a side").name;
+            let before = self.ipt_frags.remove(name);
+            let after = new.map(|sp| iptables::port_rules(sp, &gen));
+            if let Some(a) = &after {
+                self.ipt_frags.insert(name.clone(), a.clone());
+            }
+            pairs.push((before, after));
         }
-        let rules = vec![
-            ("filter".to_string(), desired.filter.rule_count()),
-            ("nat".to_string(), desired.nat.rule_count()),
-        ];
-        self.ipt_prev = Some(desired);
-        Ok((input, rules))
+        let input = if full {
+            // Chains left by an earlier run (or by services deleted while we were down).
+            let existing = self.runner.nat_chains().await?;
+            let txs = iptables::render_full(self.ipt_frags.values(), &existing, &gen);
+            for t in &txs {
+                self.runner.iptables_restore(t).await?;
+            }
+            self.runner.ensure_base_rules().await?;
+            txs.concat()
+        } else {
+            let refs: Vec<(Option<&Ruleset>, Option<&Ruleset>)> = pairs
+                .iter()
+                .map(|(a, b)| (a.as_ref(), b.as_ref()))
+                .collect();
+            let input = iptables::render_partial(&refs);
+            if !input.is_empty() {
+                self.runner.iptables_restore(&input).await?;
+            }
+            input
+        };
+        let (mut filter, mut nat) = (3usize, 7usize);
+        for f in self.ipt_frags.values() {
+            filter += f.filter.rule_count();
+            nat += f.nat.rule_count();
+        }
+        Ok((
+            input,
+            vec![("filter".to_string(), filter), ("nat".to_string(), nat)],
+        ))
     }
 
     async fn sync_nft(
         &mut self,
-        ports: &ServicePortMap,
+        changed: &[Change<'_>],
         full: bool,
     ) -> Result<(String, Vec<(String, usize)>), ApplyError> {
-        let cfg = NftConfig {
-            cluster_cidr: self.cfg.cluster_cidr,
-            masquerade_bit: self.cfg.masquerade_bit,
-            node_ips: self.cfg.node_ips.clone(),
+        let cfg = self.nft_config();
+        let previous = if full {
+            Some(self.nft_whole.clone())
+        } else {
+            None
         };
-        let desired = nft::generate(ports, &cfg);
-        let empty = NftState::default();
-        let (kind, prev) = match &self.nft_prev {
-            None => (SyncKind::Fresh, &empty),
-            Some(p) if full => (SyncKind::Full, p),
-            Some(p) => (SyncKind::Partial, p),
-        };
-        let script = nft::render(&desired, prev, kind, &cfg);
+        let mut script = String::new();
+        let mut ip_changes: Vec<(Ipv4Addr, bool)> = Vec::new();
+        for (old, new) in changed {
+            let name = &old.or(*new).expect("a change has a side").name;
+            let before = self.nft_frags.remove(name).unwrap_or_default();
+            let after = new.map(|sp| nft::port_state(sp, &cfg)).unwrap_or_default();
+            if !full {
+                script.push_str(&nft::render(&after, &before, SyncKind::Partial, &cfg));
+            }
+            self.nft_whole.unmerge(&before);
+            self.nft_whole.merge(&after);
+            if new.is_some() {
+                self.nft_frags.insert(name.clone(), after);
+            }
+            if let Some(o) = old {
+                let n = self.cluster_ip_users.entry(o.cluster_ip).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.cluster_ip_users.remove(&o.cluster_ip);
+                    ip_changes.push((o.cluster_ip, false));
+                }
+            }
+            if let Some(n) = new {
+                let c = self.cluster_ip_users.entry(n.cluster_ip).or_default();
+                *c += 1;
+                if *c == 1 {
+                    ip_changes.push((n.cluster_ip, true));
+                }
+            }
+        }
+        self.nft_whole.cluster_ips = self.cluster_ip_users.keys().copied().collect();
+        for m in [
+            nft::SERVICE_IPS,
+            nft::SERVICE_NODEPORTS,
+            nft::NO_ENDPOINT_SERVICES,
+            nft::NO_ENDPOINT_NODEPORTS,
+            nft::FIREWALL_IPS,
+        ] {
+            self.nft_whole.maps.entry(m).or_default();
+        }
+        if full {
+            let kind = if self.nft_fresh {
+                SyncKind::Fresh
+            } else {
+                SyncKind::Full
+            };
+            let prev = previous.unwrap_or_default();
+            script = nft::render(&self.nft_whole, &prev, kind, &cfg);
+        } else {
+            // An address may leave with one port and come back with another: net effect.
+            let mut net: BTreeMap<Ipv4Addr, bool> = BTreeMap::new();
+            for (ip, add) in ip_changes {
+                if net.get(&ip) == Some(&!add) {
+                    net.remove(&ip);
+                } else {
+                    net.insert(ip, add);
+                }
+            }
+            for (ip, add) in net {
+                let verb = if add { "add" } else { "delete" };
+                script.push_str(&format!(
+                    "{verb} element {} {} {{ {ip} }}\n",
+                    nft::TABLE,
+                    nft::CLUSTER_IPS
+                ));
+            }
+        }
         if !script.is_empty() {
             self.runner.nft_apply(&script).await?;
         }
-        let rules = vec![("nft".to_string(), desired.rule_count())];
-        self.nft_prev = Some(desired);
+        self.nft_fresh = false;
+        let rules = vec![("nft".to_string(), self.nft_whole.rule_count())];
         Ok((script, rules))
     }
 }
@@ -466,11 +591,15 @@ mod tests {
         let none = ServicePortMap::new();
         let (old, _) = model::build(std::slice::from_ref(&svc), &[full], "n1");
         let (new, _) = model::build(std::slice::from_ref(&svc), &[one], "n1");
-        let c: Vec<_> = conntrack_cleanups(&old, &new).into_iter().collect();
+        let c: Vec<_> = conntrack_cleanups(&changes(&old, &new))
+            .into_iter()
+            .collect();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].dnat, Some("10.244.2.5".parse().expect("ip")));
         assert_eq!(c[0].orig_dst, Some("10.96.0.10".parse().expect("ip")));
-        let first: Vec<_> = conntrack_cleanups(&none, &new).into_iter().collect();
+        let first: Vec<_> = conntrack_cleanups(&changes(&none, &new))
+            .into_iter()
+            .collect();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].dnat, None);
     }

@@ -384,44 +384,106 @@ fn headless_and_external_name_have_no_rules() {
     golden("empty", &[headless, ext], &[s]);
 }
 
-#[test]
-fn partial_sync_rewrites_only_changed_chains() {
-    let other = service(
+fn other_service() -> Service {
+    service(
         "default",
         "other",
         "ClusterIP",
         "10.96.0.140",
         &[("", 80, "TCP", 0)],
+    )
+}
+
+#[test]
+fn full_sync_transactions_hold_the_same_rules() {
+    let udp = service(
+        "kube-system",
+        "kube-dns",
+        "NodePort",
+        "10.96.0.10",
+        &[("dns", 53, "UDP", 30053)],
     );
+    let services = [seed_service(), udp];
+    let slices = [
+        seed_slice(),
+        two_node_slice("kube-system", "kube-dns", &[("dns", 53, "UDP")]),
+    ];
+    let (ports, _) = build(&services, &slices, NODE);
+    let frags: Vec<_> = ports
+        .values()
+        .map(|sp| iptables::port_rules(sp, &gen_cfg()))
+        .collect();
+    let existing = BTreeSet::from([
+        "KUBE-SVC-GONEGONEGONEGONE".to_string(),
+        "KUBE-SERVICES".to_string(),
+    ]);
+    let txs = iptables::render_full(frags.iter(), &existing, &gen_cfg());
+    let sorted = |text: &str| {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    let single = iptables::render(
+        &iptables::generate(&ports, &gen_cfg()),
+        None,
+        &BTreeSet::new(),
+    );
+    assert_eq!(sorted(&txs.concat()), sorted(&single));
+    let last = txs.last().expect("transactions");
+    assert_eq!(last, "*nat\n-X KUBE-SVC-GONEGONEGONEGONE\nCOMMIT\n");
+    check(
+        "full-transactions.iptables.txt",
+        &txs.join("# --- next transaction ---\n"),
+    );
+}
+
+#[test]
+fn partial_sync_rewrites_only_changed_chains() {
     let other_slice = two_node_slice("default", "other", &[("", 80, "TCP")]);
     let (before, _) = build(
-        &[seed_service(), other.clone()],
+        &[seed_service(), other_service()],
         &[seed_slice(), other_slice.clone()],
         NODE,
     );
-    let before = iptables::generate(&before, &gen_cfg());
     let mut changed = seed_slice();
     changed
         .endpoints
         .retain(|e| e.addresses[0] != "10.244.2.35");
-    let (after_ports, _) = build(&[seed_service(), other], &[changed, other_slice], NODE);
-    let after = iptables::generate(&after_ports, &gen_cfg());
-    let text = iptables::render(&after, Some(&before), &BTreeSet::new());
+    // The other service goes away in the same sync.
+    let (after, _) = build(&[seed_service()], &[changed], NODE);
+    let frag = |sp: Option<&skiff_proxy::model::ServicePort>| {
+        sp.map(|sp| iptables::port_rules(sp, &gen_cfg()))
+    };
+    let frags: Vec<_> = skiff_proxy::sync::changes(&before, &after)
+        .into_iter()
+        .map(|(o, n)| (frag(o), frag(n)))
+        .collect();
+    let refs: Vec<_> = frags
+        .iter()
+        .map(|(a, b)| (a.as_ref(), b.as_ref()))
+        .collect();
+    let text = iptables::render_partial(&refs);
     assert!(text.contains("-X KUBE-SEP-2PT6QZGNQHS4OL4I"), "{text}");
     assert!(
         !text.contains(":KUBE-SEP-R5YBMKYSG56R4KDU"),
         "unchanged endpoint chain rewritten:\n{text}"
     );
-    check("partial.iptables.txt", &text);
-    let nb = nft::generate(
-        &build(&[seed_service()], &[seed_slice()], NODE).0,
-        &nft_cfg(),
+    assert!(
+        !text.contains(":KUBE-SERVICES"),
+        "dispatch chain flushed:\n{text}"
     );
-    let mut changed = seed_slice();
-    changed
-        .endpoints
-        .retain(|e| e.addresses[0] != "10.244.2.35");
-    let na = nft::generate(&build(&[seed_service()], &[changed], NODE).0, &nft_cfg());
+    assert!(
+        text.contains("-D KUBE-SERVICES -d 10.96.0.140/32"),
+        "{text}"
+    );
+    check("partial.iptables.txt", &text);
+
+    let nb = nft::generate(&before, &nft_cfg());
+    let na = nft::generate(&after, &nft_cfg());
     check(
         "partial.nft.txt",
         &nft::render(&na, &nb, SyncKind::Partial, &nft_cfg()),

@@ -331,6 +331,48 @@ async fn iptables_seed_rules_traffic_partial_sync_and_canary() {
     let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 8);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["pod2"]);
 
+    // Partial syncs that add a service (rules inserted into KUBE-SERVICES) and remove
+    // it again (rules deleted, chains removed).
+    let extra = service(
+        "default",
+        "extra",
+        "ClusterIP",
+        "10.96.9.9",
+        &[("", 80, "TCP", 0)],
+    );
+    let mut with_extra = one.to_vec();
+    with_extra.push(pods_slice("default", "extra", &[("", 80, "TCP")]));
+    let report = engine
+        .sync(&ports(&[svc.clone(), extra], &with_extra), false)
+        .await
+        .expect("add a service");
+    assert!(
+        !report.full && report.input.contains("-I KUBE-SERVICES 1 "),
+        "{}",
+        report.input
+    );
+    assert!(t.curl_from(&t.node, "10.96.9.9:80").is_some());
+    let nat = t.iptables_save("nat");
+    let services: Vec<&str> = nat
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SERVICES "))
+        .collect();
+    assert!(
+        services
+            .last()
+            .is_some_and(|l| l.contains("-j KUBE-NODEPORTS")),
+        "{nat}"
+    );
+    engine
+        .sync(&ports(std::slice::from_ref(&svc), &one), false)
+        .await
+        .expect("remove it");
+    let nat = t.iptables_save("nat");
+    assert!(
+        !nat.contains("10.96.9.9") && !nat.contains("default/extra"),
+        "{nat}"
+    );
+
     // Someone flushes everything: the canary notices and a full sync repairs it.
     sh(&format!(
         "ip netns exec {n} iptables -t nat -F && ip netns exec {n} iptables -t nat -X",
