@@ -80,16 +80,20 @@ pub struct ServerHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// The first non-loopback IPv4 address of the host (from the interface list).
+/// The first non-loopback IPv4 address of the host's interfaces (loopback if none).
 fn default_advertise() -> Ipv4Addr {
-    // Connecting a UDP socket sends nothing; it only asks the kernel which source
-    // address a packet would get. Without a route, fall back to loopback.
-    if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
-        if s.connect("10.255.255.255:9").is_ok() {
-            if let Ok(SocketAddr::V4(a)) = s.local_addr() {
-                if !a.ip().is_loopback() && !a.ip().is_unspecified() {
-                    return *a.ip();
-                }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Ipv4Addr::LOCALHOST;
+    };
+    for a in addrs {
+        if let Some(ip) = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip())
+        {
+            if !ip.is_loopback() && !ip.is_unspecified() {
+                return ip;
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub(crate) mod objects;
 mod patch;
+mod reviews;
 mod subresources;
 mod write;
 
@@ -31,7 +32,7 @@ pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, 
 /// Answers one resource request (everything but log/exec/attach/portforward).
 pub(crate) async fn dispatch(
     state: Arc<ApiState>,
-    _ident: Identity,
+    ident: Identity,
     t: Target,
     method: Method,
     q: Query,
@@ -60,7 +61,10 @@ pub(crate) async fn dispatch(
     } else {
         body
     };
-    let result = route(&state, &t, &method, &q, &headers, &body).await;
+    let result = match verb_allowed(&t, &method, watch) {
+        Ok(()) => route(&state, &ident, &t, &method, &q, &headers, &body).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Reply {
             code,
@@ -106,8 +110,32 @@ fn parse_body(body: &Bytes) -> ApiResult<Value> {
     })
 }
 
+/// Whether the resource serves the verb (kube-apiserver answers 405 otherwise).
+fn verb_allowed(t: &Target, method: &Method, watch: bool) -> ApiResult<()> {
+    if t.sub.is_some() {
+        return Ok(());
+    }
+    let verb = match (method.clone(), t.name.is_some()) {
+        (Method::GET, _) if watch => "watch",
+        (Method::GET, true) => "get",
+        (Method::GET, false) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    if t.info.has_verb(verb) {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed())
+    }
+}
+
 async fn route(
     state: &Arc<ApiState>,
+    ident: &Identity,
     t: &Target,
     method: &Method,
     q: &Query,
@@ -126,6 +154,26 @@ async fn route(
         }
         (Method::POST, None, None) => {
             let obj = parse_body(body)?;
+            if let Some(r) = reviews::answer(state, ident, t.info.kind, &obj) {
+                return r;
+            }
+            if t.info.kind == "Binding" {
+                // POST namespaces/<ns>/bindings: the pod is named by the Binding.
+                let pod_info = skiff_resources::lookup("", "v1", "pods")
+                    .ok_or_else(|| ApiError::internal("pods not registered"))?;
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let pt = Target {
+                    info: pod_info,
+                    name: Some(name.clone()),
+                    sub: Some("binding".into()),
+                    ..t.clone()
+                };
+                return subresources::binding(state, &pt, &name, obj, &opts).await;
+            }
             let (out, warnings) =
                 create_object(state, t.info, t.namespace.as_deref(), obj, &opts).await?;
             Ok(Reply {
