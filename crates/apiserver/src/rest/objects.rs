@@ -7,16 +7,29 @@ use skiff_store::KeyValue;
 use crate::compat;
 use crate::status::{ApiError, ApiResult};
 
-fn group_dir(info: &ResourceInfo) -> &'static str {
-    if info.group.is_empty() {
-        "core"
+/// The resource objects are stored as: the same group at the storage version, except
+/// `events.k8s.io` Events, which kube-apiserver stores as core `v1` Events (one set of
+/// objects served by both APIs).
+pub(crate) fn storage_info(info: &'static ResourceInfo) -> &'static ResourceInfo {
+    let group = if info.group == "events.k8s.io" {
+        ""
     } else {
         info.group
+    };
+    skiff_resources::lookup(group, info.storage_version, info.plural).unwrap_or(info)
+}
+
+fn group_dir(info: &'static ResourceInfo) -> &'static str {
+    let s = storage_info(info);
+    if s.group.is_empty() {
+        "core"
+    } else {
+        s.group
     }
 }
 
 /// The store key of one object.
-pub(crate) fn key(info: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+pub(crate) fn key(info: &'static ResourceInfo, ns: Option<&str>, name: &str) -> String {
     match ns.filter(|_| info.namespaced) {
         Some(ns) => format!("/registry/{}/{}/{ns}/{name}", group_dir(info), info.plural),
         None => format!("/registry/{}/{}/{name}", group_dir(info), info.plural),
@@ -24,7 +37,7 @@ pub(crate) fn key(info: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
 }
 
 /// The key prefix of a collection (all namespaces when `ns` is `None`).
-pub(crate) fn prefix(info: &ResourceInfo, ns: Option<&str>) -> String {
+pub(crate) fn prefix(info: &'static ResourceInfo, ns: Option<&str>) -> String {
     match ns.filter(|_| info.namespaced) {
         Some(ns) => format!("/registry/{}/{}/{ns}/", group_dir(info), info.plural),
         None => format!("/registry/{}/{}/", group_dir(info), info.plural),
@@ -56,19 +69,20 @@ pub(crate) fn encode(obj: &Value) -> Vec<u8> {
 }
 
 /// The object in the version of `info` (the request's).
-pub(crate) fn to_version(info: &ResourceInfo, obj: Value) -> Value {
-    if info.version == info.storage_version {
+pub(crate) fn to_version(info: &'static ResourceInfo, obj: Value) -> Value {
+    if storage_info(info).api_version() == info.api_version() {
         return obj;
     }
     compat::convert(obj, &info.api_version())
 }
 
 /// The object in `info`'s storage version.
-pub(crate) fn to_storage(info: &ResourceInfo, obj: Value) -> Value {
-    if info.version == info.storage_version {
+pub(crate) fn to_storage(info: &'static ResourceInfo, obj: Value) -> Value {
+    let s = storage_info(info);
+    if s.api_version() == info.api_version() {
         return obj;
     }
-    compat::convert(obj, &info.storage_api_version())
+    compat::convert(obj, &s.api_version())
 }
 
 /// `metadata.<field>` as a string.

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use skiff_resources::ResourceInfo;
 use skiff_store::{Store, StoreError};
 
-use super::objects::{decode, encode, key, meta_mut, meta_str, now_ts, to_storage, to_version};
+use super::objects::{
+    decode, encode, key, meta_mut, meta_str, now_ts, storage_info, to_storage, to_version,
+};
 use crate::compat;
 use crate::http::Query;
 use crate::router::Target;
@@ -206,6 +208,8 @@ pub(crate) async fn create_object(
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);
     let mut obj = to_storage(info, obj);
+    // Defaults, admission and validation see the object as stored.
+    let sinfo = storage_info(info);
     let meta = meta_mut(&mut obj);
     if info.namespaced {
         let ns =
@@ -257,14 +261,14 @@ pub(crate) async fn create_object(
             o.remove("status");
         }
     }
-    compat::default_object(info, &mut obj);
+    compat::default_object(sinfo, &mut obj);
     let _guard = if info.kind == "Service" {
         Some(state.service_lock.lock().await)
     } else {
         None
     };
-    crate::admission::admit(state, info, &mut obj, None)?;
-    let errs = compat::validate(info, &obj, None);
+    crate::admission::admit(state, sinfo, &mut obj, None)?;
+    let errs = compat::validate(sinfo, &obj, None);
     if !errs.is_empty() {
         return Err(validation_error(info, &name, errs));
     }
@@ -360,6 +364,7 @@ pub(crate) async fn update_object(
     new["apiVersion"] = json!(info.api_version());
     new["kind"] = json!(info.kind);
     let new = to_storage(info, new);
+    let sinfo = storage_info(info);
     let mut obj = match mode {
         UpdateMode::Main => {
             let mut n = new;
@@ -432,8 +437,8 @@ pub(crate) async fn update_object(
             m.insert("generation".into(), json!(g));
         }
     }
-    compat::default_object(info, &mut obj);
-    crate::admission::admit(state, info, &mut obj, Some(&old))?;
+    compat::default_object(sinfo, &mut obj);
+    crate::admission::admit(state, sinfo, &mut obj, Some(&old))?;
     if has_generation(info) && spec_part(&obj) != spec_part(&old) {
         let g = old
             .pointer("/metadata/generation")
@@ -441,7 +446,7 @@ pub(crate) async fn update_object(
             .unwrap_or(1);
         meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
     }
-    let errs = compat::validate(info, &obj, Some(&old));
+    let errs = compat::validate(sinfo, &obj, Some(&old));
     if !errs.is_empty() {
         return Err(validation_error(info, name, errs));
     }

@@ -223,3 +223,55 @@ async fn restart_keeps_objects_and_revisions() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_shared_by_both_apis_and_namespaces_finalize() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let s = common::start().await;
+    let client = s.client();
+    let new_api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reason": "Started", "note": "started it", "type": "Normal", "action": "Start",
+        "reportingController": "skiff", "reportingInstance": "skiff-1",
+        "regarding": {"kind": "Pod", "name": "p1", "namespace": "default"},
+    }))
+    .unwrap();
+    new_api.create(&PostParams::default(), &ev).await.unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let got = core
+        .list(&ListParams::default().fields("involvedObject.name=p1,involvedObject.kind=Pod"))
+        .await
+        .unwrap();
+    assert_eq!(got.items.len(), 1);
+    assert_eq!(got.items[0].reason.as_deref(), Some("Started"));
+
+    // Namespace deletion waits for the `kubernetes` finalizer, removed through /finalize.
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": "gone"}})).unwrap();
+    ns.create(&PostParams::default(), &n).await.unwrap();
+    ns.delete("gone", &DeleteParams::default()).await.unwrap();
+    let term = ns.get("gone").await.unwrap();
+    assert_eq!(
+        term.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Terminating")
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    let e = err(cms
+        .create(&PostParams::default(), &cm("x"))
+        .await
+        .unwrap_err());
+    assert_eq!(e.code, 403);
+    let mut fin = term.clone();
+    fin.spec.as_mut().unwrap().finalizers = Some(vec![]);
+    let body = serde_json::to_vec(&fin).unwrap();
+    let req = http::Request::put("/api/v1/namespaces/gone/finalize")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let _: Namespace = client.request(req).await.unwrap();
+    let e = err(ns.get("gone").await.unwrap_err());
+    assert_eq!(e.code, 404);
+}
