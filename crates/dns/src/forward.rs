@@ -5,6 +5,7 @@
 //! upstream truncates, and tried on the next upstream when one fails or times out.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
@@ -59,6 +60,7 @@ pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     cache: Cache,
     timeout: Duration,
+    preferred: AtomicUsize,
 }
 
 impl Forwarder {
@@ -68,6 +70,7 @@ impl Forwarder {
             upstreams,
             cache: Cache::new(cache_size),
             timeout: Duration::from_secs(2),
+            preferred: AtomicUsize::new(0),
         }
     }
 
@@ -110,9 +113,17 @@ impl Forwarder {
 
     async fn exchange_any(&self, req: &Message) -> Result<Message, ForwardError> {
         let mut last = ForwardError::NoUpstreams;
-        for &addr in &self.upstreams {
-            match self.exchange(addr, req).await {
-                Ok(resp) => return Ok(resp),
+        let n = self.upstreams.len();
+        // Start with the upstream that answered last, so a dead first upstream does not
+        // cost every query a timeout.
+        let first = self.preferred.load(Ordering::Relaxed);
+        for k in 0..n {
+            let i = (first + k) % n;
+            match self.exchange(self.upstreams[i], req).await {
+                Ok(resp) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(resp);
+                }
                 Err(e) => last = e,
             }
         }

@@ -343,6 +343,19 @@ impl Listeners {
     /// Binds `udp_sockets` UDP sockets and a TCP listener on `addr`; with port 0 the
     /// port picked for the first UDP socket is used for all.
     pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> anyhow::Result<Self> {
+        // With port 0 the port the UDP socket got may be taken for TCP: try others.
+        let attempts = if addr.port() == 0 { 20 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Self::bind_once(addr, udp_sockets).await {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("binding DNS {addr}")))
+    }
+
+    async fn bind_once(addr: SocketAddr, udp_sockets: usize) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let first = reuseport_udp(addr).with_context(|| format!("binding DNS UDP {addr}"))?;
         let bound = first.local_addr().context("UDP local address")?;

@@ -404,3 +404,27 @@ async fn service_change_answers_within_100ms() {
     eprintln!("service change to answer: {took:?}");
     assert!(took < Duration::from_millis(100), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_skipped() {
+    let f = start().await;
+    let dead: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+    let cfg = DnsConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        upstreams: vec![dead, f.upstream],
+        ..DnsConfig::default()
+    };
+    let server = DnsServer::bind(&cfg, Arc::new(Records::new("cluster.local")))
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    for name in ["one.example.test.", "two.example.test."] {
+        let m = udp_query(addr, &q(name, RecordType::A)).await;
+        assert_eq!(
+            a_records(&m),
+            vec!["192.0.2.10".parse::<IpAddr>().unwrap()],
+            "{name}"
+        );
+    }
+}
