@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use skiff_proxy::apply::Runner;
 use skiff_proxy::fixtures::{service, slice};
 use skiff_proxy::metrics::Metrics;
-use skiff_proxy::model::build;
+use skiff_proxy::model::{build, update_service};
 use skiff_proxy::sync::{Engine, EngineConfig};
 use skiff_proxy::ProxyMode;
 
@@ -152,17 +152,26 @@ async fn main() -> anyhow::Result<()> {
                 Metrics::default(),
             );
             let t0 = Instant::now();
-            let (ports, _) = build(&services, &slices, "n1");
+            let (mut ports, _) = build(&services, &slices, "n1");
             engine.sync(&ports, false).await?;
             let full = t0.elapsed();
-            // One endpoint of one service changes.
-            let orig = slices[n as usize / 2].endpoints[0].addresses[0].clone();
-            slices[n as usize / 2].endpoints[0].addresses[0] = "192.0.2.1".into();
+            // One endpoint of one service changes: the sync loop rebuilds that Service's
+            // ports and syncs.
+            let i = n as usize / 2;
+            let orig =
+                std::mem::replace(&mut slices[i].endpoints[0].addresses[0], "192.0.2.1".into());
             let t1 = Instant::now();
-            let (ports, _) = build(&services, &slices, "n1");
+            update_service(
+                &mut ports,
+                "bench",
+                &format!("svc-{i}"),
+                Some(&services[i]),
+                std::slice::from_ref(&slices[i]),
+                "n1",
+            );
             let report = engine.sync(&ports, false).await?;
             let one = t1.elapsed();
-            slices[n as usize / 2].endpoints[0].addresses[0] = orig;
+            slices[i].endpoints[0].addresses[0] = orig;
             anyhow::ensure!(!report.full, "second sync was not partial");
             println!(
                 "| {mode:?} | {n} | {} | {} ({} bytes) | {} MiB |",

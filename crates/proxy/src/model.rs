@@ -202,6 +202,48 @@ pub fn build(
     (map, skipped)
 }
 
+/// Replaces the ports of Service `namespace/name` in `map` with those built from the
+/// Service (`None`: it was deleted) and its EndpointSlices: the incremental form of
+/// [`build`], so that a change costs in proportion to the Service, not the cluster.
+/// Returns why the Service is skipped, if it is.
+pub fn update_service(
+    map: &mut ServicePortMap,
+    namespace: &str,
+    name: &str,
+    svc: Option<&Service>,
+    slices: &[EndpointSlice],
+    node_name: &str,
+) -> Option<Skipped> {
+    let start = ServicePortName {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        port: String::new(),
+        protocol: Protocol::Tcp,
+    };
+    let old: Vec<ServicePortName> = map
+        .range(start..)
+        .take_while(|(k, _)| k.namespace == namespace && k.name == name)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in old {
+        map.remove(&k);
+    }
+    let svc = svc?;
+    let endpoints = endpoints_by_port(slices, node_name);
+    match service_ports(svc, &endpoints) {
+        Ok(ports) => {
+            for p in ports {
+                map.insert(p.name.clone(), p);
+            }
+            None
+        }
+        Err(reason) => Some(Skipped {
+            service: format!("{namespace}/{name}"),
+            reason,
+        }),
+    }
+}
+
 /// Endpoints of every service port, from all slices of each Service, deduplicated by
 /// `ip:port` and sorted in string order.
 fn endpoints_by_port(
@@ -496,6 +538,37 @@ mod tests {
         );
         assert_eq!(map.len(), 1);
         assert_eq!(skipped.len(), 2);
+    }
+
+    #[test]
+    fn incremental_update_matches_a_full_build() {
+        let other = fixtures::service(
+            "default",
+            "a",
+            "ClusterIP",
+            "10.96.0.9",
+            &[("x", 1, "TCP", 0), ("y", 2, "UDP", 0)],
+        );
+        let (mut map, _) = build(
+            &[fixtures::seed_service(), other.clone()],
+            &[fixtures::seed_slice()],
+            "k8s-n1",
+        );
+        assert_eq!(map.len(), 3);
+        let mut slice = fixtures::seed_slice();
+        slice.endpoints.pop();
+        update_service(
+            &mut map,
+            "default",
+            "httpd-svc",
+            Some(&fixtures::seed_service()),
+            std::slice::from_ref(&slice),
+            "k8s-n1",
+        );
+        let (want, _) = build(&[fixtures::seed_service(), other], &[slice], "k8s-n1");
+        assert_eq!(map, want);
+        update_service(&mut map, "default", "a", None, &[], "k8s-n1");
+        assert_eq!(map.len(), 1);
     }
 
     #[test]

@@ -253,16 +253,26 @@ impl Engine {
     ) -> Result<SyncReport, ApplyError> {
         let start = Instant::now();
         let full = force_full || self.full_due();
-        let old_ports = std::mem::take(&mut self.ports);
+        let mut old_ports = std::mem::take(&mut self.ports);
         let changed = changes(&old_ports, ports);
         let result = match self.cfg.mode {
             ProxyMode::Iptables => self.sync_iptables(&changed, full).await,
             ProxyMode::Nftables => self.sync_nft(&changed, full).await,
         };
         let cleanups = conntrack_cleanups(&changed);
+        // The fragments now describe `ports`, applied or not; copy only what changed.
+        let updates: Vec<(ServicePortName, Option<ServicePort>)> = changed
+            .iter()
+            .filter_map(|(o, n)| Some((o.or(*n)?.name.clone(), n.cloned())))
+            .collect();
         drop(changed);
-        // The fragments now describe `ports`, applied or not.
-        self.ports = ports.clone();
+        for (k, v) in updates {
+            match v {
+                Some(v) => old_ports.insert(k, v),
+                None => old_ports.remove(&k),
+            };
+        }
+        self.ports = old_ports;
         match result {
             Ok((input, rules)) => {
                 self.in_sync = true;
@@ -507,6 +517,8 @@ pub async fn drive(
     let mut canary = tokio::time::interval(CANARY_INTERVAL);
     let mut full_timer = tokio::time::interval(sync_period.max(Duration::from_millis(100)));
     let mut force_full = false;
+    // The service ports, updated Service by Service as the cache reports changes.
+    let mut ports = ServicePortMap::new();
     loop {
         tokio::select! {
             _ = cache.changed() => dirty = true,
@@ -531,10 +543,19 @@ pub async fn drive(
             }
         }
         dirty = false;
-        let snap = cache.snapshot();
-        let (ports, skipped) = model::build(&snap.services, &snap.slices, node_name);
-        for s in &skipped {
-            tracing::debug!(service = %s.service, reason = %s.reason, "not proxying service");
+        let changes = cache.take_changes();
+        for c in &changes.services {
+            let skipped = model::update_service(
+                &mut ports,
+                &c.namespace,
+                &c.name,
+                c.service.as_ref(),
+                &c.slices,
+                node_name,
+            );
+            if let Some(s) = skipped {
+                tracing::debug!(service = %s.service, reason = %s.reason, "not proxying service");
+            }
         }
         last_sync = Some(Instant::now());
         let full = std::mem::take(&mut force_full);
@@ -546,7 +567,7 @@ pub async fn drive(
                     "synced proxy rules"
                 );
                 let now = SystemTime::now();
-                for t in snap.triggers {
+                for t in changes.triggers {
                     metrics.record_programming(now.duration_since(t).unwrap_or_default());
                 }
             }

@@ -1,8 +1,8 @@
 //! Keeps an in-memory copy of all Services and EndpointSlices with kube-runtime
-//! watchers (which retry with backoff while the API is unavailable) and wakes the sync
-//! loop on every change.
+//! watchers (which retry with backoff while the API is unavailable), notes which
+//! Services changed, and wakes the sync loop on every change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -22,8 +22,14 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Services by `namespace/name`.
     services: BTreeMap<String, Service>,
+    /// EndpointSlices by `namespace/name` of the slice.
     slices: BTreeMap<String, EndpointSlice>,
+    /// Slice keys by the `namespace/name` of their Service.
+    slices_of: BTreeMap<String, BTreeSet<String>>,
+    /// Services whose objects changed since the last [`Cache::take_changes`].
+    dirty: BTreeSet<String>,
     services_synced: bool,
     slices_synced: bool,
     /// When the EndpointSlice changes not yet programmed happened.
@@ -40,14 +46,25 @@ pub struct Cache {
     changed: Arc<Notify>,
 }
 
-/// A consistent copy of the cache for one sync.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// All Services.
-    pub services: Vec<Service>,
-    /// All EndpointSlices.
+/// One Service whose objects changed: the Service (absent if deleted) and its slices.
+#[derive(Debug)]
+pub struct ServiceChange {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// The Service, `None` if it no longer exists.
+    pub service: Option<Service>,
+    /// All its EndpointSlices.
     pub slices: Vec<EndpointSlice>,
-    /// Trigger times of the slice changes this snapshot includes.
+}
+
+/// What changed since the last call to [`Cache::take_changes`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Changed Services.
+    pub services: Vec<ServiceChange>,
+    /// Trigger times of the slice changes included.
     pub triggers: Vec<SystemTime>,
 }
 
@@ -58,6 +75,19 @@ fn key<K: Resource>(obj: &K) -> String {
         m.namespace.as_deref().unwrap_or(""),
         m.name.as_deref().unwrap_or("")
     )
+}
+
+/// `namespace/name` of the Service a slice belongs to (label `kubernetes.io/service-name`).
+fn owner(slice: &EndpointSlice) -> Option<String> {
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(skiff_api::names::SERVICE_NAME_LABEL)?;
+    Some(format!(
+        "{}/{svc}",
+        slice.metadata.namespace.as_deref().unwrap_or("")
+    ))
 }
 
 fn trigger_time(slice: &EndpointSlice) -> SystemTime {
@@ -71,8 +101,38 @@ fn trigger_time(slice: &EndpointSlice) -> SystemTime {
         .unwrap_or_else(SystemTime::now)
 }
 
+impl Inner {
+    fn put_slice(&mut self, slice: EndpointSlice) {
+        let k = key(&slice);
+        self.drop_slice(&k);
+        if let Some(o) = owner(&slice) {
+            self.slices_of
+                .entry(o.clone())
+                .or_default()
+                .insert(k.clone());
+            self.dirty.insert(o);
+        }
+        self.slices.insert(k, slice);
+    }
+
+    fn drop_slice(&mut self, k: &str) {
+        if let Some(old) = self.slices.remove(k) {
+            if let Some(o) = owner(&old) {
+                if let Some(set) = self.slices_of.get_mut(&o) {
+                    set.remove(k);
+                    if set.is_empty() {
+                        self.slices_of.remove(&o);
+                    }
+                }
+                self.dirty.insert(o);
+            }
+        }
+    }
+}
+
 impl Cache {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        // A panic while holding the lock leaves consistent maps behind: keep using them.
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
     }
@@ -89,29 +149,64 @@ impl Cache {
         self.with(|i| i.services_synced && i.slices_synced)
     }
 
-    /// Copies the current objects and takes the pending trigger times.
-    pub fn snapshot(&self) -> Snapshot {
-        self.with(|i| Snapshot {
-            services: i.services.values().cloned().collect(),
-            slices: i.slices.values().cloned().collect(),
-            triggers: std::mem::take(&mut i.pending_triggers),
+    /// Takes the Services that changed, with their current objects, and the pending
+    /// trigger times.
+    pub fn take_changes(&self) -> Changes {
+        self.with(|i| {
+            let dirty = std::mem::take(&mut i.dirty);
+            let services = dirty
+                .into_iter()
+                .map(|k| {
+                    let (namespace, name) = k.split_once('/').unwrap_or(("", k.as_str()));
+                    let slices = i
+                        .slices_of
+                        .get(&k)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| i.slices.get(s).cloned())
+                        .collect();
+                    ServiceChange {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        service: i.services.get(&k).cloned(),
+                        slices,
+                    }
+                })
+                .collect();
+            Changes {
+                services,
+                triggers: std::mem::take(&mut i.pending_triggers),
+            }
         })
     }
 
     /// Replaces or inserts a Service (also used by tests that drive the proxy directly).
     pub fn apply_service(&self, svc: Service) {
-        self.with(|i| i.services.insert(key(&svc), svc));
+        self.with(|i| {
+            let k = key(&svc);
+            i.dirty.insert(k.clone());
+            i.services.insert(k, svc);
+        });
+        self.changed.notify_one();
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&self, namespace: &str, name: &str) {
+        self.with(|i| {
+            let k = format!("{namespace}/{name}");
+            i.services.remove(&k);
+            i.dirty.insert(k);
+        });
         self.changed.notify_one();
     }
 
     /// Replaces or inserts an EndpointSlice.
     pub fn apply_slice(&self, slice: EndpointSlice) {
-        let t = trigger_time(&slice);
         self.with(|i| {
             if i.slices_synced {
-                i.pending_triggers.push(t);
+                i.pending_triggers.push(trigger_time(&slice));
             }
-            i.slices.insert(key(&slice), slice)
+            i.put_slice(slice);
         });
         self.changed.notify_one();
     }
@@ -146,17 +241,25 @@ impl Cache {
     fn on_service(&self, ev: Event<Service>) {
         self.with(|i| match ev {
             Event::Apply(o) => {
-                i.services.insert(key(&o), o);
+                let k = key(&o);
+                i.dirty.insert(k.clone());
+                i.services.insert(k, o);
             }
             Event::Delete(o) => {
-                i.services.remove(&key(&o));
+                let k = key(&o);
+                i.services.remove(&k);
+                i.dirty.insert(k);
             }
             Event::Init => i.init_services.clear(),
             Event::InitApply(o) => {
                 i.init_services.insert(key(&o), o);
             }
             Event::InitDone => {
-                i.services = std::mem::take(&mut i.init_services);
+                let new = std::mem::take(&mut i.init_services);
+                // Everything listed, and everything that disappeared meanwhile, changed.
+                i.dirty.extend(i.services.keys().cloned());
+                i.dirty.extend(new.keys().cloned());
+                i.services = new;
                 i.services_synced = true;
             }
         });
@@ -169,23 +272,27 @@ impl Cache {
                 if i.slices_synced {
                     i.pending_triggers.push(trigger_time(&o));
                 }
-                i.slices.insert(key(&o), o);
+                i.put_slice(o);
             }
             Event::Delete(o) => {
                 if i.slices_synced {
                     i.pending_triggers.push(SystemTime::now());
                 }
-                i.slices.remove(&key(&o));
+                i.drop_slice(&key(&o));
             }
             Event::Init => i.init_slices.clear(),
             Event::InitApply(o) => {
                 i.init_slices.insert(key(&o), o);
             }
             Event::InitDone => {
-                if i.slices_synced {
-                    i.pending_triggers.push(SystemTime::now());
+                let new = std::mem::take(&mut i.init_slices);
+                let old: Vec<String> = i.slices.keys().cloned().collect();
+                for k in old {
+                    i.drop_slice(&k);
                 }
-                i.slices = std::mem::take(&mut i.init_slices);
+                for s in new.into_values() {
+                    i.put_slice(s);
+                }
                 i.slices_synced = true;
             }
         });
@@ -206,5 +313,31 @@ where
             Ok(ev) => on_event(ev),
             Err(e) => tracing::warn!(error = %e, "watching {what} (retrying)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn changes_name_the_services_touched() {
+        let c = Cache::default();
+        c.apply_service(fixtures::seed_service());
+        c.apply_slice(fixtures::seed_slice());
+        c.mark_synced();
+        let ch = c.take_changes();
+        assert_eq!(ch.services.len(), 1);
+        assert_eq!(ch.services[0].name, "httpd-svc");
+        assert_eq!(ch.services[0].slices.len(), 1);
+        assert!(c.take_changes().services.is_empty());
+        c.apply_slice(fixtures::seed_slice());
+        let ch = c.take_changes();
+        assert_eq!(ch.services.len(), 1);
+        assert_eq!(ch.triggers.len(), 1);
+        c.delete_service("default", "httpd-svc");
+        let ch = c.take_changes();
+        assert!(ch.services[0].service.is_none());
     }
 }
