@@ -9,8 +9,9 @@
 //!
 //! Modules: [`records`] (the store), [`answer`] (the zone's answers, pure),
 //! [`cache`] and [`forward`] (everything else), [`server`] (UDP/TCP and the pipeline),
-//! [`metrics`], [`http`] (health/ready/metrics endpoints), [`watch`] (the API feed),
-//! [`addon`] (the manifests).
+//! [`udp_batch`] (the batched UDP loop), [`fastpath`] (repeated questions answered from
+//! kept bytes), [`metrics`], [`http`] (health/ready/metrics endpoints), [`watch`] (the
+//! API feed), [`addon`] (the manifests).
 
 pub mod addon;
 pub mod answer;
