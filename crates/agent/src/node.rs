@@ -175,6 +175,7 @@ pub async fn register(
         "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels(cfg)},
         "spec": {"taints": cfg.register_with_taints},
+        "status": status(cfg, node_ip, Utc::now(), since),
     }))
     .context("building the Node")?;
     match nodes.create(&PostParams::default(), &node).await {

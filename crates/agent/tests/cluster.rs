@@ -121,6 +121,32 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool
     )
 }
 
+/// Runs a shell command under `script`, so it has a terminal; `input` is typed into it.
+async fn in_terminal(command: &str, input: &str) -> (bool, String) {
+    let shell = format!(
+        "printf '{input}' | script -qec \"{}\" /dev/null",
+        command.replace('"', "\\\"")
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("sh")
+            .args(["-c", &shell])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("script timed out")
+    .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 #[test]
 fn agent_with_api_server() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -221,7 +247,9 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
     // The Node registers Ready with its address; the test plays the IPAM controller.
     let nodes: Api<Node> = Api::all(admin.clone());
     let node = poll("the Node", Duration::from_secs(20), async || {
-        nodes.get_opt(node_name).await.ok().flatten()
+        let n = nodes.get_opt(node_name).await.ok().flatten()?;
+        n.status.as_ref()?.conditions.as_ref()?;
+        Some(n)
     })
     .await;
     let status = node.status.clone().unwrap();
@@ -338,6 +366,31 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
     assert!(
         ok && out.contains("It works!") && out.contains("pod \"bb\" deleted"),
         "kubectl run -i: {out}"
+    );
+
+    if let Ok(secs) = std::env::var("SKC_PAUSE") {
+        eprintln!(
+            "pausing: KUBECONFIG={} in netns {prefix}node",
+            kubeconfig.display()
+        );
+        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(120))).await;
+    }
+    // Terminals: exec -t and run -it, with `script` giving kubectl a terminal.
+    let kc = kubeconfig.display().to_string();
+    let (ok, out) = in_terminal(
+        &format!("KUBECONFIG={kc} kubectl exec -it web -- sh -c 'tty; stty size'"),
+        "",
+    )
+    .await;
+    assert!(ok && out.contains("/dev/pts/"), "exec -it: {out}");
+    let (ok, out) = in_terminal(
+        &format!("KUBECONFIG={kc} kubectl run tt -it --rm --image=busybox --restart=Never --overrides='{overrides}' -- sh"),
+        "echo tty-$((6*7))\nexit\n",
+    )
+    .await;
+    assert!(
+        ok && out.contains("tty-42") && out.contains("pod \"tt\" deleted"),
+        "run -it: {out}"
     );
 
     // A crash loop.

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiff_agent::runtime::cni::Cni;
@@ -14,6 +15,78 @@ use skiff_agent::runtime::crilog;
 use skiff_agent::runtime::images::{ImageStore, HTTPD_PAGE};
 use skiff_agent::runtime::oci::ContainerConfig;
 use skiff_agent::runtime::{exec, netns};
+use skiff_agent::streaming::server::{router, Streams};
+
+/// The streaming endpoint's view for this test: one pod "ns/pod1" with container "web".
+struct OnePod {
+    web: Arc<Container>,
+    runc: Runc,
+}
+
+impl Streams for OnePod {
+    fn container(&self, _: &str, _: &str, c: &str) -> Option<Arc<Container>> {
+        (c == "web").then(|| self.web.clone())
+    }
+    fn logs(&self, _: &str, _: &str, _: &str) -> Vec<PathBuf> {
+        vec![self.web.log_path.clone()]
+    }
+    fn containers(&self, _: &str, pod: &str) -> Option<Vec<String>> {
+        (pod == "pod1").then(|| vec!["web".to_string()])
+    }
+    fn pod_ip(&self, _: &str, _: &str) -> Option<Ipv4Addr> {
+        None
+    }
+    fn runc(&self) -> &Runc {
+        &self.runc
+    }
+}
+
+/// Runs a command through the WebSocket exec handler; returns (stdout, status JSON,
+/// close code).
+async fn ws_exec(port: u16, query: &str, stdin: Option<&[u8]>) -> (Vec<u8>, String, Option<u16>) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = format!("ws://127.0.0.1:{port}/exec/ns/pod1/web?{query}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("Authorization", "Bearer secret".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    if let Some(data) = stdin {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(data);
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        ws.send(Message::Binary(vec![255u8, 0].into()))
+            .await
+            .unwrap();
+    }
+    let (mut out, mut status, mut code) = (Vec::new(), String::new(), None);
+    while let Some(msg) = ws.next().await {
+        match msg.unwrap() {
+            Message::Binary(b) if b.first() == Some(&1) => out.extend_from_slice(&b[1..]),
+            Message::Binary(b) if b.first() == Some(&3) => {
+                status.push_str(&String::from_utf8_lossy(&b[1..]))
+            }
+            Message::Close(f) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    (out, status, code)
+}
 
 /// Removes everything the test made, also when it fails.
 struct Cleanup {
@@ -169,6 +242,7 @@ fn runtime_end_to_end() {
                     log_path: log_path.clone(),
                     stdin: false,
                     stdin_once: false,
+                    tty: false,
                 },
             )
             .await
@@ -211,6 +285,84 @@ fn runtime_end_to_end() {
                 child.wait_with_output().await.unwrap().status.code(),
                 Some(4)
             );
+            // exec with a terminal: the command sees a pty.
+            let tty = exec::spawn_tty(
+                &runc,
+                "skt-web",
+                &bundle,
+                &["sh".into(), "-c".into(), "tty".into()],
+            )
+            .await
+            .expect("exec -t");
+            let exec::TtyExec { pid, master, .. } = tty;
+            let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(master).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                reader.readable().await.unwrap();
+                match reader.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
+                }
+            }
+            assert!(
+                String::from_utf8_lossy(&got).contains("/dev/pts/"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            assert_eq!(exec::TtyExec::wait(pid).await, 0);
+
+            // The WebSocket exec handler (v5.channel.k8s.io), with and without a
+            // terminal, with stdin, and its exit statuses.
+            let app = router(
+                Arc::new(OnePod {
+                    web: web.clone(),
+                    runc: runc.clone(),
+                }),
+                "secret".into(),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let (out, status, code) = ws_exec(
+                port,
+                "command=echo&command=hi&stdout=true&stderr=true",
+                None,
+            )
+            .await;
+            assert_eq!(
+                (out.as_slice(), status.as_str(), code),
+                (
+                    &b"hi\n"[..],
+                    r#"{"metadata":{},"status":"Success"}"#,
+                    Some(1000)
+                )
+            );
+            let (out, status, _) =
+                ws_exec(port, "command=cat&stdin=true&stdout=true", Some(b"piped")).await;
+            assert_eq!(out, b"piped");
+            assert!(status.contains("Success"));
+            let (_, status, _) = ws_exec(
+                port,
+                "command=sh&command=-c&command=exit%205&stdout=true",
+                None,
+            )
+            .await;
+            assert!(
+                status.contains("NonZeroExitCode") && status.contains(r#""message":"5""#),
+                "{status}"
+            );
+            let (out, status, code) = ws_exec(port, "command=tty&stdout=true&tty=true", None).await;
+            assert!(
+                String::from_utf8_lossy(&out).contains("/dev/pts/"),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(status.contains("Success"), "{status}");
+            assert_eq!(code, Some(1000));
+
             // A second container in the same pod netns reaches httpd over loopback; its
             // stdin is ours; its output is logged and attached; its exit code is seen.
             let sh_bundle = data.path().join("pods/pod1/sh");
@@ -227,6 +379,7 @@ fn runtime_end_to_end() {
                     log_path: sh_log.clone(),
                     stdin: true,
                     stdin_once: true,
+                    tty: false,
                 },
             )
             .await
@@ -276,6 +429,7 @@ fn runtime_end_to_end() {
                     log_path: data.path().join("pods/pod1/logs/sk/0.log"),
                     stdin: false,
                     stdin_once: false,
+                    tty: false,
                 },
             )
             .await

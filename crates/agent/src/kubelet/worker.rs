@@ -740,6 +740,7 @@ impl Worker {
             .to_string();
         let config = ContainerConfig {
             args,
+            terminal: c.tty.unwrap_or(false),
             env,
             cwd: c
                 .working_dir
@@ -785,6 +786,7 @@ impl Worker {
             log_path: log_path.clone(),
             stdin: c.stdin.unwrap_or(false),
             stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
         };
         st.attempts += 1;
         match Container::start(&self.k.runc, spec_run).await {

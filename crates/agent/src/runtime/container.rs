@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::process::{ChildStdin, Command};
+use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
 use super::crilog::{self, Stream};
@@ -137,6 +137,8 @@ pub struct ContainerSpec {
     pub stdin: bool,
     /// Close stdin after the first attach ends.
     pub stdin_once: bool,
+    /// Run with a terminal (`tty: true`): output and input go through a pty.
+    pub tty: bool,
 }
 
 /// Saved in the bundle so a restarted agent can take the container back.
@@ -151,6 +153,9 @@ pub struct SavedState {
     /// CRI log file.
     pub log_path: PathBuf,
 }
+
+/// Where the container's stdin is written.
+type StdinWriter = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 struct LogSink {
     file: File,
@@ -170,7 +175,11 @@ pub struct Container {
     /// Bundle directory.
     pub bundle: PathBuf,
     stdin_once: bool,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    /// True for a container with a terminal.
+    pub tty: bool,
+    /// The pty master, for resizing.
+    master: Option<File>,
+    stdin: tokio::sync::Mutex<Option<StdinWriter>>,
     sink: Arc<Mutex<LogSink>>,
     output: broadcast::Sender<(Stream, Bytes)>,
     written: watch::Receiver<u64>,
@@ -269,6 +278,9 @@ impl Container {
             serde_json::to_vec_pretty(&config)?,
         )
         .context("writing config.json")?;
+        if spec.tty {
+            return Self::start_tty(runc, spec).await;
+        }
         fifo(&bundle.join("stdout"))?;
         fifo(&bundle.join("stderr"))?;
         // The container's ends are opened read-write: it then never gets SIGPIPE while
@@ -309,7 +321,7 @@ impl Container {
             .stderr(Stdio::from(ctr_err));
         let mut child = cmd.spawn().context("running runc")?;
         drop(cmd);
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().map(|s| Box::new(s) as StdinWriter);
         let status = child.wait().await.context("waiting for runc run")?;
         if !status.success() {
             let msg = runc_error(&bundle);
@@ -335,10 +347,79 @@ impl Container {
             runc,
             saved,
             bundle,
-            rx_out,
-            rx_err,
+            vec![(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)],
             stdin,
             spec.stdin_once,
+            None,
+            cgroup_memory_dir(&spec.config.cgroups_path),
+        ))
+    }
+
+    /// Starts a container with a terminal: runc sends the pty master over a console
+    /// socket; output (all of it "stdout") is read from it and input written to it.
+    async fn start_tty(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
+        let bundle = spec.bundle.clone();
+        let console = super::console::ConsoleSocket::new()?;
+        let sock = console.path().to_path_buf();
+        let master = tokio::spawn(console.receive());
+        let _ = fs::remove_file(bundle.join("runc.log"));
+        let status = runc
+            .cmd()
+            .arg("--log")
+            .arg(bundle.join("runc.log"))
+            .arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(&sock)
+            .arg("--pid-file")
+            .arg(bundle.join("pid"))
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("running runc")?;
+        if !status.success() {
+            master.abort();
+            let msg = runc_error(&bundle);
+            let _ = runc.delete(&spec.id).await;
+            let _ = unmount_rootfs(&bundle);
+            bail!("runc run failed: {msg}");
+        }
+        let master = master.await.context("receiving the pty")??;
+        let reader = pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
+        let resizer = master.try_clone()?;
+        let stdin = if spec.stdin {
+            Some(Box::new(pipe::Sender::from_file_unchecked(master)?) as StdinWriter)
+        } else {
+            None
+        };
+        let pid: i32 = fs::read_to_string(bundle.join("pid"))
+            .context("reading runc's pid file")?
+            .trim()
+            .parse()
+            .context("parsing runc's pid file")?;
+        let saved = SavedState {
+            id: spec.id.clone(),
+            pid,
+            started_at: Utc::now(),
+            log_path: spec.log_path.clone(),
+        };
+        fs::write(bundle.join("state.json"), serde_json::to_vec(&saved)?)
+            .context("writing state.json")?;
+        Ok(Self::wire(
+            runc,
+            saved,
+            bundle,
+            vec![(reader, Stream::Stdout)],
+            stdin,
+            spec.stdin_once,
+            Some(resizer),
             cgroup_memory_dir(&spec.config.cgroups_path),
         ))
     }
@@ -360,10 +441,10 @@ impl Container {
             runc,
             saved,
             bundle.to_path_buf(),
-            rx_out,
-            rx_err,
+            vec![(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)],
             None,
             false,
+            None,
             cgroup_memory_dir(cgroups_path),
         ))
     }
@@ -373,12 +454,13 @@ impl Container {
         runc: &Runc,
         saved: SavedState,
         bundle: PathBuf,
-        rx_out: pipe::Receiver,
-        rx_err: pipe::Receiver,
-        stdin: Option<ChildStdin>,
+        outputs: Vec<(pipe::Receiver, Stream)>,
+        stdin: Option<StdinWriter>,
         stdin_once: bool,
+        master: Option<File>,
         memcg: PathBuf,
     ) -> Arc<Container> {
+        let tty = master.is_some();
         if let Some(dir) = saved.log_path.parent() {
             let _ = fs::create_dir_all(dir);
         }
@@ -405,6 +487,8 @@ impl Container {
                     log_path: saved.log_path,
                     bundle,
                     stdin_once,
+                    tty,
+                    master: master.as_ref().and_then(|m| m.try_clone().ok()),
                     stdin: tokio::sync::Mutex::new(stdin),
                     sink: Arc::new(Mutex::new(LogSink {
                         file: tempfile_fallback(),
@@ -424,6 +508,8 @@ impl Container {
             log_path: saved.log_path.clone(),
             bundle: bundle.clone(),
             stdin_once,
+            tty,
+            master: master.as_ref().and_then(|m| m.try_clone().ok()),
             stdin: tokio::sync::Mutex::new(stdin),
             sink: sink.clone(),
             output: output.clone(),
@@ -433,16 +519,19 @@ impl Container {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let written_tx = Arc::new(written_tx);
-        let pumps = [(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)].map(|(rx, stream)| {
-            tokio::spawn(pump(
-                rx,
-                stream,
-                sink.clone(),
-                output.clone(),
-                written_tx.clone(),
-                stop_rx.clone(),
-            ))
-        });
+        let pumps: Vec<_> = outputs
+            .into_iter()
+            .map(|(rx, stream)| {
+                tokio::spawn(pump(
+                    rx,
+                    stream,
+                    sink.clone(),
+                    output.clone(),
+                    written_tx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
         let pid = saved.pid;
         let runc = runc.clone();
         let id = saved.id;
@@ -551,6 +640,13 @@ impl Container {
         self.stdin.lock().await.is_some()
     }
 
+    /// Resizes the container's terminal (no-op without one).
+    pub fn resize(&self, width: u16, height: u16) {
+        if let Some(m) = &self.master {
+            super::console::resize(m, width, height);
+        }
+    }
+
     /// Closes stdin (EOF for the container).
     pub async fn close_stdin(&self) {
         self.stdin.lock().await.take();
@@ -620,7 +716,7 @@ async fn pump(
 
 /// Waits for the container's init to end. It is our child (we are a subreaper) unless
 /// an earlier agent started it; then its end is polled.
-async fn wait_for_exit(pid: i32) -> i32 {
+pub(crate) async fn wait_for_exit(pid: i32) -> i32 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("wait-{pid}"))

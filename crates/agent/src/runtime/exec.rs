@@ -30,7 +30,7 @@ pub async fn spawn(
     let file = bundle.join(format!("exec-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&file, serde_json::to_vec(&process)?)
         .context("writing the exec process file")?;
-    let guard = ExecFile(file.clone());
+    let guard = ExecFile(vec![file.clone()]);
     let child = Command::new(&runc.binary)
         .arg("--root")
         .arg(&runc.root)
@@ -47,12 +47,100 @@ pub async fn spawn(
     Ok((child, guard))
 }
 
-/// The process file of an exec; removed when dropped.
+/// The files of an exec (process file, pid file); removed when dropped.
 #[derive(Debug)]
-pub struct ExecFile(std::path::PathBuf);
+pub struct ExecFile(Vec<std::path::PathBuf>);
 
 impl Drop for ExecFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
     }
+}
+
+/// An exec with a terminal (started detached: its process is our child as we are a
+/// subreaper, and its exit status is collected from it).
+#[derive(Debug)]
+pub struct TtyExec {
+    /// Host PID of the exec'd process.
+    pub pid: i32,
+    /// The pty master.
+    pub master: std::fs::File,
+    /// The process and pid files (removed on drop).
+    pub file: ExecFile,
+}
+
+impl TtyExec {
+    /// Waits for the process to end; its exit code (128 + signal when killed).
+    pub async fn wait(pid: i32) -> i32 {
+        super::container::wait_for_exit(pid).await
+    }
+}
+
+/// Starts `args` in the container with a terminal (runc's console socket).
+pub async fn spawn_tty(runc: &Runc, id: &str, bundle: &Path, args: &[String]) -> Result<TtyExec> {
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("config.json"))
+            .context("reading the container's config.json")?,
+    )
+    .context("parsing the container's config.json")?;
+    let mut process = config["process"].clone();
+    process["args"] = serde_json::json!(args);
+    process["terminal"] = serde_json::json!(true);
+    if let Some(env) = process["env"].as_array_mut() {
+        if !env
+            .iter()
+            .any(|v| v.as_str().is_some_and(|s| s.starts_with("TERM=")))
+        {
+            env.push(serde_json::json!("TERM=xterm"));
+        }
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let file = bundle.join(format!("exec-{tag}.json"));
+    std::fs::write(&file, serde_json::to_vec(&process)?)
+        .context("writing the exec process file")?;
+    let pid_file = bundle.join(format!("exec-{tag}.pid"));
+    let guard = ExecFile(vec![file.clone(), pid_file.clone()]);
+    let console = super::console::ConsoleSocket::new()?;
+    let sock = console.path().to_path_buf();
+    let master = tokio::spawn(console.receive());
+    // runc only hands a terminal over when it detaches.
+    let out = Command::new(&runc.binary)
+        .arg("--root")
+        .arg(&runc.root)
+        .arg("exec")
+        .arg("--detach")
+        .arg("--tty")
+        .arg("--console-socket")
+        .arg(&sock)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--process")
+        .arg(&file)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .context("running runc exec")?;
+    if !out.status.success() {
+        master.abort();
+        anyhow::bail!("runc exec: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let master = tokio::time::timeout(std::time::Duration::from_secs(10), master)
+        .await
+        .context("runc exec did not hand over a terminal")?
+        .context("receiving the terminal")??;
+    let pid = std::fs::read_to_string(&pid_file)
+        .context("reading runc's pid file")?
+        .trim()
+        .parse()
+        .context("parsing runc's pid file")?;
+    Ok(TtyExec {
+        pid,
+        master,
+        file: guard,
+    })
 }

@@ -2,6 +2,7 @@
 //! wired by CNI, containers under runc with CRI log files, exec.
 
 pub mod cni;
+pub mod console;
 pub mod container;
 pub mod crilog;
 pub mod exec;

@@ -83,6 +83,9 @@ pub struct BindMount {
 pub struct ContainerConfig {
     /// The process's argv.
     pub args: Vec<String>,
+    /// Give the process a terminal (runc makes a pty and sends its master over the
+    /// console socket).
+    pub terminal: bool,
     /// `KEY=value` environment.
     pub env: Vec<String>,
     /// Working directory.
@@ -241,7 +244,7 @@ pub fn config_json(c: &ContainerConfig) -> Value {
     let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": c.terminal,
             "user": {"uid": c.uid, "gid": c.gid, "additionalGids": c.additional_gids},
             "args": c.args,
             "env": c.env,

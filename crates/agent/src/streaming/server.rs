@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::channel::{self, Incoming};
 use crate::runtime::container::{Container, Runc};
 use crate::runtime::crilog::{self, LogOptions, Stream};
-use crate::runtime::exec;
+use crate::runtime::{console, exec};
 
 /// What the endpoint needs to find containers.
 pub trait Streams: Send + Sync + 'static {
@@ -350,6 +350,7 @@ async fn exec_ws(
     let ctr = s.streams.container(&ns, &pod, &container);
     let command = q.all("command");
     let want_stdin = q.flag("stdin");
+    let want_tty = q.flag("tty");
     let runc = s.streams.runc().clone();
     ws.on_upgrade(move |socket| async move {
         let (sink, mut stream) = socket.split();
@@ -366,8 +367,14 @@ async fn exec_ws(
             let _ = writer_task.await;
             return;
         };
-        let spawned = exec::spawn(&runc, &ctr.id, &ctr.bundle, &command, want_stdin).await;
-        let (mut child, _file) = match spawned {
+        let spawned = start_exec(&runc, &ctr, &command, want_stdin, want_tty).await;
+        let ExecIo {
+            exit,
+            outs,
+            mut stdin,
+            resizer,
+            _keep,
+        } = match spawned {
             Ok(x) => x,
             Err(e) => {
                 let _ = send(
@@ -381,26 +388,8 @@ async fn exec_ws(
                 return;
             }
         };
-        let mut stdin = child.stdin.take();
-        let outs = [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                channel::STDOUT,
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                channel::STDERR,
-            ),
-        ];
         let mut pumps = Vec::new();
-        for (out, n) in outs {
-            let Some(mut out) = out else { continue };
+        for (mut out, n) in outs {
             let tx = tx.clone();
             pumps.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
@@ -422,12 +411,17 @@ async fn exec_ws(
                     Message::Binary(b) => match channel::decode(&b) {
                         Incoming::Stdin(d) => {
                             if let Some(w) = stdin.as_mut() {
-                                if w.write_all(d).await.is_err() {
+                                if w.write_all(d).await.is_err() || w.flush().await.is_err() {
                                     stdin = None;
                                 }
                             }
                         }
                         Incoming::Close(channel::STDIN) => stdin = None,
+                        Incoming::Resize { width, height } => {
+                            if let Some(m) = &resizer {
+                                console::resize(m, width, height);
+                            }
+                        }
                         _ => {}
                     },
                     Message::Close(_) => break,
@@ -435,15 +429,73 @@ async fn exec_ws(
                 }
             }
         });
-        let status = child.wait().await;
+        let code = exit.await;
+        // Output still in flight is sent; a background process holding the output
+        // open does not keep the session alive for long.
         for p in pumps {
-            let _ = p.await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
         input.abort();
-        let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
         let _ = send(&tx, channel::ERROR, channel::exit_status(code).as_bytes()).await;
         drop(tx);
         let _ = writer_task.await;
+    })
+}
+
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+type ExitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send>>;
+
+/// A running exec's streams.
+struct ExecIo {
+    /// Resolves to the exit code.
+    exit: ExitFuture,
+    /// Output streams with their channel numbers.
+    outs: Vec<(Reader, u8)>,
+    /// Where stdin goes, if asked for.
+    stdin: Option<Writer>,
+    /// The pty master, with a terminal.
+    resizer: Option<std::fs::File>,
+    /// Files to remove when the exec is over.
+    _keep: exec::ExecFile,
+}
+
+async fn start_exec(
+    runc: &Runc,
+    ctr: &Container,
+    command: &[String],
+    want_stdin: bool,
+    want_tty: bool,
+) -> anyhow::Result<ExecIo> {
+    if want_tty {
+        let exec::TtyExec { pid, master, file } =
+            exec::spawn_tty(runc, &ctr.id, &ctr.bundle, command).await?;
+        let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
+        let resizer = master.try_clone()?;
+        let writer = tokio::net::unix::pipe::Sender::from_file_unchecked(master)?;
+        return Ok(ExecIo {
+            exit: Box::pin(exec::TtyExec::wait(pid)),
+            outs: vec![(Box::new(reader), channel::STDOUT)],
+            stdin: want_stdin.then(|| Box::new(writer) as Writer),
+            resizer: Some(resizer),
+            _keep: file,
+        });
+    }
+    let (mut child, file) = exec::spawn(runc, &ctr.id, &ctr.bundle, command, want_stdin).await?;
+    let mut outs: Vec<(Reader, u8)> = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        outs.push((Box::new(o), channel::STDOUT));
+    }
+    if let Some(o) = child.stderr.take() {
+        outs.push((Box::new(o), channel::STDERR));
+    }
+    let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
+    Ok(ExecIo {
+        exit: Box::pin(async move { child.wait().await.ok().and_then(|s| s.code()).unwrap_or(1) }),
+        outs,
+        stdin,
+        resizer: None,
+        _keep: file,
     })
 }
 
@@ -516,6 +568,7 @@ pub async fn attach_session(
                         let _ = input_ctr.write_stdin(d).await;
                     }
                     Incoming::Close(channel::STDIN) => break,
+                    Incoming::Resize { width, height } => input_ctr.resize(width, height),
                     _ => {}
                 },
                 Message::Close(_) => break,
