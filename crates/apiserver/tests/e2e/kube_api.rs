@@ -275,3 +275,81 @@ async fn events_are_shared_by_both_apis_and_namespaces_finalize() {
     let e = err(ns.get("gone").await.unwrap_err());
     assert_eq!(e.code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_and_join_token_authenticate() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let s = common::start().await;
+    let client = s.client();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let body = serde_json::to_vec(&tr).unwrap();
+    let req = http::Request::post("/api/v1/namespaces/default/serviceaccounts/robot/token")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let got: TokenRequest = client.request(req).await.unwrap();
+    let token = got.status.unwrap().token;
+
+    let with_bearer = |t: &str| {
+        let mut cfg = s.handle.admin_client_config();
+        cfg.auth_info = Default::default();
+        cfg.auth_info.token = Some(t.to_string().into());
+        kube::Client::try_from(cfg).unwrap()
+    };
+    let as_sa: Api<ConfigMap> = Api::namespaced(with_bearer(&token), "default");
+    as_sa.list(&ListParams::default()).await.unwrap();
+    let join = skiff_apiserver::pki::join_token(s.dir.path()).unwrap();
+    let as_node: Api<ConfigMap> = Api::namespaced(with_bearer(&join), "default");
+    as_node.list(&ListParams::default()).await.unwrap();
+    let nobody: Api<ConfigMap> = Api::namespaced(with_bearer("abc.def"), "default");
+    let e = err(nobody.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((e.code, e.message.as_str()), (401, "Unauthorized"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_with_streaming_lists_and_selector_exits() {
+    use kube::runtime::watcher::{self, Event};
+    let s = common::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client(), "default");
+    let labelled = |name: &str, v: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"k": v}}})).unwrap()
+    };
+    api.create(&PostParams::default(), &labelled("a", "yes")).await.unwrap();
+    api.create(&PostParams::default(), &labelled("b", "no")).await.unwrap();
+    let cfg = watcher::Config::default().labels("k=yes").streaming_lists();
+    let mut stream = Box::pin(watcher::watcher(api.clone(), cfg));
+    macro_rules! next {
+        () => {
+            tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("event in time")
+                .expect("stream open")
+                .expect("no error")
+        };
+    }
+    assert!(matches!(next!(), Event::Init));
+    match next!() {
+        Event::InitApply(o) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(next!(), Event::InitDone));
+    // Relabelling `a` out of the selector is a deletion for this watcher.
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"k": "no"}}})))
+        .await
+        .unwrap();
+    match next!() {
+        Event::Delete(o) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
+        other => panic!("{other:?}"),
+    }
+    api.patch("b", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"k": "yes"}}})))
+        .await
+        .unwrap();
+    match next!() {
+        Event::Apply(o) => assert_eq!(o.metadata.name.as_deref(), Some("b")),
+        other => panic!("{other:?}"),
+    }
+}
