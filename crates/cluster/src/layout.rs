@@ -82,6 +82,9 @@ pub struct ClusterState {
     pub api_port: u16,
     /// Pid of `skiff server`.
     pub server_pid: u32,
+    /// Arguments `skiff server` was started with (to start it again).
+    #[serde(default)]
+    pub server_args: Vec<String>,
     /// The nodes, control plane first.
     pub nodes: Vec<NodeState>,
 }
@@ -98,6 +101,9 @@ pub struct NodeState {
     pub netns: String,
     /// Pid of the node's `skiff agent`.
     pub agent_pid: u32,
+    /// Arguments the agent was started with (to start it again).
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 impl ClusterState {

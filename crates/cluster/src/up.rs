@@ -49,12 +49,19 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         "--nodes must be between 1 and 200"
     );
     if let Ok(state) = ClusterState::load(&opts.name) {
-        if process::alive(state.server_pid) {
+        let running = process::alive(state.server_pid)
+            && state.nodes.iter().all(|n| process::alive(n.agent_pid));
+        if running {
             bail!(
                 "cluster {:?} already exists (skiff down --cluster {} removes it)",
                 opts.name,
                 opts.name
             );
+        }
+        let intact = !state.server_args.is_empty()
+            && state.nodes.iter().all(|n| netns::path(&n.netns).exists());
+        if intact {
+            return restart(state, &opts, hooks, started).await;
         }
     }
     // Whatever a crashed earlier cluster of this name left behind goes first.
@@ -132,6 +139,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         name: name.clone(),
         api_port,
         server_pid,
+        server_args,
         nodes: Vec::new(),
     };
     state.save()?;
@@ -175,13 +183,57 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             ip: layout::node_ip(i),
             netns: ns,
             agent_pid,
+            agent_args: args,
         });
     }
     state.save()?;
+    wait_until_ready(&state, &client, deadline).await?;
+    Ok(state)
+}
 
+/// Starts again the processes of a cluster that stopped (killed, crashed): its namespaces
+/// and data are still there, so it comes back with every object it had.
+async fn restart(
+    mut state: ClusterState,
+    opts: &UpOptions,
+    hooks: &Hooks,
+    started: Instant,
+) -> anyhow::Result<ClusterState> {
+    let dir = ClusterState::dir(&state.name);
+    let deadline = Instant::now() + opts.timeout;
+    if !process::alive(state.server_pid) {
+        let log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
+        state.server_pid = process::spawn_detached(&opts.skiff_binary, &state.server_args, &log)?;
+    }
+    state.save()?;
+    let client = wait_for_api(&state, hooks, deadline).await?;
+    for node in &mut state.nodes {
+        if !process::alive(node.agent_pid) {
+            let log = dir.join(&node.name).join("agent.log");
+            node.agent_pid = process::spawn_detached(&opts.skiff_binary, &node.agent_args, &log)?;
+        }
+    }
+    state.save()?;
+    wait_until_ready(&state, &client, deadline).await?;
+    println!(
+        "Cluster \"{}\" is running again: {} node(s) in {:.2}s, API at {}",
+        state.name,
+        state.nodes.len(),
+        started.elapsed().as_secs_f64(),
+        state.host_url()
+    );
+    Ok(state)
+}
+
+/// Every node Ready, `coredns` available, and the system Services working from every node.
+async fn wait_until_ready(
+    state: &ClusterState,
+    client: &Client,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     wait_until(deadline, "every node to be Ready", || {
         let client = client.clone();
-        let want = names.len();
+        let want = state.nodes.len();
         async move { Ok(ready_nodes(&client).await? == want) }
     })
     .await?;
@@ -190,8 +242,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         async move { coredns_available(&client).await }
     })
     .await?;
-    check_services_from_every_node(&state, deadline).await?;
-    Ok(state)
+    check_services_from_every_node(state, deadline).await
 }
 
 /// See [`crate::selfcheck`]: the nodes are checked in parallel.
