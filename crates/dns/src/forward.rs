@@ -4,14 +4,17 @@
 //! answers cannot be spoofed by guessing one of them), retried over TCP when the
 //! upstream truncates, and tried on the next upstream when one fails or times out.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
 
 use crate::cache::{Cache, CacheKey, HitKind};
 
@@ -61,6 +64,7 @@ pub struct Forwarder {
     cache: Cache,
     timeout: Duration,
     preferred: AtomicUsize,
+    inflight: Mutex<HashMap<CacheKey, Vec<oneshot::Sender<Message>>>>,
 }
 
 impl Forwarder {
@@ -71,6 +75,7 @@ impl Forwarder {
             cache: Cache::new(cache_size),
             timeout: Duration::from_secs(2),
             preferred: AtomicUsize::new(0),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -92,23 +97,61 @@ impl Forwarder {
     }
 
     /// Resolves `req` upstream (after a cache miss) and caches the answer. On failure
-    /// of every upstream the answer is SERVFAIL.
+    /// of every upstream the answer is SERVFAIL. Identical questions arriving while one
+    /// is being asked wait for its answer instead of asking again.
     pub async fn resolve(&self, req: &Message) -> Message {
-        match self.exchange_any(req).await {
-            Ok(mut resp) => {
+        let key = CacheKey::of(req);
+        if let Some(key) = &key {
+            let waiter = {
+                let mut inflight = self.inflight.lock();
+                match inflight.get_mut(key) {
+                    Some(waiters) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        Some(rx)
+                    }
+                    None => {
+                        inflight.insert(key.clone(), Vec::new());
+                        None
+                    }
+                }
+            };
+            if let Some(rx) = waiter {
+                // The asker went away without an answer: ask ourselves.
+                return match rx.await {
+                    Ok(shared) => for_request(shared, req),
+                    Err(_) => self.ask(req, None).await,
+                };
+            }
+        }
+        let guard = key.map(|k| Inflight {
+            forwarder: self,
+            key: k,
+            finished: false,
+        });
+        self.ask(req, guard).await
+    }
+
+    /// Asks the upstreams, caches, and hands the answer to whoever waits on `guard`.
+    async fn ask(&self, req: &Message, guard: Option<Inflight<'_>>) -> Message {
+        let resp = match self.exchange_any(req).await {
+            Ok(resp) => {
                 if let Some(key) = CacheKey::of(req) {
                     self.cache.put(key, &resp);
                 }
-                resp.set_id(req.id());
-                // Answer with the question as it was asked (case included).
-                *resp.queries_mut() = req.queries().to_vec();
                 resp
             }
             Err(e) => {
                 tracing::debug!(error = %e, "forwarding failed");
                 crate::answer::response(req, ResponseCode::ServFail)
             }
+        };
+        if let Some(g) = guard {
+            for tx in g.finish() {
+                let _ = tx.send(resp.clone());
+            }
         }
+        for_request(resp, req)
     }
 
     async fn exchange_any(&self, req: &Message) -> Result<Message, ForwardError> {
@@ -160,6 +203,42 @@ impl Forwarder {
         tokio::time::timeout(self.timeout, tcp_exchange(addr, &wire))
             .await
             .map_err(|_| ForwardError::Timeout(addr))?
+    }
+}
+
+/// `resp` as the answer to `req`: its id, and the question as it was asked (case
+/// included).
+fn for_request(mut resp: Message, req: &Message) -> Message {
+    resp.set_id(req.id());
+    *resp.queries_mut() = req.queries().to_vec();
+    resp
+}
+
+/// A question being asked upstream; dropping it (also when the asking task is
+/// cancelled) removes it, so waiters fall back to asking themselves.
+struct Inflight<'a> {
+    forwarder: &'a Forwarder,
+    key: CacheKey,
+    finished: bool,
+}
+
+impl Inflight<'_> {
+    /// Removes the question and returns its waiters.
+    fn finish(mut self) -> Vec<oneshot::Sender<Message>> {
+        self.finished = true;
+        self.forwarder
+            .inflight
+            .lock()
+            .remove(&self.key)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.forwarder.inflight.lock().remove(&self.key);
+        }
     }
 }
 
@@ -221,6 +300,61 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A loopback upstream answering every A query with 192.0.2.99, counting queries.
+    async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut r = crate::answer::response(&q, ResponseCode::NoError);
+                let name = q.queries()[0].name().clone();
+                r.add_answer(Record::from_rdata(
+                    name,
+                    60,
+                    RData::A(A::new(192, 0, 2, 99)),
+                ));
+                let _ = sock.send_to(&r.to_vec().expect("encode"), peer).await;
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn identical_questions_in_flight_are_asked_once() {
+        let (up, count) = counting_upstream().await;
+        let fwd = Forwarder::new(vec![up], 100);
+        let reqs: Vec<Message> = (0..5u16)
+            .map(|id| {
+                crate::answer::request(
+                    id,
+                    Name::from_ascii("same.example.").expect("name"),
+                    RecordType::A,
+                )
+            })
+            .collect();
+        // All five are polled (and register) before the first answer can be read.
+        let answers = futures::future::join_all(reqs.iter().map(|r| fwd.resolve(r))).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a.id(), i as u16);
+            assert_eq!(a.answers().len(), 1);
+        }
+        assert!(fwd.inflight.lock().is_empty());
+        // Now cached.
+        assert!(fwd.cached(&reqs[0]).is_some());
+    }
 
     #[test]
     fn resolv_conf_nameservers() {
