@@ -73,6 +73,7 @@ pub struct Server;
 
 /// A running server.
 pub struct ServerHandle {
+    client_ip: Ipv4Addr,
     port: u16,
     ca_der: Vec<u8>,
     admin_cert: String,
@@ -108,7 +109,14 @@ impl Server {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let advertise = cfg.advertise_address.unwrap_or_else(default_advertise);
-        let pki = pki::ensure(&cfg.data_dir, advertise, &cfg.extra_sans)?;
+        // In-process clients connect to the bind address (loopback when bound to all).
+        let client_ip = match cfg.bind.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => Ipv4Addr::LOCALHOST,
+        };
+        let mut sans = cfg.extra_sans.clone();
+        sans.push(client_ip.to_string());
+        let pki = pki::ensure(&cfg.data_dir, advertise, &sans)?;
         let store = skiff_store::SqliteStore::open(&cfg.data_dir.join("state.db"))
             .context("opening the store")?;
         store.spawn_compactor(
@@ -162,6 +170,7 @@ impl Server {
             .to_vec();
         tracing::info!(%port, %advertise, "API server listening");
         Ok(ServerHandle {
+            client_ip,
             port,
             ca_der,
             admin_cert: pki.admin_cert,
@@ -177,9 +186,10 @@ impl ServerHandle {
         self.port
     }
 
-    /// Client configuration for `https://127.0.0.1:<port>` as the admin user.
+    /// Client configuration for `https://127.0.0.1:<port>` (or the bind address when the
+    /// server is bound to one address) as the admin user.
     pub fn admin_client_config(&self) -> kube::Config {
-        let url = format!("https://127.0.0.1:{}", self.port);
+        let url = format!("https://{}:{}", self.client_ip, self.port);
         let mut c = kube::Config::new(url.parse().unwrap_or_default());
         c.root_cert = Some(vec![self.ca_der.clone()]);
         let b64 = base64::engine::general_purpose::STANDARD;

@@ -94,24 +94,23 @@ pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]
         "kubernetes.default.svc".into(),
         "kubernetes.default.svc.cluster.local".into(),
     ];
+    for ip in [
+        advertise,
+        Ipv4Addr::LOCALHOST,
+        skiff_api::defaults::KUBERNETES_SERVICE_IP,
+    ] {
+        sans.push(ip.to_string());
+    }
     sans.extend(extra_sans.iter().cloned());
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    for s in &sans {
+    let mut seen = std::collections::HashSet::new();
+    for s in sans.iter().filter(|s| seen.insert(s.as_str())) {
         match s.parse::<std::net::IpAddr>() {
             Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
             Err(_) => params
                 .subject_alt_names
                 .push(SanType::DnsName(s.as_str().try_into()?)),
         }
-    }
-    for ip in [
-        advertise,
-        Ipv4Addr::LOCALHOST,
-        skiff_api::defaults::KUBERNETES_SERVICE_IP,
-    ] {
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(std::net::IpAddr::V4(ip)));
     }
     params
         .distinguished_name

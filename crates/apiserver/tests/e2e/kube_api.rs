@@ -283,7 +283,8 @@ async fn service_account_tokens_and_join_token_authenticate() {
     let s = common::start().await;
     let client = s.client();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
     sas.create(&PostParams::default(), &sa).await.unwrap();
     let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
     let body = serde_json::to_vec(&tr).unwrap();
@@ -318,8 +319,12 @@ async fn watcher_with_streaming_lists_and_selector_exits() {
     let labelled = |name: &str, v: &str| -> ConfigMap {
         serde_json::from_value(json!({"metadata": {"name": name, "labels": {"k": v}}})).unwrap()
     };
-    api.create(&PostParams::default(), &labelled("a", "yes")).await.unwrap();
-    api.create(&PostParams::default(), &labelled("b", "no")).await.unwrap();
+    api.create(&PostParams::default(), &labelled("a", "yes"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &labelled("b", "no"))
+        .await
+        .unwrap();
     let cfg = watcher::Config::default().labels("k=yes").streaming_lists();
     let mut stream = Box::pin(watcher::watcher(api.clone(), cfg));
     macro_rules! next {
@@ -338,16 +343,24 @@ async fn watcher_with_streaming_lists_and_selector_exits() {
     }
     assert!(matches!(next!(), Event::InitDone));
     // Relabelling `a` out of the selector is a deletion for this watcher.
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"k": "no"}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"k": "no"}}})),
+    )
+    .await
+    .unwrap();
     match next!() {
         Event::Delete(o) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
         other => panic!("{other:?}"),
     }
-    api.patch("b", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"k": "yes"}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"k": "yes"}}})),
+    )
+    .await
+    .unwrap();
     match next!() {
         Event::Apply(o) => assert_eq!(o.metadata.name.as_deref(), Some("b")),
         other => panic!("{other:?}"),
