@@ -23,7 +23,7 @@ const REPLICAS: i32 = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run explicitly"]
 async fn thousand_replicas_on_a_hundred_nodes() {
-    let cl = start().await;
+    let cl = start_with(Duration::from_secs(40)).await;
     let client = cl.client.clone();
     let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:03}")).collect();
     let ips: Vec<String> = (0..NODES).map(|i| format!("192.0.2.{}", i + 1)).collect();

@@ -25,6 +25,11 @@ pub struct Cluster {
 }
 
 pub async fn start() -> Cluster {
+    start_with(Duration::from_secs(4)).await
+}
+
+/// Starts a control plane whose node monitor grace period is `grace`.
+pub async fn start_with(grace: Duration) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -40,7 +45,7 @@ pub async fn start() -> Cluster {
     .expect("API server");
     let client = Client::try_from(server.admin_client_config()).expect("client");
     let cfg = skiff_controllers::ControllersConfig {
-        node_monitor_grace_period: Duration::from_secs(4),
+        node_monitor_grace_period: grace,
         pod_eviction_timeout_default: Duration::from_secs(2),
         ..Default::default()
     };
@@ -125,9 +130,12 @@ pub fn heartbeats(client: Client, nodes: &[(&str, &str)]) -> tokio::task::JoinHa
         .collect();
     tokio::spawn(async move {
         loop {
-            for (name, ip) in &nodes {
-                set_node_ready(&client, name, ip).await;
-            }
+            futures::future::join_all(
+                nodes
+                    .iter()
+                    .map(|(name, ip)| set_node_ready(&client, name, ip)),
+            )
+            .await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
