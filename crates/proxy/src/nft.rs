@@ -377,7 +377,8 @@ fn balance(st: &mut NftState, sp: &ServicePort, chain: &str, endpoints: &[Endpoi
 pub enum SyncKind {
     /// Start: delete any table left from before and create everything.
     Fresh,
-    /// Periodic full sync: rewrite every chain, map and set in place (affinity is kept).
+    /// Periodic full sync: re-declare the table's layout and rewrite its fixed chains,
+    /// then apply the difference to the previous state (affinity sets are kept).
     Full,
     /// Only what differs from the previously applied state.
     Partial,
@@ -509,6 +510,10 @@ fn element(key: &str, v: &MapValue) -> String {
 
 /// Builds the `nft -f -` script that takes the kernel from `previous` (what was last
 /// applied; ignored for [`SyncKind::Fresh`]) to `desired`.
+///
+/// A fresh script may be applied in pieces of whole lines (see [`split_fresh`]): its
+/// commands are ordered so that everything a line refers to is created on an earlier
+/// line.
 pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &NftConfig) -> String {
     let mut s = Script(String::new());
     let empty = NftState::default();
@@ -556,16 +561,28 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
                 quote(comment)
             ));
         }
-        if kind == SyncKind::Full {
-            for (name, _, _) in static_chains(cfg) {
-                s.line(format!("flush chain {t} {name}"));
-            }
-            s.line(format!("flush set {t} {CLUSTER_IPS}"));
-            s.line(format!("flush set {t} {NODEPORT_IPS}"));
-            for (name, _, _) in MAPS {
-                s.line(format!("flush map {t} {name}"));
+    }
+    if kind == SyncKind::Full {
+        // The fixed chains and the node addresses are rewritten; per-service chains and
+        // elements follow the diff below (the table is ours and never read back, so
+        // rewriting unchanged ones would only cost time: nft validates the whole table
+        // for every rule with a jump).
+        for (name, _, rules) in static_chains(cfg) {
+            s.line(format!("flush chain {t} {name}"));
+            for r in rules {
+                s.line(format!("add rule {t} {name} {r}"));
             }
         }
+        s.line(format!("flush set {t} {NODEPORT_IPS}"));
+        if !cfg.node_ips.is_empty() {
+            let ips: Vec<String> = cfg.node_ips.iter().map(|i| i.to_string()).collect();
+            s.line(format!(
+                "add element {t} {NODEPORT_IPS} {{ {} }}",
+                ips.join(", ")
+            ));
+        }
+    }
+    if kind == SyncKind::Fresh {
         if !cfg.node_ips.is_empty() {
             let ips: Vec<String> = cfg.node_ips.iter().map(|i| i.to_string()).collect();
             s.line(format!(
@@ -589,9 +606,6 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
             }
         }
         for (name, rules) in &desired.chains {
-            if kind == SyncKind::Full && prev.chains.contains_key(name) {
-                s.line(format!("flush chain {t} {name}"));
-            }
             for r in rules {
                 s.line(format!("add rule {t} {name} {r}"));
             }
@@ -693,6 +707,24 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
         }
     }
     s.0
+}
+
+/// Lines per `nft -f` transaction when creating the table from scratch. The kernel's
+/// cost of one transaction grows faster than linearly with its size (10,000 services
+/// take minutes in one transaction), so a fresh table is created in pieces.
+pub const FRESH_CHUNK_LINES: usize = 10_000;
+
+/// Splits a fresh script into transactions of at most [`FRESH_CHUNK_LINES`] lines.
+pub fn split_fresh(script: &str) -> Vec<String> {
+    let lines: Vec<&str> = script.lines().collect();
+    lines
+        .chunks(FRESH_CHUNK_LINES)
+        .map(|c| {
+            let mut t = c.join("\n");
+            t.push('\n');
+            t
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -367,9 +367,7 @@ impl Engine {
             let name = &old.or(*new).expect("a change has a side").name;
             let before = self.nft_frags.remove(name).unwrap_or_default();
             let after = new.map(|sp| nft::port_state(sp, &cfg)).unwrap_or_default();
-            if !full {
-                script.push_str(&nft::render(&after, &before, SyncKind::Partial, &cfg));
-            }
+            script.push_str(&nft::render(&after, &before, SyncKind::Partial, &cfg));
             self.nft_whole.unmerge(&before);
             self.nft_whole.merge(&after);
             if new.is_some() {
@@ -401,14 +399,18 @@ impl Engine {
         ] {
             self.nft_whole.maps.entry(m).or_default();
         }
+        if self.nft_fresh {
+            script = nft::render(&self.nft_whole, &NftState::default(), SyncKind::Fresh, &cfg);
+            for t in nft::split_fresh(&script) {
+                self.runner.nft_apply(&t).await?;
+            }
+            self.nft_fresh = false;
+            let rules = vec![("nft".to_string(), self.nft_whole.rule_count())];
+            return Ok((script, rules));
+        }
         if full {
-            let kind = if self.nft_fresh {
-                SyncKind::Fresh
-            } else {
-                SyncKind::Full
-            };
             let prev = previous.unwrap_or_default();
-            script = nft::render(&self.nft_whole, &prev, kind, &cfg);
+            script = nft::render(&self.nft_whole, &prev, SyncKind::Full, &cfg);
         } else {
             // An address may leave with one port and come back with another: net effect.
             let mut net: BTreeMap<Ipv4Addr, bool> = BTreeMap::new();
