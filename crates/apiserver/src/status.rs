@@ -27,6 +27,15 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
     Value::Object(d)
 }
 
+/// `Deployment.apps` or `Service`: how Invalid messages name a kind.
+fn group_kind(group: &str, kind: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
+}
+
 /// `pods` or `deployments.apps`: how messages name a resource.
 pub(crate) fn qualified(group: &str, plural: &str) -> String {
     if group.is_empty() {
@@ -110,13 +119,23 @@ impl ApiError {
         d["causes"] = Value::Array(
             causes
                 .into_iter()
-                .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
+                .map(|(field, reason, message)| {
+                    // Causes carry the field separately; their message is the rest.
+                    let detail = message
+                        .strip_prefix(&format!("{field}: "))
+                        .unwrap_or(&message)
+                        .to_string();
+                    json!({"reason": reason, "message": detail, "field": field})
+                })
                 .collect(),
         );
         Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {summary}"),
+            format!(
+                "{} \"{name}\" is invalid: {summary}",
+                group_kind(group, kind)
+            ),
         )
         .with_details(d)
     }

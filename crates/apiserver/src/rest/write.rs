@@ -111,8 +111,10 @@ fn check_unknown(info: &ResourceInfo, obj: &Value, opts: &WriteOpts) -> ApiResul
         .collect();
     match opts.field_validation {
         FieldValidation::Strict => Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            msgs.join(", ")
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            msgs.join(", "),
+            kind = info.kind,
+            version = info.version,
         ))),
         _ => Ok(msgs),
     }
