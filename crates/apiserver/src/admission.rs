@@ -131,8 +131,7 @@ fn in_use(state: &ApiState, obj: &Value) -> ApiResult<(HashSet<Ipv4Addr>, HashSe
     Ok((ips, ports))
 }
 
-fn allocate_ip(state: &ApiState, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let net = state.service_cidr;
+fn allocate_ip(net: ipnet::Ipv4Net, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     let base = u32::from(net.network());
     let size = 1u64 << (32 - net.prefix_len());
     if size < 4 {
@@ -152,8 +151,7 @@ fn allocate_ip(state: &ApiState, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         .find(|ip| !used.contains(ip))
 }
 
-fn allocate_port(state: &ApiState, used: &HashSet<u16>) -> Option<u16> {
-    let (lo, hi) = state.node_port_range;
+fn allocate_port((lo, hi): (u16, u16), used: &HashSet<u16>) -> Option<u16> {
     // KEP-3668: dynamic allocation prefers the upper band, leaving the static band
     // (up to 30085 for the default range) to users who pick ports themselves.
     let band = skiff_api::defaults::NODE_PORT_STATIC_BAND_MAX.clamp(lo, hi);
@@ -234,7 +232,7 @@ fn service(state: &ApiState, obj: &mut Value, old: Option<&Value>) -> ApiResult<
                 }
                 r
             }
-            (None, None) => allocate_ip(state, &used_ips)
+            (None, None) => allocate_ip(state.service_cidr, &used_ips)
                 .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
                 .to_string(),
         };
@@ -309,7 +307,7 @@ fn service(state: &ApiState, obj: &mut Value, old: Option<&Value>) -> ApiResult<
             .filter(|n| !taken.contains(n));
         let np = match keep {
             Some(n) => n,
-            None => allocate_port(state, &taken).ok_or_else(|| {
+            None => allocate_port(state.node_port_range, &taken).ok_or_else(|| {
                 ApiError::internal("failed to allocate a nodePort: range is full")
             })?,
         };
@@ -340,4 +338,38 @@ fn service(state: &ApiState, obj: &mut Value, old: Option<&Value>) -> ApiResult<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ips_skip_reserved_addresses() {
+        let net: ipnet::Ipv4Net = "10.0.0.0/29".parse().unwrap();
+        let mut used = HashSet::new();
+        // Offsets 2..=6 are the only allocatable addresses of a /29.
+        for _ in 0..5 {
+            let ip = allocate_ip(net, &used).unwrap();
+            let off = u32::from(ip) - u32::from(net.network());
+            assert!((2..=6).contains(&off), "{ip}");
+            assert!(used.insert(ip));
+        }
+        assert_eq!(allocate_ip(net, &used), None);
+    }
+
+    #[test]
+    fn node_ports_prefer_the_dynamic_band() {
+        let used = HashSet::new();
+        for _ in 0..100 {
+            let p = allocate_port((30000, 32767), &used).unwrap();
+            assert!((30086..=32767).contains(&p), "{p}");
+        }
+        // With the upper band full, the static band is used.
+        let used: HashSet<u16> = (30086..=32767).collect();
+        let p = allocate_port((30000, 32767), &used).unwrap();
+        assert!((30000..=30085).contains(&p));
+        let used: HashSet<u16> = (30000..=32767).collect();
+        assert_eq!(allocate_port((30000, 32767), &used), None);
+    }
 }
