@@ -11,7 +11,8 @@
 # queries in flight, so latency there is 100/qps by Little's law and says nothing about
 # the server; the fixed-rate run does.
 #
-# Usage: crates/dns/bench/dnsperf.sh [--release|--debug]   (env: N=1000 SECS=10 LAT_QPS=20000)
+# Usage: crates/dns/bench/dnsperf.sh [--release|--debug]
+#        (env: N=1000 SECS=10 LAT_QPS=20000 ROUNDS=3)
 set -euo pipefail
 N=${N:-1000}
 SECS=${SECS:-10}
@@ -109,32 +110,50 @@ for p in "$SKIFF" "$MASQ" "$UNB"; do
   dnsperf -s 127.0.0.1 -p "$p" -d "$W/external.txt" -n 1 >/dev/null 2>&1
 done
 
-run() { # name port file -> "qps avg p50 p99"
-  local port=$2 file=$3 out qps lat
-  out=$(dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$SECS" -c 4 -Q 200000 2>&1)
-  qps=$(echo "$out" | awk '/Queries per second/ {printf "%.0f", $4}')
-  lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
-  sat=$(echo "$out" | awk '/Average Latency/ {printf "%.3f", $4*1000}')
-  dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$SECS" -c 4 -Q "$LAT_QPS" -v 2>/dev/null \
+throughput() { # port file -> qps
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECS" -c 4 -Q 200000 2>&1 \
+    | awk '/Queries per second/ {printf "%.0f", $4}'
+}
+
+latency() { # port file -> "avg p50 p99" in ms at LAT_QPS
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$SECS" -c 4 -Q "$LAT_QPS" -v 2>/dev/null \
     | awk '/^> / {print $NF}' | sort -n > "$W/lat"
-  lat=$(awk '{a[NR]=$1; s+=$1}
+  awk '{a[NR]=$1; s+=$1}
     END {
       if (NR == 0) { print "- - -"; exit }
       m = int(NR * 0.5); if (m < 1) m = 1
       q = int(NR * 0.99); if (q < 1) q = 1
       printf "%.3f %.3f %.3f", s / NR * 1000, a[m] * 1000, a[q] * 1000
-    }' "$W/lat")
-  printf "%-10s %-9s %10s %6s %10s   %s\n" "$1" "$4" "$qps" "$lost" "$sat" "$lat"
+    }' "$W/lat"
 }
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The machine may be shared: the servers take turns, $ROUNDS times, and the median
+# counts.
+ROUNDS=${ROUNDS:-3}
+declare -A QPS
+SERVERS=("skiff-dns:$SKIFF" "dnsmasq:$MASQ" "unbound:$UNB")
+for ((r = 1; r <= ROUNDS; r++)); do
+  for set in cluster external; do
+    for s in "${SERVERS[@]}"; do
+      QPS[${s%%:*}/$set]+="$(throughput "${s##*:}" "$W/$set.txt") "
+    done
+  done
+done
+
 echo
-echo "dnsperf -l $SECS -c 4 -Q 200000; N=$N cluster names; skiff-dns build: $BUILD; $(nproc) cores"
-echo "latency columns (ms): at saturation (avg); at $LAT_QPS qps (avg p50 p99)"
-printf "%-10s %-9s %10s %6s %10s   %s\n" server queries qps lost sat-avg "avg p50 p99"
+echo "dnsperf -l $SECS -c 4 -Q 200000 (median of $ROUNDS interleaved rounds); N=$N cluster names;"
+echo "skiff-dns build: $BUILD; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "latency (ms) measured at a fixed $LAT_QPS qps"
+printf "%-10s %-9s %10s   %-24s %s\n" server queries qps rounds "avg p50 p99"
 for set in cluster external; do
-  run skiff-dns "$SKIFF" "$W/$set.txt" "$set"
-  run dnsmasq "$MASQ" "$W/$set.txt" "$set"
-  run unbound "$UNB" "$W/$set.txt" "$set"
+  for s in "${SERVERS[@]}"; do
+    name=${s%%:*}
+    rounds=${QPS[$name/$set]}
+    printf "%-10s %-9s %10s   %-24s %s\n" "$name" "$set" "$(echo "$rounds" | median)" "$rounds" \
+      "$(latency "${s##*:}" "$W/$set.txt")"
+  done
 done
 
 # Service change -> answer, measured by the example itself.
