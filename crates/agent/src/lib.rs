@@ -206,3 +206,57 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 pub fn import_image(data_dir: &Path, tarball: &Path) -> Result<Vec<String>> {
     images::import(data_dir, tarball)
 }
+
+/// Removes everything an agent left on the machine, for `skiff down` (after the agent
+/// process is gone): its runc containers, the mounts under its data dir, its pod netns
+/// (`<netns_prefix>*`; nothing when the prefix is empty) and its cgroups
+/// (`/sys/fs/cgroup/*/skiff/<node>`). The data dir itself is left to the caller.
+pub async fn cleanup_node(data_dir: &Path, node_name: &str, netns_prefix: &str) -> Result<()> {
+    let runc = Runc {
+        binary: "runc".into(),
+        root: data_dir.join("runc"),
+    };
+    for id in runc.list().await {
+        if let Err(e) = runc.delete(&id).await {
+            tracing::warn!(container = %id, error = %format!("{e:#}"), "removing a container");
+        }
+    }
+    let prefix = data_dir.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&format!("{prefix}/")))
+        .collect();
+    // Deepest first.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    if !netns_prefix.is_empty() {
+        for name in runtime::netns::list(netns_prefix) {
+            runtime::netns::delete(&name).await?;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for sub in rd.flatten() {
+            let base = sub.path().join("skiff");
+            remove_cgroup_tree(&base.join(node_name));
+            let _ = std::fs::remove_dir(&base);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a cgroup directory and its children, deepest first (rmdir only removes empty
+/// cgroups; ones with processes stay).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}

@@ -415,28 +415,63 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
     let (ok, out) = kubectl(&kubeconfig, &["logs", "crash", "--previous"], None).await;
     assert!(ok && out == "bye\n", "logs --previous: {out}");
 
+    // Readiness probes drive Ready: a failing httpGet keeps the pod unready, a passing
+    // exec probe makes it ready.
+    for (name, probe) in [
+        (
+            "unready",
+            json!({"httpGet": {"path": "/missing", "port": 80}, "periodSeconds": 1}),
+        ),
+        (
+            "ready",
+            json!({"exec": {"command": ["cat", "/var/www/index.html"]}, "periodSeconds": 1}),
+        ),
+    ] {
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node_name, "containers": [{"name": "httpd", "image": "httpd", "readinessProbe": probe}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    poll("the ready pod Ready", Duration::from_secs(20), async || {
+        let p = pods.get("ready").await.ok()?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    let unready = poll(
+        "the unready pod probed",
+        Duration::from_secs(20),
+        async || {
+            let p = pods.get("unready").await.ok()?;
+            let running = p.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .running
+                .is_some();
+            (running && condition(&p, "Ready").as_deref() == Some("False")).then_some(p)
+        },
+    )
+    .await;
+    let ready_cond = unready
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready_cond.reason.as_deref(), Some("ContainersNotReady"));
+
     // Graceful deletion: the agent stops the containers, tears the sandbox down and
     // finalizes the deletion quickly.
     let t = Instant::now();
-    for name in ["web", "crash"] {
+    for name in ["web", "crash", "ready", "unready"] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
     poll("pods gone", Duration::from_secs(20), async || {
-        pods.get_opt("web")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    poll("pods gone", Duration::from_secs(20), async || {
-        pods.get_opt("crash")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items.is_empty().then_some(())
     })
     .await;
     eprintln!("deleted in {:?}", t.elapsed());

@@ -435,11 +435,24 @@ async fn exec_ws(
         for p in pumps {
             let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
-        input.abort();
         let _ = send(&tx, channel::ERROR, channel::exit_status(code).as_bytes()).await;
         drop(tx);
         let _ = writer_task.await;
+        finish_reading(input).await;
     })
+}
+
+/// After our close frame: keeps reading until the client's close answer (or a short
+/// while), so the connection is not torn down with unread frames in it (a reset that
+/// could lose our last frames on the way through the API server).
+async fn finish_reading(input: tokio::task::JoinHandle<()>) {
+    let abort = input.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), input)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
@@ -560,14 +573,17 @@ pub async fn attach_session(
         }
     }
     let input_ctr = ctr.clone();
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
     let input = tokio::spawn(async move {
+        let _gone = gone_tx;
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
                 Message::Binary(b) => match channel::decode(&b) {
                     Incoming::Stdin(d) if want_stdin => {
                         let _ = input_ctr.write_stdin(d).await;
                     }
-                    Incoming::Close(channel::STDIN) => break,
+                    // No more input; the client still reads output.
+                    Incoming::Close(channel::STDIN) => input_ctr.attach_ended().await,
                     Incoming::Resize { width, height } => input_ctr.resize(width, height),
                     _ => {}
                 },
@@ -595,14 +611,14 @@ pub async fn attach_session(
             },
             _ = exit.changed() => {}
             _ = tx.closed() => break,
+            // The client went away (detached).
+            _ = &mut gone => break,
         }
     }
     let _ = send(&tx, channel::ERROR, channel::exit_status(0).as_bytes()).await;
     drop(tx);
     let _ = writer_task.await;
-    if ctr.exit().is_some() {
-        input.abort();
-    }
+    finish_reading(input).await;
 }
 
 async fn port_forward_ws(
