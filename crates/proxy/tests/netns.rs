@@ -21,7 +21,8 @@ use skiff_proxy::apply::Runner;
 use skiff_proxy::fixtures::{seed_service, service, slice};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::model::build;
-use skiff_proxy::sync::{Engine, EngineConfig};
+use skiff_proxy::sync::{drive, Engine, EngineConfig};
+use skiff_proxy::watch::Cache;
 use skiff_proxy::ProxyMode;
 
 const NODE: &str = "k8s-n1";
@@ -627,4 +628,60 @@ async fn udp_follows_a_replaced_endpoint() {
             "{mode:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_loop_follows_the_cache() {
+    let t = Topology::new("loop");
+    let cache = Cache::default();
+    let metrics = Metrics::default();
+    let engine = t.engine(ProxyMode::Iptables);
+    let task = tokio::spawn({
+        let (cache, metrics) = (cache.clone(), metrics.clone());
+        async move {
+            drive(
+                cache,
+                engine,
+                NODE,
+                Duration::from_secs(3600),
+                Duration::from_millis(10),
+                metrics,
+            )
+            .await
+        }
+    });
+    // Nothing is written before both kinds are listed.
+    cache.apply_service(seed_service());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!t.iptables_save("nat").contains(CLUSTER_IP));
+    cache.apply_slice(pods_slice("default", "httpd-svc", &[("", 80, "TCP")]));
+    cache.mark_synced();
+    let addr = format!("{CLUSTER_IP}:8080");
+    wait_for("the service to answer", || t.curl_from(&t.node, &addr));
+
+    // An endpoint leaves: the loop notices the slice change and programs it.
+    cache.apply_slice(slice(
+        "default",
+        "httpd-svc",
+        "httpd-svc-1",
+        &[("", 80, "TCP")],
+        &[("10.244.1.102", NODE, true, true, false)],
+    ));
+    wait_for("the removed endpoint to disappear", || {
+        (!t.iptables_save("nat").contains("10.244.1.101:80")).then_some(())
+    });
+    assert_eq!(
+        spread(&t, &t.node, &addr, 5).keys().collect::<Vec<_>>(),
+        ["pod2"]
+    );
+    assert!(metrics
+        .render()
+        .contains("kubeproxy_network_programming_duration_seconds_count 1"));
+
+    // The Service is deleted: its rules go.
+    cache.delete_service("default", "httpd-svc");
+    wait_for("the service rules to go", || {
+        (!t.iptables_save("nat").contains(CLUSTER_IP)).then_some(())
+    });
+    task.abort();
 }
