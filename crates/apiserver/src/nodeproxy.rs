@@ -324,3 +324,184 @@ pub(crate) async fn stream(
     out.body(crate::http::full(bytes::Bytes::new()))
         .map_err(|e| ApiError::internal(e.to_string()))
 }
+
+/// `services/<name>[:<port>]/proxy/<path>` and `pods/<name>[:<port>]/proxy/<path>`:
+/// plain HTTP to a ready endpoint of the Service (or the pod's IP), streamed back.
+pub(crate) async fn http_proxy(
+    state: &ApiState,
+    t: &Target,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let raw = t.name.as_deref().unwrap_or("");
+    // `[scheme:]name[:port]`
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (name, port_ref) = match parts.as_slice() {
+        [n] => (*n, ""),
+        [n, p] => (*n, *p),
+        [_, n, p] => (*n, *p),
+        _ => return Err(ApiError::bad_request(format!("invalid proxy target {raw}"))),
+    };
+    let ns = t.namespace.as_deref().unwrap_or("default");
+    let (ip, port) = if t.info.kind == "Pod" {
+        let kv = state
+            .store
+            .get(&key(t.info, Some(ns), name))?
+            .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+        let pod = decode(&kv)?;
+        let ip = pod
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(503, "ServiceUnavailable", format!("pod {name} has no IP"))
+            })?
+            .to_string();
+        let port = port_ref.parse::<u16>().unwrap_or(80);
+        (ip, port)
+    } else {
+        service_endpoint(state, ns, name, port_ref)?
+    };
+    let path = req.uri().path().to_string();
+    let rest = path
+        .find("/proxy")
+        .map(|i| &path[i + "/proxy".len()..])
+        .unwrap_or("");
+    let rest = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    };
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let unavailable = |e: String| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+        )
+    };
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((ip.as_str(), port)),
+    )
+    .await
+    .map_err(|_| unavailable(format!("dial tcp {ip}:{port}: i/o timeout")))?
+    .map_err(|e| unavailable(format!("dial tcp {ip}:{port}: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let (parts, body) = req.into_parts();
+    let mut b = Request::builder()
+        .method(parts.method)
+        .uri(format!("{rest}{query}"));
+    for (k, v) in &parts.headers {
+        if !matches!(
+            k.as_str(),
+            "authorization" | "host" | "connection" | "upgrade"
+        ) {
+            b = b.header(k, v);
+        }
+    }
+    let upstream = b
+        .header("host", format!("{ip}:{port}"))
+        .body(body.map_err(std::io::Error::other).boxed_unsync())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender
+        .send_request(upstream)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(std::io::Error::other).boxed_unsync(),
+    ))
+}
+
+/// A ready endpoint (IP, target port) of a Service port named or numbered `port_ref`.
+fn service_endpoint(
+    state: &ApiState,
+    ns: &str,
+    name: &str,
+    port_ref: &str,
+) -> ApiResult<(String, u16)> {
+    let svc_info = skiff_resources::lookup("", "v1", "services")
+        .ok_or_else(|| ApiError::internal("services not registered"))?;
+    let kv = state
+        .store
+        .get(&key(svc_info, Some(ns), name))?
+        .ok_or_else(|| ApiError::not_found("", "services", name))?;
+    let svc = decode(&kv)?;
+    let ports = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let sp = ports
+        .iter()
+        .find(|p| {
+            port_ref.is_empty()
+                || p.get("name").and_then(Value::as_str) == Some(port_ref)
+                || p.get("port")
+                    .and_then(Value::as_u64)
+                    .map(|n| n.to_string())
+                    .as_deref()
+                    == Some(port_ref)
+        })
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("no service port {port_ref:?} found for service \"{name}\""),
+            )
+        })?;
+    let port_name = sp
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let ep_info = skiff_resources::lookup("", "v1", "endpoints")
+        .ok_or_else(|| ApiError::internal("endpoints not registered"))?;
+    let unavailable = || {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("no endpoints available for service \"{name}\""),
+        )
+    };
+    let ep = state
+        .store
+        .get(&key(ep_info, Some(ns), name))?
+        .ok_or_else(unavailable)?;
+    let ep = decode(&ep)?;
+    for subset in ep
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let port = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
+            })
+            .and_then(|p| p.get("port").and_then(Value::as_u64));
+        let ip = subset
+            .get("addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|a| a.get("ip").and_then(Value::as_str));
+        if let (Some(ip), Some(port)) = (ip, port) {
+            return Ok((ip.to_string(), port as u16));
+        }
+    }
+    Err(unavailable())
+}

@@ -219,6 +219,11 @@ async fn resource(
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
+        Some("proxy") if matches!(target.info.kind, "Pod" | "Service") => {
+            return crate::nodeproxy::http_proxy(&state, &target, req)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
         Some("exec") | Some("attach") | Some("portforward") if target.info.kind == "Pod" => {
             return crate::nodeproxy::stream(&state, &target, req)
                 .await

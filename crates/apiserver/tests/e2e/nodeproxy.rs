@@ -209,3 +209,47 @@ async fn logs_and_exec_reach_the_agent() {
     let status = proc.take_status().unwrap().await.unwrap();
     assert_eq!(status.status.as_deref(), Some("Success"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_proxy_reaches_an_endpoint() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    let s = common::start().await;
+    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|r: Request<hyper::body::Incoming>| async move {
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(format!(
+                        "path {}",
+                        r.uri()
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let client = s.client();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .unwrap();
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let ep: Endpoints = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}]})).unwrap();
+    eps.create(&PostParams::default(), &ep).await.unwrap();
+    let req = http::Request::get("/api/v1/namespaces/default/services/web:http/proxy/hello?x=1")
+        .body(vec![])
+        .unwrap();
+    let text = client.request_text(req).await.unwrap();
+    assert_eq!(text, "path /hello?x=1");
+}
