@@ -9,7 +9,7 @@ pub mod informer;
 pub mod plugins;
 pub mod resources;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,8 +45,97 @@ struct Scheduler {
     recorder: Recorder,
     queues: Mutex<Queues>,
     notify: Notify,
-    // uid -> (pod as bound, when)
-    assumed: Mutex<HashMap<String, (Arc<Pod>, Instant)>>,
+    cache: Mutex<Cache>,
+}
+
+/// The scheduler's view of the cluster, kept current from pod and node events rather
+/// than rebuilt per pod: each node with the pods bound (or assumed) to it.
+#[derive(Default)]
+struct Cache {
+    nodes: BTreeMap<String, NodeInfo>,
+    // uid -> (node, assumed at: Some while only assumed by us)
+    pods: HashMap<String, (String, Option<Instant>)>,
+}
+
+impl Cache {
+    fn add(&mut self, pod: Arc<Pod>, node: &str, assumed: Option<Instant>) {
+        let uid = pod.uid().unwrap_or_default();
+        if let Some((cur, at)) = self.pods.get_mut(&uid) {
+            if cur == node {
+                // Seen bound: the assumption is confirmed.
+                if assumed.is_none() {
+                    *at = None;
+                }
+                return;
+            }
+            let old = cur.clone();
+            if let Some(ni) = self.nodes.get_mut(&old) {
+                ni.remove_pod(&uid);
+            }
+        }
+        self.pods.insert(uid, (node.to_string(), assumed));
+        if let Some(ni) = self.nodes.get_mut(node) {
+            ni.add_pod(pod);
+        }
+    }
+
+    fn remove(&mut self, uid: &str) {
+        if let Some((node, _)) = self.pods.remove(uid) {
+            if let Some(ni) = self.nodes.get_mut(&node) {
+                ni.remove_pod(uid);
+            }
+        }
+    }
+
+    /// Applies one pod as the API shows it.
+    fn apply_pod(&mut self, pod: &Arc<Pod>) {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        );
+        match node {
+            Some(n) if !terminal => self.add(pod.clone(), &n, None),
+            Some(_) => self.remove(&pod.uid().unwrap_or_default()),
+            None => {}
+        }
+    }
+
+    /// Rebuilds everything from the informers' caches, keeping live assumptions.
+    fn rebuild(&mut self, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) {
+        let assumed: Vec<(String, String, Instant)> = self
+            .pods
+            .iter()
+            .filter_map(|(uid, (n, at))| at.map(|at| (uid.clone(), n.clone(), at)))
+            .collect();
+        let old_nodes = std::mem::take(&mut self.nodes);
+        self.pods.clear();
+        self.nodes = nodes
+            .iter()
+            .map(|n| (n.name_any(), NodeInfo::new(n.clone())))
+            .collect();
+        for p in pods {
+            self.apply_pod(p);
+        }
+        for (uid, node, at) in assumed {
+            if self.pods.contains_key(&uid) {
+                continue;
+            }
+            let pod = old_nodes.get(&node).and_then(|ni| {
+                ni.pods
+                    .iter()
+                    .find(|p| p.uid().as_deref() == Some(uid.as_str()))
+                    .cloned()
+            });
+            if let Some(p) = pod {
+                self.add(p, &node, Some(at));
+            }
+        }
+    }
 }
 
 fn key(pod: &Pod) -> String {
@@ -114,58 +203,22 @@ impl Scheduler {
         }
     }
 
-    /// The cluster as the scheduler sees it: nodes with their bound and assumed pods.
-    fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut infos: HashMap<String, NodeInfo> = self
-            .nodes
-            .list()
-            .into_iter()
-            .map(|n| (n.name_any(), NodeInfo::new(n)))
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops assumptions whose binding never showed up.
+    fn expire_assumed(&self) {
+        let mut cache = self.lock_cache();
+        let stale: Vec<String> = cache
+            .pods
+            .iter()
+            .filter(|(_, (_, at))| at.is_some_and(|at| at.elapsed() > Duration::from_secs(60)))
+            .map(|(uid, _)| uid.clone())
             .collect();
-        let pods = self.pods.list();
-        let mut bound: HashSet<String> = HashSet::new();
-        let mut present: HashSet<String> = HashSet::new();
-        for p in &pods {
-            let uid = p.uid().unwrap_or_default();
-            present.insert(uid.clone());
-            let Some(node) = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .filter(|n| !n.is_empty())
-            else {
-                continue;
-            };
-            bound.insert(uid);
-            if matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded") | Some("Failed")
-            ) {
-                continue;
-            }
-            if let Some(ni) = infos.get_mut(node) {
-                ni.add_pod(p.clone());
-            }
+        for uid in stale {
+            cache.remove(&uid);
         }
-        let mut assumed = self.assumed.lock().unwrap_or_else(|e| e.into_inner());
-        // An assumption ends when the cache shows the binding, the pod is gone, or the
-        // binding never showed up within a minute.
-        assumed.retain(|uid, (_, at)| {
-            !bound.contains(uid) && present.contains(uid) && at.elapsed() < Duration::from_secs(60)
-        });
-        for (p, _) in assumed.values() {
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            if let Some(ni) = infos.get_mut(&node) {
-                ni.add_pod(p.clone());
-            }
-        }
-        let mut v: Vec<NodeInfo> = infos.into_values().collect();
-        v.sort_by_key(|a| a.node.name_any());
-        v
     }
 
     async fn schedule_one(self: &Arc<Self>, key: String) {
@@ -179,66 +232,39 @@ impl Scheduler {
             return;
         }
         let uid = pod.uid().unwrap_or_default();
-        if self
-            .assumed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&uid)
-        {
-            return;
-        }
-        let nodes = self.snapshot();
-        let mut rejections: Vec<Rejection> = Vec::new();
-        let mut feasible: Vec<&NodeInfo> = Vec::new();
-        for ni in &nodes {
-            match filter(&pod, ni) {
-                Ok(()) => feasible.push(ni),
-                Err(r) => rejections.push(r),
-            }
-        }
-        let Some(chosen) = pick(&pod, &feasible) else {
-            let msg = fit_error_message(nodes.len(), &rejections);
-            tracing::debug!(pod = %key, %msg, "unschedulable");
-            self.recorder
-                .publish(pod.as_ref(), WARNING, "FailedScheduling", msg.clone());
-            self.lock_queues().unschedulable.insert(key.clone());
-            let already = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.type_ == "PodScheduled" && c.message.as_deref() == Some(msg.as_str())
-                    })
-                });
-            if already {
+        let decision = {
+            let mut cache = self.lock_cache();
+            if cache.pods.contains_key(&uid) {
                 return;
             }
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-            let patch = serde_json::json!({"status": {"conditions": [{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
-                "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()), "lastProbeTime": null,
-            }]}});
-            let name = name.to_string();
-            tokio::spawn(async move {
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    tracing::debug!(pod = %name, error = %e, "setting PodScheduled condition");
+            let mut rejections: Vec<Rejection> = Vec::new();
+            let mut feasible: Vec<&NodeInfo> = Vec::new();
+            for ni in cache.nodes.values() {
+                match filter(&pod, ni) {
+                    Ok(()) => feasible.push(ni),
+                    Err(r) => rejections.push(r),
                 }
-            });
-            return;
+            }
+            match pick(&pod, &feasible).map(|ni| ni.node.name_any()) {
+                Some(node_name) => {
+                    // Assume the pod on the node so that the next decision counts it.
+                    let mut assumed_pod = (*pod).clone();
+                    if let Some(spec) = assumed_pod.spec.as_mut() {
+                        spec.node_name = Some(node_name.clone());
+                    }
+                    cache.add(Arc::new(assumed_pod), &node_name, Some(Instant::now()));
+                    Ok(node_name)
+                }
+                None => Err(fit_error_message(cache.nodes.len(), &rejections)),
+            }
         };
-        let node_name = chosen.node.name_any();
-        let mut assumed_pod = (*pod).clone();
-        if let Some(spec) = assumed_pod.spec.as_mut() {
-            spec.node_name = Some(node_name.clone());
-        }
-        self.assumed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.clone(), (Arc::new(assumed_pod), Instant::now()));
+        let node_name = match decision {
+            Ok(n) => n,
+            Err(msg) => {
+                self.unschedulable(&key, &pod, msg);
+                return;
+            }
+        };
         let this = self.clone();
         tokio::spawn(async move {
             match this.bind(&pod, &node_name).await {
@@ -252,10 +278,7 @@ impl Scheduler {
                 }
                 Err(e) => {
                     tracing::info!(pod = %key, node = %node_name, error = %format!("{e:#}"), "binding failed");
-                    this.assumed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&uid);
+                    this.lock_cache().remove(&uid);
                     this.recorder.publish(
                         pod.as_ref(),
                         WARNING,
@@ -268,6 +291,42 @@ impl Scheduler {
                         this2.enqueue(key);
                     });
                 }
+            }
+        });
+    }
+
+    /// Records why a pod cannot be placed (event and PodScheduled condition) and parks
+    /// it until the cluster changes.
+    fn unschedulable(&self, key: &str, pod: &Arc<Pod>, msg: String) {
+        tracing::debug!(pod = %key, %msg, "unschedulable");
+        self.recorder
+            .publish(pod.as_ref(), WARNING, "FailedScheduling", msg.clone());
+        self.lock_queues().unschedulable.insert(key.to_string());
+        let already = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.message.as_deref() == Some(msg.as_str())
+                })
+            });
+        if already {
+            return;
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
+            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()), "lastProbeTime": null,
+        }]}});
+        let name = pod.name_any();
+        tokio::spawn(async move {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "setting PodScheduled condition");
             }
         });
     }
@@ -305,12 +364,13 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         recorder: Recorder::new(client, DEFAULT_SCHEDULER),
         queues: Mutex::default(),
         notify: Notify::new(),
-        assumed: Mutex::default(),
+        cache: Mutex::default(),
     });
     {
         let s = sched.clone();
         on_change(&sched.pods, move |c| match c {
             Change::Applied(p) => {
+                s.lock_cache().apply_pod(&p);
                 // An unschedulable pod's own updates (e.g. its PodScheduled condition)
                 // do not make it schedulable; cluster changes do.
                 if wants(&p) && !s.lock_queues().unschedulable.contains(&key(&p)) {
@@ -325,6 +385,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                 }
             }
             Change::Deleted(p) => {
+                s.lock_cache().remove(&p.uid().unwrap_or_default());
                 if p.spec
                     .as_ref()
                     .and_then(|sp| sp.node_name.as_ref())
@@ -334,6 +395,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                 }
             }
             Change::Resync => {
+                s.lock_cache().rebuild(&s.nodes.list(), &s.pods.list());
                 for p in s.pods.list() {
                     if wants(&p) {
                         s.enqueue(key(&p));
@@ -344,8 +406,38 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     }
     {
         let s = sched.clone();
-        on_change(&sched.nodes, move |c| match c {
-            Change::Applied(_) | Change::Deleted(_) | Change::Resync => s.flush_unschedulable(),
+        on_change(&sched.nodes, move |c| {
+            match &c {
+                Change::Applied(n) => {
+                    let mut cache = s.lock_cache();
+                    let name = n.name_any();
+                    let ni = match cache.nodes.get(&name) {
+                        Some(old) => old.with_node(n.clone()),
+                        None => {
+                            // A new node: pods may already name it.
+                            let mut ni = NodeInfo::new(n.clone());
+                            let uids: Vec<String> = cache
+                                .pods
+                                .iter()
+                                .filter(|(_, (node, _))| *node == name)
+                                .map(|(uid, _)| uid.clone())
+                                .collect();
+                            for p in s.pods.list() {
+                                if uids.iter().any(|u| p.uid().as_deref() == Some(u.as_str())) {
+                                    ni.add_pod(p);
+                                }
+                            }
+                            ni
+                        }
+                    };
+                    cache.nodes.insert(name, ni);
+                }
+                Change::Deleted(n) => {
+                    s.lock_cache().nodes.remove(&n.name_any());
+                }
+                Change::Resync => s.lock_cache().rebuild(&s.nodes.list(), &s.pods.list()),
+            }
+            s.flush_unschedulable();
         });
     }
     {
@@ -355,6 +447,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
+                s.expire_assumed();
                 s.flush_unschedulable();
             }
         });

@@ -2,7 +2,7 @@
 //! the cluster: which nodes can run a pod (with kube-scheduler's reasons when they
 //! cannot) and which of them is best.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
@@ -29,18 +29,54 @@ pub struct NodeInfo {
     pub nonzero_requested: (i64, i64),
     /// Host ports in use: (host IP, protocol, port).
     pub used_ports: BTreeSet<(String, String, i32)>,
+    /// Pods per controller uid (for spreading).
+    pub owner_counts: HashMap<String, usize>,
+    /// The node's allocatable resources.
+    pub allocatable: Resources,
 }
 
 impl NodeInfo {
     /// A node without pods.
     pub fn new(node: Arc<Node>) -> Self {
+        let allocatable = resource_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
         NodeInfo {
             node,
             pods: Vec::new(),
             requested: Resources::new(),
             nonzero_requested: (0, 0),
             used_ports: BTreeSet::new(),
+            owner_counts: HashMap::new(),
+            allocatable,
         }
+    }
+
+    /// The same pods on an updated node object.
+    pub fn with_node(&self, node: Arc<Node>) -> Self {
+        let mut ni = NodeInfo::new(node);
+        for p in &self.pods {
+            ni.add_pod(p.clone());
+        }
+        ni
+    }
+
+    /// Forgets a pod (by uid); returns whether it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let before = self.pods.len();
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .iter()
+            .filter(|p| p.metadata.uid.as_deref() != Some(uid))
+            .cloned()
+            .collect();
+        if pods.len() == before {
+            return false;
+        }
+        let mut ni = NodeInfo::new(self.node.clone());
+        for p in pods {
+            ni.add_pod(p);
+        }
+        *self = ni;
+        true
     }
 
     /// Accounts for one more pod on the node.
@@ -52,6 +88,9 @@ impl NodeInfo {
         self.nonzero_requested.0 += c;
         self.nonzero_requested.1 += m;
         self.used_ports.extend(host_ports(&pod));
+        if let Some(uid) = controller_uid(&pod) {
+            *self.owner_counts.entry(uid.to_string()).or_insert(0) += 1;
+        }
         self.pods.push(pod);
     }
 
@@ -298,7 +337,7 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Rejection> {
         }
     }
     // NodeResourcesFit
-    let alloc = ni.allocatable();
+    let alloc = &ni.allocatable;
     let mut reasons = Vec::new();
     let max_pods = alloc.get("pods").copied().unwrap_or(110);
     if ni.pods.len() as i64 + 1 > max_pods {
