@@ -366,3 +366,61 @@ async fn watcher_with_streaming_lists_and_selector_exits() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_and_graceful_pod_deletion() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = common::start().await;
+    let client = s.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(
+        created
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .as_deref(),
+        Some("default")
+    );
+    let bind = |node: &str| {
+        let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}})).unwrap();
+        http::Request::post("/api/v1/namespaces/default/pods/p/binding")
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap()
+    };
+    let _: serde_json::Value = client.request(bind("n1")).await.unwrap();
+    let bound = pods.get("p").await.unwrap();
+    assert_eq!(
+        bound.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("n1")
+    );
+    let e = err(client
+        .request::<serde_json::Value>(bind("n2"))
+        .await
+        .unwrap_err());
+    assert_eq!(e.code, 409);
+    assert!(
+        e.message.contains("already assigned to node \"n1\""),
+        "{}",
+        e.message
+    );
+
+    // A scheduled pod is only marked; its node finishes with gracePeriodSeconds=0.
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
+    let marked = pods.get("p").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(err(pods.get("p").await.unwrap_err()).code, 404);
+}
