@@ -23,18 +23,23 @@ use hickory_proto::rr::{Name, RecordType};
 const SYSTEM_SERVICES: [&str; 2] = ["default/kubernetes", "kube-system/kube-dns"];
 
 /// Runs the check from inside the network namespace at `netns` (on a thread of its own,
-/// which enters that namespace), until it passes or `deadline`.
-pub fn check_node(netns: &Path, deadline: Instant) -> anyhow::Result<()> {
+/// which enters that namespace), until it passes or `deadline`. `dns_pods` are the IPs of
+/// the ready CoreDNS pods: each must be reached on each of its ports.
+pub fn check_node(netns: &Path, dns_pods: &[Ipv4Addr], deadline: Instant) -> anyhow::Result<()> {
     let netns = netns.to_path_buf();
+    let expected: Vec<String> = dns_pods
+        .iter()
+        .flat_map(|ip| [format!("{ip}:53"), format!("{ip}:9153")])
+        .collect();
     std::thread::spawn(move || {
         crate::netns::enter(&netns)?;
-        check_here(deadline)
+        check_here(&expected, deadline)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("self-check thread panicked"))?
 }
 
-fn check_here(deadline: Instant) -> anyhow::Result<()> {
+fn check_here(expected: &[String], deadline: Instant) -> anyhow::Result<()> {
     let api = SocketAddr::from((skiff_api::defaults::KUBERNETES_SERVICE_IP, 443));
     let dns_ip = skiff_api::defaults::DNS_SERVICE_IP;
     let name = format!(
@@ -54,7 +59,7 @@ fn check_here(deadline: Instant) -> anyhow::Result<()> {
             Ok(())
         })();
         let last_err = match round {
-            Ok(()) => match silent_endpoints() {
+            Ok(()) => match silent_endpoints(expected) {
                 Some(0) | None => return Ok(()),
                 Some(_) => None,
             },
@@ -135,9 +140,10 @@ fn metrics(server: Ipv4Addr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many DNAT rules of the system Services' endpoints have seen no packet on this node,
-/// or `None` where that can't be told (nftables mode, no iptables-save).
-fn silent_endpoints() -> Option<usize> {
+/// How many endpoints of the system Services this node has not reached yet: DNAT rules
+/// that have seen no packet, and `expected` destinations without a rule (the proxy has not
+/// caught up with them). `None` where that can't be told (nftables mode).
+fn silent_endpoints(expected: &[String]) -> Option<usize> {
     let out = Command::new("iptables-save")
         .args(["-c", "-t", "nat"])
         .output()
@@ -147,11 +153,16 @@ fn silent_endpoints() -> Option<usize> {
     if rules.is_empty() {
         return None;
     }
-    Some(rules.iter().filter(|&&packets| packets == 0).count())
+    let missing = expected
+        .iter()
+        .filter(|dest| !rules.iter().any(|(d, _)| d == *dest))
+        .count();
+    Some(missing + rules.iter().filter(|(_, packets)| *packets == 0).count())
 }
 
-/// Packet counters of the system Services' endpoint DNAT rules in `iptables-save -c` text.
-pub fn dnat_counters(text: &str) -> Vec<u64> {
+/// Destinations and packet counters of the system Services' endpoint DNAT rules in
+/// `iptables-save -c` text.
+pub fn dnat_counters(text: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter(|l| l.contains(" -A KUBE-SEP-") && l.contains("-j DNAT"))
         .filter(|l| {
@@ -159,7 +170,11 @@ pub fn dnat_counters(text: &str) -> Vec<u64> {
                 l.contains(&format!("--comment \"{s}:")) || l.contains(&format!("--comment {s}:"))
             })
         })
-        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse().ok())
+        .filter_map(|l| {
+            let packets = l.strip_prefix('[')?.split(':').next()?.parse().ok()?;
+            let dest = l.split("--to-destination ").nth(1)?.split(' ').next()?;
+            Some((dest.to_string(), packets))
+        })
         .collect()
 }
 
@@ -176,6 +191,13 @@ mod tests {
 [1:60] -A KUBE-SEP-CCCCCCCCCCCCCCCC -p tcp -m comment --comment "default/kubernetes:https" -m tcp -j DNAT --to-destination 172.18.0.2:6443
 [0:0] -A KUBE-SEP-DDDDDDDDDDDDDDDD -p tcp -m comment --comment "default/httpd-svc" -m tcp -j DNAT --to-destination 10.244.1.3:80
 "#;
-        assert_eq!(dnat_counters(text), vec![3, 0, 1]);
+        assert_eq!(
+            dnat_counters(text),
+            vec![
+                ("10.244.1.2:53".to_string(), 3),
+                ("10.244.2.2:9153".to_string(), 0),
+                ("172.18.0.2:6443".to_string(), 1)
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -242,12 +242,35 @@ async fn wait_until_ready(
         async move { coredns_available(&client).await }
     })
     .await?;
-    check_services_from_every_node(state, deadline).await
+    let dns_pods = ready_dns_pods(client).await?;
+    check_services_from_every_node(state, &dns_pods, deadline).await
+}
+
+/// IPs of the Ready CoreDNS pods.
+async fn ready_dns_pods(client: &Client) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "kube-system")
+        .list(&ListParams::default().labels("k8s-app=kube-dns"))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then(|| status.pod_ip.as_ref()?.parse().ok())?
+        })
+        .collect())
 }
 
 /// See [`crate::selfcheck`]: the nodes are checked in parallel.
 async fn check_services_from_every_node(
     state: &ClusterState,
+    dns_pods: &[std::net::Ipv4Addr],
     deadline: Instant,
 ) -> anyhow::Result<()> {
     let checks: Vec<_> = state
@@ -256,8 +279,9 @@ async fn check_services_from_every_node(
         .map(|n| {
             let path = netns::path(&n.netns);
             let name = n.name.clone();
+            let dns_pods = dns_pods.to_vec();
             tokio::task::spawn_blocking(move || {
-                crate::selfcheck::check_node(&path, deadline)
+                crate::selfcheck::check_node(&path, &dns_pods, deadline)
                     .with_context(|| format!("Services do not work from node {name}"))
             })
         })
