@@ -218,6 +218,42 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn serves_metrics_and_healthz_over_http() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let m = Metrics::default();
+        m.record_sync(Duration::from_millis(1), true, vec![("nat".into(), 3)]);
+        let server = tokio::spawn(serve(addr, m));
+        let get = |path: &'static str| async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .await
+                        .expect("send");
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).await.expect("read");
+                    return out;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "metrics server not up"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let body = get("/metrics").await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"} 3"));
+        assert!(get("/healthz").await.ends_with("ok\n"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+
     #[test]
     fn exposition_has_kube_proxy_names() {
         let m = Metrics::default();
