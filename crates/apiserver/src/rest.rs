@@ -146,7 +146,7 @@ async fn route(
     let name = t.name.as_deref();
     match (method.clone(), name, t.sub.as_deref()) {
         (Method::GET, None, None) => list(state, t, q, headers).map(|v| Reply::ok(200, v)),
-        (Method::GET, Some(n), None) | (Method::GET, Some(n), Some("status")) => {
+        (Method::GET, Some(n), None | Some("status") | Some("ephemeralcontainers")) => {
             get(state, t, n, headers).map(|v| Reply::ok(200, v))
         }
         (Method::GET, Some(n), Some("scale")) => {
@@ -191,7 +191,11 @@ async fn route(
         (Method::POST, Some(n), Some("token")) => {
             subresources::token(state, t, n, parse_body(body)?).await
         }
-        (Method::PUT, Some(n), sub @ (None | Some("status") | Some("finalize"))) => {
+        (
+            Method::PUT,
+            Some(n),
+            sub @ (None | Some("status") | Some("finalize") | Some("ephemeralcontainers")),
+        ) => {
             let mode = UpdateMode::from_sub(sub);
             let obj = parse_body(body)?;
             let (out, warnings) = write::put(state, t, n, obj, mode, &opts).await?;
@@ -204,7 +208,7 @@ async fn route(
         (Method::PUT, Some(n), Some("scale")) => {
             subresources::put_scale(state, t, n, parse_body(body)?, &opts).await
         }
-        (Method::PATCH, Some(n), sub @ (None | Some("status"))) => {
+        (Method::PATCH, Some(n), sub @ (None | Some("status") | Some("ephemeralcontainers"))) => {
             let ct = headers
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())

@@ -75,6 +75,8 @@ pub(crate) enum UpdateMode {
     Status,
     /// The namespace `finalize` subresource: only `spec.finalizers`.
     Finalize,
+    /// The pod `ephemeralcontainers` subresource: only `spec.ephemeralContainers`.
+    EphemeralContainers,
 }
 
 impl UpdateMode {
@@ -82,6 +84,7 @@ impl UpdateMode {
         match sub {
             Some("status") => UpdateMode::Status,
             Some("finalize") => UpdateMode::Finalize,
+            Some("ephemeralcontainers") => UpdateMode::EphemeralContainers,
             _ => UpdateMode::Main,
         }
     }
@@ -392,6 +395,18 @@ pub(crate) async fn update_object(
                     }
                 }
             }
+            n
+        }
+        UpdateMode::EphemeralContainers => {
+            let mut n = old.clone();
+            let ecs = new
+                .pointer("/spec/ephemeralContainers")
+                .cloned()
+                .unwrap_or(json!([]));
+            if !n.get("spec").is_some_and(Value::is_object) {
+                n["spec"] = json!({});
+            }
+            n["spec"]["ephemeralContainers"] = ecs;
             n
         }
         UpdateMode::Finalize => {
