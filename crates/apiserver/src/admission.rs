@@ -137,18 +137,30 @@ fn allocate_ip(net: ipnet::Ipv4Net, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr
     if size < 4 {
         return None;
     }
-    // Offsets 0 (network), 1 (the kubernetes Service) and the broadcast are never handed out.
+    // Offsets 0 (network), 1 (the kubernetes Service) and the broadcast are never handed
+    // out. KEP-3070: dynamic allocation prefers addresses above a static band (size/16,
+    // between 16 and 256 addresses) so that fixed IPs such as kube-dns's 10.96.0.10 stay
+    // free for the Services that ask for them.
+    let band = (size / 16).clamp(16, 256).min(size - 1);
     let mut rng = rand::rng();
-    for _ in 0..1000 {
-        let off = rng.random_range(2..size - 1) as u32;
-        let ip = Ipv4Addr::from(base + off);
-        if !used.contains(&ip) {
+    for (lo, hi) in [(band.max(2), size - 1), (2, band)] {
+        if lo >= hi {
+            continue;
+        }
+        for _ in 0..1000 {
+            let ip = Ipv4Addr::from(base + rng.random_range(lo..hi) as u32);
+            if !used.contains(&ip) {
+                return Some(ip);
+            }
+        }
+        if let Some(ip) = (lo..hi)
+            .map(|o| Ipv4Addr::from(base + o as u32))
+            .find(|ip| !used.contains(ip))
+        {
             return Some(ip);
         }
     }
-    (2..size - 1)
-        .map(|o| Ipv4Addr::from(base + o as u32))
-        .find(|ip| !used.contains(ip))
+    None
 }
 
 fn allocate_port((lo, hi): (u16, u16), used: &HashSet<u16>) -> Option<u16> {
@@ -356,6 +368,15 @@ mod tests {
             assert!(used.insert(ip));
         }
         assert_eq!(allocate_ip(net, &used), None);
+    }
+
+    #[test]
+    fn cluster_ips_prefer_the_upper_band() {
+        let net: ipnet::Ipv4Net = "10.96.0.0/12".parse().unwrap();
+        for _ in 0..200 {
+            let ip = allocate_ip(net, &HashSet::new()).unwrap();
+            assert!(u32::from(ip) - u32::from(net.network()) >= 256, "{ip}");
+        }
     }
 
     #[test]
