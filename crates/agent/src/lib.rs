@@ -186,6 +186,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         cni: cni_rx,
         host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         pods: Mutex::new(Default::default()),
+        start_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
+        ),
     });
     let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
     let router = streaming::server::router(k.clone(), cfg.token.clone());

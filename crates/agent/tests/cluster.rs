@@ -149,6 +149,26 @@ async fn in_terminal(command: &str, input: &str) -> (bool, String) {
 
 #[test]
 fn agent_with_api_server() {
+    harness(|data, prefix, node| Box::pin(async move { scenario(&data, &prefix, &node).await }));
+}
+
+/// Pod startup latency (creation to Ready, seen through a watch) for 100 pods on one
+/// node, and the test process's memory (API server and agent together). Run with
+/// `cargo test -p skiff-agent --test cluster -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_pod_startup_100() {
+    harness(|data, prefix, node| Box::pin(async move { bench(&data, &prefix, &node, 100).await }));
+}
+
+type Scenario = fn(
+    std::path::PathBuf,
+    String,
+    String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// Runs a scenario in a fresh "node" netns, with everything removed afterwards.
+fn harness(scenario: Scenario) {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -195,7 +215,7 @@ fn agent_with_api_server() {
     rt.block_on(async {
         let result = tokio::time::timeout(
             Duration::from_secs(240),
-            scenario(data.path(), &prefix, &node_name),
+            scenario(data.path().to_path_buf(), prefix.clone(), node_name.clone()),
         )
         .await;
         assert!(result.is_ok(), "the scenario timed out");
@@ -203,7 +223,26 @@ fn agent_with_api_server() {
     rt.shutdown_timeout(Duration::from_secs(5));
 }
 
+/// A running API server and agent.
+struct Env {
+    _server: skiff_apiserver::ServerHandle,
+    admin: Client,
+    kubeconfig: std::path::PathBuf,
+    agent: tokio::task::JoinHandle<()>,
+}
+
 async fn scenario(data: &Path, prefix: &str, node_name: &str) {
+    let Env {
+        _server,
+        admin,
+        kubeconfig,
+        agent,
+    } = start(data, prefix, node_name).await;
+    scenario_body(data, prefix, node_name, admin, &kubeconfig).await;
+    agent.abort();
+}
+
+async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
     let server_dir = data.join("server");
     let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
         data_dir: server_dir.clone(),
@@ -279,6 +318,22 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
         .await
         .unwrap();
 
+    Env {
+        _server: server,
+        admin,
+        kubeconfig,
+        agent,
+    }
+}
+
+async fn scenario_body(
+    data: &Path,
+    prefix: &str,
+    node_name: &str,
+    admin: Client,
+    kubeconfig: &Path,
+) {
+    let kubeconfig = kubeconfig.to_path_buf();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let web: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -303,15 +358,16 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
     assert!(cs.container_id.as_deref().unwrap().starts_with("skiff://"));
     assert_eq!(cs.restart_count, 0);
 
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "-m", "5", &ip])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "<html><body><h1>It works!</h1></body></html>\n"
-    );
+    // Ready without a readiness probe means running; httpd listens a moment later.
+    poll("httpd to answer", Duration::from_secs(10), async || {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-m", "5", &ip])
+            .output()
+            .await
+            .ok()?;
+        (out.stdout == b"<html><body><h1>It works!</h1></body></html>\n").then_some(())
+    })
+    .await;
 
     let (ok, out) = kubectl(&kubeconfig, &["exec", "web", "--", "echo", "hi"], None).await;
     assert!(ok && out == "hi\n", "kubectl exec: {out}");
@@ -482,5 +538,101 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
     assert!(std::fs::read_dir(data.join("agent/pods"))
         .map(|d| d.count() == 0)
         .unwrap_or(true));
+}
+
+async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let Env {
+        _server,
+        admin,
+        agent,
+        ..
+    } = start(data, prefix, node_name).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let created = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Instant,
+    >::new()));
+    let ready_at = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Instant,
+    >::new()));
+    let watch = {
+        let (pods, ready_at) = (pods.clone(), ready_at.clone());
+        tokio::spawn(async move {
+            let mut s = watcher::watcher(pods, watcher::Config::default()).boxed();
+            while let Some(Ok(ev)) = s.next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
+                    if condition(&p, "Ready").as_deref() == Some("True") {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        ready_at
+                            .lock()
+                            .unwrap()
+                            .entry(name)
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    for i in 0..n {
+        let name = format!("b{i}");
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node_name, "containers": [{"name": "httpd", "image": "httpd"}]}
+        }))
+        .unwrap();
+        created.lock().unwrap().insert(name, Instant::now());
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    poll("all pods Ready", Duration::from_secs(200), async || {
+        (ready_at.lock().unwrap().len() >= n).then_some(())
+    })
+    .await;
+    let total = start.elapsed();
+    let mut lat: Vec<Duration> = {
+        let c = created.lock().unwrap();
+        ready_at
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, t)| t.duration_since(c[k]))
+            .collect()
+    };
+    lat.sort();
+    let pct = |p: f64| {
+        lat[((lat.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(lat.len() - 1)]
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mem: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .collect();
+    eprintln!(
+        "{n} pods: creation to Ready p50 {:?}, p99 {:?}, max {:?}; all Ready after {total:?}; test process (API server + agent) {}",
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1],
+        mem.join(", ")
+    );
+    watch.abort();
+    let t = Instant::now();
+    pods.delete_collection(&DeleteParams::default(), &Default::default())
+        .await
+        .unwrap();
+    poll("pods gone", Duration::from_secs(200), async || {
+        pods.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    eprintln!("{n} pods deleted in {:?}", t.elapsed());
     agent.abort();
 }

@@ -106,6 +106,9 @@ pub struct Kubelet {
     pub host_resolv: String,
     /// Pods by UID.
     pub pods: Mutex<HashMap<String, Arc<PodEntry>>>,
+    /// Bounds concurrent sandbox and container starts: with many pods at once, each
+    /// then finishes in turn instead of all of them at the end.
+    pub start_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Kubelet {

@@ -169,7 +169,12 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
             Some("Succeeded") | Some("Failed")
         ) && w.states.is_empty();
         if !finished {
+            // A new pod keeps its start slot from sandbox to containers, so pods
+            // started together come up in order.
+            let k = w.k.clone();
+            let mut slot = None;
             if !w.sandbox_ready && Instant::now() >= setup_not_before {
+                slot = k.start_slots.acquire().await.ok();
                 if let Err(e) = w.setup(&pod).await {
                     let delay = setup_backoff
                         .on_exit(Duration::ZERO)
@@ -188,8 +193,9 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                 }
             }
             if w.sandbox_ready {
-                w.sync(&pod).await;
+                w.sync(&pod, slot.is_some()).await;
             }
+            drop(slot);
             w.post_status(&pod).await;
         }
         let next = w
@@ -487,7 +493,7 @@ impl Worker {
     }
 
     /// Starts what should run now.
-    async fn sync(&mut self, pod: &Pod) {
+    async fn sync(&mut self, pod: &Pod, have_slot: bool) {
         self.collect_exits(pod);
         let spec = spec_of(pod);
         let now = Instant::now();
@@ -502,6 +508,12 @@ impl Worker {
             if st.not_before.is_some_and(|t| t > now) {
                 return;
             }
+            let k = self.k.clone();
+            let _slot = if have_slot {
+                None
+            } else {
+                k.start_slots.acquire().await.ok()
+            };
             self.start(pod, ic, true).await;
             return;
         }
@@ -510,6 +522,12 @@ impl Worker {
             if st.done || st.current.is_some() || st.not_before.is_some_and(|t| t > now) {
                 continue;
             }
+            let k = self.k.clone();
+            let _slot = if have_slot {
+                None
+            } else {
+                k.start_slots.acquire().await.ok()
+            };
             self.start(pod, c, false).await;
         }
     }

@@ -123,7 +123,14 @@ impl Cni {
         exec_plugin(&self.bin_dir, "ADD", container_id, netns, "lo", &lo).await?;
         let list = self.conflist();
         let mut prev: Option<Value> = None;
-        for plugin in list["plugins"].as_array().into_iter().flatten() {
+        // portmap only has work with hostPorts; skipping it saves a plugin run (and its
+        // iptables calls) per pod.
+        for plugin in list["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| !ports.is_empty() || p["type"] != "portmap")
+        {
             let conf = plugin_conf(&list, plugin, prev.as_ref(), ports);
             prev =
                 Some(exec_plugin(&self.bin_dir, "ADD", container_id, netns, "eth0", &conf).await?);
@@ -162,7 +169,13 @@ impl Cni {
         let prev = Some(cached["result"].clone()).filter(|v| !v.is_null());
         let list = self.conflist();
         let mut first_err = None;
-        for plugin in list["plugins"].as_array().into_iter().flatten().rev() {
+        for plugin in list["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter(|p| !ports.is_empty() || p["type"] != "portmap")
+        {
             let conf = plugin_conf(&list, plugin, prev.as_ref(), &ports);
             if let Err(e) =
                 exec_plugin(&self.bin_dir, "DEL", container_id, netns, "eth0", &conf).await
