@@ -21,7 +21,9 @@ use crate::nft::{self, NftConfig, NftState, SyncKind};
 use crate::watch::Cache;
 use crate::{ProxyConfig, ProxyMode};
 
-/// How often the canary chains are checked in iptables mode.
+/// How often the canary chains are checked in iptables mode (at least; a check that
+/// takes long, on a node with huge tables, stretches the interval to 10 times its
+/// duration so that checking never costs more than a tenth of a core).
 const CANARY_INTERVAL: Duration = Duration::from_secs(3);
 /// Delay before retrying a failed sync.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -516,7 +518,7 @@ pub async fn drive(
 ) -> anyhow::Result<()> {
     let mut dirty = false;
     let mut last_sync: Option<Instant> = None;
-    let mut canary = tokio::time::interval(CANARY_INTERVAL);
+    let mut canary_at = tokio::time::Instant::now() + CANARY_INTERVAL;
     let mut full_timer = tokio::time::interval(sync_period.max(Duration::from_millis(100)));
     let mut force_full = false;
     // The service ports, updated Service by Service as the cache reports changes.
@@ -528,10 +530,12 @@ pub async fn drive(
                 dirty = true;
                 force_full = true;
             }
-            _ = canary.tick() => {
+            _ = tokio::time::sleep_until(canary_at) => {
+                let t = Instant::now();
                 if engine.check_canary().await {
                     dirty = true;
                 }
+                canary_at = tokio::time::Instant::now() + CANARY_INTERVAL.max(t.elapsed() * 10);
             }
         }
         if !dirty || !cache.ready() {
