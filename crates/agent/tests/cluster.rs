@@ -471,6 +471,45 @@ async fn scenario_body(
     let (ok, out) = kubectl(&kubeconfig, &["logs", "crash", "--previous"], None).await;
     assert!(ok && out == "bye\n", "logs --previous: {out}");
 
+    // logs -f follows a running container to its end; the pod then Succeeded.
+    let counter: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter"},
+        "spec": {"nodeName": node_name, "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "sleep 1; for i in 1 2 3; do echo line-$i; sleep 0.3; done"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &counter).await.unwrap();
+    poll("counter running", Duration::from_secs(20), async || {
+        let p = pods.get("counter").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let (ok, out) = kubectl(&kubeconfig, &["logs", "-f", "counter"], None).await;
+    assert!(ok && out == "line-1\nline-2\nline-3\n", "logs -f: {out}");
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["logs", "counter", "--tail=1", "--timestamps"],
+        None,
+    )
+    .await;
+    assert!(
+        ok && out.ends_with("Z line-3\n") && out.lines().count() == 1,
+        "logs --tail --timestamps: {out}"
+    );
+    poll("counter Succeeded", Duration::from_secs(20), async || {
+        let p = pods.get("counter").await.ok()?;
+        let st = p.status?;
+        let term = st
+            .container_statuses?
+            .into_iter()
+            .next()?
+            .state?
+            .terminated?;
+        (st.phase.as_deref() == Some("Succeeded") && term.reason.as_deref() == Some("Completed"))
+            .then_some(())
+    })
+    .await;
+
     // Readiness probes drive Ready: a failing httpGet keeps the pod unready, a passing
     // exec probe makes it ready.
     for (name, probe) in [
@@ -522,7 +561,7 @@ async fn scenario_body(
     // Graceful deletion: the agent stops the containers, tears the sandbox down and
     // finalizes the deletion quickly.
     let t = Instant::now();
-    for name in ["web", "crash", "ready", "unready"] {
+    for name in ["web", "crash", "ready", "unready", "counter"] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
     poll("pods gone", Duration::from_secs(20), async || {
