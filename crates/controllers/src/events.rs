@@ -26,6 +26,27 @@ pub struct Recorder {
     client: Client,
     component: String,
     seen: Arc<Mutex<HashMap<SeenKey, (String, i32)>>>,
+    // involved uid -> (tokens, last refill): client-go's spam filter.
+    buckets: Arc<Mutex<HashMap<String, (f64, std::time::Instant)>>>,
+}
+
+/// Events one object may get in a burst (client-go's spam filter burst).
+pub const SPAM_BURST: f64 = 25.0;
+/// Seconds for one more event token per object (client-go: one per 5 minutes).
+pub const SPAM_REFILL_SECS: f64 = 300.0;
+
+/// Takes one token from a bucket that holds at most [`SPAM_BURST`] and gains one every
+/// [`SPAM_REFILL_SECS`]; false when empty.
+pub fn take_token(bucket: &mut (f64, std::time::Instant), now: std::time::Instant) -> bool {
+    let refill = now.duration_since(bucket.1).as_secs_f64() / SPAM_REFILL_SECS;
+    bucket.0 = (bucket.0 + refill).min(SPAM_BURST);
+    bucket.1 = now;
+    if bucket.0 >= 1.0 {
+        bucket.0 -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 /// The reference to `obj` an Event's involvedObject holds.
@@ -49,6 +70,7 @@ impl Recorder {
             client,
             component: component.to_string(),
             seen: Arc::default(),
+            buckets: Arc::default(),
         }
     }
 
@@ -81,6 +103,21 @@ impl Recorder {
             reason.to_string(),
             message.clone(),
         );
+        {
+            // Like client-go, an object that gets many events (a ReplicaSet creating
+            // a thousand pods) gets the first burst only, then one per refill period.
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            if buckets.len() > 8192 {
+                buckets.clear();
+            }
+            let now = std::time::Instant::now();
+            let bucket = buckets
+                .entry(involved.uid.clone().unwrap_or_default())
+                .or_insert((SPAM_BURST, now));
+            if !take_token(bucket, now) {
+                return;
+            }
+        }
         let now = Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let previous = {
@@ -150,5 +187,23 @@ impl Recorder {
                 tracing::debug!(event = %ev.name_any(), error = %e, "creating event");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn spam_filter_allows_a_burst_then_one_per_period() {
+        let t0 = Instant::now();
+        let mut b = (SPAM_BURST, t0);
+        for _ in 0..25 {
+            assert!(take_token(&mut b, t0));
+        }
+        assert!(!take_token(&mut b, t0));
+        assert!(take_token(&mut b, t0 + Duration::from_secs(300)));
+        assert!(!take_token(&mut b, t0 + Duration::from_secs(301)));
     }
 }

@@ -124,6 +124,15 @@ pub async fn set_node_ready(client: &Client, name: &str, ip: &str) {
 
 /// Posts Ready status for `nodes` every second, as their kubelets would.
 pub fn heartbeats(client: Client, nodes: &[(&str, &str)]) -> tokio::task::JoinHandle<()> {
+    heartbeats_every(client, nodes, Duration::from_secs(1))
+}
+
+/// Posts Ready status for `nodes` every `period`.
+pub fn heartbeats_every(
+    client: Client,
+    nodes: &[(&str, &str)],
+    period: Duration,
+) -> tokio::task::JoinHandle<()> {
     let nodes: Vec<(String, String)> = nodes
         .iter()
         .map(|(n, ip)| (n.to_string(), ip.to_string()))
@@ -136,7 +145,7 @@ pub fn heartbeats(client: Client, nodes: &[(&str, &str)]) -> tokio::task::JoinHa
                     .map(|(name, ip)| set_node_ready(&client, name, ip)),
             )
             .await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(period).await;
         }
     })
 }
