@@ -176,6 +176,8 @@ pub struct Engine {
     /// The whole nftables state as applied (fragments merged, cluster IPs counted).
     nft_whole: NftState,
     cluster_ip_users: BTreeMap<Ipv4Addr, usize>,
+    /// Conntrack deletions owed by changes whose sync failed (done after the next one).
+    pending_cleanups: BTreeSet<ConntrackCleanup>,
 }
 
 impl Engine {
@@ -193,6 +195,7 @@ impl Engine {
             nft_frags: BTreeMap::new(),
             nft_whole: NftState::default(),
             cluster_ip_users: BTreeMap::new(),
+            pending_cleanups: BTreeSet::new(),
         }
     }
 
@@ -261,7 +264,7 @@ impl Engine {
             ProxyMode::Iptables => self.sync_iptables(&changed, full).await,
             ProxyMode::Nftables => self.sync_nft(&changed, full).await,
         };
-        let cleanups = conntrack_cleanups(&changed);
+        self.pending_cleanups.extend(conntrack_cleanups(&changed));
         // The fragments now describe `ports`, applied or not; copy only what changed.
         let updates: Vec<(ServicePortName, Option<ServicePort>)> = changed
             .iter()
@@ -281,7 +284,7 @@ impl Engine {
                 if full {
                     self.last_full = Some(Instant::now());
                 }
-                for c in cleanups {
+                for c in std::mem::take(&mut self.pending_cleanups) {
                     if let Err(e) = self
                         .runner
                         .conntrack_delete(c.protocol, c.orig_dst, c.orig_port, c.dnat)
