@@ -149,7 +149,9 @@ async fn in_terminal(command: &str, input: &str) -> (bool, String) {
 
 #[test]
 fn agent_with_api_server() {
-    harness(|data, prefix, node| Box::pin(async move { scenario(&data, &prefix, &node).await }));
+    harness("a", |data, prefix, node| {
+        Box::pin(async move { scenario(&data, &prefix, &node).await })
+    });
 }
 
 /// Pod startup latency (creation to Ready, seen through a watch) for 100 pods on one
@@ -158,7 +160,32 @@ fn agent_with_api_server() {
 #[test]
 #[ignore]
 fn bench_pod_startup_100() {
-    harness(|data, prefix, node| Box::pin(async move { bench(&data, &prefix, &node, 100).await }));
+    harness("b", |data, prefix, node| {
+        Box::pin(async move { bench(&data, &prefix, &node, 100).await })
+    });
+}
+
+/// Restarting the agent (a real process, killed with SIGKILL) leaves the running
+/// containers alone: the new agent takes them back (same IP, same container, exec
+/// works) and can still delete the pod cleanly.
+#[test]
+fn agent_restart_keeps_pods() {
+    // `cargo test -p skiff-agent` builds the examples; `--test cluster` alone does not.
+    let exe = std::env::current_exe().unwrap();
+    if !exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/agent_dev")
+        .exists()
+    {
+        eprintln!("skipped: the agent_dev example is not built (run cargo test -p skiff-agent)");
+        return;
+    }
+    harness("r", |data, prefix, node| {
+        Box::pin(async move { restart(&data, &prefix, &node).await })
+    });
 }
 
 type Scenario = fn(
@@ -168,15 +195,15 @@ type Scenario = fn(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// Runs a scenario in a fresh "node" netns, with everything removed afterwards.
-fn harness(scenario: Scenario) {
+fn harness(tag: &str, scenario: Scenario) {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let pid = std::process::id();
-    let prefix = format!("skc-{pid}-");
+    let prefix = format!("skc-{pid}{tag}-");
     let node_ns = format!("{prefix}node");
-    let node_name = format!("skc-{pid}");
+    let node_name = format!("skc-{pid}{tag}");
     let data = tempfile::tempdir().unwrap();
     let _cleanup = Cleanup {
         prefix: prefix.clone(),
@@ -674,4 +701,143 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     .await;
     eprintln!("{n} pods deleted in {:?}", t.elapsed());
     agent.abort();
+}
+
+fn spawn_agent_process(
+    data: &Path,
+    prefix: &str,
+    node_name: &str,
+    url: &str,
+) -> tokio::process::Child {
+    let server_dir = data.join("server");
+    // The example binary sits next to this test's directory of binaries.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/agent_dev");
+    tokio::process::Command::new(bin)
+        .env("SKIFF_AGENT_SERVER", url)
+        .env(
+            "SKIFF_AGENT_TOKEN",
+            skiff_apiserver::pki::join_token(&server_dir).unwrap(),
+        )
+        .env("SKIFF_AGENT_CA", server_dir.join("pki/ca.crt"))
+        .env("SKIFF_AGENT_NODE", node_name)
+        .env("SKIFF_AGENT_DATA", data.join("agent"))
+        .env("SKIFF_AGENT_NETNS_PREFIX", format!("{prefix}p-"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent_dev example (built by cargo test)")
+}
+
+async fn restart(data: &Path, prefix: &str, node_name: &str) {
+    let server_dir = data.join("server");
+    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
+        data_dir: server_dir.clone(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise_address: Some("10.251.0.2".parse().unwrap()),
+        ..Default::default()
+    })
+    .await
+    .expect("API server");
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let admin = Client::try_from(server.admin_client_config()).unwrap();
+    let kubeconfig = data.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        skiff_apiserver::pki::admin_kubeconfig(&server_dir, &url, "skc").unwrap(),
+    )
+    .unwrap();
+    let mut agent = spawn_agent_process(data, prefix, node_name, &url);
+    let nodes: Api<Node> = Api::all(admin.clone());
+    poll("the Node", Duration::from_secs(20), async || {
+        nodes.get_opt(node_name).await.ok().flatten()
+    })
+    .await;
+    nodes
+        .patch(
+            node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podCIDR": "10.251.1.0/24"}})),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let web: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"nodeName": node_name, "containers": [{"name": "httpd", "image": "httpd"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &web).await.unwrap();
+    let before = poll("web Ready", Duration::from_secs(30), async || {
+        let p = pods.get("web").await.ok()?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+    })
+    .await;
+    let st = before.status.unwrap();
+    let ip = st.pod_ip.clone().unwrap();
+    let id = st.container_statuses.unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    let mut agent = spawn_agent_process(data, prefix, node_name, &url);
+    // The new agent serves exec for the container it took back.
+    let out = poll(
+        "exec through the new agent",
+        Duration::from_secs(30),
+        async || {
+            let (ok, out) = kubectl(
+                &kubeconfig,
+                &["exec", "web", "--", "echo", "still-here"],
+                None,
+            )
+            .await;
+            ok.then_some(out)
+        },
+    )
+    .await;
+    assert_eq!(out, "still-here\n");
+    let page = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "5", &ip])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout),
+        "<html><body><h1>It works!</h1></body></html>\n"
+    );
+    let after = pods.get("web").await.unwrap().status.unwrap();
+    assert_eq!(after.pod_ip.as_deref(), Some(ip.as_str()));
+    let cs = &after.container_statuses.unwrap()[0];
+    assert_eq!(
+        (cs.container_id.as_deref(), cs.restart_count),
+        (Some(id.as_str()), 0)
+    );
+    assert_eq!(
+        condition(&pods.get("web").await.unwrap(), "Ready").as_deref(),
+        Some("True")
+    );
+
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    poll("web gone", Duration::from_secs(30), async || {
+        pods.get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    poll("pod netns removed", Duration::from_secs(10), async || {
+        netns::list(&format!("{prefix}p-")).is_empty().then_some(())
+    })
+    .await;
+    agent.start_kill().unwrap();
+    let _ = agent.wait().await;
 }
