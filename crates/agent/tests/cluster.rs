@@ -51,9 +51,14 @@ impl Drop for Cleanup {
         for ns in netns::list(&self.prefix) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
-        for sub in [
-            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
-        ] {
+        let hierarchies: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for sub in &hierarchies {
             let base = Path::new("/sys/fs/cgroup")
                 .join(sub)
                 .join("skiff")
