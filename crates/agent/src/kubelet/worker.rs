@@ -154,6 +154,8 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
     };
     let mut setup_backoff = Backoff::default();
     let mut setup_not_before = Instant::now();
+    let mut cni_rx = w.k.cni.clone();
+    let mut cni_open = true;
     loop {
         let pod = rx.borrow_and_update().clone();
         let Some(pod) = pod else {
@@ -173,7 +175,15 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
             // started together come up in order.
             let k = w.k.clone();
             let mut slot = None;
-            if !w.sandbox_ready && Instant::now() >= setup_not_before {
+            // Without the pod network (no pod CIDR yet) only host-network pods can
+            // start; the others wait here without blocking deletion.
+            let network_ready = cni_rx.borrow_and_update().is_some()
+                || pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.host_network)
+                    .unwrap_or(false);
+            if !w.sandbox_ready && network_ready && Instant::now() >= setup_not_before {
                 slot = k.start_slots.acquire().await.ok();
                 if let Err(e) = w.setup(&pod).await {
                     let delay = setup_backoff
@@ -210,6 +220,7 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         tokio::select! {
             r = rx.changed() => { if r.is_err() { w.teardown(None).await; return; } }
             _ = w.exited.notified() => {}
+            r = cni_rx.changed(), if !w.sandbox_ready && cni_open => cni_open = r.is_ok(),
             Some(report) = probe_rx.recv() => w.on_probe(&pod, report).await,
             _ = sleep => {}
         }
