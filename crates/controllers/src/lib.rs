@@ -15,6 +15,7 @@ pub mod hash;
 pub mod informer;
 pub mod ipam;
 pub mod loadbalancer;
+pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podrank;
@@ -111,6 +112,7 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     deployment::run(client.clone(), &inf);
     endpoints::run(client.clone(), &inf);
     endpointslice::run(client.clone(), &inf);
+    mirroring::run(client.clone(), &inf);
     serviceaccount::run(client.clone(), &inf);
     loadbalancer::run(client.clone(), &inf);
     nodelifecycle::run(client.clone(), &inf, &cfg);

@@ -369,3 +369,154 @@ async fn silent_node_is_tainted_and_its_pods_move() {
     .await;
     heartbeat.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_pause_resume_undo_and_mirroring() {
+    let cl = start().await;
+    let client = cl.client.clone();
+    add_node(&client, "k8s-n1", "192.0.2.11", false).await;
+    add_node(&client, "k8s-n2", "192.0.2.12", false).await;
+    let _kubelets = fake_kubelets(client.clone(), &["k8s-n1", "k8s-n2"]);
+    let _heartbeats = heartbeats(
+        client.clone(),
+        &[("k8s-n1", "192.0.2.11"), ("k8s-n2", "192.0.2.12")],
+    );
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    deps.create(&PostParams::default(), &httpd_deployment("httpd"))
+        .await
+        .expect("deployment");
+    eventually(30, "rollout", || rollout_done(&deps, "httpd", 4)).await;
+    let patch = |v: serde_json::Value| {
+        let deps = deps.clone();
+        async move {
+            deps.patch("httpd", &PatchParams::default(), &Patch::Merge(v))
+                .await
+                .expect("patch deployment");
+        }
+    };
+    let revisions = || async {
+        let mut v: Vec<(String, i32, Option<String>)> = rss
+            .list(&ListParams::default())
+            .await
+            .expect("rs")
+            .items
+            .iter()
+            .map(|rs| {
+                (
+                    rs.annotations()
+                        .get("deployment.kubernetes.io/revision")
+                        .cloned()
+                        .unwrap_or_default(),
+                    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
+                    rs.annotations()
+                        .get("deployment.kubernetes.io/revision-history")
+                        .cloned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+
+    // kubectl scale
+    patch(json!({"spec": {"replicas": 6}})).await;
+    eventually(30, "scaled to 6", || rollout_done(&deps, "httpd", 6)).await;
+    let rs = rss.list(&ListParams::default()).await.expect("rs").items;
+    assert_eq!(
+        rs[0]
+            .annotations()
+            .get("deployment.kubernetes.io/desired-replicas")
+            .map(String::as_str),
+        Some("6")
+    );
+
+    // kubectl rollout pause: a template change does not roll.
+    patch(json!({"spec": {"paused": true}})).await;
+    eventually(10, "DeploymentPaused condition", || async {
+        let d = deps.get("httpd").await.ok()?;
+        d.status?
+            .conditions?
+            .iter()
+            .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("DeploymentPaused"))
+            .map(|_| ())
+    })
+    .await;
+    patch(json!({"spec": {"template": {"spec": {"containers": [{"name": "httpd", "image": "httpd:2", "ports": [{"containerPort": 80}]}]}}}})).await;
+    eventually(10, "paused deployment observed", || async {
+        let d = deps.get("httpd").await.ok()?;
+        (d.status?.observed_generation >= d.metadata.generation).then_some(())
+    })
+    .await;
+    assert_eq!(revisions().await.len(), 1, "no rollout while paused");
+
+    // kubectl rollout resume
+    patch(json!({"spec": {"paused": false}})).await;
+    eventually(30, "resumed rollout", || async {
+        rollout_done(&deps, "httpd", 6).await?;
+        let r = revisions().await;
+        (r.len() == 2 && r[1].1 == 6 && r[0].1 == 0).then_some(())
+    })
+    .await;
+
+    // kubectl rollout undo: the template goes back; the old ReplicaSet becomes revision 3.
+    patch(json!({"spec": {"template": {"spec": {"containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80}]}]}}}})).await;
+    eventually(30, "rollback", || async {
+        rollout_done(&deps, "httpd", 6).await?;
+        let r = revisions().await;
+        (r == vec![
+            ("2".to_string(), 0, None),
+            ("3".to_string(), 6, Some("1".to_string())),
+        ])
+        .then_some(())
+    })
+    .await;
+    let d = deps.get("httpd").await.expect("deployment");
+    assert_eq!(
+        d.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("3")
+    );
+
+    // A Service without a selector: its user-managed Endpoints are mirrored to a slice.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "ext"}, "spec": {"ports": [{"port": 80}]}}),
+        )
+        .expect("svc"),
+    )
+    .await
+    .expect("svc");
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    eps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "ext"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.50"}], "ports": [{"port": 8080, "protocol": "TCP"}]}]}))
+        .expect("ep"),
+    )
+    .await
+    .expect("endpoints");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    eventually(10, "mirrored slice", || async {
+        let l = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=ext"))
+            .await
+            .ok()?;
+        let s = l.items.into_iter().next()?;
+        let ok = s
+            .labels()
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some("endpointslicemirroring-controller.k8s.io")
+            && s.endpoints.first().map(|e| e.addresses.clone())
+                == Some(vec!["192.0.2.50".to_string()]);
+        ok.then_some(())
+    })
+    .await;
+    // The Endpoints controller leaves them alone.
+    let ep = eps.get("ext").await.expect("endpoints");
+    assert_eq!(ep.subsets.map(|s| s.len()), Some(1));
+}
