@@ -1398,6 +1398,30 @@ pub async fn clean_orphans(k: &Arc<Kubelet>, keep: &HashSet<String>) {
             cleanup_dir(k, &e.path(), &uid).await;
         }
     }
+    // Pod cgroups of earlier runs (an agent killed with its pods running). rmdir only
+    // removes empty cgroups, so a live container's never goes.
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for sub in rd.flatten() {
+            let node_dir = sub.path().join("skiff").join(&k.cfg.node_name);
+            for pod in std::fs::read_dir(&node_dir).into_iter().flatten().flatten() {
+                let name = pod.file_name().to_string_lossy().into_owned();
+                let Some(uid) = name.strip_prefix("pod") else {
+                    continue;
+                };
+                let live = keep.contains(uid)
+                    || k.pods
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains_key(uid);
+                if !live {
+                    remove_cgroups(&k.cfg.node_name, uid);
+                }
+            }
+        }
+    }
+    if k.cfg.netns_prefix.is_empty() {
+        return;
+    }
     for name in netns::list(&k.cfg.netns_prefix) {
         let owned = k
             .pods
