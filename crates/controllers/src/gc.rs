@@ -167,10 +167,14 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                         g.trigger.notify_one();
                     }
                     Ok(Event::Delete(_)) => g.trigger.notify_one(),
+                    // Owners being deleted in the foreground or orphaning need work
+                    // now; new dependents of vanished owners wait for the periodic sweep.
                     Ok(Event::Apply(o)) => {
-                        if o.metadata.deletion_timestamp.is_some()
-                            || !o.owner_references().is_empty()
-                        {
+                        let waiting = o.metadata.deletion_timestamp.is_some()
+                            && o.finalizers()
+                                .iter()
+                                .any(|f| f == FOREGROUND_FINALIZER || f == ORPHAN_FINALIZER);
+                        if waiting {
                             g.trigger.notify_one();
                         }
                     }
