@@ -789,6 +789,14 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
         .clone()
         .unwrap();
 
+    if let Some(pid) = agent.id() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+            .collect();
+        eprintln!("agent process with one pod: {}", rss.join(", "));
+    }
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
     let mut agent = spawn_agent_process(data, prefix, node_name, &url);
