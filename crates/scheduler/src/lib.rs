@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::informer::{on_change, Change, Informer};
-use crate::plugins::{filter, fit_error_message, pick, NodeInfo, Rejection};
+use crate::plugins::{filter_with, fit_error_message, pick_with, NodeInfo, PodInfo, Rejection};
 
 /// The scheduler name pods ask for by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
@@ -237,15 +237,16 @@ impl Scheduler {
             if cache.pods.contains_key(&uid) {
                 return;
             }
+            let info = PodInfo::new(&pod);
             let mut rejections: Vec<Rejection> = Vec::new();
             let mut feasible: Vec<&NodeInfo> = Vec::new();
             for ni in cache.nodes.values() {
-                match filter(&pod, ni) {
+                match filter_with(&pod, &info, ni) {
                     Ok(()) => feasible.push(ni),
                     Err(r) => rejections.push(r),
                 }
             }
-            match pick(&pod, &feasible).map(|ni| ni.node.name_any()) {
+            match pick_with(&pod, &info, &feasible).map(|ni| ni.node.name_any()) {
                 Some(node_name) => {
                     // Assume the pod on the node so that the next decision counts it.
                     let mut assumed_pod = (*pod).clone();

@@ -235,7 +235,8 @@ pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(sel) = &spec.node_selector {
         if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return false;
@@ -267,17 +268,44 @@ pub struct Rejection {
     pub resolvable: bool,
 }
 
+/// What the filters and scores need of a pod, computed once per scheduling attempt.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// Effective requests.
+    pub requests: Resources,
+    /// Requests with defaults for scoring.
+    pub nonzero: (i64, i64),
+    /// Host ports asked for.
+    pub ports: Vec<(String, String, i32)>,
+}
+
+impl PodInfo {
+    /// Computes the pod's requests and ports.
+    pub fn new(pod: &Pod) -> Self {
+        PodInfo {
+            requests: pod_requests(pod),
+            nonzero: nonzero_requests(pod),
+            ports: host_ports(pod),
+        }
+    }
+}
+
+/// Runs every filter (see [`filter_with`]).
+pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Rejection> {
+    filter_with(pod, &PodInfo::new(pod), ni)
+}
+
 /// Runs every filter; `Err` holds the first failing plugin's reasons, as kube-scheduler
 /// reports them.
-pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Rejection> {
+pub fn filter_with(pod: &Pod, info: &PodInfo, ni: &NodeInfo) -> Result<(), Rejection> {
     let unresolvable = |r: &str| Rejection {
         reasons: vec![r.to_string()],
         resolvable: false,
     };
-    let spec = pod.spec.clone().unwrap_or_default();
+    let default_spec = Default::default();
+    let spec: &k8s_openapi::api::core::v1::PodSpec = pod.spec.as_ref().unwrap_or(&default_spec);
     // NodeUnschedulable
-    let node_spec = ni.node.spec.clone().unwrap_or_default();
-    if node_spec.unschedulable == Some(true) {
+    if ni.node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         let tolerated = spec.tolerations.iter().flatten().any(|t| {
             tolerates(
                 t,
@@ -323,7 +351,7 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Rejection> {
         ));
     }
     // NodePorts
-    for (ip, proto, port) in host_ports(pod) {
+    for (ip, proto, port) in info.ports.iter().cloned() {
         let conflict = ni.used_ports.iter().any(|(uip, uproto, uport)| {
             *uport == port
                 && *uproto == proto
@@ -343,7 +371,7 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Rejection> {
     if ni.pods.len() as i64 + 1 > max_pods {
         reasons.push("Too many pods".to_string());
     }
-    for (name, want) in pod_requests(pod) {
+    for (name, want) in info.requests.iter().map(|(k, v)| (k.clone(), *v)) {
         if want <= 0 || name == "pods" {
             continue;
         }
@@ -380,7 +408,7 @@ pub fn controller_uid(pod: &Pod) -> Option<&str> {
 
 /// A node's score for a pod: higher is better. Pods of one controller spread over nodes
 /// first (kube's default PodTopologySpread / SelectorSpread), then least allocated.
-pub fn score(pod: &Pod, ni: &NodeInfo) -> (i64, i64, i64) {
+pub fn score(pod: &Pod, info: &PodInfo, ni: &NodeInfo) -> (i64, i64, i64) {
     let same_owner = match controller_uid(pod) {
         Some(uid) => ni
             .pods
@@ -390,7 +418,7 @@ pub fn score(pod: &Pod, ni: &NodeInfo) -> (i64, i64, i64) {
         None => 0,
     };
     let alloc = ni.allocatable();
-    let (pc, pm) = nonzero_requests(pod);
+    let (pc, pm) = info.nonzero;
     let frac = |used: i64, cap: Option<&i64>| -> i64 {
         match cap {
             Some(c) if *c > 0 => ((c - used).max(0) * 100 / c).min(100),
@@ -405,9 +433,14 @@ pub fn score(pod: &Pod, ni: &NodeInfo) -> (i64, i64, i64) {
 
 /// Picks the best of the feasible nodes (ties go to the first in name order).
 pub fn pick<'a>(pod: &Pod, feasible: &[&'a NodeInfo]) -> Option<&'a NodeInfo> {
+    pick_with(pod, &PodInfo::new(pod), feasible)
+}
+
+/// [`pick`] with the pod's precomputed [`PodInfo`].
+pub fn pick_with<'a>(pod: &Pod, info: &PodInfo, feasible: &[&'a NodeInfo]) -> Option<&'a NodeInfo> {
     let mut best: Option<(&NodeInfo, (i64, i64, i64))> = None;
     for ni in feasible {
-        let s = score(pod, ni);
+        let s = score(pod, info, ni);
         if best.as_ref().is_none_or(|(_, bs)| s > *bs) {
             best = Some((ni, s));
         }
