@@ -18,7 +18,9 @@ pub mod selfcheck;
 pub mod up;
 
 pub use layout::{ClusterState, NodeState};
-pub use up::{client_from_yaml, down, node_exec, up, AdminKubeconfigFn, Hooks, UpOptions};
+pub use up::{
+    client_from_yaml, down, node_exec, up, AdminKubeconfigFn, CleanupNodeFn, Hooks, UpOptions,
+};
 
 /// Where local clusters keep their state, one sub-directory per cluster.
 pub const CLUSTERS_DIR: &str = "/var/lib/skiff/clusters";

@@ -19,10 +19,17 @@ use crate::{kubeconfig, netns, process};
 /// user and context all named by the given name.
 pub type AdminKubeconfigFn = dyn Fn(&Path, &str, &str) -> anyhow::Result<String> + Send + Sync;
 
-/// What the binary lends to this crate, so that it need not depend on the API server.
+/// Removes what a stopped agent left on the machine (containers, mounts, pod namespaces,
+/// cgroups), given its data dir, node name and pod netns prefix.
+pub type CleanupNodeFn = dyn Fn(&Path, &str, &str) -> anyhow::Result<()> + Send + Sync;
+
+/// What the binary lends to this crate, so that it need not depend on the API server or
+/// the agent.
 pub struct Hooks {
     /// See [`AdminKubeconfigFn`].
     pub admin_kubeconfig: Box<AdminKubeconfigFn>,
+    /// See [`CleanupNodeFn`].
+    pub cleanup_node: Box<CleanupNodeFn>,
 }
 
 /// Options of `skiff up`.
@@ -65,7 +72,7 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         }
     }
     // Whatever a crashed earlier cluster of this name left behind goes first.
-    cleanup(&opts.name);
+    cleanup(&opts.name, hooks);
 
     match start(&opts, hooks).await {
         Ok(state) => {
@@ -90,7 +97,7 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         Err(e) => {
             let dir = ClusterState::dir(&opts.name);
             let logs = tail_logs(&dir);
-            cleanup(&opts.name);
+            cleanup(&opts.name, hooks);
             Err(e.context(format!("bringing cluster {:?} up{logs}", opts.name)))
         }
     }
@@ -409,10 +416,10 @@ fn tail_logs(dir: &Path) -> String {
 
 /// Stops every process of a cluster and removes every namespace, mount and file it made.
 /// Works from the cluster's name alone, so it also cleans up after `kill -9` of everything.
-pub fn down(name: &str) -> anyhow::Result<()> {
+pub fn down(name: &str, hooks: &Hooks) -> anyhow::Result<()> {
     layout::validate_name(name)?;
     let existed = ClusterState::dir(name).exists() || !cluster_netns(name).is_empty();
-    cleanup(name);
+    cleanup(name, hooks);
     let _ = kubeconfig::remove(name);
     if !existed {
         eprintln!("cluster {name:?} not found; nothing to remove");
@@ -430,7 +437,7 @@ fn cluster_netns(name: &str) -> Vec<String> {
         .collect()
 }
 
-fn cleanup(name: &str) {
+fn cleanup(name: &str, hooks: &Hooks) {
     let dir = ClusterState::dir(name);
     let namespaces = cluster_netns(name);
 
@@ -447,12 +454,16 @@ fn cleanup(name: &str) {
     pids.dedup();
     process::stop_all(&pids, Duration::from_secs(3));
 
-    // runc keeps state (and cgroups) per container: delete whatever is left.
+    // Each agent's containers, mounts, pod namespaces and cgroups.
     if let Ok(nodes) = std::fs::read_dir(&dir) {
         for node in nodes.filter_map(|e| e.ok()) {
-            let root = node.path().join("agent").join("runc");
-            if root.is_dir() {
-                runc_delete_all(&root);
+            let node_name = node.file_name().to_string_lossy().into_owned();
+            let agent_dir = node.path().join("agent");
+            if agent_dir.is_dir() {
+                let prefix = layout::pod_netns_prefix(name, &node_name);
+                if let Err(e) = (hooks.cleanup_node)(&agent_dir, &node_name, &prefix) {
+                    eprintln!("warning: cleaning up node {node_name}: {e:#}");
+                }
             }
         }
     }
@@ -487,24 +498,6 @@ fn pids_in_netns(inodes: &[u64]) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-fn runc_delete_all(root: &Path) {
-    let Ok(out) = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-    else {
-        return;
-    };
-    for id in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(root)
-            .args(["delete", "-f", id])
-            .output();
-    }
 }
 
 /// Lazily unmounts everything mounted under `dir`, deepest first.

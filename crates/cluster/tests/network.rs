@@ -4,12 +4,19 @@ use std::process::Command;
 
 use skiff_cluster::{layout, netns};
 
+fn hooks() -> skiff_cluster::Hooks {
+    skiff_cluster::Hooks {
+        admin_kubeconfig: Box::new(|_, _, _| anyhow::bail!("no server in this test")),
+        cleanup_node: Box::new(|_, _, _| Ok(())),
+    }
+}
+
 /// Removes the test cluster's namespaces even when an assertion fails.
 struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = skiff_cluster::down(&self.0);
+        let _ = skiff_cluster::down(&self.0, &hooks());
     }
 }
 
@@ -48,7 +55,7 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
     let fwd = in_ns(&m, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
 
-    skiff_cluster::down(&name).unwrap();
+    skiff_cluster::down(&name, &hooks()).unwrap();
     let left: Vec<String> = netns::list()
         .into_iter()
         .filter(|n| n.starts_with(&format!("{name}-")))

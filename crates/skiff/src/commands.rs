@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up(args).await,
-            Command::Down(args) => skiff_cluster::down(&args.cluster),
+            Command::Down(args) => skiff_cluster::down(&args.cluster, &cluster_hooks()),
             Command::Kubeconfig(args) => kubeconfig(args),
             Command::Node(NodeCommand::Ls(args)) => node_ls(&args.cluster),
             Command::Node(NodeCommand::Exec { .. }) => unreachable!("handled above"),
@@ -62,10 +62,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-fn admin_kubeconfig_hook() -> skiff_cluster::Hooks {
+/// What the local-cluster crate borrows from the API server and the agent.
+fn cluster_hooks() -> skiff_cluster::Hooks {
     skiff_cluster::Hooks {
         admin_kubeconfig: Box::new(|dir: &Path, url: &str, name: &str| {
             skiff_apiserver::pki::admin_kubeconfig(dir, url, name)
+        }),
+        cleanup_node: Box::new(|dir: &Path, node: &str, prefix: &str| {
+            // Called from within the runtime (by `up` and `down`): run the async cleanup
+            // on this worker thread.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(skiff_agent::cleanup_node(dir, node, prefix))
+            })
         }),
     }
 }
@@ -82,7 +91,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         agent_args,
     };
-    skiff_cluster::up(opts, &admin_kubeconfig_hook()).await?;
+    skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())
 }
 
