@@ -175,7 +175,7 @@ fn local_cluster_end_to_end() {
         Duration::from_secs(30),
         || {
             let out = c.node_exec("k8s-m", &["curl", "-s", "-m", "2", &format!("{cip}:8080")]);
-            String::from_utf8_lossy(&out.stdout) == PAGE
+            String::from_utf8_lossy(&out.stdout).trim_end() == PAGE
         },
     );
 
