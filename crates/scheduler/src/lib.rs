@@ -4,8 +4,8 @@
 //! on the chosen node in its own cache so the next decision already counts it, and binds
 //! it through the `pods/binding` subresource in the background.
 
-pub mod events;
-pub mod informer;
+pub use skiff_runtime::events;
+pub use skiff_runtime::informer;
 pub mod plugins;
 pub mod resources;
 
