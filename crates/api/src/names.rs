@@ -1,7 +1,8 @@
 //! Well-known names: labels, annotations, taints, namespaces, users.
 
 /// Namespaces the API server creates on start.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Label every Deployment-owned ReplicaSet and Pod carries.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";

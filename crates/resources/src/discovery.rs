@@ -352,7 +352,10 @@ mod tests {
         golden("discovery_api", &core_versions());
         golden("discovery_apis", &api_groups());
         golden("discovery_api_v1", &resource_list("", "v1").expect("core"));
-        golden("discovery_apps_v1", &resource_list("apps", "v1").expect("apps"));
+        golden(
+            "discovery_apps_v1",
+            &resource_list("apps", "v1").expect("apps"),
+        );
         golden("discovery_aggregated_apis_v2", &aggregated(false, true));
         golden("discovery_aggregated_api_v2", &aggregated(true, true));
     }
