@@ -42,7 +42,7 @@ for n in 3 10; do
     cip=$(kubectl get svc httpd-svc -o jsonpath='{.spec.clusterIP}')
     # All 4 pods serving through the Service: 4 ready endpoints and the cluster IP answers.
     until [ "$(kubectl get endpoints httpd-svc -o jsonpath='{.subsets[*].addresses[*].ip}' | wc -w)" = 4 ] \
-       && "$SKIFF" node exec --cluster "$CLUSTER" k8s-m curl -sf -m 1 "$cip:8080" >/dev/null; do
+       && "$SKIFF" node exec --cluster "$CLUSTER" k8s-m -- curl -sf -m 1 "$cip:8080" >/dev/null; do
       sleep 0.05
     done
     echo "seed Deployment, kubectl apply to 4 pods serving through the Service: $(ms "$t") ms"
