@@ -44,6 +44,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Extra arguments for every agent (e.g. `--proxy-mode nftables`).
     pub agent_args: Vec<String>,
+    /// Extra arguments for the server (e.g. `--node-monitor-grace-period 15`).
+    pub server_args: Vec<String>,
 }
 
 /// Brings a local cluster up and returns once every node is Ready and `coredns` is
@@ -127,7 +129,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
     let server_ip = layout::node_ip(0);
     let server_dir = ClusterState::server_dir(name);
     let cp_ns = netns::path(&layout::node_netns(name, layout::CONTROL_PLANE_NODE));
-    let server_args = vec![
+    let mut server_args = vec![
         "--netns".to_string(),
         cp_ns.display().to_string(),
         "server".into(),
@@ -140,6 +142,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         "--advertise-address".into(),
         server_ip.to_string(),
     ];
+    server_args.extend(opts.server_args.iter().cloned());
     let server_log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
     let server_pid = process::spawn_detached(&opts.skiff_binary, &server_args, &server_log)?;
     let mut state = ClusterState {
@@ -209,6 +212,11 @@ async fn restart(
     let dir = ClusterState::dir(&state.name);
     let deadline = Instant::now() + opts.timeout;
     if !process::alive(state.server_pid) {
+        // A server that was just killed may still hold its sockets for a moment.
+        let port_free = || TcpListener::bind(("127.0.0.1", state.api_port)).is_ok();
+        while !port_free() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
         state.server_pid = process::spawn_detached(&opts.skiff_binary, &state.server_args, &log)?;
     }

@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// Dataplane of the service proxies.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
+    /// Seconds a node may be silent before it is marked NotReady/Unknown (must exceed the
+    /// agents' 10 s lease renewal).
+    #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
+    pub node_monitor_grace_period: u64,
 }
 
 /// Arguments of `skiff kubeconfig`.

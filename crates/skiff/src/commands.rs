@@ -90,6 +90,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         timeout: Duration::from_secs(args.timeout),
         agent_args,
+        server_args: vec![
+            "--node-monitor-grace-period".to_string(),
+            args.node_monitor_grace_period.to_string(),
+        ],
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())

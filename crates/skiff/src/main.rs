@@ -11,10 +11,19 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // Daemons log what they do; commands a user types (up, down...) print only their
+    // result, not the connection attempts of their polling.
+    let default_filter = match cli.command {
+        cli::Command::Server(_)
+        | cli::Command::Agent(_)
+        | cli::Command::Proxy(_)
+        | cli::Command::Dns(_) => "info",
+        _ => "warn,kube_client=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

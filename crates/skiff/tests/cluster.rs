@@ -17,16 +17,21 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn up(nodes: usize) -> Cluster {
+    /// Brings up cluster `<prefix><pid>`. Tests run in parallel, so each test's cluster
+    /// runs beside the others': two clusters side by side, as users may have them.
+    fn up(prefix: &str, nodes: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let name = format!("e2e{}", std::process::id());
+        let name = format!("{prefix}{}", std::process::id());
         let kubeconfig = dir.path().join("kubeconfig");
         let cluster = Cluster {
             name,
             kubeconfig,
             _dir: dir,
         };
-        let out = cluster.skiff(&["up", "--nodes", &nodes.to_string()]);
+        let nodes = nodes.to_string();
+        let mut args = vec!["up", "--nodes", &nodes];
+        args.extend_from_slice(extra);
+        let out = cluster.skiff(&args);
         assert!(out.status.success(), "skiff up failed: {}", text(&out));
         cluster
     }
@@ -144,7 +149,7 @@ fn local_cluster_end_to_end() {
         eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
         return;
     }
-    let c = Cluster::up(3);
+    let c = Cluster::up("e2e", 3, &[]);
 
     // kubectl apply keeps the last applied configuration (describe hides it; -o yaml shows it).
     assert_eq!(
@@ -226,6 +231,17 @@ fn local_cluster_end_to_end() {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+    for pid in c.pid("server") {
+        wait_for(
+            "the killed server to be gone",
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+                    .unwrap_or(true)
+            },
+        );
+    }
     // `skiff up` on a cluster whose processes stopped starts them again, with its state.
     let out = c.skiff(&["up"]);
     assert!(out.status.success(), "restarting: {}", text(&out));
@@ -259,4 +275,76 @@ fn local_cluster_end_to_end() {
         .unwrap_or_default();
     assert!(left.is_empty(), "namespaces left after down: {left:?}");
     assert!(!c.dir().exists(), "cluster directory left after down");
+}
+
+/// A Deployment whose pods leave an unreachable node after 2 s (instead of the default
+/// 300 s that admission adds).
+const FAST_EVICTION: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      containers:
+      - {name: httpd, image: httpd}
+"#;
+
+#[test]
+fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
+    if !tools_present() {
+        eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
+        return;
+    }
+    let c = Cluster::up("e2f", 3, &["--node-monitor-grace-period", "15"]);
+    let manifest = c._dir.path().join("web.yaml");
+    std::fs::write(&manifest, FAST_EVICTION).unwrap();
+    c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+
+    for pid in c.pid("k8s-n1") {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let ready = |node: &str| {
+        c.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    };
+    wait_for(
+        "k8s-n1 to stop being Ready",
+        Duration::from_secs(60),
+        || ready("k8s-n1") != "True",
+    );
+    assert_eq!(ready("k8s-n2"), "True", "a live node must stay Ready");
+    wait_for(
+        "both replicas to run on k8s-n2",
+        Duration::from_secs(60),
+        || {
+            let rows = c.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}gone {end}{range .items[*]}{.spec.nodeName}={.status.phase} {end}",
+            ]);
+            rows.split_whitespace()
+                .filter(|r| *r == "k8s-n2=Running")
+                .count()
+                >= 2
+        },
+    );
 }
