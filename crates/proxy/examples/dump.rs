@@ -1,15 +1,16 @@
-//! Prints the full iptables-restore input for N synthetic services (5 endpoints each),
-//! for timing `iptables-restore` by hand: `cargo run --example dump -- 1000 > rules`.
+//! Prints what a fresh sync writes for N synthetic services (5 endpoints each), for timing
+//! the kernel's tools by hand: `cargo run --example dump -- 1000 > rules` gives the
+//! `iptables-restore` input, `cargo run --example dump -- 1000 --nft > script` the `nft -f`
+//! script.
 
 use skiff_proxy::fixtures::{service, slice};
-use skiff_proxy::iptables::{generate, render, GenConfig};
 use skiff_proxy::model::build;
+use skiff_proxy::{iptables, nft};
 
 fn main() {
-    let n: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nft_mode = args.iter().any(|a| a == "--nft");
+    let n: u32 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
     let svc_base = u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0));
     let ep_base = u32::from(std::net::Ipv4Addr::new(172, 16, 0, 0));
     let (mut services, mut slices) = (Vec::new(), Vec::new());
@@ -39,13 +40,26 @@ fn main() {
         ));
     }
     let (ports, _) = build(&services, &slices, "n1");
-    let cfg = GenConfig {
-        cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
-        masquerade_bit: 14,
-        node_ips: vec![],
-    };
-    print!(
-        "{}",
-        render(&generate(&ports, &cfg), None, &Default::default())
-    );
+    let cluster_cidr = "10.244.0.0/16".parse().expect("cidr");
+    if nft_mode {
+        let cfg = nft::NftConfig {
+            cluster_cidr,
+            masquerade_bit: 14,
+            node_ips: vec![],
+        };
+        let state = nft::NftState::default();
+        let rules = nft::generate(&ports, &cfg);
+        print!(
+            "{}",
+            nft::render(&rules, &state, nft::SyncKind::Fresh, &cfg)
+        );
+    } else {
+        let cfg = iptables::GenConfig {
+            cluster_cidr,
+            masquerade_bit: 14,
+            node_ips: vec![],
+        };
+        let rules = iptables::generate(&ports, &cfg);
+        print!("{}", iptables::render(&rules, None, &Default::default()));
+    }
 }
