@@ -7,5 +7,6 @@
 
 pub mod defaults;
 pub mod names;
+pub mod quantity;
 
 pub use k8s_openapi;

@@ -1,35 +1,6 @@
-//! Kubernetes resource quantities (`100m`, `0.5`, `64Mi`, `1G`, `129e6`) as numbers.
+//! CPU quantities as the kernel's cgroup settings (parsing is `skiff_api::quantity`).
 
-/// Parses a quantity to its value (CPU in cores, memory in bytes).
-pub fn parse(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(n * mult)
-}
+pub use skiff_api::quantity::parse;
 
 /// cpu.shares for a CPU request (the kubelet's milliCPUToShares: at least 2).
 pub fn cpu_shares(request: &str) -> Option<u64> {
