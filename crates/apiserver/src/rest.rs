@@ -13,20 +13,16 @@ mod write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
-use skiff_store::Store;
 
 use crate::auth::Identity;
-use crate::compat::{self, IncludeObject};
-use crate::http::{error_response, json_response, representation, Body, Query, Representation};
+use crate::http::{error_response, json_response, Body, Query};
 use crate::router::Target;
-use crate::selectors::{FieldSelector, LabelSelector};
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 
-pub(crate) use objects::{decode, key, prefix, to_version};
+pub(crate) use objects::{decode, include_object, key, list_objects, prefix, to_version, Filter};
 pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};
 
 /// Answers one resource request (everything but log/exec/attach/portforward).
@@ -145,9 +141,9 @@ async fn route(
     let opts = WriteOpts::from_query(q)?;
     let name = t.name.as_deref();
     match (method.clone(), name, t.sub.as_deref()) {
-        (Method::GET, None, None) => list(state, t, q, headers).map(|v| Reply::ok(200, v)),
+        (Method::GET, None, None) => objects::list(state, t, q, headers).map(|v| Reply::ok(200, v)),
         (Method::GET, Some(n), None | Some("status") | Some("ephemeralcontainers")) => {
-            get(state, t, n, headers).map(|v| Reply::ok(200, v))
+            objects::get(state, t, n, headers).map(|v| Reply::ok(200, v))
         }
         (Method::GET, Some(n), Some("scale")) => {
             subresources::get_scale(state, t, n).map(|v| Reply::ok(200, v))
@@ -242,133 +238,6 @@ async fn route(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
-}
-
-fn get(state: &ApiState, t: &Target, name: &str, headers: &HeaderMap) -> ApiResult<Value> {
-    let kv = state
-        .store
-        .get(&key(t.info, t.namespace.as_deref(), name))?
-        .ok_or_else(|| ApiError::not_found(t.info.group, t.info.plural, name))?;
-    let obj = to_version(t.info, decode(&kv)?);
-    Ok(match representation(headers) {
-        Representation::Object => obj,
-        Representation::PartialMetadata => compat::partial_metadata(&obj),
-        Representation::Table => {
-            let mut table = compat::table(
-                t.info,
-                std::slice::from_ref(&obj),
-                IncludeObject::Metadata,
-                Utc::now(),
-            );
-            table["metadata"] = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)});
-            table
-        }
-    })
-}
-
-/// Selectors of a LIST or WATCH.
-pub(crate) struct Filter {
-    pub labels: LabelSelector,
-    pub fields: FieldSelector,
-}
-
-impl Filter {
-    pub fn from_query(q: &Query) -> ApiResult<Self> {
-        Ok(Filter {
-            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
-                .map_err(ApiError::bad_request)?,
-            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-                .map_err(ApiError::bad_request)?,
-        })
-    }
-    pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && self.fields.matches_object(obj)
-    }
-}
-
-pub(crate) fn include_object(q: &Query) -> IncludeObject {
-    match q.get("includeObject") {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    }
-}
-
-/// Objects of a LIST (requested version, filtered) and the list's revision.
-pub(crate) fn list_objects(
-    state: &ApiState,
-    t: &Target,
-    filter: &Filter,
-) -> ApiResult<(Vec<(String, Value)>, i64)> {
-    let (kvs, rev) = state.store.list(&prefix(t.info, t.namespace.as_deref()))?;
-    let mut out = Vec::with_capacity(kvs.len());
-    for kv in &kvs {
-        let obj = to_version(t.info, decode(kv)?);
-        if filter.matches(&obj) {
-            out.push((kv.key.clone(), obj));
-        }
-    }
-    Ok((out, rev))
-}
-
-fn list(state: &ApiState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Value> {
-    let filter = Filter::from_query(q)?;
-    let (mut items, mut rev) = list_objects(state, t, &filter)?;
-    // Continue tokens: base64 of `<revision>/<last key>`.
-    if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(tok)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
-        let (r, last) = raw
-            .split_once('/')
-            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
-        rev = r.parse().unwrap_or(rev);
-        let last = format!("/{last}");
-        items.retain(|(k, _)| k.as_str() > last.as_str());
-    }
-    let mut cont = None;
-    let mut remaining = None;
-    if let Some(limit) = q.int("limit").filter(|l| *l > 0) {
-        let limit = limit as usize;
-        if items.len() > limit {
-            use base64::Engine;
-            remaining = Some(items.len() - limit);
-            items.truncate(limit);
-            let last = items
-                .last()
-                .map(|(k, _)| k.trim_start_matches('/').to_string())
-                .unwrap_or_default();
-            cont = Some(base64::engine::general_purpose::STANDARD.encode(format!("{rev}/{last}")));
-        }
-    }
-    let objs: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
-    let mut meta = json!({"resourceVersion": rev.to_string()});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-        meta["remainingItemCount"] = json!(remaining);
-    }
-    Ok(match representation(headers) {
-        Representation::Table => {
-            let mut table = compat::table(t.info, &objs, include_object(q), Utc::now());
-            table["metadata"] = meta;
-            table
-        }
-        Representation::PartialMetadata => json!({
-            "kind": "PartialObjectMetadataList",
-            "apiVersion": format!("meta.k8s.io/{}", crate::http::meta_version(headers)),
-            "metadata": meta,
-            "items": objs.iter().map(compat::partial_metadata).collect::<Vec<_>>(),
-        }),
-        Representation::Object => json!({
-            "kind": format!("{}List", t.info.kind),
-            "apiVersion": t.info.api_version(),
-            "metadata": meta,
-            "items": objs,
-        }),
-    })
 }
 
 async fn delete_collection(
