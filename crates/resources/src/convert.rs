@@ -1,7 +1,9 @@
 //! Version conversion between the served versions of one kind.
 //!
-//! The only kind served in two versions is the Deployment (`apps/v1beta1`, which the
-//! seed's manifest uses, and the storage version `apps/v1`). `events.k8s.io/v1` Events
+//! The only kind served in several versions is the Deployment: `apps/v1beta1` (the seed's
+//! manifest uses it), `apps/v1beta2` and the storage version `apps/v1`. apps/v1beta2 has
+//! the same fields as apps/v1 (kube-apiserver's conversion is field for field), so only
+//! its `apiVersion` changes; its defaults are apps/v1's and apply after conversion. `events.k8s.io/v1` Events
 //! and core `v1` Events are the same objects in kube-apiserver (stored as core Events);
 //! [`convert`] maps between them for a server that wants the same, field by field as
 //! `pkg/apis/events/v1/conversion.go`.
@@ -129,5 +131,24 @@ mod tests {
         let back = convert(v1.clone(), "apps/v1beta1");
         assert_eq!(back["apiVersion"], "apps/v1beta1");
         assert_eq!(back["spec"], v1["spec"]);
+    }
+
+    #[test]
+    fn v1beta2_deployment_converts_field_for_field() {
+        let beta2 = json!({"apiVersion": "apps/v1beta2", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}});
+        let v1 = convert(beta2.clone(), "apps/v1");
+        assert_eq!(v1["apiVersion"], "apps/v1");
+        // No v1beta1-style defaults: the history limit comes from apps/v1's defaulting.
+        assert!(v1["spec"].get("revisionHistoryLimit").is_none());
+        assert_eq!(v1["spec"], beta2["spec"]);
+        assert_eq!(convert(v1, "apps/v1beta2"), beta2);
+        // Without a selector nothing is invented (validation then requires one).
+        let bare = json!({"apiVersion": "apps/v1beta2", "kind": "Deployment", "metadata": {"name": "x"},
+            "spec": {"template": {"metadata": {"labels": {"a": "b"}}}}});
+        assert!(convert(bare, "apps/v1")["spec"].get("selector").is_none());
     }
 }

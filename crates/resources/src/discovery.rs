@@ -300,7 +300,8 @@ mod tests {
             .and_then(|a| a.iter().find(|x| x["name"] == "apps"))
             .expect("apps group");
         assert_eq!(apps["preferredVersion"]["version"], "v1");
-        assert_eq!(apps["versions"][1]["groupVersion"], "apps/v1beta1");
+        assert_eq!(apps["versions"][1]["groupVersion"], "apps/v1beta2");
+        assert_eq!(apps["versions"][2]["groupVersion"], "apps/v1beta1");
     }
 
     #[test]
@@ -355,6 +356,10 @@ mod tests {
         golden(
             "discovery_apps_v1",
             &resource_list("apps", "v1").expect("apps"),
+        );
+        golden(
+            "discovery_apps_v1beta2",
+            &resource_list("apps", "v1beta2").expect("apps/v1beta2"),
         );
         golden("discovery_aggregated_apis_v2", &aggregated(false, true));
         golden("discovery_aggregated_api_v2", &aggregated(true, true));

@@ -576,6 +576,35 @@ mod tests {
     }
 
     #[test]
+    fn v1beta2_document_has_the_v1_shape_under_its_own_gvk() {
+        let doc = v3_document("apps", "v1beta2").expect("apps/v1beta2");
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let dep = &schemas["io.k8s.api.apps.v1beta2.Deployment"];
+        assert_eq!(
+            dep["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "kind": "Deployment", "version": "v1beta2"}])
+        );
+        assert!(dep["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("DEPRECATED")));
+        let spec = &schemas["io.k8s.api.apps.v1beta2.DeploymentSpec"];
+        assert!(spec["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("selector"))));
+        assert!(spec["properties"].get("rollbackTo").is_none());
+        let mut refs = Vec::new();
+        crate::schema::tests_support::refs(&doc, &mut refs);
+        for r in refs {
+            assert!(schemas.contains_key(&r), "dangling {r}");
+        }
+        assert!(
+            doc["paths"]["/apis/apps/v1beta2/namespaces/{namespace}/deployments/{name}/scale"]
+                .is_object()
+        );
+        assert!(v3_root()["paths"]["apis/apps/v1beta2"].is_object());
+    }
+
+    #[test]
     fn serialized_documents_match() {
         let bytes = v3_document_json("", "v1").expect("core");
         let parsed: Value = serde_json::from_slice(bytes).expect("json");

@@ -139,8 +139,10 @@ static RESOURCES: &[ResourceInfo] = &[
     r("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, ALL_VERBS, &["scale", "status"], "v1"),
     r("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, ALL_VERBS, &["scale", "status"], "v1"),
     r("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, ALL_VERBS, &["scale", "status"], "v1"),
-    // apps/v1beta1: the seed's manifest uses it; stored as apps/v1.
+    // apps/v1beta1 and apps/v1beta2 Deployments: the seed's manifests use them; stored as
+    // apps/v1 (kube-apiserver stopped serving both in 1.16; apps/v1 stays preferred).
     r("apps", "v1beta1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, ALL_VERBS, &["scale", "status"], "v1"),
+    r("apps", "v1beta2", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, ALL_VERBS, &["scale", "status"], "v1"),
     // authentication / authorization (virtual)
     r("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
     r("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
@@ -295,7 +297,9 @@ mod tests {
 
     #[test]
     fn versions_are_preferred_first() {
-        assert_eq!(group_versions("apps"), vec!["v1", "v1beta1"]);
+        assert_eq!(group_versions("apps"), vec!["v1", "v1beta2", "v1beta1"]);
+        let d = lookup("apps", "v1beta2", "deployments").expect("v1beta2 deployments");
+        assert_eq!(d.storage_api_version(), "apps/v1");
         assert_eq!(groups()[0], "apps");
     }
 

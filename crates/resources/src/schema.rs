@@ -483,8 +483,9 @@ fn generate() -> Schemas {
         }
     }
     // apps/v1beta1 Deployment: the apps/v1 shape (patch extensions included), selector
-    // optional, plus rollbackTo.
-    add_v1beta1_deployment(&mut components, &mut kinds);
+    // optional, plus rollbackTo. apps/v1beta2: exactly the apps/v1 shape.
+    add_beta_deployment(&mut components, &mut kinds, "v1beta1");
+    add_beta_deployment(&mut components, &mut kinds, "v1beta2");
 
     for k in &kinds {
         if let Some(obj) = components.get_mut(&k.name).and_then(Value::as_object_mut) {
@@ -531,53 +532,64 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn add_v1beta1_deployment(components: &mut Map<String, Value>, kinds: &mut Vec<KindSchema>) {
-    let (Some(dep), Some(spec)) = (
+/// Adds `io.k8s.api.apps.<version>.Deployment`, its spec and list: the apps/v1 schemas,
+/// with v1beta1's differences (optional selector, `rollbackTo`).
+fn add_beta_deployment(
+    components: &mut Map<String, Value>,
+    kinds: &mut Vec<KindSchema>,
+    version: &'static str,
+) {
+    let (Some(mut dep), Some(mut spec)) = (
         components.get("io.k8s.api.apps.v1.Deployment").cloned(),
         components.get("io.k8s.api.apps.v1.DeploymentSpec").cloned(),
     ) else {
         return;
     };
-    let mut spec = spec;
-    if let Some(req) = spec.get_mut("required").and_then(Value::as_array_mut) {
-        req.retain(|r| r != "selector");
-    }
-    if let Some(props) = spec.get_mut("properties").and_then(Value::as_object_mut) {
-        props.insert(
-            "rollbackTo".into(),
-            json!({"description": "DEPRECATED. The config this deployment is rolling back to. Will be cleared after rollback is done.",
-                   "type": "object",
-                   "properties": {"revision": {"description": "The revision to rollback to. If set to 0, rollback to the last revision.", "type": "integer", "format": "int64"}}}),
-        );
-    }
-    let mut dep = dep;
-    if let Some(p) = dep.pointer_mut("/properties/spec/allOf/0/$ref") {
-        *p = json!(format!(
-            "{REF_PREFIX}io.k8s.api.apps.v1beta1.DeploymentSpec"
+    let prefix = format!("io.k8s.api.apps.{version}");
+    if version == "v1beta1" {
+        if let Some(req) = spec.get_mut("required").and_then(Value::as_array_mut) {
+            req.retain(|r| r != "selector");
+        }
+        if let Some(props) = spec.get_mut("properties").and_then(Value::as_object_mut) {
+            props.insert(
+                "rollbackTo".into(),
+                json!({"description": "DEPRECATED. The config this deployment is rolling back to. Will be cleared after rollback is done.",
+                       "type": "object",
+                       "properties": {"revision": {"description": "The revision to rollback to. If set to 0, rollback to the last revision.", "type": "integer", "format": "int64"}}}),
+            );
+        }
+    } else if let Some(d) = dep.get_mut("description") {
+        // kube-apiserver's apps/v1beta2 types said so.
+        *d = json!(format!(
+            "DEPRECATED - This group version of Deployment is deprecated by apps/v1/Deployment. See the release notes for more information. {}",
+            d.as_str().unwrap_or_default()
         ));
+    }
+    if let Some(p) = dep.pointer_mut("/properties/spec/allOf/0/$ref") {
+        *p = json!(format!("{REF_PREFIX}{prefix}.DeploymentSpec"));
     }
     let mut list = components
         .get("io.k8s.api.apps.v1.DeploymentList")
         .cloned()
         .unwrap_or(Value::Null);
     if let Some(p) = list.pointer_mut("/properties/items/items/$ref") {
-        *p = json!(format!("{REF_PREFIX}io.k8s.api.apps.v1beta1.Deployment"));
+        *p = json!(format!("{REF_PREFIX}{prefix}.Deployment"));
     }
-    components.insert("io.k8s.api.apps.v1beta1.DeploymentSpec".into(), spec);
-    components.insert("io.k8s.api.apps.v1beta1.Deployment".into(), dep);
+    components.insert(format!("{prefix}.DeploymentSpec"), spec);
+    components.insert(format!("{prefix}.Deployment"), dep);
     kinds.push(KindSchema {
         group: "apps",
-        version: "v1beta1",
+        version,
         kind: "Deployment",
-        name: "io.k8s.api.apps.v1beta1.Deployment".into(),
+        name: format!("{prefix}.Deployment"),
     });
     if !list.is_null() {
-        components.insert("io.k8s.api.apps.v1beta1.DeploymentList".into(), list);
+        components.insert(format!("{prefix}.DeploymentList"), list);
         kinds.push(KindSchema {
             group: "apps",
-            version: "v1beta1",
+            version,
             kind: "DeploymentList",
-            name: "io.k8s.api.apps.v1beta1.DeploymentList".into(),
+            name: format!("{prefix}.DeploymentList"),
         });
     }
 }

@@ -137,6 +137,24 @@ fn v1beta1_deployment_gets_selector_from_template() {
 }
 
 #[test]
+fn v1beta2_deployment_defaults_as_v1() {
+    let d = defaulted(
+        "apps",
+        "v1beta2",
+        "deployments",
+        json!({
+        "apiVersion": "apps/v1beta2", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}}),
+    );
+    // Unlike v1beta1: no selector or labels from the template, history limit 10.
+    assert!(d["spec"].get("selector").is_none());
+    assert!(d["metadata"].get("labels").is_none());
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+    assert_eq!(d["spec"]["replicas"], 1);
+}
+
+#[test]
 fn job_selects_its_own_pods() {
     let j = defaulted(
         "batch",

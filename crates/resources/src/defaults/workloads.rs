@@ -1,4 +1,4 @@
-//! Workloads: Deployments (v1 and v1beta1), StatefulSets, DaemonSets, Jobs, CronJobs.
+//! Workloads: Deployments (v1, v1beta2 and v1beta1), StatefulSets, DaemonSets, Jobs, CronJobs.
 
 use serde_json::{json, Map, Value};
 
@@ -21,18 +21,15 @@ pub(super) fn default_deployment(o: &mut Map<String, Value>, version: &str) {
         .and_then(template_labels);
     let spec = obj_at(o, "spec");
     set(spec, "replicas", json!(1));
-    if version != "v1" {
-        // apps/v1beta1 and v1beta2: selector from the template's labels, smaller history.
+    if version == "v1beta1" {
+        // apps/v1beta1 only: selector from the template's labels, smaller history. apps/v1beta2
+        // defaults as apps/v1 does (its selector is required).
         if let Some(l) = template_meta_labels.clone() {
             if spec.get("selector").is_none_or(Value::is_null) {
                 spec.insert("selector".into(), json!({"matchLabels": l}));
             }
         }
-        set(
-            spec,
-            "revisionHistoryLimit",
-            json!(if version == "v1beta1" { 2 } else { 10 }),
-        );
+        set(spec, "revisionHistoryLimit", json!(2));
     }
     {
         let strategy = obj_at(spec, "strategy");
@@ -49,7 +46,7 @@ pub(super) fn default_deployment(o: &mut Map<String, Value>, version: &str) {
     set(spec, "revisionHistoryLimit", json!(10));
     set(spec, "progressDeadlineSeconds", json!(600));
     default_template(spec);
-    if version != "v1" {
+    if version == "v1beta1" {
         // v1beta1 also defaulted the object's labels from the template's.
         if let Some(l) = template_meta_labels {
             let meta = obj_at(o, "metadata");
