@@ -117,6 +117,13 @@ impl streaming::server::Streams for Kubelet {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+    fn pod_netns(&self, ns: &str, pod: &str) -> Option<PathBuf> {
+        self.find(ns, pod)?
+            .netns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     fn runc(&self) -> &Runc {
         &self.runc
     }

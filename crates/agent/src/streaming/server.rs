@@ -39,6 +39,11 @@ pub trait Streams: Send + Sync + 'static {
     fn containers(&self, ns: &str, pod: &str) -> Option<Vec<String>>;
     /// The pod's IP.
     fn pod_ip(&self, ns: &str, pod: &str) -> Option<Ipv4Addr>;
+    /// The pod's network namespace (None: unknown or the host's), where port-forward
+    /// connects to `localhost:<port>` as the kubelet does.
+    fn pod_netns(&self, _ns: &str, _pod: &str) -> Option<PathBuf> {
+        None
+    }
     /// runc, for exec.
     fn runc(&self) -> &Runc;
 }
