@@ -4,4 +4,5 @@
 mod common;
 mod kube_api;
 mod kubectl;
+mod kubectl_beta2;
 mod nodeproxy;
