@@ -15,6 +15,7 @@ pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod duration;
+pub mod managedfields;
 pub mod openapi;
 pub mod registry;
 pub mod schema;
