@@ -136,6 +136,11 @@ pub struct ServerArgs {
     /// Do not install the DNS add-on (`coredns` Deployment and `kube-dns` Service).
     #[arg(long)]
     pub no_dns: bool,
+    /// Run the controllers and the scheduler only while holding their Leases in
+    /// kube-system, so that several servers can share one datastore (as
+    /// kube-controller-manager's `--leader-elect`, on by default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
 }
 
 /// Arguments of `skiff agent`.

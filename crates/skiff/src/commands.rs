@@ -9,6 +9,7 @@ use anyhow::Context;
 use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
+use skiff_runtime::leader::{run_leading, Component, LeaseLock, Timing};
 
 use crate::cli::{
     AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, NodeCommand, ProxyArgs,
@@ -151,15 +152,68 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
         node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
         ..Default::default()
     };
-    tokio::spawn(log_exit(
-        "controllers",
-        skiff_controllers::run(client.clone(), controllers),
-    ));
-    tokio::spawn(log_exit("scheduler", skiff_scheduler::run(client.clone())));
+    let kube_config = handle.admin_client_config();
+    let run_controllers: Component = Box::new(move || {
+        let (config, controllers) = (kube_config.clone(), controllers.clone());
+        Box::pin(log_exit("controllers", async move {
+            skiff_controllers::run(Client::try_from(config)?, controllers).await
+        }))
+    });
+    let kube_config = handle.admin_client_config();
+    let run_scheduler: Component = Box::new(move || {
+        let config = kube_config.clone();
+        Box::pin(log_exit("scheduler", async move {
+            skiff_scheduler::run(Client::try_from(config)?).await
+        }))
+    });
+    if args.leader_elect {
+        // As kube-controller-manager and kube-scheduler: one Lease each in kube-system,
+        // so several servers on one datastore run them on one leader at a time.
+        let identity = leader_identity(&args.data_dir)?;
+        for (name, component) in [
+            ("kube-controller-manager", run_controllers),
+            ("kube-scheduler", run_scheduler),
+        ] {
+            let lock = LeaseLock {
+                namespace: "kube-system".into(),
+                name: name.into(),
+                identity: identity.clone(),
+            };
+            tokio::spawn(run_leading(
+                client.clone(),
+                lock,
+                Timing::default(),
+                component,
+            ));
+        }
+    } else {
+        tokio::spawn(run_controllers());
+        tokio::spawn(run_scheduler());
+    }
     if !args.no_dns {
         install_addons(&client, skiff_dns::addon::objects()).await?;
     }
     handle.wait().await
+}
+
+/// This server's candidate identity for leader election: `<hostname>_<uuid>`, as
+/// client-go's, with the uuid kept in the data dir so that a restarted server resumes its
+/// own terms at once instead of waiting for them to expire.
+fn leader_identity(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("leader-identity");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "skiff".into());
+            let id = format!("{host}_{}", uuid::Uuid::new_v4());
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            id
+        }
+    };
+    Ok(id)
 }
 
 async fn log_exit(what: &'static str, fut: impl std::future::Future<Output = anyhow::Result<()>>) {
