@@ -7,12 +7,28 @@
 //!
 //! The [`Store`] trait is synchronous (SQLite calls take microseconds); watches deliver
 //! events on a tokio channel, so they must be opened from inside a tokio runtime.
+//!
+//! Two backends: [`SqliteStore`] (one file, one server) and [`EtcdStore`] (an etcd v3
+//! cluster, several servers). [`open`] picks one from a datastore URL
+//! (`sqlite:///path/state.db`, `etcd://host1:2379,host2:2379/prefix`); [`migrate`] copies
+//! every key from one to another.
 
+mod compactor;
+mod datastore;
 mod error;
+mod etcd;
+mod migrate;
 mod sqlite;
+pub mod testing;
 
+pub use compactor::spawn_compactor;
+pub use datastore::{open, open_with, Datastore, OpenOptions};
 pub use error::StoreError;
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
+pub use migrate::{migrate, MigrateError, MigrateReport};
 pub use sqlite::SqliteStore;
+
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -93,4 +109,8 @@ pub trait Store: Send + Sync {
     fn compacted_revision(&self) -> Result<i64, StoreError>;
     /// Forgets history up to and including `revision`.
     fn compact(&self, revision: i64) -> Result<(), StoreError>;
+    /// Compacts the history older than both the last `keep_events` events and
+    /// `keep_for` (the age is measured from the calls, so call it periodically: see
+    /// [`spawn_compactor`]). Returns the compacted revision.
+    fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError>;
 }

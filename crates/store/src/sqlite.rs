@@ -401,6 +401,10 @@ impl Store for SqliteStore {
     fn compact(&self, revision: i64) -> Result<(), StoreError> {
         compact_locked(&self.inner.lock(), revision)
     }
+
+    fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
+        SqliteStore::compact_old(self, keep_events, keep_for)
+    }
 }
 
 fn check_expected(
