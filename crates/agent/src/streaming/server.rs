@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS endpoint (:10250): `/containerLogs`, `/exec`, `/attach`,
-//! `/portForward` (WebSocket, remotecommand/portforward channel protocols) and
-//! `/healthz`, behind a bearer-token check.
+//! `/portForward` and `/healthz`, behind a bearer-token check. The streaming endpoints
+//! take WebSocket upgrades (remotecommand/portforward channel protocols, and SPDY
+//! tunnelled in binary messages for port-forward) and SPDY/3.1 upgrades.
 
 // Handlers return early with a ready-made error Response; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -12,22 +13,23 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::channel::{self, Incoming};
+use super::remotecommand::{self, AttachRequest, ExecRequest};
+use super::{channel, portforward, spdy, spdy_streams, websocket};
 use crate::runtime::container::{Container, Runc};
-use crate::runtime::crilog::{self, LogOptions, Stream};
-use crate::runtime::{console, exec};
+use crate::runtime::crilog::{self, LogOptions};
 
 /// What the endpoint needs to find containers.
 pub trait Streams: Send + Sync + 'static {
@@ -126,14 +128,17 @@ pub fn router(streams: Arc<dyn Streams>, token: String) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
-        .route("/exec/{ns}/{pod}/{container}", get(exec_ws).post(exec_ws))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            get(exec_handler).post(exec_handler),
+        )
         .route(
             "/attach/{ns}/{pod}/{container}",
-            get(attach_ws).post(attach_ws),
+            get(attach_handler).post(attach_handler),
         )
         .route(
             "/portForward/{ns}/{pod}",
-            get(port_forward_ws).post(port_forward_ws),
+            get(port_forward_handler).post(port_forward_handler),
         )
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -304,228 +309,140 @@ fn upgrade(
     Ok((ws, p))
 }
 
-async fn send(sink: &mpsc::Sender<Message>, stream: u8, data: &[u8]) -> bool {
-    sink.send(Message::Binary(Bytes::from(channel::frame(stream, data))))
-        .await
-        .is_ok()
+/// How a streaming request wants to talk.
+enum Transport {
+    WebSocket(WebSocketUpgrade),
+    /// SPDY/3.1 with the negotiated sub-protocol (None: the client named none).
+    Spdy(Option<&'static str>, hyper::upgrade::OnUpgrade),
 }
 
-/// Runs the WebSocket writer: everything sent to the returned channel goes out in order,
-/// then a close frame.
-fn writer(
-    socket: futures::stream::SplitSink<WebSocket, Message>,
-) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let task = tokio::spawn(async move {
-        let mut socket = socket;
-        while let Some(m) = rx.recv().await {
-            if socket.send(m).await.is_err() {
-                return;
+/// Tells WebSocket from SPDY upgrades; anything else is answered here.
+async fn transport(
+    s: &AppState,
+    req: Request,
+    spdy_protocols: &[&'static str],
+) -> Result<Transport, Response> {
+    let (mut parts, _body) = req.into_parts();
+    if spdy::handshake::is_spdy_upgrade(&parts.headers) {
+        let protocol = match spdy::handshake::negotiate(&parts.headers, spdy_protocols) {
+            spdy::handshake::Negotiated::Protocol(p) => Some(p),
+            spdy::handshake::Negotiated::Unspecified => None,
+            spdy::handshake::Negotiated::Refused(msg) => {
+                return Err((StatusCode::FORBIDDEN, msg).into_response())
             }
-        }
-        // A normal closure (1000): client-go reads it as the end of every stream, while
-        // a close without a code is an error to it.
-        let close = axum::extract::ws::CloseFrame {
-            code: 1000,
-            reason: "".into(),
         };
-        let _ = socket.send(Message::Close(Some(close))).await;
-        let _ = socket.close().await;
-    });
-    (tx, task)
+        let Some(on) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "connection cannot be upgraded",
+            )
+                .into_response());
+        };
+        return Ok(Transport::Spdy(protocol, on));
+    }
+    match WebSocketUpgrade::from_request_parts(&mut parts, s).await {
+        Ok(ws) => Ok(Transport::WebSocket(ws)),
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "Upgrade request required (WebSocket or SPDY/3.1)",
+        )
+            .into_response()),
+    }
 }
 
-async fn exec_ws(
+/// The 101 answer to a SPDY upgrade; `run` gets the upgraded connection.
+fn spdy_switch<F, Fut>(
+    protocol: Option<&'static str>,
+    on: hyper::upgrade::OnUpgrade,
+    run: F,
+) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => run(TokioIo::new(up)).await,
+            Err(e) => tracing::debug!(error = %e, "spdy upgrade failed"),
+        }
+    });
+    let mut b = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, spdy::handshake::SPDY_31);
+    if let Some(p) = protocol {
+        b = b.header(spdy::handshake::PROTOCOL_HEADER, p);
+    }
+    b.body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn flag_or(q: &Query, k: &str, default: bool) -> bool {
+    match q.get(k) {
+        None => default,
+        Some(v) => v == "true" || v == "1",
+    }
+}
+
+async fn exec_handler(
     State(s): State<AppState>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
     req: Request,
 ) -> Response {
-    let _ = headers;
     let q = Query::parse(req.uri().query());
-    let (ws, _proto) = match upgrade(ws, &channel::PROTOCOLS) {
-        Ok(x) => x,
+    let transport = match transport(&s, req, &spdy_streams::PROTOCOLS).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     let container = match resolve_container(&s, &ns, &pod, &container) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let ctr = s.streams.container(&ns, &pod, &container);
-    let command = q.all("command");
-    let want_stdin = q.flag("stdin");
-    let want_tty = q.flag("tty");
-    let runc = s.streams.runc().clone();
-    ws.on_upgrade(move |socket| async move {
-        let (sink, mut stream) = socket.split();
-        let (tx, writer_task) = writer(sink);
-        let Some(ctr) = ctr.filter(|c| c.exit().is_none()) else {
-            let _ = tx
-                .send(Message::Binary(Bytes::from(channel::frame(
-                    channel::ERROR,
-                    channel::error_status(&format!("container {container} is not running"))
-                        .as_bytes(),
-                ))))
-                .await;
-            drop(tx);
-            let _ = writer_task.await;
-            return;
-        };
-        let spawned = start_exec(&runc, &ctr, &command, want_stdin, want_tty).await;
-        let ExecIo {
-            exit,
-            outs,
-            mut stdin,
-            resizer,
-            _keep,
-        } = match spawned {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = send(
-                    &tx,
-                    channel::ERROR,
-                    channel::error_status(&format!("{e:#}")).as_bytes(),
-                )
-                .await;
-                drop(tx);
-                let _ = writer_task.await;
-                return;
-            }
-        };
-        let mut pumps = Vec::new();
-        for (mut out, n) in outs {
-            let tx = tx.clone();
-            pumps.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match out.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => {
-                            if !send(&tx, n, &buf[..k]).await {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }));
+    let exec = ExecRequest {
+        runc: s.streams.runc().clone(),
+        container: s.streams.container(&ns, &pod, &container),
+        name: container,
+        command: q.all("command"),
+        stdin: q.flag("stdin"),
+        tty: q.flag("tty"),
+    };
+    match transport {
+        Transport::WebSocket(ws) => {
+            let (ws, _proto) = match upgrade(ws, &channel::PROTOCOLS) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            ws.on_upgrade(move |socket| {
+                websocket::serve_remotecommand(socket, move |io| {
+                    remotecommand::exec_session(io, exec)
+                })
+            })
         }
-        let input = tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                match msg {
-                    Message::Binary(b) => match channel::decode(&b) {
-                        Incoming::Stdin(d) => {
-                            if let Some(w) = stdin.as_mut() {
-                                if w.write_all(d).await.is_err() || w.flush().await.is_err() {
-                                    stdin = None;
-                                }
-                            }
-                        }
-                        Incoming::Close(channel::STDIN) => stdin = None,
-                        Incoming::Resize { width, height } => {
-                            if let Some(m) = &resizer {
-                                console::resize(m, width, height);
-                            }
-                        }
-                        _ => {}
-                    },
-                    Message::Close(_) => break,
-                    _ => {}
-                }
-            }
-        });
-        let code = exit.await;
-        // Output still in flight is sent; a background process holding the output
-        // open does not keep the session alive for long.
-        for p in pumps {
-            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        Transport::Spdy(protocol, on) => {
+            let expected = spdy_streams::Expected::new(
+                protocol,
+                exec.stdin,
+                q.flag("stdout"),
+                q.flag("stderr"),
+                exec.tty,
+            );
+            spdy_switch(protocol, on, move |io| {
+                spdy_streams::serve_remotecommand(io, protocol, expected, move |io| {
+                    remotecommand::exec_session(io, exec)
+                })
+            })
         }
-        let _ = send(&tx, channel::ERROR, channel::exit_status(code).as_bytes()).await;
-        drop(tx);
-        let _ = writer_task.await;
-        finish_reading(input).await;
-    })
-}
-
-/// After our close frame: keeps reading until the client's close answer (or a short
-/// while), so the connection is not torn down with unread frames in it (a reset that
-/// could lose our last frames on the way through the API server).
-async fn finish_reading(input: tokio::task::JoinHandle<()>) {
-    let abort = input.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), input)
-        .await
-        .is_err()
-    {
-        abort.abort();
     }
 }
 
-type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-type ExitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send>>;
-
-/// A running exec's streams.
-struct ExecIo {
-    /// Resolves to the exit code.
-    exit: ExitFuture,
-    /// Output streams with their channel numbers.
-    outs: Vec<(Reader, u8)>,
-    /// Where stdin goes, if asked for.
-    stdin: Option<Writer>,
-    /// The pty master, with a terminal.
-    resizer: Option<std::fs::File>,
-    /// Files to remove when the exec is over.
-    _keep: exec::ExecFile,
-}
-
-async fn start_exec(
-    runc: &Runc,
-    ctr: &Container,
-    command: &[String],
-    want_stdin: bool,
-    want_tty: bool,
-) -> anyhow::Result<ExecIo> {
-    if want_tty {
-        let exec::TtyExec { pid, master, file } =
-            exec::spawn_tty(runc, &ctr.id, &ctr.bundle, command).await?;
-        let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
-        let resizer = master.try_clone()?;
-        let writer = tokio::net::unix::pipe::Sender::from_file_unchecked(master)?;
-        return Ok(ExecIo {
-            exit: Box::pin(exec::TtyExec::wait(pid)),
-            outs: vec![(Box::new(reader), channel::STDOUT)],
-            stdin: want_stdin.then(|| Box::new(writer) as Writer),
-            resizer: Some(resizer),
-            _keep: file,
-        });
-    }
-    let (mut child, file) = exec::spawn(runc, &ctr.id, &ctr.bundle, command, want_stdin).await?;
-    let mut outs: Vec<(Reader, u8)> = Vec::new();
-    if let Some(o) = child.stdout.take() {
-        outs.push((Box::new(o), channel::STDOUT));
-    }
-    if let Some(o) = child.stderr.take() {
-        outs.push((Box::new(o), channel::STDERR));
-    }
-    let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
-    Ok(ExecIo {
-        exit: Box::pin(async move { child.wait().await.ok().and_then(|s| s.code()).unwrap_or(1) }),
-        outs,
-        stdin,
-        resizer: None,
-        _keep: file,
-    })
-}
-
-async fn attach_ws(
+async fn attach_handler(
     State(s): State<AppState>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    ws: WebSocketUpgrade,
     req: Request,
 ) -> Response {
     let q = Query::parse(req.uri().query());
-    let (ws, _proto) = match upgrade(ws, &channel::PROTOCOLS) {
-        Ok(x) => x,
+    let transport = match transport(&s, req, &spdy_streams::PROTOCOLS).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     let container = match resolve_container(&s, &ns, &pod, &container) {
@@ -539,183 +456,165 @@ async fn attach_ws(
         )
             .into_response();
     };
-    let want_stdin = q.flag("stdin");
-    let want_stdout = q.get("stdout").is_none_or(|v| v == "true" || v == "1");
-    let want_stderr = q.get("stderr").is_none_or(|v| v == "true" || v == "1");
-    ws.on_upgrade(move |socket| async move {
-        attach_session(socket, ctr, want_stdin, want_stdout, want_stderr).await
-    })
-}
-
-/// Attaches a client to a container's stdio until the container exits or the client
-/// goes away. The first attach of a stdinOnce container (kubectl run -i) also gets what
-/// the container printed before it came.
-pub async fn attach_session(
-    socket: WebSocket,
-    ctr: Arc<Container>,
-    want_stdin: bool,
-    want_stdout: bool,
-    want_stderr: bool,
-) {
-    let (sink, mut stream) = socket.split();
-    let (tx, writer_task) = writer(sink);
-    let replay = ctr.has_stdin().await && ctr.first_attach();
-    let (past, mut live) = ctr.attach(replay || ctr.exit().is_some());
-    let wanted = |st: Stream| match st {
-        Stream::Stdout => want_stdout,
-        Stream::Stderr => want_stderr,
-    };
-    let num = |st: Stream| {
-        if st == Stream::Stdout {
-            channel::STDOUT
-        } else {
-            channel::STDERR
+    match transport {
+        Transport::WebSocket(ws) => {
+            let (ws, _proto) = match upgrade(ws, &channel::PROTOCOLS) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            // WebSocket clients that leave stdout/stderr out still get them (kube-rs).
+            let attach = AttachRequest {
+                container: ctr,
+                stdin: q.flag("stdin"),
+                stdout: flag_or(&q, "stdout", true),
+                stderr: flag_or(&q, "stderr", true),
+            };
+            ws.on_upgrade(move |socket| {
+                websocket::serve_remotecommand(socket, move |io| {
+                    remotecommand::attach_session(io, attach)
+                })
+            })
         }
-    };
-    for (st, data) in past {
-        if wanted(st) {
-            send(&tx, num(st), &data).await;
-        }
-    }
-    let input_ctr = ctr.clone();
-    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
-    let input = tokio::spawn(async move {
-        let _gone = gone_tx;
-        while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Binary(b) => match channel::decode(&b) {
-                    Incoming::Stdin(d) if want_stdin => {
-                        let _ = input_ctr.write_stdin(d).await;
-                    }
-                    // No more input; the client still reads output.
-                    Incoming::Close(channel::STDIN) => input_ctr.attach_ended().await,
-                    Incoming::Resize { width, height } => input_ctr.resize(width, height),
-                    _ => {}
-                },
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        input_ctr.attach_ended().await;
-    });
-    let mut exit = ctr.exit_watch();
-    loop {
-        if exit.borrow().is_some() {
-            while let Ok((st, data)) = live.try_recv() {
-                if wanted(st) {
-                    send(&tx, num(st), &data).await;
-                }
-            }
-            break;
-        }
-        tokio::select! {
-            r = live.recv() => match r {
-                Ok((st, data)) => { if wanted(st) && !send(&tx, num(st), &data).await { break; } }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
-            },
-            _ = exit.changed() => {}
-            _ = tx.closed() => break,
-            // The client went away (detached).
-            _ = &mut gone => break,
+        Transport::Spdy(protocol, on) => {
+            let tty = q.flag("tty");
+            let attach = AttachRequest {
+                container: ctr,
+                stdin: q.flag("stdin"),
+                stdout: q.flag("stdout"),
+                stderr: q.flag("stderr") && !tty,
+            };
+            let expected = spdy_streams::Expected::new(
+                protocol,
+                attach.stdin,
+                attach.stdout,
+                attach.stderr,
+                tty,
+            );
+            spdy_switch(protocol, on, move |io| {
+                spdy_streams::serve_remotecommand(io, protocol, expected, move |io| {
+                    remotecommand::attach_session(io, attach)
+                })
+            })
         }
     }
-    let _ = send(&tx, channel::ERROR, channel::exit_status(0).as_bytes()).await;
-    drop(tx);
-    let _ = writer_task.await;
-    finish_reading(input).await;
 }
 
-async fn port_forward_ws(
+async fn port_forward_handler(
     State(s): State<AppState>,
     Path((ns, pod)): Path<(String, String)>,
-    ws: WebSocketUpgrade,
     req: Request,
 ) -> Response {
     let q = Query::parse(req.uri().query());
-    let (ws, _proto) = match upgrade(ws, &channel::PORT_FORWARD_PROTOCOLS) {
-        Ok(x) => x,
+    let transport = match transport(&s, req, &[portforward::PROTOCOL]).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
-    let Some(ip) = s.streams.pod_ip(&ns, &pod) else {
+    if s.streams.containers(&ns, &pod).is_none() {
         return not_found(format!(
             "pod \"{pod}\" in namespace \"{ns}\" is not running on this node"
         ));
+    }
+    let target = portforward::Target {
+        pod: pod.clone(),
+        netns: s.streams.pod_netns(&ns, &pod),
+        ip: s.streams.pod_ip(&ns, &pod),
     };
-    let ports: Vec<u16> = q
-        .all("ports")
-        .iter()
-        .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>())
-        .filter_map(|p| p.trim().parse().ok())
-        .collect();
-    ws.on_upgrade(move |socket| async move {
-        let (sink, mut stream) = socket.split();
-        let (tx, writer_task) = writer(sink);
-        let mut conns: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
-        let mut readers = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            let data_ch = (2 * i) as u8;
-            let err_ch = data_ch + 1;
-            let _ = tx
-                .send(Message::Binary(Bytes::from(channel::port_header(
-                    data_ch, *port,
-                ))))
-                .await;
-            let _ = tx
-                .send(Message::Binary(Bytes::from(channel::port_header(
-                    err_ch, *port,
-                ))))
-                .await;
-            match tokio::net::TcpStream::connect(SocketAddr::from((ip, *port))).await {
-                Ok(conn) => {
-                    let (mut r, w) = conn.into_split();
-                    conns.push(Some(w));
-                    let tx = tx.clone();
-                    readers.push(tokio::spawn(async move {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            match r.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    if !send(&tx, data_ch, &buf[..n]).await {
-                                        return;
-                                    }
+    match transport {
+        Transport::Spdy(protocol, on) => {
+            spdy_switch(protocol, on, move |io| portforward::serve_spdy(io, target))
+        }
+        Transport::WebSocket(ws) => {
+            let mut protocols = vec![portforward::TUNNEL_PROTOCOL];
+            protocols.extend(channel::PORT_FORWARD_PROTOCOLS);
+            let (ws, proto) = match upgrade(ws, &protocols) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            if proto == portforward::TUNNEL_PROTOCOL {
+                return ws.on_upgrade(move |socket| {
+                    portforward::serve_spdy(websocket::byte_stream(socket), target)
+                });
+            }
+            let ports: Vec<u16> = q
+                .all("ports")
+                .iter()
+                .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>())
+                .filter_map(|p| p.trim().parse().ok())
+                .collect();
+            ws.on_upgrade(move |socket| port_forward_channels(socket, target, ports))
+        }
+    }
+}
+
+/// port-forward over the WebSocket channel protocol (kube-rs): per port a data channel
+/// (2i) and an error channel (2i+1), each opened with the port number.
+async fn port_forward_channels(socket: WebSocket, target: portforward::Target, ports: Vec<u16>) {
+    let (sink, mut stream) = socket.split();
+    let (tx, writer_task) = websocket::writer(sink);
+    let mut conns: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
+    let mut readers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let data_ch = (2 * i) as u8;
+        let err_ch = data_ch + 1;
+        let _ = tx
+            .send(Message::Binary(Bytes::from(channel::port_header(
+                data_ch, *port,
+            ))))
+            .await;
+        let _ = tx
+            .send(Message::Binary(Bytes::from(channel::port_header(
+                err_ch, *port,
+            ))))
+            .await;
+        match portforward::dial(&target, *port).await {
+            Ok(conn) => {
+                let (mut r, w) = conn.into_split();
+                conns.push(Some(w));
+                let tx = tx.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if !websocket::send(&tx, data_ch, &buf[..n]).await {
+                                    return;
                                 }
                             }
                         }
-                    }));
-                }
-                Err(e) => {
-                    conns.push(None);
-                    let msg = format!("error forwarding port {port} to pod {pod}: {e}");
-                    send(&tx, err_ch, msg.as_bytes()).await;
-                }
+                    }
+                }));
+            }
+            Err(e) => {
+                conns.push(None);
+                let msg = format!("error forwarding port {port} to pod {}: {e}", target.pod);
+                websocket::send(&tx, err_ch, msg.as_bytes()).await;
             }
         }
-        while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Binary(b) if !b.is_empty() => {
-                    let ch = b[0] as usize;
-                    if ch.is_multiple_of(2) {
-                        if let Some(Some(w)) = conns.get_mut(ch / 2) {
-                            // The first frame of a channel repeats the port; data follows.
-                            let data = &b[1..];
-                            if w.write_all(data).await.is_err() {
-                                conns[ch / 2] = None;
-                            }
+    }
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Binary(b) if !b.is_empty() => {
+                let ch = b[0] as usize;
+                if ch.is_multiple_of(2) {
+                    if let Some(Some(w)) = conns.get_mut(ch / 2) {
+                        // The first frame of a channel repeats the port; data follows.
+                        let data = &b[1..];
+                        if w.write_all(data).await.is_err() {
+                            conns[ch / 2] = None;
                         }
                     }
                 }
-                Message::Close(_) => break,
-                _ => {}
             }
+            Message::Close(_) => break,
+            _ => {}
         }
-        for r in readers {
-            r.abort();
-        }
-        drop(tx);
-        let _ = writer_task.await;
-    })
+    }
+    for r in readers {
+        r.abort();
+    }
+    drop(tx);
+    let _ = writer_task.await;
 }
 
 /// A self-signed certificate for the endpoint (node name and IP as SANs).
