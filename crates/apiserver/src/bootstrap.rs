@@ -1,16 +1,15 @@
 //! Objects the server keeps on every start: the system namespaces, the
-//! `default/kubernetes` Service, and its Endpoints and EndpointSlice pointing at the
-//! advertise address.
+//! `default/kubernetes` Service, and its Endpoints and EndpointSlice pointing at every
+//! live server (`masterleases`).
 
 use serde_json::{json, Value};
 use skiff_store::Store;
 
-use crate::http::Query;
 use crate::rest::{create_object, decode, key, update_object, UpdateMode, WriteOpts};
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 
-fn info(
+pub(crate) fn info(
     group: &str,
     version: &str,
     plural: &str,
@@ -21,7 +20,7 @@ fn info(
 
 /// Creates `desired` if missing; otherwise replaces the fields named in `owned` when
 /// they differ.
-async fn ensure(
+pub(crate) async fn ensure(
     state: &ApiState,
     info: &'static skiff_resources::ResourceInfo,
     ns: Option<&str>,
@@ -103,38 +102,8 @@ pub(crate) async fn run(state: &ApiState) -> ApiResult<()> {
         &["metadata.labels"],
     )
     .await?;
-    let ip = state.advertise.to_string();
-    let ep = json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": state.port, "protocol": "TCP"}]}],
-    });
-    ensure(
-        state,
-        info("", "v1", "endpoints")?,
-        Some("default"),
-        ep,
-        &["subsets"],
-    )
-    .await?;
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": state.port, "protocol": "TCP"}],
-    });
-    ensure(
-        state,
-        info("discovery.k8s.io", "v1", "endpointslices")?,
-        Some("default"),
-        slice,
-        &["endpoints", "ports"],
-    )
-    .await?;
-    let _ = Query::default();
+    // Endpoints: every live server, this one included.
+    crate::masterleases::reconcile_once(state).await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod bootstrap;
 mod compat;
 mod http;
+mod masterleases;
 mod nodeproxy;
 pub mod pki;
 mod proto;
@@ -150,11 +151,10 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("creating the bootstrap objects: {}", e.message))?;
 
         let tls = serve::tls_config(&pki)?;
-        let mut tasks = vec![tokio::spawn(serve::accept_loop(
-            listener,
-            tls.clone(),
-            state.clone(),
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(serve::accept_loop(listener, tls.clone(), state.clone())),
+            tokio::spawn(masterleases::run(state.clone())),
+        ];
         for l in cfg.extra_listeners {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;

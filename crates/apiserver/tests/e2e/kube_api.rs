@@ -139,6 +139,25 @@ async fn bad_input_gives_kubernetes_errors() {
     // The bootstrap Service is there with its fixed address.
     let k = svcs.get("kubernetes").await.unwrap();
     assert_eq!(k.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+    // Its endpoints: this (only) server, in both APIs.
+    let ep = Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(s.client(), "default")
+        .get("kubernetes")
+        .await
+        .unwrap();
+    let subsets = ep.subsets.unwrap();
+    let ips: Vec<_> = subsets[0]
+        .addresses
+        .iter()
+        .flatten()
+        .map(|a| a.ip.as_str())
+        .collect();
+    assert_eq!(ips, ["127.0.0.1"]);
+    let slice =
+        Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(s.client(), "default")
+            .get("kubernetes")
+            .await
+            .unwrap();
+    assert_eq!(slice.endpoints[0].addresses, ["127.0.0.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
