@@ -176,6 +176,9 @@ pub struct Engine {
     /// The whole nftables state as applied (fragments merged, cluster IPs counted).
     nft_whole: NftState,
     cluster_ip_users: BTreeMap<Ipv4Addr, usize>,
+    /// In nftables mode: chains and sets flushed by partial syncs, to be deleted by
+    /// the next full sync.
+    nft_stale: nft::Stale,
     /// Conntrack deletions owed by changes whose sync failed (done after the next one).
     pending_cleanups: BTreeSet<ConntrackCleanup>,
 }
@@ -195,6 +198,7 @@ impl Engine {
             nft_frags: BTreeMap::new(),
             nft_whole: NftState::default(),
             cluster_ip_users: BTreeMap::new(),
+            nft_stale: nft::Stale::default(),
             pending_cleanups: BTreeSet::new(),
         }
     }
@@ -366,15 +370,17 @@ impl Engine {
         } else {
             None
         };
-        let mut script = String::new();
-        let mut ip_changes: Vec<(Ipv4Addr, bool)> = Vec::new();
+        // The changed ports' parts before and after, rendered as one difference so that
+        // an element moving from one port to another is deleted before it is added.
+        let (mut before_all, mut after_all) = (NftState::default(), NftState::default());
         for (old, new) in changed {
             let name = &old.or(*new).expect("a change has a side").name;
             let before = self.nft_frags.remove(name).unwrap_or_default();
             let after = new.map(|sp| nft::port_state(sp, &cfg)).unwrap_or_default();
-            script.push_str(&nft::render(&after, &before, SyncKind::Partial, &cfg));
             self.nft_whole.unmerge(&before);
             self.nft_whole.merge(&after);
+            before_all.merge(&before);
+            after_all.merge(&after);
             if new.is_some() {
                 self.nft_frags.insert(name.clone(), after);
             }
@@ -383,17 +389,13 @@ impl Engine {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.cluster_ip_users.remove(&o.cluster_ip);
-                    ip_changes.push((o.cluster_ip, false));
                 }
             }
             if let Some(n) = new {
-                let c = self.cluster_ip_users.entry(n.cluster_ip).or_default();
-                *c += 1;
-                if *c == 1 {
-                    ip_changes.push((n.cluster_ip, true));
-                }
+                *self.cluster_ip_users.entry(n.cluster_ip).or_default() += 1;
             }
         }
+        let old_ips = std::mem::take(&mut self.nft_whole.cluster_ips);
         self.nft_whole.cluster_ips = self.cluster_ip_users.keys().copied().collect();
         for m in [
             nft::SERVICE_IPS,
@@ -404,43 +406,37 @@ impl Engine {
         ] {
             self.nft_whole.maps.entry(m).or_default();
         }
+        let rules = || vec![("nft".to_string(), self.nft_whole.rule_count())];
         if self.nft_fresh {
-            script = nft::render(&self.nft_whole, &NftState::default(), SyncKind::Fresh, &cfg);
+            let script = nft::render(&self.nft_whole, &NftState::default(), SyncKind::Fresh, &cfg);
             for t in nft::split_fresh(&script) {
                 self.runner.nft_apply(&t).await?;
             }
             self.nft_fresh = false;
-            let rules = vec![("nft".to_string(), self.nft_whole.rule_count())];
-            return Ok((script, rules));
+            self.nft_stale = nft::Stale::default();
+            return Ok((script, rules()));
         }
-        if full {
+        let script = if full {
             let prev = previous.unwrap_or_default();
-            script = nft::render(&self.nft_whole, &prev, SyncKind::Full, &cfg);
+            let mut script = nft::render(&self.nft_whole, &prev, SyncKind::Full, &cfg);
+            script.push_str(&nft::render_deletions(&self.nft_stale, &self.nft_whole));
+            script
         } else {
-            // An address may leave with one port and come back with another: net effect.
-            let mut net: BTreeMap<Ipv4Addr, bool> = BTreeMap::new();
-            for (ip, add) in ip_changes {
-                if net.get(&ip) == Some(&!add) {
-                    net.remove(&ip);
-                } else {
-                    net.insert(ip, add);
-                }
-            }
-            for (ip, add) in net {
-                let verb = if add { "add" } else { "delete" };
-                script.push_str(&format!(
-                    "{verb} element {} {} {{ {ip} }}\n",
-                    nft::TABLE,
-                    nft::CLUSTER_IPS
-                ));
-            }
-        }
+            // Cluster IPs are shared by a Service's ports: only the net change is
+            // written.
+            before_all.cluster_ips = old_ips;
+            after_all.cluster_ips = self.nft_whole.cluster_ips.clone();
+            let script = nft::render(&after_all, &before_all, SyncKind::Partial, &cfg);
+            self.nft_stale.extend(nft::stale(&after_all, &before_all));
+            script
+        };
         if !script.is_empty() {
             self.runner.nft_apply(&script).await?;
         }
-        self.nft_fresh = false;
-        let rules = vec![("nft".to_string(), self.nft_whole.rule_count())];
-        Ok((script, rules))
+        if full {
+            self.nft_stale = nft::Stale::default();
+        }
+        Ok((script, rules()))
     }
 }
 
