@@ -117,7 +117,6 @@ impl Server {
         };
         let mut sans = cfg.extra_sans.clone();
         sans.push(client_ip.to_string());
-        let pki = pki::ensure(&cfg.data_dir, advertise, &sans)?;
         let store = skiff_store::SqliteStore::open(&cfg.data_dir.join("state.db"))
             .context("opening the store")?;
         store.spawn_compactor(
@@ -125,6 +124,16 @@ impl Server {
             10_000,
             std::time::Duration::from_secs(300),
         );
+        // Cluster-wide secrets (CA, service-account key, join token) come from the
+        // datastore when another server made them first, so that servers sharing one
+        // datastore form one cluster.
+        let adopted = pki::adopt_shared(&cfg.data_dir, &store)?;
+        let mut pki = pki::ensure(&cfg.data_dir, advertise, &sans)?;
+        if !adopted && !pki::publish_shared(&cfg.data_dir, &store)? {
+            // Another server initialised the datastore meanwhile: take its secrets.
+            pki::adopt_shared(&cfg.data_dir, &store)?;
+            pki = pki::ensure(&cfg.data_dir, advertise, &sans)?;
+        }
         let sa_keys = tokens::SigningKeys::from_pem(&pki.sa_key, &pki.sa_pub)
             .context("loading the service-account key")?;
         let service_cidr: ipnet::Ipv4Net = cfg

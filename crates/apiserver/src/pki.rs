@@ -164,6 +164,67 @@ pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]
     })
 }
 
+/// Key under which the cluster-wide secrets live in the datastore, so that every server
+/// of a cluster shares one CA, one service-account key and one join token (k3s keeps its
+/// bootstrap data in the datastore likewise). Anyone who can read the datastore can read
+/// every Secret of the cluster too, so the values are stored as they are on disk.
+const SHARED_KEY: &str = "/registry/skiff/bootstrap";
+
+/// The files under the data dir that make up the cluster-wide secrets; the serving
+/// certificate stays per server.
+const SHARED_FILES: [&str; 7] = [
+    "pki/ca.crt",
+    "pki/ca.key",
+    "pki/admin.crt",
+    "pki/admin.key",
+    "pki/sa.key",
+    "pki/sa.pub",
+    "token",
+];
+
+/// If the datastore already holds a cluster's secrets, writes them into `data_dir`
+/// (replacing local ones: the datastore's cluster wins). Returns whether it did.
+pub(crate) fn adopt_shared(data_dir: &Path, store: &dyn skiff_store::Store) -> Result<bool> {
+    let Some(kv) = store
+        .get(SHARED_KEY)
+        .context("reading the shared secrets")?
+    else {
+        return Ok(false);
+    };
+    let files: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&kv.value).context("decoding the shared secrets")?;
+    fs::create_dir_all(pki_dir(data_dir))
+        .with_context(|| format!("creating {}", pki_dir(data_dir).display()))?;
+    for name in SHARED_FILES {
+        let Some(text) = files.get(name) else {
+            anyhow::bail!("the datastore's shared secrets lack {name}");
+        };
+        let path = data_dir.join(name);
+        if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            if path.exists() {
+                tracing::warn!(file = %path.display(), "replacing with the datastore's copy");
+            }
+            write_private(&path, text)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Stores `data_dir`'s cluster-wide secrets in the datastore unless some are there
+/// already. Returns `false` when another server stored its own first.
+pub(crate) fn publish_shared(data_dir: &Path, store: &dyn skiff_store::Store) -> Result<bool> {
+    let mut files = std::collections::BTreeMap::new();
+    for name in SHARED_FILES {
+        files.insert(name, read(&data_dir.join(name))?);
+    }
+    let value = serde_json::to_vec(&files).context("encoding the shared secrets")?;
+    match store.create(SHARED_KEY, &value) {
+        Ok(_) => Ok(true),
+        Err(skiff_store::StoreError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e).context("storing the shared secrets"),
+    }
+}
+
 /// The join token agents authenticate with (`<6 chars>.<16 chars>`, as kubeadm's), made
 /// on first use and kept in `<data-dir>/token`.
 pub fn join_token(data_dir: &Path) -> Result<String> {
@@ -246,5 +307,26 @@ mod tests {
         let kc = admin_kubeconfig(dir.path(), "https://127.0.0.1:6443", "skiff").unwrap();
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         assert!(kc.contains("current-context: skiff"));
+    }
+
+    #[test]
+    fn servers_on_one_datastore_share_the_cluster_secrets() {
+        let store = skiff_store::SqliteStore::in_memory().unwrap();
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // The first server makes the secrets and publishes them.
+        assert!(!adopt_shared(one.path(), &store).unwrap());
+        let a = ensure(one.path(), Ipv4Addr::new(10, 0, 0, 1), &[]).unwrap();
+        assert!(publish_shared(one.path(), &store).unwrap());
+        // The second had made its own once; the datastore's replace them.
+        let own = ensure(two.path(), Ipv4Addr::new(10, 0, 0, 2), &[]).unwrap();
+        assert_ne!(own.ca_cert, a.ca_cert);
+        assert!(adopt_shared(two.path(), &store).unwrap());
+        let b = ensure(two.path(), Ipv4Addr::new(10, 0, 0, 2), &[]).unwrap();
+        assert!(!publish_shared(two.path(), &store).unwrap());
+        assert_eq!(a.ca_cert, b.ca_cert);
+        assert_eq!(a.sa_key, b.sa_key);
+        assert_eq!(a.join_token, b.join_token);
+        assert_eq!(a.admin_cert, b.admin_cert);
+        assert_ne!(a.server_cert, b.server_cert);
     }
 }
