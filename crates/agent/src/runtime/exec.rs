@@ -80,6 +80,18 @@ impl TtyExec {
 
 /// Starts `args` in the container with a terminal (runc's console socket).
 pub async fn spawn_tty(runc: &Runc, id: &str, bundle: &Path, args: &[String]) -> Result<TtyExec> {
+    spawn_tty_sized(runc, id, bundle, args, None).await
+}
+
+/// [`spawn_tty`] with the terminal's initial size (columns, rows), so the process never
+/// sees a 0x0 terminal.
+pub async fn spawn_tty_sized(
+    runc: &Runc,
+    id: &str,
+    bundle: &Path,
+    args: &[String],
+    size: Option<(u16, u16)>,
+) -> Result<TtyExec> {
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(bundle.join("config.json"))
             .context("reading the container's config.json")?,
@@ -88,6 +100,9 @@ pub async fn spawn_tty(runc: &Runc, id: &str, bundle: &Path, args: &[String]) ->
     let mut process = config["process"].clone();
     process["args"] = serde_json::json!(args);
     process["terminal"] = serde_json::json!(true);
+    if let Some((width, height)) = size {
+        process["consoleSize"] = serde_json::json!({"width": width, "height": height});
+    }
     if let Some(env) = process["env"].as_array_mut() {
         if !env
             .iter()
