@@ -9,6 +9,7 @@
 //!
 //! [`run`] wires them together; the `skiff agent` command calls it.
 
+pub mod apilb;
 pub mod kubelet;
 pub mod node;
 pub mod runtime;

@@ -146,7 +146,8 @@ pub struct ServerArgs {
 /// Arguments of `skiff agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// URL of the API server.
+    /// URL of the API server, or several separated by commas: the agent then balances
+    /// over them through a loopback listener and fails over when one stops.
     #[arg(long)]
     pub server: String,
     /// Join token (see `<server data dir>/token`).

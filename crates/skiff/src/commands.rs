@@ -340,8 +340,18 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ..Default::default()
         });
     }
+    // Several servers: the node's clients go through a local balancer that fails over.
+    let servers = skiff_agent::apilb::parse_servers(&args.server);
+    let server_url = if servers.len() > 1 {
+        let lb = skiff_agent::apilb::start(SocketAddr::from(([127, 0, 0, 1], 0)), servers)
+            .await
+            .context("starting the API load balancer")?;
+        format!("https://{lb}")
+    } else {
+        args.server.clone()
+    };
     let config = skiff_agent::AgentConfig {
-        server_url: args.server.clone(),
+        server_url: server_url.clone(),
         token: token.clone(),
         ca_file: args.ca_file.clone(),
         node_name: node_name.clone(),
@@ -356,7 +366,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
     };
-    let client = token_client(&args.server, &token, args.ca_file.as_ref()).await?;
+    let client = token_client(&server_url, &token, args.ca_file.as_ref()).await?;
     let proxy = skiff_proxy::ProxyConfig {
         node_name,
         cluster_cidr: args.cluster_cidr.clone(),
