@@ -27,7 +27,7 @@ use etcd_client::{
 
 use crate::{KeyValue, Store, StoreError, WatchReceiver};
 use bridge::Bridge;
-use retry::{retry, Kind};
+use retry::{retry, retry_write, Kind};
 
 /// How long one store call may take, retries included.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -212,12 +212,15 @@ impl EtcdStore {
 
     /// The conditional transaction of update and delete: the key exists (and has
     /// `expected` as mod revision); else the key is read to tell why not.
+    /// `written` is the value a put writes: a retried put whose comparison failed because
+    /// an earlier attempt was applied finds it in the key.
     fn conditional(
         &self,
         key: &str,
         expected: Option<i64>,
         then: TxnOp,
-    ) -> Result<(i64, TxnOpResponse), StoreError> {
+        written: Option<Vec<u8>>,
+    ) -> Result<(i64, Option<TxnOpResponse>), StoreError> {
         let full = self.full_key(key);
         let key = key.to_string();
         self.call(move |client, timeout, _| async move {
@@ -233,23 +236,25 @@ impl EtcdStore {
                 .when(compares)
                 .and_then(vec![then])
                 .or_else(vec![TxnOp::get(full.clone(), None)]);
-            let resp = retry("transaction", timeout, || {
+            let (resp, retried) = retry_write("transaction", timeout, || {
                 let mut kv = client.kv_client();
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
             .await?;
             let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
-            let first = resp.op_responses().into_iter().next();
             if resp.succeeded() {
-                let first = first.ok_or_else(|| empty_txn(&key))?;
-                return Ok((rev, first));
+                return Ok((rev, resp.op_responses().into_iter().next()));
             }
-            let current = match first {
-                Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.mod_revision()),
-                _ => None,
-            };
-            Err(match (current, expected) {
+            let current = first_kv(resp.op_responses());
+            if let (true, Some(kv), Some(written)) = (retried, &current, &written) {
+                if kv.value() == written.as_slice()
+                    && expected.is_none_or(|e| kv.mod_revision() > e)
+                {
+                    return Ok((kv.mod_revision(), None));
+                }
+            }
+            Err(match (current.map(|kv| kv.mod_revision()), expected) {
                 (Some(actual), Some(expected)) => StoreError::Conflict {
                     key,
                     expected,
@@ -261,8 +266,12 @@ impl EtcdStore {
     }
 }
 
-fn empty_txn(key: &str) -> StoreError {
-    StoreError::Backend(format!("etcd transaction on {key} returned no result"))
+/// The key-value a transaction's first operation (a get) read, if any.
+fn first_kv(ops: Vec<TxnOpResponse>) -> Option<etcd_client::KeyValue> {
+    match ops.into_iter().next() {
+        Some(TxnOpResponse::Get(mut g)) => g.take_kvs().into_iter().next(),
+        _ => None,
+    }
 }
 
 /// The revision in the header of a read of `probe` (the store's current revision).
@@ -392,17 +401,26 @@ impl Store for EtcdStore {
                     CompareOp::Equal,
                     0,
                 )])
-                .and_then(vec![TxnOp::put(full.clone(), value, None)]);
-            let resp = retry("create", timeout, || {
+                .and_then(vec![TxnOp::put(full.clone(), value.clone(), None)])
+                .or_else(vec![TxnOp::get(full.clone(), None)]);
+            let (resp, retried) = retry_write("create", timeout, || {
                 let mut kv = client.kv_client();
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
             .await?;
-            if !resp.succeeded() {
-                return Err(StoreError::AlreadyExists(key));
+            if resp.succeeded() {
+                return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
             }
-            Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+            if retried {
+                // An earlier attempt may have created the key: then it holds our bytes.
+                if let Some(kv) = first_kv(resp.op_responses()) {
+                    if kv.value() == value.as_slice() {
+                        return Ok(kv.mod_revision());
+                    }
+                }
+            }
+            Err(StoreError::AlreadyExists(key))
         })
     }
 
@@ -413,7 +431,7 @@ impl Store for EtcdStore {
         expected_mod_revision: Option<i64>,
     ) -> Result<i64, StoreError> {
         let put = TxnOp::put(self.full_key(key), value.to_vec(), None);
-        let (rev, _) = self.conditional(key, expected_mod_revision, put)?;
+        let (rev, _) = self.conditional(key, expected_mod_revision, put, Some(value.to_vec()))?;
         Ok(rev)
     }
 
@@ -426,9 +444,9 @@ impl Store for EtcdStore {
             self.full_key(key),
             Some(DeleteOptions::new().with_prev_key()),
         );
-        let (rev, resp) = self.conditional(key, expected_mod_revision, del)?;
+        let (rev, resp) = self.conditional(key, expected_mod_revision, del, None)?;
         let prev = match resp {
-            TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
+            Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().cloned(),
             _ => None,
         };
         let prev = prev.ok_or_else(|| StoreError::NotFound(key.to_string()))?;

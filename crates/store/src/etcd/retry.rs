@@ -52,37 +52,70 @@ pub(super) fn backend(what: &str, e: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd {what}: {e}"))
 }
 
-/// Runs `op` until it succeeds, fails with an error other than [`Kind::Unavailable`], or
-/// `timeout` has passed. Writes are retried too: etcd answers "unavailable" before a
-/// proposal is committed (no leader, leader changed, connection refused), so the retry
-/// does not apply a change twice; when a connection breaks after the commit, a retried
-/// create reports AlreadyExists and a retried conditional update Conflict, which callers
-/// already handle by re-reading.
-pub(super) async fn retry<T, F, Fut>(
+/// How long one attempt of a write may take before it is retried. etcd answers "request
+/// timed out" only after 7 s (5 s plus two election timeouts) when a proposal was dropped
+/// in a leader change; a new attempt after an election (about 1 s) succeeds sooner.
+const WRITE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a read until it succeeds, fails with an error other than [`Kind::Unavailable`],
+/// or `timeout` has passed.
+pub(super) async fn retry<T, F, Fut>(what: &str, timeout: Duration, op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    Ok(attempts(what, timeout, timeout, op).await?.0)
+}
+
+/// Runs a write as [`retry`] does, giving each attempt [`WRITE_ATTEMPT_TIMEOUT`]. Returns
+/// whether there was more than one attempt: an earlier one may have been applied without
+/// its answer arriving (the connection broke, or it was slow), so a failed comparison may
+/// be the caller's own write. Transactions compare revisions, so no attempt applies a
+/// change on top of another one.
+pub(super) async fn retry_write<T, F, Fut>(
     what: &str,
     timeout: Duration,
+    op: F,
+) -> Result<(T, bool), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let (v, tries) = attempts(what, timeout, WRITE_ATTEMPT_TIMEOUT, op).await?;
+    Ok((v, tries > 1))
+}
+
+/// Tries `op` until it succeeds or fails for a reason other than unavailability or an
+/// attempt's timeout, within `timeout` in all. Returns the result and the attempts made.
+async fn attempts<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    attempt_timeout: Duration,
     mut op: F,
-) -> Result<T, StoreError>
+) -> Result<(T, u32), StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
     let deadline = Instant::now() + timeout;
     let mut backoff = FIRST_BACKOFF;
+    let mut tries = 0;
     loop {
-        match tokio::time::timeout_at(deadline, op()).await {
-            Err(_) => {
-                return Err(StoreError::Backend(format!(
-                    "etcd {what}: no answer within {timeout:?}"
-                )))
-            }
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if kind(&e) == Kind::Unavailable && Instant::now() + backoff < deadline => {
-                tracing::debug!("etcd {what}: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        tries += 1;
+        let attempt_deadline = (Instant::now() + attempt_timeout).min(deadline);
+        let why = match tokio::time::timeout_at(attempt_deadline, op()).await {
+            Ok(Ok(v)) => return Ok((v, tries)),
+            Ok(Err(e)) if kind(&e) == Kind::Unavailable => e.to_string(),
             Ok(Err(e)) => return Err(backend(what, e)),
+            Err(_) => format!("no answer within {attempt_timeout:?}"),
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(StoreError::Backend(format!(
+                "etcd {what}: {why} (gave up after {tries} attempts in {timeout:?})"
+            )));
         }
+        tracing::debug!("etcd {what}: {why}; retrying in {backoff:?}");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
