@@ -95,7 +95,18 @@ fn condition(pod: &Pod, t: &str) -> Option<String> {
 }
 
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut cmd = tokio::process::Command::new("kubectl");
+    let (code, out) = kubectl_at("kubectl", kubeconfig, args, stdin).await;
+    (code == Some(0), out)
+}
+
+/// Runs a given kubectl binary; its exit code and stdout+stderr.
+async fn kubectl_at(
+    bin: &str,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (Option<i32>, String) {
+    let mut cmd = tokio::process::Command::new(bin);
     cmd.env("KUBECONFIG", kubeconfig)
         .args(args)
         .stdout(Stdio::piped())
@@ -109,15 +120,18 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool
     if let Some(input) = stdin {
         use tokio::io::AsyncWriteExt;
         let mut w = child.stdin.take().unwrap();
-        w.write_all(input.as_bytes()).await.unwrap();
-        drop(w);
+        let input = input.to_string();
+        // Written while the output is read, so neither pipe can fill up and block.
+        tokio::spawn(async move {
+            let _ = w.write_all(input.as_bytes()).await;
+        });
     }
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .expect("kubectl timed out")
+        .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
         .unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -400,6 +414,12 @@ async fn scenario_body(
         (out.stdout == b"<html><body><h1>It works!</h1></body></html>\n").then_some(())
     })
     .await;
+
+    // exec, attach, run and port-forward with the oldest kubectl (SPDY/3.1) and the
+    // newest (WebSocket; port-forward as SPDY tunnelled in WebSocket).
+    for bin in [KUBECTL_OLDEST, KUBECTL_NEWEST] {
+        streaming(bin, &kubeconfig, node_name).await;
+    }
 
     let (ok, out) = kubectl(&kubeconfig, &["exec", "web", "--", "echo", "hi"], None).await;
     assert!(ok && out == "hi\n", "kubectl exec: {out}");
@@ -853,4 +873,186 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     .await;
     agent.start_kill().unwrap();
     let _ = agent.wait().await;
+}
+
+/// kubectl 1.27: SPDY/3.1 for exec, attach and port-forward.
+const KUBECTL_OLDEST: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+/// kubectl 1.33: WebSocket v5 for exec and attach, SPDY over WebSocket for port-forward.
+const KUBECTL_NEWEST: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+/// exec (exit codes, stdin, terminal), run -i, attach and port-forward through the API
+/// server with one kubectl binary; the `web` pod (httpd) is running.
+async fn streaming(bin: &str, kubeconfig: &Path, node_name: &str) {
+    let v = bin.rsplit('.').next().unwrap_or("x");
+    let t = Instant::now();
+    let (code, out) = kubectl_at(bin, kubeconfig, &["exec", "web", "--", "echo", "hi"], None).await;
+    assert!(code == Some(0) && out == "hi\n", "{bin} exec: {out}");
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        code == Some(3)
+            && out.contains("out\n")
+            && out.contains("err\n")
+            && out.contains("command terminated with exit code 3"),
+        "{bin} exec exit 3 ({code:?}): {out}"
+    );
+    // stdin, ended by EOF; more than a window's worth of output comes back whole.
+    let input = format!("{}\nend\n", "x".repeat(100 * 1024));
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"],
+        Some(&input),
+    )
+    .await;
+    assert!(
+        code == Some(0) && out == format!("{input}done\n"),
+        "{bin} exec -i: {} bytes: {}",
+        out.len(),
+        out.get(out.len().saturating_sub(200)..).unwrap_or("")
+    );
+    // A terminal: tty and its size (script's own terminal gets a size for kubectl to
+    // pass on).
+    let kc = kubeconfig.display().to_string();
+    let (ok, out) = in_terminal(
+        &format!(
+            "stty cols 100 rows 30; KUBECONFIG={kc} {bin} exec -it web -- sh -c 'tty; stty size'"
+        ),
+        "",
+    )
+    .await;
+    assert!(
+        ok && out.contains("/dev/pts/") && out.contains("30 100"),
+        "{bin} exec -it: {out}"
+    );
+
+    // run -i --rm (attach to a stdinOnce container, then delete it).
+    let overrides = json!({"spec": {"nodeName": node_name}}).to_string();
+    let name = format!("run{v}");
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &[
+            "run",
+            &name,
+            "-i",
+            "--rm",
+            "--image=busybox",
+            "--restart=Never",
+            &format!("--overrides={overrides}"),
+            "--",
+            "sh",
+        ],
+        Some("echo run-$((6*7))\nexit\n"),
+    )
+    .await;
+    assert!(
+        code == Some(0)
+            && out.contains("run-42")
+            && out.contains(&format!("pod \"{name}\" deleted")),
+        "{bin} run -i --rm: {out}"
+    );
+
+    // attach -i to a running container that reads its stdin.
+    let name = format!("att{v}");
+    let spec = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node_name, "restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "busybox", "stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "while read l; do echo got-$l; done; echo bye"]}]}
+    });
+    let file = std::env::temp_dir().join(format!("{name}-{}.json", std::process::id()));
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &["create", "-f", &file.display().to_string()],
+        None,
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, Some(0), "{bin} create: {out}");
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=30s",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{bin} wait: {out}");
+    let (code, out) = kubectl_at(bin, kubeconfig, &["attach", "-i", &name], Some("a\nb\n")).await;
+    assert!(
+        code == Some(0) && out.contains("got-a\ngot-b\nbye\n"),
+        "{bin} attach -i ({code:?}): {out}"
+    );
+    let _ = kubectl_at(
+        bin,
+        kubeconfig,
+        &["delete", "pod", &name, "--wait=false"],
+        None,
+    )
+    .await;
+
+    // port-forward to a random local port, two connections through it.
+    let mut pf = tokio::process::Command::new(bin)
+        .env("KUBECONFIG", kubeconfig)
+        .args(["port-forward", "pod/web", ":80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = pf.stdout.take().unwrap();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            // "Forwarding from 127.0.0.1:PORT -> 80"
+            if let Some(rest) = l.strip_prefix("Forwarding from 127.0.0.1:") {
+                let port = rest.split(' ').next().unwrap_or("").to_string();
+                assert!(l.ends_with("-> 80"), "{l}");
+                // Keep draining so kubectl never blocks on its output.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return port;
+            }
+        }
+        panic!("{bin} port-forward printed no Forwarding line");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{bin} port-forward: no Forwarding line in time"));
+    for _ in 0..2 {
+        let page = tokio::process::Command::new("curl")
+            .args(["-s", "-m", "10", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&page.stdout),
+            "<html><body><h1>It works!</h1></body></html>\n",
+            "{bin} port-forward: curl through 127.0.0.1:{port}"
+        );
+    }
+    pf.start_kill().unwrap();
+    let _ = pf.wait().await;
+    eprintln!(
+        "{bin}: exec/attach/run/port-forward checks took {:?}",
+        t.elapsed()
+    );
 }

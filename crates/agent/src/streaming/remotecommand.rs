@@ -43,6 +43,9 @@ pub enum Output {
     Failure(String),
 }
 
+/// How long a terminal exec waits for the client's size before starting anyway.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(1);
+
 /// A session's two directions. `events` ends when the client went away.
 pub struct Io {
     /// From the client.
@@ -90,11 +93,11 @@ async fn start_exec(
     ctr: &Container,
     command: &[String],
     want_stdin: bool,
-    want_tty: bool,
+    tty: Option<Option<(u16, u16)>>,
 ) -> anyhow::Result<ExecIo> {
-    if want_tty {
+    if let Some(size) = tty {
         let exec::TtyExec { pid, master, file } =
-            exec::spawn_tty(runc, &ctr.id, &ctr.bundle, command).await?;
+            exec::spawn_tty_sized(runc, &ctr.id, &ctr.bundle, command, size).await?;
         let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
         let resizer = master.try_clone()?;
         let writer = tokio::net::unix::pipe::Sender::from_file_unchecked(master)?;
@@ -137,7 +140,28 @@ pub async fn exec_session(io: Io, req: ExecRequest) {
             .await;
         return;
     };
-    let spawned = start_exec(&req.runc, &ctr, &req.command, req.stdin, req.tty).await;
+    // A terminal starts at the client's size: its first resize comes right after the
+    // streams are set up (what arrives meanwhile is replayed to the process).
+    let mut early = Vec::new();
+    let tty = if req.tty {
+        let first = tokio::time::timeout(FIRST_SIZE_WAIT, async {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    ClientEvent::Resize { width, height } if width > 0 && height > 0 => {
+                        return Some((width, height))
+                    }
+                    ClientEvent::Resize { .. } => return None,
+                    other => early.push(other),
+                }
+            }
+            None
+        })
+        .await;
+        Some(first.ok().flatten())
+    } else {
+        None
+    };
+    let spawned = start_exec(&req.runc, &ctr, &req.command, req.stdin, tty).await;
     let ExecIo {
         exit,
         outs,
@@ -170,7 +194,15 @@ pub async fn exec_session(io: Io, req: ExecRequest) {
         }));
     }
     let input = tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
+        let mut early = early.into_iter();
+        loop {
+            let ev = match early.next() {
+                Some(ev) => ev,
+                None => match events.recv().await {
+                    Some(ev) => ev,
+                    None => break,
+                },
+            };
             match ev {
                 ClientEvent::Stdin(d) => {
                     if let Some(w) = stdin.as_mut() {
