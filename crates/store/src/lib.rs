@@ -28,6 +28,7 @@ pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use migrate::{migrate, MigrateError, MigrateReport};
 pub use sqlite::SqliteStore;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -113,4 +114,48 @@ pub trait Store: Send + Sync {
     /// `keep_for` (the age is measured from the calls, so call it periodically: see
     /// [`spawn_compactor`]). Returns the compacted revision.
     fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError>;
+}
+
+/// A shared store is a store: an `Arc<dyn Store>` (what [`open`] returns) goes wherever a
+/// store is expected, and its methods resolve through the trait like a concrete store's.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        (**self).get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        (**self).list(prefix)
+    }
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {
+        (**self).create(key, value)
+    }
+    fn update(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected_mod_revision: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        (**self).update(key, value, expected_mod_revision)
+    }
+    fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<i64>,
+    ) -> Result<(KeyValue, i64), StoreError> {
+        (**self).delete(key, expected_mod_revision)
+    }
+    fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
+        (**self).watch(prefix, from_revision)
+    }
+    fn current_revision(&self) -> Result<i64, StoreError> {
+        (**self).current_revision()
+    }
+    fn compacted_revision(&self) -> Result<i64, StoreError> {
+        (**self).compacted_revision()
+    }
+    fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        (**self).compact(revision)
+    }
+    fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
+        (**self).compact_old(keep_events, keep_for)
+    }
 }
