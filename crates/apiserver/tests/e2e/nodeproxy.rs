@@ -40,6 +40,51 @@ async fn agent(
             "hello from c2 {q}\n"
         )))));
     }
+    let spdy = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    if spdy && (path.starts_with("/portForward/default/p1") || path.starts_with("/exec/")) {
+        // Answers with the last protocol the client offered (all must get through) and
+        // the query it saw, then echoes the raw bytes back.
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("x-stream-protocol-version")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let mut req = req;
+        tokio::spawn(async move {
+            let up = hyper::upgrade::on(&mut req).await.unwrap();
+            let mut io = TokioIo::new(up);
+            let mut buf = [0u8; 1024];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut io, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tokio::io::AsyncWriteExt::write_all(&mut io, &buf[..n])
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "Upgrade")
+            .header("upgrade", "SPDY/3.1")
+            .header(
+                "x-stream-protocol-version",
+                offered.last().cloned().unwrap_or_default(),
+            )
+            .header("x-seen-path", format!("{path}?{query}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
     if path.starts_with("/exec/default/p1/c1") {
         let key = req.headers().get("sec-websocket-key").cloned().unwrap();
         let proto = req
@@ -252,4 +297,126 @@ async fn service_proxy_reaches_an_endpoint() {
         .unwrap();
     let text = client.request_text(req).await.unwrap();
     assert_eq!(text, "path /hello?x=1");
+}
+
+/// A TLS connection to the test server as the admin (client certificate).
+async fn admin_connection(
+    s: &common::TestServer,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let pki = s.dir.path().join("pki");
+    let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut read("ca.crt").as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read("admin.crt").as_slice())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pemfile::private_key(&mut read("admin.key").as_slice())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    // As kubectl's SPDY dialer: upgrades need HTTP/1.1.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, s.handle.port()))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// SPDY/3.1 upgrades (kubectl 1.27-1.29 exec/attach/port-forward) pass through to the
+/// agent: every offered sub-protocol, the query, the 101 with the agent's choice, then
+/// a raw byte tunnel both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spdy_upgrades_become_a_tunnel_to_the_agent() {
+    use tokio::io::AsyncWriteExt;
+    let s = common::start().await;
+    let token = skiff_apiserver::pki::join_token(s.dir.path()).unwrap();
+    let port = start_agent(token).await;
+    let client = s.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p1"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c1", "image": "busybox"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    for (path, protocols, seen) in [
+        (
+            "/api/v1/namespaces/default/pods/p1/portforward?ports=80",
+            vec!["portforward.k8s.io"],
+            "/portForward/default/p1?ports=80",
+        ),
+        (
+            "/api/v1/namespaces/default/pods/p1/exec?command=sh&stdin=true&stdout=true&tty=true",
+            vec!["v4.channel.k8s.io", "v3.channel.k8s.io", "channel.k8s.io"],
+            "/exec/default/p1/c1?command=sh&stdin=true&stdout=true&tty=true",
+        ),
+    ] {
+        let mut sender = admin_connection(&s).await;
+        let mut b = Request::post(path)
+            .header("host", "127.0.0.1")
+            .header("connection", "Upgrade")
+            .header("upgrade", "SPDY/3.1");
+        for p in &protocols {
+            b = b.header("x-stream-protocol-version", *p);
+        }
+        let resp = sender
+            .send_request(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101, "{path}");
+        let h = |k: &str| {
+            resp.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(h("upgrade"), "SPDY/3.1");
+        assert_eq!(h("x-stream-protocol-version"), *protocols.last().unwrap());
+        assert_eq!(h("x-seen-path"), seen);
+        let up = hyper::upgrade::on(resp).await.unwrap();
+        let mut io = TokioIo::new(up);
+        // A SPDY frame's worth of arbitrary bytes comes back unchanged.
+        let frame = [0x80u8, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1];
+        io.write_all(&frame).await.unwrap();
+        let mut back = [0u8; 12];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_exact(&mut io, &mut back),
+        )
+        .await
+        .expect("echo in time")
+        .unwrap();
+        assert_eq!(back, frame);
+    }
 }
