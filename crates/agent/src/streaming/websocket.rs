@@ -121,11 +121,7 @@ pub fn byte_stream(socket: WebSocket) -> tokio::io::DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
             match m {
-                Message::Binary(d) => {
-                    if wr.write_all(&d).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(d) if wr.write_all(&d).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
