@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use skiff_proxy::apply::Runner;
-use skiff_proxy::fixtures::{service, slice};
+use skiff_proxy::fixtures::{many, service, slice};
 use skiff_proxy::metrics::Metrics;
 use skiff_proxy::model::{build, update_service};
 use skiff_proxy::sync::{Engine, EngineConfig};
@@ -28,38 +28,18 @@ impl Drop for Netns {
     }
 }
 
-fn ip(base: u32, i: u32) -> String {
-    std::net::Ipv4Addr::from(base + i).to_string()
-}
-
-fn objects(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
-    let svc_base = u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0));
-    let ep_base = u32::from(std::net::Ipv4Addr::new(172, 16, 0, 0));
-    let mut services = Vec::new();
-    let mut slices = Vec::new();
-    for i in 0..n {
-        let name = format!("svc-{i}");
-        services.push(service(
-            "bench",
-            &name,
-            "ClusterIP",
-            &ip(svc_base, i),
-            &[("http", 80, "TCP", 0)],
-        ));
-        let eps: Vec<String> = (0..5).map(|k| ip(ep_base, i * 5 + k)).collect();
-        let specs: Vec<(&str, &str, bool, bool, bool)> = eps
-            .iter()
-            .map(|e| (e.as_str(), "n1", true, true, false))
-            .collect();
-        slices.push(slice(
-            "bench",
-            &name,
-            &format!("{name}-1"),
-            &[("http", 8080, "TCP")],
-            &specs,
-        ));
+/// The modes to measure: `--mode iptables` or `--mode nftables`, else both.
+fn modes(args: &[String]) -> Vec<ProxyMode> {
+    match args
+        .iter()
+        .position(|a| a == "--mode")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        Some("iptables") => vec![ProxyMode::Iptables],
+        Some("nftables") => vec![ProxyMode::Nftables],
+        _ => vec![ProxyMode::Iptables, ProxyMode::Nftables],
     }
-    (services, slices)
 }
 
 fn rss_kib() -> u64 {
@@ -95,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "--profile") {
         for &n in &counts {
-            let (services, slices) = objects(n);
+            let (services, slices) = many(n);
             let t = Instant::now();
             let (ports, _) = build(&services, &slices, "n1");
             let b = t.elapsed();
@@ -129,11 +109,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("| mode | services | full sync | one endpoint changed | RSS |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| mode | services | fresh full sync | one endpoint changed: median (min-max of 5) | service added | service deleted | periodic full sync | RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for n in counts {
-        let (services, mut slices) = objects(n);
-        for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let (services, mut slices) = many(n);
+        for mode in modes(&args) {
             let name = format!("skb-{}-{n}-{mode:?}", std::process::id()).to_lowercase();
             let mut _guard = None;
             let runner = if apply {
@@ -166,33 +148,89 @@ async fn main() -> anyhow::Result<()> {
             engine.sync(&ports, false).await?;
             let full = t0.elapsed();
             // One endpoint of one service changes: the sync loop rebuilds that Service's
-            // ports and syncs.
-            let i = n as usize / 2;
-            let orig =
-                std::mem::replace(&mut slices[i].endpoints[0].addresses[0], "192.0.2.1".into());
-            let t1 = Instant::now();
-            update_service(
-                &mut ports,
-                "bench",
-                &format!("svc-{i}"),
-                Some(&services[i]),
-                std::slice::from_ref(&slices[i]),
-                "n1",
-            );
-            let report = engine.sync(&ports, false).await?;
-            let one = t1.elapsed();
-            slices[i].endpoints[0].addresses[0] = orig;
-            anyhow::ensure!(!report.full, "second sync was not partial");
+            // ports and syncs. Five times, on different services.
+            let mut ones = Vec::new();
+            let mut bytes = 0;
+            for k in 0..5 {
+                let i = (n as usize / 2 + k * 7) % n as usize;
+                let orig = std::mem::replace(
+                    &mut slices[i].endpoints[0].addresses[0],
+                    format!("192.0.2.{}", k + 1),
+                );
+                let t1 = Instant::now();
+                update(&mut ports, &services[i], &slices[i]);
+                let report = engine.sync(&ports, false).await?;
+                ones.push(t1.elapsed());
+                bytes = report.bytes;
+                slices[i].endpoints[0].addresses[0] = orig;
+                anyhow::ensure!(!report.full, "sync was not partial");
+            }
+            ones.sort();
+            // A new Service (new map elements), then its removal (elements deleted).
+            let (extra_svc, extra_slices) = extra();
+            let t2 = Instant::now();
+            update(&mut ports, &extra_svc, &extra_slices);
+            engine.sync(&ports, false).await?;
+            let added = t2.elapsed();
+            let t3 = Instant::now();
+            update_service(&mut ports, "bench", "extra", None, &[], "n1");
+            engine.sync(&ports, false).await?;
+            let removed = t3.elapsed();
+            // The periodic full sync (nothing changed; deletes what partial syncs left).
+            let t4 = Instant::now();
+            engine.sync(&ports, true).await?;
+            let periodic = t4.elapsed();
             println!(
-                "| {mode:?} | {n} | {} | {} ({} bytes) | {} MiB |",
+                "| {mode:?} | {n} | {} | {} ({}-{}, {bytes} bytes) | {} | {} | {} | {} MiB |",
                 ms(full),
-                ms(one),
-                report.bytes,
+                ms(ones[2]),
+                ms(ones[0]),
+                ms(ones[4]),
+                ms(added),
+                ms(removed),
+                ms(periodic),
                 rss_kib() / 1024
             );
         }
     }
     Ok(())
+}
+
+/// The sync loop's work for one changed Service: rebuild its ports.
+fn update(ports: &mut skiff_proxy::model::ServicePortMap, svc: &Service, slice: &EndpointSlice) {
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    update_service(
+        ports,
+        "bench",
+        name,
+        Some(svc),
+        std::slice::from_ref(slice),
+        "n1",
+    );
+}
+
+/// One more Service `bench/extra` with 5 endpoints, outside the ranges of [`many`].
+fn extra() -> (Service, EndpointSlice) {
+    let svc = service(
+        "bench",
+        "extra",
+        "ClusterIP",
+        "10.99.0.1",
+        &[("http", 80, "TCP", 0)],
+    );
+    let eps: Vec<String> = (0..5).map(|k| format!("192.0.2.{}", 100 + k)).collect();
+    let specs: Vec<(&str, &str, bool, bool, bool)> = eps
+        .iter()
+        .map(|e| (e.as_str(), "n1", true, true, false))
+        .collect();
+    let sl = slice(
+        "bench",
+        "extra",
+        "extra-1",
+        &[("http", 8080, "TCP")],
+        &specs,
+    );
+    (svc, sl)
 }
 
 fn sh(cmd: &str) -> anyhow::Result<()> {
@@ -269,7 +307,7 @@ async fn datapath(n: u32, mode: ProxyMode) -> anyhow::Result<()> {
         })
     };
     // N services; the last one is backed by the pod.
-    let (mut services, mut slices) = objects(n.saturating_sub(1));
+    let (mut services, mut slices) = many(n.saturating_sub(1));
     services.push(service(
         "bench",
         "real",

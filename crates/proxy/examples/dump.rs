@@ -3,7 +3,7 @@
 //! `iptables-restore` input, `cargo run --example dump -- 1000 --nft > script` the `nft -f`
 //! script.
 
-use skiff_proxy::fixtures::{service, slice};
+use skiff_proxy::fixtures::many;
 use skiff_proxy::model::build;
 use skiff_proxy::{iptables, nft};
 
@@ -11,34 +11,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let nft_mode = args.iter().any(|a| a == "--nft");
     let n: u32 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
-    let svc_base = u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0));
-    let ep_base = u32::from(std::net::Ipv4Addr::new(172, 16, 0, 0));
-    let (mut services, mut slices) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let name = format!("svc-{i}");
-        let ip = std::net::Ipv4Addr::from(svc_base + i).to_string();
-        services.push(service(
-            "bench",
-            &name,
-            "ClusterIP",
-            &ip,
-            &[("http", 80, "TCP", 0)],
-        ));
-        let eps: Vec<String> = (0..5)
-            .map(|k| std::net::Ipv4Addr::from(ep_base + i * 5 + k).to_string())
-            .collect();
-        let specs: Vec<(&str, &str, bool, bool, bool)> = eps
-            .iter()
-            .map(|e| (e.as_str(), "n1", true, true, false))
-            .collect();
-        slices.push(slice(
-            "bench",
-            &name,
-            &format!("{name}-1"),
-            &[("http", 8080, "TCP")],
-            &specs,
-        ));
-    }
+    let (services, slices) = many(n);
     let (ports, _) = build(&services, &slices, "n1");
     let cluster_cidr = "10.244.0.0/16".parse().expect("cidr");
     if nft_mode {

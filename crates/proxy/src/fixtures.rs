@@ -179,3 +179,37 @@ pub fn port_with(eps: &[(&str, bool, bool, bool)]) -> ServicePort {
             .collect(),
     }
 }
+
+/// `n` ClusterIP Services `bench/svc-<i>` (10.100.0.0 upwards, port 80 named `http`)
+/// with 5 ready endpoints each on node `n1` (172.16.0.0 upwards, port 8080): the
+/// benchmarks' load.
+pub fn many(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let svc_base = u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0));
+    let ep_base = u32::from(std::net::Ipv4Addr::new(172, 16, 0, 0));
+    let ip = |base: u32, i: u32| std::net::Ipv4Addr::from(base + i).to_string();
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        services.push(service(
+            "bench",
+            &name,
+            "ClusterIP",
+            &ip(svc_base, i),
+            &[("http", 80, "TCP", 0)],
+        ));
+        let eps: Vec<String> = (0..5).map(|k| ip(ep_base, i * 5 + k)).collect();
+        let specs: Vec<EndpointSpec> = eps
+            .iter()
+            .map(|e| (e.as_str(), "n1", true, true, false))
+            .collect();
+        slices.push(slice(
+            "bench",
+            &name,
+            &format!("{name}-1"),
+            &[("http", 8080, "TCP")],
+            &specs,
+        ));
+    }
+    (services, slices)
+}

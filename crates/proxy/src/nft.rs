@@ -202,48 +202,25 @@ fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
             &name,
         );
     }
-    for ip in &sp.external_ips {
+    // External and load-balancer IPs lead to the external chain; only load-balancer
+    // IPs are subject to source ranges.
+    let external = sp.external_ips.iter().map(|ip| (ip, false));
+    let balancer = sp.load_balancer_ips.iter().map(|ip| (ip, true));
+    for (ip, is_lb) in external.chain(balancer) {
+        let k = key(*ip, sp.port);
         if has_endpoints {
             st.element(
                 SERVICE_IPS,
-                key(*ip, sp.port),
+                k.clone(),
                 format!("goto {external_chain}"),
                 &name,
             );
         }
-        if !has_external {
-            st.element(
-                NO_ENDPOINT_SERVICES,
-                key(*ip, sp.port),
-                filter_verdict.into(),
-                &name,
-            );
-        }
-    }
-    for ip in &sp.load_balancer_ips {
-        if has_endpoints {
-            st.element(
-                SERVICE_IPS,
-                key(*ip, sp.port),
-                format!("goto {external_chain}"),
-                &name,
-            );
-        }
-        if uses_fw_chain {
-            st.element(
-                FIREWALL_IPS,
-                key(*ip, sp.port),
-                format!("goto {fw_chain}"),
-                &name,
-            );
+        if is_lb && uses_fw_chain {
+            st.element(FIREWALL_IPS, k.clone(), format!("goto {fw_chain}"), &name);
         }
         if !has_external {
-            st.element(
-                NO_ENDPOINT_SERVICES,
-                key(*ip, sp.port),
-                filter_verdict.into(),
-                &name,
-            );
+            st.element(NO_ENDPOINT_SERVICES, k, filter_verdict.into(), &name);
         }
     }
     if sp.node_port != 0 {
@@ -464,7 +441,11 @@ fn affinity_set(name: &str, timeout: u32) -> String {
 
 /// Names of the sets a rule refers to (`@name`).
 fn set_refs(rule: &str) -> impl Iterator<Item = &str> {
-    rule.split_whitespace().filter_map(|w| w.strip_prefix('@'))
+    // Every other piece between double quotes is a comment.
+    rule.split('"')
+        .step_by(2)
+        .flat_map(str::split_whitespace)
+        .filter_map(|w| w.strip_prefix('@'))
 }
 
 fn quote(s: &str) -> String {
@@ -810,16 +791,45 @@ pub fn render_deletions(stale: &Stale, desired: &NftState) -> String {
 pub const FRESH_CHUNK_LINES: usize = 10_000;
 
 /// Splits a fresh script into transactions of at most [`FRESH_CHUNK_LINES`] lines.
+///
+/// nft knows only the sets a transaction declares (its cache holds only the table), so
+/// a piece whose rules refer to sets declared by an earlier piece starts by declaring
+/// them again.
 pub fn split_fresh(script: &str) -> Vec<String> {
     let lines: Vec<&str> = script.lines().collect();
-    lines
-        .chunks(FRESH_CHUNK_LINES)
-        .map(|c| {
-            let mut t = c.join("\n");
+    let mut declared: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut out = Vec::new();
+    for chunk in lines.chunks(FRESH_CHUNK_LINES) {
+        let mut t = String::new();
+        let refs: BTreeSet<&str> = chunk.iter().flat_map(|l| set_refs(l)).collect();
+        for r in refs {
+            if let Some(d) = declared.get(r) {
+                t.push_str(d);
+                t.push('\n');
+            }
+        }
+        for l in chunk {
+            t.push_str(l);
             t.push('\n');
-            t
-        })
-        .collect()
+            if let Some(name) = declared_set(l) {
+                declared.entry(name).or_insert(l);
+            }
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// The name of the set a line declares without elements, if it does.
+fn declared_set(line: &str) -> Option<&str> {
+    if line.contains("elements =") {
+        return None;
+    }
+    let rest = line
+        .strip_prefix("add set ")
+        .or_else(|| line.strip_prefix("add map "))?
+        .strip_prefix(TABLE)?;
+    rest.split_whitespace().next()
 }
 
 #[cfg(test)]
@@ -884,5 +894,33 @@ mod tests {
             );
         }
         assert_eq!(render(&after, &after, SyncKind::Partial, &cfg()), "");
+    }
+
+    #[test]
+    fn every_fresh_piece_declares_the_sets_it_uses() {
+        // Enough services with ClientIP affinity for several pieces.
+        let (mut services, slices) = fixtures::many(1500);
+        for svc in &mut services {
+            let spec = svc.spec.as_mut().expect("spec");
+            spec.session_affinity = Some("ClientIP".into());
+        }
+        let (ports, _) = build(&services, &slices, "n1");
+        let st = generate(&ports, &cfg());
+        let pieces = split_fresh(&render(&st, &st, SyncKind::Fresh, &cfg()));
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let mut known = BTreeSet::new();
+            for line in piece.lines() {
+                for r in set_refs(line) {
+                    assert!(known.contains(r), "piece {i}: @{r} used undeclared: {line}");
+                }
+                if let Some(name) = declared_set(line) {
+                    known.insert(name);
+                }
+                if let Some(rest) = line.strip_prefix("add map ip kube-proxy ") {
+                    known.extend(rest.split_whitespace().next());
+                }
+            }
+        }
     }
 }

@@ -135,6 +135,22 @@ impl Topology {
         t
     }
 
+    /// Asserts that a connection from `ns` to `addr` is refused at once (a Service
+    /// without endpoints), not left to time out.
+    fn assert_refused(&self, ns: &str, addr: &str) {
+        let start = Instant::now();
+        let status = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5"])
+            .arg(format!("http://{addr}/"))
+            .status()
+            .expect("curl");
+        assert_eq!(status.code(), Some(7), "expected connection refused");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "refusal took long"
+        );
+    }
+
     fn runner(&self) -> Runner {
         Runner::with_prefix(vec![
             "ip".into(),
@@ -451,22 +467,7 @@ async fn iptables_nodeport_affinity_and_no_endpoints() {
     assert_eq!(seen.len(), 1, "affinity broken: {seen:?}");
 
     // No endpoints: refused at once, not a timeout.
-    let start = Instant::now();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.node,
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            "http://10.96.5.7:80/",
-        ])
-        .status()
-        .expect("curl");
-    assert_eq!(out.code(), Some(7), "expected connection refused");
-    assert!(start.elapsed() < Duration::from_secs(2));
+    t.assert_refused(&t.node, "10.96.5.7:80");
 }
 
 #[tokio::test]
@@ -499,20 +500,7 @@ async fn nftables_traffic_partial_sync_and_no_endpoints() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     let self_seen = spread(&t, &t.pods[1], &format!("{CLUSTER_IP}:8080"), 12);
     assert_eq!(self_seen.len(), 2, "hairpin: {self_seen:?}");
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.node,
-            "curl",
-            "-s",
-            "--max-time",
-            "5",
-            "http://10.96.5.7:80/",
-        ])
-        .status()
-        .expect("curl");
-    assert_eq!(status.code(), Some(7), "expected connection refused");
+    t.assert_refused(&t.node, "10.96.5.7:80");
 
     // Partial: drop one endpoint; then the empty service gains it.
     let one = [
@@ -610,37 +598,25 @@ async fn udp_follows_a_replaced_endpoint() {
                 &[(ip, NODE, true, true, false)],
             )]
         };
-        engine
-            .sync(
-                &ports(std::slice::from_ref(&dns), &on("10.244.1.101")),
-                false,
-            )
-            .await
-            .expect("sync");
-        assert_eq!(
-            t.udp_ask("10.96.0.10:53").as_deref(),
-            Some("pod1"),
-            "{mode:?}"
-        );
-        assert_eq!(
-            t.udp_ask("10.96.0.10:53").as_deref(),
-            Some("pod1"),
-            "{mode:?}"
-        );
-        // The endpoint is replaced; pod1 still answers, so only the conntrack flush
-        // moves the existing flow to pod2.
-        engine
-            .sync(
-                &ports(std::slice::from_ref(&dns), &on("10.244.1.102")),
-                false,
-            )
-            .await
-            .expect("sync");
-        assert_eq!(
-            t.udp_ask("10.96.0.10:53").as_deref(),
-            Some("pod2"),
-            "{mode:?}"
-        );
+        // The flow sticks to pod1 (asked twice); then the endpoint is replaced while
+        // pod1 still answers, so only the conntrack flush moves the flow to pod2.
+        let steps: [(&str, &[&str]); 2] = [
+            ("10.244.1.101", &["pod1", "pod1"]),
+            ("10.244.1.102", &["pod2"]),
+        ];
+        for (endpoint, answers) in steps {
+            engine
+                .sync(&ports(std::slice::from_ref(&dns), &on(endpoint)), false)
+                .await
+                .expect("sync");
+            for want in answers {
+                assert_eq!(
+                    t.udp_ask("10.96.0.10:53").as_deref(),
+                    Some(*want),
+                    "{mode:?}"
+                );
+            }
+        }
     }
 }
 
