@@ -4,6 +4,6 @@
 # Extra arguments go to the example, e.g. `bench/apiserver.sh --pods 10000 --watchers 100`.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release -p skiff-apiserver --example bench
+cargo build --release -p skiff-apiserver --example apibench
 echo "load: $(uptime)"
-exec ./target/release/examples/bench "$@"
+exec ./target/release/examples/apibench "$@"

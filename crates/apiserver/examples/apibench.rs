@@ -1,8 +1,8 @@
 //! API server benchmark: a real `skiff-apiserver` in a child process (this binary run
 //! with `--serve DIR`), driven over HTTPS with the admin client certificate.
 //!
-//! `cargo build --release -p skiff-apiserver --example bench`, then
-//! `target/release/examples/bench [--pods 10000] [--watchers 100]` (or `bench/apiserver.sh`).
+//! `cargo build --release -p skiff-apiserver --example apibench`, then
+//! `target/release/examples/apibench [--pods 10000] [--watchers 100]` (or `bench/apiserver.sh`).
 //!
 //! Reports: creates/s with 8 concurrent clients, p50/p99 of GET and of LIST of every pod
 //! (JSON as kube-rs and `kubectl get -o json` ask, Table as `kubectl get` asks, and
