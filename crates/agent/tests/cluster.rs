@@ -1049,10 +1049,60 @@ async fn streaming(bin: &str, kubeconfig: &Path, node_name: &str) {
             "{bin} port-forward: curl through 127.0.0.1:{port}"
         );
     }
+    // Figures: a 32 MiB download through the forwarded port (many windows' worth), and
+    // the latency of a trivial exec.
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &[
+            "exec",
+            "web",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/var/www/big",
+            "bs=1048576",
+            "count=32",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{bin} exec dd: {out}");
+    let dl = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{speed_download}",
+            &format!("http://127.0.0.1:{port}/big"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let dl = String::from_utf8_lossy(&dl.stdout).to_string();
+    let mut parts = dl.split(' ');
+    let size: u64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let speed: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    assert_eq!(size, 32 << 20, "{bin} port-forward download: {dl}");
     pf.start_kill().unwrap();
     let _ = pf.wait().await;
+    let mut lat = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (code, _) = kubectl_at(bin, kubeconfig, &["exec", "web", "--", "true"], None).await;
+        assert_eq!(code, Some(0));
+        lat.push(t.elapsed());
+    }
+    lat.sort();
     eprintln!(
-        "{bin}: exec/attach/run/port-forward checks took {:?}",
+        "{bin}: port-forward download {:.1} MiB/s; kubectl exec web -- true: median {:?} (min {:?}, max {:?}); all checks {:?}",
+        speed / f64::from(1 << 20),
+        lat[2],
+        lat[0],
+        lat[4],
         t.elapsed()
     );
 }
