@@ -678,6 +678,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         created.lock().unwrap().insert(name, Instant::now());
         pods.create(&PostParams::default(), &p).await.unwrap();
     }
+    let creating = start.elapsed();
     poll("all pods Ready", Duration::from_secs(200), async || {
         (ready_at.lock().unwrap().len() >= n).then_some(())
     })
@@ -704,11 +705,15 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
         .collect();
     eprintln!(
-        "{n} pods: creation to Ready p50 {:?}, p99 {:?}, max {:?}; all Ready after {total:?}; test process (API server + agent) {}",
+        "{n} pods: creation to Ready p50 {:?}, p99 {:?}, max {:?}; all Ready after {total:?} (created in {creating:?}); test process (API server + agent) {}",
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],
         mem.join(", ")
+    );
+    eprintln!(
+        "agent steps:\n{}",
+        skiff_agent::kubelet::timing::summary()
     );
     watch.abort();
     let t = Instant::now();

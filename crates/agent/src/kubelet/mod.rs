@@ -8,6 +8,7 @@ pub mod events;
 pub mod probe;
 pub mod quantity;
 pub mod status;
+pub mod timing;
 pub mod volumes;
 pub mod worker;
 

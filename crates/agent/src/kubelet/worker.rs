@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::backoff::Backoff;
 use super::events::{self, Kind};
 use super::status::{self, ContainerView, PodView, State};
-use super::{dns, env, probe, quantity, volumes, ContainerEntry, Kubelet, PodEntry};
+use super::{dns, env, probe, quantity, timing, volumes, ContainerEntry, Kubelet, PodEntry};
 use crate::runtime::cni::PortMapping;
 use crate::runtime::container::{self, Container, ContainerSpec, Exit};
 use crate::runtime::images::Image;
@@ -78,6 +78,10 @@ struct Worker {
     start_time: DateTime<Utc>,
     last_status: Option<serde_json::Value>,
     sandbox_ready: bool,
+    /// When the worker began, for the startup timings.
+    began: Instant,
+    /// The first status with every container running has been posted.
+    running_posted: bool,
 }
 
 fn spec_of(pod: &Pod) -> k8s_openapi::api::core::v1::PodSpec {
@@ -151,6 +155,8 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         start_time,
         last_status: None,
         sandbox_ready: false,
+        began: Instant::now(),
+        running_posted: false,
     };
     let mut setup_backoff = Backoff::default();
     let mut setup_not_before = Instant::now();
@@ -184,7 +190,9 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                     .and_then(|s| s.host_network)
                     .unwrap_or(false);
             if !w.sandbox_ready && network_ready && Instant::now() >= setup_not_before {
+                let t = Instant::now();
                 slot = k.start_slots.acquire().await.ok();
+                timing::lap("slot-wait", t);
                 if let Err(e) = w.setup(&pod).await {
                     let delay = setup_backoff
                         .on_exit(Duration::ZERO)
@@ -267,7 +275,9 @@ impl Worker {
                 .clone();
             let cni = cni.ok_or_else(|| anyhow!("no pod network"))?;
             let name = self.k.netns_name(&self.entry.uid);
+            let t = Instant::now();
             let path = netns::create(&name).await?;
+            let t = timing::lap("netns", t);
             self.netns = Some(path.clone());
             // A sandbox from before an agent restart keeps its address.
             match previous
@@ -294,10 +304,12 @@ impl Worker {
                         })
                         .collect();
                     let ip = cni.add(&self.entry.uid, &path, &ports).await?;
+                    timing::lap("cni", t);
                     self.ip = Some(ip);
                 }
             }
         }
+        let t = Instant::now();
         *self.entry.ip.lock().unwrap_or_else(|e| e.into_inner()) = self.ip;
         *self.entry.netns.lock().unwrap_or_else(|e| e.into_inner()) = self.netns.clone();
         self.save_sandbox();
@@ -333,7 +345,9 @@ impl Worker {
             .ca_file
             .as_ref()
             .and_then(|p| std::fs::read(p).ok());
+        let t = timing::lap("etc-files", t);
         self.volumes = volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref()).await?;
+        timing::lap("volumes", t);
         self.refresher =
             volumes::spawn_refresher(self.k.client.clone(), pod.clone(), &self.volumes);
         self.adopt(pod);
@@ -638,6 +652,7 @@ impl Worker {
     async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s, _init: bool) {
         let image_ref = c.image.clone().unwrap_or_default();
         let node = self.k.cfg.node_name.clone();
+        let t = Instant::now();
         let resolved = {
             let k = self.k.clone();
             let r = image_ref.clone();
@@ -704,6 +719,7 @@ impl Worker {
             "Pulled",
             format!("Container image \"{image_ref}\" already present on machine"),
         );
+        let t = timing::lap("image", t);
         let env = match self.env_for(pod, c, &image).await {
             Ok(e) => e,
             Err(e) => {
@@ -722,6 +738,7 @@ impl Worker {
                 return;
             }
         };
+        let t = timing::lap("env", t);
         let vars: HashMap<String, String> = env
             .iter()
             .filter_map(|kv| kv.split_once('='))
@@ -818,7 +835,10 @@ impl Worker {
             tty: c.tty.unwrap_or(false),
         };
         st.attempts += 1;
-        match Container::start(&self.k.runc, spec_run).await {
+        let t = timing::lap("bundle-config", t);
+        let started = Container::start(&self.k.runc, spec_run).await;
+        timing::lap("runc", t);
+        match started {
             Ok(ctr) => {
                 let st = self.states.entry(c.name.clone()).or_default();
                 if st.last.is_some() {
@@ -1090,6 +1110,13 @@ impl Worker {
         }
         let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
         let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
+        let t = Instant::now();
+        let all_running = !self.states.is_empty()
+            && spec_of(pod).containers.iter().all(|c| {
+                self.states
+                    .get(&c.name)
+                    .is_some_and(|s| s.current.is_some())
+            });
         match api
             .patch_status(
                 &self.entry.name,
@@ -1098,7 +1125,14 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => self.last_status = Some(status),
+            Ok(_) => {
+                timing::lap("status-patch", t);
+                if all_running && !self.running_posted {
+                    self.running_posted = true;
+                    timing::lap("worker-running", self.began);
+                }
+                self.last_status = Some(status)
+            }
             Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "updating the pod status"),
         }
     }
