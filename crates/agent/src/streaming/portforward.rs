@@ -67,25 +67,72 @@ fn dial_in(netns: &std::path::Path, port: u16) -> std::io::Result<std::net::TcpS
     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(std::io::Error::from)?;
     let timeout = Duration::from_secs(10);
-    let s = match std::net::TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        timeout,
-    ) {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let s = match std::net::TcpStream::connect_timeout(&v4, timeout) {
         Ok(s) => s,
-        Err(e4) => std::net::TcpStream::connect_timeout(
-            &SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-            timeout,
-        )
-        .map_err(|_| e4)?,
+        Err(e4) => std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|e6| {
+            // The runtime's wording, so the message reads as on any cluster.
+            std::io::Error::new(
+                e4.kind(),
+                format!(
+                    "failed to connect to localhost:{port} inside namespace {:?}, IPv4: dial tcp4 {v4}: connect: {} IPv6 dial tcp6 {v6}: connect: {}",
+                    netns.display().to_string(),
+                    describe(&e4),
+                    describe(&e6)
+                ),
+            )
+        })?,
     };
     s.set_nonblocking(true)?;
     Ok(s)
 }
 
+/// An OS error as Go prints it ("connection refused"), without Rust's "(os error 111)".
+fn describe(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// How long the second stream of a pair may take (the kubelet's stream creation timeout).
+const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Pair {
     error: Option<Stream>,
     data: Option<Stream>,
+    /// When its first stream came.
+    since: Option<tokio::time::Instant>,
+}
+
+/// Gives up on pairs whose second stream never came: the error stream (if any) says so.
+async fn expire(pending: &mut HashMap<String, Pair>) {
+    let now = tokio::time::Instant::now();
+    let old: Vec<String> = pending
+        .iter()
+        .filter(|(_, p)| p.since.is_some_and(|t| now - t > PAIR_TIMEOUT))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for id in old {
+        let Some(p) = pending.remove(&id) else {
+            continue;
+        };
+        if let Some(e) = &p.error {
+            let msg = format!("timed out waiting for the streams of request {id}");
+            let _ = e.writer.write(msg.as_bytes()).await;
+        }
+        for s in p.error.iter().chain(p.data.iter()) {
+            s.writer.close().await;
+        }
+    }
 }
 
 /// Why a stream is refused (the client sees the stream reset).
@@ -115,7 +162,18 @@ where
     let (conn, mut incoming) = spdy::serve(io);
     let mut pending: HashMap<String, Pair> = HashMap::new();
     let mut tasks = Vec::new();
-    while let Some(stream) = incoming.recv().await {
+    let mut sweep = tokio::time::interval(PAIR_TIMEOUT / 4);
+    loop {
+        let stream = tokio::select! {
+            s = incoming.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                expire(&mut pending).await;
+                continue;
+            }
+        };
         let (port, kind) = match check(&stream) {
             Ok(x) => x,
             Err(e) => {
@@ -133,7 +191,10 @@ where
             None if kind == "error" => stream.id.to_string(),
             None => (stream.id.saturating_sub(2)).to_string(),
         };
-        let pair = pending.entry(id.clone()).or_default();
+        let pair = pending.entry(id.clone()).or_insert_with(|| Pair {
+            since: Some(tokio::time::Instant::now()),
+            ..Default::default()
+        });
         if kind == "error" {
             pair.error = Some(stream);
         } else {
@@ -143,6 +204,7 @@ where
             if let Some(Pair {
                 error: Some(error),
                 data: Some(data),
+                ..
             }) = pending.remove(&id)
             {
                 tasks.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
@@ -161,10 +223,7 @@ async fn forward(target: Target, port: u16, error: Stream, data: Stream) {
     let tcp = match dial(&target, port).await {
         Ok(t) => t,
         Err(e) => {
-            let msg = format!(
-                "error forwarding port {port} to pod {}: failed to connect to localhost:{port} inside namespace: {e}",
-                target.pod
-            );
+            let msg = format!("error forwarding port {port} to pod {}: {e}", target.pod);
             tracing::debug!("{msg}");
             let _ = error.writer.write(msg.as_bytes()).await;
             error.writer.close().await;
@@ -201,4 +260,72 @@ async fn forward(target: Target, port: u16, error: Stream, data: Stream) {
     to_client.close().await;
     error.writer.close().await;
     upstream.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_as_in_go() {
+        let e = std::io::Error::from_raw_os_error(111);
+        assert_eq!(describe(&e), "connection refused");
+    }
+
+    #[tokio::test]
+    async fn dials_localhost_in_a_netns_of_its_own() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let name = format!("skt-{}-pf", std::process::id());
+        let path = std::path::PathBuf::from("/var/run/netns").join(&name);
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+        assert!(std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        let _gone = Gone(name.clone());
+        let target = Target {
+            pod: "p".into(),
+            netns: Some(path.clone()),
+            ip: None,
+        };
+        // Loopback is down in a fresh netns: the dial fails with the runtime's wording.
+        let e = dial(&target, 80).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("failed to connect to localhost:80 inside namespace"),
+            "{e}"
+        );
+        // A listener inside it is reached through its localhost.
+        assert!(std::process::Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&p).unwrap();
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            std::io::Write::write_all(&mut c, b"inside").unwrap();
+        });
+        let port = rx.recv().unwrap();
+        let mut s = dial(&target, port).await.unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "inside");
+    }
 }

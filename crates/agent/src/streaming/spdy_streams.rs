@@ -255,3 +255,49 @@ async fn close_all(o: &Opened) {
         w.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_expected_as_the_kubelet_counts_them() {
+        let v4 = Some("v4.channel.k8s.io");
+        assert_eq!(
+            Expected::new(v4, true, true, true, true),
+            Expected {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                resize: true
+            }
+        );
+        let e = Expected::new(Some("v2.channel.k8s.io"), false, true, true, true);
+        assert!(!e.resize && !e.stderr && e.stdout);
+        assert!(Expected::new(None, false, true, true, false).stderr);
+    }
+
+    #[test]
+    fn status_per_protocol() {
+        let v4 = Some("v4.channel.k8s.io");
+        let s: serde_json::Value =
+            serde_json::from_slice(&status_bytes(v4, &Output::Exit(3)).unwrap()).unwrap();
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        assert_eq!(
+            status_bytes(v4, &Output::Exit(0)).unwrap(),
+            br#"{"metadata":{},"status":"Success"}"#
+        );
+        // Older protocols: nothing on success, the message otherwise.
+        let v3 = Some("v3.channel.k8s.io");
+        assert_eq!(status_bytes(v3, &Output::Exit(0)), None);
+        assert!(
+            String::from_utf8(status_bytes(v3, &Output::Exit(2)).unwrap())
+                .unwrap()
+                .contains("exit status 2")
+        );
+        assert_eq!(
+            status_bytes(None, &Output::Failure("boom".into())).unwrap(),
+            b"boom"
+        );
+    }
+}
