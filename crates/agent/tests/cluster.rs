@@ -420,6 +420,29 @@ async fn scenario_body(
     for bin in [KUBECTL_OLDEST, KUBECTL_NEWEST] {
         streaming(bin, &kubeconfig, node_name).await;
     }
+    // kube-rs port-forward: WebSocket channels (v4.channel.k8s.io).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut pf = pods.portforward("web", &[80]).await.unwrap();
+        let mut s = pf.take_stream(80).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("It works!") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("kube-rs port-forward answer in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "kube-rs port-forward: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(s);
+        pf.abort();
+    }
 
     let (ok, out) = kubectl(&kubeconfig, &["exec", "web", "--", "echo", "hi"], None).await;
     assert!(ok && out == "hi\n", "kubectl exec: {out}");
@@ -711,10 +734,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         lat[lat.len() - 1],
         mem.join(", ")
     );
-    eprintln!(
-        "agent steps:\n{}",
-        skiff_agent::kubelet::timing::summary()
-    );
+    eprintln!("agent steps:\n{}", skiff_agent::kubelet::timing::summary());
     watch.abort();
     let t = Instant::now();
     pods.delete_collection(&DeleteParams::default(), &Default::default())
