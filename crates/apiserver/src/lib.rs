@@ -1,8 +1,8 @@
 //! skiff-apiserver: a Kubernetes API server that real kubectl drives.
 //!
-//! [`Server::start`] makes or loads the PKI under the data directory, opens the SQLite
-//! store, creates the bootstrap objects (system namespaces, the `kubernetes` Service and
-//! its endpoints) and serves HTTPS on the configured listeners. Per-kind rules
+//! [`Server::start`] makes or loads the PKI under the data directory, opens the datastore
+//! (a SQLite file by default, or etcd), creates the bootstrap objects (system namespaces,
+//! the `kubernetes` Service and its endpoints) and serves HTTPS on the configured listeners. Per-kind rules
 //! (discovery, OpenAPI, defaults, validation, patching, tables) come from skiff-resources.
 
 mod admission;
@@ -35,7 +35,7 @@ use crate::state::ApiState;
 /// How to run the server.
 #[derive(Debug)]
 pub struct ServerConfig {
-    /// Directory for `pki/`, `token` and `state.db`.
+    /// Directory for `pki/`, `token` and `state.db` (the default datastore).
     pub data_dir: PathBuf,
     /// Address to listen on (default `0.0.0.0:6443`).
     pub bind: SocketAddr,
@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub service_cidr: String,
     /// Inclusive range node ports are allocated from (e.g. `(30000, 32767)`).
     pub node_port_range: (u16, u16),
+    /// Datastore URL (`sqlite:///path`, `etcd://host:2379,...[/prefix]`); default
+    /// `sqlite://<data_dir>/state.db`.
+    pub datastore: Option<String>,
+    /// Settings of the datastore outside its URL (etcd client certificates).
+    pub datastore_options: skiff_store::OpenOptions,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,8 @@ impl Default for ServerConfig {
                 skiff_api::defaults::NODE_PORT_MIN,
                 skiff_api::defaults::NODE_PORT_MAX,
             ),
+            datastore: None,
+            datastore_options: skiff_store::OpenOptions::default(),
         }
     }
 }
@@ -117,9 +124,13 @@ impl Server {
         };
         let mut sans = cfg.extra_sans.clone();
         sans.push(client_ip.to_string());
-        let store = skiff_store::SqliteStore::open(&cfg.data_dir.join("state.db"))
-            .context("opening the store")?;
-        store.spawn_compactor(
+        let datastore = cfg.datastore.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", cfg.data_dir.join("state.db").display())
+        });
+        let store = skiff_store::open_with(&datastore, &cfg.datastore_options)
+            .with_context(|| format!("opening the datastore {datastore}"))?;
+        skiff_store::spawn_compactor(
+            store.clone(),
             std::time::Duration::from_secs(60),
             10_000,
             std::time::Duration::from_secs(300),

@@ -1,16 +1,17 @@
 //! What every request handler shares.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use skiff_store::SqliteStore;
+use skiff_store::Store;
 
 use crate::pki::Pki;
 use crate::tokens::SigningKeys;
 
 /// Shared state of the server.
 pub(crate) struct ApiState {
-    pub store: SqliteStore,
+    pub store: Arc<dyn Store>,
     pub pki: Pki,
     pub sa_keys: SigningKeys,
     pub service_cidr: Ipv4Net,
