@@ -230,3 +230,51 @@ async fn peer_hangup_ends_streams() {
         .await
         .unwrap();
 }
+
+/// Throughput of one stream through the session over an in-memory pipe (encoding,
+/// framing, the reader's decoding): `cargo test -p skiff-agent --lib spdy_throughput --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn spdy_throughput() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (_conn, mut incoming) = serve(b);
+    let mut c = Client::new(a);
+    c.open(1, "stdout").await;
+    let s = incoming.recv().await.unwrap();
+    s.writer.reply().await.unwrap();
+    const TOTAL: usize = 512 << 20;
+    let w = s.writer.clone();
+    let start = std::time::Instant::now();
+    tokio::spawn(async move {
+        let chunk = vec![0x5au8; 256 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            w.write(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        w.close().await;
+    });
+    let mut got = 0;
+    let mut frames = 0;
+    loop {
+        match c.next().await {
+            Some(Frame::Data { data, flags, .. }) => {
+                got += data.len();
+                frames += 1;
+                if flags & FLAG_FIN != 0 {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got, TOTAL);
+    eprintln!(
+        "spdy session: {} MiB in {frames} data frames, {:.0} MiB/s",
+        TOTAL >> 20,
+        (TOTAL >> 20) as f64 / secs
+    );
+}
