@@ -7,6 +7,7 @@
 pub(crate) mod objects;
 mod patch;
 mod reviews;
+mod rvmatch;
 mod subresources;
 mod write;
 
@@ -40,6 +41,17 @@ pub(crate) async fn dispatch(
         return crate::watch::serve(state, t, q, headers)
             .await
             .unwrap_or_else(|e| error_response(&e));
+    }
+    if method == Method::GET && t.name.is_none() && t.sub.is_none() {
+        // LIST is encoded straight from the stored bytes (objects::serve_list).
+        if let Err(e) = verb_allowed(&t, &method, false) {
+            return error_response(&e);
+        }
+        match objects::serve_list(&state, &t, &q, &headers).await {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(e) => return error_response(&e),
+        }
     }
     let ct = headers
         .get("content-type")
@@ -138,10 +150,13 @@ async fn route(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Reply> {
-    let opts = WriteOpts::from_query(q)?;
+    let opts = WriteOpts::from_request(q, headers, t.sub.as_deref())?;
     let name = t.name.as_deref();
     match (method.clone(), name, t.sub.as_deref()) {
-        (Method::GET, None, None) => objects::list(state, t, q, headers).map(|v| Reply::ok(200, v)),
+        (Method::GET, None, None) => {
+            let at = rvmatch::snapshot(state, t, q).await?;
+            objects::list(state, t, q, headers, at).map(|v| Reply::ok(200, v))
+        }
         (Method::GET, Some(n), None | Some("status") | Some("ephemeralcontainers")) => {
             objects::get(state, t, n, headers).map(|v| Reply::ok(200, v))
         }

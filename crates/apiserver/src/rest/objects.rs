@@ -192,9 +192,13 @@ pub(crate) fn list(
     t: &Target,
     q: &Query,
     headers: &HeaderMap,
+    at: Option<super::rvmatch::Snapshot>,
 ) -> ApiResult<Value> {
     let filter = Filter::from_query(q)?;
-    let (mut items, mut rev) = list_objects(state, t, &filter)?;
+    let (mut items, mut rev) = match at {
+        Some(snapshot) => snapshot.objects(t, &filter)?,
+        None => list_objects(state, t, &filter)?,
+    };
     // Continue tokens: base64 of `<revision>/<last key>`.
     if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
         use base64::Engine;

@@ -1,13 +1,15 @@
-//! PATCH: JSON patch, merge patch, strategic merge patch and server-side apply (as
-//! create-or-merge), retried on write conflicts unless the patch names a
-//! resourceVersion.
+//! PATCH: JSON patch, merge patch, strategic merge patch and server-side apply with
+//! field managers (`skiff_resources::managedfields`), retried on write conflicts unless
+//! the patch names a resourceVersion.
 
 use bytes::Bytes;
 use serde_json::Value;
 use skiff_store::Store;
 
 use super::objects::{decode, key, meta_str, to_version};
-use super::write::{check_unknown_pub, create_object, update_object, UpdateMode, WriteOpts};
+use super::write::{
+    check_unknown_pub, create_object, field_manager_invalid, update_object, UpdateMode, WriteOpts,
+};
 use super::Reply;
 use crate::compat;
 use crate::http::Query;
@@ -87,20 +89,17 @@ pub(crate) async fn patch(
     _q: &Query,
 ) -> ApiResult<Reply> {
     let kind = patch_kind(ct)?;
+    if kind == PatchKind::Apply {
+        return server_side_apply(state, t, name, body, mode, opts).await;
+    }
+    if opts.force.is_some() {
+        return Err(field_manager_invalid(
+            "force: Forbidden: may not be specified for non-apply patch",
+        ));
+    }
     let ns = t.namespace.as_deref();
     for _ in 0..8 {
         let Some(kv) = state.store.get(&key(t.info, ns, name))? else {
-            if kind == PatchKind::Apply && mode == UpdateMode::Main {
-                // Server-side apply of a missing object creates it.
-                let obj: Value = serde_yaml_ng::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                let (out, warnings) = create_object(state, t.info, ns, obj, opts).await?;
-                return Ok(Reply {
-                    code: 201,
-                    body: to_version(t.info, out),
-                    warnings,
-                });
-            }
             return Err(ApiError::not_found(t.info.group, t.info.plural, name));
         };
         let cur = to_version(t.info, decode(&kv)?);
@@ -125,6 +124,110 @@ pub(crate) async fn patch(
             mode,
             Some(kv.mod_revision),
             opts,
+        )
+        .await
+        {
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+            Ok(out) => {
+                return Ok(Reply {
+                    code: 200,
+                    body: to_version(t.info, out),
+                    warnings,
+                })
+            }
+        }
+    }
+    Err(ApiError::conflict(t.info.group, t.info.plural, name))
+}
+
+/// `application/apply-patch+yaml`: the configuration becomes the manager's set of
+/// fields; conflicts with other managers are 409 unless `force=true`; a missing object
+/// is created.
+async fn server_side_apply(
+    state: &ApiState,
+    t: &Target,
+    name: &str,
+    body: &Bytes,
+    mode: UpdateMode,
+    opts: &WriteOpts,
+) -> ApiResult<Reply> {
+    if !opts.manager_given {
+        return Err(field_manager_invalid(
+            "fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let config: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the applied configuration is not an object",
+        ));
+    }
+    let version = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if version != t.info.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {version}, expected: {}",
+            t.info.api_version()
+        )));
+    }
+    if config.pointer("/metadata/managedFields").is_some() {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    if let Some(n) = meta_str(&config, "name").filter(|n| *n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
+    }
+    let api_version = t.info.api_version();
+    let time = super::objects::now_ts();
+    let op = skiff_resources::managedfields::Operation {
+        manager: &opts.manager,
+        api_version: &api_version,
+        subresource: opts.subresource.as_deref(),
+        time: &time,
+    };
+    let force = opts.force.unwrap_or(false);
+    let conflict = |e: skiff_resources::managedfields::ApplyError| {
+        ApiError::new(409, "Conflict", e.to_string())
+            .with_details(serde_json::json!({ "causes": e.causes() }))
+    };
+    let mut done = opts.clone();
+    done.managed_fields_done = true;
+    let ns = t.namespace.as_deref();
+    for _ in 0..8 {
+        let Some(kv) = state.store.get(&key(t.info, ns, name))? else {
+            if mode != UpdateMode::Main {
+                return Err(ApiError::not_found(t.info.group, t.info.plural, name));
+            }
+            let mut obj = skiff_resources::managedfields::apply(t.info, None, &config, &op, force)
+                .map_err(conflict)?;
+            if meta_str(&obj, "name").is_none() {
+                obj["metadata"]["name"] = Value::String(name.to_string());
+            }
+            let (out, warnings) = create_object(state, t.info, ns, obj, &done).await?;
+            return Ok(Reply {
+                code: 201,
+                body: to_version(t.info, out),
+                warnings,
+            });
+        };
+        let cur = to_version(t.info, decode(&kv)?);
+        let new = skiff_resources::managedfields::apply(t.info, Some(&cur), &config, &op, force)
+            .map_err(conflict)?;
+        let warnings = check_unknown_pub(t.info, &new, opts)?;
+        match update_object(
+            state,
+            t.info,
+            ns,
+            name,
+            new,
+            mode,
+            Some(kv.mod_revision),
+            &done,
         )
         .await
         {

@@ -28,6 +28,17 @@ pub(crate) enum FieldValidation {
 pub(crate) struct WriteOpts {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// The field manager recorded in `metadata.managedFields`: `?fieldManager=`, else
+    /// the User-Agent's prefix before `/` (as kube-apiserver derives it).
+    pub manager: String,
+    /// Whether `?fieldManager=` was given (server-side apply requires it).
+    pub manager_given: bool,
+    /// The subresource written (`status`, `scale`...), recorded with the manager.
+    pub subresource: Option<String>,
+    /// `?force=`: `None` when absent.
+    pub force: Option<bool>,
+    /// The caller already wrote `metadata.managedFields` (server-side apply).
+    pub managed_fields_done: bool,
 }
 
 impl WriteOpts {
@@ -51,10 +62,61 @@ impl WriteOpts {
                 )))
             }
         };
+        let manager = q.get("fieldManager").unwrap_or("").to_string();
+        if manager.chars().count() > 128 {
+            return Err(field_manager_invalid(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
+        if manager.chars().any(|c| c.is_control()) {
+            return Err(field_manager_invalid(&format!(
+                "fieldManager: Invalid value: {manager:?}: must only contain printable characters"
+            )));
+        }
+        let force = match q.get("force") {
+            None => None,
+            Some("true") | Some("1") => Some(true),
+            Some("false") | Some("0") | Some("") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid boolean value for force: {other}"
+                )))
+            }
+        };
         Ok(WriteOpts {
             dry_run,
             field_validation,
+            manager_given: !manager.is_empty(),
+            manager,
+            subresource: None,
+            force,
+            managed_fields_done: false,
         })
+    }
+
+    /// The options of one request: the query plus the User-Agent (the manager's
+    /// fallback) and the subresource written.
+    pub fn from_request(
+        q: &Query,
+        headers: &http::HeaderMap,
+        sub: Option<&str>,
+    ) -> ApiResult<Self> {
+        let mut o = Self::from_query(q)?;
+        if o.manager.is_empty() {
+            let ua = headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            o.manager = ua
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(128)
+                .collect();
+        }
+        o.subresource = sub.map(str::to_string);
+        Ok(o)
     }
 
     /// Everything default (used by the server's own writes).
@@ -62,8 +124,65 @@ impl WriteOpts {
         WriteOpts {
             dry_run: false,
             field_validation: FieldValidation::Ignore,
+            manager: "kube-apiserver".into(),
+            manager_given: true,
+            subresource: None,
+            force: None,
+            managed_fields_done: false,
         }
     }
+
+    /// Records this write's `Update` in `obj`'s `metadata.managedFields` (`live`:
+    /// the stored object, None for a create). `sinfo` is the storage version's
+    /// resource (whose schema names the fields), `info` the request's.
+    fn record_update(
+        &self,
+        sinfo: &ResourceInfo,
+        info: &ResourceInfo,
+        live: Option<&Value>,
+        obj: &mut Value,
+    ) {
+        if self.managed_fields_done {
+            return;
+        }
+        let api_version = info.api_version();
+        let time = now_ts();
+        let sub = self
+            .subresource
+            .as_deref()
+            .filter(|s| !matches!(*s, "binding" | "eviction" | "token"));
+        skiff_resources::managedfields::record_update(
+            sinfo,
+            live,
+            obj,
+            &skiff_resources::managedfields::Operation {
+                manager: &self.manager,
+                api_version: &api_version,
+                subresource: sub,
+                time: &time,
+            },
+        );
+    }
+}
+
+/// 422 for invalid `PatchOptions`/`CreateOptions` field manager values.
+pub(crate) fn field_manager_invalid(detail: &str) -> ApiError {
+    let (field, rest) = detail.split_once(": ").unwrap_or(("fieldManager", detail));
+    let reason = if rest.starts_with("Too long") {
+        "FieldValueTooLong"
+    } else if rest.starts_with("Required") {
+        "FieldValueRequired"
+    } else if rest.starts_with("Forbidden") {
+        "FieldValueForbidden"
+    } else {
+        "FieldValueInvalid"
+    };
+    ApiError::invalid(
+        "meta.k8s.io",
+        "PatchOptions",
+        "",
+        vec![(field.to_string(), reason.to_string(), detail.to_string())],
+    )
 }
 
 /// Which part of the object an update may change.
@@ -267,6 +386,7 @@ pub(crate) async fn create_object(
         }
     }
     compat::default_object(sinfo, &mut obj);
+    opts.record_update(sinfo, info, None, &mut obj);
     let _guard = if info.kind == "Service" {
         Some(state.service_lock.lock().await)
     } else {
@@ -455,6 +575,7 @@ pub(crate) async fn update_object(
         }
     }
     compat::default_object(sinfo, &mut obj);
+    opts.record_update(sinfo, info, Some(&old), &mut obj);
     crate::admission::admit(state, sinfo, &mut obj, Some(&old))?;
     if has_generation(info) && spec_part(&obj) != spec_part(&old) {
         let g = old

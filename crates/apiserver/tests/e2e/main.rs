@@ -6,3 +6,4 @@ mod kube_api;
 mod kubectl;
 mod kubectl_beta2;
 mod nodeproxy;
+mod ssa;

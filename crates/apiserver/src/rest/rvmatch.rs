@@ -1,0 +1,303 @@
+//! `resourceVersion` / `resourceVersionMatch` of a LIST, as kube-apiserver validates and
+//! serves them: `Exact` gives the collection as of that revision while the store still
+//! has its history (410 `Expired` after compaction), `NotOlderThan` (and a bare
+//! resourceVersion) the latest state, which is never older than the one asked for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_store::{EventKind, KeyValue, Store, StoreError};
+
+use super::objects::{decode_bytes, prefix, to_version, Filter};
+use crate::http::Query;
+use crate::router::Target;
+use crate::state::ApiState;
+use crate::status::{ApiError, ApiResult};
+
+/// How long the history stream may stay quiet before its backlog counts as delivered.
+const HISTORY_IDLE: Duration = Duration::from_millis(50);
+
+/// The objects of a collection at one revision.
+pub(crate) struct Snapshot {
+    /// The stored objects (values as stored, `mod_revision` their resourceVersion).
+    pub kvs: Vec<KeyValue>,
+    /// The revision the snapshot is at.
+    pub rev: i64,
+}
+
+impl Snapshot {
+    /// The snapshot's objects in the request's version, filtered, with their keys.
+    pub fn objects(&self, t: &Target, filter: &Filter) -> ApiResult<(Vec<(String, Value)>, i64)> {
+        let mut out = Vec::with_capacity(self.kvs.len());
+        for kv in &self.kvs {
+            let obj = to_version(t.info, decode_bytes(&kv.value, kv.mod_revision)?);
+            if filter.matches(&obj) {
+                out.push((kv.key.clone(), obj));
+            }
+        }
+        Ok((out, self.rev))
+    }
+}
+
+/// kube-apiserver's `ValidateListOptions` (422 `ListOptions.meta.k8s.io "" is invalid`).
+fn validate(q: &Query) -> ApiResult<()> {
+    let Some(m) = q.get("resourceVersionMatch").filter(|m| !m.is_empty()) else {
+        return Ok(());
+    };
+    let rv = q.get("resourceVersion").unwrap_or("");
+    let mut errs: Vec<(String, String, String)> = Vec::new();
+    let forbidden = |msg: &str| {
+        (
+            "resourceVersionMatch".to_string(),
+            "FieldValueForbidden".to_string(),
+            format!("resourceVersionMatch: Forbidden: {msg}"),
+        )
+    };
+    if rv.is_empty() {
+        errs.push(forbidden(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
+    }
+    if q.get("continue").is_some_and(|c| !c.is_empty()) {
+        errs.push(forbidden(
+            "resourceVersionMatch is forbidden when continue is provided",
+        ));
+    }
+    if m != "Exact" && m != "NotOlderThan" {
+        errs.push((
+            "resourceVersionMatch".into(),
+            "FieldValueNotSupported".into(),
+            format!(
+                "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+            ),
+        ));
+    }
+    if m == "Exact" && rv == "0" {
+        errs.push(forbidden(
+            "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", errs))
+    }
+}
+
+/// 504 for a revision the store has not reached (kube's TooLargeResourceVersion).
+fn too_large(asked: i64, current: i64, retry: bool) -> ApiError {
+    let mut d = json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]});
+    if retry {
+        d["retryAfterSeconds"] = json!(1);
+    }
+    ApiError::new(
+        504,
+        "Timeout",
+        format!("Timeout: Too large resource version: {asked}, current: {current}"),
+    )
+    .with_details(d)
+}
+
+fn expired() -> ApiError {
+    ApiError::gone("The resourceVersion for the provided list is too old.")
+}
+
+/// Validates the LIST's resourceVersion options; for `Exact` returns the collection at
+/// that revision, otherwise `None` (serve the latest state).
+pub(crate) async fn snapshot(
+    state: &ApiState,
+    t: &Target,
+    q: &Query,
+) -> ApiResult<Option<Snapshot>> {
+    validate(q)?;
+    let rv = match q.get("resourceVersion").filter(|s| !s.is_empty()) {
+        None => return Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+    };
+    let exact = q.get("resourceVersionMatch") == Some("Exact");
+    // A continue token carries its own revision.
+    if !exact || q.get("continue").is_some_and(|c| !c.is_empty()) {
+        let cur = state.store.current_revision()?;
+        if rv > cur {
+            return Err(too_large(rv, cur, true));
+        }
+        return Ok(None);
+    }
+    let pfx = prefix(t.info, t.namespace.as_deref());
+    let (kvs, cur) = state.store.list(&pfx)?;
+    if rv == cur {
+        return Ok(Some(Snapshot { kvs, rev: cur }));
+    }
+    if rv > cur {
+        return Err(too_large(rv, cur, false));
+    }
+    let compacted = state.store.compacted_revision()?;
+    if rv < compacted {
+        return Err(expired());
+    }
+    let history = history(state, &pfx, compacted, cur).await?;
+    Ok(Some(Snapshot {
+        kvs: rewind(kvs, &history, rv),
+        rev: rv,
+    }))
+}
+
+/// The collection's events after `from` up to `until`, oldest first.
+async fn history(
+    state: &ApiState,
+    pfx: &str,
+    from: i64,
+    until: i64,
+) -> ApiResult<Vec<skiff_store::Event>> {
+    let mut rx = match state.store.watch(pfx, from) {
+        Ok(rx) => rx,
+        Err(StoreError::TooOld { .. }) => return Err(expired()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    loop {
+        // The backlog is queued at once; a quiet stream means it has all been read
+        // (events past `until` end it sooner).
+        match tokio::time::timeout(HISTORY_IDLE, rx.recv()).await {
+            Ok(Some(Ok(ev))) => {
+                if ev.revision > until {
+                    break;
+                }
+                out.push(ev);
+            }
+            Ok(Some(Err(StoreError::TooOld { .. }))) => return Err(expired()),
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Undoes the events after `rev` on the current objects.
+fn rewind(current: Vec<KeyValue>, history: &[skiff_store::Event], rev: i64) -> Vec<KeyValue> {
+    // Each key's last write at or before `rev` (its resourceVersion then).
+    let mut last_write: HashMap<&str, i64> = HashMap::new();
+    for ev in history.iter().filter(|e| e.revision <= rev) {
+        last_write.insert(ev.key.as_str(), ev.revision);
+    }
+    let mut map: BTreeMap<String, KeyValue> =
+        current.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    for ev in history.iter().rev().filter(|e| e.revision > rev) {
+        match ev.kind {
+            EventKind::Added => {
+                map.remove(&ev.key);
+            }
+            EventKind::Modified | EventKind::Deleted => {
+                let value = match ev.kind {
+                    EventKind::Deleted => ev.value.clone(),
+                    _ => ev.prev_value.clone().unwrap_or_default(),
+                };
+                let create = map.get(&ev.key).map_or(0, |kv| kv.create_revision);
+                // Written before the retained history: its revision is unknown, the
+                // closest known bound is the snapshot's revision.
+                let mod_revision = last_write.get(ev.key.as_str()).copied().unwrap_or(rev);
+                map.insert(
+                    ev.key.clone(),
+                    KeyValue {
+                        key: ev.key.clone(),
+                        value,
+                        create_revision: create,
+                        mod_revision,
+                    },
+                );
+            }
+        }
+    }
+    map.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Query {
+        Query::parse(Some(s))
+    }
+
+    #[test]
+    fn list_options_are_validated_as_kube_does() {
+        let e = validate(&q("resourceVersionMatch=Exact")).expect_err("invalid");
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            e.message,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+        );
+        let e = validate(&q("resourceVersion=0&resourceVersionMatch=Exact")).expect_err("0");
+        assert!(e.message.ends_with(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+        ));
+        let e = validate(&q("resourceVersion=5&resourceVersionMatch=Newest")).expect_err("bad");
+        assert!(e.message.contains(
+            "resourceVersionMatch: Unsupported value: \"Newest\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+        ));
+        assert!(validate(&q("resourceVersion=5&resourceVersionMatch=NotOlderThan")).is_ok());
+    }
+
+    #[test]
+    fn too_large_is_a_timeout_with_its_cause() {
+        // (Clients retry 504s, so the e2e tests do not ask for one.)
+        let e = too_large(100, 42, true);
+        assert_eq!(
+            (e.code, e.reason, e.message.as_str()),
+            (
+                504,
+                "Timeout",
+                "Timeout: Too large resource version: 100, current: 42"
+            )
+        );
+        assert_eq!(
+            e.details.expect("details")["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+    }
+
+    #[test]
+    fn rewinding_undoes_later_events() {
+        let kv = |k: &str, v: &str, m: i64| KeyValue {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: m,
+        };
+        let ev = |kind, k: &str, v: &str, prev: Option<&str>, r: i64| skiff_store::Event {
+            kind,
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+            prev_value: prev.map(|p| p.as_bytes().to_vec()),
+            revision: r,
+        };
+        let history = vec![
+            ev(EventKind::Added, "/a", "a1", None, 2),
+            ev(EventKind::Added, "/b", "b1", None, 3),
+            ev(EventKind::Modified, "/a", "a2", Some("a1"), 4),
+            ev(EventKind::Deleted, "/b", "b1", None, 5),
+            ev(EventKind::Added, "/c", "c1", None, 6),
+        ];
+        let now = vec![kv("/a", "a2", 4), kv("/c", "c1", 6)];
+        let at3 = rewind(now, &history, 3);
+        let got: Vec<(String, String, i64)> = at3
+            .iter()
+            .map(|k| {
+                (
+                    k.key.clone(),
+                    String::from_utf8_lossy(&k.value).into_owned(),
+                    k.mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("/a".into(), "a1".into(), 2), ("/b".into(), "b1".into(), 3)]
+        );
+    }
+}
