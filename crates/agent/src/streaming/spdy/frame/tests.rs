@@ -227,3 +227,46 @@ fn rejects_other_versions_and_truncation() {
     assert!(matches!(dec.decode(&mut buf), Err(FrameError::Version(2))));
     assert!(parse_header_block(&hex("0000000100000005ab")).is_err());
 }
+
+/// What kubectl 1.27 (Go's compress/flate, BestCompression) sent for `exec -i` with
+/// stdin at EOF, captured on the wire: SYN_STREAMs for the error, stdin, stdout and stderr
+/// streams (one zlib stream across the four header blocks), then stdin's FIN.
+const KUBECTL_127_EXEC: &str = concat!(
+    "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a",
+    "0a0a6800000000ffff",
+    "800300010000001700000003000000000000c22e555c92929907000000ffff",
+    "800300010000001900000005000000000000c22ac5565c92925f5a02000000ffff",
+    "800300010000001500000007000000000000c229975a5404000000ffff",
+    "0000000301000000",
+);
+
+#[test]
+fn decodes_what_kubectl_sends() {
+    let mut dec = Decoder::new();
+    let mut buf = BytesMut::from(&hex(KUBECTL_127_EXEC)[..]);
+    let mut got = Vec::new();
+    while let Some(f) = dec.decode(&mut buf).unwrap() {
+        got.push(f);
+    }
+    let syn = |id: u32, kind: &str| Frame::SynStream {
+        stream_id: id,
+        associated_to: 0,
+        priority: 0,
+        flags: 0,
+        headers: h(&[("streamtype", kind)]),
+    };
+    assert_eq!(
+        got,
+        vec![
+            syn(1, "error"),
+            syn(3, "stdin"),
+            syn(5, "stdout"),
+            syn(7, "stderr"),
+            Frame::Data {
+                stream_id: 3,
+                flags: FLAG_FIN,
+                data: Bytes::new()
+            },
+        ]
+    );
+}
