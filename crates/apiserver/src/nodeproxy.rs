@@ -1,6 +1,11 @@
 //! Subresources served by the node agent: `pods/log` (streamed through) and
 //! `pods/exec|attach|portforward` (the upgrade request forwarded to the agent's
-//! `:10250`, the 101 answer relayed, then bytes spliced both ways).
+//! `:10250`, the 101 answer relayed, then bytes spliced both ways), as kube-apiserver's
+//! UpgradeAwareHandler does. The splice is protocol-blind, so every upgrade kubectl and
+//! kube-rs use passes: WebSocket `v5.channel.k8s.io`..`channel.k8s.io` and
+//! `SPDY/3.1+portforward.k8s.io` (SPDY frames in WebSocket messages, unwrapped by the
+//! agent rather than here), and `Upgrade: SPDY/3.1` with its `X-Stream-Protocol-Version`
+//! offers (kubectl 1.27-1.29, and newer ones falling back).
 //!
 //! The agent's certificate is not verified (as kube-apiserver's default
 //! `--kubelet-certificate-authority` unset); the server authenticates with the join token.

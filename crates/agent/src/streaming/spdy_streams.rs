@@ -150,12 +150,10 @@ pub async fn serve_remotecommand<T, F, Fut>(
         conn.finish(Duration::from_secs(1)).await;
         return;
     }
-    // Streams opened late are answered and ignored.
+    // Streams opened late are answered and ignored (their data is dropped unread).
     let late = tokio::spawn(async move {
-        let mut held = Vec::new();
         while let Some(s) = incoming.recv().await {
             let _ = s.writer.reply().await;
-            held.push(s);
         }
     });
 
