@@ -297,3 +297,45 @@ fn multiple_conflicts_are_grouped_by_manager() {
         "Apply failed with 2 conflicts: conflicts with \"a\":\n- .spec.y\nconflicts with \"b\" using v1:\n- .spec.x"
     );
 }
+
+/// Cost of recording a create (run with `--ignored --nocapture`; figures in the report).
+#[test]
+#[ignore]
+fn record_update_cost() {
+    let i = info("", "v1", "pods");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "x", "pod-template-hash": "abc"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+            "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "Always"}],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default", "securityContext": {}, "schedulerName": "default-scheduler",
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+            "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority", "priority": 0}});
+    let _ = Ty::of_kind("", "v1", "Pod");
+    let n = 2000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut p = pod.clone();
+        record_update(i, None, &mut p, &op("kube-controller-manager", "v1"));
+    }
+    let create = start.elapsed() / n;
+    let mut base = pod.clone();
+    record_update(i, None, &mut base, &op("kube-controller-manager", "v1"));
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut p = base.clone();
+        p["status"] = json!({"phase": "Running", "podIP": "10.0.0.1"});
+        record_update(
+            i,
+            Some(&base),
+            &mut p,
+            &Operation {
+                subresource: Some("status"),
+                ..op("kubelet", "v1")
+            },
+        );
+    }
+    let status = start.elapsed() / n;
+    eprintln!("record_update per pod: create {create:?}, status update {status:?}");
+}
