@@ -33,6 +33,9 @@ pub enum Command {
     Node(NodeCommand),
     /// Run the control plane: API server, controllers and scheduler.
     Server(ServerArgs),
+    /// Manage a server's datastore (copy it between SQLite and etcd).
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
     /// Run a node agent (kubelet, container runtime and service proxy).
     Agent(AgentArgs),
     /// Run the service proxy alone, against any Kubernetes API.
@@ -121,9 +124,13 @@ pub struct ServerArgs {
     /// Address other nodes reach this server at (default: the first non-loopback IPv4).
     #[arg(long)]
     pub advertise_address: Option<Ipv4Addr>,
-    /// Datastore URL (only sqlite is built in so far; default: <data-dir>/state.db).
+    /// Datastore URL: `sqlite:///path/state.db` (default: <data-dir>/state.db) or
+    /// `etcd://host1:2379,host2:2379[/prefix]` (a prefix lets clusters share an etcd).
     #[arg(long)]
     pub datastore: Option<String>,
+    /// etcd client certificates.
+    #[command(flatten)]
+    pub etcd_tls: EtcdTlsArgs,
     /// Pod network of the cluster.
     #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
     pub cluster_cidr: String,
@@ -257,4 +264,57 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/skiff/agent")]
         data_dir: PathBuf,
     },
+}
+
+/// Client certificates for an etcd datastore (kube-apiserver's flags).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdTlsArgs {
+    /// CA bundle that signed the etcd members' serving certificates.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate presented to etcd.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The store's options for these flags.
+    pub fn open_options(&self) -> skiff_store::OpenOptions {
+        skiff_store::OpenOptions {
+            etcd_tls: skiff_store::EtcdTls {
+                ca_file: self.etcd_cafile.clone(),
+                cert_file: self.etcd_certfile.clone(),
+                key_file: self.etcd_keyfile.clone(),
+            },
+        }
+    }
+}
+
+/// `skiff datastore ...`.
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCommand {
+    /// Copy every key of one datastore into another, e.g. a server's SQLite file into
+    /// etcd. Stop the servers first. Values are copied as they are; every object's
+    /// resourceVersion changes, so clients relist.
+    Migrate(MigrateArgs),
+}
+
+/// Arguments of `skiff datastore migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Datastore URL to read (e.g. sqlite:///var/lib/skiff/server/state.db).
+    #[arg(long)]
+    pub from: String,
+    /// Datastore URL to write (e.g. etcd://10.0.0.1:2379,10.0.0.2:2379).
+    #[arg(long)]
+    pub to: String,
+    /// Replace the target's contents even if it is not empty.
+    #[arg(long)]
+    pub force: bool,
+    /// etcd client certificates (used for whichever side is etcd).
+    #[command(flatten)]
+    pub etcd_tls: EtcdTlsArgs,
 }

@@ -15,6 +15,7 @@ use crate::cli::{
     AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, NodeCommand, ProxyArgs,
     ProxyModeArg, ServerArgs, UpArgs,
 };
+use crate::cli::{DatastoreCommand, MigrateArgs};
 
 /// How often the proxy rewrites every rule. As kube-proxy since partial syncs (KEP-3453):
 /// hourly, because in between only changed Services are rewritten and the canary chains
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Node(NodeCommand::Ls(args)) => node_ls(&args.cluster),
             Command::Node(NodeCommand::Exec { .. }) => unreachable!("handled above"),
             Command::Server(args) => server(args, host_listener).await,
+            Command::Datastore(DatastoreCommand::Migrate(args)) => migrate(args),
             Command::Agent(args) => agent(args).await,
             Command::Proxy(args) => proxy(args).await,
             Command::Dns(args) => dns(args).await,
@@ -126,12 +128,6 @@ fn node_ls(cluster: &str) -> anyhow::Result<()> {
 }
 
 async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow::Result<()> {
-    if let Some(ds) = &args.datastore {
-        anyhow::ensure!(
-            ds.starts_with("sqlite://"),
-            "unsupported --datastore {ds:?}: only sqlite:// is built in"
-        );
-    }
     let config = skiff_apiserver::ServerConfig {
         data_dir: args.data_dir.clone(),
         bind: args.bind,
@@ -143,6 +139,8 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
             skiff_api::defaults::NODE_PORT_MIN,
             skiff_api::defaults::NODE_PORT_MAX,
         ),
+        datastore: args.datastore.clone(),
+        datastore_options: args.etcd_tls.open_options(),
     };
     let handle = skiff_apiserver::Server::start(config).await?;
     let client = Client::try_from(handle.admin_client_config())?;
@@ -471,4 +469,37 @@ fn image(cmd: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `skiff datastore migrate`: copies every key from one datastore to another.
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    // Opening a SQLite URL creates the file: a mistyped source would copy nothing.
+    if let Ok(skiff_store::Datastore::Sqlite(path)) = args.from.parse() {
+        anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+    }
+    let options = args.etcd_tls.open_options();
+    let from = skiff_store::open_with(&args.from, &options)
+        .with_context(|| format!("opening {}", args.from))?;
+    let to = skiff_store::open_with(&args.to, &options)
+        .with_context(|| format!("opening {}", args.to))?;
+    let report = skiff_store::migrate(&*from, &*to, args.force).map_err(|e| match e {
+        skiff_store::MigrateError::TargetNotEmpty(n) => anyhow::anyhow!(
+            "{} is not empty ({n} keys): pass --force to replace its contents",
+            args.to
+        ),
+        e => anyhow::anyhow!("copying {} to {}: {e}", args.from, args.to),
+    })?;
+    println!(
+        "copied {} keys from {} (revision {}) to {}{}",
+        report.copied,
+        args.from,
+        report.source_revision,
+        args.to,
+        match report.removed {
+            0 => String::new(),
+            n => format!(", removed {n} keys the source does not have"),
+        }
+    );
+    println!("resourceVersions have changed: clients (kubectl watches, agents) relist");
+    Ok(())
 }
