@@ -217,6 +217,18 @@ fn client_side_round_trip(k: &Kubectl) {
         "{who}: {:?}",
         managers(&labelled)
     );
+    // Scale writes are recorded with their subresource and take replicas over.
+    k.ok(&["scale", "deploy", "httpd", "--replicas=1"]);
+    let scaled = k.json(&["get", "deploy", "httpd"]);
+    let entries = scaled["metadata"]["managedFields"]
+        .as_array()
+        .expect("entries");
+    let owners: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+        .map(|e| e["subresource"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(owners, vec!["scale"], "{who}: {entries:?}");
 }
 
 const WEB_V1: &str = "apiVersion: apps/v1
