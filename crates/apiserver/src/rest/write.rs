@@ -385,8 +385,31 @@ pub(crate) async fn create_object(
             o.remove("status");
         }
     }
+    // Service IP families are allocated by the service registry after the field
+    // manager has run in kube-apiserver: owned only when the client set them.
+    let allocated_by_registry: Vec<&str> = if info.kind == "Service" {
+        ["ipFamilies", "ipFamilyPolicy"]
+            .into_iter()
+            .filter(|f| obj.pointer(&format!("/spec/{f}")).is_none())
+            .collect()
+    } else {
+        Vec::new()
+    };
     compat::default_object(sinfo, &mut obj);
-    opts.record_update(sinfo, info, None, &mut obj);
+    if allocated_by_registry.is_empty() {
+        opts.record_update(sinfo, info, None, &mut obj);
+    } else {
+        let mut seen = obj.clone();
+        if let Some(spec) = seen.get_mut("spec").and_then(Value::as_object_mut) {
+            for f in &allocated_by_registry {
+                spec.remove(*f);
+            }
+        }
+        opts.record_update(sinfo, info, None, &mut seen);
+        if let Some(mf) = seen.pointer("/metadata/managedFields") {
+            meta_mut(&mut obj).insert("managedFields".into(), mf.clone());
+        }
+    }
     let _guard = if info.kind == "Service" {
         Some(state.service_lock.lock().await)
     } else {

@@ -165,6 +165,21 @@ fn client_side_round_trip(k: &Kubectl) {
         "service/httpd-svc created",
         "{who}"
     );
+    // As kube-apiserver records it: defaults included, allocations (cluster IP, IP
+    // families) not.
+    let created = k.json(&["get", "svc", "httpd-svc"]);
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"],
+        json!({
+            "f:internalTrafficPolicy": {},
+            "f:ports": {".": {}, "k:{\"port\":8080,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:port": {}, "f:protocol": {}, "f:targetPort": {}}},
+            "f:selector": {},
+            "f:sessionAffinity": {},
+            "f:type": {}
+        }),
+        "{who}"
+    );
     assert_eq!(
         k.apply_text("svc.yaml", &svc, &[]),
         "service/httpd-svc unchanged",
