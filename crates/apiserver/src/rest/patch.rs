@@ -215,6 +215,12 @@ async fn server_side_apply(
                 warnings,
             });
         };
+        // A resourceVersion in the configuration is a precondition.
+        if let Some(rv) = meta_str(&config, "resourceVersion").filter(|rv| !rv.is_empty()) {
+            if rv != kv.mod_revision.to_string() {
+                return Err(ApiError::conflict(t.info.group, t.info.plural, name));
+            }
+        }
         let cur = to_version(t.info, decode(&kv)?);
         let new = skiff_resources::managedfields::apply(t.info, Some(&cur), &config, &op, force)
             .map_err(conflict)?;
