@@ -371,6 +371,26 @@ fn server_side(k: &Kubectl) {
         6,
         "{who}"
     );
+
+    // The seed's apps/v1beta1 manifest applied server-side creates the Deployment
+    // (selector defaulted from the template, as v1beta1 does).
+    let seed = std::fs::read_to_string(seed_dir().join("Httpd-Deployment.yaml")).expect("seed");
+    let seed = seed.replace("name: httpd\n", "name: httpd-ssa\n");
+    assert_eq!(
+        k.apply_text("seed-ssa.yaml", &seed, &["--server-side"]),
+        "deployment.apps/httpd-ssa serverside-applied",
+        "{who}"
+    );
+    let d = k.json(&["get", "deploy", "httpd-ssa"]);
+    assert_eq!(
+        d["spec"]["selector"],
+        json!({"matchLabels": {"run": "httpd"}}),
+        "{who}"
+    );
+    assert_eq!(
+        d["metadata"]["managedFields"][0]["apiVersion"], "apps/v1beta1",
+        "{who}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
