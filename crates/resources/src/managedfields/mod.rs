@@ -267,11 +267,60 @@ pub fn record_update(info: &ResourceInfo, live: Option<&Value>, new: &mut Value,
         }
     }
     entries.retain(|e| !e.set.is_empty());
+    cap_update_managers(&mut entries);
     let had = new.pointer("/metadata/managedFields").is_some();
     if entries.is_empty() && !had {
         return;
     }
     encode(new, &entries);
+}
+
+/// At most this many `Update` entries are kept (kube's DefaultMaxUpdateManagers).
+const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// Beyond [`MAX_UPDATE_MANAGERS`] update entries, the oldest are merged into one
+/// `ancient-changes` entry per apiVersion, as kube-apiserver does.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let updates = entries.iter().filter(|e| e.operation == "Update").count();
+    if updates <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    let mut order: Vec<usize> = (0..entries.len())
+        .filter(|i| entries[*i].operation == "Update")
+        .collect();
+    order.sort_by(|a, b| entries[*a].time.cmp(&entries[*b].time));
+    let mut remove: Vec<usize> = Vec::new();
+    // The first entry seen per apiVersion becomes that version's bucket.
+    let mut bucket_of: Vec<(String, usize)> = Vec::new();
+    let mut left = updates;
+    for i in order {
+        if left <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        match bucket_of
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, b)| *b)
+        {
+            Some(b) => {
+                let merged = entries[b].set.union(&entries[i].set);
+                let time = entries[i].time.clone();
+                let bucket = &mut entries[b];
+                bucket.manager = "ancient-changes".into();
+                bucket.subresource = String::new();
+                bucket.set = merged;
+                bucket.time = time;
+                remove.push(i);
+                left -= 1;
+            }
+            None => bucket_of.push((version, i)),
+        }
+    }
+    remove.sort_unstable();
+    for i in remove.into_iter().rev() {
+        entries.remove(i);
+    }
 }
 
 /// One field another manager owns with a different value.

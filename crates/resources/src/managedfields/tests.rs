@@ -281,6 +281,37 @@ fn service_ports_are_keyed_by_port_and_protocol() {
 }
 
 #[test]
+fn old_update_managers_are_merged_into_ancient_changes() {
+    let i = info("", "v1", "configmaps");
+    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "default"}, "data": {}});
+    for n in 0..12 {
+        let mut next = cm.clone();
+        next["data"][format!("k{n}")] = json!("v");
+        let manager = format!("m{n:02}");
+        let time = format!("2026-01-01T00:00:{n:02}Z");
+        record_update(
+            i,
+            Some(&cm),
+            &mut next,
+            &Operation {
+                time: &time,
+                ..op(&manager, "v1")
+            },
+        );
+        cm = next;
+    }
+    let entries = decode(&cm).expect("entries");
+    assert_eq!(entries.len(), 10);
+    let ancient = entries
+        .iter()
+        .find(|e| e.manager == "ancient-changes")
+        .expect("bucket");
+    assert_eq!(ancient.set.paths().len(), 3);
+    assert_eq!(ancient.time.as_deref(), Some("2026-01-01T00:00:02Z"));
+}
+
+#[test]
 fn multiple_conflicts_are_grouped_by_manager() {
     let msg = conflict_message(&[
         Conflict {
