@@ -234,6 +234,23 @@ fn apply_removes_fields_the_manager_stopped_applying() {
     )
     .expect("2nd");
     assert!(second["metadata"]["labels"].get("tier").is_none());
+    // A list emptied by the pruning goes with it.
+    let mut no_ports = apply_config(2);
+    no_ports["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .expect("container")
+        .remove("ports");
+    let third = apply(
+        i,
+        Some(&second),
+        &no_ports,
+        &op("kubectl", "apps/v1"),
+        false,
+    )
+    .expect("3");
+    assert!(third["spec"]["template"]["spec"]["containers"][0]
+        .get("ports")
+        .is_none());
     let containers = second["spec"]["template"]["spec"]["containers"]
         .as_array()
         .expect("containers");

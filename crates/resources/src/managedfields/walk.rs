@@ -305,7 +305,13 @@ pub fn prune(ty: &Ty, v: &mut Value, last: &Set, owned: &Set) {
                 }
                 if let (Some(lc), Some(cv)) = (last.children.get(e), obj.get_mut(k)) {
                     let (cty, _) = ty.field(k);
+                    let was_empty = is_empty_container(cv);
                     prune(&cty, cv, lc, owned.children.get(e).unwrap_or(&empty));
+                    // A map or list emptied by the pruning goes (structured-merge-diff
+                    // drops empty results of its removals).
+                    if !was_empty && is_empty_container(cv) {
+                        obj.remove(k);
+                    }
                 }
             }
         }
@@ -326,6 +332,10 @@ pub fn prune(ty: &Ty, v: &mut Value, last: &Set, owned: &Set) {
             *arr = keep;
         }
     }
+}
+
+fn is_empty_container(v: &Value) -> bool {
+    v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
 }
 
 /// Fields that Go's zero value of a kind serializes (non-pointer structs and non-
