@@ -50,30 +50,33 @@ pub async fn start(bind: SocketAddr, servers: Vec<String>) -> io::Result<SocketA
     }
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
+    tokio::spawn(serve(listener, servers));
+    Ok(addr)
+}
+
+/// Balances the connections `listener` accepts over `servers` (`host:port`), forever.
+pub async fn serve(listener: TcpListener, servers: Vec<String>) {
     let servers: Arc<Vec<String>> = Arc::new(servers);
     let preferred = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let (client, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("API load balancer: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+    loop {
+        let (client, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("API load balancer: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (servers, preferred) = (servers.clone(), preferred.clone());
+        tokio::spawn(async move {
+            let Some(mut upstream) = connect_any(&servers, &preferred).await else {
+                tracing::warn!("API load balancer: no API server answers");
+                return;
             };
-            let (servers, preferred) = (servers.clone(), preferred.clone());
-            tokio::spawn(async move {
-                let Some(mut upstream) = connect_any(&servers, &preferred).await else {
-                    tracing::warn!("API load balancer: no API server answers");
-                    return;
-                };
-                let mut client = client;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    Ok(addr)
+            let mut client = client;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
 }
 
 /// Connects to the first server that answers, starting with the preferred one, and makes

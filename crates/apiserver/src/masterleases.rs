@@ -80,18 +80,35 @@ pub(crate) async fn reconcile_once(state: &ApiState) -> ApiResult<()> {
             other?;
         }
     }
+    // Servers starting together can each list the records before the others' land; a
+    // writer that finds the set changed under it writes again, so the last write holds
+    // every server.
+    let mut written = None;
+    for _ in 0..3 {
+        let ips = live_servers(state, me.ip)?;
+        if written.as_ref() == Some(&ips) {
+            break;
+        }
+        write_endpoints(state, &ips).await?;
+        written = Some(ips);
+    }
+    Ok(())
+}
+
+/// The live servers' addresses (`me` always among them); deletes expired records.
+fn live_servers(state: &ApiState, me: Ipv4Addr) -> ApiResult<BTreeSet<Ipv4Addr>> {
     let (kvs, _) = state.store.list(PREFIX)?;
     let leases: Vec<(String, MasterLease)> = kvs
         .into_iter()
         .filter_map(|kv| Some((kv.key, serde_json::from_slice(&kv.value).ok()?)))
         .collect();
     let (mut ips, expired) = live(&leases, now_ms());
-    ips.insert(me.ip);
+    ips.insert(me);
     for k in expired {
         // Gone already or renewed meanwhile: either way not ours to fight over.
         let _ = state.store.delete(&k, None);
     }
-    write_endpoints(state, &ips).await
+    Ok(ips)
 }
 
 /// Writes the `kubernetes` Endpoints and EndpointSlice for `ips` (no write when they are

@@ -19,8 +19,20 @@ pub const LAN_PREFIX_LEN: u8 = 24;
 
 /// Node names of an `n`-node cluster: `k8s-m`, then `k8s-n1`..`k8s-n{n-1}`.
 pub fn node_names(n: usize) -> Vec<String> {
-    std::iter::once(CONTROL_PLANE_NODE.to_string())
-        .chain((1..n).map(|i| format!("k8s-n{i}")))
+    node_names_with_servers(n, 1)
+}
+
+/// Node names of an `n`-node cluster whose first `servers` nodes run a server: `k8s-m`,
+/// `k8s-m2`.. `k8s-m{servers}` (as kind numbers its control-plane nodes), then the
+/// workers `k8s-n1`...
+pub fn node_names_with_servers(n: usize, servers: usize) -> Vec<String> {
+    let servers = servers.clamp(1, n.max(1));
+    (0..n)
+        .map(|i| match i {
+            0 => CONTROL_PLANE_NODE.to_string(),
+            i if i < servers => format!("{CONTROL_PLANE_NODE}{}", i + 1),
+            i => format!("k8s-n{}", i + 1 - servers),
+        })
         .collect()
 }
 
@@ -87,6 +99,26 @@ pub struct ClusterState {
     pub server_args: Vec<String>,
     /// The nodes, control plane first.
     pub nodes: Vec<NodeState>,
+    /// With several servers: the etcd members, the other servers and the host's API
+    /// balancer, in the order they start (empty for a one-server cluster).
+    #[serde(default)]
+    pub extra: Vec<ProcessState>,
+}
+
+/// A process of a local cluster other than the first server and the agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessState {
+    /// What it is: `etcd`, `server` or `lb`.
+    pub role: String,
+    /// The node it runs on (the LAN for `lb`).
+    pub node: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Arguments of the skiff binary that start it again.
+    pub args: Vec<String>,
+    /// Its log file.
+    pub log: PathBuf,
 }
 
 /// One node of a local cluster.
@@ -141,6 +173,11 @@ impl ClusterState {
         Self::dir(name).join(CONTROL_PLANE_NODE).join("server")
     }
 
+    /// The data directory of the server on `node`.
+    pub fn server_dir_on(name: &str, node: &str) -> PathBuf {
+        Self::dir(name).join(node).join("server")
+    }
+
     /// A node agent's data directory.
     pub fn agent_dir(name: &str, node: &str) -> PathBuf {
         Self::dir(name).join(node).join("agent")
@@ -164,6 +201,16 @@ mod tests {
         assert_eq!(node_netns("seedwalk", "k8s-n1"), "seedwalk-k8s-n1");
         assert!(pod_netns_prefix("a", "k8s-m").starts_with(&netns_prefix("a")));
         assert!(lan_netns("a").starts_with(&netns_prefix("a")));
+    }
+
+    #[test]
+    fn servers_come_first_and_are_numbered_as_kind_does() {
+        assert_eq!(
+            node_names_with_servers(5, 3),
+            ["k8s-m", "k8s-m2", "k8s-m3", "k8s-n1", "k8s-n2"]
+        );
+        assert_eq!(node_names_with_servers(2, 5), ["k8s-m", "k8s-m2"]);
+        assert_eq!(node_names_with_servers(3, 1), node_names(3));
     }
 
     #[test]

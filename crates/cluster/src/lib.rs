@@ -17,7 +17,7 @@ pub mod process;
 pub mod selfcheck;
 pub mod up;
 
-pub use layout::{ClusterState, NodeState};
+pub use layout::{ClusterState, NodeState, ProcessState};
 pub use up::{
     client_from_yaml, down, node_exec, up, AdminKubeconfigFn, CleanupNodeFn, Hooks, UpOptions,
 };

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::layout::{self, ClusterState, NodeState};
+use crate::layout::{self, ClusterState, NodeState, ProcessState};
 use crate::{kubeconfig, netns, process};
 
 /// Builds the admin kubeconfig from the server's data dir, for a server URL, with cluster,
@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub name: String,
     /// Number of nodes, control plane included.
     pub nodes: usize,
+    /// Number of nodes that run a server (1, or several on an etcd cluster).
+    pub servers: usize,
     /// The skiff binary to run the server and agents with.
     pub skiff_binary: PathBuf,
     /// How long to wait for nodes to be Ready and DNS to be available.
@@ -57,9 +59,14 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         (1..=200).contains(&opts.nodes),
         "--nodes must be between 1 and 200"
     );
+    anyhow::ensure!(
+        (1..=opts.nodes.min(7)).contains(&opts.servers),
+        "--servers must be between 1 and 7, and at most --nodes"
+    );
     if let Ok(state) = ClusterState::load(&opts.name) {
         let running = process::alive(state.server_pid)
-            && state.nodes.iter().all(|n| process::alive(n.agent_pid));
+            && state.nodes.iter().all(|n| process::alive(n.agent_pid))
+            && state.extra.iter().all(|p| process::alive(p.pid));
         if running {
             bail!(
                 "cluster {:?} already exists (skiff down --cluster {} removes it)",
@@ -112,7 +119,8 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
 
     let lan = layout::lan_netns(name);
     netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN)?;
-    let names = layout::node_names(opts.nodes);
+    let servers = opts.servers.clamp(1, opts.nodes);
+    let names = layout::node_names_with_servers(opts.nodes, servers);
     for (i, node) in names.iter().enumerate() {
         netns::create_node(
             &lan,
@@ -126,41 +134,94 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
     }
 
     let api_port = free_loopback_port()?;
-    let server_ip = layout::node_ip(0);
-    let server_dir = ClusterState::server_dir(name);
-    let cp_ns = netns::path(&layout::node_netns(name, layout::CONTROL_PLANE_NODE));
-    let mut server_args = vec![
-        "--netns".to_string(),
-        cp_ns.display().to_string(),
-        "server".into(),
-        "--data-dir".into(),
-        server_dir.display().to_string(),
-        "--bind".into(),
-        format!("0.0.0.0:{}", skiff_api::defaults::API_SERVER_PORT),
-        "--host-listen".into(),
-        format!("127.0.0.1:{api_port}"),
-        "--advertise-address".into(),
-        server_ip.to_string(),
-    ];
-    server_args.extend(opts.server_args.iter().cloned());
+    let mut extra = Vec::new();
+    // Several servers share an etcd cluster, one member on each server node.
+    let datastore = if servers > 1 {
+        for (i, node) in names[..servers].iter().enumerate() {
+            extra.push(spawn_extra(
+                opts,
+                "etcd",
+                node,
+                etcd_args(name, &names[..servers], i),
+                dir.join(node).join("etcd.log"),
+            )?);
+        }
+        let members: Vec<String> = (0..servers)
+            .map(|i| format!("{}:{ETCD_CLIENT_PORT}", layout::node_ip(i)))
+            .collect();
+        Some(format!("etcd://{}", members.join(",")))
+    } else {
+        None
+    };
+    let server_args = |i: usize, node: &str| {
+        let mut args = vec![
+            "--netns".to_string(),
+            netns::path(&layout::node_netns(name, node))
+                .display()
+                .to_string(),
+            "server".into(),
+            "--data-dir".into(),
+            ClusterState::server_dir_on(name, node)
+                .display()
+                .to_string(),
+            "--bind".into(),
+            format!("0.0.0.0:{}", skiff_api::defaults::API_SERVER_PORT),
+            "--advertise-address".into(),
+            layout::node_ip(i).to_string(),
+        ];
+        match &datastore {
+            Some(ds) => args.extend(["--datastore".to_string(), ds.clone()]),
+            // One server: the host reaches it through a loopback listener of its own.
+            None => args.extend(["--host-listen".to_string(), format!("127.0.0.1:{api_port}")]),
+        }
+        args.extend(opts.server_args.iter().cloned());
+        args
+    };
+    let server_urls: Vec<String> = (0..servers)
+        .map(|i| {
+            format!(
+                "https://{}:{}",
+                layout::node_ip(i),
+                skiff_api::defaults::API_SERVER_PORT
+            )
+        })
+        .collect();
+    let first_args = server_args(0, &names[0]);
     let server_log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
-    let server_pid = process::spawn_detached(&opts.skiff_binary, &server_args, &server_log)?;
+    let server_pid = process::spawn_detached(&opts.skiff_binary, &first_args, &server_log)?;
+    if servers > 1 {
+        // The host reaches the servers through a balancer in the LAN namespace.
+        let args = vec![
+            "--netns".to_string(),
+            netns::path(&lan).display().to_string(),
+            "lb".into(),
+            "--host-listen".into(),
+            format!("127.0.0.1:{api_port}"),
+            "--server".into(),
+            server_urls.join(","),
+        ];
+        extra.push(spawn_extra(opts, "lb", "lan", args, dir.join("lb.log"))?);
+    }
     let mut state = ClusterState {
         name: name.clone(),
         api_port,
         server_pid,
-        server_args,
+        server_args: first_args,
         nodes: Vec::new(),
+        extra,
     };
     state.save()?;
 
     let deadline = Instant::now() + opts.timeout;
     let client = wait_for_api(&state, hooks, deadline).await?;
+    // The other servers join once the first has put the cluster's secrets in etcd.
+    for (i, node) in names.iter().enumerate().take(servers).skip(1) {
+        let log = dir.join(node).join("server.log");
+        let p = spawn_extra(opts, "server", node, server_args(i, node), log)?;
+        state.extra.push(p);
+    }
 
-    let server_url = format!(
-        "https://{server_ip}:{}",
-        skiff_api::defaults::API_SERVER_PORT
-    );
+    let server_dir = ClusterState::server_dir(name);
     for (i, node) in names.iter().enumerate() {
         let ns = layout::node_netns(name, node);
         let mut args = vec![
@@ -168,7 +229,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             netns::path(&ns).display().to_string(),
             "agent".into(),
             "--server".into(),
-            server_url.clone(),
+            server_urls.join(","),
             "--token-file".into(),
             server_dir.join("token").display().to_string(),
             "--ca-file".into(),
@@ -182,7 +243,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             "--netns-prefix".into(),
             layout::pod_netns_prefix(name, node),
         ];
-        if i == 0 {
+        if i < servers {
             args.push("--control-plane".into());
         }
         args.extend(opts.agent_args.iter().cloned());
@@ -201,6 +262,75 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
     Ok(state)
 }
 
+/// etcd's client port.
+const ETCD_CLIENT_PORT: u16 = 2379;
+/// etcd's peer port.
+const ETCD_PEER_PORT: u16 = 2380;
+
+/// Arguments of the skiff binary that run etcd member `i` of the server nodes `servers`
+/// on its node (`skiff node exec` enters the node's namespace and becomes etcd).
+fn etcd_args(cluster: &str, servers: &[String], i: usize) -> Vec<String> {
+    let ip = layout::node_ip(i);
+    let members: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(j, n)| format!("{n}=http://{}:{ETCD_PEER_PORT}", layout::node_ip(j)))
+        .collect();
+    let node = &servers[i];
+    [
+        "node",
+        "exec",
+        "--cluster",
+        cluster,
+        node,
+        "--",
+        "etcd",
+        "--name",
+        node,
+        "--data-dir",
+        &ClusterState::dir(cluster)
+            .join(node)
+            .join("etcd")
+            .display()
+            .to_string(),
+        "--listen-client-urls",
+        &format!("http://{ip}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        "--advertise-client-urls",
+        &format!("http://{ip}:{ETCD_CLIENT_PORT}"),
+        "--listen-peer-urls",
+        &format!("http://{ip}:{ETCD_PEER_PORT}"),
+        "--initial-advertise-peer-urls",
+        &format!("http://{ip}:{ETCD_PEER_PORT}"),
+        "--initial-cluster",
+        &members.join(","),
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        cluster,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Starts one of the extra processes of a cluster with several servers.
+fn spawn_extra(
+    opts: &UpOptions,
+    role: &str,
+    node: &str,
+    args: Vec<String>,
+    log: PathBuf,
+) -> anyhow::Result<ProcessState> {
+    let pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
+    Ok(ProcessState {
+        role: role.to_string(),
+        node: node.to_string(),
+        pid,
+        args,
+        log,
+    })
+}
+
 /// Starts again the processes of a cluster that stopped (killed, crashed): its namespaces
 /// and data are still there, so it comes back with every object it had.
 async fn restart(
@@ -211,14 +341,26 @@ async fn restart(
 ) -> anyhow::Result<ClusterState> {
     let dir = ClusterState::dir(&state.name);
     let deadline = Instant::now() + opts.timeout;
+    // etcd first: the servers need it.
+    for p in state.extra.iter_mut().filter(|p| p.role == "etcd") {
+        if !process::alive(p.pid) {
+            p.pid = process::spawn_detached(&opts.skiff_binary, &p.args, &p.log)?;
+        }
+    }
     if !process::alive(state.server_pid) {
-        // A server that was just killed may still hold its sockets for a moment.
+        // A server that was just killed may still hold its sockets for a moment (with
+        // several servers the port is the balancer's, which is not restarted yet).
         let port_free = || TcpListener::bind(("127.0.0.1", state.api_port)).is_ok();
-        while !port_free() && Instant::now() < deadline {
+        while state.extra.is_empty() && !port_free() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let log = dir.join(layout::CONTROL_PLANE_NODE).join("server.log");
         state.server_pid = process::spawn_detached(&opts.skiff_binary, &state.server_args, &log)?;
+    }
+    for p in state.extra.iter_mut().filter(|p| p.role != "etcd") {
+        if !process::alive(p.pid) {
+            p.pid = process::spawn_detached(&opts.skiff_binary, &p.args, &p.log)?;
+        }
     }
     state.save()?;
     let client = wait_for_api(&state, hooks, deadline).await?;
@@ -252,6 +394,14 @@ async fn wait_until_ready(
         async move { Ok(ready_nodes(&client).await? == want) }
     })
     .await?;
+    let servers = 1 + state.extra.iter().filter(|p| p.role == "server").count();
+    if servers > 1 {
+        wait_until(deadline, "every server in the kubernetes endpoints", || {
+            let client = client.clone();
+            async move { Ok(kubernetes_endpoints(&client).await? == servers) }
+        })
+        .await?;
+    }
     wait_until(deadline, "kube-system/coredns to be available", || {
         let client = client.clone();
         async move { coredns_available(&client).await }
@@ -390,6 +540,19 @@ async fn ready_nodes(client: &Client) -> anyhow::Result<usize> {
         .count())
 }
 
+/// How many addresses the `kubernetes` Service's endpoints list (one per live server).
+async fn kubernetes_endpoints(client: &Client) -> anyhow::Result<usize> {
+    let ep = Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(client.clone(), "default")
+        .get_opt("kubernetes")
+        .await?;
+    Ok(ep
+        .and_then(|e| e.subsets)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+        .sum())
+}
+
 async fn coredns_available(client: &Client) -> anyhow::Result<bool> {
     let api = Api::<Deployment>::namespaced(client.clone(), "kube-system");
     let Some(d) = api.get_opt("coredns").await? else {
@@ -410,7 +573,7 @@ fn tail_logs(dir: &Path) -> String {
         return out;
     };
     for node in nodes.filter_map(|e| e.ok()) {
-        for log in ["server.log", "agent.log"] {
+        for log in ["server.log", "agent.log", "etcd.log"] {
             let path = node.path().join(log);
             if let Ok(text) = std::fs::read_to_string(&path) {
                 let lines: Vec<&str> = text.lines().collect();

@@ -45,6 +45,21 @@ pub enum Command {
     /// Manage a node's image store.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Balance connections from a host loopback port over several API servers (run by
+    /// `skiff up --servers N` in the cluster's LAN namespace).
+    #[command(hide = true)]
+    Lb(LbArgs),
+}
+
+/// Arguments of `skiff lb`.
+#[derive(Debug, Args)]
+pub struct LbArgs {
+    /// Loopback address on the host to listen on, bound before `--netns` is entered.
+    #[arg(long)]
+    pub host_listen: SocketAddr,
+    /// The API servers' URLs, separated by commas.
+    #[arg(long)]
+    pub server: String,
 }
 
 /// `--cluster NAME`.
@@ -64,6 +79,10 @@ pub struct UpArgs {
     /// Number of nodes, the control-plane node `k8s-m` included.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Number of nodes that run a server (`k8s-m`, `k8s-m2`...). More than one runs an
+    /// etcd cluster on those nodes, and the servers elect their controllers' leader.
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
     /// Seconds to wait for the cluster to be ready.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use skiff_runtime::leader::{run_leading, Component, LeaseLock, Timing};
 
 use crate::cli::{
-    AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, NodeCommand, ProxyArgs,
+    AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, LbArgs, NodeCommand, ProxyArgs,
     ProxyModeArg, ServerArgs, UpArgs,
 };
 use crate::cli::{DatastoreCommand, MigrateArgs};
@@ -29,6 +29,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(ServerArgs {
             host_listen: Some(addr),
             ..
+        })
+        | Command::Lb(LbArgs {
+            host_listen: addr, ..
         }) => Some(TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?),
         _ => None,
     };
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Proxy(args) => proxy(args).await,
             Command::Dns(args) => dns(args).await,
             Command::Image(cmd) => image(cmd),
+            Command::Lb(args) => lb(args, host_listener).await,
         }
     })
 }
@@ -90,6 +94,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let opts = skiff_cluster::UpOptions {
         name: args.cluster,
         nodes: args.nodes,
+        servers: args.servers,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         timeout: Duration::from_secs(args.timeout),
         agent_args,
@@ -99,6 +104,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ],
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
+    Ok(())
+}
+
+/// `skiff lb`: the host's way in to a cluster with several servers.
+async fn lb(args: LbArgs, listener: Option<TcpListener>) -> anyhow::Result<()> {
+    let listener = listener.context("no host listener")?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let servers = skiff_agent::apilb::parse_servers(&args.server);
+    anyhow::ensure!(!servers.is_empty(), "--server names no API server");
+    skiff_agent::apilb::serve(listener, servers).await;
     Ok(())
 }
 
@@ -242,9 +258,14 @@ async fn install_addons(client: &Client, objects: Vec<serde_json::Value>) -> any
         };
         let name = obj.metadata.name.clone().unwrap_or_default();
         if api.get_opt(&name).await?.is_none() {
-            api.create(&PostParams::default(), &obj)
-                .await
-                .with_context(|| format!("creating add-on {} {name}", types.kind))?;
+            match api.create(&PostParams::default(), &obj).await {
+                // Another server of the same cluster installed it meanwhile.
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating add-on {} {name}", types.kind))
+                }
+            }
         }
     }
     Ok(())

@@ -348,3 +348,132 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
         },
     );
 }
+
+/// The HA scenario: three servers on a three-member etcd cluster. Killing the
+/// leading server moves the controllers within 15 s and a Deployment created meanwhile
+/// still rolls out; killing an etcd member loses nothing.
+#[test]
+fn three_servers_survive_the_leader_and_an_etcd_member() {
+    let etcd = Command::new("sh")
+        .args(["-c", "command -v etcd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tools_present() || !etcd {
+        eprintln!("skipping: needs root, etcd, kubectl, runc, iptables and curl");
+        return;
+    }
+    let c = Cluster::up("e2h", 4, &["--servers", "3"]);
+    let ready = c.ok(&["get", "nodes", "--no-headers"]);
+    for node in ["k8s-m ", "k8s-m2 ", "k8s-m3 ", "k8s-n1 "] {
+        assert!(
+            ready
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(" Ready ")),
+            "{node}not Ready: {ready}"
+        );
+    }
+    let eps = c.ok(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[0].addresses[*].ip}",
+    ]);
+    assert_eq!(eps, "172.18.0.2 172.18.0.3 172.18.0.4");
+
+    // Who leads: the lease holder, matched to a server by its data dir's identity file.
+    let holder = || {
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let leader = holder();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.dir().join("cluster.json")).unwrap()).unwrap();
+    let mut servers = vec![("k8s-m".to_string(), state["serverPid"].as_u64().unwrap())];
+    for p in state["extra"].as_array().unwrap() {
+        if p["role"] == "server" {
+            servers.push((
+                p["node"].as_str().unwrap().to_string(),
+                p["pid"].as_u64().unwrap(),
+            ));
+        }
+    }
+    let (leader_node, leader_pid) = servers
+        .iter()
+        .find(|(node, _)| {
+            std::fs::read_to_string(c.dir().join(node).join("server/leader-identity"))
+                .is_ok_and(|id| id.trim() == leader)
+        })
+        .cloned()
+        .expect("the leader is one of the servers");
+
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Created while nobody leads: it must still roll out once someone does.
+    c.ok(&[
+        "create",
+        "deployment",
+        "ha",
+        "--image=httpd",
+        "--replicas=2",
+    ]);
+    wait_for("another server to lead", Duration::from_secs(30), || {
+        let h = holder();
+        !h.is_empty() && h != leader
+    });
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "failover took {took:?} (leader was {leader_node})"
+    );
+    c.ok(&["rollout", "status", "deployment/ha", "--timeout=90s"]);
+
+    // One etcd member down (not on the leader's node: that server is dead already).
+    let etcd_pid = state["extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "etcd" && p["node"] != leader_node.as_str())
+        .and_then(|p| p["pid"].as_u64())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(etcd_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    c.ok(&[
+        "create",
+        "configmap",
+        "after-etcd-loss",
+        "--from-literal=a=b",
+    ]);
+    let deploys = c.ok(&[
+        "get",
+        "deployment",
+        "ha",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    assert_eq!(deploys, "2");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "configmap",
+            "after-etcd-loss",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
+        "b"
+    );
+}
