@@ -183,6 +183,38 @@ async fn server_side_apply(
         )));
     }
     let api_version = t.info.api_version();
+    // Fields the schema does not declare are refused whatever fieldValidation says,
+    // with structured-merge-diff's words (a plain error: 500 without a reason).
+    let ty = skiff_resources::managedfields::Ty::of_kind(t.info.group, t.info.version, t.info.kind);
+    let undeclared = skiff_resources::managedfields::walk::undeclared_fields(&ty, &config);
+    if !undeclared.is_empty() {
+        let errs: Vec<String> = undeclared
+            .iter()
+            .map(|p| format!("{p}: field not declared in schema"))
+            .collect();
+        let text = if errs.len() == 1 {
+            errs[0].clone()
+        } else {
+            format!("errors:\n  {}", errs.join("\n  "))
+        };
+        let ns = meta_str(&config, "namespace")
+            .or(t.namespace.as_deref())
+            .unwrap_or("");
+        let (group, version) = (t.info.group, t.info.version);
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        return Err(ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to create typed patch object ({ns}/{name}; {gv}, Kind={}): {text}",
+                t.info.kind
+            ),
+        ));
+    }
     let time = super::objects::now_ts();
     let op = skiff_resources::managedfields::Operation {
         manager: &opts.manager,

@@ -372,6 +372,19 @@ fn server_side(k: &Kubectl) {
         "{who}"
     );
 
+    // Undeclared fields are refused as kube-apiserver refuses them.
+    let typo = WEB_V1.replace("image: busybox", "image: busybox\n        imagee: x");
+    let path = k.dir.join("typo.yaml");
+    std::fs::write(&path, typo).expect("write");
+    let p = path.display().to_string();
+    let (ok, _, err) = k.run(&["apply", "--server-side", "-f", &p]);
+    assert!(!ok, "{who}");
+    assert_eq!(
+        err.trim_end(),
+        "Error from server: failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"web\"].imagee: field not declared in schema",
+        "{who}"
+    );
+
     // The seed's apps/v1beta1 manifest applied server-side creates the Deployment
     // (selector defaulted from the template, as v1beta1 does).
     let seed = std::fs::read_to_string(seed_dir().join("Httpd-Deployment.yaml")).expect("seed");

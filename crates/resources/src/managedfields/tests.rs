@@ -329,6 +329,26 @@ fn old_update_managers_are_merged_into_ancient_changes() {
 }
 
 #[test]
+fn undeclared_fields_use_list_keys_in_their_paths() {
+    let mut cfg = apply_config(1);
+    cfg["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
+    cfg["spec"]["bogus"] = json!(1);
+    cfg["metadata"]["labels"]["free"] = json!("form");
+    let ty = Ty::of_kind("apps", "v1", "Deployment");
+    let paths: Vec<String> = walk::undeclared_fields(&ty, &cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ".spec.template.spec.containers[name=\"httpd\"].imagee",
+            ".spec.bogus"
+        ]
+    );
+}
+
+#[test]
 fn multiple_conflicts_are_grouped_by_manager() {
     let msg = conflict_message(&[
         Conflict {

@@ -84,6 +84,40 @@ fn tfs(ty: &Ty, v: &Value, path: &mut Vec<PathElement>, set: &mut Set) {
     }
 }
 
+/// Fields of `v` its struct schemas do not declare (structured-merge-diff refuses
+/// them in applied configurations), as paths in its notation.
+pub fn undeclared_fields(ty: &Ty, v: &Value) -> Vec<super::path::Path> {
+    let mut out = Vec::new();
+    undeclared(ty, v, &mut Vec::new(), &mut out);
+    out
+}
+
+fn undeclared(ty: &Ty, v: &Value, path: &mut Vec<PathElement>, out: &mut Vec<super::path::Path>) {
+    match (ty, v) {
+        (Ty::Struct { .. } | Ty::Map { .. }, Value::Object(m)) => {
+            for (k, cv) in m {
+                let (cty, declared) = ty.field(k);
+                path.push(PathElement::Field(k.clone()));
+                if matches!(ty, Ty::Struct { .. }) && !declared {
+                    out.push(super::path::Path(path.clone()));
+                } else {
+                    undeclared(&cty, cv, path, out);
+                }
+                path.pop();
+            }
+        }
+        (Ty::List { kind, .. }, Value::Array(items)) => {
+            let ity = ty.item();
+            for (i, it) in items.iter().enumerate() {
+                path.push(item_element(*kind, it, i));
+                undeclared(&ity, it, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What changed from one value to another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Comparison {
