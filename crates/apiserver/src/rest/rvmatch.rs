@@ -119,9 +119,9 @@ pub(crate) async fn snapshot(
             .filter(|r| *r >= 0)
             .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s}")))?,
     };
-    let exact = q.get("resourceVersionMatch") == Some("Exact");
+    let is_exact = q.get("resourceVersionMatch") == Some("Exact");
     // A continue token carries its own revision.
-    if !exact || q.get("continue").is_some_and(|c| !c.is_empty()) {
+    if !is_exact || q.get("continue").is_some_and(|c| !c.is_empty()) {
         let cur = state.store.current_revision()?;
         if rv > cur {
             return Err(too_large(rv, cur, true));
@@ -129,32 +129,37 @@ pub(crate) async fn snapshot(
         return Ok(None);
     }
     let pfx = prefix(t.info, t.namespace.as_deref());
-    let (kvs, cur) = state.store.list(&pfx)?;
+    exact(&*state.store, &pfx, rv).await.map(Some)
+}
+
+/// The keys under `pfx` as of revision `rv`.
+async fn exact(store: &dyn Store, pfx: &str, rv: i64) -> ApiResult<Snapshot> {
+    let (kvs, cur) = store.list(pfx)?;
     if rv == cur {
-        return Ok(Some(Snapshot { kvs, rev: cur }));
+        return Ok(Snapshot { kvs, rev: cur });
     }
     if rv > cur {
         return Err(too_large(rv, cur, false));
     }
-    let compacted = state.store.compacted_revision()?;
+    let compacted = store.compacted_revision()?;
     if rv < compacted {
         return Err(expired());
     }
-    let history = history(state, &pfx, compacted, cur).await?;
-    Ok(Some(Snapshot {
+    let history = history(store, pfx, compacted, cur).await?;
+    Ok(Snapshot {
         kvs: rewind(kvs, &history, rv),
         rev: rv,
-    }))
+    })
 }
 
 /// The collection's events after `from` up to `until`, oldest first.
 async fn history(
-    state: &ApiState,
+    store: &dyn Store,
     pfx: &str,
     from: i64,
     until: i64,
 ) -> ApiResult<Vec<skiff_store::Event>> {
-    let mut rx = match state.store.watch(pfx, from) {
+    let mut rx = match store.watch(pfx, from) {
         Ok(rx) => rx,
         Err(StoreError::TooOld { .. }) => return Err(expired()),
         Err(e) => return Err(e.into()),
@@ -241,6 +246,55 @@ mod tests {
             "resourceVersionMatch: Unsupported value: \"Newest\": supported values: \"Exact\", \"NotOlderThan\", \"\""
         ));
         assert!(validate(&q("resourceVersion=5&resourceVersionMatch=NotOlderThan")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn exact_lists_come_from_history_until_it_is_compacted() {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("skt-{}-rvmatch-", std::process::id()))
+            .tempdir()
+            .expect("temp dir");
+        let store = skiff_store::SqliteStore::open(&dir.path().join("state.db")).expect("store");
+        let a1 = store.create("/registry/x/a", b"{\"v\":1}").expect("create");
+        let b1 = store.create("/registry/x/b", b"{\"v\":1}").expect("create");
+        let a2 = store
+            .update("/registry/x/a", b"{\"v\":2}", None)
+            .expect("update");
+        let at_b1 = exact(&store, "/registry/x/", b1).await.expect("exact");
+        let got: Vec<(&str, &[u8], i64)> = at_b1
+            .kvs
+            .iter()
+            .map(|k| (k.key.as_str(), k.value.as_slice(), k.mod_revision))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/registry/x/a", &b"{\"v\":1}"[..], a1),
+                ("/registry/x/b", &b"{\"v\":1}"[..], b1)
+            ]
+        );
+        assert_eq!(
+            exact(&store, "/registry/x/", a2).await.expect("now").rev,
+            a2
+        );
+        store.compact(b1).expect("compact");
+        let e = exact(&store, "/registry/x/", a1)
+            .await
+            .err()
+            .expect("expired");
+        assert_eq!(
+            (e.code, e.reason, e.message.as_str()),
+            (
+                410,
+                "Expired",
+                "The resourceVersion for the provided list is too old."
+            )
+        );
+        let e = exact(&store, "/registry/x/", a2 + 5)
+            .await
+            .err()
+            .expect("future");
+        assert_eq!(e.code, 504);
     }
 
     #[test]
