@@ -119,7 +119,12 @@ pub(crate) async fn snapshot(
             .filter(|r| *r >= 0)
             .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s}")))?,
     };
-    let is_exact = q.get("resourceVersionMatch") == Some("Exact");
+    let is_exact = match q.get("resourceVersionMatch").unwrap_or("") {
+        "Exact" => true,
+        // Legacy: a paginated list at a resourceVersion reads that revision exactly.
+        "" => rv > 0 && q.int("limit").is_some_and(|l| l > 0),
+        _ => false,
+    };
     // A continue token carries its own revision.
     if !is_exact || q.get("continue").is_some_and(|c| !c.is_empty()) {
         let cur = state.store.current_revision()?;
