@@ -1035,6 +1035,51 @@ async fn streaming(bin: &str, kubeconfig: &Path, node_name: &str) {
     )
     .await;
 
+    // attach -it to a container with a terminal.
+    let name = format!("tty{v}");
+    let spec = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node_name, "restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "busybox", "stdin": true, "tty": true, "command": ["sh"]}]}
+    });
+    let file = std::env::temp_dir().join(format!("{name}-{}.json", std::process::id()));
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &["create", "-f", &file.display().to_string()],
+        None,
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, Some(0), "{bin} create: {out}");
+    let (code, out) = kubectl_at(
+        bin,
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=30s",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{bin} wait: {out}");
+    let (ok, out) = in_terminal(
+        &format!("stty cols 90 rows 20; KUBECONFIG={kc} {bin} attach -it {name}"),
+        "echo hello-$((2*3))\\nexit\\n",
+    )
+    .await;
+    assert!(ok && out.contains("hello-6"), "{bin} attach -it: {out}");
+    let _ = kubectl_at(
+        bin,
+        kubeconfig,
+        &["delete", "pod", &name, "--wait=false"],
+        None,
+    )
+    .await;
+
     // port-forward to a random local port, two connections through it.
     let mut pf = tokio::process::Command::new(bin)
         .env("KUBECONFIG", kubeconfig)
