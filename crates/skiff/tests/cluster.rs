@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PAGE: &str = "<html><body><h1>It works!</h1></body></html>";
@@ -414,6 +416,14 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         .cloned()
         .expect("the leader is one of the servers");
 
+    // The first server leads (it starts alone) and is the one the host's balancer
+    // prefers, so a watch opened now runs through the server about to be killed.
+    assert_eq!(leader_node, "k8s-m", "the first server should lead");
+    let watch = ConfigMapWatch::start(c.kubeconfig.clone());
+    wait_for("the watch to list", Duration::from_secs(30), || {
+        watch.inits.load(Ordering::SeqCst) == 1
+    });
+
     let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(leader_pid as i32),
@@ -428,16 +438,34 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         "--image=httpd",
         "--replicas=2",
     ]);
+    for i in 0..5 {
+        c.ok(&["create", "configmap", &format!("during-failover-{i}")]);
+    }
     wait_for("another server to lead", Duration::from_secs(30), || {
         let h = holder();
         !h.is_empty() && h != leader
     });
     let took = killed.elapsed();
+    eprintln!("controllers moved to another server {took:?} after the leader was killed");
     assert!(
         took < Duration::from_secs(15),
         "failover took {took:?} (leader was {leader_node})"
     );
     c.ok(&["rollout", "status", "deployment/ha", "--timeout=90s"]);
+    // The watch resumed on another server from where it was: every event, no relist.
+    wait_for(
+        "the watch to see every configmap",
+        Duration::from_secs(30),
+        || {
+            let seen = watch.names.lock().unwrap();
+            (0..5).all(|i| seen.iter().any(|n| *n == format!("during-failover-{i}")))
+        },
+    );
+    assert_eq!(
+        watch.inits.load(Ordering::SeqCst),
+        1,
+        "the watch had to relist"
+    );
 
     // One etcd member down (not on the leader's node: that server is dead already).
     let etcd_pid = state["extra"]
@@ -476,4 +504,47 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         ]),
         "b"
     );
+}
+
+/// A kube-rs watcher on the ConfigMaps of `default`, through the cluster's kubeconfig, on
+/// a thread of its own: the names it saw and how many times it (re)listed.
+struct ConfigMapWatch {
+    names: Arc<Mutex<Vec<String>>>,
+    inits: Arc<AtomicUsize>,
+}
+
+impl ConfigMapWatch {
+    fn start(kubeconfig: PathBuf) -> ConfigMapWatch {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let inits = Arc::new(AtomicUsize::new(0));
+        let (n, i) = (names.clone(), inits.clone());
+        // Detached: it ends with the test process.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .expect("config");
+                let client = kube::Client::try_from(config).expect("client");
+                let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    kube::Api::namespaced(client, "default");
+                let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+                while let Some(ev) = events.next().await {
+                    match ev {
+                        Ok(Event::Init) => {
+                            i.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(Event::Apply(cm) | Event::InitApply(cm)) => {
+                            n.lock().unwrap().push(cm.metadata.name.unwrap_or_default());
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        });
+        ConfigMapWatch { names, inits }
+    }
 }
