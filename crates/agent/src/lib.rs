@@ -5,6 +5,7 @@
 //!   runc over overlayfs with CRI log files, exec.
 //! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
 //! - [`node`] registers the Node and keeps its status and Lease fresh.
+//! - [`podroutes`] routes the other nodes' pod CIDRs via their InternalIPs (host-gw).
 //! - [`streaming`] serves logs/exec/attach/port-forward on :10250.
 //!
 //! [`run`] wires them together; the `skiff agent` command calls it.
@@ -12,6 +13,7 @@
 pub mod apilb;
 pub mod kubelet;
 pub mod node;
+pub mod podroutes;
 pub mod runtime;
 pub mod streaming;
 
@@ -194,11 +196,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         cni: cni_rx,
         host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         pods: Mutex::new(Default::default()),
-        start_slots: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get() * 2)
-                .unwrap_or(4),
-        ),
+        start_slots: tokio::sync::Semaphore::new(kubelet::start_slots()),
+        services: Default::default(),
     });
     let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
     let router = streaming::server::router(k.clone(), cfg.token.clone());

@@ -690,6 +690,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
             }
         })
     };
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     for i in 0..n {
         let name = format!("b{i}");
@@ -707,6 +708,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     })
     .await;
     let total = start.elapsed();
+    let cpu_after = cpu_seconds();
     let mut lat: Vec<Duration> = {
         let c = created.lock().unwrap();
         ready_at
@@ -734,6 +736,11 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         lat[lat.len() - 1],
         mem.join(", ")
     );
+    eprintln!(
+        "CPU until all Ready: test process (API server + agent) {:.2} s, its reaped children (runc, CNI plugins) {:.2} s",
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1
+    );
     eprintln!("agent steps:\n{}", skiff_agent::kubelet::timing::summary());
     watch.abort();
     let t = Instant::now();
@@ -751,6 +758,20 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     .await;
     eprintln!("{n} pods deleted in {:?}", t.elapsed());
     agent.abort();
+}
+
+/// CPU seconds (user + system) of this process and of its reaped children.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces), from the state on.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let tick = 100.0;
+    // utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 here.
+    ((f[11] + f[12]) / tick, (f[13] + f[14]) / tick)
 }
 
 fn spawn_agent_process(

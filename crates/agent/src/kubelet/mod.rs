@@ -7,6 +7,7 @@ pub mod env;
 pub mod events;
 pub mod probe;
 pub mod quantity;
+pub mod services;
 pub mod status;
 pub mod timing;
 pub mod volumes;
@@ -28,6 +29,21 @@ use crate::runtime::cni::Cni;
 use crate::runtime::container::{Container, Runc};
 use crate::runtime::images::ImageStore;
 use crate::AgentConfig;
+
+/// How many pods may set up their sandbox and start containers at once: twice the
+/// cores (the work is mostly runc and the CNI plugins, processes that also wait), or
+/// `SKIFF_AGENT_START_SLOTS`.
+pub fn start_slots() -> usize {
+    std::env::var("SKIFF_AGENT_START_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4)
+        })
+}
 
 /// What the streaming endpoint can see of one container.
 #[derive(Debug, Default, Clone)]
@@ -110,6 +126,8 @@ pub struct Kubelet {
     /// Bounds concurrent sandbox and container starts: with many pods at once, each
     /// then finishes in turn instead of all of them at the end.
     pub start_slots: tokio::sync::Semaphore,
+    /// Services for the containers' environment (started by [`Kubelet::run`]).
+    pub services: services::ServiceCache,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -186,6 +204,7 @@ impl Kubelet {
 
     /// Watches this node's pods forever, starting and stopping workers.
     pub async fn run(self: Arc<Self>) {
+        self.services.start(self.client.clone());
         let api: Api<Pod> = Api::all(self.client.clone());
         let config =
             watcher::Config::default().fields(&format!("spec.nodeName={}", self.cfg.node_name));

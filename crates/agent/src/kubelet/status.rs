@@ -1,7 +1,7 @@
 //! The pod status the kubelet posts: phase, conditions and container statuses, computed
 //! from the worker's view of its containers (pure, so it is tested without runc).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::core::v1::PodCondition;
 use serde_json::{json, Value};
 
@@ -259,11 +259,22 @@ pub fn build(v: &PodView, prev: &[PodCondition], now: DateTime<Utc>) -> Value {
             )),
         )
     };
-    let scheduled = prev
-        .iter()
-        .find(|c| c.type_ == "PodScheduled")
-        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
-        .unwrap_or_else(|| condition(prev, now, "PodScheduled", true, None, None));
+    // Condition times have whole seconds, as metav1.Time does on the wire: a status
+    // built again from the stored pod is then equal to the one posted, and is not
+    // posted twice.
+    let now = now.trunc_subsecs(0);
+    // Whatever the scheduler said stays, in the same shape as the other conditions.
+    let scheduled = match prev.iter().find(|c| c.type_ == "PodScheduled") {
+        Some(c) => condition(
+            prev,
+            now,
+            "PodScheduled",
+            c.status == "True",
+            c.reason.as_deref(),
+            c.message.clone(),
+        ),
+        None => condition(prev, now, "PodScheduled", true, None, None),
+    };
     let conditions = vec![
         condition(
             prev,
@@ -472,6 +483,24 @@ mod tests {
         assert_eq!(
             s["conditions"][2]["message"],
             "containers with unready status: [web]"
+        );
+    }
+    #[test]
+    fn a_status_built_again_from_the_stored_pod_is_the_same() {
+        let p = pod(
+            vec![],
+            vec![cv("web", State::Running { started_at: t() }, None, true)],
+            "Always",
+        );
+        let first = build(&p, &[], t() + chrono::Duration::nanoseconds(123_456_789));
+        // What the API server stores and sends back.
+        let stored: Vec<PodCondition> =
+            serde_json::from_value(first["conditions"].clone()).unwrap();
+        let again = build(&p, &stored, t() + chrono::Duration::seconds(3));
+        assert_eq!(first, again);
+        assert_eq!(
+            first["conditions"][4]["lastTransitionTime"],
+            "2026-11-25T22:15:04Z"
         );
     }
 }

@@ -569,19 +569,34 @@ impl Worker {
     async fn env_for(&self, pod: &Pod, c: &ContainerSpecK8s, image: &Image) -> Result<Vec<String>> {
         let spec = spec_of(pod);
         let mut services: Vec<Service> = Vec::new();
-        let api: Api<Service> = Api::namespaced(self.k.client.clone(), self.ns());
         if spec.enable_service_links != Some(false) {
-            services = api
-                .list(&ListParams::default())
-                .await
-                .context("listing Services for the environment")?
-                .items;
+            services = match self.k.services.in_namespace(self.ns()).await {
+                Some(cached) => cached.iter().map(|s| (**s).clone()).collect(),
+                None => {
+                    let api: Api<Service> = Api::namespaced(self.k.client.clone(), self.ns());
+                    api.list(&ListParams::default())
+                        .await
+                        .context("listing Services for the environment")?
+                        .items
+                }
+            };
             services.retain(|s| {
                 !(self.ns() == "default" && s.metadata.name.as_deref() == Some("kubernetes"))
             });
         }
-        let master: Api<Service> = Api::namespaced(self.k.client.clone(), "default");
-        if let Ok(Some(kube_svc)) = master.get_opt("kubernetes").await {
+        let cached_master = self.k.services.in_namespace("default").await.map(|svcs| {
+            svcs.iter()
+                .find(|s| s.metadata.name.as_deref() == Some("kubernetes"))
+                .map(|s| (**s).clone())
+        });
+        let kube_svc = match cached_master {
+            Some(found) => found,
+            None => {
+                let master: Api<Service> = Api::namespaced(self.k.client.clone(), "default");
+                master.get_opt("kubernetes").await.ok().flatten()
+            }
+        };
+        if let Some(kube_svc) = kube_svc {
             services.push(kube_svc);
         }
         services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));

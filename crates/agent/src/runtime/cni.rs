@@ -112,15 +112,16 @@ impl Cni {
             .join(format!("{container_id}.json"))
     }
 
-    /// Attaches the pod's netns: loopback up, then the chain. Returns the pod's IPv4.
+    /// Attaches the pod's netns: the chain. Returns the pod's IPv4.
+    ///
+    /// The loopback is not the `loopback` plugin's job here: [`super::netns::create`]
+    /// brings `lo` up as it makes the namespace, which saves a plugin process per pod.
     pub async fn add(
         &self,
         container_id: &str,
         netns: &Path,
         ports: &[PortMapping],
     ) -> Result<Ipv4Addr, CniError> {
-        let lo = json!({"cniVersion": CNI_VERSION, "name": "cni-loopback", "type": "loopback"});
-        exec_plugin(&self.bin_dir, "ADD", container_id, netns, "lo", &lo).await?;
         let list = self.conflist();
         let mut prev: Option<Value> = None;
         // portmap only has work with hostPorts; skipping it saves a plugin run (and its
