@@ -107,13 +107,18 @@ impl WriteOpts {
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            o.manager = ua
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(128)
-                .collect();
+            // Printable characters only, at most 128 bytes (kube's prefixFromUserAgent).
+            let mut m = String::new();
+            for c in ua.split('/').next().unwrap_or("").chars() {
+                if c.is_control() {
+                    continue;
+                }
+                if m.len() + c.len_utf8() > 128 {
+                    break;
+                }
+                m.push(c);
+            }
+            o.manager = m;
         }
         o.subresource = sub.map(str::to_string);
         Ok(o)
@@ -423,6 +428,9 @@ pub(crate) async fn create_object(
     if opts.dry_run {
         return Ok((obj, warnings));
     }
+    if info.kind == "Service" {
+        crate::admission::reserve(state, &obj, None)?;
+    }
     let k = key(info, ns, &name);
     match state.store.create(&k, &encode(&obj)) {
         Ok(rev) => {
@@ -618,6 +626,9 @@ pub(crate) async fn update_object(
     if opts.dry_run {
         return Ok(obj);
     }
+    if info.kind == "Service" {
+        crate::admission::reserve(state, &obj, Some(&old))?;
+    }
     if obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(&obj) {
         let rev = match state.store.delete(&k, Some(kv.mod_revision)) {
             Ok((_, rev)) => rev,
@@ -808,6 +819,10 @@ pub(crate) async fn delete_object(
             return Err(ApiError::not_found(info.group, info.plural, name))
         }
         Err(e) => return Err(e.into()),
+    }
+    if info.kind == "Service" {
+        // Left behind on error, a reservation expires by itself.
+        let _ = crate::admission::release(state, &old);
     }
     let _ = delete_details;
     Ok((200, to_version(info, old)))

@@ -228,7 +228,10 @@ fn without_managed_fields(v: &Value) -> Value {
 pub fn record_update(info: &ResourceInfo, live: Option<&Value>, new: &mut Value, op: &Operation) {
     let ty = Ty::of_kind(info.group, info.version, info.kind);
     let sent = new.pointer("/metadata/managedFields");
-    let reset = sent.and_then(Value::as_array).is_some_and(Vec::is_empty);
+    // `[]` or `[{}]` resets the entries (kube's isResetManagedFields).
+    let reset = sent.and_then(Value::as_array).is_some_and(|a| {
+        a.is_empty() || (a.len() == 1 && a[0].as_object().is_some_and(|o| o.is_empty()))
+    });
     let mut entries = if reset {
         Vec::new()
     } else {

@@ -95,6 +95,17 @@ fn unchanged_update_keeps_managed_fields() {
 }
 
 #[test]
+fn an_empty_list_resets_the_entries() {
+    let i = info("apps", "v1", "deployments");
+    let mut d = defaulted_deployment();
+    record_update(i, None, &mut d, &op("kubectl-client-side-apply", "apps/v1"));
+    let mut reset = d.clone();
+    reset["metadata"]["managedFields"] = json!([]);
+    record_update(i, Some(&d), &mut reset, &op("x", "apps/v1"));
+    assert!(reset["metadata"].get("managedFields").is_none());
+}
+
+#[test]
 fn update_takes_changed_fields_from_other_managers() {
     let i = info("apps", "v1", "deployments");
     let mut d = defaulted_deployment();
