@@ -6,7 +6,11 @@
 //! are applied in a network namespace the benchmark creates (`skb-<pid>`, removed at the
 //! end, also on failure) with the real `iptables-restore` and `nft`. `--datapath`
 //! measures connections per second to a pod through a cluster IP (with N services
-//! programmed) against straight to the pod IP, with the same load generator.
+//! programmed) against straight to the pod IP, with the same load generator (see
+//! `datapath.rs` for its options). `--mode iptables|nftables` restricts either to one
+//! mode; `--keep` leaves the last namespace of `--apply` for profiling by hand.
+
+mod datapath;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +24,8 @@ use skiff_proxy::model::{build, update_service};
 use skiff_proxy::sync::{Engine, EngineConfig};
 use skiff_proxy::ProxyMode;
 
-struct Netns(String);
+/// A network namespace, deleted on drop.
+pub struct Netns(pub String);
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -61,14 +66,28 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let apply = args.iter().any(|a| a == "--apply");
-    let mut counts: Vec<u32> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let keep = args.iter().any(|a| a == "--keep");
+    // Numbers are service counts, except the values of options.
+    let mut counts: Vec<u32> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            *i == 0
+                || !["--rounds", "--secs", "--clients", "--mode"].contains(&args[i - 1].as_str())
+        })
+        .filter_map(|(_, a)| a.parse().ok())
+        .collect();
     if counts.is_empty() {
         counts = vec![1000, 10000, 30000];
     }
     if args.iter().any(|a| a == "--datapath") {
+        let opts = datapath::Options::from_args(&args);
+        println!("{opts:?}");
+        println!("| mode | services | style | direct req/s (median) | cluster IP req/s (median) | ratio: median (min-max) |");
+        println!("|---|---|---|---|---|---|");
         for &n in &counts {
-            for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
-                datapath(n, mode).await?;
+            for mode in modes(&args) {
+                datapath::run(n, mode, &opts).await?;
             }
         }
         return Ok(());
@@ -122,7 +141,12 @@ async fn main() -> anyhow::Result<()> {
                 let st = Command::new("ip").args(["netns", "add", &name]).status()?;
                 anyhow::ensure!(st.success(), "ip netns add {name}");
                 _guard = Some(Netns(name.clone()));
-                Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), name])
+                Runner::with_prefix(vec![
+                    "ip".into(),
+                    "netns".into(),
+                    "exec".into(),
+                    name.clone(),
+                ])
             } else {
                 // Generation only: every command reads its input and succeeds.
                 Runner::with_prefix(vec![
@@ -150,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             // One endpoint of one service changes: the sync loop rebuilds that Service's
             // ports and syncs. Five times, on different services.
             let mut ones = Vec::new();
+            let mut last_input = String::new();
             let mut bytes = 0;
             for k in 0..5 {
                 let i = (n as usize / 2 + k * 7) % n as usize;
@@ -162,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 let report = engine.sync(&ports, false).await?;
                 ones.push(t1.elapsed());
                 bytes = report.bytes;
+                last_input = report.input;
                 slices[i].endpoints[0].addresses[0] = orig;
                 anyhow::ensure!(!report.full, "sync was not partial");
             }
@@ -180,6 +206,12 @@ async fn main() -> anyhow::Result<()> {
             let t4 = Instant::now();
             engine.sync(&ports, true).await?;
             let periodic = t4.elapsed();
+            if keep {
+                // For profiling by hand: the namespace stays, with the last change's input.
+                std::mem::forget(_guard.take());
+                std::fs::write(format!("/tmp/{name}.partial"), &last_input)?;
+                eprintln!("kept namespace {name}; last change in /tmp/{name}.partial");
+            }
             println!(
                 "| {mode:?} | {n} | {} | {} ({}-{}, {bytes} bytes) | {} | {} | {} | {} MiB |",
                 ms(full),
@@ -231,130 +263,4 @@ fn extra() -> (Service, EndpointSlice) {
         &specs,
     );
     (svc, sl)
-}
-
-fn sh(cmd: &str) -> anyhow::Result<()> {
-    let st = Command::new("sh").arg("-c").arg(cmd).status()?;
-    anyhow::ensure!(st.success(), "{cmd} failed");
-    Ok(())
-}
-
-fn enter(ns: &str) -> anyhow::Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    Ok(())
-}
-
-/// Connections per second (connect, read the answer, close) from the node to `addr`
-/// with `threads` parallel clients for `secs` seconds.
-fn load(node: &str, addr: &str, threads: usize, secs: u64) -> f64 {
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (node, addr) = (node.to_string(), addr.to_string());
-            std::thread::spawn(move || {
-                if enter(&node).is_err() {
-                    return 0u64;
-                }
-                let end = Instant::now() + Duration::from_secs(secs);
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                        let mut buf = [0u8; 16];
-                        use std::io::Read;
-                        while matches!(s.read(&mut buf), Ok(k) if k > 0) {}
-                        n += 1;
-                    }
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    total as f64 / secs as f64
-}
-
-async fn datapath(n: u32, mode: ProxyMode) -> anyhow::Result<()> {
-    let base = format!("skb-{}-dp", std::process::id());
-    let (node, pod) = (format!("{base}-n"), format!("{base}-p"));
-    let _g1 = Netns(node.clone());
-    let _g2 = Netns(pod.clone());
-    sh(&format!("ip netns add {node} && ip netns add {pod}"))?;
-    sh(&format!(
-        "ip -n {node} link set lo up && ip -n {pod} link set lo up && \
-         ip -n {node} link add veth0 type veth peer name eth0 netns {pod} && \
-         ip -n {node} addr add 10.244.1.1/24 dev veth0 && ip -n {node} link set veth0 up && \
-         ip -n {pod} addr add 10.244.1.10/24 dev eth0 && ip -n {pod} link set eth0 up && \
-         ip -n {pod} route add default via 10.244.1.1 && \
-         ip -n {node} route add default via 10.244.1.10"
-    ))?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = {
-        let (pod, stop) = (pod.clone(), stop.clone());
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            enter(&pod)?;
-            let l = std::net::TcpListener::bind("0.0.0.0:80")?;
-            l.set_nonblocking(true)?;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        use std::io::Write;
-                        let _ = s.write_all(b"ok\n");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_micros(50)),
-                }
-            }
-            Ok(())
-        })
-    };
-    // N services; the last one is backed by the pod.
-    let (mut services, mut slices) = many(n.saturating_sub(1));
-    services.push(service(
-        "bench",
-        "real",
-        "ClusterIP",
-        "10.96.0.2",
-        &[("http", 80, "TCP", 0)],
-    ));
-    slices.push(slice(
-        "bench",
-        "real",
-        "real-1",
-        &[("http", 80, "TCP")],
-        &[("10.244.1.10", "n1", true, true, false)],
-    ));
-    let mut engine = Engine::new(
-        EngineConfig {
-            mode,
-            cluster_cidr: "10.244.0.0/16".parse()?,
-            masquerade_bit: 14,
-            node_ips: vec![],
-            sync_period: Duration::from_secs(3600),
-        },
-        Runner::with_prefix(vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            node.clone(),
-        ]),
-        Metrics::default(),
-    );
-    let (ports, _) = build(&services, &slices, "n1");
-    engine.sync(&ports, false).await?;
-    // Alternate short rounds so that both paths see the same TIME_WAIT and port
-    // pressure from earlier rounds.
-    sh(&format!(
-        "ip netns exec {node} sysctl -qw net.ipv4.tcp_tw_reuse=1"
-    ))?;
-    let (mut direct, mut via) = (0.0, 0.0);
-    for _ in 0..3 {
-        direct += load(&node, "10.244.1.10:80", 2, 1) / 3.0;
-        via += load(&node, "10.96.0.2:80", 2, 1) / 3.0;
-    }
-    println!(
-        "{mode:?}, {n} services: direct {direct:.0} conn/s, via cluster IP {via:.0} conn/s, ratio {:.2}",
-        via / direct.max(1.0)
-    );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = server.join();
-    Ok(())
 }

@@ -1,0 +1,287 @@
+//! Data path benchmark: requests per second from the node to a pod through a cluster IP
+//! against straight to the pod IP, with the same load generator in the same run.
+//!
+//! Two namespaces: a node (the proxy's rules, `N` services of which the last is backed
+//! by the pod) and a pod on a veth pair. Client threads run in the node namespace
+//! pinned to one CPU, the server's threads in the pod pinned to the other, so that the
+//! two do not take turns on a core differently in the two paths. Rounds alternate
+//! direct and cluster IP (`--rounds`, `--secs` each) so that both see the same load
+//! from the rest of the machine; each pair of adjacent rounds gives one ratio, and the
+//! median and spread of the ratios are printed. Two styles: a new connection per
+//! request (every request is a new conntrack entry through the NAT rules) and
+//! keep-alive (one connection per client, requests and answers on it: only the first
+//! packet of a connection traverses the NAT rules).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_proxy::apply::Runner;
+use skiff_proxy::fixtures::{many, service, slice};
+use skiff_proxy::metrics::Metrics;
+use skiff_proxy::model::build;
+use skiff_proxy::sync::{Engine, EngineConfig};
+use skiff_proxy::ProxyMode;
+
+use crate::Netns;
+
+const POD_IP: &str = "10.244.1.10";
+const CLUSTER_IP: &str = "10.96.0.2";
+/// Server threads (each serves one connection at a time).
+const SERVERS: usize = 4;
+
+/// Settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rounds per path and style.
+    pub rounds: usize,
+    /// Length of a round.
+    pub secs: f64,
+    /// Client threads.
+    pub clients: usize,
+}
+
+impl Options {
+    /// `--rounds R` (default 7), `--secs S` (default 2), `--clients C` (default 1).
+    pub fn from_args(args: &[String]) -> Options {
+        let get = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        Options {
+            rounds: get("--rounds").map_or(7, |v| v as usize).max(1),
+            secs: get("--secs").unwrap_or(2.0),
+            clients: get("--clients").map_or(1, |v| v as usize).clamp(1, SERVERS),
+        }
+    }
+}
+
+fn sh(cmd: &str) -> anyhow::Result<()> {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()?;
+    anyhow::ensure!(st.success(), "{cmd} failed");
+    Ok(())
+}
+
+/// Moves the calling thread into a network namespace.
+fn enter(ns: &str) -> anyhow::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
+/// Pins the calling thread to one CPU (modulo the CPUs there are); best effort.
+fn pin(cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu % cpus).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// The pod's server: answers every 2-byte request with 3 bytes until the client
+/// closes. Threads block in `accept`; `stop` plus one connection each ends them.
+fn serve(pod: &str, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pod = pod.to_string();
+    // Bind inside the pod's namespace, on a thread of its own.
+    std::thread::spawn(move || {
+        let r = enter(&pod).and_then(|_| Ok(TcpListener::bind("0.0.0.0:80")?));
+        let _ = tx.send(r);
+    });
+    let listener = rx.recv()??;
+    let mut handles = Vec::new();
+    for _ in 0..SERVERS {
+        let l = listener.try_clone()?;
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            pin(1);
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = l.accept() else { continue };
+                let _ = s.set_nodelay(true);
+                let mut req = [0u8; 2];
+                while s.read_exact(&mut req).is_ok() {
+                    if s.write_all(b"ok\n").is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+/// One request: send 2 bytes, read the 3-byte answer.
+fn ask(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 3];
+    s.write_all(b"x\n").is_ok() && s.read_exact(&mut buf).is_ok()
+}
+
+/// Requests per second to `addr` from the node, `clients` threads for `secs`.
+fn load(node: &str, addr: &str, clients: usize, secs: f64, keep_alive: bool) -> f64 {
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (node, addr) = (node.to_string(), addr.to_string());
+            std::thread::spawn(move || {
+                if enter(&node).is_err() {
+                    return 0u64;
+                }
+                pin(0);
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let mut n = 0u64;
+                let mut conn: Option<TcpStream> = None;
+                while Instant::now() < end {
+                    if conn.is_none() {
+                        conn = TcpStream::connect(&addr).ok();
+                        if let Some(c) = &conn {
+                            let _ = c.set_nodelay(true);
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    if ask(c) {
+                        n += 1;
+                    } else {
+                        conn = None;
+                        continue;
+                    }
+                    if !keep_alive {
+                        // Closing first from the client side leaves TIME_WAIT here, as
+                        // for an HTTP client without keep-alive.
+                        conn = None;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    total as f64 / secs
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Programs `n` services in `mode` and measures both paths in both styles.
+pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> {
+    let base = format!("skb-{}-dp", std::process::id());
+    let (node, pod) = (format!("{base}-n"), format!("{base}-p"));
+    let _g1 = Netns(node.clone());
+    let _g2 = Netns(pod.clone());
+    sh(&format!("ip netns add {node} && ip netns add {pod}"))?;
+    sh(&format!(
+        "ip -n {node} link set lo up && ip -n {pod} link set lo up && \
+         ip -n {node} link add veth0 type veth peer name eth0 netns {pod} && \
+         ip -n {node} addr add 10.244.1.1/24 dev veth0 && ip -n {node} link set veth0 up && \
+         ip -n {pod} addr add {POD_IP}/24 dev eth0 && ip -n {pod} link set eth0 up && \
+         ip -n {pod} route add default via 10.244.1.1 && \
+         ip -n {node} route add default via {POD_IP} && \
+         ip netns exec {node} sysctl -qw net.ipv4.tcp_tw_reuse=1 && \
+         ip netns exec {node} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = serve(&pod, stop.clone())?;
+
+    // N services; the last one is backed by the pod.
+    let (mut services, mut slices) = many(n.saturating_sub(1));
+    services.push(service(
+        "bench",
+        "real",
+        "ClusterIP",
+        CLUSTER_IP,
+        &[("http", 80, "TCP", 0)],
+    ));
+    slices.push(slice(
+        "bench",
+        "real",
+        "real-1",
+        &[("http", 80, "TCP")],
+        &[(POD_IP, "n1", true, true, false)],
+    ));
+    let mut engine = Engine::new(
+        EngineConfig {
+            mode,
+            cluster_cidr: "10.244.0.0/16".parse()?,
+            masquerade_bit: 14,
+            node_ips: vec![],
+            sync_period: Duration::from_secs(3600),
+        },
+        Runner::with_prefix(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            node.clone(),
+        ]),
+        Metrics::default(),
+    );
+    let (ports, _) = build(&services, &slices, "n1");
+    engine.sync(&ports, false).await?;
+
+    for keep_alive in [false, true] {
+        let (mut direct, mut via, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..opts.rounds {
+            // Alternate which path goes first, so neither always follows the other.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            let (mut d, mut v) = (0.0, 0.0);
+            for through_service in order {
+                let addr = if through_service {
+                    format!("{CLUSTER_IP}:80")
+                } else {
+                    format!("{POD_IP}:80")
+                };
+                let r = load(&node, &addr, opts.clients, opts.secs, keep_alive);
+                if through_service {
+                    v = r;
+                } else {
+                    d = r;
+                }
+            }
+            direct.push(d);
+            via.push(v);
+            ratios.push(v / d.max(1.0));
+        }
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        let style = if keep_alive {
+            "keep-alive"
+        } else {
+            "new connection per request"
+        };
+        println!(
+            "| {mode:?} | {n} | {style} | {:.0} | {:.0} | {:.3} ({lo:.3}-{hi:.3}) |",
+            median(&mut direct),
+            median(&mut via),
+            median(&mut ratios),
+        );
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    // Wake the servers blocked in accept.
+    let waker = std::thread::spawn({
+        let node = node.clone();
+        move || {
+            if enter(&node).is_ok() {
+                for _ in 0..SERVERS {
+                    let _ = TcpStream::connect(format!("{POD_IP}:80"));
+                }
+            }
+        }
+    });
+    let _ = waker.join();
+    for s in servers {
+        let _ = s.join();
+    }
+    Ok(())
+}
