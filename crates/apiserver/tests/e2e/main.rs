@@ -2,6 +2,7 @@
 //! directory, driven by kube-rs and by the real kubectl.
 
 mod common;
+mod ha;
 mod kube_api;
 mod kubectl;
 mod kubectl_beta2;
