@@ -400,7 +400,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(log_exit(
         "pod routes",
-        crate::podroutes::run(client.clone(), config.node_name.clone()),
+        skiff_agent::podroutes::run(client.clone(), config.node_name.clone()),
     ));
     tokio::spawn(log_exit("proxy", skiff_proxy::run(client, proxy)));
     skiff_agent::run(config).await

@@ -5,7 +5,6 @@
 
 mod cli;
 mod commands;
-mod podroutes;
 
 use clap::Parser;
 
