@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 
 use crate::compat::{self, IncludeObject};
 use crate::http::{representation, Body, Query, Representation};
-use crate::rest::objects::decode_bytes;
+use crate::rest::objects::{decode_bytes, splice_resource_version, storage_info};
 use crate::rest::{include_object, list_objects, prefix, to_version, Filter};
 use crate::router::Target;
 use crate::selectors::FieldSelector;
@@ -201,6 +201,26 @@ fn translate(
     filter: &Filter,
     render: &mut Render,
 ) -> Option<Bytes> {
+    if render.rep == Representation::Object
+        && filter.is_empty()
+        && storage_info(info).api_version() == info.api_version()
+    {
+        // Every watcher of the collection sees every event as stored: splice the
+        // revision into the stored bytes, no decoding or re-encoding per watcher.
+        let kind: &[u8] = match ev.kind {
+            EventKind::Added => b"ADDED",
+            EventKind::Modified => b"MODIFIED",
+            EventKind::Deleted => b"DELETED",
+        };
+        let mut line = Vec::with_capacity(ev.value.len() + 64);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind);
+        line.extend_from_slice(b"\",\"object\":");
+        if splice_resource_version(&ev.value, ev.revision, &mut line) {
+            line.extend_from_slice(b"}\n");
+            return Some(Bytes::from(line));
+        }
+    }
     let new = decode_bytes(&ev.value, ev.revision)
         .ok()
         .map(|o| to_version(info, o))?;

@@ -176,8 +176,14 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
     // No selector defaulting in v1beta2: kube-apiserver's validation message.
     let bare = write("bare.yaml", NO_SELECTOR);
     let (ok, _, err) = k.run(&["apply", "-f", &bare]);
-    assert!(!ok, "{who}: a v1beta2 Deployment without selector was accepted");
-    assert!(err.contains("spec.selector: Required value"), "{who}: {err}");
+    assert!(
+        !ok,
+        "{who}: a v1beta2 Deployment without selector was accepted"
+    );
+    assert!(
+        err.contains("spec.selector: Required value"),
+        "{who}: {err}"
+    );
 
     let out = k.ok(&["scale", "deployments.v1beta2.apps", "web", "--replicas=3"]);
     assert_eq!(out.trim_end(), "deployment.apps/web scaled", "{who}");

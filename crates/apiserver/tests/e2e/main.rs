@@ -6,5 +6,6 @@ mod ha;
 mod kube_api;
 mod kubectl;
 mod kubectl_beta2;
+mod list_encoding;
 mod nodeproxy;
 mod ssa;
