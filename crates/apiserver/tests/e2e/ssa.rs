@@ -232,6 +232,25 @@ fn client_side_round_trip(k: &Kubectl) {
         "{who}: {:?}",
         managers(&labelled)
     );
+    // No-op patches write nothing.
+    let before = rv_gen(&labelled);
+    let out = k.ok(&[
+        "patch",
+        "deploy",
+        "httpd",
+        "-p",
+        "{\"spec\":{\"replicas\":3}}",
+    ]);
+    assert_eq!(
+        out.trim_end(),
+        "deployment.apps/httpd patched (no change)",
+        "{who}"
+    );
+    assert_eq!(
+        rv_gen(&k.json(&["get", "deploy", "httpd"])),
+        before,
+        "{who}"
+    );
     // Scale writes are recorded with their subresource and take replicas over.
     k.ok(&["scale", "deploy", "httpd", "--replicas=1"]);
     let scaled = k.json(&["get", "deploy", "httpd"]);
