@@ -115,7 +115,7 @@ impl Set {
         self.children.retain(|_, c| !c.is_empty());
     }
 
-    /// Every member path, in order.
+    /// Every member path: a level's members, then its children's paths.
     pub fn paths(&self) -> Vec<Path> {
         let mut out = Vec::new();
         self.collect(&mut Vec::new(), &mut out);
@@ -123,18 +123,16 @@ impl Set {
     }
 
     fn collect(&self, prefix: &mut Vec<PathElement>, out: &mut Vec<Path>) {
-        // Members and children interleaved in element order, a member before its own
-        // children (as structured-merge-diff iterates).
-        let mut elems: BTreeSet<&PathElement> = self.members.iter().collect();
-        elems.extend(self.children.keys());
-        for e in elems {
+        // Members of a level first, then the children's paths (structured-merge-diff's
+        // iteration order, which conflict messages list paths in).
+        for e in &self.members {
             prefix.push(e.clone());
-            if self.members.contains(e) {
-                out.push(Path(prefix.clone()));
-            }
-            if let Some(c) = self.children.get(e) {
-                c.collect(prefix, out);
-            }
+            out.push(Path(prefix.clone()));
+            prefix.pop();
+        }
+        for (e, c) in &self.children {
+            prefix.push(e.clone());
+            c.collect(prefix, out);
             prefix.pop();
         }
     }
