@@ -360,6 +360,38 @@ fn undeclared_fields_use_list_keys_in_their_paths() {
 }
 
 #[test]
+fn objects_without_entries_belong_to_before_first_apply() {
+    let i = info("apps", "v1", "deployments");
+    let d = defaulted_deployment();
+    let err = apply(
+        i,
+        Some(&d),
+        &apply_config(3),
+        &op("kubectl", "apps/v1"),
+        false,
+    )
+    .expect_err("conflict");
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 1 conflict: conflict with \"before-first-apply\" using apps/v1: .spec.replicas"
+    );
+    let ok = apply(
+        i,
+        Some(&d),
+        &apply_config(2),
+        &op("kubectl", "apps/v1"),
+        false,
+    )
+    .expect("ok");
+    let managers: Vec<String> = decode(&ok)
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.manager)
+        .collect();
+    assert_eq!(managers, vec!["kubectl", "before-first-apply"]);
+}
+
+#[test]
 fn multiple_conflicts_are_grouped_by_manager() {
     let msg = conflict_message(&[
         Conflict {
