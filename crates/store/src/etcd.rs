@@ -237,7 +237,7 @@ impl EtcdStore {
                 .and_then(vec![then])
                 .or_else(vec![TxnOp::get(full.clone(), None)]);
             let (resp, retried) = retry_write("transaction", timeout, || {
-                let mut kv = client.kv_client();
+                let mut kv = kv_client(&client);
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
@@ -266,6 +266,15 @@ impl EtcdStore {
     }
 }
 
+/// A KV client that accepts responses of any size: gRPC's default limit (4 MiB) fails
+/// lists of a few thousand objects, which etcd sends in one message.
+fn kv_client(client: &Client) -> etcd_client::KvClient {
+    client.kv_client().max_decoding_message_size(MAX_MESSAGE)
+}
+
+/// The largest response accepted (etcd's own send limit is 2 GiB).
+pub(crate) const MAX_MESSAGE: usize = i32::MAX as usize;
+
 /// The key-value a transaction's first operation (a get) read, if any.
 fn first_kv(ops: Vec<TxnOpResponse>) -> Option<etcd_client::KeyValue> {
     match ops.into_iter().next() {
@@ -281,7 +290,7 @@ async fn header_revision(
     timeout: Duration,
 ) -> Result<i64, StoreError> {
     let resp = retry("read", timeout, || {
-        let mut kv = client.kv_client();
+        let mut kv = kv_client(&client);
         let probe = probe.to_string();
         async move {
             kv.get(probe, Some(GetOptions::new().with_count_only()))
@@ -299,7 +308,7 @@ async fn readable_at(
     revision: i64,
     timeout: Duration,
 ) -> Result<bool, StoreError> {
-    let mut kv = client.kv_client();
+    let mut kv = kv_client(&client);
     let options = GetOptions::new().with_count_only().with_revision(revision);
     match tokio::time::timeout(timeout, kv.get(probe.to_string(), Some(options))).await {
         Err(_) => Err(StoreError::Backend(format!(
@@ -358,7 +367,7 @@ impl Store for EtcdStore {
         let full = self.full_key(key);
         self.call(move |client, timeout, prefix_len| async move {
             let resp = retry("read", timeout, || {
-                let mut kv = client.kv_client();
+                let mut kv = kv_client(&client);
                 let full = full.clone();
                 async move { kv.get(full, None).await }
             })
@@ -374,7 +383,7 @@ impl Store for EtcdStore {
         let full = self.full_key(prefix);
         self.call(move |client, timeout, prefix_len| async move {
             let resp = retry("list", timeout, || {
-                let mut kv = client.kv_client();
+                let mut kv = kv_client(&client);
                 let full = full.clone();
                 // etcd returns a range in key order.
                 async move { kv.get(full, Some(GetOptions::new().with_prefix())).await }
@@ -404,7 +413,7 @@ impl Store for EtcdStore {
                 .and_then(vec![TxnOp::put(full.clone(), value.clone(), None)])
                 .or_else(vec![TxnOp::get(full.clone(), None)]);
             let (resp, retried) = retry_write("create", timeout, || {
-                let mut kv = client.kv_client();
+                let mut kv = kv_client(&client);
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
@@ -504,7 +513,7 @@ impl Store for EtcdStore {
             if target <= 1 {
                 return Ok(());
             }
-            let mut kv = client.kv_client();
+            let mut kv = kv_client(&client);
             // Physical: returns once the history is gone, so a watch right after a
             // compaction already sees TooOld.
             let options = CompactionOptions::new().with_physical();

@@ -145,3 +145,17 @@ fn migrate_from_sqlite_to_etcd() {
         Err(skiff_store::MigrateError::TargetNotEmpty(50))
     ));
 }
+
+#[test]
+fn lists_larger_than_grpcs_default_message_limit() {
+    let cluster = EtcdCluster::start(1).unwrap();
+    let store = skiff_store::open(&cluster.url("")).unwrap();
+    // 60 values of 100 KiB: a 6 MB response, over gRPC's default 4 MiB limit.
+    let value = vec![b'v'; 100 * 1024];
+    for i in 0..60 {
+        store.create(&format!("/big/{i:02}"), &value).unwrap();
+    }
+    let (items, _) = store.list("/big/").unwrap();
+    assert_eq!(items.len(), 60);
+    assert!(items.iter().all(|kv| kv.value.len() == value.len()));
+}

@@ -57,7 +57,10 @@ impl Watch {
             .with_prefix()
             .with_start_revision(after + 1)
             .with_prev_key();
-        let mut wc = self.client.watch_client();
+        let mut wc = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(super::MAX_MESSAGE);
         let opened = tokio::time::timeout(self.timeout, async {
             let mut stream = wc.watch(self.key.clone(), Some(options)).await?;
             let first = stream.message().await?;
