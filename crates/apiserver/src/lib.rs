@@ -9,6 +9,8 @@ mod admission;
 mod auth;
 mod bootstrap;
 mod compat;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod masterleases;
 mod nodeproxy;
@@ -124,9 +126,10 @@ impl Server {
         };
         let mut sans = cfg.extra_sans.clone();
         sans.push(client_ip.to_string());
-        let datastore = cfg.datastore.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", cfg.data_dir.join("state.db").display())
-        });
+        let datastore = cfg
+            .datastore
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("state.db").display()));
         let store = skiff_store::open_with(&datastore, &cfg.datastore_options)
             .with_context(|| format!("opening the datastore {datastore}"))?;
         skiff_store::spawn_compactor(

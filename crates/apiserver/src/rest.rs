@@ -24,6 +24,7 @@ use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 
 pub(crate) use objects::{decode, include_object, key, list_objects, prefix, to_version, Filter};
+pub(crate) use patch::apply_patch;
 pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};
 
 /// Answers one resource request (everything but log/exec/attach/portforward).
@@ -110,7 +111,7 @@ impl Reply {
     }
 }
 
-fn parse_body(body: &Bytes) -> ApiResult<Value> {
+pub(crate) fn parse_body(body: &Bytes) -> ApiResult<Value> {
     serde_json::from_slice(body).or_else(|e| {
         // kubectl sends JSON; YAML is accepted too as kube-apiserver does.
         serde_yaml_ng::from_slice::<Value>(body)

@@ -1,0 +1,126 @@
+//! Entry points for the fuzz targets in `crates/apiserver/fuzz` and for their regression
+//! tests: the request decoders exactly as the REST handlers call them. Not a stable API.
+//!
+//! Every function must return (an error is fine) for any input: a panic here is a
+//! request that would have killed a connection task of the server.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+/// A Deployment with the lists strategic merge patch merges by key (containers, ports,
+/// env, volumes), the object patches are applied to.
+pub fn sample_deployment() -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"},
+                     "annotations": {"a": "b"}, "finalizers": ["x/y"]},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [
+                    {"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                     "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "v", "mountPath": "/v"}]},
+                    {"name": "side", "image": "busybox", "args": ["sleep", "1"]}],
+                  "volumes": [{"name": "v", "emptyDir": {}}],
+                  "tolerations": [{"key": "k", "operator": "Exists"}]}}},
+        "status": {"replicas": 2, "conditions": [{"type": "Available", "status": "True"}]}})
+}
+
+/// A Pod that selectors are matched against.
+pub fn sample_pod() -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web", "tier": "a-b.c_d"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": "10.244.0.5"}})
+}
+
+/// Decodes a request body as the REST handlers do: protobuf when `content_type` says
+/// so, otherwise JSON with a YAML fallback.
+pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, String> {
+    if crate::proto::is_protobuf(content_type) {
+        return crate::proto::decode(body);
+    }
+    crate::rest::parse_body(&Bytes::copy_from_slice(body)).map_err(|e| e.message)
+}
+
+/// The patch types of PATCH requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/json-patch+json`.
+    Json,
+    /// `application/merge-patch+json`.
+    Merge,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
+    /// `application/apply-patch+yaml` (server-side apply).
+    Apply,
+}
+
+impl PatchType {
+    /// A patch type chosen by one input byte.
+    pub fn from_byte(b: u8) -> Self {
+        match b % 4 {
+            0 => PatchType::Json,
+            1 => PatchType::Merge,
+            2 => PatchType::Strategic,
+            _ => PatchType::Apply,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            PatchType::Json => "application/json-patch+json",
+            PatchType::Merge => "application/merge-patch+json",
+            PatchType::Strategic => "application/strategic-merge-patch+json",
+            PatchType::Apply => "application/apply-patch+yaml",
+        }
+    }
+}
+
+/// Applies `body` as a patch of type `ty` to [`sample_deployment`]; server-side apply
+/// also runs field management (sets, conflicts, managedFields) as a second manager.
+pub fn patch(ty: PatchType, body: &[u8]) -> Result<Value, String> {
+    let info = skiff_resources::lookup("apps", "v1", "deployments")
+        .ok_or_else(|| "deployments are not registered".to_string())?;
+    let cur = sample_deployment();
+    let body = Bytes::copy_from_slice(body);
+    let patched = crate::rest::apply_patch(info, ty.content_type(), &cur, &body)
+        .map_err(|e| e.message)?;
+    if ty == PatchType::Apply {
+        let config: Value = serde_yaml_ng::from_slice(&body).map_err(|e| e.to_string())?;
+        let first = skiff_resources::managedfields::Operation {
+            manager: "kubectl",
+            api_version: "apps/v1",
+            subresource: None,
+            time: "2026-01-01T00:00:00Z",
+        };
+        let live = skiff_resources::managedfields::apply(info, None, &cur, &first, false)
+            .map_err(|e| format!("{e:?}"))?;
+        let second = skiff_resources::managedfields::Operation {
+            manager: "fuzz",
+            ..first
+        };
+        for force in [false, true] {
+            let _ = skiff_resources::managedfields::apply(info, Some(&live), &config, &second, force);
+        }
+    }
+    Ok(patched)
+}
+
+/// Parses a label selector and matches it against [`sample_pod`].
+pub fn label_selector(s: &str) -> Result<bool, String> {
+    let sel = crate::selectors::LabelSelector::parse(s)?;
+    Ok(sel.matches_object(&sample_pod()))
+}
+
+/// Parses a field selector and matches it against [`sample_pod`].
+pub fn field_selector(s: &str) -> Result<bool, String> {
+    let sel = crate::selectors::FieldSelector::parse(s)?;
+    Ok(sel.matches_object(&sample_pod()))
+}
+
+/// Splices a revision into bytes as LIST and WATCH do with stored objects; the result,
+/// when there is one, must be JSON if the input was.
+pub fn splice_resource_version(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    crate::rest::objects::splice_resource_version(bytes, 42, &mut out).then_some(out)
+}
