@@ -127,6 +127,10 @@ pub(crate) async fn snapshot(
     };
     // A continue token carries its own revision.
     if !is_exact || q.get("continue").is_some_and(|c| !c.is_empty()) {
+        // "0": any state will do (informers' first list); no store round trip.
+        if rv == 0 {
+            return Ok(None);
+        }
         let cur = state.store.current_revision()?;
         if rv > cur {
             return Err(too_large(rv, cur, true));
