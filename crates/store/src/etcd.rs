@@ -290,7 +290,7 @@ async fn header_revision(
     timeout: Duration,
 ) -> Result<i64, StoreError> {
     let resp = retry("read", timeout, || {
-        let mut kv = kv_client(&client);
+        let mut kv = kv_client(client);
         let probe = probe.to_string();
         async move {
             kv.get(probe, Some(GetOptions::new().with_count_only()))
@@ -308,7 +308,7 @@ async fn readable_at(
     revision: i64,
     timeout: Duration,
 ) -> Result<bool, StoreError> {
-    let mut kv = kv_client(&client);
+    let mut kv = kv_client(client);
     let options = GetOptions::new().with_count_only().with_revision(revision);
     match tokio::time::timeout(timeout, kv.get(probe.to_string(), Some(options))).await {
         Err(_) => Err(StoreError::Backend(format!(

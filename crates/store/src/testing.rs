@@ -1,12 +1,18 @@
 //! Real etcd clusters for tests and benchmarks: 1 or 3 `etcd` processes (Debian's
 //! `etcd-server`) on loopback with free ports, data in a temporary directory, every
 //! member killed and the directory removed on drop, also when the test fails.
+//!
+//! Each member runs under a small shell that holds the read end of a pipe from the test
+//! process: when the test process exits, however it dies, the pipe closes and the shell
+//! kills its member. So [`EtcdCluster::shared`], which lives in a static and is never
+//! dropped, leaves nothing running either.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a cluster may take to elect a leader and serve.
@@ -15,12 +21,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tells clusters of one process apart (in their tokens and directory names).
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
 
+/// The process-wide cluster of [`EtcdCluster::shared`].
+static SHARED: OnceLock<EtcdCluster> = OnceLock::new();
+
+/// Runs etcd (`$@`) in the background; a second background job waits for the end of the
+/// pipe on fd 3 (the shell's stdin, saved before `&` could point it at /dev/null), then
+/// kills etcd and removes `$SKT_ETCD_RM` if set. The shell exits when etcd does.
+const WRAPPER: &str = r#"exec 3<&0
+etcd "$@" 3<&- &
+pid=$!
+{ read -r _ <&3; kill -9 "$pid"; if [ -n "$SKT_ETCD_RM" ]; then sleep 1; rm -rf "$SKT_ETCD_RM"; fi; } 2>/dev/null &
+wait "$pid"
+"#;
+
 /// One etcd member.
 #[derive(Debug)]
 struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// The wrapper shell (see [`WRAPPER`]); closing its stdin kills etcd.
     child: Option<Child>,
 }
 
@@ -30,6 +50,8 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     token: String,
     members: Vec<Member>,
+    /// Whether the wrappers remove the directory when the process exits (shared).
+    remove_on_exit: bool,
 }
 
 /// Ports chosen by the kernel: bound together so that they differ, released right before
@@ -48,6 +70,22 @@ impl EtcdCluster {
     /// Starts a cluster of `members` members (1 or 3, typically) and waits until every
     /// member reports itself healthy (which needs an elected leader).
     pub fn start(members: usize) -> std::io::Result<Self> {
+        Self::start_with(members, false)
+    }
+
+    /// One single-member cluster for the whole test process, started on first use:
+    /// tests that each need a datastore use their own key prefix in it. Its member stops
+    /// and its directory goes when the process exits.
+    ///
+    /// # Panics
+    /// If etcd cannot be started (the message says why).
+    pub fn shared() -> &'static EtcdCluster {
+        SHARED.get_or_init(|| {
+            Self::start_with(1, true).unwrap_or_else(|e| panic!("starting the shared etcd: {e}"))
+        })
+    }
+
+    fn start_with(members: usize, remove_on_exit: bool) -> std::io::Result<Self> {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let token = format!("skt-{}-etcd-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -66,6 +104,7 @@ impl EtcdCluster {
             dir,
             token,
             members,
+            remove_on_exit,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i, "new")?;
@@ -92,7 +131,12 @@ impl EtcdCluster {
             .create(true)
             .append(true)
             .open(dir.join(format!("{}.log", m.name)))?;
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", WRAPPER, "skiff-etcd"]);
+        if self.remove_on_exit {
+            cmd.env("SKT_ETCD_RM", &dir);
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(dir.join(&m.name))
@@ -104,7 +148,7 @@ impl EtcdCluster {
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -128,7 +172,10 @@ impl EtcdCluster {
                 }
                 if let Some(child) = self.members[i].child.as_mut() {
                     if let Some(status) = child.try_wait()? {
-                        return Err(self.failure(i, &format!("exited with {status}")));
+                        return Err(self.failure(
+                            i,
+                            &format!("exited with {status} (is etcd-server installed?)"),
+                        ));
                     }
                 }
                 if Instant::now() > deadline {
@@ -179,7 +226,8 @@ impl EtcdCluster {
     /// Kills member `i` (SIGKILL, as a crash) and reaps it.
     pub fn kill(&mut self, i: usize) -> std::io::Result<()> {
         if let Some(mut child) = self.members[i].child.take() {
-            child.kill()?;
+            // The wrapper kills etcd when its stdin closes, then exits.
+            drop(child.stdin.take());
             child.wait()?;
         }
         Ok(())
