@@ -265,6 +265,25 @@ fn pods_slice(ns: &str, svc: &str, ports: &[(&str, i32, &str)]) -> EndpointSlice
     )
 }
 
+/// `default/sticky` (10.96.5.6:80) with ClientIP affinity for 600 s.
+fn sticky_service() -> Service {
+    let mut sticky = service(
+        "default",
+        "sticky",
+        "ClusterIP",
+        "10.96.5.6",
+        &[("", 80, "TCP", 0)],
+    );
+    let spec = sticky.spec.as_mut().expect("spec");
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(SessionAffinityConfig {
+        client_ip: Some(ClientIPConfig {
+            timeout_seconds: Some(600),
+        }),
+    });
+    sticky
+}
+
 fn ports(services: &[Service], slices: &[EndpointSlice]) -> skiff_proxy::model::ServicePortMap {
     build(services, slices, NODE).0
 }
@@ -423,20 +442,7 @@ async fn iptables_nodeport_affinity_and_no_endpoints() {
         "10.96.5.5",
         &[("", 80, "TCP", 31688)],
     );
-    let mut sticky = service(
-        "default",
-        "sticky",
-        "ClusterIP",
-        "10.96.5.6",
-        &[("", 80, "TCP", 0)],
-    );
-    let spec = sticky.spec.as_mut().expect("spec");
-    spec.session_affinity = Some("ClientIP".into());
-    spec.session_affinity_config = Some(SessionAffinityConfig {
-        client_ip: Some(ClientIPConfig {
-            timeout_seconds: Some(600),
-        }),
-    });
+    let sticky = sticky_service();
     let empty = service(
         "default",
         "empty",
@@ -569,6 +575,50 @@ async fn nftables_traffic_partial_sync_and_no_endpoints() {
         !listing.contains("default/"),
         "service chains left:\n{listing}"
     );
+}
+
+#[tokio::test]
+async fn nftables_affinity_across_partial_syncs() {
+    let t = Topology::new("nfa");
+    let mut engine = t.engine(ProxyMode::Nftables);
+    let sticky = sticky_service();
+    let both = [pods_slice("default", "sticky", &[("", 80, "TCP")])];
+    engine
+        .sync(&ports(std::slice::from_ref(&sticky), &both), false)
+        .await
+        .expect("fresh sync");
+    let seen = spread(&t, &t.client, "10.96.5.6:80", 10);
+    assert_eq!(seen.len(), 1, "affinity broken: {seen:?}");
+    let first = seen.keys().next().expect("a pod").clone();
+    let first_ip = if first == "pod1" {
+        "10.244.1.101"
+    } else {
+        "10.244.1.102"
+    };
+    let only = [slice(
+        "default",
+        "sticky",
+        "sticky-1",
+        &[("", 80, "TCP")],
+        &[(first_ip, NODE, true, true, false)],
+    )];
+    // The other pod leaves and comes back (partial syncs rewrite the service chain,
+    // which refers to the affinity sets), then a full sync deletes what was left: the
+    // client stays with its pod throughout.
+    for (slices, full) in [(&only, false), (&both, false), (&both, true)] {
+        let report = engine
+            .sync(&ports(std::slice::from_ref(&sticky), slices), full)
+            .await
+            .expect("sync");
+        assert_eq!(report.full, full);
+        let seen = spread(&t, &t.client, "10.96.5.6:80", 6);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            [&first],
+            "{}",
+            report.input
+        );
+    }
 }
 
 #[tokio::test]
