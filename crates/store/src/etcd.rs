@@ -529,6 +529,39 @@ impl Store for EtcdStore {
         })
     }
 
+    fn list_at(&self, prefix: &str, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
+        let full = self.full_key(prefix);
+        let probe = self.probe_key();
+        self.call(move |client, timeout, prefix_len| async move {
+            let mut kv = kv_client(&client);
+            let options = GetOptions::new().with_prefix().with_revision(revision);
+            let resp = match tokio::time::timeout(timeout, kv.get(full, Some(options))).await {
+                Err(_) => {
+                    return Err(StoreError::Backend(format!(
+                        "etcd list at revision {revision}: no answer within {timeout:?}"
+                    )))
+                }
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) if retry::kind(&e) == Kind::Compacted => {
+                    let current = header_revision(&client, &probe, timeout).await?;
+                    let compacted =
+                        etcd_compact_revision(&client, &probe, current, timeout).await?;
+                    return Err(StoreError::TooOld {
+                        requested: revision,
+                        compacted: compacted - 1,
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(retry::backend(&format!("list at revision {revision}"), e))
+                }
+            };
+            resp.kvs()
+                .iter()
+                .map(|kv| convert(prefix_len, kv))
+                .collect()
+        })
+    }
+
     fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
         let current = self.current_revision()?;
         let now = Instant::now();

@@ -114,6 +114,10 @@ pub trait Store: Send + Sync {
     /// `keep_for` (the age is measured from the calls, so call it periodically: see
     /// [`spawn_compactor`]). Returns the compacted revision.
     fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError>;
+    /// The keys starting with `prefix` as they were at `revision` (no later than the
+    /// current one), in key order: `resourceVersionMatch=Exact` lists. Fails with
+    /// [`StoreError::TooOld`] when that state has been compacted away.
+    fn list_at(&self, prefix: &str, revision: i64) -> Result<Vec<KeyValue>, StoreError>;
 }
 
 /// A shared store is a store: an `Arc<dyn Store>` (what [`open`] returns) goes wherever a
@@ -157,5 +161,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
         (**self).compact_old(keep_events, keep_for)
+    }
+    fn list_at(&self, prefix: &str, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
+        (**self).list_at(prefix, revision)
     }
 }

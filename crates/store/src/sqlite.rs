@@ -415,6 +415,10 @@ impl Store for SqliteStore {
     fn compact_old(&self, keep_events: i64, keep_for: Duration) -> Result<i64, StoreError> {
         SqliteStore::compact_old(self, keep_events, keep_for)
     }
+
+    fn list_at(&self, prefix: &str, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
+        snapshot::list_at(&self.inner.lock(), prefix, revision)
+    }
 }
 
 /// The smallest string greater than every string starting with `prefix` (in SQLite's
@@ -445,6 +449,8 @@ fn check_expected(
         _ => Ok(()),
     }
 }
+
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

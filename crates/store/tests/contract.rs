@@ -168,6 +168,51 @@ fn compact_old_keeps_recent_events(s: &dyn Store) {
     assert_eq!(s.compact_old(5, Duration::ZERO).unwrap(), current - 5);
 }
 
+fn list_at_old_revisions(s: &dyn Store) {
+    let r1 = s.create("/s/a", b"1").unwrap();
+    let r2 = s.create("/s/b", b"1").unwrap();
+    let r3 = s.update("/s/a", b"2", None).unwrap();
+    let (_, r4) = s.delete("/s/b", None).unwrap();
+    let r5 = s.create("/s/c", b"1").unwrap();
+    s.create("/t/x", b"other prefix").unwrap();
+    let view = |rev: i64| -> Vec<(String, String, i64, i64)> {
+        s.list_at("/s/", rev)
+            .unwrap()
+            .into_iter()
+            .map(|kv| {
+                let v = String::from_utf8(kv.value).unwrap();
+                (kv.key, v, kv.create_revision, kv.mod_revision)
+            })
+            .collect()
+    };
+    let e = |k: &str, v: &str, c: i64, m: i64| (k.to_string(), v.to_string(), c, m);
+    assert_eq!(view(r1), vec![e("/s/a", "1", r1, r1)]);
+    assert_eq!(
+        view(r2),
+        vec![e("/s/a", "1", r1, r1), e("/s/b", "1", r2, r2)]
+    );
+    assert_eq!(
+        view(r3),
+        vec![e("/s/a", "2", r1, r3), e("/s/b", "1", r2, r2)]
+    );
+    assert_eq!(view(r4), vec![e("/s/a", "2", r1, r3)]);
+    assert_eq!(
+        view(r5),
+        vec![e("/s/a", "2", r1, r3), e("/s/c", "1", r5, r5)]
+    );
+    assert_eq!(s.list_at("/s/", r5).unwrap(), s.list("/s/").unwrap().0);
+    s.compact(r2).unwrap();
+    assert!(matches!(
+        s.list_at("/s/", r1),
+        Err(StoreError::TooOld { requested, compacted }) if requested == r1 && compacted == r2
+    ));
+    let values: Vec<_> = view(r3).into_iter().map(|(k, v, _, _)| (k, v)).collect();
+    assert_eq!(
+        values,
+        vec![("/s/a".into(), "2".into()), ("/s/b".into(), "1".into())]
+    );
+}
+
 /// Read-modify-write loops from several threads: every increment lands exactly once.
 fn conflicting_writers(s: Arc<dyn Store>) {
     s.create("/counter", b"0").unwrap();
@@ -233,6 +278,12 @@ macro_rules! contract {
             fn compact_old_keeps_recent_events() {
                 let (s, _guard) = super::$backend();
                 super::compact_old_keeps_recent_events(&*s);
+            }
+
+            #[test]
+            fn list_at_old_revisions() {
+                let (s, _guard) = super::$backend();
+                super::list_at_old_revisions(&*s);
             }
 
             #[test]
