@@ -11,11 +11,25 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// The datastore of a test server keeping its state in `dir`: SQLite in `dir` by default;
+/// with `SKIFF_TEST_DATASTORE=etcd`, a key prefix named after `dir` in an etcd cluster
+/// that the test process shares (so a server restarted on `dir` finds its objects).
+fn datastore(dir: &Path) -> Option<String> {
+    match std::env::var("SKIFF_TEST_DATASTORE").as_deref() {
+        Ok("etcd") => {
+            let name = dir.file_name()?.to_string_lossy().into_owned();
+            Some(skiff_store::testing::EtcdCluster::shared().url(&format!("/{name}")))
+        }
+        _ => None,
+    }
+}
+
 pub async fn start_in(dir: &Path) -> ServerHandle {
     let cfg = ServerConfig {
         data_dir: dir.to_path_buf(),
         bind: (Ipv4Addr::LOCALHOST, 0).into(),
         advertise_address: Some(Ipv4Addr::LOCALHOST),
+        datastore: datastore(dir),
         ..Default::default()
     };
     Server::start(cfg).await.expect("server starts")
