@@ -8,174 +8,53 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
-    ServicePort,
-};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
 use crate::informer::{on_change, Change, Informer};
+use crate::podendpoint::{
+    headless, in_endpoints, managed, pod_ipv4, resolved_ports, selects, Address, ResolvedPort,
+    HEADLESS_LABEL,
+};
 use crate::queue::{run_workers, WorkQueue};
-use crate::util::{is_already_exists, is_not_found, key_of, pod_phase, pod_ready, split_key};
+use crate::util::{is_already_exists, is_not_found, key_of, split_key};
 use crate::Informers;
-
-/// (name, port, protocol) of one resolved Service port.
-type PortKey = (String, i32, String);
-
-/// Label marking the Endpoints/EndpointSlices of headless Services.
-pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-
-/// Whether the controllers manage endpoints for `svc`: it has a selector, is not an
-/// ExternalName Service, and is not `default/kubernetes`.
-pub fn managed(svc: &Service) -> bool {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let is_api = svc.namespace().as_deref() == Some("default") && svc.name_any() == "kubernetes";
-    !is_api
-        && spec.type_.as_deref() != Some("ExternalName")
-        && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
-}
-
-/// Whether `svc` selects `pod` (same namespace, every selector label matches).
-pub fn selects(svc: &Service, pod: &Pod) -> bool {
-    if svc.namespace() != pod.namespace() || !managed(svc) {
-        return false;
-    }
-    let sel = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.clone())
-        .unwrap_or_default();
-    sel.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
-}
-
-/// Whether the Service is headless (clusterIP None).
-pub fn headless(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
-}
-
-/// The pod's IPv4 address, if it has one.
-pub fn pod_ipv4(pod: &Pod) -> Option<String> {
-    let st = pod.status.as_ref()?;
-    st.pod_ip
-        .iter()
-        .chain(st.pod_ips.iter().flatten().map(|p| &p.ip))
-        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
-        .cloned()
-}
-
-/// Whether a pod appears in endpoints at all (endpointutil.ShouldPodBeInEndpoints).
-pub fn in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
-    if pod_ipv4(pod).is_none() {
-        return false;
-    }
-    if !include_terminating && pod.metadata.deletion_timestamp.is_some() {
-        return false;
-    }
-    let restart = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    match restart {
-        "Never" => !matches!(pod_phase(pod), "Failed" | "Succeeded"),
-        "OnFailure" => pod_phase(pod) != "Succeeded",
-        _ => true,
-    }
-}
-
-/// The container port a Service port reaches on `pod` (podutil.FindPort): a number as
-/// is, a name looked up among the pod's container ports of the same protocol.
-pub fn find_port(pod: &Pod, sp: &ServicePort) -> Option<i32> {
-    match &sp.target_port {
-        None => Some(sp.port),
-        Some(IntOrString::Int(p)) => Some(*p),
-        Some(IntOrString::String(name)) => {
-            let proto = sp.protocol.as_deref().unwrap_or("TCP");
-            pod.spec
-                .as_ref()?
-                .containers
-                .iter()
-                .flat_map(|c| c.ports.iter().flatten())
-                .find_map(|p| {
-                    (p.name.as_deref() == Some(name.as_str())
-                        && p.protocol.as_deref().unwrap_or("TCP") == proto)
-                        .then_some(p.container_port)
-                })
-        }
-    }
-}
-
-/// The hostname a pod has in a Service's records (endpointutil.ShouldSetHostname).
-pub fn hostname_for(pod: &Pod, svc: &Service) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    let h = spec.hostname.clone().filter(|h| !h.is_empty())?;
-    (spec.subdomain.as_deref() == Some(svc.name_any().as_str())
-        && pod.namespace() == svc.namespace())
-    .then_some(h)
-}
-
-/// A reference to a pod as endpoints hold it.
-pub fn pod_ref(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        kind: Some("Pod".into()),
-        namespace: pod.namespace(),
-        name: Some(pod.name_any()),
-        uid: pod.uid(),
-        ..Default::default()
-    }
-}
 
 /// Builds the Endpoints subsets of `svc` from the pods it selects, packed like
 /// `endpoints.RepackSubsets` (addresses with the same ports share a subset), sorted.
 pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
-    let ports = spec.ports.clone().unwrap_or_default();
-    // ip -> (address, ready, ports)
-    let mut by_ip: BTreeMap<String, (EndpointAddress, bool, BTreeSet<PortKey>)> = BTreeMap::new();
+    let no_ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_none_or(|p| p.is_empty());
+    // ip -> (address, ports)
+    let mut by_ip: BTreeMap<&str, (Address, BTreeSet<ResolvedPort>)> = BTreeMap::new();
     for pod in pods {
+        // Terminating pods leave Endpoints at once (only slices show them terminating).
         if !in_endpoints(pod, false) {
             continue;
         }
-        let Some(ip) = pod_ipv4(pod) else { continue };
-        let ready = publish_not_ready || pod_ready(pod);
-        let addr = EndpointAddress {
-            ip: ip.clone(),
-            hostname: hostname_for(pod, svc),
-            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            target_ref: Some(pod_ref(pod)),
+        let (Some(ip), Some(addr)) = (pod_ipv4(pod), Address::of_pod(pod, svc)) else {
+            continue;
         };
-        let mut pset = BTreeSet::new();
-        for sp in &ports {
-            if let Some(p) = find_port(pod, sp) {
-                pset.insert((
-                    sp.name.clone().unwrap_or_default(),
-                    p,
-                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                ));
-            }
-        }
-        if pset.is_empty() && !(ports.is_empty() && headless(svc)) {
+        let pset: BTreeSet<ResolvedPort> = resolved_ports(svc, pod).into_iter().collect();
+        if pset.is_empty() && !(no_ports && headless(svc)) {
             continue;
         }
-        by_ip.insert(ip, (addr, ready, pset));
+        by_ip.insert(ip, (addr, pset));
     }
-    let app_protocols: HashMap<String, Option<String>> = ports
-        .iter()
-        .map(|p| (p.name.clone().unwrap_or_default(), p.app_protocol.clone()))
-        .collect();
-    let mut groups: BTreeMap<BTreeSet<PortKey>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+    let mut groups: BTreeMap<BTreeSet<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
         BTreeMap::new();
-    for (_, (addr, ready, pset)) in by_ip {
+    for (_, (addr, pset)) in by_ip {
         let g = groups.entry(pset).or_default();
-        if ready {
-            g.0.push(addr);
+        if addr.ready {
+            g.0.push(addr.to_core());
         } else {
-            g.1.push(addr);
+            g.1.push(addr.to_core());
         }
     }
     groups
@@ -183,16 +62,7 @@ pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         .map(|(pset, (ready, not_ready))| EndpointSubset {
             addresses: (!ready.is_empty()).then_some(ready),
             not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
-            ports: (!pset.is_empty()).then(|| {
-                pset.into_iter()
-                    .map(|(name, port, protocol)| EndpointPort {
-                        app_protocol: app_protocols.get(&name).cloned().flatten(),
-                        name: (!name.is_empty()).then_some(name),
-                        port,
-                        protocol: Some(protocol),
-                    })
-                    .collect()
-            }),
+            ports: (!pset.is_empty()).then(|| pset.iter().map(ResolvedPort::to_core).collect()),
         })
         .collect()
 }
@@ -314,7 +184,9 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     let existing = ctx.endpoints.store().get(&ObjectRef::new(name).within(ns));
     match existing {
         Some(ep) => {
-            if ep.subsets.clone().unwrap_or_default() == subsets && ep.labels() == &labels {
+            if ep.subsets.as_deref().unwrap_or_default() == subsets.as_slice()
+                && ep.labels() == &labels
+            {
                 return Ok(None);
             }
             let mut new = (*ep).clone();

@@ -4,13 +4,13 @@
 //! its ready/serving/terminating conditions. Pods whose ports resolve differently (named
 //! targetPorts) go to different slices, as in Kubernetes.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -18,13 +18,12 @@ use skiff_api::names::{
     ENDPOINTSLICE_CONTROLLER, ENDPOINTSLICE_MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
 };
 
-use crate::endpoints::{
-    find_port, headless, hostname_for, in_endpoints, managed, pod_ipv4, pod_ref, selects,
-    HEADLESS_LABEL,
-};
 use crate::informer::{on_change, Change, Informer};
+use crate::podendpoint::{
+    headless, in_endpoints, managed, resolved_ports, selects, Address, ResolvedPort, HEADLESS_LABEL,
+};
 use crate::queue::{run_workers, WorkQueue};
-use crate::util::{controller_ref, is_not_found, key_of, pod_ready, split_key};
+use crate::util::{controller_ref, is_not_found, key_of, split_key};
 use crate::Informers;
 
 /// Most endpoints in one slice (`--max-endpoints-per-slice`).
@@ -39,71 +38,34 @@ pub struct SliceContent {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// The endpoint of one pod (podToEndpoint).
-pub fn pod_endpoint(pod: &Pod, svc: &Service, ip: String) -> Endpoint {
-    let publish = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.publish_not_ready_addresses)
-        == Some(true);
-    let serving = pod_ready(pod);
-    let terminating = pod.metadata.deletion_timestamp.is_some();
-    // "ready" is never true for a terminating pod, unless publishNotReadyAddresses.
-    let ready = publish || (serving && !terminating);
-    Endpoint {
-        addresses: vec![ip],
-        conditions: Some(EndpointConditions {
-            ready: Some(ready),
-            serving: Some(publish || serving),
-            terminating: Some(terminating),
-        }),
-        hostname: hostname_for(pod, svc),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        target_ref: Some(pod_ref(pod)),
-        ..Default::default()
-    }
+/// The endpoint of one pod (podToEndpoint), if it has an IPv4 address.
+pub fn pod_endpoint(pod: &Pod, svc: &Service) -> Option<Endpoint> {
+    Address::of_pod(pod, svc).map(|a| a.to_endpoint())
 }
 
 /// The slices `svc` should have, given the pods it selects: grouped by resolved ports,
-/// at most [`MAX_ENDPOINTS_PER_SLICE`] endpoints each; one empty slice without ports when
-/// no pod qualifies (Kubernetes' placeholder slice).
+/// at most [`MAX_ENDPOINTS_PER_SLICE`] endpoints each, sorted by address; one empty
+/// slice without ports when no pod qualifies (Kubernetes' placeholder slice).
 pub fn desired_slices(svc: &Service, pods: &[&Pod]) -> Vec<SliceContent> {
-    let ports = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.clone())
-        .unwrap_or_default();
-    let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<Endpoint>> = BTreeMap::new();
     for pod in pods {
         if !in_endpoints(pod, true) {
             continue;
         }
-        let Some(ip) = pod_ipv4(pod) else { continue };
-        let eports: Vec<EndpointPort> = ports
-            .iter()
-            .filter_map(|sp| {
-                Some(EndpointPort {
-                    name: Some(sp.name.clone().unwrap_or_default()),
-                    port: Some(find_port(pod, sp)?),
-                    protocol: Some(sp.protocol.clone().unwrap_or_else(|| "TCP".into())),
-                    app_protocol: sp.app_protocol.clone(),
-                })
-            })
-            .collect();
-        let gk = serde_json::to_string(&eports).unwrap_or_default();
-        groups
-            .entry(gk)
-            .or_insert_with(|| (eports, Vec::new()))
-            .1
-            .push(pod_endpoint(pod, svc, ip));
+        let Some(ep) = pod_endpoint(pod, svc) else {
+            continue;
+        };
+        groups.entry(resolved_ports(svc, pod)).or_default().push(ep);
     }
     let mut out = Vec::new();
-    for (_, (eports, mut eps)) in groups {
+    for (ports, mut eps) in groups {
         eps.sort_by(|a, b| a.addresses.cmp(&b.addresses));
-        for chunk in eps.chunks(MAX_ENDPOINTS_PER_SLICE) {
+        let ports: Vec<EndpointPort> = ports.iter().map(ResolvedPort::to_discovery).collect();
+        let mut eps = eps.into_iter().peekable();
+        while eps.peek().is_some() {
             out.push(SliceContent {
-                ports: eports.clone(),
-                endpoints: chunk.to_vec(),
+                ports: ports.clone(),
+                endpoints: eps.by_ref().take(MAX_ENDPOINTS_PER_SLICE).collect(),
             });
         }
     }
@@ -130,11 +92,67 @@ pub fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
     labels
 }
 
+/// The slices this controller wrote and its cache may not show yet (Kubernetes'
+/// endpointSliceTracker). It serves two purposes: the watch event of our own write does
+/// not trigger another full sync of the Service, and a sync that runs before the cache
+/// caught up builds on what we wrote instead of failing with a conflict and backing off.
+#[derive(Default)]
+pub struct SliceTracker {
+    // "ns/name" -> (resourceVersion the write replaced, the object the API returned)
+    written: Mutex<HashMap<String, (Option<String>, Arc<EndpointSlice>)>>,
+}
+
+impl SliceTracker {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Arc<EndpointSlice>)>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that we replaced (or created, `base` None) a slice and got `written`.
+    pub fn wrote(&self, base: Option<String>, written: EndpointSlice) {
+        self.lock()
+            .insert(key_of(&written), (base, Arc::new(written)));
+    }
+
+    /// Forgets a slice (deleted).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Whether a watch event shows exactly our last write of that slice.
+    pub fn is_own_write(&self, slice: &EndpointSlice) -> bool {
+        self.lock().get(&key_of(slice)).is_some_and(|(_, w)| {
+            w.metadata.resource_version.is_some()
+                && w.metadata.resource_version == slice.metadata.resource_version
+        })
+    }
+
+    /// The freshest known state of a cached slice: our write when the cache still shows
+    /// the version it replaced, else the cache (which then caught up, or shows someone
+    /// else's later change).
+    pub fn freshest(&self, cached: Arc<EndpointSlice>) -> Arc<EndpointSlice> {
+        let key = key_of(cached.as_ref());
+        let mut m = self.lock();
+        match m.get(&key) {
+            Some((base, w)) if base.is_some() && *base == cached.metadata.resource_version => {
+                w.clone()
+            }
+            Some(_) => {
+                m.remove(&key);
+                cached
+            }
+            None => cached,
+        }
+    }
+}
+
 struct Ctx {
     client: Client,
     services: Arc<Informer<Service>>,
     pods: Arc<Informer<Pod>>,
     slices: Arc<Informer<EndpointSlice>>,
+    tracker: Arc<SliceTracker>,
 }
 
 /// Starts the controller.
@@ -145,6 +163,7 @@ pub fn run(client: Client, inf: &Informers) {
         services: inf.services.clone(),
         pods: inf.pods.clone(),
         slices: Informer::spawn(Api::all(client)),
+        tracker: Arc::default(),
     });
     {
         let q = queue.clone();
@@ -159,18 +178,27 @@ pub fn run(client: Client, inf: &Informers) {
         crate::endpoints::pod_to_services(inf.services.clone(), queue.clone()),
     );
     {
-        // Someone else changing or deleting our slices: put them back.
+        // Someone else changing or deleting our slices: put them back. Our own writes
+        // coming back need nothing.
         let q = queue.clone();
+        let tracker = ctx.tracker.clone();
         on_change(&ctx.slices, move |c| {
-            if let Change::Applied(s) | Change::Deleted(s) = c {
-                if s.labels()
-                    .get(ENDPOINTSLICE_MANAGED_BY_LABEL)
-                    .map(String::as_str)
-                    == Some(ENDPOINTSLICE_CONTROLLER)
-                {
-                    if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
-                        q.add(format!("{}/{svc}", s.namespace().unwrap_or_default()));
-                    }
+            let s = match c {
+                Change::Applied(s) if tracker.is_own_write(&s) => return,
+                Change::Applied(s) => s,
+                Change::Deleted(s) => {
+                    tracker.forget(&key_of(s.as_ref()));
+                    s
+                }
+                Change::Resync => return,
+            };
+            if s.labels()
+                .get(ENDPOINTSLICE_MANAGED_BY_LABEL)
+                .map(String::as_str)
+                == Some(ENDPOINTSLICE_CONTROLLER)
+            {
+                if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
+                    q.add(format!("{}/{svc}", s.namespace().unwrap_or_default()));
                 }
             }
         });
@@ -194,7 +222,7 @@ fn same_content(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     slice.endpoints == want.endpoints
-        && slice.ports.clone().unwrap_or_default() == want.ports
+        && slice.ports.as_deref().unwrap_or_default() == want.ports.as_slice()
         && slice.labels() == labels
 }
 
@@ -207,7 +235,7 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         .slices
         .list()
         .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns))
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
         .filter(|s| s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name))
         .filter(|s| {
             s.labels()
@@ -215,6 +243,7 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
                 .map(String::as_str)
                 == Some(ENDPOINTSLICE_CONTROLLER)
         })
+        .map(|s| ctx.tracker.freshest(s))
         .collect();
     existing.sort_by_key(|s| s.name_any());
     let svc = ctx
@@ -224,9 +253,11 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     let Some(svc) = svc.filter(|s| managed(s)) else {
         for s in existing {
             delete(&api, &s.name_any()).await?;
+            ctx.tracker.forget(&key_of(s.as_ref()));
         }
         return Ok(None);
     };
+    let started = std::time::Instant::now();
     let all = ctx.pods.list();
     let pods: Vec<&Pod> = all
         .iter()
@@ -234,13 +265,15 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         .filter(|p| selects(&svc, p))
         .collect();
     let desired = desired_slices(&svc, &pods);
+    tracing::debug!(service = %key, pods = pods.len(), compute_us = started.elapsed().as_micros() as u64, "endpointslice desired state");
     let labels = slice_labels(&svc);
     let owner = controller_ref(svc.as_ref());
     // Reuse existing slices with the same ports, in name order, before creating any.
     let mut unused: Vec<Arc<EndpointSlice>> = existing;
     for want in desired {
         let pos = unused.iter().position(|s| {
-            s.ports.clone().unwrap_or_default() == want.ports && s.address_type == "IPv4"
+            s.ports.as_deref().unwrap_or_default() == want.ports.as_slice()
+                && s.address_type == "IPv4"
         });
         match pos.map(|i| unused.remove(i)) {
             Some(cur) => {
@@ -251,9 +284,12 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
                 new.endpoints = want.endpoints;
                 new.ports = Some(want.ports);
                 new.metadata.labels = Some(labels.clone());
-                api.replace(&cur.name_any(), &PostParams::default(), &new)
+                let written = api
+                    .replace(&cur.name_any(), &PostParams::default(), &new)
                     .await
                     .with_context(|| format!("updating endpointslice {ns}/{}", cur.name_any()))?;
+                ctx.tracker
+                    .wrote(cur.metadata.resource_version.clone(), written);
             }
             None => {
                 let slice = EndpointSlice {
@@ -275,6 +311,7 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
                 // Wait for our cache to see it, so that the next sync reuses it.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
                 let r = kube::runtime::reflector::ObjectRef::new(&created.name_any()).within(ns);
+                ctx.tracker.wrote(None, created);
                 while ctx.slices.store().get(&r).is_none() && tokio::time::Instant::now() < deadline
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -284,6 +321,7 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     }
     for s in unused {
         delete(&api, &s.name_any()).await?;
+        ctx.tracker.forget(&key_of(s.as_ref()));
     }
     Ok(None)
 }
@@ -358,6 +396,40 @@ mod tests {
                 .map(String::as_str),
             Some("endpointslice-controller.k8s.io")
         );
+    }
+
+    fn slice(name: &str, rv: &str) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv},
+            "addressType": "IPv4", "endpoints": []
+        }))
+        .expect("slice")
+    }
+
+    #[test]
+    fn tracker_skips_own_writes_and_covers_a_stale_cache() {
+        let t = SliceTracker::default();
+        let cached = Arc::new(slice("web-abcde", "10"));
+        assert!(!t.is_own_write(&cached));
+        t.wrote(Some("10".into()), slice("web-abcde", "11"));
+        assert!(t.is_own_write(&slice("web-abcde", "11")));
+        assert!(
+            !t.is_own_write(&slice("web-abcde", "12")),
+            "someone else's write"
+        );
+        // The cache still shows the version we replaced: use what we wrote.
+        assert_eq!(
+            t.freshest(cached.clone()).resource_version().as_deref(),
+            Some("11")
+        );
+        // The cache caught up (or moved on): use it, and stop tracking.
+        let newer = Arc::new(slice("web-abcde", "12"));
+        assert_eq!(t.freshest(newer).resource_version().as_deref(), Some("12"));
+        assert_eq!(t.freshest(cached).resource_version().as_deref(), Some("10"));
+        t.wrote(None, slice("web-fghij", "20"));
+        assert!(t.is_own_write(&slice("web-fghij", "20")));
+        t.forget("default/web-fghij");
+        assert!(!t.is_own_write(&slice("web-fghij", "20")));
     }
 
     #[test]

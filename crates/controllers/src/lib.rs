@@ -18,6 +18,7 @@ pub mod loadbalancer;
 pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podendpoint;
 pub mod podrank;
 pub mod queue;
 pub mod replicaset;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -19,6 +19,7 @@ use skiff_api::names::{ENDPOINTSLICE_MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 
 use crate::endpointslice::{SliceContent, MAX_ENDPOINTS_PER_SLICE};
 use crate::informer::{on_change, Change, Informer};
+use crate::podendpoint::{Address, ResolvedPort};
 use crate::queue::{run_workers, WorkQueue};
 use crate::util::{controller_ref, is_not_found, key_of, split_key};
 use crate::Informers;
@@ -38,21 +39,6 @@ pub fn should_mirror(svc: &Service, ep: &Endpoints) -> bool {
     no_selector && ep.labels().get(SKIP_MIRROR_LABEL).map(String::as_str) != Some("true")
 }
 
-fn endpoint(addr: &EndpointAddress, ready: bool) -> Endpoint {
-    Endpoint {
-        addresses: vec![addr.ip.clone()],
-        conditions: Some(EndpointConditions {
-            ready: Some(ready),
-            serving: Some(ready),
-            terminating: Some(false),
-        }),
-        hostname: addr.hostname.clone(),
-        node_name: addr.node_name.clone(),
-        target_ref: addr.target_ref.clone(),
-        ..Default::default()
-    }
-}
-
 /// The slices mirroring `ep`: one group per subset (IPv4 addresses only), at most
 /// [`MAX_ENDPOINTS_PER_SLICE`] endpoints each.
 pub fn mirrored_slices(ep: &Endpoints) -> Vec<SliceContent> {
@@ -62,12 +48,7 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<SliceContent> {
             .ports
             .iter()
             .flatten()
-            .map(|p| EndpointPort {
-                name: Some(p.name.clone().unwrap_or_default()),
-                port: Some(p.port),
-                protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
-                app_protocol: p.app_protocol.clone(),
-            })
+            .map(|p| ResolvedPort::from_core(p).to_discovery())
             .collect();
         let is_v4 = |a: &&EndpointAddress| a.ip.parse::<std::net::Ipv4Addr>().is_ok();
         let eps: Vec<Endpoint> = subset
@@ -75,14 +56,14 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<SliceContent> {
             .iter()
             .flatten()
             .filter(is_v4)
-            .map(|a| endpoint(a, true))
+            .map(|a| Address::from_core(a, true).to_endpoint())
             .chain(
                 subset
                     .not_ready_addresses
                     .iter()
                     .flatten()
                     .filter(is_v4)
-                    .map(|a| endpoint(a, false)),
+                    .map(|a| Address::from_core(a, false).to_endpoint()),
             )
             .collect();
         for chunk in eps.chunks(MAX_ENDPOINTS_PER_SLICE) {
@@ -187,7 +168,7 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         for want in desired {
             let pos = unused
                 .iter()
-                .position(|s| s.ports.clone().unwrap_or_default() == want.ports);
+                .position(|s| s.ports.as_deref().unwrap_or_default() == want.ports.as_slice());
             match pos.map(|i| unused.remove(i)) {
                 Some(cur) => {
                     if cur.endpoints == want.endpoints && cur.labels() == &labels {

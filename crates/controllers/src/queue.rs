@@ -5,14 +5,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 #[derive(Default)]
 struct Inner {
     queue: VecDeque<String>,
-    dirty: HashSet<String>,
+    /// Keys waiting, with when they were first added (for the sync log).
+    dirty: HashMap<String, Instant>,
     processing: HashSet<String>,
     failures: HashMap<String, u32>,
 }
@@ -39,10 +40,10 @@ impl WorkQueue {
     pub fn add(&self, key: impl Into<String>) {
         let key = key.into();
         let mut inner = self.lock();
-        if inner.dirty.contains(&key) {
+        if inner.dirty.contains_key(&key) {
             return;
         }
-        inner.dirty.insert(key.clone());
+        inner.dirty.insert(key.clone(), Instant::now());
         if !inner.processing.contains(&key) {
             inner.queue.push_back(key);
             drop(inner);
@@ -74,7 +75,8 @@ impl WorkQueue {
         self.len() == 0
     }
 
-    async fn get(&self) -> String {
+    /// The next key, and how long it waited since it was added.
+    async fn get(&self) -> (String, Duration) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -82,13 +84,17 @@ impl WorkQueue {
             {
                 let mut inner = self.lock();
                 if let Some(k) = inner.queue.pop_front() {
-                    inner.dirty.remove(&k);
+                    let waited = inner
+                        .dirty
+                        .remove(&k)
+                        .map(|at| at.elapsed())
+                        .unwrap_or_default();
                     inner.processing.insert(k.clone());
                     if !inner.queue.is_empty() {
                         // Wake another worker for the rest.
                         self.notify.notify_one();
                     }
-                    return k;
+                    return (k, waited);
                 }
             }
             notified.await;
@@ -98,7 +104,7 @@ impl WorkQueue {
     fn done(&self, key: &str) {
         let mut inner = self.lock();
         inner.processing.remove(key);
-        if inner.dirty.contains(key) {
+        if inner.dirty.contains_key(key) {
             inner.queue.push_back(key.to_string());
             drop(inner);
             self.notify.notify_one();
@@ -130,8 +136,17 @@ where
         let reconcile = reconcile.clone();
         tokio::spawn(async move {
             loop {
-                let key = queue.get().await;
-                match reconcile(key.clone()).await {
+                let (key, waited) = queue.get().await;
+                let started = Instant::now();
+                let result = reconcile(key.clone()).await;
+                tracing::debug!(
+                    controller = name,
+                    key = %key,
+                    waited_us = waited.as_micros() as u64,
+                    took_us = started.elapsed().as_micros() as u64,
+                    "synced"
+                );
+                match result {
                     Ok(requeue) => {
                         queue.forget(&key);
                         if let Some(d) = requeue {
@@ -161,13 +176,13 @@ mod tests {
         q.add("a");
         q.add("b");
         assert_eq!(q.len(), 2);
-        let k = q.get().await;
+        let (k, _) = q.get().await;
         assert_eq!(k, "a");
         q.add("a");
         assert_eq!(q.len(), 1, "a is processing: only marked dirty");
         q.done("a");
         assert_eq!(q.len(), 2);
-        assert_eq!(q.get().await, "b");
-        assert_eq!(q.get().await, "a");
+        assert_eq!(q.get().await.0, "b");
+        assert_eq!(q.get().await.0, "a");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::future::join_all;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -33,26 +33,35 @@ pub const BURST_REPLICAS: usize = 500;
 /// lost watch event costs more than a rare double create).
 pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most pod creates (or deletes) of one sync in flight at once. Batches still grow 1, 2, 4... (kube's
+/// slowStartBatch, so that a failing create fails fast), but each request in flight holds
+/// one HTTP/1 connection of the client's pool: past a few the API server only gets
+/// slower (see BENCH.md).
+pub const CREATES_IN_FLIGHT: usize = 16;
+
 /// Pods a controller created or deleted and has not yet seen in its cache
-/// (client-go's ControllerExpectations, tracked by name and uid).
+/// (client-go's ControllerExpectations, tracked by name and uid). Checking them costs a
+/// cache lookup per pending pod, not a scan of every pod.
 #[derive(Default)]
 pub struct Expectations {
     inner: Mutex<HashMap<String, Expect>>,
 }
 
 struct Expect {
+    /// Names of pods created.
     created: HashSet<String>,
-    deleted: HashSet<String>,
+    /// Name -> uid of pods deleted.
+    deleted: HashMap<String, String>,
     at: Instant,
 }
 
 impl Expectations {
-    /// Records pods created (names) and deleted (uids) for `key`.
-    pub fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<String>) {
+    /// Records pods created (names) and deleted ((name, uid) pairs) for `key`.
+    pub fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<(String, String)>) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let e = m.entry(key.to_string()).or_insert_with(|| Expect {
             created: HashSet::new(),
-            deleted: HashSet::new(),
+            deleted: HashMap::new(),
             at: Instant::now(),
         });
         e.created.extend(created);
@@ -60,23 +69,20 @@ impl Expectations {
         e.at = Instant::now();
     }
 
-    /// Whether the cache shows everything expected for `key` (`pods` are its namespace's
-    /// pods from the cache); satisfied expectations are dropped.
-    pub fn satisfied(&self, key: &str, pods: &[Arc<Pod>]) -> bool {
+    /// Whether the cache shows everything expected for `key`; `lookup` finds a pod of the
+    /// key's namespace in the cache by name. Satisfied expectations are dropped.
+    pub fn satisfied(&self, key: &str, lookup: impl Fn(&str) -> Option<Arc<Pod>>) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(e) = m.get_mut(key) else { return true };
         if e.at.elapsed() > EXPECTATIONS_TIMEOUT {
             m.remove(key);
             return true;
         }
-        e.created.retain(|name| {
-            !pods
-                .iter()
-                .any(|p| p.metadata.name.as_deref() == Some(name))
-        });
-        e.deleted.retain(|uid| {
-            pods.iter().any(|p| {
-                p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
+        e.created.retain(|name| lookup(name).is_none());
+        e.deleted.retain(|name, uid| {
+            lookup(name).is_some_and(|p| {
+                p.metadata.uid.as_deref() == Some(uid.as_str())
+                    && p.metadata.deletion_timestamp.is_none()
             })
         });
         let done = e.created.is_empty() && e.deleted.is_empty();
@@ -185,7 +191,9 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .collect();
-    let satisfied = ctx.expectations.satisfied(key, &ns_pods);
+    let satisfied = ctx.expectations.satisfied(key, |pod| {
+        ctx.pods.store().get(&ObjectRef::new(pod).within(ns))
+    });
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let rs_uid = rs.uid().unwrap_or_default();
 
@@ -320,7 +328,11 @@ async fn manage(
         while remaining > 0 {
             let n = batch.min(remaining);
             let pp = PostParams::default();
-            let results = join_all((0..n).map(|_| pods_api.create(&pp, &pod))).await;
+            let results: Vec<_> = futures::stream::iter(0..n)
+                .map(|_| pods_api.create(&pp, &pod))
+                .buffer_unordered(CREATES_IN_FLIGHT)
+                .collect()
+                .await;
             let mut created = Vec::new();
             let mut failed = None;
             for r in results {
@@ -379,19 +391,28 @@ async fn manage(
         ctx.expectations.expect(
             key,
             vec![],
-            victims.iter().filter_map(|p| p.uid()).collect(),
+            victims
+                .iter()
+                .filter_map(|p| Some((p.name_any(), p.uid()?)))
+                .collect(),
         );
-        let results = join_all(victims.iter().map(|p| {
-            let api = pods_api.clone();
-            let name = p.name_any();
-            async move {
-                (
-                    name.clone(),
-                    api.delete(&name, &DeleteParams::default()).await,
-                )
-            }
-        }))
-        .await;
+        let deletes: Vec<_> = victims
+            .iter()
+            .map(|p| {
+                let api = pods_api.clone();
+                let name = p.name_any();
+                async move {
+                    (
+                        name.clone(),
+                        api.delete(&name, &DeleteParams::default()).await,
+                    )
+                }
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(deletes)
+            .buffer_unordered(CREATES_IN_FLIGHT)
+            .collect()
+            .await;
         for (name, r) in results {
             match r {
                 Ok(_) => ctx.recorder.publish(
@@ -457,5 +478,45 @@ async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<(
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("releasing pod {}", pod.name_any())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, uid: &str, deleting: bool) -> Arc<Pod> {
+        let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": uid}});
+        if deleting {
+            v["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        }
+        Arc::new(serde_json::from_value(v).expect("pod"))
+    }
+
+    #[test]
+    fn expectations_wait_for_creates_and_deletes_to_show() {
+        let e = Expectations::default();
+        assert!(e.satisfied("default/rs", |_| None), "nothing expected");
+        e.expect(
+            "default/rs",
+            vec!["rs-a".into(), "rs-b".into()],
+            vec![("rs-old".into(), "u-old".into())],
+        );
+        let mut cache: HashMap<String, Arc<Pod>> = HashMap::new();
+        cache.insert("rs-old".into(), pod("rs-old", "u-old", false));
+        cache.insert("rs-a".into(), pod("rs-a", "u-a", false));
+        assert!(!e.satisfied("default/rs", |n| cache.get(n).cloned()));
+        cache.insert("rs-b".into(), pod("rs-b", "u-b", false));
+        assert!(
+            !e.satisfied("default/rs", |n| cache.get(n).cloned()),
+            "old pod still there"
+        );
+        // Terminating counts as deleted; so does a new pod of the same name.
+        cache.insert("rs-old".into(), pod("rs-old", "u-old", true));
+        assert!(e.satisfied("default/rs", |n| cache.get(n).cloned()));
+        e.expect("default/rs", vec![], vec![("rs-a".into(), "u-a".into())]);
+        cache.insert("rs-a".into(), pod("rs-a", "u-a2", false));
+        assert!(e.satisfied("default/rs", |n| cache.get(n).cloned()));
     }
 }

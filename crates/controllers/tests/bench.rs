@@ -1,10 +1,15 @@
 //! The issue's benchmark: a 1,000-replica Deployment over 100 registered nodes. Reports
-//! the time until every pod is bound, the scheduler's rate, and the latency from a pod's
-//! readiness change to its EndpointSlice. Ignored by default (minutes of CPU on 2 cores):
+//! the time until every pod is bound, the scheduler's rate (end to end, where it can go
+//! no faster than the ReplicaSet controller creates pods, and alone, started with 1,000
+//! pods pending), the latency from a pod's readiness change to its EndpointSlice, and
+//! for reference the API server's raw pod create rate from this process. Ignored by
+//! default (minutes of CPU on 2 cores); the phases run one after the other so that they
+//! do not compete:
 //! `cargo test -p skiff-controllers --release --test bench -- --ignored --nocapture`.
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,58 +19,136 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::oneshot;
 
 const NODES: usize = 100;
 const REPLICAS: i32 = 1000;
+/// Readiness changes timed (each a pod turning not ready or ready again).
+const CHANGES: usize = 120;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run explicitly"]
 async fn thousand_replicas_on_a_hundred_nodes() {
-    let cl = start_with(Duration::from_secs(40)).await;
-    let client = cl.client.clone();
+    println!(
+        "bench: profile {}, load average {}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        load_average()
+    );
+    api_create_rate().await;
+    end_to_end().await;
+    scheduler_alone().await;
+    println!("bench: load average at the end {}", load_average());
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The ceiling of the ReplicaSet controller: bare pod creates (ignored by the scheduler
+/// and every controller) from this process at a few concurrencies.
+async fn api_create_rate() {
+    let cl = start_controllers(Duration::from_secs(40)).await;
+    let pods: Api<Pod> = Api::namespaced(cl.client.clone(), "default");
+    let pod = |i: usize, c: usize| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("raw-{c}-{i}"), "labels": {"bench": "raw"}},
+            "spec": {"schedulerName": "bench-none",
+                     "containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80}]}]}
+        }))
+        .expect("pod")
+    };
+    for concurrency in [1usize, 8, 64] {
+        let n = if concurrency == 1 { 200 } else { 500 };
+        let t = Instant::now();
+        let results: Vec<_> = futures::stream::iter(0..n)
+            .map(|i| {
+                let pods = pods.clone();
+                let p = pod(i, concurrency);
+                async move { pods.create(&PostParams::default(), &p).await }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let secs = t.elapsed().as_secs_f64();
+        assert!(results.iter().all(Result::is_ok), "raw creates");
+        println!(
+            "bench: API server: {n} pod creates with {concurrency} in flight: {:.0} creates/s",
+            n as f64 / secs
+        );
+    }
+}
+
+/// Counts pods of `run=httpd` as they are created and bound. The receiver fires once the
+/// watch has its initial list. Returns (first binding, all created, all bound).
+fn watch_bindings(
+    pods: Api<Pod>,
+) -> (
+    oneshot::Receiver<()>,
+    tokio::task::JoinHandle<(Option<Instant>, Option<Instant>, Instant)>,
+) {
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut seen = HashSet::new();
+        let mut created = HashSet::new();
+        let mut all_created: Option<Instant> = None;
+        let mut first: Option<Instant> = None;
+        let mut stream =
+            watcher::watcher(pods, watcher::Config::default().labels("run=httpd")).boxed();
+        while let Some(ev) = stream.next().await {
+            let p = match ev {
+                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            created.insert(p.name_any());
+            if created.len() == REPLICAS as usize && all_created.is_none() {
+                all_created = Some(Instant::now());
+            }
+            if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                first.get_or_insert_with(Instant::now);
+                seen.insert(p.name_any());
+                if seen.len() == REPLICAS as usize {
+                    return (first, all_created, Instant::now());
+                }
+            }
+        }
+        (first, all_created, Instant::now())
+    });
+    (rx, task)
+}
+
+/// Registers the nodes and keeps them Ready; returns their names.
+async fn add_nodes(client: &Client) -> (Vec<String>, tokio::task::JoinHandle<()>) {
     let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:03}")).collect();
     let ips: Vec<String> = (0..NODES).map(|i| format!("192.0.2.{}", i + 1)).collect();
     for (n, ip) in names.iter().zip(&ips) {
-        add_node(&client, n, ip, false).await;
+        add_node(client, n, ip, false).await;
     }
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let pairs: Vec<(&str, &str)> = names
         .iter()
         .map(String::as_str)
         .zip(ips.iter().map(String::as_str))
         .collect();
     // Kubelets post status every 10 s (their default lease renewal period).
-    let _hb = heartbeats_every(client.clone(), &pairs, Duration::from_secs(10));
+    let hb = heartbeats_every(client.clone(), &pairs, Duration::from_secs(10));
+    (names, hb)
+}
 
-    // Watch bindings as they happen.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let watch_pods = pods.clone();
-    let bound = tokio::spawn(async move {
-        let mut seen = std::collections::HashSet::new();
-        let mut created = std::collections::HashSet::new();
-        let mut all_created: Option<Instant> = None;
-        let mut first: Option<Instant> = None;
-        let mut stream =
-            watcher::watcher(watch_pods, watcher::Config::default().labels("run=httpd")).boxed();
-        while let Some(ev) = stream.next().await {
-            if let Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) = ev {
-                created.insert(p.name_any());
-                if created.len() == REPLICAS as usize && all_created.is_none() {
-                    all_created = Some(Instant::now());
-                }
-                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                    first.get_or_insert_with(Instant::now);
-                    seen.insert(p.name_any());
-                    if seen.len() == REPLICAS as usize {
-                        return (first, all_created, Instant::now());
-                    }
-                }
-            }
-        }
-        (first, all_created, Instant::now())
-    });
+async fn create_deployment(client: &Client) -> Instant {
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let mut d = httpd_deployment("httpd");
     if let Some(s) = d.spec.as_mut() {
@@ -75,6 +158,19 @@ async fn thousand_replicas_on_a_hundred_nodes() {
     deps.create(&PostParams::default(), &d)
         .await
         .expect("deployment");
+    t0
+}
+
+/// Deployment to bound pods with everything running, then readiness flips.
+async fn end_to_end() {
+    let cl = start_with(Duration::from_secs(40)).await;
+    let client = cl.client.clone();
+    let (names, _hb) = add_nodes(&client).await;
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (init, bound) = watch_bindings(pods.clone());
+    let _ = init.await;
+    let t0 = create_deployment(&client).await;
     let (first_bound, all_created, all_bound) =
         tokio::time::timeout(Duration::from_secs(600), bound)
             .await
@@ -84,12 +180,13 @@ async fn thousand_replicas_on_a_hundred_nodes() {
     let sched = all_bound - first_bound.unwrap_or(t0);
     if let Some(c) = all_created {
         println!(
-            "bench: the ReplicaSet controller created {REPLICAS} pods in {:.2} s",
-            (c - t0).as_secs_f64()
+            "bench: end to end: the ReplicaSet controller created {REPLICAS} pods in {:.2} s ({:.0} pods/s)",
+            (c - t0).as_secs_f64(),
+            REPLICAS as f64 / (c - t0).as_secs_f64()
         );
     }
     println!(
-        "bench: {REPLICAS} pods bound over {NODES} nodes {:.2} s after the Deployment was created; \
+        "bench: end to end: {REPLICAS} pods bound over {NODES} nodes {:.2} s after the Deployment was created; \
          scheduler {:.0} pods/s (first to last binding)",
         total.as_secs_f64(),
         REPLICAS as f64 / sched.as_secs_f64().max(0.001)
@@ -97,6 +194,7 @@ async fn thousand_replicas_on_a_hundred_nodes() {
 
     // Endpoint latency: a Service over the pods, then readiness flips of single pods.
     let _kubelets = fake_kubelets(client.clone(), &name_refs);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
     eventually(600, "rollout", || rollout_done(&deps, "httpd", REPLICAS)).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
     svcs.create(
@@ -126,12 +224,12 @@ async fn thousand_replicas_on_a_hundred_nodes() {
     })
     .await;
     let victims: Vec<Pod> = pods
-        .list(&ListParams::default().labels("run=httpd").limit(20))
+        .list(&ListParams::default().labels("run=httpd"))
         .await
         .expect("pods")
         .items;
-    // Watch the slices, flip one pod at a time to not ready, and time until a slice
-    // event shows that endpoint not ready.
+    // Watch the slices, flip one pod at a time to not ready (and later back to ready),
+    // and time until a slice event shows that endpoint's new condition.
     let mut slice_events = watcher::watcher(
         slices.clone(),
         watcher::Config::default().labels("kubernetes.io/service-name=httpd-svc"),
@@ -143,9 +241,16 @@ async fn thousand_replicas_on_a_hundred_nodes() {
             break;
         }
     }
+    let flips: Vec<(&Pod, bool)> = victims
+        .iter()
+        .take(CHANGES / 2)
+        .map(|p| (p, false))
+        .chain(victims.iter().take(CHANGES / 2).map(|p| (p, true)))
+        .collect();
     let mut latencies = Vec::new();
-    for p in victims.iter().take(20) {
-        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+    for (p, ready) in flips {
+        let status = json!({"status": {"conditions": [{"type": "Ready",
+            "status": if ready { "True" } else { "False" },
             "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()}]}});
         let t = Instant::now();
         pods.patch_status(
@@ -154,7 +259,7 @@ async fn thousand_replicas_on_a_hundred_nodes() {
             &Patch::Merge(&status),
         )
         .await
-        .expect("not ready");
+        .expect("readiness change");
         let victim = p.name_any();
         let seen = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(ev) = slice_events.next().await {
@@ -162,7 +267,7 @@ async fn thousand_replicas_on_a_hundred_nodes() {
                     let flipped = s.endpoints.iter().any(|e| {
                         e.target_ref.as_ref().and_then(|r| r.name.as_deref())
                             == Some(victim.as_str())
-                            && e.conditions.as_ref().and_then(|c| c.ready) == Some(false)
+                            && e.conditions.as_ref().and_then(|c| c.ready) == Some(ready)
                     });
                     if flipped {
                         return;
@@ -175,11 +280,47 @@ async fn thousand_replicas_on_a_hundred_nodes() {
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    let p50 = latencies[latencies.len() / 2];
-    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    let pct = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
     println!(
-        "bench: readiness change -> EndpointSlice watch event ({REPLICAS} endpoints in 10 slices): p50 {:.0} ms, p99 {:.0} ms",
-        p50.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0
+        "bench: readiness change -> EndpointSlice watch event ({REPLICAS} endpoints in 10 slices, {} changes): \
+         p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(50).as_secs_f64() * 1000.0,
+        pct(90).as_secs_f64() * 1000.0,
+        pct(99).as_secs_f64() * 1000.0,
+        latencies[latencies.len() - 1].as_secs_f64() * 1000.0
+    );
+}
+
+/// The scheduler started with every pod already pending: its own rate, not bounded by
+/// the ReplicaSet controller's.
+async fn scheduler_alone() {
+    let cl = start_controllers(Duration::from_secs(40)).await;
+    let client = cl.client.clone();
+    let (_names, _hb) = add_nodes(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    create_deployment(&client).await;
+    eventually(300, "all pods created", || async {
+        let l = pods
+            .list(&ListParams::default().labels("run=httpd"))
+            .await
+            .ok()?;
+        (l.items.len() == REPLICAS as usize).then_some(())
+    })
+    .await;
+    let (init, bound) = watch_bindings(pods.clone());
+    let _ = init.await;
+    let t0 = Instant::now();
+    start_scheduler(&client);
+    let (first_bound, _, all_bound) = tokio::time::timeout(Duration::from_secs(600), bound)
+        .await
+        .expect("all pods bound in time")
+        .expect("watch task");
+    let sched = all_bound - first_bound.unwrap_or(t0);
+    println!(
+        "bench: scheduler alone: {REPLICAS} pending pods bound {:.2} s after it started; \
+         {:.0} pods/s (first to last binding)",
+        (all_bound - t0).as_secs_f64(),
+        REPLICAS as f64 / sched.as_secs_f64().max(0.001)
     );
 }

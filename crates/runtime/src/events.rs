@@ -1,7 +1,9 @@
 //! Recording Kubernetes Events (core/v1, what `kubectl describe` reads) the way
 //! client-go's event recorder does: one Event per occurrence, sent in the background so a
 //! controller never waits on it, with repeats of the same reason and message folded into
-//! a count.
+//! a count. At most [`MAX_IN_FLIGHT`] sends per recorder run at once: a scheduler
+//! binding a thousand pods must not open a thousand connections for its events (client-go
+//! likewise queues events behind one sink per broadcaster).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,11 +22,15 @@ pub const WARNING: &str = "Warning";
 /// (namespace, involved uid, reason, message) of an event already sent.
 type SeenKey = (String, String, String, String);
 
+/// Most event writes of one recorder in flight at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+
 /// Sends Events on behalf of one component (e.g. `deployment-controller`).
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
+    in_flight: Arc<tokio::sync::Semaphore>,
     seen: Arc<Mutex<HashMap<SeenKey, (String, i32)>>>,
     // involved uid -> (tokens, last refill): client-go's spam filter.
     buckets: Arc<Mutex<HashMap<String, (f64, std::time::Instant)>>>,
@@ -69,6 +75,7 @@ impl Recorder {
         Recorder {
             client,
             component: component.to_string(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             seen: Arc::default(),
             buckets: Arc::default(),
         }
@@ -146,7 +153,9 @@ impl Recorder {
                 "count": count + 1,
                 "lastTimestamp": Time(now),
             });
+            let in_flight = self.in_flight.clone();
             tokio::spawn(async move {
+                let _permit = in_flight.acquire_owned().await;
                 if let Err(e) = api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -182,7 +191,9 @@ impl Recorder {
             reporting_instance: Some(self.component.clone()),
             ..Default::default()
         };
+        let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
+            let _permit = in_flight.acquire_owned().await;
             if let Err(e) = api.create(&PostParams::default(), &ev).await {
                 tracing::debug!(event = %ev.name_any(), error = %e, "creating event");
             }

@@ -30,6 +30,11 @@ pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
 /// How long an unschedulable pod waits at most before it is tried again without any
 /// cluster change.
 pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
+/// Most bindings in flight at once. Decisions do not wait for bindings (the pod is
+/// assumed in the cache), but each request in flight holds an HTTP/1 connection of the
+/// client's pool: a thousand at once would mean a thousand TLS handshakes and a slower
+/// API server. A few in flight keep the server busy (see the bench in skiff-controllers).
+pub const MAX_BINDINGS_IN_FLIGHT: usize = 16;
 
 #[derive(Default)]
 struct Queues {
@@ -46,6 +51,7 @@ struct Scheduler {
     queues: Mutex<Queues>,
     notify: Notify,
     cache: Mutex<Cache>,
+    bindings: Arc<tokio::sync::Semaphore>,
 }
 
 /// The scheduler's view of the cluster, kept current from pod and node events rather
@@ -267,8 +273,12 @@ impl Scheduler {
             }
         };
         let this = self.clone();
+        let bindings = self.bindings.clone();
         tokio::spawn(async move {
-            match this.bind(&pod, &node_name).await {
+            let permit = bindings.acquire_owned().await;
+            let bound = this.bind(&pod, &node_name).await;
+            drop(permit);
+            match bound {
                 Ok(()) => {
                     this.recorder.publish(
                         pod.as_ref(),
@@ -366,6 +376,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         queues: Mutex::default(),
         notify: Notify::new(),
         cache: Mutex::default(),
+        bindings: Arc::new(tokio::sync::Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
     });
     {
         let s = sched.clone();

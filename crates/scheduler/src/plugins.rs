@@ -97,15 +97,6 @@ impl NodeInfo {
     fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
-
-    fn allocatable(&self) -> Resources {
-        resource_list(
-            self.node
-                .status
-                .as_ref()
-                .and_then(|s| s.allocatable.as_ref()),
-        )
-    }
 }
 
 /// The host ports a pod asks for.
@@ -409,15 +400,11 @@ pub fn controller_uid(pod: &Pod) -> Option<&str> {
 /// A node's score for a pod: higher is better. Pods of one controller spread over nodes
 /// first (kube's default PodTopologySpread / SelectorSpread), then least allocated.
 pub fn score(pod: &Pod, info: &PodInfo, ni: &NodeInfo) -> (i64, i64, i64) {
-    let same_owner = match controller_uid(pod) {
-        Some(uid) => ni
-            .pods
-            .iter()
-            .filter(|p| controller_uid(p) == Some(uid))
-            .count() as i64,
-        None => 0,
-    };
-    let alloc = ni.allocatable();
+    let same_owner = controller_uid(pod)
+        .and_then(|uid| ni.owner_counts.get(uid))
+        .copied()
+        .unwrap_or(0) as i64;
+    let alloc = &ni.allocatable;
     let (pc, pm) = info.nonzero;
     let frac = |used: i64, cap: Option<&i64>| -> i64 {
         match cap {

@@ -30,6 +30,23 @@ pub async fn start() -> Cluster {
 
 /// Starts a control plane whose node monitor grace period is `grace`.
 pub async fn start_with(grace: Duration) -> Cluster {
+    let cl = start_controllers(grace).await;
+    start_scheduler(&cl.client);
+    cl
+}
+
+/// Runs the scheduler in the background (for tests that start it late).
+pub fn start_scheduler(client: &Client) {
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = skiff_scheduler::run(c).await {
+            panic!("scheduler: {e:#}");
+        }
+    });
+}
+
+/// Starts the API server and the controllers, without the scheduler.
+pub async fn start_controllers(grace: Duration) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -53,12 +70,6 @@ pub async fn start_with(grace: Duration) -> Cluster {
     tokio::spawn(async move {
         if let Err(e) = skiff_controllers::run(c, cfg).await {
             panic!("controllers: {e:#}");
-        }
-    });
-    let c = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = skiff_scheduler::run(c).await {
-            panic!("scheduler: {e:#}");
         }
     });
     Cluster {

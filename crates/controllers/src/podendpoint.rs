@@ -1,0 +1,413 @@
+//! The endpoint of one pod for one Service, as the Endpoints, EndpointSlice and
+//! EndpointSliceMirroring controllers publish it (Kubernetes' `endpointutil`): whether a
+//! Service selects a pod, the pod's address with its conditions, and the Service's ports
+//! resolved against the pod's container ports. One shape ([`Address`], [`ResolvedPort`])
+//! converted to both the core/v1 Endpoints and the discovery/v1 EndpointSlice types, so
+//! the three controllers cannot drift apart.
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort as CorePort, ObjectReference, Pod, Service, ServicePort,
+};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use crate::util::{pod_phase, pod_ready};
+
+/// Label marking the Endpoints/EndpointSlices of headless Services.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// Whether the controllers manage endpoints for `svc`: it has a selector, is not an
+/// ExternalName Service, and is not `default/kubernetes`.
+pub fn managed(svc: &Service) -> bool {
+    let Some(spec) = svc.spec.as_ref() else {
+        return false;
+    };
+    let is_api = svc.metadata.namespace.as_deref() == Some("default")
+        && svc.metadata.name.as_deref() == Some("kubernetes");
+    !is_api
+        && spec.type_.as_deref() != Some("ExternalName")
+        && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+/// Whether `svc` selects `pod` (same namespace, every selector label matches).
+pub fn selects(svc: &Service, pod: &Pod) -> bool {
+    if svc.metadata.namespace != pod.metadata.namespace || !managed(svc) {
+        return false;
+    }
+    let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+        return false;
+    };
+    let labels = pod.labels();
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether the Service is headless (clusterIP None).
+pub fn headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// The pod's IPv4 address, if it has one.
+pub fn pod_ipv4(pod: &Pod) -> Option<&str> {
+    let st = pod.status.as_ref()?;
+    st.pod_ip
+        .iter()
+        .chain(st.pod_ips.iter().flatten().map(|p| &p.ip))
+        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(String::as_str)
+}
+
+/// Whether a pod appears in endpoints at all (endpointutil.ShouldPodBeInEndpoints).
+pub fn in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
+    if pod_ipv4(pod).is_none() {
+        return false;
+    }
+    if !include_terminating && pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let restart = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    match restart {
+        "Never" => !matches!(pod_phase(pod), "Failed" | "Succeeded"),
+        "OnFailure" => pod_phase(pod) != "Succeeded",
+        _ => true,
+    }
+}
+
+/// The container port a Service port reaches on `pod` (podutil.FindPort): a number as
+/// is, a name looked up among the pod's container ports of the same protocol.
+pub fn find_port(pod: &Pod, sp: &ServicePort) -> Option<i32> {
+    match &sp.target_port {
+        None => Some(sp.port),
+        Some(IntOrString::Int(p)) => Some(*p),
+        Some(IntOrString::String(name)) => {
+            let proto = sp.protocol.as_deref().unwrap_or("TCP");
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find_map(|p| {
+                    (p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == proto)
+                        .then_some(p.container_port)
+                })
+        }
+    }
+}
+
+/// The hostname a pod has in a Service's records (endpointutil.ShouldSetHostname).
+pub fn hostname_for(pod: &Pod, svc: &Service) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let h = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    (spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.metadata.namespace == svc.metadata.namespace)
+        .then(|| h.to_string())
+}
+
+/// A reference to a pod as endpoints hold it.
+pub fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// One Service port resolved to the port a pod (or a user-given address) listens on.
+/// Ordered by name, then port and protocol, as Endpoints subsets list their ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResolvedPort {
+    /// The Service port's name ("" when unnamed).
+    pub name: String,
+    /// The port on the endpoint.
+    pub port: i32,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    /// The Service port's appProtocol.
+    pub app_protocol: Option<String>,
+}
+
+impl ResolvedPort {
+    /// `sp` resolved on `pod`, if the pod has that port.
+    pub fn of_pod(sp: &ServicePort, pod: &Pod) -> Option<Self> {
+        Some(ResolvedPort {
+            name: sp.name.clone().unwrap_or_default(),
+            port: find_port(pod, sp)?,
+            protocol: sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            app_protocol: sp.app_protocol.clone(),
+        })
+    }
+
+    /// A port of user-managed Endpoints.
+    pub fn from_core(p: &CorePort) -> Self {
+        ResolvedPort {
+            name: p.name.clone().unwrap_or_default(),
+            port: p.port,
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            app_protocol: p.app_protocol.clone(),
+        }
+    }
+
+    /// As an Endpoints subset lists it (an empty name is left out).
+    pub fn to_core(&self) -> CorePort {
+        CorePort {
+            name: (!self.name.is_empty()).then(|| self.name.clone()),
+            port: self.port,
+            protocol: Some(self.protocol.clone()),
+            app_protocol: self.app_protocol.clone(),
+        }
+    }
+
+    /// As an EndpointSlice lists it (the name is always set, "" when unnamed).
+    pub fn to_discovery(&self) -> EndpointPort {
+        EndpointPort {
+            name: Some(self.name.clone()),
+            port: Some(self.port),
+            protocol: Some(self.protocol.clone()),
+            app_protocol: self.app_protocol.clone(),
+        }
+    }
+}
+
+/// The Service's ports resolved on `pod`, in the Service's order; a named targetPort
+/// the pod does not have is left out.
+pub fn resolved_ports(svc: &Service, pod: &Pod) -> Vec<ResolvedPort> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|sp| ResolvedPort::of_pod(sp, pod))
+        .collect()
+}
+
+/// One address behind a Service with its conditions (EndpointSlice semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Address {
+    /// The IPv4 address.
+    pub ip: String,
+    /// Hostname for headless Services' DNS records.
+    pub hostname: Option<String>,
+    /// Node of the pod.
+    pub node_name: Option<String>,
+    /// The pod (or whatever user-managed Endpoints point at).
+    pub target_ref: Option<ObjectReference>,
+    /// Ready to receive traffic (never true while terminating unless the Service
+    /// publishes not-ready addresses).
+    pub ready: bool,
+    /// The pod's readiness regardless of termination.
+    pub serving: bool,
+    /// The pod is being deleted.
+    pub terminating: bool,
+}
+
+impl Address {
+    /// The address of `pod` for `svc` (podToEndpoint), if the pod has an IPv4 address.
+    pub fn of_pod(pod: &Pod, svc: &Service) -> Option<Self> {
+        let ip = pod_ipv4(pod)?.to_string();
+        let publish = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.publish_not_ready_addresses)
+            == Some(true);
+        let serving = pod_ready(pod);
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        Some(Address {
+            ip,
+            hostname: hostname_for(pod, svc),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(pod_ref(pod)),
+            ready: publish || (serving && !terminating),
+            serving: publish || serving,
+            terminating,
+        })
+    }
+
+    /// An address of user-managed Endpoints (`ready`: listed in `addresses` rather than
+    /// `notReadyAddresses`).
+    pub fn from_core(a: &EndpointAddress, ready: bool) -> Self {
+        Address {
+            ip: a.ip.clone(),
+            hostname: a.hostname.clone(),
+            node_name: a.node_name.clone(),
+            target_ref: a.target_ref.clone(),
+            ready,
+            serving: ready,
+            terminating: false,
+        }
+    }
+
+    /// As an Endpoints subset lists it (readiness is where it is listed).
+    pub fn to_core(&self) -> EndpointAddress {
+        EndpointAddress {
+            ip: self.ip.clone(),
+            hostname: self.hostname.clone(),
+            node_name: self.node_name.clone(),
+            target_ref: self.target_ref.clone(),
+        }
+    }
+
+    /// As an EndpointSlice lists it.
+    pub fn to_endpoint(&self) -> Endpoint {
+        Endpoint {
+            addresses: vec![self.ip.clone()],
+            conditions: Some(EndpointConditions {
+                ready: Some(self.ready),
+                serving: Some(self.serving),
+                terminating: Some(self.terminating),
+            }),
+            hostname: self.hostname.clone(),
+            node_name: self.node_name.clone(),
+            target_ref: self.target_ref.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(extra: serde_json::Value) -> Service {
+        let mut v = json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"},
+                               {"name": "metrics", "port": 9100, "targetPort": 9100, "protocol": "TCP", "appProtocol": "http"},
+                               {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"}]}
+        });
+        if let Some(spec) = extra.get("spec").and_then(|s| s.as_object()) {
+            for (k, val) in spec {
+                v["spec"][k] = val.clone();
+            }
+        }
+        serde_json::from_value(v).expect("svc")
+    }
+
+    fn pod(extra: serde_json::Value) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "hostname": "web-1", "subdomain": "web",
+                     "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.5",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        });
+        if let Some(meta) = extra.get("metadata").and_then(|s| s.as_object()) {
+            for (k, val) in meta {
+                v["metadata"][k] = val.clone();
+            }
+        }
+        if let Some(st) = extra.get("status").and_then(|s| s.as_object()) {
+            for (k, val) in st {
+                v["status"][k] = val.clone();
+            }
+        }
+        serde_json::from_value(v).expect("pod")
+    }
+
+    #[test]
+    fn ports_resolve_per_pod_and_convert_to_both_shapes() {
+        let ports = resolved_ports(&svc(json!({})), &pod(json!({})));
+        // "dns" is a UDP named port the pod does not have: left out.
+        assert_eq!(
+            ports,
+            vec![
+                ResolvedPort {
+                    name: "http".into(),
+                    port: 8080,
+                    protocol: "TCP".into(),
+                    app_protocol: None
+                },
+                ResolvedPort {
+                    name: "metrics".into(),
+                    port: 9100,
+                    protocol: "TCP".into(),
+                    app_protocol: Some("http".into())
+                },
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(ports[1].to_core()).expect("json"),
+            json!({"name": "metrics", "port": 9100, "protocol": "TCP", "appProtocol": "http"})
+        );
+        assert_eq!(
+            serde_json::to_value(ports[0].to_discovery()).expect("json"),
+            json!({"name": "http", "port": 8080, "protocol": "TCP"})
+        );
+        let unnamed = ResolvedPort::from_core(&CorePort {
+            port: 80,
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_value(unnamed.to_core()).expect("json"),
+            json!({"port": 80, "protocol": "TCP"})
+        );
+        assert_eq!(
+            serde_json::to_value(unnamed.to_discovery()).expect("json"),
+            json!({"name": "", "port": 80, "protocol": "TCP"})
+        );
+    }
+
+    #[test]
+    fn address_conditions_follow_readiness_termination_and_publishing() {
+        let s = svc(json!({}));
+        let a = Address::of_pod(&pod(json!({})), &s).expect("address");
+        assert_eq!(
+            serde_json::to_value(a.to_endpoint()).expect("json"),
+            json!({"addresses": ["10.244.1.5"], "conditions": {"ready": true, "serving": true, "terminating": false},
+                   "hostname": "web-1", "nodeName": "n1",
+                   "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "default", "uid": "u1"}})
+        );
+        assert_eq!(
+            serde_json::to_value(a.to_core()).expect("json"),
+            json!({"ip": "10.244.1.5", "hostname": "web-1", "nodeName": "n1",
+                   "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "default", "uid": "u1"}})
+        );
+        let terminating = pod(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
+        let t = Address::of_pod(&terminating, &s).expect("address");
+        assert_eq!((t.ready, t.serving, t.terminating), (false, true, true));
+        let not_ready =
+            pod(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
+        let n = Address::of_pod(&not_ready, &s).expect("address");
+        assert_eq!((n.ready, n.serving, n.terminating), (false, false, false));
+        let publish = svc(json!({"spec": {"publishNotReadyAddresses": true}}));
+        let p = Address::of_pod(&not_ready, &publish).expect("address");
+        assert_eq!((p.ready, p.serving), (true, true));
+        let no_ip = pod(json!({"status": {"podIP": null}}));
+        assert!(Address::of_pod(&no_ip, &s).is_none());
+        let user = Address::from_core(
+            &EndpointAddress {
+                ip: "192.0.2.1".into(),
+                ..Default::default()
+            },
+            false,
+        );
+        assert_eq!(
+            serde_json::to_value(user.to_endpoint()).expect("json"),
+            json!({"addresses": ["192.0.2.1"], "conditions": {"ready": false, "serving": false, "terminating": false}})
+        );
+    }
+
+    #[test]
+    fn selection_and_hostnames() {
+        let s = svc(json!({}));
+        let p = pod(json!({}));
+        assert!(selects(&s, &p));
+        let other = pod(json!({"metadata": {"labels": {"app": "db"}}}));
+        assert!(!selects(&s, &other));
+        let elsewhere = pod(json!({"metadata": {"namespace": "kube-system"}}));
+        assert!(!selects(&s, &elsewhere));
+        assert_eq!(hostname_for(&p, &s).as_deref(), Some("web-1"));
+        let mut other_svc = s.clone();
+        other_svc.metadata.name = Some("api".into());
+        assert_eq!(hostname_for(&p, &other_svc), None);
+        assert!(!headless(&s));
+    }
+}
