@@ -1,14 +1,22 @@
 //! Network namespaces and links of a local cluster.
 //!
-//! Links and addresses are made with iproute2 (`ip -n NS ...`), which every machine that
-//! can run a cluster has; every command names the namespace it acts in, so nothing here can
-//! touch the host's own network namespace.
+//! Named namespaces are made as `ip netns add` makes them (a thread unshares its network
+//! namespace and bind-mounts it on `/var/run/netns/<name>`), so `ip netns exec` and every
+//! other tool see them. Links, addresses and routes are programmed over rtnetlink from a
+//! short-lived thread that first enters the namespace it acts in: `setns` moves only that
+//! thread, and every function here names its namespace, so nothing can touch the host's
+//! own network namespace.
 
-use std::net::Ipv4Addr;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
+use futures::TryStreamExt;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 /// Directory where named network namespaces are bind-mounted (iproute2's convention).
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -30,42 +38,80 @@ pub fn enter(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `ip ARGS...`, failing with its stderr.
-pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (is iproute2 installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+/// Runs `work` on a thread of its own inside the named namespace, with an rtnetlink
+/// handle whose socket lives there. Blocking: callers may be on an async runtime, whose
+/// threads must stay where they are.
+fn in_netns<T, F, Fut>(netns: &str, work: F) -> anyhow::Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let ns_path = path(netns);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(&ns_path)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a netlink runtime")?;
+            rt.block_on(async {
+                let (conn, handle, _) =
+                    rtnetlink::new_connection().context("opening a netlink socket")?;
+                let conn = tokio::spawn(conn);
+                let result = work(handle).await;
+                conn.abort();
+                result
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the netlink thread for {netns} panicked"))?
+    })
+    .with_context(|| format!("in network namespace {netns}"))
 }
 
-/// Writes a sysctl inside a namespace (sysctls under net/ are per namespace).
+/// Index of the link named `name`.
+async fn link_index(h: &Handle, name: &str) -> anyhow::Result<u32> {
+    let link = h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .with_context(|| format!("finding link {name}"))?
+        .ok_or_else(|| anyhow!("no link {name}"))?;
+    Ok(link.header.index)
+}
+
+/// Sets a link up.
+async fn link_up(h: &Handle, index: u32) -> anyhow::Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .context("setting a link up")
+}
+
+/// Adds `addr/prefix_len` to a link.
+async fn add_address(h: &Handle, index: u32, addr: Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+    h.address()
+        .add(index, IpAddr::V4(addr), prefix_len)
+        .execute()
+        .await
+        .with_context(|| format!("adding address {addr}/{prefix_len}"))
+}
+
+/// Writes a sysctl inside a namespace (sysctls under net/ are per namespace: a thread
+/// inside it sees that namespace's).
 pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "sysctl",
-            "-qw",
-            &format!("{key}={value}"),
-        ])
-        .output()
-        .context("running sysctl")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl {key}={value} in {netns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let value = value.to_string();
+    in_netns(netns, move |_| async move {
+        std::fs::write(&file, format!("{value}\n"))
+            .with_context(|| format!("writing {}", file.display()))
+    })
+    .with_context(|| format!("sysctl {key}"))
 }
 
 /// Names of all named network namespaces.
@@ -79,34 +125,100 @@ pub fn list() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Creates a named namespace with its loopback up.
+/// Makes `/var/run/netns` a shared mount (binding it on itself first if it is not a
+/// mount point), as iproute2 does, so namespaces mounted later show in every mount
+/// namespace.
+fn prepare_netns_dir() -> anyhow::Result<()> {
+    std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("creating {NETNS_DIR}"))?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(NETNS_DIR),
+                NETNS_DIR,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting {NETNS_DIR} on itself"))?;
+            shared().with_context(|| format!("making {NETNS_DIR} a shared mount"))
+        }
+        Err(e) => Err(e).with_context(|| format!("making {NETNS_DIR} a shared mount")),
+    }
+}
+
+/// Creates a named namespace with its loopback up. An existing one is an error (as with
+/// `ip netns add`).
 pub fn create(name: &str) -> anyhow::Result<()> {
-    ip(&["netns", "add", name])?;
-    ip(&["-n", name, "link", "set", "lo", "up"])
+    prepare_netns_dir()?;
+    let target = path(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .with_context(|| format!("creating {}", target.display()))?;
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<()> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("unsharing the network namespace")?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mounting the namespace on {}", target.display()))
+        })
+        .join()
+        .map_err(|_| anyhow!("the namespace thread panicked"))?
+    });
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&target);
+        return Err(e.context(format!("creating network namespace {name}")));
+    }
+    in_netns(name, |h| async move {
+        let lo = link_index(&h, "lo").await?;
+        link_up(&h, lo).await
+    })
 }
 
 /// Deletes a named namespace; a missing one is not an error.
 pub fn delete(name: &str) -> anyhow::Result<()> {
-    if path(name).exists() {
-        ip(&["netns", "delete", name])?;
+    let p = path(name);
+    if !p.exists() {
+        return Ok(());
     }
-    Ok(())
+    // Lazily: a process still inside keeps the namespace alive, not its name.
+    match umount2(&p, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", p.display())),
+    }
+    std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))
 }
 
 /// Creates the LAN namespace with its bridge `br0` at `gateway/prefix_len`.
 pub fn create_lan(name: &str, gateway: Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
     create(name)?;
-    ip(&["-n", name, "link", "add", "br0", "type", "bridge"])?;
-    ip(&[
-        "-n",
-        name,
-        "addr",
-        "add",
-        &format!("{gateway}/{prefix_len}"),
-        "dev",
-        "br0",
-    ])?;
-    ip(&["-n", name, "link", "set", "br0", "up"])
+    in_netns(name, |h| async move {
+        h.link()
+            .add(LinkBridge::new("br0").build())
+            .execute()
+            .await
+            .context("adding bridge br0")?;
+        let br = link_index(&h, "br0").await?;
+        add_address(&h, br, gateway, prefix_len).await?;
+        link_up(&h, br).await
+    })
 }
 
 /// Creates a node namespace wired to the LAN: `eth0` at `ip/prefix_len`, default route
@@ -123,29 +235,45 @@ pub fn create_node(
     create(node_ns)?;
     // The LAN-side leg is named by index: interface names are limited to 15 bytes.
     let lan_leg = format!("veth{index}");
-    ip(&[
-        "-n", lan, "link", "add", &lan_leg, "type", "veth", "peer", "name", "eth0", "netns",
-        node_ns,
-    ])?;
-    ip(&["-n", lan, "link", "set", &lan_leg, "master", "br0", "up"])?;
-    ip(&[
-        "-n",
-        node_ns,
-        "addr",
-        "add",
-        &format!("{ip_addr}/{prefix_len}"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", node_ns, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n",
-        node_ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &gateway.to_string(),
-    ])?;
+    let node_file = std::fs::File::open(path(node_ns))
+        .with_context(|| format!("opening network namespace {node_ns}"))?;
+    in_netns(lan, |h| async move {
+        // The peer is made straight in the node's namespace (by fd), named eth0 there.
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name("eth0")
+            .setns_by_fd(node_file.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(lan_leg.clone())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        h.link()
+            .add(veth)
+            .execute()
+            .await
+            .with_context(|| format!("adding veth {lan_leg} (peer eth0 in {node_ns})"))?;
+        drop(node_file);
+        let leg = link_index(&h, &lan_leg).await?;
+        let br = link_index(&h, "br0").await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(leg).controller(br).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("attaching {lan_leg} to br0"))
+    })?;
+    in_netns(node_ns, |h| async move {
+        let eth0 = link_index(&h, "eth0").await?;
+        add_address(&h, eth0, ip_addr, prefix_len).await?;
+        link_up(&h, eth0).await?;
+        h.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("adding the default route via {gateway}"))
+    })?;
     sysctl(node_ns, "net.ipv4.ip_forward", "1")
 }

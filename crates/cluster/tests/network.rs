@@ -54,6 +54,26 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
     );
     let fwd = in_ns(&m, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
+    // The default route goes through the LAN gateway; loopback is up.
+    let route = in_ns(&m, &["ip", "-4", "route", "show", "default"]);
+    assert!(
+        String::from_utf8_lossy(&route.stdout)
+            .starts_with(&format!("default via {} dev eth0", layout::lan_gateway())),
+        "{}",
+        String::from_utf8_lossy(&route.stdout)
+    );
+    let lo = in_ns(&m, &["ping", "-c1", "-W2", "127.0.0.1"]);
+    assert!(lo.status.success(), "loopback is down in k8s-m");
+    // The LAN legs live in the LAN's namespace, not in the host's.
+    let lan_ns = layout::lan_netns(&name);
+    assert!(in_ns(&lan_ns, &["ip", "link", "show", "veth0"])
+        .status
+        .success());
+    let host = Command::new("ip")
+        .args(["link", "show", "veth0"])
+        .output()
+        .unwrap();
+    assert!(!host.status.success(), "veth0 is in the host's namespace");
 
     skiff_cluster::down(&name, &hooks()).unwrap();
     let left: Vec<String> = netns::list()
