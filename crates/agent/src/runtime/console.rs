@@ -67,6 +67,14 @@ impl ConsoleSocket {
                         // for us (SCM_RIGHTS); nothing else owns it.
                         #[allow(unsafe_code)]
                         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                        // Readers use tokio's non-blocking pipe types on it: a blocking
+                        // master would park a runtime worker inside read(2).
+                        let flags = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_GETFL)
+                            .context("reading the pty master's flags")?;
+                        let flags = nix::fcntl::OFlag::from_bits_truncate(flags)
+                            | nix::fcntl::OFlag::O_NONBLOCK;
+                        nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFL(flags))
+                            .context("making the pty master non-blocking")?;
                         return Ok(File::from(owned));
                     }
                 }
