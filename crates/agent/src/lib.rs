@@ -89,6 +89,9 @@ pub fn client_config(cfg: &AgentConfig) -> Result<kube::Config> {
         None => config.accept_invalid_certs = true,
     }
     config.connect_timeout = Some(Duration::from_secs(10));
+    if let Ok(ua) = skiff_api::defaults::user_agent("kubelet").parse() {
+        config.headers.push((http::header::USER_AGENT, ua));
+    }
     Ok(config)
 }
 

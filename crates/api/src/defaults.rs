@@ -41,3 +41,13 @@ pub const NODE_MONITOR_GRACE_SECONDS: u64 = 40;
 pub const NODE_LEASE_RENEW_SECONDS: u64 = 10;
 /// Default `tolerationSeconds` for the not-ready and unreachable taints.
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The User-Agent a component sends, in client-go's shape (`kubelet/v1.33.0 (linux/amd64)
+/// ...`): the API server names a write's field manager after its first part, so skiff's
+/// components own their fields as `kubelet`, `kube-controller-manager`... as in Kubernetes.
+pub fn user_agent(component: &str) -> String {
+    format!(
+        "{component}/{KUBERNETES_VERSION} (linux/amd64) skiff/{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}

@@ -166,14 +166,14 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
         node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
         ..Default::default()
     };
-    let kube_config = handle.admin_client_config();
+    let kube_config = with_user_agent(handle.admin_client_config(), "kube-controller-manager");
     let run_controllers: Component = Box::new(move || {
         let (config, controllers) = (kube_config.clone(), controllers.clone());
         Box::pin(log_exit("controllers", async move {
             skiff_controllers::run(Client::try_from(config)?, controllers).await
         }))
     });
-    let kube_config = handle.admin_client_config();
+    let kube_config = with_user_agent(handle.admin_client_config(), "kube-scheduler");
     let run_scheduler: Component = Box::new(move || {
         let config = kube_config.clone();
         Box::pin(log_exit("scheduler", async move {
@@ -312,7 +312,15 @@ async fn token_client(
         }
         None => config.accept_invalid_certs = true,
     }
-    Ok(Client::try_from(config)?)
+    Ok(Client::try_from(with_user_agent(config, "kube-proxy"))?)
+}
+
+/// `config` with a component's User-Agent (which names its field manager).
+fn with_user_agent(mut config: kube::Config, component: &str) -> kube::Config {
+    if let Ok(v) = skiff_api::defaults::user_agent(component).parse() {
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    config
 }
 
 /// DER certificates of a PEM bundle.
@@ -412,7 +420,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await?;
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(with_user_agent(config, "kube-proxy"))?;
     let cfg = skiff_proxy::ProxyConfig {
         node_name: args.node_name.unwrap_or_else(hostname),
         cluster_cidr: args.cluster_cidr,
@@ -433,7 +441,7 @@ async fn dns(args: DnsArgs) -> anyhow::Result<()> {
         }
         None => kube::Config::incluster().context("in-cluster configuration")?,
     };
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(with_user_agent(config, "coredns"))?;
     let cfg = skiff_dns::DnsConfig {
         listen: args.listen,
         domain: args.domain,
