@@ -34,12 +34,25 @@ pid=$!
 wait "$pid"
 "#;
 
+/// Server certificates for a cluster that serves its clients over TLS (PEM files).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// CA whose client certificates the members accept (`--trusted-ca-file`).
+    pub ca_file: PathBuf,
+    /// The members' serving certificate (with 127.0.0.1 as a SAN).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+}
+
 /// One etcd member.
 #[derive(Debug)]
 struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, also when clients speak TLS.
+    metrics_port: u16,
     /// The wrapper shell (see [`WRAPPER`]); closing its stdin kills etcd.
     child: Option<Child>,
 }
@@ -52,6 +65,8 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     /// Whether the wrappers remove the directory when the process exits (shared).
     remove_on_exit: bool,
+    /// TLS of the client URLs, with client certificates required.
+    tls: Option<ServerTls>,
 }
 
 /// Ports chosen by the kernel: bound together so that they differ, released right before
@@ -70,7 +85,13 @@ impl EtcdCluster {
     /// Starts a cluster of `members` members (1 or 3, typically) and waits until every
     /// member reports itself healthy (which needs an elected leader).
     pub fn start(members: usize) -> std::io::Result<Self> {
-        Self::start_with(members, false)
+        Self::start_with(members, false, None)
+    }
+
+    /// Starts a cluster whose members serve clients over TLS and require a client
+    /// certificate signed by `tls.ca_file`.
+    pub fn start_tls(members: usize, tls: ServerTls) -> std::io::Result<Self> {
+        Self::start_with(members, false, Some(tls))
     }
 
     /// One single-member cluster for the whole test process, started on first use:
@@ -81,22 +102,28 @@ impl EtcdCluster {
     /// If etcd cannot be started (the message says why).
     pub fn shared() -> &'static EtcdCluster {
         SHARED.get_or_init(|| {
-            Self::start_with(1, true).unwrap_or_else(|e| panic!("starting the shared etcd: {e}"))
+            Self::start_with(1, true, None)
+                .unwrap_or_else(|e| panic!("starting the shared etcd: {e}"))
         })
     }
 
-    fn start_with(members: usize, remove_on_exit: bool) -> std::io::Result<Self> {
+    fn start_with(
+        members: usize,
+        remove_on_exit: bool,
+        tls: Option<ServerTls>,
+    ) -> std::io::Result<Self> {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let token = format!("skt-{}-etcd-{n}", std::process::id());
         let dir = tempfile::Builder::new()
             .prefix(&format!("{token}-"))
             .tempdir()?;
-        let ports = free_ports(2 * members)?;
+        let ports = free_ports(3 * members)?;
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: ports[3 * i + 2],
                 child: None,
             })
             .collect();
@@ -105,6 +132,7 @@ impl EtcdCluster {
             token,
             members,
             remove_on_exit,
+            tls,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i, "new")?;
@@ -125,7 +153,9 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let dir = self.dir.path().to_path_buf();
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let metrics = format!("http://127.0.0.1:{}", m.metrics_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -136,12 +166,22 @@ impl EtcdCluster {
         if self.remove_on_exit {
             cmd.env("SKT_ETCD_RM", &dir);
         }
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert_file)
+                .arg("--key-file")
+                .arg(&tls.key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth");
+        }
         let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(dir.join(&m.name))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial])
@@ -167,7 +207,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + START_TIMEOUT;
         for &i in which {
             loop {
-                if health(self.members[i].client_port) {
+                if health(self.members[i].metrics_port) {
                     break;
                 }
                 if let Some(child) = self.members[i].child.as_mut() {
@@ -210,7 +250,8 @@ impl EtcdCluster {
         self.dir.path()
     }
 
-    /// `127.0.0.1:port` of every member's client URL.
+    /// `127.0.0.1:port` of every member's client URL (TLS for a [`Self::start_tls`]
+    /// cluster).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()

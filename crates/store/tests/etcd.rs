@@ -159,3 +159,81 @@ fn lists_larger_than_grpcs_default_message_limit() {
     assert_eq!(items.len(), 60);
     assert!(items.iter().all(|kv| kv.value.len() == value.len()));
 }
+
+/// A CA, a serving certificate for 127.0.0.1 and a client certificate, as PEM files.
+fn make_certs(dir: &std::path::Path) -> (skiff_store::testing::ServerTls, skiff_store::EtcdTls) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let ca_file = write("ca.pem", ca_cert.pem());
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    server.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["skiff".to_string()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+
+    let server_tls = skiff_store::testing::ServerTls {
+        ca_file: ca_file.clone(),
+        cert_file: write("server.pem", server_cert.pem()),
+        key_file: write("server-key.pem", server_key.serialize_pem()),
+    };
+    let client_tls = skiff_store::EtcdTls {
+        ca_file: Some(ca_file),
+        cert_file: Some(write("client.pem", client_cert.pem())),
+        key_file: Some(write("client-key.pem", client_key.serialize_pem())),
+    };
+    (server_tls, client_tls)
+}
+
+#[tokio::test]
+async fn client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let (server_tls, client_tls) = make_certs(certs.path());
+    let cluster = EtcdCluster::start_tls(1, server_tls).expect("etcd with TLS starts");
+    let connect = |tls: Option<skiff_store::EtcdTls>| {
+        let mut config = EtcdConfig::new(cluster.endpoints());
+        config.tls = tls;
+        config.request_timeout = Duration::from_secs(2);
+        EtcdStore::connect(&config)
+    };
+    // Plain HTTP/2 to a TLS port, and TLS without a client certificate, are refused.
+    assert!(connect(None).is_err());
+    let no_client_cert = skiff_store::EtcdTls {
+        cert_file: None,
+        key_file: None,
+        ..client_tls.clone()
+    };
+    assert!(connect(Some(no_client_cert)).is_err());
+    // With the client certificate, everything works (through the URL as the server's
+    // --datastore and --etcd-* flags do).
+    let options = skiff_store::OpenOptions {
+        etcd_tls: client_tls,
+    };
+    let store = skiff_store::open_with(&cluster.url("/tls"), &options).unwrap();
+    let base = store.current_revision().unwrap();
+    let mut rx = store.watch("/k/", base).unwrap();
+    let written = write_round(&*store, 0, 3);
+    assert_eq!(collect(&mut rx, 3, Duration::from_secs(10)).await, written);
+}
