@@ -91,14 +91,18 @@ impl ServerProcess {
     }
 
     fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_secs(&self.child.id().to_string())
     }
+}
+
+/// User + system CPU seconds of a process (`self` for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn start_server() -> Result<(ServerProcess, kube::Config)> {
@@ -187,7 +191,25 @@ fn summary(label: &str, mut lat: Vec<Duration>) {
     );
 }
 
+/// [`summary`] plus the server's CPU time per operation since `cpu0` (independent of
+/// how busy the machine is).
+fn summary_cpu(label: &str, lat: Vec<Duration>, server: &ServerProcess, cpu0: f64) {
+    let n = lat.len().max(1) as f64;
+    summary(label, lat);
+    println!(
+        "{:<44} server CPU {:.2} ms per request",
+        "",
+        (server.cpu_secs() - cpu0) * 1000.0 / n
+    );
+}
+
 async fn run(pods: usize, watchers: usize) -> Result<()> {
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let (server, cfg) = start_server().await?;
     let c = client(&cfg)?;
     println!(
@@ -217,6 +239,7 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
 
     // --- creates: 8 clients, one connection each.
     let cpu0 = server.cpu_secs();
+    let own0 = cpu_secs("self");
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -248,10 +271,11 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
     }
     let el = t0.elapsed();
     println!(
-        "create {pods} pods, {WRITERS} clients: {:.2} s = {:.0} creates/s (server CPU {:.1} s)",
+        "create {pods} pods, {WRITERS} clients: {:.2} s = {:.0} creates/s (CPU: server {:.1} s, clients {:.1} s)",
         el.as_secs_f64(),
         pods as f64 / el.as_secs_f64(),
-        server.cpu_secs() - cpu0
+        server.cpu_secs() - cpu0,
+        cpu_secs("self") - own0
     );
     summary("  create latency", lat);
     let rss = server.rss();
@@ -261,6 +285,7 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
     );
 
     // --- get: one client, sequential.
+    let cpu0 = server.cpu_secs();
     let mut lat = Vec::new();
     for i in 0..2000usize {
         let n = (i * 7919) % pods;
@@ -278,10 +303,11 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
         }
         lat.push(s.elapsed());
     }
-    summary("get pod (JSON)", lat);
+    summary_cpu("get pod (JSON)", lat, &server, cpu0);
 
     // --- list.
     let mut bytes = 0;
+    let cpu0 = server.cpu_secs();
     let mut lat = Vec::new();
     for _ in 0..20 {
         let s = Instant::now();
@@ -299,10 +325,13 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
         lat.push(s.elapsed());
         bytes = b.len();
     }
-    summary(
+    summary_cpu(
         &format!("list {pods} pods (JSON, {} KiB)", bytes / 1024),
         lat,
+        &server,
+        cpu0,
     );
+    let cpu0 = server.cpu_secs();
     let mut lat = Vec::new();
     for _ in 0..20 {
         let s = Instant::now();
@@ -320,9 +349,11 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
         lat.push(s.elapsed());
         bytes = b.len();
     }
-    summary(
+    summary_cpu(
         &format!("list {pods} pods (Table, {} KiB)", bytes / 1024),
         lat,
+        &server,
+        cpu0,
     );
     let mut lat = Vec::new();
     for _ in 0..5 {
