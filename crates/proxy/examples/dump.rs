@@ -1,7 +1,7 @@
 //! Prints what a fresh sync writes for N synthetic services (5 endpoints each), for timing
 //! the kernel's tools by hand: `cargo run --example dump -- 1000 > rules` gives the
 //! `iptables-restore` input, `cargo run --example dump -- 1000 --nft > script` the `nft -f`
-//! script.
+//! script (`--nft --pieces DIR`: the transactions of a fresh sync, one file each).
 
 use skiff_proxy::fixtures::many;
 use skiff_proxy::model::build;
@@ -22,10 +22,18 @@ fn main() {
         };
         let state = nft::NftState::default();
         let rules = nft::generate(&ports, &cfg);
-        print!(
-            "{}",
-            nft::render(&rules, &state, nft::SyncKind::Fresh, &cfg)
-        );
+        let script = nft::render(&rules, &state, nft::SyncKind::Fresh, &cfg);
+        match args.iter().position(|a| a == "--pieces") {
+            // The transactions a fresh sync applies, one file each.
+            Some(i) => {
+                let dir = args.get(i + 1).map_or("pieces", String::as_str);
+                std::fs::create_dir_all(dir).expect("pieces directory");
+                for (k, piece) in nft::split_fresh(&script).iter().enumerate() {
+                    std::fs::write(format!("{dir}/{k:03}.nft"), piece).expect("write piece");
+                }
+            }
+            None => print!("{script}"),
+        }
     } else {
         let cfg = iptables::GenConfig {
             cluster_cidr,

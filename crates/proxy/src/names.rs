@@ -83,14 +83,6 @@ pub fn nft_endpoint_base(spn: &ServicePortName, ep: &Endpoint) -> String {
     ))
 }
 
-/// Name of the verdict map a service chain (`chain`) picks its endpoints from: the
-/// chain's name and a hash of the map's elements, so that other endpoints make another
-/// map.
-pub fn nft_vmap_name(chain: &str, elements: &[String]) -> String {
-    let hash = base32_sha256(&format!("{chain}\n{}", elements.join("\n")));
-    format!("{chain}-{}", &hash[..8])
-}
-
 /// nft object names are limited to 256 bytes; kube-proxy keeps them under 200.
 const NFT_NAME_MAX: usize = 200;
 

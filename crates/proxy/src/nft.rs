@@ -1,7 +1,7 @@
 //! The nftables rule generator: service ports -> kube-proxy's `ip kube-proxy` table
 //! (verdict maps `service-ips`/`service-nodeports`, per-service and per-endpoint chains,
-//! `numgen random mod N` over a named per-service verdict map where kube-proxy uses an
-//! anonymous one), and the `nft -f -` script that moves the kernel from the previously
+//! `numgen random mod N`; see `balance` for the one place where the rules differ from
+//! kube-proxy's), and the `nft -f -` script that moves the kernel from the previously
 //! applied state to the desired one in a single transaction, touching only what
 //! changed. The state lives in memory: the table is never listed back. Pure: no IO.
 //!
@@ -74,10 +74,6 @@ pub struct NftState {
     pub cluster_ips: BTreeSet<Ipv4Addr>,
     /// ClientIP affinity sets and their timeouts in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
-    /// Named verdict maps `numgen random mod N` picks an endpoint chain from, with their
-    /// elements (`0 : goto endpoint-...`). Named after their content, so a map never
-    /// changes: new endpoints get a new map.
-    pub vmaps: BTreeMap<String, Vec<String>>,
 }
 
 impl NftState {
@@ -143,9 +139,6 @@ impl NftState {
         for (k, v) in &part.affinity_sets {
             self.affinity_sets.insert(k.clone(), *v);
         }
-        for (k, v) in &part.vmaps {
-            self.vmaps.insert(k.clone(), v.clone());
-        }
     }
 
     /// Removes a port's part (as previously merged) from a whole state.
@@ -162,9 +155,6 @@ impl NftState {
         }
         for k in part.affinity_sets.keys() {
             self.affinity_sets.remove(k);
-        }
-        for k in part.vmaps.keys() {
-            self.vmaps.remove(k);
         }
     }
 }
@@ -346,26 +336,21 @@ fn balance(st: &mut NftState, sp: &ServicePort, chain: &str, endpoints: &[Endpoi
             st.rule(chain, format!("ip saddr @affinity-{eb} goto endpoint-{eb}"));
         }
     }
-    let arms: Vec<String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| {
-            format!(
-                "{i} : goto endpoint-{}",
-                names::nft_endpoint_base(&sp.name, ep)
-            )
-        })
-        .collect();
-    // kube-proxy writes the arms as an anonymous map inside the rule. Each anonymous
-    // set costs the kernel a scan of all the table's sets for a free `__map%d` name and a
-    // walk of the transaction when it is bound: quadratic, most of a fresh sync's time
-    // at 10,000 services. A named map costs neither.
-    let map = names::nft_vmap_name(chain, &arms);
-    st.rule(
-        chain,
-        format!("numgen random mod {} vmap @{map}", endpoints.len()),
-    );
-    st.vmaps.insert(map, arms);
+    // kube-proxy picks the endpoint with one rule, `numgen random mod N vmap { 0 : goto
+    // endpoint-A, ... }`: an anonymous set per service. The kernel looks sets up by name
+    // in a list (and names anonymous ones by scanning it), so a table with a set per
+    // service costs quadratic time to build: minutes at 10,000 services, and still so
+    // with named maps. The endpoint is picked as iptables mode does instead, one rule
+    // per endpoint, endpoint i taken with probability 1/(N-i): uniform, and no sets.
+    let n = endpoints.len();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let target = format!("goto endpoint-{}", names::nft_endpoint_base(&sp.name, ep));
+        if i + 1 < n {
+            st.rule(chain, format!("numgen random mod {} 0 {target}", n - i));
+        } else {
+            st.rule(chain, target);
+        }
+    }
 }
 
 /// How much of the table a script rewrites.
@@ -703,17 +688,6 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
             s.line(format!("flush chain {t} {name}"));
         }
     }
-    // Endpoint maps are named after their content: new ones are created (their
-    // endpoint chains exist by now), old ones are left to the deletions.
-    for (name, arms) in &desired.vmaps {
-        if !prev.vmaps.contains_key(name) {
-            s.line(format!(
-                "add map {t} {name} {{ typeof numgen random mod {} : verdict ; elements = {{ {} }} ; }}",
-                arms.len(),
-                arms.join(", ")
-            ));
-        }
-    }
     if kind != SyncKind::Partial {
         for (name, _, rules) in static_chains(cfg) {
             if kind == SyncKind::Full {
@@ -765,8 +739,6 @@ pub struct Stale {
     pub chains: BTreeSet<String>,
     /// Affinity set names.
     pub sets: BTreeSet<String>,
-    /// Endpoint verdict map names.
-    pub maps: BTreeSet<String>,
 }
 
 impl Stale {
@@ -774,7 +746,6 @@ impl Stale {
     pub fn extend(&mut self, other: Stale) {
         self.chains.extend(other.chains);
         self.sets.extend(other.sets);
-        self.maps.extend(other.maps);
     }
 }
 
@@ -793,12 +764,6 @@ pub fn stale(desired: &NftState, previous: &NftState) -> Stale {
             .filter(|n| !desired.affinity_sets.contains_key(*n))
             .cloned()
             .collect(),
-        maps: previous
-            .vmaps
-            .keys()
-            .filter(|n| !desired.vmaps.contains_key(*n))
-            .cloned()
-            .collect(),
     }
 }
 
@@ -807,14 +772,6 @@ pub fn stale(desired: &NftState, previous: &NftState) -> Stale {
 /// delete), so it is written by full syncs only.
 pub fn render_deletions(stale: &Stale, desired: &NftState) -> String {
     let mut s = Script(String::new());
-    // Maps first: their elements hold references to endpoint chains.
-    for n in stale
-        .maps
-        .iter()
-        .filter(|n| !desired.vmaps.contains_key(*n))
-    {
-        s.line(format!("delete map {TABLE} {n}"));
-    }
     for n in stale
         .chains
         .iter()
@@ -917,7 +874,8 @@ mod tests {
         let after = generate(&ports, &cfg());
         let script = render(&after, &before, SyncKind::Partial, &cfg());
         assert!(!script.contains("10.96.0.77"), "{script}");
-        assert!(script.contains("numgen random mod 3"), "{script}");
+        assert!(script.contains("numgen random mod 3 0 goto"), "{script}");
+        assert!(script.contains("numgen random mod 2 0 goto"), "{script}");
         // The removed endpoint's chain is flushed now and deleted by a full sync.
         assert!(
             script.contains("flush chain ip kube-proxy endpoint-"),
@@ -928,11 +886,7 @@ mod tests {
         assert_eq!(gone.chains.len(), 1, "{gone:?}");
         let deletions = render_deletions(&gone, &after);
         assert!(
-            deletions.starts_with("delete map ip kube-proxy service-"),
-            "{deletions}"
-        );
-        assert!(
-            deletions.contains("\ndelete chain ip kube-proxy endpoint-"),
+            deletions.starts_with("delete chain ip kube-proxy endpoint-"),
             "{deletions}"
         );
         // A chain the desired state uses again is not deleted.

@@ -11,6 +11,12 @@
 //! request (every request is a new conntrack entry through the NAT rules) and
 //! keep-alive (one connection per client, requests and answers on it: only the first
 //! packet of a connection traverses the NAT rules).
+//!
+//! The two paths must not disturb each other through kernel state: the pod serves the
+//! direct path on port 80 and the Service's target port 81, so the conntrack entries of
+//! one path never hold the tuples of the other, and clients close with a reset (no
+//! TIME_WAIT), so that the search for a free local port does not slow down as rounds
+//! go by.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,7 +35,11 @@ use crate::Netns;
 
 const POD_IP: &str = "10.244.1.10";
 const CLUSTER_IP: &str = "10.96.0.2";
-/// Server threads (each serves one connection at a time).
+/// The pod's port for direct requests.
+const DIRECT_PORT: u16 = 80;
+/// The pod's port behind the Service (its target port).
+const TARGET_PORT: u16 = 81;
+/// Server threads per port (each serves one connection at a time).
 const SERVERS: usize = 4;
 
 /// Settings from the command line.
@@ -44,7 +54,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// `--rounds R` (default 7), `--secs S` (default 2), `--clients C` (default 1).
+    /// `--rounds R` (default 15), `--secs S` (default 1), `--clients C` (default 1).
     pub fn from_args(args: &[String]) -> Options {
         let get = |flag: &str| {
             args.iter()
@@ -53,8 +63,8 @@ impl Options {
                 .and_then(|v| v.parse::<f64>().ok())
         };
         Options {
-            rounds: get("--rounds").map_or(7, |v| v as usize).max(1),
-            secs: get("--secs").unwrap_or(2.0),
+            rounds: get("--rounds").map_or(15, |v| v as usize).max(1),
+            secs: get("--secs").unwrap_or(1.0),
             clients: get("--clients").map_or(1, |v| v as usize).clamp(1, SERVERS),
         }
     }
@@ -85,14 +95,18 @@ fn pin(cpu: usize) {
     }
 }
 
-/// The pod's server: answers every 2-byte request with 3 bytes until the client
-/// closes. Threads block in `accept`; `stop` plus one connection each ends them.
-fn serve(pod: &str, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+/// The pod's server on `port`: answers every 2-byte request with 3 bytes until the
+/// client closes. Threads block in `accept`; `stop` plus one connection each ends them.
+fn serve(
+    pod: &str,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let pod = pod.to_string();
     // Bind inside the pod's namespace, on a thread of its own.
     std::thread::spawn(move || {
-        let r = enter(&pod).and_then(|_| Ok(TcpListener::bind("0.0.0.0:80")?));
+        let r = enter(&pod).and_then(|_| Ok(TcpListener::bind(("0.0.0.0", port))?));
         let _ = tx.send(r);
     });
     let listener = rx.recv()??;
@@ -151,9 +165,9 @@ fn load(node: &str, addr: &str, clients: usize, secs: f64, keep_alive: bool) -> 
                         continue;
                     }
                     if !keep_alive {
-                        // Closing first from the client side leaves TIME_WAIT here, as
-                        // for an HTTP client without keep-alive.
-                        conn = None;
+                        if let Some(c) = conn.take() {
+                            close_with_reset(c);
+                        }
                     }
                 }
                 n
@@ -162,6 +176,15 @@ fn load(node: &str, addr: &str, clients: usize, secs: f64, keep_alive: bool) -> 
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
     total as f64 / secs
+}
+
+/// Closes without TIME_WAIT (linger 0 sends a reset).
+fn close_with_reset(c: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&c, nix::sys::socket::sockopt::Linger, &linger);
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -187,7 +210,8 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
          ip netns exec {node} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let servers = serve(&pod, stop.clone())?;
+    let mut servers = serve(&pod, DIRECT_PORT, stop.clone())?;
+    servers.extend(serve(&pod, TARGET_PORT, stop.clone())?);
 
     // N services; the last one is backed by the pod.
     let (mut services, mut slices) = many(n.saturating_sub(1));
@@ -202,7 +226,7 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
         "bench",
         "real",
         "real-1",
-        &[("http", 80, "TCP")],
+        &[("http", TARGET_PORT.into(), "TCP")],
         &[(POD_IP, "n1", true, true, false)],
     ));
     let mut engine = Engine::new(
@@ -238,7 +262,7 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
                 let addr = if through_service {
                     format!("{CLUSTER_IP}:80")
                 } else {
-                    format!("{POD_IP}:80")
+                    format!("{POD_IP}:{DIRECT_PORT}")
                 };
                 let r = load(&node, &addr, opts.clients, opts.secs, keep_alive);
                 if through_service {
@@ -273,8 +297,10 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
         let node = node.clone();
         move || {
             if enter(&node).is_ok() {
-                for _ in 0..SERVERS {
-                    let _ = TcpStream::connect(format!("{POD_IP}:80"));
+                for port in [DIRECT_PORT, TARGET_PORT] {
+                    for _ in 0..SERVERS {
+                        let _ = TcpStream::connect((POD_IP, port));
+                    }
                 }
             }
         }
