@@ -56,8 +56,11 @@ pub fn negotiate(headers: &HeaderMap, ours: &[&'static str]) -> Negotiated {
             return Negotiated::Protocol(ours);
         }
     }
+    // Go's %v of a []string: [a b].
     Negotiated::Refused(format!(
-        "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {ours:?}"
+        "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]",
+        offered.join(" "),
+        ours.join(" ")
     ))
 }
 
