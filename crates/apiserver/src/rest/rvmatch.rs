@@ -3,20 +3,14 @@
 //! has its history (410 `Expired` after compaction), `NotOlderThan` (and a bare
 //! resourceVersion) the latest state, which is never older than the one asked for.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use skiff_store::{EventKind, KeyValue, Store, StoreError};
+use skiff_store::{KeyValue, Store, StoreError};
 
 use super::objects::{decode_bytes, prefix, to_version, Filter};
 use crate::http::Query;
 use crate::router::Target;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-
-/// How long the history stream may stay quiet before its backlog counts as delivered.
-const HISTORY_IDLE: Duration = Duration::from_millis(50);
 
 /// The objects of a collection at one revision.
 pub(crate) struct Snapshot {
@@ -150,84 +144,13 @@ async fn exact(store: &dyn Store, pfx: &str, rv: i64) -> ApiResult<Snapshot> {
     if rv > cur {
         return Err(too_large(rv, cur, false));
     }
-    let compacted = store.compacted_revision()?;
-    if rv < compacted {
-        return Err(expired());
+    // The store reads the prefix as it was (etcd at the revision, SQLite by rewinding its
+    // history); compacted state is 410 as in kube-apiserver.
+    match store.list_at(pfx, rv) {
+        Ok(kvs) => Ok(Snapshot { kvs, rev: rv }),
+        Err(StoreError::TooOld { .. }) => Err(expired()),
+        Err(e) => Err(e.into()),
     }
-    let history = history(store, pfx, compacted, cur).await?;
-    Ok(Snapshot {
-        kvs: rewind(kvs, &history, rv),
-        rev: rv,
-    })
-}
-
-/// The collection's events after `from` up to `until`, oldest first.
-async fn history(
-    store: &dyn Store,
-    pfx: &str,
-    from: i64,
-    until: i64,
-) -> ApiResult<Vec<skiff_store::Event>> {
-    let mut rx = match store.watch(pfx, from) {
-        Ok(rx) => rx,
-        Err(StoreError::TooOld { .. }) => return Err(expired()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    loop {
-        // The backlog is queued at once; a quiet stream means it has all been read
-        // (events past `until` end it sooner).
-        match tokio::time::timeout(HISTORY_IDLE, rx.recv()).await {
-            Ok(Some(Ok(ev))) => {
-                if ev.revision > until {
-                    break;
-                }
-                out.push(ev);
-            }
-            Ok(Some(Err(StoreError::TooOld { .. }))) => return Err(expired()),
-            Ok(Some(Err(e))) => return Err(e.into()),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Undoes the events after `rev` on the current objects.
-fn rewind(current: Vec<KeyValue>, history: &[skiff_store::Event], rev: i64) -> Vec<KeyValue> {
-    // Each key's last write at or before `rev` (its resourceVersion then).
-    let mut last_write: HashMap<&str, i64> = HashMap::new();
-    for ev in history.iter().filter(|e| e.revision <= rev) {
-        last_write.insert(ev.key.as_str(), ev.revision);
-    }
-    let mut map: BTreeMap<String, KeyValue> =
-        current.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-    for ev in history.iter().rev().filter(|e| e.revision > rev) {
-        match ev.kind {
-            EventKind::Added => {
-                map.remove(&ev.key);
-            }
-            EventKind::Modified | EventKind::Deleted => {
-                let value = match ev.kind {
-                    EventKind::Deleted => ev.value.clone(),
-                    _ => ev.prev_value.clone().unwrap_or_default(),
-                };
-                let create = map.get(&ev.key).map_or(0, |kv| kv.create_revision);
-                // Written before the retained history: its revision is unknown, the
-                // closest known bound is the snapshot's revision.
-                let mod_revision = last_write.get(ev.key.as_str()).copied().unwrap_or(rev);
-                map.insert(
-                    ev.key.clone(),
-                    KeyValue {
-                        key: ev.key.clone(),
-                        value,
-                        create_revision: create,
-                        mod_revision,
-                    },
-                );
-            }
-        }
-    }
-    map.into_values().collect()
 }
 
 #[cfg(test)]
@@ -321,46 +244,6 @@ mod tests {
         assert_eq!(
             e.details.expect("details")["causes"][0]["reason"],
             "ResourceVersionTooLarge"
-        );
-    }
-
-    #[test]
-    fn rewinding_undoes_later_events() {
-        let kv = |k: &str, v: &str, m: i64| KeyValue {
-            key: k.into(),
-            value: v.as_bytes().to_vec(),
-            create_revision: 1,
-            mod_revision: m,
-        };
-        let ev = |kind, k: &str, v: &str, prev: Option<&str>, r: i64| skiff_store::Event {
-            kind,
-            key: k.into(),
-            value: v.as_bytes().to_vec(),
-            prev_value: prev.map(|p| p.as_bytes().to_vec()),
-            revision: r,
-        };
-        let history = vec![
-            ev(EventKind::Added, "/a", "a1", None, 2),
-            ev(EventKind::Added, "/b", "b1", None, 3),
-            ev(EventKind::Modified, "/a", "a2", Some("a1"), 4),
-            ev(EventKind::Deleted, "/b", "b1", None, 5),
-            ev(EventKind::Added, "/c", "c1", None, 6),
-        ];
-        let now = vec![kv("/a", "a2", 4), kv("/c", "c1", 6)];
-        let at3 = rewind(now, &history, 3);
-        let got: Vec<(String, String, i64)> = at3
-            .iter()
-            .map(|k| {
-                (
-                    k.key.clone(),
-                    String::from_utf8_lossy(&k.value).into_owned(),
-                    k.mod_revision,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![("/a".into(), "a1".into(), 2), ("/b".into(), "b1".into(), 3)]
         );
     }
 }
