@@ -266,17 +266,26 @@ pub async fn heartbeat(
     }
 }
 
-/// Waits until the Node has spec.podCIDR.
+/// Waits until the Node has spec.podCIDR, watching it (the IPAM controller sets it right
+/// after registration; polling added up to a period to every node's start).
 pub async fn wait_pod_cidr(client: &Client, name: &str) -> String {
     let nodes: Api<Node> = Api::all(client.clone());
+    let cidr_of = |n: &Node| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.clone())
+            .filter(|c| !c.is_empty())
+    };
     loop {
-        match nodes.get(name).await {
-            Ok(n) => {
-                if let Some(cidr) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+        let has_cidr = |n: Option<&Node>| n.and_then(cidr_of).is_some();
+        match kube::runtime::wait::await_condition(nodes.clone(), name, has_cidr).await {
+            Ok(Some(n)) => {
+                if let Some(cidr) = cidr_of(&n) {
                     return cidr;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "reading the Node for its pod CIDR"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "watching the Node for its pod CIDR"),
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

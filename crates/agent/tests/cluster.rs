@@ -654,15 +654,64 @@ async fn scenario_body(
         .unwrap_or(true));
 }
 
+/// The API server in process and the agent as a process of its own (the `agent_dev`
+/// example), so its memory can be told apart.
+async fn start_agent_process(
+    data: &Path,
+    prefix: &str,
+    node_name: &str,
+) -> (skiff_apiserver::ServerHandle, Client, tokio::process::Child) {
+    let server_dir = data.join("server");
+    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
+        data_dir: server_dir.clone(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise_address: Some("10.251.0.2".parse().unwrap()),
+        ..Default::default()
+    })
+    .await
+    .expect("API server");
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let admin = Client::try_from(server.admin_client_config()).unwrap();
+    let agent = spawn_agent_process(data, prefix, node_name, &url);
+    let nodes: Api<Node> = Api::all(admin.clone());
+    poll("the Node", Duration::from_secs(20), async || {
+        let n = nodes.get_opt(node_name).await.ok().flatten()?;
+        n.status.as_ref()?.conditions.as_ref()?;
+        Some(n)
+    })
+    .await;
+    nodes
+        .patch(
+            node_name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"podCIDR": "10.251.1.0/24", "podCIDRs": ["10.251.1.0/24"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    (server, admin, agent)
+}
+
+/// `SKIFF_BENCH_AGENT=process` runs the agent as a process (needs `cargo build
+/// [--release] -p skiff-agent --example agent_dev`) and reports its memory; otherwise it
+/// runs in the test process, which then reports the agent's per-step timings.
 async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     use futures::StreamExt;
     use kube::runtime::watcher;
-    let Env {
-        _server,
-        admin,
-        agent,
-        ..
-    } = start(data, prefix, node_name).await;
+    let as_process = std::env::var("SKIFF_BENCH_AGENT").as_deref() == Ok("process");
+    let (_server, admin, agent, mut child) = if as_process {
+        let (server, admin, child) = start_agent_process(data, prefix, node_name).await;
+        (server, admin, None, Some(child))
+    } else {
+        let Env {
+            _server,
+            admin,
+            agent,
+            ..
+        } = start(data, prefix, node_name).await;
+        (_server, admin, Some(agent), None)
+    };
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let created = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
         String,
@@ -741,7 +790,16 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         cpu_after.0 - cpu_before.0,
         cpu_after.1 - cpu_before.1
     );
-    eprintln!("agent steps:\n{}", skiff_agent::kubelet::timing::summary());
+    if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+            .collect();
+        eprintln!("agent process with {n} pods: {}", rss.join(", "));
+    } else {
+        eprintln!("agent steps:\n{}", skiff_agent::kubelet::timing::summary());
+    }
     watch.abort();
     let t = Instant::now();
     pods.delete_collection(&DeleteParams::default(), &Default::default())
@@ -757,7 +815,13 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     })
     .await;
     eprintln!("{n} pods deleted in {:?}", t.elapsed());
-    agent.abort();
+    if let Some(agent) = agent {
+        agent.abort();
+    }
+    if let Some(child) = child.as_mut() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
 }
 
 /// CPU seconds (user + system) of this process and of its reaped children.

@@ -79,7 +79,9 @@ fn routes_follow_the_nodes() {
     let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     ip("link set lo up");
-    ip("link add eth0 type dummy");
+    // A veth pair (this kernel has no dummy links); routes need eth0 up.
+    ip("link add eth0 type veth peer name eth0p");
+    ip("link set eth0p up");
     ip("addr add 10.252.0.2/24 dev eth0");
     ip("link set eth0 up");
     // Somebody else's route in the same range of addresses.

@@ -692,7 +692,15 @@ async fn pump(
                 _ = stop.changed() => { stopping = true; }
             }
         }
-        match rx.try_read(&mut buf) {
+        // Once stopping, read the pipe directly: tokio's try_read answers WouldBlock
+        // from its cached readiness, which may not have seen the last write yet, and
+        // the container's final output would be lost.
+        let read = if stopping {
+            nix::unistd::read(&rx, &mut buf).map_err(std::io::Error::from)
+        } else {
+            rx.try_read(&mut buf)
+        };
+        match read {
             Ok(0) => return,
             Ok(n) => {
                 let chunk = &buf[..n];
