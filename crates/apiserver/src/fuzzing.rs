@@ -83,8 +83,8 @@ pub fn patch(ty: PatchType, body: &[u8]) -> Result<Value, String> {
         .ok_or_else(|| "deployments are not registered".to_string())?;
     let cur = sample_deployment();
     let body = Bytes::copy_from_slice(body);
-    let patched = crate::rest::apply_patch(info, ty.content_type(), &cur, &body)
-        .map_err(|e| e.message)?;
+    let patched =
+        crate::rest::apply_patch(info, ty.content_type(), &cur, &body).map_err(|e| e.message)?;
     if ty == PatchType::Apply {
         let config: Value = serde_yaml_ng::from_slice(&body).map_err(|e| e.to_string())?;
         let first = skiff_resources::managedfields::Operation {
@@ -100,7 +100,8 @@ pub fn patch(ty: PatchType, body: &[u8]) -> Result<Value, String> {
             ..first
         };
         for force in [false, true] {
-            let _ = skiff_resources::managedfields::apply(info, Some(&live), &config, &second, force);
+            let _ =
+                skiff_resources::managedfields::apply(info, Some(&live), &config, &second, force);
         }
     }
     Ok(patched)
@@ -123,4 +124,42 @@ pub fn field_selector(s: &str) -> Result<bool, String> {
 pub fn splice_resource_version(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     crate::rest::objects::splice_resource_version(bytes, 42, &mut out).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Inputs the fuzz targets found (regressions) and the seeds they start from: each
+    //! must return without panicking.
+    use super::*;
+
+    #[test]
+    fn seeds_decode_and_patch() {
+        let pod = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#;
+        assert_eq!(
+            decode_body("application/json", pod).expect("json")["kind"],
+            "Pod"
+        );
+        assert!(decode_body("application/json", b"kind: Pod\nmetadata: {name: p}\n").is_ok());
+        assert!(decode_body("application/vnd.kubernetes.protobuf", b"k8s\0").is_err());
+        let p = patch(
+            PatchType::Json,
+            br#"[{"op":"replace","path":"/spec/replicas","value":3}]"#,
+        )
+        .expect("json patch");
+        assert_eq!(p["spec"]["replicas"], 3);
+        assert!(patch(PatchType::Merge, br#"{"spec":{"replicas":null}}"#).is_ok());
+        assert!(patch(
+            PatchType::Strategic,
+            br#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"n2"}]}}}}"#
+        )
+        .is_ok());
+        assert!(patch(
+            PatchType::Apply,
+            b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 5}\n"
+        )
+        .is_ok());
+        assert_eq!(label_selector("app=web,tier"), Ok(true));
+        assert_eq!(field_selector("spec.nodeName=n2"), Ok(false));
+        assert!(splice_resource_version(b"{\"metadata\":{}}").is_some());
+    }
 }
