@@ -170,6 +170,10 @@ pub struct Engine {
     /// In nftables mode: whether the table must be recreated from scratch.
     nft_fresh: bool,
     last_full: Option<Instant>,
+    /// Time between full syncs: `sync_period`, stretched to 10 times the last full
+    /// sync's duration (iptables mode needs minutes for a full sync at 30,000 services;
+    /// full syncs back to back would leave no time for anything else).
+    full_every: Duration,
     ports: ServicePortMap,
     ipt_frags: BTreeMap<ServicePortName, Ruleset>,
     nft_frags: BTreeMap<ServicePortName, NftState>,
@@ -186,6 +190,7 @@ pub struct Engine {
 impl Engine {
     /// A new engine; its first sync is full.
     pub fn new(cfg: EngineConfig, runner: Runner, metrics: Metrics) -> Engine {
+        let sync_period = cfg.sync_period;
         Engine {
             cfg,
             runner,
@@ -193,6 +198,7 @@ impl Engine {
             in_sync: false,
             nft_fresh: true,
             last_full: None,
+            full_every: sync_period,
             ports: ServicePortMap::new(),
             ipt_frags: BTreeMap::new(),
             nft_frags: BTreeMap::new(),
@@ -214,7 +220,7 @@ impl Engine {
         !self.in_sync
             || self
                 .last_full
-                .is_none_or(|t| t.elapsed() >= self.cfg.sync_period)
+                .is_none_or(|t| t.elapsed() >= self.full_every)
     }
 
     /// In iptables mode, whether the canary chains are gone (the tables were flushed):
@@ -287,6 +293,7 @@ impl Engine {
                 self.in_sync = true;
                 if full {
                     self.last_full = Some(Instant::now());
+                    self.full_every = self.cfg.sync_period.max(start.elapsed() * 10);
                 }
                 for c in std::mem::take(&mut self.pending_cleanups) {
                     if let Err(e) = self
@@ -518,17 +525,15 @@ pub async fn drive(
     let mut dirty = false;
     let mut last_sync: Option<Instant> = None;
     let mut canary_at = tokio::time::Instant::now() + CANARY_INTERVAL;
+    // Wakes the loop every sync_period; the engine decides whether a full sync is due
+    // (see `Engine::full_due`).
     let mut full_timer = tokio::time::interval(sync_period.max(Duration::from_millis(100)));
-    let mut force_full = false;
     // The service ports, updated Service by Service as the cache reports changes.
     let mut ports = ServicePortMap::new();
     loop {
         tokio::select! {
             _ = cache.changed() => dirty = true,
-            _ = full_timer.tick() => {
-                dirty = true;
-                force_full = true;
-            }
+            _ = full_timer.tick() => dirty |= engine.full_due(),
             _ = tokio::time::sleep_until(canary_at) => {
                 let t = Instant::now();
                 if engine.check_canary().await {
@@ -563,8 +568,7 @@ pub async fn drive(
             }
         }
         last_sync = Some(Instant::now());
-        let full = std::mem::take(&mut force_full);
-        match engine.sync(&ports, full).await {
+        match engine.sync(&ports, false).await {
             Ok(report) => {
                 tracing::debug!(
                     full = report.full,
@@ -628,5 +632,34 @@ mod tests {
             .collect();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].dnat, None);
+    }
+
+    #[tokio::test]
+    async fn slow_full_syncs_are_spaced_out() {
+        // Every command takes at least 50 ms; full syncs are due every millisecond.
+        let runner = Runner::with_prefix(vec![
+            "sh".into(),
+            "-c".into(),
+            "cat >/dev/null; sleep 0.05".into(),
+            "sh".into(),
+        ]);
+        let mut engine = Engine::new(
+            EngineConfig {
+                mode: ProxyMode::Nftables,
+                cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+                masquerade_bit: 14,
+                node_ips: vec![],
+                sync_period: Duration::from_millis(1),
+            },
+            runner,
+            Metrics::default(),
+        );
+        let (ports, _) = model::build(&[fixtures::seed_service()], &[fixtures::seed_slice()], "n1");
+        let report = engine.sync(&ports, false).await.expect("sync");
+        assert!(report.full);
+        // The next full sync waits 10 times as long as this one took (>= 0.5 s).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!engine.full_due());
+        assert!(!engine.sync(&ports, false).await.expect("sync").full);
     }
 }
