@@ -23,11 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_proxy::apply::Runner;
 use skiff_proxy::fixtures::{many, service, slice};
-use skiff_proxy::metrics::Metrics;
 use skiff_proxy::model::build;
-use skiff_proxy::sync::{Engine, EngineConfig};
 use skiff_proxy::ProxyMode;
 
 use crate::Netns;
@@ -219,22 +216,7 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
         &[("http", TARGET_PORT.into(), "TCP")],
         &[(POD_IP, "n1", true, true, false)],
     ));
-    let mut engine = Engine::new(
-        EngineConfig {
-            mode,
-            cluster_cidr: "10.244.0.0/16".parse()?,
-            masquerade_bit: 14,
-            node_ips: vec![],
-            sync_period: Duration::from_secs(3600),
-        },
-        Runner::with_prefix(vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            node.clone(),
-        ]),
-        Metrics::default(),
-    );
+    let mut engine = crate::engine(mode, crate::in_netns(&node))?;
     let (ports, _) = build(&services, &slices, "n1");
     engine.sync(&ports, false).await?;
 

@@ -33,6 +33,27 @@ impl Drop for Netns {
     }
 }
 
+/// An engine as the benchmarks use it: the pod network 10.244.0.0/16, no periodic
+/// full syncs.
+pub fn engine(mode: ProxyMode, runner: Runner) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        EngineConfig {
+            mode,
+            cluster_cidr: "10.244.0.0/16".parse()?,
+            masquerade_bit: 14,
+            node_ips: vec![],
+            sync_period: Duration::from_secs(3600),
+        },
+        runner,
+        Metrics::default(),
+    ))
+}
+
+/// Runs the kernel commands in network namespace `ns`.
+pub fn in_netns(ns: &str) -> Runner {
+    Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), ns.into()])
+}
+
 /// The modes to measure: `--mode iptables` or `--mode nftables`, else both.
 fn modes(args: &[String]) -> Vec<ProxyMode> {
     match args
@@ -141,12 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 let st = Command::new("ip").args(["netns", "add", &name]).status()?;
                 anyhow::ensure!(st.success(), "ip netns add {name}");
                 _guard = Some(Netns(name.clone()));
-                Runner::with_prefix(vec![
-                    "ip".into(),
-                    "netns".into(),
-                    "exec".into(),
-                    name.clone(),
-                ])
+                in_netns(&name)
             } else {
                 // Generation only: every command reads its input and succeeds.
                 Runner::with_prefix(vec![
@@ -156,17 +172,7 @@ async fn main() -> anyhow::Result<()> {
                     "sh".into(),
                 ])
             };
-            let mut engine = Engine::new(
-                EngineConfig {
-                    mode,
-                    cluster_cidr: "10.244.0.0/16".parse()?,
-                    masquerade_bit: 14,
-                    node_ips: vec![],
-                    sync_period: Duration::from_secs(3600),
-                },
-                runner,
-                Metrics::default(),
-            );
+            let mut engine = engine(mode, runner)?;
             let t0 = Instant::now();
             let (mut ports, _) = build(&services, &slices, "n1");
             engine.sync(&ports, false).await?;
