@@ -126,6 +126,12 @@ pub fn splice_resource_version(bytes: &[u8]) -> Option<Vec<u8>> {
     crate::rest::objects::splice_resource_version(bytes, 42, &mut out).then_some(out)
 }
 
+/// Cuts `metadata.managedFields` as Table printing does; the result, when there is one,
+/// must be JSON if the input was.
+pub fn without_managed_fields(bytes: &[u8]) -> Option<Vec<u8>> {
+    crate::rest::objects::without_managed_fields(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     //! Inputs the fuzz targets found (regressions) and the seeds they start from: each

@@ -70,9 +70,49 @@ pub(crate) fn metadata_with_resource_version(bytes: &[u8], rev: i64, out: &mut V
     true
 }
 
+/// The stored object without `metadata.managedFields` (which no printer reads), for
+/// decoding the objects of a Table; `None` when there is nothing to cut.
+pub(crate) fn without_managed_fields(bytes: &[u8]) -> Option<Vec<u8>> {
+    let open = field_value(bytes, b"metadata")?;
+    if bytes.get(open) != Some(&b'{') {
+        return None;
+    }
+    let end = skip_value(bytes, open)?;
+    let (key_start, _, value_end) = field_span(&bytes[open..end], b"managedFields")?;
+    let (mut cut_from, mut cut_to) = (open + key_start, open + value_end);
+    // Take one separating comma with the member: the one after it, else the one before.
+    let after = skip_ws(bytes, cut_to);
+    if bytes.get(after) == Some(&b',') {
+        cut_to = after + 1;
+    } else {
+        let before = bytes[open + 1..cut_from]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map(|p| open + 1 + p);
+        match before {
+            Some(b) if bytes[b] == b',' => cut_from = b,
+            // The only member: leave `{}`.
+            _ => {
+                cut_from = open + 1;
+                cut_to = end - 1;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() - (cut_to - cut_from));
+    out.extend_from_slice(&bytes[..cut_from]);
+    out.extend_from_slice(&bytes[cut_to..]);
+    Some(out)
+}
+
 /// Offset of the value of the top-level `key` of the JSON object `s`, if `s` is an
 /// object with that key.
 fn field_value(s: &[u8], key: &[u8]) -> Option<usize> {
+    field_span(s, key).map(|(_, value, _)| value)
+}
+
+/// Offsets of the top-level member `key` of the JSON object `s`: where its key starts,
+/// where its value starts and just past its value.
+fn field_span(s: &[u8], key: &[u8]) -> Option<(usize, usize, usize)> {
     let mut i = skip_ws(s, 0);
     if s.get(i) != Some(&b'{') {
         return None;
@@ -94,10 +134,11 @@ fn field_value(s: &[u8], key: &[u8]) -> Option<usize> {
             return None;
         }
         i = skip_ws(s, i + 1);
-        if this == key {
-            return Some(i);
-        }
+        let value_start = i;
         i = skip_value(s, i)?;
+        if this == key {
+            return Some((key_start - 1, value_start, i));
+        }
         i = skip_ws(s, i);
         match s.get(i)? {
             b',' => i += 1,
@@ -222,6 +263,33 @@ mod tests {
             4,
             &mut out
         ));
+    }
+
+    #[test]
+    fn managed_fields_are_cut() {
+        let cases = [
+            json!({"metadata": {"name": "p", "managedFields": [{"m": "x"}], "uid": "u"}, "spec": {}}),
+            json!({"metadata": {"name": "p", "managedFields": [{"m": "x"}]}, "spec": {}}),
+            json!({"metadata": {"managedFields": [{"m": "x"}], "name": "p"}}),
+            json!({"metadata": {"managedFields": []}}),
+        ];
+        for v in cases {
+            let bytes = serde_json::to_vec(&v).expect("encode");
+            let out = without_managed_fields(&bytes).expect("cut");
+            let got: Value = serde_json::from_slice(&out).expect("still JSON");
+            let mut want = v.clone();
+            want["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("managedFields");
+            assert_eq!(got, want);
+        }
+        let spaced = b"{ \"metadata\" : { \"a\" : 1 , \"managedFields\" : [ ] } }";
+        let got: Value =
+            serde_json::from_slice(&without_managed_fields(spaced).expect("cut")).expect("json");
+        assert_eq!(got, json!({"metadata": {"a": 1}}));
+        assert!(without_managed_fields(b"{\"metadata\":{\"name\":\"p\"}}").is_none());
+        assert!(without_managed_fields(b"{\"metadata\":{\"managedFields\":[").is_none());
     }
 
     #[test]
