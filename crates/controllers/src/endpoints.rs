@@ -126,7 +126,7 @@ pub fn run(client: Client, inf: &Informers) {
         client: client.clone(),
         services: inf.services.clone(),
         pods: inf.pods.clone(),
-        endpoints: Informer::spawn(Api::all(client)),
+        endpoints: inf.endpoints.clone(),
     });
     {
         let q = queue.clone();

@@ -92,20 +92,20 @@ pub fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
     labels
 }
 
+/// "ns/name" -> (resourceVersion a write replaced, the object the API returned).
+type Written = HashMap<String, (Option<String>, Arc<EndpointSlice>)>;
+
 /// The slices this controller wrote and its cache may not show yet (Kubernetes'
 /// endpointSliceTracker). It serves two purposes: the watch event of our own write does
 /// not trigger another full sync of the Service, and a sync that runs before the cache
 /// caught up builds on what we wrote instead of failing with a conflict and backing off.
 #[derive(Default)]
 pub struct SliceTracker {
-    // "ns/name" -> (resourceVersion the write replaced, the object the API returned)
-    written: Mutex<HashMap<String, (Option<String>, Arc<EndpointSlice>)>>,
+    written: Mutex<Written>,
 }
 
 impl SliceTracker {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Arc<EndpointSlice>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
         self.written.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -162,7 +162,7 @@ pub fn run(client: Client, inf: &Informers) {
         client: client.clone(),
         services: inf.services.clone(),
         pods: inf.pods.clone(),
-        slices: Informer::spawn(Api::all(client)),
+        slices: inf.endpointslices.clone(),
         tracker: Arc::default(),
     });
     {

@@ -21,6 +21,7 @@ use kube::api::{
     DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::core::discovery::ApiResource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -39,7 +40,10 @@ pub const SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 struct Watched {
     kind: Kind,
-    store: Store<DynamicObject>,
+    // Metadata only (as kube's GC uses metadata informers): ownerReferences, finalizers
+    // and deletion are all it needs, and whole objects (a 1,000-address Endpoints) cost
+    // far more to receive and decode on every change.
+    store: Store<PartialObjectMeta<DynamicObject>>,
 }
 
 struct Gc {
@@ -131,9 +135,9 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         .cloned()
         .collect();
     // Stores first, then the Gc that reads them.
-    let mut writers: Vec<(Kind, Writer<DynamicObject>)> = Vec::new();
+    let mut writers: Vec<(Kind, Writer<PartialObjectMeta<DynamicObject>>)> = Vec::new();
     for k in gc_kinds {
-        let writer = Writer::new(k.ar.clone());
+        let writer: Writer<PartialObjectMeta<DynamicObject>> = Writer::new(k.ar.clone());
         watched.push(Watched {
             kind: k.clone(),
             store: writer.as_reader(),
@@ -148,7 +152,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         trigger: Notify::new(),
     });
     for (k, writer) in writers {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &k.ar);
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &k.ar);
         let g = gc.clone();
         tokio::spawn(async move {
             let stream = reflector::reflector(
@@ -229,7 +233,12 @@ impl Gc {
         for (i, w) in self.watched.iter().enumerate() {
             for o in w.store.state() {
                 if let Some(uid) = o.metadata.uid.clone() {
-                    by_uid.insert(uid, Node { kind: i, obj: o });
+                    let obj = Arc::new(DynamicObject {
+                        types: o.types.clone(),
+                        metadata: o.metadata.clone(),
+                        data: serde_json::Value::Null,
+                    });
+                    by_uid.insert(uid, Node { kind: i, obj });
                 }
             }
         }

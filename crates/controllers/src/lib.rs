@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 
 use crate::informer::Informer;
@@ -86,6 +87,10 @@ pub struct Informers {
     pub serviceaccounts: std::sync::Arc<Informer<ServiceAccount>>,
     /// Leases of `kube-node-lease`.
     pub node_leases: std::sync::Arc<Informer<Lease>>,
+    /// All Endpoints (the Endpoints and mirroring controllers share one watch).
+    pub endpoints: std::sync::Arc<Informer<Endpoints>>,
+    /// All EndpointSlices (the EndpointSlice and mirroring controllers share one watch).
+    pub endpointslices: std::sync::Arc<Informer<EndpointSlice>>,
 }
 
 impl Informers {
@@ -100,6 +105,8 @@ impl Informers {
             namespaces: Informer::spawn(Api::all(client.clone())),
             serviceaccounts: Informer::spawn(Api::all(client.clone())),
             node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
+            endpoints: Informer::spawn(Api::all(client.clone())),
+            endpointslices: Informer::spawn(Api::all(client.clone())),
         }
     }
 }

@@ -89,8 +89,8 @@ pub fn run(client: Client, inf: &Informers) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         services: inf.services.clone(),
-        endpoints: Informer::spawn(Api::all(client.clone())),
-        slices: Informer::spawn(Api::all(client)),
+        endpoints: inf.endpoints.clone(),
+        slices: inf.endpointslices.clone(),
     });
     {
         let q = queue.clone();

@@ -40,6 +40,7 @@ async fn thousand_replicas_on_a_hundred_nodes() {
         },
         load_average()
     );
+    compute_costs();
     api_create_rate().await;
     end_to_end().await;
     scheduler_alone().await;
@@ -50,6 +51,79 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// CPU time of this whole process (API server, controllers, scheduler and the test's
+/// clients), from /proc (USER_HZ ticks, 100 per second on Linux): wall times on a loaded
+/// machine say little, CPU per unit of work says what the code costs.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at "state" (field 3).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// The fastest of `runs` runs of `f`, which filters out preemption by other load.
+fn fastest(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// What one endpoints sync of a 1,000-pod Service costs to compute (no API calls).
+fn compute_costs() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "httpd-svc", "namespace": "default", "uid": "svc"},
+        "spec": {"selector": {"run": "httpd"}, "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
+    }))
+    .expect("svc");
+    let pods: Vec<Pod> = (0..REPLICAS as usize)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("httpd-67f654567-{i:05}"), "namespace": "default",
+                             "uid": format!("uid-{i}"), "labels": {"run": "httpd", "pod-template-hash": "67f654567"}},
+                "spec": {"nodeName": format!("node-{:03}", i % NODES),
+                         "containers": [{"name": "httpd", "image": "httpd", "ports": [{"containerPort": 80}]}]},
+                "status": {"phase": "Running", "podIP": format!("10.244.{}.{}", i % NODES, 100 + i / NODES),
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .expect("pod")
+        })
+        .collect();
+    let refs: Vec<&Pod> = pods.iter().collect();
+    let select = fastest(50, || {
+        let n = pods
+            .iter()
+            .filter(|p| skiff_controllers::podendpoint::selects(&svc, p))
+            .count();
+        assert_eq!(n, REPLICAS as usize);
+    });
+    let slices = fastest(50, || {
+        let d = skiff_controllers::endpointslice::desired_slices(&svc, &refs);
+        assert_eq!(d.len(), 10);
+    });
+    let subsets = fastest(50, || {
+        let d = skiff_controllers::endpoints::build_subsets(&svc, &refs);
+        assert_eq!(d.len(), 1);
+    });
+    println!(
+        "bench: compute for one Service over {REPLICAS} pods (fastest of 50): selection {} us, \
+         EndpointSlices {} us, Endpoints subsets {} us",
+        select.as_micros(),
+        slices.as_micros(),
+        subsets.as_micros()
+    );
 }
 
 /// The ceiling of the ReplicaSet controller: bare pod creates (ignored by the scheduler
@@ -86,14 +160,12 @@ async fn api_create_rate() {
     }
 }
 
+/// (first binding, all pods created, all pods bound).
+type Bindings = (Option<Instant>, Option<Instant>, Instant);
+
 /// Counts pods of `run=httpd` as they are created and bound. The receiver fires once the
 /// watch has its initial list. Returns (first binding, all created, all bound).
-fn watch_bindings(
-    pods: Api<Pod>,
-) -> (
-    oneshot::Receiver<()>,
-    tokio::task::JoinHandle<(Option<Instant>, Option<Instant>, Instant)>,
-) {
+fn watch_bindings(pods: Api<Pod>) -> (oneshot::Receiver<()>, tokio::task::JoinHandle<Bindings>) {
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         let mut tx = Some(tx);
@@ -165,17 +237,19 @@ async fn create_deployment(client: &Client) -> Instant {
 async fn end_to_end() {
     let cl = start_with(Duration::from_secs(40)).await;
     let client = cl.client.clone();
-    let (names, _hb) = add_nodes(&client).await;
+    let (names, hb) = add_nodes(&client).await;
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let (init, bound) = watch_bindings(pods.clone());
     let _ = init.await;
+    let cpu0 = process_cpu();
     let t0 = create_deployment(&client).await;
     let (first_bound, all_created, all_bound) =
         tokio::time::timeout(Duration::from_secs(600), bound)
             .await
             .expect("all pods bound in time")
             .expect("watch task");
+    let cpu = process_cpu() - cpu0;
     let total = all_bound - t0;
     let sched = all_bound - first_bound.unwrap_or(t0);
     if let Some(c) = all_created {
@@ -191,9 +265,14 @@ async fn end_to_end() {
         total.as_secs_f64(),
         REPLICAS as f64 / sched.as_secs_f64().max(0.001)
     );
+    println!(
+        "bench: end to end: process CPU {:.2} s for creating and binding, {:.2} ms per pod",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0 / REPLICAS as f64
+    );
 
     // Endpoint latency: a Service over the pods, then readiness flips of single pods.
-    let _kubelets = fake_kubelets(client.clone(), &name_refs);
+    let kubelets = fake_kubelets(client.clone(), &name_refs);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
     eventually(600, "rollout", || rollout_done(&deps, "httpd", REPLICAS)).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -248,6 +327,7 @@ async fn end_to_end() {
         .chain(victims.iter().take(CHANGES / 2).map(|p| (p, true)))
         .collect();
     let mut latencies = Vec::new();
+    let cpu0 = process_cpu();
     for (p, ready) in flips {
         let status = json!({"status": {"conditions": [{"type": "Ready",
             "status": if ready { "True" } else { "False" },
@@ -279,6 +359,7 @@ async fn end_to_end() {
         assert!(seen.is_ok(), "slice update for {victim}");
         latencies.push(t.elapsed());
     }
+    let cpu = process_cpu() - cpu0;
     latencies.sort();
     let pct = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
     println!(
@@ -290,6 +371,14 @@ async fn end_to_end() {
         pct(99).as_secs_f64() * 1000.0,
         latencies[latencies.len() - 1].as_secs_f64() * 1000.0
     );
+    println!(
+        "bench: readiness changes: process CPU {:.1} ms per change (API writes of the pod, \
+         its Endpoints, EndpointSlice, ReplicaSet and Deployment status, and every watch)",
+        cpu.as_secs_f64() * 1000.0 / latencies.len() as f64
+    );
+    // The next phase has a cluster of its own: stop playing this one's nodes.
+    hb.abort();
+    kubelets.abort();
 }
 
 /// The scheduler started with every pod already pending: its own rate, not bounded by
@@ -297,7 +386,7 @@ async fn end_to_end() {
 async fn scheduler_alone() {
     let cl = start_controllers(Duration::from_secs(40)).await;
     let client = cl.client.clone();
-    let (_names, _hb) = add_nodes(&client).await;
+    let (_names, hb) = add_nodes(&client).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     create_deployment(&client).await;
     eventually(300, "all pods created", || async {
@@ -311,11 +400,13 @@ async fn scheduler_alone() {
     let (init, bound) = watch_bindings(pods.clone());
     let _ = init.await;
     let t0 = Instant::now();
+    let cpu0 = process_cpu();
     start_scheduler(&client);
     let (first_bound, _, all_bound) = tokio::time::timeout(Duration::from_secs(600), bound)
         .await
         .expect("all pods bound in time")
         .expect("watch task");
+    let cpu = process_cpu() - cpu0;
     let sched = all_bound - first_bound.unwrap_or(t0);
     println!(
         "bench: scheduler alone: {REPLICAS} pending pods bound {:.2} s after it started; \
@@ -323,4 +414,10 @@ async fn scheduler_alone() {
         (all_bound - t0).as_secs_f64(),
         REPLICAS as f64 / sched.as_secs_f64().max(0.001)
     );
+    println!(
+        "bench: scheduler alone: process CPU {:.2} s, {:.2} ms per pod",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0 / REPLICAS as f64
+    );
+    hb.abort();
 }
