@@ -2,7 +2,7 @@
 //! latency, on SQLite and on real etcd clusters (1 and 3 members on loopback) in the
 //! same run.
 //!
-//! `cargo run --release -p skiff-store --example bench [-- OBJECTS]` (default 2000 objects
+//! `cargo run --release -p skiff-store --example storebench [-- OBJECTS]` (default 2000 objects
 //! of 1 KiB, as a small Pod's JSON).
 
 use std::sync::Arc;
