@@ -50,6 +50,30 @@ pub struct ControllersConfig {
     pub pod_eviction_timeout_default: Duration,
     /// Issuer of service account tokens (unused: the API server signs tokens).
     pub service_account_issuer: String,
+    /// `--controllers`: which controllers run. `*` is every one, `name` enables one,
+    /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
+    /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`,
+    /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
+    /// `service-lb-controller`).
+    pub controllers: Vec<String>,
+}
+
+impl ControllersConfig {
+    /// Whether the controller `name` runs under [`ControllersConfig::controllers`]
+    /// (an explicit `name` or `-name` wins over `*`).
+    pub fn enabled(&self, name: &str) -> bool {
+        let mut star = false;
+        for c in &self.controllers {
+            if c == name {
+                return true;
+            }
+            if c.strip_prefix('-') == Some(name) {
+                return false;
+            }
+            star |= c == "*";
+        }
+        star
+    }
 }
 
 impl Default for ControllersConfig {
@@ -64,6 +88,7 @@ impl Default for ControllersConfig {
                 skiff_api::defaults::DEFAULT_TOLERATION_SECONDS as u64,
             ),
             service_account_issuer: "https://kubernetes.default.svc.cluster.local".to_string(),
+            controllers: vec!["*".to_string()],
         }
     }
 }
@@ -115,15 +140,59 @@ impl Informers {
 pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     let alloc = ipam::RangeAllocator::new(&cfg.cluster_cidr, cfg.node_cidr_mask)?;
     let inf = Informers::start(&client);
-    ipam::run(client.clone(), inf.nodes.clone(), alloc);
-    replicaset::run(client.clone(), &inf);
-    deployment::run(client.clone(), &inf);
-    endpoints::run(client.clone(), &inf);
-    endpointslice::run(client.clone(), &inf);
-    mirroring::run(client.clone(), &inf);
-    serviceaccount::run(client.clone(), &inf);
-    loadbalancer::run(client.clone(), &inf);
-    nodelifecycle::run(client.clone(), &inf, &cfg);
-    namespace::run(client.clone(), &inf);
-    gc::run(client.clone()).await
+    let on = |name: &str| cfg.enabled(name);
+    if on("nodeipam") {
+        ipam::run(client.clone(), inf.nodes.clone(), alloc);
+    }
+    if on("replicaset") {
+        replicaset::run(client.clone(), &inf);
+    }
+    if on("deployment") {
+        deployment::run(client.clone(), &inf);
+    }
+    if on("endpoint") {
+        endpoints::run(client.clone(), &inf);
+    }
+    if on("endpointslice") {
+        endpointslice::run(client.clone(), &inf);
+    }
+    if on("endpointslicemirroring") {
+        mirroring::run(client.clone(), &inf);
+    }
+    if on("serviceaccount") {
+        serviceaccount::run(client.clone(), &inf);
+    }
+    if on("service-lb-controller") {
+        loadbalancer::run(client.clone(), &inf);
+    }
+    if on("nodelifecycle") {
+        nodelifecycle::run(client.clone(), &inf, &cfg);
+    }
+    if on("namespace") {
+        namespace::run(client.clone(), &inf);
+    }
+    if on("garbage-collector") {
+        gc::run(client.clone()).await
+    } else {
+        futures::future::pending().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag_enables_and_disables_by_name() {
+        let cfg = |v: &[&str]| ControllersConfig {
+            controllers: v.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(ControllersConfig::default().enabled("endpoint"));
+        assert!(!cfg(&["*", "-endpoint"]).enabled("endpoint"));
+        assert!(cfg(&["*", "-endpoint"]).enabled("endpointslice"));
+        assert!(cfg(&["replicaset"]).enabled("replicaset"));
+        assert!(!cfg(&["replicaset"]).enabled("deployment"));
+        assert!(!cfg(&[]).enabled("replicaset"));
+    }
 }

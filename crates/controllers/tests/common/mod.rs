@@ -47,6 +47,12 @@ pub fn start_scheduler(client: &Client) {
 
 /// Starts the API server and the controllers, without the scheduler.
 pub async fn start_controllers(grace: Duration) -> Cluster {
+    start_these_controllers(grace, &["*"]).await
+}
+
+/// Starts the API server and the controllers `which` names (kube-controller-manager's
+/// `--controllers`), without the scheduler.
+pub async fn start_these_controllers(grace: Duration, which: &[&str]) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -64,6 +70,7 @@ pub async fn start_controllers(grace: Duration) -> Cluster {
     let cfg = skiff_controllers::ControllersConfig {
         node_monitor_grace_period: grace,
         pod_eviction_timeout_default: Duration::from_secs(2),
+        controllers: which.iter().map(|c| c.to_string()).collect(),
         ..Default::default()
     };
     let c = client.clone();
