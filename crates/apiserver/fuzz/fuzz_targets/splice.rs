@@ -6,7 +6,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let valid = serde_json_valid(data);
     if let Some(out) = skiff_apiserver::fuzzing::splice_resource_version(data) {
-        assert!(!valid || serde_json_valid(&out), "splicing broke valid JSON");
+        assert!(
+            !valid || serde_json_valid(&out),
+            "splicing broke valid JSON"
+        );
     }
     if let Some(out) = skiff_apiserver::fuzzing::without_managed_fields(data) {
         assert!(!valid || serde_json_valid(&out), "cutting broke valid JSON");
