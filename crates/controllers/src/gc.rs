@@ -234,7 +234,7 @@ impl Gc {
             for o in w.store.state() {
                 if let Some(uid) = o.metadata.uid.clone() {
                     let obj = Arc::new(DynamicObject {
-                        types: o.types.clone(),
+                        types: None,
                         metadata: o.metadata.clone(),
                         data: serde_json::Value::Null,
                     });
