@@ -1,9 +1,8 @@
 //! The API through the real kubectl (skipped when kubectl is not installed).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::common;
+use crate::common::{self, Kubectl};
 
 const SEED: &str = "/work/shared/seed/manifests";
 
@@ -25,35 +24,6 @@ fn kubectls() -> Vec<PathBuf> {
         }
     }
     out
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl Kubectl {
-    /// Runs kubectl; returns (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .arg(format!("--cache-dir={}", self.cache.display()))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "{} {args:?} failed: {err}", self.bin.display());
-        out
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

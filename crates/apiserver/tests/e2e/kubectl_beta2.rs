@@ -3,9 +3,8 @@
 //! object seen through both versions.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::common;
+use crate::common::{self, Kubectl};
 
 const MANIFEST: &str = "apiVersion: apps/v1beta2
 kind: Deployment
@@ -73,35 +72,6 @@ fn kubectls() -> Vec<PathBuf> {
         .collect()
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .arg(format!("--cache-dir={}", self.cache.display()))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "{} {args:?} failed: {err}", self.bin.display());
-        assert_eq!(err, "", "{} {args:?} warned", self.bin.display());
-        out
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_v1beta2_deployments_with_real_kubectl() {
     let bins = kubectls();
@@ -132,13 +102,13 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
     };
     let web = write("web.yaml", MANIFEST);
 
-    let out = k.ok(&["apply", "--validate=strict", "-f", &web]);
+    let out = k.ok_quiet(&["apply", "--validate=strict", "-f", &web]);
     assert_eq!(out.trim_end(), "deployment.apps/web created", "{who}");
-    let out = k.ok(&["apply", "--validate=strict", "-f", &web]);
+    let out = k.ok_quiet(&["apply", "--validate=strict", "-f", &web]);
     assert_eq!(out.trim_end(), "deployment.apps/web unchanged", "{who}");
 
     // Served in both versions; defaults are apps/v1's (history limit 10).
-    let got = k.ok(&[
+    let got = k.ok_quiet(&[
         "get",
         "deployments.v1beta2.apps",
         "web",
@@ -146,10 +116,10 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
         "jsonpath={.apiVersion} {.spec.revisionHistoryLimit} {.spec.selector.matchLabels.app}",
     ]);
     assert_eq!(got, "apps/v1beta2 10 web", "{who}");
-    let got = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.apiVersion}"]);
+    let got = k.ok_quiet(&["get", "deploy", "web", "-o", "jsonpath={.apiVersion}"]);
     assert_eq!(got, "apps/v1", "{who}: apps/v1 stays preferred");
 
-    let explain = k.ok(&["explain", "deployments", "--api-version=apps/v1beta2"]);
+    let explain = k.ok_quiet(&["explain", "deployments", "--api-version=apps/v1beta2"]);
     assert!(
         explain.contains("KIND:") && explain.contains("Deployment"),
         "{who}: {explain}"
@@ -160,7 +130,7 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
             .any(|l| l.starts_with("VERSION:") && l.contains("v1beta2")),
         "{who}: {explain}"
     );
-    let explain = k.ok(&[
+    let explain = k.ok_quiet(&[
         "explain",
         "deployments.spec.selector",
         "--api-version=apps/v1beta2",
@@ -185,8 +155,8 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
         "{who}: {err}"
     );
 
-    let out = k.ok(&["scale", "deployments.v1beta2.apps", "web", "--replicas=3"]);
+    let out = k.ok_quiet(&["scale", "deployments.v1beta2.apps", "web", "--replicas=3"]);
     assert_eq!(out.trim_end(), "deployment.apps/web scaled", "{who}");
-    let out = k.ok(&["delete", "deployments.v1beta2.apps", "web"]);
+    let out = k.ok_quiet(&["delete", "deployments.v1beta2.apps", "web"]);
     assert_eq!(out.trim_end(), "deployment.apps \"web\" deleted", "{who}");
 }
