@@ -1,9 +1,15 @@
 //! The nftables rule generator: service ports -> kube-proxy's `ip kube-proxy` table
-//! (verdict maps `service-ips`/`service-nodeports`, per-service and per-endpoint chains,
-//! `numgen random mod N`; see `balance` for the one place where the rules differ from
-//! kube-proxy's), and the `nft -f -` script that moves the kernel from the previously
-//! applied state to the desired one in a single transaction, touching only what
-//! changed. The state lives in memory: the table is never listed back. Pure: no IO.
+//! (verdict maps `service-ips`/`service-nodeports`, per-service chains, `numgen random`),
+//! and the `nft -f -` script that moves the kernel from the previously applied state to
+//! the desired one in a single transaction, touching only what changed. The state
+//! lives in memory: the table is never listed back. Pure: no IO.
+//!
+//! The one place where the rules differ from kube-proxy's is how a service chain picks
+//! its endpoint (see [`PICK_BUCKETS`]): from an interval map shared with other
+//! services, so that an endpoint change rewrites map elements and no rule. The kernel
+//! validates the whole table at commit whenever a transaction adds a jump, a goto or a
+//! NAT rule (100 ms at 10,000 services); a transaction of map elements alone skips
+//! that. Services with ClientIP affinity keep kube-proxy's per-endpoint chains.
 //!
 //! Scripts are written for nft 1.0.6's cache: before running a script nft fetches what
 //! its commands need, and `add rule`, `add element` and every `delete` make it fetch all
@@ -11,7 +17,7 @@
 //! use only commands that need the table alone: `add chain NAME { RULES }`, sets
 //! declared again with their new elements, `flush chain`. See [`render`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -36,6 +42,31 @@ pub const FIREWALL_IPS: &str = "firewall-ips";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 /// Set of the node's addresses (node ports answer on every local address).
 pub const NODEPORT_IPS: &str = "nodeport-ips";
+/// Set of `endpoint IP . endpoint IP` pairs: a packet DNATed back to its own source
+/// (a pod reaching itself through a Service) is masqueraded, as kube-proxy's
+/// per-endpoint `ip saddr <endpoint> jump mark-for-masquerade` rule does.
+pub const HAIRPIN: &str = "hairpin-endpoints";
+
+/// Buckets of one endpoint pick. A service chain picks its endpoint with `numgen random
+/// mod PICK_BUCKETS offset <pick id * PICK_BUCKETS>` looked up in an interval map
+/// whose elements give each of the N endpoints an equal share of the buckets (within
+/// one bucket: 1/65,536). kube-proxy writes `numgen random mod N vmap { 0 : goto
+/// endpoint-A, ... }` instead, so an endpoint change there adds rules and gotos, which
+/// makes the kernel validate the whole table.
+pub const PICK_BUCKETS: u32 = 1 << 16;
+/// Picks whose elements share one map (`endpoints-<pick id / PICKS_PER_MAP>`): few
+/// maps (the kernel looks sets up by name in a list) and small ones (a change
+/// rewrites its map's elements).
+pub const PICKS_PER_MAP: u32 = 64;
+/// Number of pick ids: `offset + PICK_BUCKETS - 1` must fit in 32 bits. Past this
+/// (65,536 service and local chains), service chains go back to per-endpoint chains.
+pub const MAX_PICKS: u32 = (u32::MAX / PICK_BUCKETS) + 1;
+/// Declaration body of a protocol's endpoint pick maps. A map serves one protocol:
+/// nft 1.0.6 checks a rule's `meta l4proto` against the map's `typeof` (and `th
+/// dport` fails that check once the map comes from the kernel).
+fn pick_map_type(proto: &str) -> String {
+    format!("typeof numgen random mod 65536 : ip daddr . {proto} dport ; flags interval ;")
+}
 
 /// Settings the static part of the table depends on.
 #[derive(Debug, Clone)]
@@ -63,6 +94,89 @@ pub struct MapValue {
     pub comment: Option<String>,
 }
 
+/// One chain's choice of endpoint: the endpoints (address, port) that share its
+/// buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    /// The service or local chain that picks.
+    pub chain: String,
+    /// Its protocol (`tcp`, `udp`, `sctp`): each has its own maps.
+    pub proto: &'static str,
+    /// Its endpoints, in order.
+    pub endpoints: Vec<(Ipv4Addr, u16)>,
+}
+
+/// Pick ids of the chains that pick an endpoint from the maps: stable while a chain
+/// exists (its rule names the id), reused once it is gone.
+#[derive(Debug, Clone, Default)]
+pub struct PickIds {
+    by_chain: HashMap<String, u32>,
+    free: BTreeSet<u32>,
+    next: u32,
+}
+
+impl PickIds {
+    /// The chain's id, a new one if it has none; `None` when all are taken.
+    pub fn get(&mut self, chain: &str) -> Option<u32> {
+        if let Some(id) = self.by_chain.get(chain) {
+            return Some(*id);
+        }
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None if self.next < MAX_PICKS => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return None,
+        };
+        self.by_chain.insert(chain.to_string(), id);
+        Some(id)
+    }
+
+    /// Gives a chain's id back.
+    pub fn release(&mut self, chain: &str) {
+        if let Some(id) = self.by_chain.remove(chain) {
+            self.free.insert(id);
+        }
+    }
+
+    /// Number of ids in use.
+    pub fn len(&self) -> usize {
+        self.by_chain.len()
+    }
+
+    /// Whether no id is in use.
+    pub fn is_empty(&self) -> bool {
+        self.by_chain.is_empty()
+    }
+}
+
+/// Name of the map that holds a pick's elements.
+pub fn pick_map(id: u32, proto: &str) -> String {
+    format!("endpoints-{proto}-{}", id / PICKS_PER_MAP)
+}
+
+impl Pick {
+    fn map(&self, id: u32) -> String {
+        pick_map(id, self.proto)
+    }
+}
+
+/// A pick's map elements: endpoint i of N takes buckets `[i*B/N, (i+1)*B/N)` after
+/// the pick's offset.
+fn pick_elements(id: u32, endpoints: &[(Ipv4Addr, u16)]) -> impl Iterator<Item = String> + '_ {
+    let base = u64::from(id) * u64::from(PICK_BUCKETS);
+    let (b, n) = (u64::from(PICK_BUCKETS), endpoints.len() as u64);
+    endpoints.iter().enumerate().map(move |(i, (ip, port))| {
+        let i = i as u64;
+        format!(
+            "{}-{} : {ip} . {port}",
+            base + i * b / n,
+            base + (i + 1) * b / n - 1
+        )
+    })
+}
+
 /// The per-service part of the table: what changes with Services and EndpointSlices.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NftState {
@@ -74,12 +188,23 @@ pub struct NftState {
     pub cluster_ips: BTreeSet<Ipv4Addr>,
     /// ClientIP affinity sets and their timeouts in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    /// Endpoint picks by pick id.
+    pub picks: BTreeMap<u32, Pick>,
+    /// Endpoint addresses in the `hairpin-endpoints` set. Partial syncs only add to
+    /// it (a stale pair is harmless: a packet DNATed back to its own source always
+    /// needs masquerading); full syncs write it anew.
+    pub hairpin: BTreeSet<Ipv4Addr>,
 }
 
 impl NftState {
     /// Number of rules in the per-service chains.
     pub fn rule_count(&self) -> usize {
         self.chains.values().map(Vec::len).sum()
+    }
+
+    /// Number of endpoint pick map elements.
+    pub fn pick_element_count(&self) -> usize {
+        self.picks.values().map(|p| p.endpoints.len()).sum()
     }
 
     fn element(&mut self, map: &'static str, key: String, verdict: String, comment: &str) {
@@ -97,8 +222,14 @@ impl NftState {
     }
 }
 
-/// Generates the per-service state for the given service ports.
+/// Generates the per-service state for the given service ports, with pick ids
+/// numbered from 0 in the ports' order.
 pub fn generate(ports: &ServicePortMap, cfg: &NftConfig) -> NftState {
+    generate_with(ports, cfg, &mut PickIds::default())
+}
+
+/// [`generate`] with the pick ids from `ids`.
+pub fn generate_with(ports: &ServicePortMap, cfg: &NftConfig, ids: &mut PickIds) -> NftState {
     let mut st = NftState::default();
     for m in [
         SERVICE_IPS,
@@ -110,16 +241,17 @@ pub fn generate(ports: &ServicePortMap, cfg: &NftConfig) -> NftState {
         st.maps.insert(m, BTreeMap::new());
     }
     for sp in ports.values() {
-        service(&mut st, sp, cfg);
+        service(&mut st, sp, cfg, ids);
     }
     st
 }
 
 /// One service port's part of the state, without its cluster IP (shared by all ports
-/// of a Service, so the caller counts its users; see [`NftState::cluster_ips`]).
-pub fn port_state(sp: &ServicePort, cfg: &NftConfig) -> NftState {
+/// of a Service, so the caller counts its users; see [`NftState::cluster_ips`]). The
+/// caller releases the ids of picks its previous part had and this one has not.
+pub fn port_state(sp: &ServicePort, cfg: &NftConfig, ids: &mut PickIds) -> NftState {
     let mut st = NftState::default();
-    service(&mut st, sp, cfg);
+    service(&mut st, sp, cfg, ids);
     st.cluster_ips.clear();
     st
 }
@@ -139,6 +271,10 @@ impl NftState {
         for (k, v) in &part.affinity_sets {
             self.affinity_sets.insert(k.clone(), *v);
         }
+        for (id, p) in &part.picks {
+            self.picks.insert(*id, p.clone());
+        }
+        self.hairpin.extend(part.hairpin.iter().copied());
     }
 
     /// Removes a port's part (as previously merged) from a whole state.
@@ -156,10 +292,36 @@ impl NftState {
         for k in part.affinity_sets.keys() {
             self.affinity_sets.remove(k);
         }
+        // Another port may share an id now (it was released and reused); hairpin
+        // addresses stay until a full sync (see `hairpin`).
+        for (id, p) in &part.picks {
+            if self.picks.get(id) == Some(p) {
+                self.picks.remove(id);
+            }
+        }
+    }
+
+    /// Adds to `self` and `other` the picks of `whole` that share a map with a pick
+    /// that differs between them, so that rendering the two rewrites those maps whole.
+    /// A partial sync renders only the changed ports' parts; a map is written whole.
+    pub fn complete_pick_maps(&mut self, other: &mut NftState, whole: &NftState) {
+        let maps: BTreeSet<String> = self
+            .picks
+            .iter()
+            .chain(other.picks.iter())
+            .filter(|(id, _)| self.picks.get(id) != other.picks.get(id))
+            .map(|(id, p)| p.map(*id))
+            .collect();
+        for (id, p) in &whole.picks {
+            if maps.contains(&p.map(*id)) {
+                self.picks.entry(*id).or_insert_with(|| p.clone());
+                other.picks.entry(*id).or_insert_with(|| p.clone());
+            }
+        }
     }
 }
 
-fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
+fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig, ids: &mut PickIds) {
     let name = sp.name.display();
     let proto = sp.name.protocol.lower();
     let cat = categorize(sp);
@@ -303,6 +465,32 @@ fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
         );
     }
 
+    // Endpoints are picked from the maps unless the service has ClientIP affinity
+    // (the affinity sets are per endpoint), or the pick ids ran out.
+    let mut picks = Vec::new();
+    if sp.affinity_timeout.is_none() {
+        for (used, chain, eps) in [
+            (uses_cluster_chain, &cluster_chain, &cat.cluster),
+            (uses_local_chain, &local_chain, &cat.local),
+        ] {
+            if used {
+                picks.push((chain, eps, ids.get(chain)));
+            }
+        }
+    }
+    if !picks.is_empty()
+        && picks
+            .iter()
+            .all(|(_, eps, id)| id.is_some() && eps.len() <= PICK_BUCKETS as usize)
+    {
+        for (chain, eps, id) in picks {
+            pick(st, sp, chain, eps, id.expect("checked"));
+        }
+        return;
+    }
+    for (chain, _, _) in &picks {
+        ids.release(chain);
+    }
     if uses_cluster_chain {
         balance(st, sp, &cluster_chain, &cat.cluster);
     }
@@ -329,6 +517,32 @@ fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig) {
     }
 }
 
+/// The rule that picks an endpoint from the maps (see [`PICK_BUCKETS`]).
+fn pick(st: &mut NftState, sp: &ServicePort, chain: &str, endpoints: &[Endpoint], id: u32) {
+    let proto = sp.name.protocol.lower();
+    let offset = match u64::from(id) * u64::from(PICK_BUCKETS) {
+        0 => String::new(),
+        o => format!(" offset {o}"),
+    };
+    st.rule(
+        chain,
+        format!(
+            "meta l4proto {proto} dnat ip addr . port to numgen random mod {PICK_BUCKETS}{offset} map @{}",
+            pick_map(id, proto)
+        ),
+    );
+    st.picks.insert(
+        id,
+        Pick {
+            chain: chain.to_string(),
+            proto,
+            endpoints: endpoints.iter().map(|e| (e.ip, e.port)).collect(),
+        },
+    );
+    st.hairpin.extend(endpoints.iter().map(|e| e.ip));
+}
+
+/// kube-proxy's per-endpoint balancing, for services with ClientIP affinity.
 fn balance(st: &mut NftState, sp: &ServicePort, chain: &str, endpoints: &[Endpoint]) {
     if sp.affinity_timeout.is_some() {
         for ep in endpoints {
@@ -429,6 +643,14 @@ fn declaration(name: &str) -> Option<(&'static str, String)> {
             "set",
             "type ipv4_addr ; comment \"IPs that accept NodePort traffic\" ;".into(),
         )),
+        HAIRPIN => Some((
+            "set",
+            "type ipv4_addr . ipv4_addr ; comment \"Endpoints that may reach themselves through a service\" ;".into(),
+        )),
+        _ if name.starts_with("endpoints-") => {
+            let proto = name.split('-').nth(1)?;
+            Some(("map", pick_map_type(proto)))
+        }
         _ => MAPS.iter().find(|m| m.0 == name).map(|(_, ty, comment)| {
             (
                 "map",
@@ -497,7 +719,14 @@ fn static_chains(cfg: &NftConfig) -> Vec<(&'static str, Option<&'static str>, Ve
         ("filter-output-post-dnat", None, vec![new("cluster-ips-check")]),
         ("nat-prerouting", None, vec!["jump services".into()]),
         ("nat-output", None, vec!["jump services".into()]),
-        ("nat-postrouting", None, vec!["jump masquerading".into()]),
+        (
+            "nat-postrouting",
+            None,
+            vec![
+                format!("ct status dnat ip saddr . ip daddr @{HAIRPIN} jump mark-for-masquerade"),
+                "jump masquerading".into(),
+            ],
+        ),
         ("mark-for-masquerade", None, vec![format!("mark set mark or {mark}")]),
         (
             "masquerading",
@@ -619,9 +848,16 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
                 None => s.line(format!("add chain {t} {name}")),
             }
         }
-        for name in [CLUSTER_IPS, NODEPORT_IPS]
+        let pick_maps: BTreeSet<String> = desired
+            .picks
+            .iter()
+            .chain(prev.picks.iter())
+            .map(|(id, p)| p.map(*id))
+            .collect();
+        for name in [CLUSTER_IPS, NODEPORT_IPS, HAIRPIN]
             .into_iter()
             .chain(MAPS.iter().map(|m| m.0))
+            .chain(pick_maps.iter().map(String::as_str))
         {
             if let Some((kind, decl)) = declaration(name) {
                 s.line(format!("add {kind} {t} {name} {{ {decl} }}"));
@@ -679,6 +915,8 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
             .or_else(|| desired.affinity_sets.get(name));
         if let Some(timeout) = timeout {
             s.line(affinity_set(name, *timeout));
+        } else if let Some((kind, decl)) = declaration(name) {
+            s.line(format!("add {kind} {t} {name} {{ {decl} }}"));
         }
     }
     for (name, _) in &written {
@@ -718,6 +956,41 @@ pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &Nft
             .collect();
         s.elements(map, &added);
     }
+    // Endpoint picks: a map with a changed pick is written anew, whole (its other
+    // picks are in `desired` too, see `NftState::complete_pick_maps`).
+    let mut rewritten: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, p) in desired.picks.iter().chain(prev.picks.iter()) {
+        if desired.picks.get(id) != prev.picks.get(id) {
+            rewritten.entry(p.map(*id)).or_default();
+        }
+    }
+    for (id, p) in &desired.picks {
+        if let Some(elems) = rewritten.get_mut(&p.map(*id)) {
+            elems.extend(pick_elements(*id, &p.endpoints));
+        }
+    }
+    for (map, elems) in &rewritten {
+        if kind != SyncKind::Fresh {
+            if let Some((_, decl)) = declaration(map) {
+                s.line(format!("add map {t} {map} {{ {decl} }}"));
+            }
+            s.line(format!("flush map {t} {map}"));
+        }
+        s.elements(map, elems);
+    }
+    // Hairpin pairs: added by partial syncs, written anew by full ones.
+    let pairs = |ips: &mut dyn Iterator<Item = &Ipv4Addr>| -> Vec<String> {
+        ips.map(|ip| format!("{ip} . {ip}")).collect()
+    };
+    let hairpin = match kind {
+        SyncKind::Partial => pairs(&mut desired.hairpin.difference(&prev.hairpin)),
+        SyncKind::Full => {
+            s.line(format!("flush set {t} {HAIRPIN}"));
+            pairs(&mut desired.hairpin.iter())
+        }
+        SyncKind::Fresh => pairs(&mut desired.hairpin.iter()),
+    };
+    s.elements(HAIRPIN, &hairpin);
 
     // 4. Chains no longer used lose their rules (and with them their jumps to each
     // other); a partial sync leaves deleting them, and the affinity sets their rules
@@ -874,6 +1147,30 @@ mod tests {
         let after = generate(&ports, &cfg());
         let script = render(&after, &before, SyncKind::Partial, &cfg());
         assert!(!script.contains("10.96.0.77"), "{script}");
+        // An endpoint change rewrites map elements only: no rule, so the kernel does
+        // not validate the table.
+        assert_eq!(
+            script,
+            "add map ip kube-proxy endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; }\n\
+             flush map ip kube-proxy endpoints-tcp-0\n\
+             add map ip kube-proxy endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; \
+             elements = { 0-21844 : 10.244.1.101 . 80, 21845-43689 : 10.244.2.35 . 80, 43690-65535 : 10.244.2.36 . 80 } ; }\n"
+        );
+        assert_eq!(render(&after, &after, SyncKind::Partial, &cfg()), "");
+    }
+
+    #[test]
+    fn affinity_services_keep_per_endpoint_chains() {
+        let mut svc = fixtures::seed_service();
+        svc.spec.as_mut().expect("spec").session_affinity = Some("ClientIP".into());
+        let (ports, _) = build(std::slice::from_ref(&svc), &[fixtures::seed_slice()], "n1");
+        let before = generate(&ports, &cfg());
+        assert!(before.picks.is_empty());
+        let mut slice = fixtures::seed_slice();
+        slice.endpoints.pop();
+        let (ports, _) = build(std::slice::from_ref(&svc), &[slice], "n1");
+        let after = generate(&ports, &cfg());
+        let script = render(&after, &before, SyncKind::Partial, &cfg());
         assert!(script.contains("numgen random mod 3 0 goto"), "{script}");
         assert!(script.contains("numgen random mod 2 0 goto"), "{script}");
         // The removed endpoint's chain is flushed now and deleted by a full sync.
@@ -901,7 +1198,63 @@ mod tests {
                 "{line}"
             );
         }
-        assert_eq!(render(&after, &after, SyncKind::Partial, &cfg()), "");
+    }
+
+    #[test]
+    fn picks_share_buckets_evenly() {
+        let eps: Vec<(Ipv4Addr, u16)> = (1..=7).map(|i| (Ipv4Addr::new(10, 0, 0, i), 80)).collect();
+        for id in [0, 1, MAX_PICKS - 1] {
+            let base = u64::from(id) * u64::from(PICK_BUCKETS);
+            let mut next = base;
+            for (e, ep) in pick_elements(id, &eps).zip(&eps) {
+                let (range, target) = e.split_once(" : ").expect("element");
+                let (lo, hi) = range.split_once('-').expect("range");
+                let (lo, hi): (u64, u64) = (lo.parse().expect("lo"), hi.parse().expect("hi"));
+                assert_eq!(lo, next, "{e}");
+                let share = hi - lo + 1;
+                assert!((9362..=9363).contains(&share), "{e}");
+                assert_eq!(target, format!("{} . {}", ep.0, ep.1));
+                next = hi + 1;
+            }
+            assert_eq!(next, base + u64::from(PICK_BUCKETS));
+            assert!(next - 1 <= u64::from(u32::MAX));
+        }
+    }
+
+    #[test]
+    fn pick_ids_are_stable_and_reused() {
+        let mut ids = PickIds::default();
+        assert_eq!(ids.get("a"), Some(0));
+        assert_eq!(ids.get("b"), Some(1));
+        assert_eq!(ids.get("a"), Some(0));
+        ids.release("a");
+        assert_eq!(ids.get("c"), Some(0));
+        assert_eq!(ids.len(), 2);
+        let mut full = PickIds {
+            next: MAX_PICKS,
+            ..PickIds::default()
+        };
+        assert_eq!(full.get("x"), None);
+    }
+
+    #[test]
+    fn a_partial_sync_writes_the_whole_map_of_a_changed_pick() {
+        let mut ids = PickIds::default();
+        let (services, slices) = fixtures::many(3);
+        let (ports, _) = build(&services, &slices, "n1");
+        let whole = generate_with(&ports, &cfg(), &mut ids);
+        assert_eq!(whole.picks.len(), 3);
+        let changed = whole.picks.keys().next().copied().expect("a pick");
+        let mut before = NftState::default();
+        before.picks.insert(changed, whole.picks[&changed].clone());
+        let mut after = before.clone();
+        after.picks.get_mut(&changed).expect("pick").endpoints.pop();
+        after.complete_pick_maps(&mut before, &whole);
+        assert_eq!(after.picks.len(), 3);
+        let script = render(&after, &before, SyncKind::Partial, &cfg());
+        let elements = script.lines().last().expect("elements");
+        let elements = elements.split_once("elements = ").expect("elements").1;
+        assert_eq!(elements.matches(" . ").count(), 5 * 3 - 1, "{script}");
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub struct Engine {
     ports: ServicePortMap,
     ipt_frags: BTreeMap<ServicePortName, Ruleset>,
     nft_frags: BTreeMap<ServicePortName, NftState>,
+    /// In nftables mode: the pick ids of the service and local chains.
+    nft_picks: nft::PickIds,
     /// The whole nftables state as applied (fragments merged, cluster IPs counted).
     nft_whole: NftState,
     cluster_ip_users: BTreeMap<Ipv4Addr, usize>,
@@ -202,6 +204,7 @@ impl Engine {
             ports: ServicePortMap::new(),
             ipt_frags: BTreeMap::new(),
             nft_frags: BTreeMap::new(),
+            nft_picks: nft::PickIds::default(),
             nft_whole: NftState::default(),
             cluster_ip_users: BTreeMap::new(),
             nft_stale: nft::Stale::default(),
@@ -383,7 +386,14 @@ impl Engine {
         for (old, new) in changed {
             let name = &old.or(*new).expect("a change has a side").name;
             let before = self.nft_frags.remove(name).unwrap_or_default();
-            let after = new.map(|sp| nft::port_state(sp, &cfg)).unwrap_or_default();
+            let after = new
+                .map(|sp| nft::port_state(sp, &cfg, &mut self.nft_picks))
+                .unwrap_or_default();
+            for p in before.picks.values() {
+                if !after.picks.values().any(|q| q.chain == p.chain) {
+                    self.nft_picks.release(&p.chain);
+                }
+            }
             self.nft_whole.unmerge(&before);
             self.nft_whole.merge(&after);
             before_all.merge(&before);
@@ -413,6 +423,14 @@ impl Engine {
         ] {
             self.nft_whole.maps.entry(m).or_default();
         }
+        if full || self.nft_fresh {
+            // Drop the hairpin pairs of endpoints that are gone (see `NftState::hairpin`).
+            self.nft_whole.hairpin = self
+                .nft_frags
+                .values()
+                .flat_map(|f| f.hairpin.iter().copied())
+                .collect();
+        }
         let rules = || vec![("nft".to_string(), self.nft_whole.rule_count())];
         if self.nft_fresh {
             let script = nft::render(&self.nft_whole, &NftState::default(), SyncKind::Fresh, &cfg);
@@ -433,6 +451,7 @@ impl Engine {
             // written.
             before_all.cluster_ips = old_ips;
             after_all.cluster_ips = self.nft_whole.cluster_ips.clone();
+            after_all.complete_pick_maps(&mut before_all, &self.nft_whole);
             let script = nft::render(&after_all, &before_all, SyncKind::Partial, &cfg);
             self.nft_stale.extend(nft::stale(&after_all, &before_all));
             script

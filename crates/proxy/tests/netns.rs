@@ -577,6 +577,75 @@ async fn nftables_traffic_partial_sync_and_no_endpoints() {
     );
 }
 
+/// Services share the endpoint maps (64 picks a map): an endpoint change of one rewrites
+/// its map whole, with the other services' elements, and writes no rule.
+#[tokio::test]
+async fn nftables_endpoint_maps_shared_by_many_services() {
+    let t = Topology::new("nfm");
+    let mut engine = t.engine(ProxyMode::Nftables);
+    // 63 services with unreachable endpoints, then the real one: 64 picks, one map.
+    let (mut services, mut slices) = skiff_proxy::fixtures::many(63);
+    services.push(seed_service());
+    slices.push(pods_slice("default", "httpd-svc", &[("", 80, "TCP")]));
+    engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("fresh sync");
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Another service of the same map loses an endpoint.
+    slices[0].endpoints.pop();
+    let report = engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("partial sync");
+    assert!(!report.full);
+    assert!(!report.input.contains("add chain"), "{}", report.input);
+    assert!(
+        report
+            .input
+            .contains("flush map ip kube-proxy endpoints-tcp-0"),
+        "{}",
+        report.input
+    );
+    assert!(
+        report.input.contains("10.244.1.102 . 80"),
+        "{}",
+        report.input
+    );
+    let listing = sh(&format!(
+        "ip netns exec {} nft list map ip kube-proxy endpoints-tcp-0",
+        t.node
+    ));
+    assert_eq!(listing.matches(" . 8080").count(), 62 * 5 + 4, "{listing}");
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // A 65th pick opens the next map; deleting it leaves that map empty.
+    let (more, more_slices) = skiff_proxy::fixtures::many(64);
+    services.push(more[63].clone());
+    slices.push(more_slices[63].clone());
+    let report = engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("one more");
+    assert!(report.input.contains("endpoints-tcp-1"), "{}", report.input);
+    services.pop();
+    slices.pop();
+    engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("one less");
+    let listing = sh(&format!(
+        "ip netns exec {} nft list map ip kube-proxy endpoints-tcp-1",
+        t.node
+    ));
+    assert!(!listing.contains("elements"), "{listing}");
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 10);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
 #[tokio::test]
 async fn nftables_affinity_across_partial_syncs() {
     let t = Topology::new("nfa");

@@ -1,10 +1,13 @@
 //! Data path benchmark: requests per second from the node to a pod through a cluster IP
 //! against straight to the pod IP, with the same load generator in the same run.
 //!
-//! Two namespaces: a node (the proxy's rules, `N` services of which the last is backed
-//! by the pod) and a pod on a veth pair. Client threads run in the node namespace
-//! pinned to one CPU, the server's threads in the pod pinned to the other, so that the
-//! two do not take turns on a core differently in the two paths. Rounds alternate
+//! Three namespaces: a node (the proxy's rules, `N` services of which the last is backed
+//! by the pod), the pod and a client pod, each pod on a veth pair to the node. The
+//! load comes from the client pod (pod to Service to pod, routed by the node: the
+//! common case in a cluster) and from the node itself (`--from node` or `--from pod`
+//! for one of them; both by default). Client threads are pinned to one CPU, the
+//! server's threads to the other, so that the two do not take turns on a core
+//! differently in the two paths. Rounds alternate
 //! direct and cluster IP (`--rounds`, `--secs` each) so that both see the same load
 //! from the rest of the machine; each pair of adjacent rounds gives one ratio, and the
 //! median and spread of the ratios are printed. Two styles: a new connection per
@@ -30,6 +33,7 @@ use skiff_proxy::ProxyMode;
 use crate::Netns;
 
 const POD_IP: &str = "10.244.1.10";
+const CLIENT_IP: &str = "10.244.2.10";
 const CLUSTER_IP: &str = "10.96.0.2";
 /// The pod's port for direct requests.
 const DIRECT_PORT: u16 = 80;
@@ -47,6 +51,17 @@ pub struct Options {
     pub secs: f64,
     /// Client threads.
     pub clients: usize,
+    /// Where the load comes from: the client pod, the node, or both (`None`).
+    pub from: Option<From>,
+}
+
+/// Where the load generator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// A pod on the node: its traffic is routed (and DNATed in prerouting).
+    Pod,
+    /// The node's own namespace: DNATed in the output hook.
+    Node,
 }
 
 impl Options {
@@ -62,6 +77,16 @@ impl Options {
             rounds: get("--rounds").map_or(15, |v| v as usize).max(1),
             secs: get("--secs").unwrap_or(1.0),
             clients: get("--clients").map_or(1, |v| v as usize).clamp(1, SERVERS),
+            from: match args
+                .iter()
+                .position(|a| a == "--from")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str)
+            {
+                Some("pod") => Some(From::Pod),
+                Some("node") => Some(From::Node),
+                _ => None,
+            },
         }
     }
 }
@@ -133,13 +158,13 @@ fn ask(s: &mut TcpStream) -> bool {
     s.write_all(b"x\n").is_ok() && s.read_exact(&mut buf).is_ok()
 }
 
-/// Requests per second to `addr` from the node, `clients` threads for `secs`.
-fn load(node: &str, addr: &str, clients: usize, secs: f64, keep_alive: bool) -> f64 {
+/// Requests per second to `addr` from namespace `from`, `clients` threads for `secs`.
+fn load(from: &str, addr: &str, clients: usize, secs: f64, keep_alive: bool) -> f64 {
     let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let (node, addr) = (node.to_string(), addr.to_string());
+            let (from, addr) = (from.to_string(), addr.to_string());
             std::thread::spawn(move || {
-                if enter(&node).is_err() {
+                if enter(&from).is_err() {
                     return 0.0;
                 }
                 pin(0);
@@ -182,19 +207,34 @@ fn median(v: &mut [f64]) -> f64 {
 /// Programs `n` services in `mode` and measures both paths in both styles.
 pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> {
     let base = format!("skb-{}-dp", std::process::id());
-    let (node, pod) = (format!("{base}-n"), format!("{base}-p"));
+    let (node, pod, client) = (
+        format!("{base}-n"),
+        format!("{base}-p"),
+        format!("{base}-c"),
+    );
     let _g1 = Netns(node.clone());
     let _g2 = Netns(pod.clone());
-    sh(&format!("ip netns add {node} && ip netns add {pod}"))?;
+    let _g3 = Netns(client.clone());
+    sh(&format!(
+        "ip netns add {node} && ip netns add {pod} && ip netns add {client}"
+    ))?;
     sh(&format!(
         "ip -n {node} link set lo up && ip -n {pod} link set lo up && \
+         ip -n {client} link set lo up && \
          ip -n {node} link add veth0 type veth peer name eth0 netns {pod} && \
          ip -n {node} addr add 10.244.1.1/24 dev veth0 && ip -n {node} link set veth0 up && \
          ip -n {pod} addr add {POD_IP}/24 dev eth0 && ip -n {pod} link set eth0 up && \
          ip -n {pod} route add default via 10.244.1.1 && \
+         ip -n {node} link add veth1 type veth peer name eth0 netns {client} && \
+         ip -n {node} addr add 10.244.2.1/24 dev veth1 && ip -n {node} link set veth1 up && \
+         ip -n {client} addr add {CLIENT_IP}/24 dev eth0 && ip -n {client} link set eth0 up && \
+         ip -n {client} route add default via 10.244.2.1 && \
          ip -n {node} route add default via {POD_IP} && \
-         ip netns exec {node} sysctl -qw net.ipv4.tcp_tw_reuse=1 && \
-         ip netns exec {node} sysctl -qw net.ipv4.ip_local_port_range='1024 65000'"
+         ip netns exec {node} sysctl -qw net.ipv4.ip_forward=1 && \
+         for ns in {node} {client}; do \
+           ip netns exec $ns sysctl -qw net.ipv4.tcp_tw_reuse=1 && \
+           ip netns exec $ns sysctl -qw net.ipv4.ip_local_port_range='1024 65000'; \
+         done"
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = serve(&pod, DIRECT_PORT, stop.clone())?;
@@ -223,7 +263,15 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
     let (ports, _) = build(&services, &slices, "n1");
     engine.sync(&ports, false).await?;
 
-    for keep_alive in [false, true] {
+    let sources = match opts.from {
+        Some(f) => vec![f],
+        None => vec![From::Pod, From::Node],
+    };
+    for (from, keep_alive) in sources.iter().flat_map(|f| [(*f, false), (*f, true)]) {
+        let from_ns = match from {
+            From::Pod => &client,
+            From::Node => &node,
+        };
         let (mut direct, mut via, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..opts.rounds {
             // Alternate which path goes first, so neither always follows the other.
@@ -239,7 +287,7 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
                 } else {
                     format!("{POD_IP}:{DIRECT_PORT}")
                 };
-                let r = load(&node, &addr, opts.clients, opts.secs, keep_alive);
+                let r = load(from_ns, &addr, opts.clients, opts.secs, keep_alive);
                 if through_service {
                     v = r;
                 } else {
@@ -258,8 +306,12 @@ pub async fn run(n: u32, mode: ProxyMode, opts: &Options) -> anyhow::Result<()> 
         } else {
             "new connection per request"
         };
+        let from = match from {
+            From::Pod => "pod",
+            From::Node => "node",
+        };
         println!(
-            "| {mode:?} | {n} | {style} | {:.0} | {:.0} | {:.3} ({lo:.3}-{hi:.3}) |",
+            "| {mode:?} | {n} | {from} | {style} | {:.0} | {:.0} | {:.3} ({lo:.3}-{hi:.3}) |",
             median(&mut direct),
             median(&mut via),
             median(&mut ratios),

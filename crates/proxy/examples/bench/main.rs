@@ -104,8 +104,8 @@ async fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--datapath") {
         let opts = datapath::Options::from_args(&args);
         println!("{opts:?}");
-        println!("| mode | services | style | direct req/s (median) | cluster IP req/s (median) | ratio: median (min-max) |");
-        println!("|---|---|---|---|---|---|");
+        println!("| mode | services | client | style | direct req/s (median) | cluster IP req/s (median) | ratio: median (min-max) |");
+        println!("|---|---|---|---|---|---|---|");
         for &n in &counts {
             for mode in modes(&args) {
                 datapath::run(n, mode, &opts).await?;
