@@ -696,9 +696,21 @@ async fn start_agent_process(
 /// `SKIFF_BENCH_AGENT=process` runs the agent as a process (needs `cargo build
 /// [--release] -p skiff-agent --example agent_dev`) and reports its memory; otherwise it
 /// runs in the test process, which then reports the agent's per-step timings.
+/// The creation rates the benchmark runs, in pods per second (`0` for all at once):
+/// `SKIFF_BENCH_RATE`, else 5 (clusterloader2's `node-throughput` test, which measures
+/// Kubernetes' pod startup SLO on one node with 100 pods created at 5 per second) and
+/// then all at once (the node's throughput).
+fn bench_rates() -> Vec<f64> {
+    match std::env::var("SKIFF_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        Some(r) => vec![r],
+        None => vec![5.0, 0.0],
+    }
+}
+
 async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
-    use futures::StreamExt;
-    use kube::runtime::watcher;
     let as_process = std::env::var("SKIFF_BENCH_AGENT").as_deref() == Ok("process");
     let (_server, admin, agent, mut child) = if as_process {
         let (server, admin, child) = start_agent_process(data, prefix, node_name).await;
@@ -713,6 +725,36 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         (_server, admin, Some(agent), None)
     };
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    for rate in bench_rates() {
+        bench_round(
+            &pods,
+            node_name,
+            n,
+            rate,
+            child.as_ref().and_then(|c| c.id()),
+        )
+        .await;
+    }
+    if let Some(agent) = agent {
+        agent.abort();
+    }
+    if let Some(child) = child.as_mut() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+/// One round of the benchmark: `n` pods created at `rate` per second (all at once for
+/// 0), their latencies and the CPU spent, then every pod deleted.
+async fn bench_round(
+    pods: &Api<Pod>,
+    node_name: &str,
+    n: usize,
+    rate: f64,
+    agent_pid: Option<u32>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
     let created = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
         String,
         Instant,
@@ -742,6 +784,11 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
     let cpu_before = cpu_seconds();
     let start = Instant::now();
     for i in 0..n {
+        if rate > 0.0 {
+            // The load generator's pace, as clusterloader2's qps tuning set keeps it.
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
+                .await;
+        }
         let name = format!("b{i}");
         let p: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -778,8 +825,13 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         .lines()
         .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
         .collect();
+    let pace = if rate > 0.0 {
+        format!("created at {rate} per second")
+    } else {
+        "created at once".to_string()
+    };
     eprintln!(
-        "{n} pods: creation to Ready p50 {:?}, p99 {:?}, max {:?}; all Ready after {total:?} (created in {creating:?}); test process (API server + agent) {}",
+        "{n} pods {pace}: creation to Ready p50 {:?}, p99 {:?}, max {:?}; all Ready after {total:?} (created in {creating:?}); test process (API server + agent) {}",
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],
@@ -790,7 +842,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         cpu_after.0 - cpu_before.0,
         cpu_after.1 - cpu_before.1
     );
-    if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+    if let Some(pid) = agent_pid {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rss: Vec<&str> = status
             .lines()
@@ -799,6 +851,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
         eprintln!("agent process with {n} pods: {}", rss.join(", "));
     } else {
         eprintln!("agent steps:\n{}", skiff_agent::kubelet::timing::summary());
+        skiff_agent::kubelet::timing::reset();
     }
     watch.abort();
     let t = Instant::now();
@@ -814,14 +867,7 @@ async fn bench(data: &Path, prefix: &str, node_name: &str, n: usize) {
             .then_some(())
     })
     .await;
-    eprintln!("{n} pods deleted in {:?}", t.elapsed());
-    if let Some(agent) = agent {
-        agent.abort();
-    }
-    if let Some(child) = child.as_mut() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
+    eprintln!("{n} pods deleted in {:?}\n", t.elapsed());
 }
 
 /// CPU seconds (user + system) of this process and of its reaped children.
