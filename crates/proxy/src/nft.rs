@@ -312,10 +312,15 @@ impl NftState {
             .filter(|(id, _)| self.picks.get(id) != other.picks.get(id))
             .map(|(id, p)| p.map(*id))
             .collect();
+        // Only the picks neither side has: a pick that one side has and the other
+        // lacks is a change, and must stay one.
         for (id, p) in &whole.picks {
-            if maps.contains(&p.map(*id)) {
-                self.picks.entry(*id).or_insert_with(|| p.clone());
-                other.picks.entry(*id).or_insert_with(|| p.clone());
+            if maps.contains(&p.map(*id))
+                && !self.picks.contains_key(id)
+                && !other.picks.contains_key(id)
+            {
+                self.picks.insert(*id, p.clone());
+                other.picks.insert(*id, p.clone());
             }
         }
     }
@@ -1255,6 +1260,26 @@ mod tests {
         let elements = script.lines().last().expect("elements");
         let elements = elements.split_once("elements = ").expect("elements").1;
         assert_eq!(elements.matches(" . ").count(), 5 * 3 - 1, "{script}");
+
+        // A pick that appears (a Service gains its endpoints) or goes away is a change
+        // too, also when the whole state already has it.
+        let only_changed = || {
+            let mut st = NftState::default();
+            st.picks.insert(changed, whole.picks[&changed].clone());
+            st
+        };
+        for (mut before, mut after) in [
+            (NftState::default(), only_changed()),
+            (only_changed(), NftState::default()),
+        ] {
+            after.complete_pick_maps(&mut before, &whole);
+            assert_ne!(before.picks, after.picks);
+            let script = render(&after, &before, SyncKind::Partial, &cfg());
+            assert!(
+                script.contains("flush map ip kube-proxy endpoints-tcp-0"),
+                "{script}"
+            );
+        }
     }
 
     #[test]

@@ -622,6 +622,28 @@ async fn nftables_endpoint_maps_shared_by_many_services() {
     let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
     assert_eq!(seen.len(), 2, "{seen:?}");
 
+    // The real service loses all its endpoints (refused), then gets them back alone.
+    let real = slices.pop().expect("real slice");
+    engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("no endpoints");
+    t.assert_refused(&t.node, &format!("{CLUSTER_IP}:8080"));
+    slices.push(real);
+    let report = engine
+        .sync(&ports(&services, &slices), false)
+        .await
+        .expect("endpoints back");
+    assert!(
+        report
+            .input
+            .contains("flush map ip kube-proxy endpoints-tcp-0"),
+        "{}",
+        report.input
+    );
+    let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
     // A 65th pick opens the next map; deleting it leaves that map empty.
     let (more, more_slices) = skiff_proxy::fixtures::many(64);
     services.push(more[63].clone());
