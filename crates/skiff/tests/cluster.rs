@@ -351,6 +351,103 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
     );
 }
 
+/// The seed's Services in nftables mode: the cluster IP from a node, the node port on
+/// every node, a pod reaching the Service by name (DNS over UDP through the proxy), and
+/// a replaced pod (an endpoint change: only map elements are rewritten).
+#[test]
+fn nftables_mode_serves_the_seed() {
+    if !tools_present() {
+        eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
+        return;
+    }
+    let c = Cluster::up("e2n", 3, &["--proxy-mode", "nftables"]);
+    for file in ["Httpd-Deployment.yaml", "Httpd-Service-NodePort.yaml"] {
+        c.ok(&["apply", "-f", seed(file).to_str().unwrap()]);
+    }
+    c.ok(&["rollout", "status", "deployment/httpd", "--timeout=90s"]);
+    let svc = |path: &str| c.ok(&["get", "svc", "httpd-svc", "-o", &format!("jsonpath={path}")]);
+    let (cip, node_port) = (svc("{.spec.clusterIP}"), svc("{.spec.ports[0].nodePort}"));
+    let answers = |node: &str, addr: &str| {
+        let out = c.node_exec(node, &["curl", "-s", "-m", "2", addr]);
+        String::from_utf8_lossy(&out.stdout).trim_end() == PAGE
+    };
+    let node_ips = c.ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let mut targets = vec![format!("{cip}:8080")];
+    targets.extend(
+        node_ips
+            .split_whitespace()
+            .map(|ip| format!("{ip}:{node_port}")),
+    );
+    assert_eq!(targets.len(), 4, "{targets:?}");
+    for addr in &targets {
+        wait_for(
+            &format!("{addr} to answer from k8s-m"),
+            Duration::from_secs(30),
+            || answers("k8s-m", addr),
+        );
+    }
+    let rules = c.node_exec("k8s-m", &["nft", "list", "table", "ip", "kube-proxy"]);
+    assert!(
+        String::from_utf8_lossy(&rules.stdout).contains("map @endpoints-tcp-"),
+        "{}",
+        text(&rules)
+    );
+
+    let out = c.kubectl(&[
+        "run",
+        "e2n-client",
+        "-i",
+        "--rm",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "wget",
+        "-qO-",
+        "httpd-svc:8080",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(PAGE),
+        "{}",
+        text(&out)
+    );
+
+    let first = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "run=httpd",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+    ]);
+    let (pod, ip) = first.split_once(' ').expect("name and IP");
+    c.ok(&["delete", "pod", pod, "--wait=false"]);
+    wait_for(
+        "the replacement in the endpoints",
+        Duration::from_secs(60),
+        || {
+            let ips = c.ok(&[
+                "get",
+                "endpoints",
+                "httpd-svc",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            ips.split_whitespace().count() == 4 && !ips.split_whitespace().any(|i| i == ip)
+        },
+    );
+    for _ in 0..20 {
+        assert!(
+            answers("k8s-m", &targets[0]),
+            "the Service stopped answering"
+        );
+    }
+}
+
 /// The HA scenario: three servers on a three-member etcd cluster. Killing the
 /// leading server moves the controllers within 15 s and a Deployment created meanwhile
 /// still rolls out; killing an etcd member loses nothing.
