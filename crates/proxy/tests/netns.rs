@@ -577,6 +577,17 @@ async fn nftables_traffic_partial_sync_and_no_endpoints() {
     );
 }
 
+/// Asserts that a sync's nft script wrote endpoint map `map` anew.
+fn assert_rewrites(report: &skiff_proxy::sync::SyncReport, map: &str) {
+    assert!(
+        report
+            .input
+            .contains(&format!("flush map ip kube-proxy {map}\n")),
+        "{}",
+        report.input
+    );
+}
+
 /// Services share the endpoint maps (64 picks a map): an endpoint change of one rewrites
 /// its map whole, with the other services' elements, and writes no rule.
 #[tokio::test]
@@ -602,13 +613,7 @@ async fn nftables_endpoint_maps_shared_by_many_services() {
         .expect("partial sync");
     assert!(!report.full);
     assert!(!report.input.contains("add chain"), "{}", report.input);
-    assert!(
-        report
-            .input
-            .contains("flush map ip kube-proxy endpoints-tcp-0"),
-        "{}",
-        report.input
-    );
+    assert_rewrites(&report, "endpoints-tcp-0");
     assert!(
         report.input.contains("10.244.1.102 . 80"),
         "{}",
@@ -634,13 +639,7 @@ async fn nftables_endpoint_maps_shared_by_many_services() {
         .sync(&ports(&services, &slices), false)
         .await
         .expect("endpoints back");
-    assert!(
-        report
-            .input
-            .contains("flush map ip kube-proxy endpoints-tcp-0"),
-        "{}",
-        report.input
-    );
+    assert_rewrites(&report, "endpoints-tcp-0");
     let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);
     assert_eq!(seen.len(), 2, "{seen:?}");
 

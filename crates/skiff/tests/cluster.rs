@@ -74,6 +74,28 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a busybox pod that fetches `httpd-svc:8080` by name (cluster DNS, then the
+    /// Service) and asserts it got the seed's page.
+    fn pod_fetches_the_seed_page(&self, pod: &str) {
+        let out = self.kubectl(&[
+            "run",
+            pod,
+            "-i",
+            "--rm",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "wget",
+            "-qO-",
+            "httpd-svc:8080",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(PAGE),
+            "{}",
+            text(&out)
+        );
+    }
+
     fn node_exec(&self, node: &str, cmd: &[&str]) -> Output {
         let mut args = vec!["node", "exec", node, "--"];
         args.extend_from_slice(cmd);
@@ -200,23 +222,7 @@ fn local_cluster_end_to_end() {
     c.ok(&["logs", &pod]);
 
     // Pods reach each other across nodes and resolve Services by name.
-    let out = c.kubectl(&[
-        "run",
-        "e2e-client",
-        "-i",
-        "--rm",
-        "--image=busybox",
-        "--restart=Never",
-        "--",
-        "wget",
-        "-qO-",
-        "httpd-svc:8080",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(PAGE),
-        "{}",
-        text(&out)
-    );
+    c.pod_fetches_the_seed_page("e2e-client");
 
     // Bad input gets Kubernetes' errors.
     let out = c.kubectl(&["get", "pod", "nope"]);
@@ -398,23 +404,7 @@ fn nftables_mode_serves_the_seed() {
         text(&rules)
     );
 
-    let out = c.kubectl(&[
-        "run",
-        "e2n-client",
-        "-i",
-        "--rm",
-        "--image=busybox",
-        "--restart=Never",
-        "--",
-        "wget",
-        "-qO-",
-        "httpd-svc:8080",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(PAGE),
-        "{}",
-        text(&out)
-    );
+    c.pod_fetches_the_seed_page("e2n-client");
 
     let first = c.ok(&[
         "get",
