@@ -1243,6 +1243,30 @@ mod tests {
     }
 
     #[test]
+    fn without_pick_ids_services_fall_back_to_per_endpoint_chains() {
+        let (ports, _) = build(&[fixtures::seed_service()], &[fixtures::seed_slice()], "n1");
+        let mut ids = PickIds {
+            next: MAX_PICKS,
+            ..PickIds::default()
+        };
+        let st = generate_with(&ports, &cfg(), &mut ids);
+        assert!(st.picks.is_empty());
+        assert!(ids.is_empty());
+        assert_eq!(
+            st.chains
+                .keys()
+                .filter(|c| c.starts_with("endpoint-"))
+                .count(),
+            4
+        );
+        assert!(st
+            .chains
+            .values()
+            .flatten()
+            .any(|r| r.contains("numgen random mod 4 0 goto")));
+    }
+
+    #[test]
     fn a_partial_sync_writes_the_whole_map_of_a_changed_pick() {
         let mut ids = PickIds::default();
         let (services, slices) = fixtures::many(3);
