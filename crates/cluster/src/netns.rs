@@ -1,8 +1,6 @@
 //! Network namespaces and links of a local cluster.
 //!
-//! Named namespaces are made as `ip netns add` makes them (a thread unshares its network
-//! namespace and bind-mounts it on `/var/run/netns/<name>`), so `ip netns exec` and every
-//! other tool see them. Links, addresses and routes are programmed over rtnetlink from a
+//! Named namespaces come from `skiff_netns` (made as `ip netns add` makes them). Links, addresses and routes are programmed over rtnetlink from a
 //! short-lived thread that first enters the namespace it acts in: `setns` moves only that
 //! thread, and every function here names its namespace, so nothing can touch the host's
 //! own network namespace.
@@ -10,33 +8,14 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use futures::TryStreamExt;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
-/// Directory where named network namespaces are bind-mounted (iproute2's convention).
-pub const NETNS_DIR: &str = "/var/run/netns";
-
-/// Path of a named network namespace.
-pub fn path(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
-}
-
-/// Moves the calling thread into the network namespace at `path`.
-///
-/// Call it before starting any other thread (before the async runtime) so that the whole
-/// process lives in that namespace.
-pub fn enter(path: &Path) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("opening network namespace {}", path.display()))?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {}", path.display()))?;
-    Ok(())
-}
+pub use skiff_netns::{create, delete, enter, path, NETNS_DIR};
 
 /// Runs `work` on a thread of its own inside the named namespace, with an rtnetlink
 /// handle whose socket lives there. Blocking: callers may be on an async runtime, whose
@@ -116,94 +95,7 @@ pub fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
 
 /// Names of all named network namespaces.
 pub fn list() -> Vec<String> {
-    std::fs::read_dir(NETNS_DIR)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Makes `/var/run/netns` a shared mount (binding it on itself first if it is not a
-/// mount point), as iproute2 does, so namespaces mounted later show in every mount
-/// namespace.
-fn prepare_netns_dir() -> anyhow::Result<()> {
-    std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("creating {NETNS_DIR}"))?;
-    let shared = || {
-        mount(
-            None::<&str>,
-            NETNS_DIR,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
-    match shared() {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EINVAL) => {
-            mount(
-                Some(NETNS_DIR),
-                NETNS_DIR,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .with_context(|| format!("bind-mounting {NETNS_DIR} on itself"))?;
-            shared().with_context(|| format!("making {NETNS_DIR} a shared mount"))
-        }
-        Err(e) => Err(e).with_context(|| format!("making {NETNS_DIR} a shared mount")),
-    }
-}
-
-/// Creates a named namespace with its loopback up. An existing one is an error (as with
-/// `ip netns add`).
-pub fn create(name: &str) -> anyhow::Result<()> {
-    prepare_netns_dir()?;
-    let target = path(name);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .with_context(|| format!("creating {}", target.display()))?;
-    let made = std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<()> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("unsharing the network namespace")?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .with_context(|| format!("bind-mounting the namespace on {}", target.display()))
-        })
-        .join()
-        .map_err(|_| anyhow!("the namespace thread panicked"))?
-    });
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&target);
-        return Err(e.context(format!("creating network namespace {name}")));
-    }
-    in_netns(name, |h| async move {
-        let lo = link_index(&h, "lo").await?;
-        link_up(&h, lo).await
-    })
-}
-
-/// Deletes a named namespace; a missing one is not an error.
-pub fn delete(name: &str) -> anyhow::Result<()> {
-    let p = path(name);
-    if !p.exists() {
-        return Ok(());
-    }
-    // Lazily: a process still inside keeps the namespace alive, not its name.
-    match umount2(&p, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-        Err(e) => return Err(e).with_context(|| format!("unmounting {}", p.display())),
-    }
-    std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))
+    skiff_netns::list("")
 }
 
 /// Creates the LAN namespace with its bridge `br0` at `gateway/prefix_len`.
