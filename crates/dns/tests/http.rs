@@ -1,5 +1,8 @@
 //! Integration: the health, readiness and metrics endpoints on loopback.
 
+mod common;
+use common::free_port;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,13 +10,6 @@ use std::time::{Duration, Instant};
 
 use skiff_dns::{DnsConfig, DnsServer, Records};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// GETs `path`, polling until the server accepts; returns (status, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {

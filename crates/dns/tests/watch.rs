@@ -2,6 +2,9 @@
 //! and EndpointSlices over plain HTTP on loopback): readiness after the first sync, and
 //! changes pushed by the watch answering in DNS.
 
+mod common;
+use common::free_port;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -60,13 +63,6 @@ fn service(name: &str, ip: &str, rv: u32) -> Value {
         "metadata": { "name": name, "namespace": "default", "resourceVersion": rv.to_string() },
         "spec": { "type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] }
     })
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 async fn query(server: SocketAddr, name: &str) -> Option<Message> {
