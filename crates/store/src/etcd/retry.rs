@@ -37,7 +37,11 @@ pub(super) fn kind(e: &etcd_client::Error) -> Kind {
                 Kind::Compacted
             } else if msg.contains("required revision is a future revision") {
                 Kind::FutureRevision
-            } else if s.code() == tonic::Code::Unavailable {
+            } else if s.code() == tonic::Code::Unavailable
+                // A connection that broke mid-request (a member killed): tonic reports
+                // it as `Unknown` with this message and the transport error as source.
+                || (s.code() == tonic::Code::Unknown && msg == "transport error")
+            {
                 Kind::Unavailable
             } else {
                 Kind::Other
@@ -117,5 +121,46 @@ where
         tracing::debug!("etcd {what}: {why}; retrying in {backoff:?}");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        use tonic::Code;
+        assert_eq!(
+            kind(&status(Code::Unavailable, "no leader")),
+            Kind::Unavailable
+        );
+        assert_eq!(
+            kind(&status(Code::Unknown, "transport error")),
+            Kind::Unavailable
+        );
+        assert_eq!(kind(&status(Code::Unknown, "something else")), Kind::Other);
+        assert_eq!(
+            kind(&status(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted"
+            )),
+            Kind::Compacted
+        );
+        assert_eq!(
+            kind(&status(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision"
+            )),
+            Kind::FutureRevision
+        );
+        assert_eq!(
+            kind(&status(Code::FailedPrecondition, "key exists")),
+            Kind::Other
+        );
     }
 }
