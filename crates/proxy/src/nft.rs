@@ -14,8 +14,9 @@
 //! Scripts are written for nft 1.0.6's cache: before running a script nft fetches what
 //! its commands need, and `add rule`, `add element` and every `delete` make it fetch all
 //! chains and sets of the table (0.3-0.5 s at 10,000 services). Partial syncs therefore
-//! use only commands that need the table alone: `add chain NAME { RULES }`, sets
-//! declared again with their new elements, `flush chain`. See [`render`].
+//! use only commands that need the table alone (`add chain NAME { RULES }`, sets
+//! declared again with their new elements, `flush chain`) or its sets (`flush map`).
+//! See [`render`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -54,8 +55,8 @@ pub const HAIRPIN: &str = "hairpin-endpoints";
 /// endpoint-A, ... }` instead, so an endpoint change there adds rules and gotos, which
 /// makes the kernel validate the whole table.
 pub const PICK_BUCKETS: u32 = 1 << 16;
-/// Picks whose elements share one map (`endpoints-<pick id / PICKS_PER_MAP>`): few
-/// maps (the kernel looks sets up by name in a list) and small ones (a change
+/// Picks whose elements share one map (`endpoints-<protocol>-<pick id / PICKS_PER_MAP>`):
+/// few maps (the kernel looks sets up by name in a list) and small ones (a change
 /// rewrites its map's elements).
 pub const PICKS_PER_MAP: u32 = 64;
 /// Number of pick ids: `offset + PICK_BUCKETS - 1` must fit in 32 bits. Past this
@@ -65,7 +66,7 @@ pub const MAX_PICKS: u32 = (u32::MAX / PICK_BUCKETS) + 1;
 /// nft 1.0.6 checks a rule's `meta l4proto` against the map's `typeof` (and `th
 /// dport` fails that check once the map comes from the kernel).
 fn pick_map_type(proto: &str) -> String {
-    format!("typeof numgen random mod 65536 : ip daddr . {proto} dport ; flags interval ;")
+    format!("typeof numgen random mod {PICK_BUCKETS} : ip daddr . {proto} dport ; flags interval ;")
 }
 
 /// Settings the static part of the table depends on.
