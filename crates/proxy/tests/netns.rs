@@ -711,6 +711,55 @@ async fn nftables_affinity_across_partial_syncs() {
     }
 }
 
+/// externalTrafficPolicy and internalTrafficPolicy Local keep traffic on the node: pod1
+/// is on this node, pod2 is declared on another one (it is reachable here, so a wrong
+/// rule would show as answers from pod2).
+#[tokio::test]
+async fn local_policy_keeps_traffic_on_the_node() {
+    for (mode, tag) in [(ProxyMode::Iptables, "lpi"), (ProxyMode::Nftables, "lpn")] {
+        let t = Topology::new(tag);
+        let mut engine = t.engine(mode);
+        let mut etp = service(
+            "default",
+            "etp",
+            "NodePort",
+            "10.96.5.8",
+            &[("", 80, "TCP", 31690)],
+        );
+        etp.spec.as_mut().expect("spec").external_traffic_policy = Some("Local".into());
+        let mut itp = service(
+            "default",
+            "itp",
+            "ClusterIP",
+            "10.96.5.9",
+            &[("", 80, "TCP", 0)],
+        );
+        itp.spec.as_mut().expect("spec").internal_traffic_policy = Some("Local".into());
+        let eps = [
+            ("10.244.1.101", NODE, true, true, false),
+            ("10.244.1.102", "k8s-n2", true, true, false),
+        ];
+        let slices = [
+            slice("default", "etp", "etp-1", &[("", 80, "TCP")], &eps),
+            slice("default", "itp", "itp-1", &[("", 80, "TCP")], &eps),
+        ];
+        engine
+            .sync(&ports(&[etp, itp], &slices), false)
+            .await
+            .expect("sync");
+
+        // From outside, the node port reaches only the local endpoint.
+        let seen = spread(&t, &t.client, "192.168.77.1:31690", 12);
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["pod1"], "{mode:?}");
+        // The same Service's cluster IP (internal policy Cluster) reaches both.
+        let seen = spread(&t, &t.node, "10.96.5.8:80", 24);
+        assert_eq!(seen.len(), 2, "{mode:?}: {seen:?}");
+        // internalTrafficPolicy Local: the cluster IP reaches only the local endpoint.
+        let seen = spread(&t, &t.node, "10.96.5.9:80", 12);
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["pod1"], "{mode:?}");
+    }
+}
+
 #[tokio::test]
 async fn udp_follows_a_replaced_endpoint() {
     for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
