@@ -4,7 +4,6 @@
 //! real kubectl 1.27 and 1.33, kube-rs `Patch::Apply`, and `resourceVersionMatch`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -28,33 +27,20 @@ fn kubectls() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The shared kubectl runner plus a directory for the manifests the test writes.
 struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
+    k: common::Kubectl,
     dir: PathBuf,
 }
 
 impl Kubectl {
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .arg(format!("--cache-dir={}", self.cache.display()))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.k.run(args)
     }
 
+    /// stdout of a command that must succeed without a warning.
     fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "{} {args:?} failed: {err}", self.bin.display());
-        assert_eq!(err, "", "{} {args:?} warned", self.bin.display());
-        out
+        self.k.ok_quiet(args)
     }
 
     /// `kubectl apply [extra] -f <file with text>`; returns stdout's first line.
@@ -107,7 +93,7 @@ fn managers(v: &Value) -> Vec<(String, String)> {
 }
 
 fn client_side_round_trip(k: &Kubectl) {
-    let who = k.bin.display().to_string();
+    let who = k.k.bin.display().to_string();
     let seed = seed_dir();
     let dep = std::fs::read_to_string(seed.join("Httpd-Deployment.yaml")).expect("seed");
     let svc = std::fs::read_to_string(seed.join("Httpd-Service.yaml")).expect("seed");
@@ -287,7 +273,7 @@ spec:
 ";
 
 fn server_side(k: &Kubectl) {
-    let who = k.bin.display().to_string();
+    let who = k.k.bin.display().to_string();
     // A new object: created by the apply.
     let fresh = WEB_V1.replace("name: web\n", "name: fresh\n");
     assert_eq!(
@@ -435,9 +421,11 @@ async fn kubectl_apply_client_and_server_side() {
     for bin in bins {
         let s = common::start().await;
         let k = Kubectl {
-            bin,
-            kubeconfig: s.kubeconfig(),
-            cache: s.dir.path().join("cache"),
+            k: common::Kubectl {
+                bin,
+                kubeconfig: s.kubeconfig(),
+                cache: s.dir.path().join("cache"),
+            },
             dir: s.dir.path().to_path_buf(),
         };
         let k = blocking(move || {
