@@ -99,7 +99,33 @@ pub(crate) fn reserve(state: &ApiState, svc: &Value, old: Option<&Value>) -> Api
     };
     let value = serde_json::to_vec(&mine).unwrap_or_default();
     let held = held_values(svc);
-    for key in &held {
+    let had = old.map(held_values).unwrap_or_default();
+    let result = reserve_each(state, svc, &mine, &value, &held);
+    if result.is_err() {
+        // Nothing half-done: give back what this call took (and `old` did not hold).
+        let partial = json!({
+            "metadata": {"namespace": mine.namespace, "name": mine.name},
+        });
+        for key in held.iter().filter(|k| !had.contains(k)) {
+            release_key(state, &partial, key);
+        }
+        return result;
+    }
+    if let Some(old) = old {
+        release_except(state, old, &held)?;
+    }
+    Ok(())
+}
+
+/// Reserves each of `held` for `mine` (see [`reserve`]).
+fn reserve_each(
+    state: &ApiState,
+    svc: &Value,
+    mine: &Reservation,
+    value: &[u8],
+    held: &[String],
+) -> ApiResult<()> {
+    for key in held {
         let taken = || -> ApiResult<()> {
             let what = key.trim_start_matches(RESERVATIONS);
             let message = match what.split_once('/') {
@@ -114,14 +140,14 @@ pub(crate) fn reserve(state: &ApiState, svc: &Value, old: Option<&Value>) -> Api
             };
             Err(invalid(svc, field.to_string(), message))
         };
-        match state.store.create(key, &value) {
+        match state.store.create(key, value) {
             Ok(_) => continue,
             Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
         let Some(kv) = state.store.get(key)? else {
             // Released meanwhile: try once more.
-            match state.store.create(key, &value) {
+            match state.store.create(key, value) {
                 Ok(_) => continue,
                 Err(StoreError::AlreadyExists(_)) => return taken(),
                 Err(e) => return Err(e.into()),
@@ -142,14 +168,11 @@ pub(crate) fn reserve(state: &ApiState, svc: &Value, old: Option<&Value>) -> Api
         if !stale {
             return taken();
         }
-        match state.store.update(key, &value, Some(kv.mod_revision)) {
+        match state.store.update(key, value, Some(kv.mod_revision)) {
             Ok(_) => {}
             Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => return taken(),
             Err(e) => return Err(e.into()),
         }
-    }
-    if let Some(old) = old {
-        release_except(state, old, &held)?;
     }
     Ok(())
 }
@@ -160,19 +183,24 @@ pub(crate) fn release(state: &ApiState, svc: &Value) -> ApiResult<()> {
 }
 
 fn release_except(state: &ApiState, svc: &Value, keep: &[String]) -> ApiResult<()> {
-    let (namespace, name) = service_id(svc);
     for key in held_values(svc).iter().filter(|k| !keep.contains(k)) {
-        let Some(kv) = state.store.get(key)? else {
-            continue;
-        };
-        let ours = serde_json::from_slice::<Reservation>(&kv.value)
-            .is_ok_and(|r| r.namespace == namespace && r.name == name);
-        if ours {
-            // Someone else's meanwhile, or gone already: theirs to keep.
-            let _ = state.store.delete(key, Some(kv.mod_revision));
-        }
+        release_key(state, svc, key);
     }
     Ok(())
+}
+
+/// Deletes reservation `key` if `svc` holds it. Someone else's meanwhile, or gone
+/// already: theirs to keep.
+fn release_key(state: &ApiState, svc: &Value, key: &str) {
+    let (namespace, name) = service_id(svc);
+    let Ok(Some(kv)) = state.store.get(key) else {
+        return;
+    };
+    let ours = serde_json::from_slice::<Reservation>(&kv.value)
+        .is_ok_and(|r| r.namespace == namespace && r.name == name);
+    if ours {
+        let _ = state.store.delete(key, Some(kv.mod_revision));
+    }
 }
 
 /// Mutates `obj` (storage version) as kube-apiserver's admission and strategies do.

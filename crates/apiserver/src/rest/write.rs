@@ -420,16 +420,27 @@ pub(crate) async fn create_object(
     } else {
         None
     };
-    crate::admission::admit(state, sinfo, &mut obj, None)?;
-    let errs = compat::validate(sinfo, &obj, None);
-    if !errs.is_empty() {
-        return Err(validation_error(info, &name, errs));
-    }
-    if opts.dry_run {
-        return Ok((obj, warnings));
-    }
-    if info.kind == "Service" {
-        crate::admission::reserve(state, &obj, None)?;
+    let unadmitted = obj.clone();
+    for attempt in 1.. {
+        crate::admission::admit(state, sinfo, &mut obj, None)?;
+        let errs = compat::validate(sinfo, &obj, None);
+        if !errs.is_empty() {
+            return Err(validation_error(info, &name, errs));
+        }
+        if opts.dry_run {
+            return Ok((obj, warnings));
+        }
+        if info.kind != "Service" {
+            break;
+        }
+        match crate::admission::reserve(state, &obj, None) {
+            Ok(()) => break,
+            // Another server reserved a value this one allocated, between the two:
+            // allocate again (admission now sees that reservation). A value the client
+            // asked for fails in admission with the same "already allocated".
+            Err(_) if attempt < 3 => obj = unadmitted.clone(),
+            Err(e) => return Err(e),
+        }
     }
     let k = key(info, ns, &name);
     match state.store.create(&k, &encode(&obj)) {

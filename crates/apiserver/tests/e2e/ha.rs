@@ -104,7 +104,7 @@ async fn two_servers_share_credentials_and_allocate_uniquely() {
 
     // The same port asked of both at once: exactly one gets it.
     let pp = PostParams::default();
-    let (want_a, want_b) = (svc("want-a", Some(31000)), svc("want-b", Some(31000)));
+    let (want_a, want_b) = (svc("want-a", Some(30050)), svc("want-b", Some(30050)));
     let (ra, rb) = tokio::join!(sa.create(&pp, &want_a), sb.create(&pp, &want_b));
     let (winner, loser) = match (ra, rb) {
         (Ok(_), Err(e)) => ("want-a", e),
@@ -126,7 +126,7 @@ async fn two_servers_share_credentials_and_allocate_uniquely() {
     sa.delete(winner, &DeleteParams::default()).await.unwrap();
     let other = if winner == "want-a" { &sb } else { &sa };
     other
-        .create(&PostParams::default(), &svc("want-again", Some(31000)))
+        .create(&PostParams::default(), &svc("want-again", Some(30050)))
         .await
         .expect("the port is free again");
     drop(etcd);
