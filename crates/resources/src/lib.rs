@@ -4,6 +4,7 @@
 //! - the registry of served resources ([`resources`], [`lookup`]),
 //! - discovery documents ([`discovery`]) and OpenAPI v3 documents ([`openapi`]),
 //! - defaulting ([`default_object`]) and version conversion ([`convert`]),
+//! - typed decoding of request bodies with kube-apiserver's messages ([`decode`]),
 //! - validation with Kubernetes' messages ([`validate`], [`unknown_fields`]),
 //! - strategic merge patch ([`strategic_merge_patch`]),
 //! - server-side printing as `meta.k8s.io/v1` Tables ([`table()`]).
@@ -12,6 +13,7 @@
 //! kube-apiserver's behaviour for the built-in kinds.
 
 pub mod convert;
+pub mod decode;
 pub mod defaults;
 pub mod discovery;
 pub mod duration;

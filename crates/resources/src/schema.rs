@@ -29,6 +29,25 @@ pub struct KindSchema {
     pub kind: &'static str,
     /// Name of the schema in `components.schemas`, e.g. `io.k8s.api.apps.v1.Deployment`.
     pub name: String,
+    /// Deserializes an object with the kind's `k8s-openapi` type (None for kinds
+    /// without one: lists, apps/v1beta1 and v1beta2 Deployments).
+    pub check: Option<TypedCheck>,
+}
+
+/// Deserializes an object with a `k8s-openapi` type; the error is serde's message.
+pub type TypedCheck = fn(&Value) -> Result<(), String>;
+
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
+    T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The typed check of a kind (see [`KindSchema::check`]).
+pub fn typed_check(group: &str, version: &str, kind: &str) -> Option<TypedCheck> {
+    schemas()
+        .kinds
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+        .and_then(|k| k.check)
 }
 
 /// All generated schemas and the kinds that have one.
@@ -118,7 +137,7 @@ pub fn patch_meta(field: &Value) -> (Vec<&str>, Option<&str>) {
 }
 
 /// Registers a kind's type with the generator and records its GVK.
-fn add<T: JsonSchema>(
+fn add<T: JsonSchema + serde::de::DeserializeOwned>(
     gen: &mut SchemaGenerator,
     kinds: &mut Vec<KindSchema>,
     group: &'static str,
@@ -131,6 +150,7 @@ fn add<T: JsonSchema>(
         version,
         kind,
         name: T::schema_name().into_owned(),
+        check: Some(typed::<T>),
     });
 }
 
@@ -444,6 +464,7 @@ fn generate() -> Schemas {
             version: k.version,
             kind: leak(format!("{}List", k.kind)),
             name: format!("{}List", k.name),
+            check: None,
         })
         .collect();
     for l in &list_kinds {
@@ -582,6 +603,7 @@ fn add_beta_deployment(
         version,
         kind: "Deployment",
         name: format!("{prefix}.Deployment"),
+        check: None,
     });
     if !list.is_null() {
         components.insert(format!("{prefix}.DeploymentList"), list);
@@ -590,6 +612,7 @@ fn add_beta_deployment(
             version,
             kind: "DeploymentList",
             name: format!("{prefix}.DeploymentList"),
+            check: None,
         });
     }
 }

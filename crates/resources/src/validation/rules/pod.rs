@@ -107,6 +107,7 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, require_image: bool, e
                     }
                 }
             }
+            validate_resources(c, &cp, e);
             for (j, env) in arr(c, "/env").iter().enumerate() {
                 if s(env, "/name").unwrap_or("").is_empty() {
                     e.push(FieldError::required(format!("{cp}.env[{j}].name"), ""));
@@ -193,5 +194,49 @@ pub(super) fn validate_pod_update(new: &Value, old: &Value, e: &mut Errs) {
             "spec.tolerations",
             "existing toleration can not be modified except its tolerationSeconds",
         ));
+    }
+}
+
+/// A container's `resources`: no negative quantity, no request above its limit
+/// (kube's `ValidateContainerResourceRequirements`).
+fn validate_resources(c: &Value, cp: &str, e: &mut Errs) {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+    for part in ["limits", "requests"] {
+        let Some(m) = c
+            .pointer(&format!("/resources/{part}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (name, q) in m {
+            let qs = text(q);
+            let Some(value) = crate::decode::quantity_value(&qs) else {
+                continue;
+            };
+            let path = format!("{cp}.resources.{part}[{name}]");
+            if value < 0.0 {
+                e.push(FieldError::invalid(
+                    path.clone(),
+                    json!(qs),
+                    "must be greater than or equal to 0",
+                ));
+            }
+            if part == "requests" {
+                if let Some(limit) = limits.and_then(|l| l.get(name)) {
+                    let ls = text(limit);
+                    if crate::decode::quantity_value(&ls).is_some_and(|l| l < value) {
+                        e.push(FieldError::invalid(
+                            path,
+                            json!(qs),
+                            format!("must be less than or equal to {name} limit of {ls}"),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
