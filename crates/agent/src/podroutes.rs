@@ -20,6 +20,7 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
+use skiff_runtime::tolerant;
 use thiserror::Error;
 
 /// The `rtm_protocol` of the routes skiff makes (`ip route show proto 83`); iproute2
@@ -256,11 +257,9 @@ fn route_of(msg: &RouteMessage) -> Option<(Ipv4Net, Ipv4Addr)> {
 pub async fn run(client: Client, own_node: String) -> anyhow::Result<()> {
     let table = RouteTable::connect()?;
     let (store, writer) = reflector::store::<Node>();
-    let stream = reflector(
-        writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()),
-    )
-    .default_backoff();
+    // A Node that does not decode is skipped (its route kept while it was good before).
+    let api = tolerant::api(&Api::<Node>::all(client));
+    let stream = tolerant::reflector(writer, api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     // Routes last written; None forces a sync (at start, on the period, after errors).
     let mut applied: Option<BTreeMap<Ipv4Net, Ipv4Addr>> = None;

@@ -22,10 +22,11 @@ use kube::api::{
 };
 use kube::core::discovery::ApiResource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::reflector::{store::Writer, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use skiff_runtime::tolerant;
 use tokio::sync::Notify;
 
 use crate::discovery::{Kind, Kinds};
@@ -153,12 +154,13 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     });
     for (k, writer) in writers {
         let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &k.ar);
+        // Object by object: one whose metadata does not decode is skipped, not the end
+        // of this kind's cache (which would stop every sweep).
+        let api = tolerant::api_with(&api, &k.ar);
         let g = gc.clone();
         tokio::spawn(async move {
-            let stream = reflector::reflector(
-                writer,
-                watcher::watcher(api, watcher::Config::default()).default_backoff(),
-            );
+            let stream =
+                tolerant::reflector(writer, api, watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
             let mut first = true;
             while let Some(ev) = stream.next().await {
@@ -220,9 +222,10 @@ impl Gc {
             // Unknown kind: never delete on a guess.
             return Ok(true);
         };
-        let api = self.api_for(kind, ns);
+        // An owner that does not decode still exists: compare what of its metadata does.
+        let api = tolerant::api_with(&self.api_for(kind, ns), &kind.ar);
         match api.get(&r.name).await {
-            Ok(o) => Ok(o.metadata.uid.as_deref() == Some(r.uid.as_str())),
+            Ok(o) => Ok(o.meta().uid.as_deref() == Some(r.uid.as_str())),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e).context("looking up owner"),
         }

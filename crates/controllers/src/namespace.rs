@@ -11,7 +11,8 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use skiff_runtime::tolerant;
 
 use crate::discovery::Kinds;
 use crate::informer::{on_change, Change, Informer};
@@ -85,7 +86,10 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
     let mut failures: Vec<String> = Vec::new();
     for kind in kinds.all.iter().filter(|k| k.namespaced) {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), name, &kind.ar);
-        let list = match api.list(&ListParams::default()).await {
+        // Object by object: one whose metadata does not decode must still be deleted,
+        // not fail the list and keep the namespace forever.
+        let listing = tolerant::api_with(&api, &kind.ar);
+        let list = match listing.list(&ListParams::default()).await {
             Ok(l) => l,
             Err(e) if is_not_found(&e) => continue,
             Err(e) => {
@@ -106,7 +110,7 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
             for f in obj.finalizers() {
                 *finalizers_left.entry(f.clone()).or_default() += 1;
             }
-            if obj.metadata.deletion_timestamp.is_some() {
+            if obj.meta().deletion_timestamp.is_some() {
                 continue;
             }
             match api

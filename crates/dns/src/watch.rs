@@ -1,6 +1,9 @@
 //! Feeding the record store from the API: watchers on Services and EndpointSlices in
 //! all namespaces. A watch (re)start lists everything and replaces the store's copy, so
-//! objects deleted while the watch was down disappear too.
+//! objects deleted while the watch was down disappear too. An object that does not
+//! decode as its type is skipped and logged (`skiff_runtime::tolerant`), so one bad
+//! Service cannot keep DNS from becoming ready; a record of an object turned bad stays
+//! as it was until the next list.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
+use skiff_runtime::tolerant;
 
 use crate::records::{Change, Records};
 
@@ -41,7 +45,7 @@ pub async fn watch(
         let api: Api<Service> = Api::all(client.clone());
         async move {
             let mut buf: Vec<Service> = Vec::new();
-            let mut stream = watcher::watcher(api, watcher::Config::default())
+            let mut stream = tolerant::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
             while let Some(ev) = stream.next().await {
@@ -69,7 +73,7 @@ pub async fn watch(
         let api: Api<EndpointSlice> = Api::all(client);
         async move {
             let mut buf: Vec<EndpointSlice> = Vec::new();
-            let mut stream = watcher::watcher(api, watcher::Config::default())
+            let mut stream = tolerant::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
             while let Some(ev) = stream.next().await {

@@ -1,6 +1,8 @@
 //! Keeps an in-memory copy of all Services and EndpointSlices with kube-runtime
 //! watchers (which retry with backoff while the API is unavailable), notes which
-//! Services changed, and wakes the sync loop on every change.
+//! Services changed, and wakes the sync loop on every change. An object that does not
+//! decode is skipped and logged (`skiff_runtime::tolerant`); one turned bad keeps its
+//! last good state here, so its rules stay as they were.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -10,10 +12,12 @@ use std::time::SystemTime;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
+use skiff_runtime::tolerant;
 use tokio::sync::Notify;
 
 /// Annotation the EndpointSlice controller sets to when the change that produced a
@@ -69,7 +73,10 @@ pub struct Changes {
 }
 
 fn key<K: Resource>(obj: &K) -> String {
-    let m = obj.meta();
+    meta_key(obj.meta())
+}
+
+fn meta_key(m: &ObjectMeta) -> String {
     format!(
         "{}/{}",
         m.namespace.as_deref().unwrap_or(""),
@@ -230,12 +237,19 @@ impl Cache {
     pub fn spawn_watchers(&self, client: kube::Client) {
         let svc: Api<Service> = Api::all(client.clone());
         let slices: Api<EndpointSlice> = Api::all(client);
-        let c = self.clone();
-        tokio::spawn(run_watcher(svc, "services", move |ev| c.on_service(ev)));
-        let c = self.clone();
-        tokio::spawn(run_watcher(slices, "endpointslices", move |ev| {
-            c.on_slice(ev)
+        let (c, last) = (self.clone(), self.clone());
+        let last_svc = move |m: &ObjectMeta| last.with(|i| i.services.get(&meta_key(m)).cloned());
+        tokio::spawn(run_watcher(svc, "services", last_svc, move |ev| {
+            c.on_service(ev)
         }));
+        let (c, last) = (self.clone(), self.clone());
+        let last_slice = move |m: &ObjectMeta| last.with(|i| i.slices.get(&meta_key(m)).cloned());
+        tokio::spawn(run_watcher(
+            slices,
+            "endpointslices",
+            last_slice,
+            move |ev| c.on_slice(ev),
+        ));
     }
 
     fn on_service(&self, ev: Event<Service>) {
@@ -300,12 +314,17 @@ impl Cache {
     }
 }
 
-async fn run_watcher<K, F>(api: Api<K>, what: &'static str, mut on_event: F)
+/// Feeds `on_event` from a watch of `api`; `last_good` is the cached state of an object
+/// that stopped decoding.
+async fn run_watcher<K, L, F>(api: Api<K>, what: &'static str, last_good: L, mut on_event: F)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Default + Send + 'static,
+    K::DynamicType: Default,
+    L: FnMut(&ObjectMeta) -> Option<K> + Send + 'static,
     F: FnMut(Event<K>) + Send,
 {
-    let mut stream = watcher::watcher(api, watcher::Config::default())
+    let api = tolerant::api(&api);
+    let mut stream = tolerant::watcher_with(api, watcher::Config::default(), last_good)
         .default_backoff()
         .boxed();
     while let Some(item) = stream.next().await {

@@ -1,6 +1,7 @@
 //! Shared informers: one list/watch per resource kind, a local cache of its objects
 //! (a kube-runtime reflector store) and a broadcast of every change to the controllers
-//! that subscribed, as client-go's SharedInformer does.
+//! that subscribed, as client-go's SharedInformer does. Objects that do not decode as
+//! `K` are skipped and logged, not fatal to the informer ([`crate::tolerant`]).
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -64,7 +65,8 @@ where
         });
         let cfg = watcher::Config::default();
         tokio::spawn(async move {
-            let stream = reflector::reflector(writer, watcher::watcher(api, cfg).default_backoff());
+            let api = crate::tolerant::api(&api);
+            let stream = crate::tolerant::reflector(writer, api, cfg).default_backoff();
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {

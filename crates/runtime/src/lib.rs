@@ -1,7 +1,9 @@
 //! Client-side building blocks shared by the controllers and the scheduler, on top of
 //! kube-rs's runtime: shared informers (one list/watch and cache per kind, changes
-//! broadcast to subscribers), an event recorder with client-go's spam filter, and leader
-//! election with Leases.
+//! broadcast to subscribers), an event recorder with client-go's spam filter, leader
+//! election with Leases, and tolerant list/watch ([`tolerant`]: an object that does not
+//! decode as its type is skipped and logged, not fatal), which the agent, proxy and DNS
+//! use too.
 //!
 //! Architecture invariant: everything here talks to the API through kube-rs only; nothing
 //! knows a particular controller.
@@ -9,3 +11,4 @@
 pub mod events;
 pub mod informer;
 pub mod leader;
+pub mod tolerant;

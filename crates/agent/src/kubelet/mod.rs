@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use skiff_runtime::tolerant;
 use tokio::sync::watch;
 
 use crate::runtime::cni::Cni;
@@ -202,13 +204,25 @@ impl Kubelet {
         }
     }
 
-    /// Watches this node's pods forever, starting and stopping workers.
+    /// Watches this node's pods forever, starting and stopping workers. A pod object that
+    /// does not decode is skipped and logged (`skiff_runtime::tolerant`); one that stops
+    /// decoding keeps running as last seen, also across a relist, rather than being
+    /// taken for deleted.
     pub async fn run(self: Arc<Self>) {
         self.services.start(self.client.clone());
-        let api: Api<Pod> = Api::all(self.client.clone());
+        let api = tolerant::api(&Api::<Pod>::all(self.client.clone()));
         let config =
             watcher::Config::default().fields(&format!("spec.nodeName={}", self.cfg.node_name));
-        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let k = self.clone();
+        let last_good = move |m: &ObjectMeta| {
+            let pods = k.pods.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = pods.get(m.uid.as_deref()?)?;
+            let pod = entry.updates.borrow().clone();
+            pod
+        };
+        let mut stream = tolerant::watcher_with(api, config, last_good)
+            .default_backoff()
+            .boxed();
         let mut listed: HashSet<String> = HashSet::new();
         let mut first_list = true;
         while let Some(ev) = stream.next().await {

@@ -1,6 +1,7 @@
 //! The Services of every namespace from one watch (the kubelet's service lister), for
 //! the containers' Service environment variables: a container start then costs no API
-//! request for them.
+//! request for them. A Service that does not decode is skipped and logged
+//! (`skiff_runtime::tolerant`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use skiff_runtime::tolerant;
 
 /// How long a container start waits for the first list before asking the API itself.
 const FIRST_LIST_WAIT: Duration = Duration::from_secs(2);
@@ -44,11 +46,8 @@ impl ServiceCache {
         let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let stream = reflector::reflector(
-            writer,
-            watcher::watcher(Api::<Service>::all(client), watcher::Config::default()),
-        )
-        .default_backoff();
+        let api = tolerant::api(&Api::<Service>::all(client));
+        let stream = tolerant::reflector(writer, api, watcher::Config::default()).default_backoff();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
