@@ -74,11 +74,6 @@ pub(crate) fn convert(obj: Value, to_api_version: &str) -> Value {
     skiff_resources::convert(obj, to_api_version)
 }
 
-/// Paths of fields the schema does not know (for `fieldValidation`).
-pub(crate) fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
-    skiff_resources::unknown_fields(info, obj)
-}
-
 /// Strategic merge patch.
 pub(crate) fn strategic_merge_patch(
     info: &ResourceInfo,

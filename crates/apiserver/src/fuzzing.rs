@@ -34,12 +34,35 @@ pub fn sample_pod() -> Value {
 }
 
 /// Decodes a request body as the REST handlers do: protobuf when `content_type` says
-/// so, otherwise JSON with a YAML fallback.
+/// so, YAML for `application/yaml`, otherwise JSON.
 pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, String> {
     if crate::proto::is_protobuf(content_type) {
         return crate::proto::decode(body);
     }
-    crate::rest::parse_body(&Bytes::copy_from_slice(body)).map_err(|e| e.message)
+    let media = crate::rest::body::media(content_type).map_err(|e| e.message)?;
+    crate::rest::body::parse(media, body).map_err(|e| e.message)
+}
+
+/// Decodes a JSON `body` into the kind `sel` picks (among the kinds with a typed form)
+/// as the write path does, and checks the invariant between the typed decode and the
+/// stored form: what decoding accepts, the kind's `k8s-openapi` type deserializes too
+/// (but for required fields left out, which validation reports). Returns the violation.
+pub fn typed_decode(sel: u8, body: &[u8]) -> Option<String> {
+    let kinds: Vec<_> = skiff_resources::resources()
+        .iter()
+        .filter(|r| skiff_resources::schema::typed_check(r.group, r.version, r.kind).is_some())
+        .collect();
+    let info = kinds.get(sel as usize % kinds.len().max(1))?;
+    let obj: Value = serde_json::from_slice(body).ok()?;
+    let mut decoded = skiff_resources::decode::decode(info, obj).ok()?.object;
+    if let Some(o) = decoded.as_object_mut() {
+        o.insert("apiVersion".into(), json!(info.api_version()));
+        o.insert("kind".into(), json!(info.kind));
+    }
+    match skiff_resources::decode::check_typed(info.group, info.version, info.kind, &decoded) {
+        Err(e) if !e.contains("missing field") => Some(format!("{}: {e}: {decoded}", info.kind)),
+        _ => None,
+    }
 }
 
 /// The patch types of PATCH requests.
@@ -86,7 +109,7 @@ pub fn patch(ty: PatchType, body: &[u8]) -> Result<Value, String> {
     let patched =
         crate::rest::apply_patch(info, ty.content_type(), &cur, &body).map_err(|e| e.message)?;
     if ty == PatchType::Apply {
-        let config: Value = serde_yaml_ng::from_slice(&body).map_err(|e| e.to_string())?;
+        let config: Value = crate::rest::body::parse_yaml(&body)?;
         let first = skiff_resources::managedfields::Operation {
             manager: "kubectl",
             api_version: "apps/v1",
@@ -145,7 +168,12 @@ mod tests {
             decode_body("application/json", pod).expect("json")["kind"],
             "Pod"
         );
-        assert!(decode_body("application/json", b"kind: Pod\nmetadata: {name: p}\n").is_ok());
+        assert!(decode_body("application/yaml", b"kind: Pod\nmetadata: {name: p}\n").is_ok());
+        assert!(decode_body("application/json", b"kind: Pod\n").is_err());
+        assert_eq!(
+            typed_decode(0, br#"{"metadata":{"name":"x","labels":{"a":"b"}}}"#),
+            None
+        );
         assert!(decode_body("application/vnd.kubernetes.protobuf", b"k8s\0").is_err());
         let p = patch(
             PatchType::Json,

@@ -4,6 +4,7 @@
 //! `/registry/<group|core>/<plural>/[<namespace>/]<name>`; the store's revision is the
 //! `resourceVersion`.
 
+pub(crate) mod body;
 pub(crate) mod objects;
 mod patch;
 mod reviews;
@@ -58,20 +59,20 @@ pub(crate) async fn dispatch(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let body = if crate::proto::is_protobuf(ct) && !body.is_empty() {
-        match crate::proto::decode(&body) {
-            Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(e) => {
-                return error_response(&ApiError::bad_request(format!(
-                    "the body of the request could not be decoded as protobuf: {e}"
-                )))
-            }
-        }
+    // Create, update and delete bodies are parsed here once (PATCH parses its own).
+    let input = if method == Method::POST
+        || method == Method::PUT
+        || (method == Method::DELETE && !body.is_empty())
+    {
+        Some(parse_input(ct, body.clone()).await)
     } else {
-        body
+        None
     };
     let result = match verb_allowed(&t, &method, watch) {
-        Ok(()) => route(&state, &ident, &t, &method, &q, &headers, &body).await,
+        Ok(()) => {
+            let mut input = Input(input);
+            route(&state, &ident, &t, &method, &q, &headers, &body, &mut input).await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -111,12 +112,46 @@ impl Reply {
     }
 }
 
-pub(crate) fn parse_body(body: &Bytes) -> ApiResult<Value> {
-    serde_json::from_slice(body).or_else(|e| {
-        // kubectl sends JSON; YAML is accepted too as kube-apiserver does.
-        serde_yaml_ng::from_slice::<Value>(body)
-            .map_err(|_| ApiError::bad_request(format!("the object provided is unrecognized: {e}")))
-    })
+/// Parses a request body by its `Content-Type` (JSON when there is none): protobuf,
+/// JSON or YAML. Large bodies are parsed on a blocking thread so that a slow body never
+/// holds an async worker.
+pub(crate) async fn parse_input(content_type: &str, body: Bytes) -> ApiResult<Value> {
+    let media = body::media(content_type)?;
+    let small = body.len() < body::BLOCKING_PARSE_BYTES;
+    let parse = move || match media {
+        body::Media::Protobuf => crate::proto::decode(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        }),
+        m => body::parse(m, &body),
+    };
+    if matches!(media, body::Media::Protobuf) || small {
+        return parse();
+    }
+    match tokio::task::spawn_blocking(parse).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::internal(format!("parsing the request body: {e}"))),
+    }
+}
+
+/// The parsed body of a create, update or delete, taken once by the handler.
+struct Input(Option<ApiResult<Value>>);
+
+impl Input {
+    fn take(&mut self) -> ApiResult<Value> {
+        self.0
+            .take()
+            .unwrap_or_else(|| Err(ApiError::bad_request("the request has no body")))
+    }
+
+    /// A DELETE's options: `{}` without a body.
+    fn take_or_empty(&mut self) -> ApiResult<Value> {
+        match self.0.take() {
+            Some(r) => r,
+            None => Ok(json!({})),
+        }
+    }
 }
 
 /// Whether the resource serves the verb (kube-apiserver answers 405 otherwise).
@@ -142,6 +177,7 @@ fn verb_allowed(t: &Target, method: &Method, watch: bool) -> ApiResult<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     state: &Arc<ApiState>,
     ident: &Identity,
@@ -150,6 +186,7 @@ async fn route(
     q: &Query,
     headers: &HeaderMap,
     body: &Bytes,
+    input: &mut Input,
 ) -> ApiResult<Reply> {
     let opts = WriteOpts::from_request(q, headers, t.sub.as_deref())?;
     let name = t.name.as_deref();
@@ -165,7 +202,21 @@ async fn route(
             subresources::get_scale(state, t, n).map(|v| Reply::ok(200, v))
         }
         (Method::POST, None, None) => {
-            let obj = parse_body(body)?;
+            let obj = input.take()?;
+            if !obj.is_object() {
+                return Err(ApiError::bad_request(
+                    "the body of the request must be an object",
+                ));
+            }
+            body::check_kind(t.info, &obj)?;
+            // Reviews and bindings are answered here, not stored: decode them now.
+            let obj = if t.info.kind == "Binding"
+                || matches!(t.info.group, "authentication.k8s.io" | "authorization.k8s.io")
+            {
+                write::decode_sub(t.info.group, t.info.version, t.info.kind, obj)?
+            } else {
+                obj
+            };
             if let Some(r) = reviews::answer(state, ident, t.info.kind, &obj) {
                 return r;
             }
@@ -195,13 +246,16 @@ async fn route(
             })
         }
         (Method::POST, Some(n), Some("binding")) => {
-            subresources::binding(state, t, n, parse_body(body)?, &opts).await
+            let b = write::decode_sub("", "v1", "Binding", input.take()?)?;
+            subresources::binding(state, t, n, b, &opts).await
         }
         (Method::POST, Some(n), Some("eviction")) => {
-            subresources::eviction(state, t, n, parse_body(body)?, &opts).await
+            let e = write::decode_sub("policy", "v1", "Eviction", input.take()?)?;
+            subresources::eviction(state, t, n, e, &opts).await
         }
         (Method::POST, Some(n), Some("token")) => {
-            subresources::token(state, t, n, parse_body(body)?).await
+            let tr = write::decode_sub("authentication.k8s.io", "v1", "TokenRequest", input.take()?)?;
+            subresources::token(state, t, n, tr).await
         }
         (
             Method::PUT,
@@ -209,7 +263,10 @@ async fn route(
             sub @ (None | Some("status") | Some("finalize") | Some("ephemeralcontainers")),
         ) => {
             let mode = UpdateMode::from_sub(sub);
-            let obj = parse_body(body)?;
+            let obj = input.take()?;
+            if obj.is_object() {
+                body::check_kind(t.info, &obj)?;
+            }
             let (out, warnings) = write::put(state, t, n, obj, mode, &opts).await?;
             Ok(Reply {
                 code: 200,
@@ -218,7 +275,8 @@ async fn route(
             })
         }
         (Method::PUT, Some(n), Some("scale")) => {
-            subresources::put_scale(state, t, n, parse_body(body)?, &opts).await
+            let s = write::decode_sub("autoscaling", "v1", "Scale", input.take()?)?;
+            subresources::put_scale(state, t, n, s, &opts).await
         }
         (Method::PATCH, Some(n), sub @ (None | Some("status") | Some("ephemeralcontainers"))) => {
             let ct = headers
@@ -235,21 +293,13 @@ async fn route(
             subresources::patch_scale(state, t, n, ct, body, &opts).await
         }
         (Method::DELETE, Some(n), None) => {
-            let dopts = if body.is_empty() {
-                json!({})
-            } else {
-                parse_body(body)?
-            };
+            let dopts = input.take_or_empty()?;
             let (code, out) =
                 delete_object(state, t.info, t.namespace.as_deref(), n, &dopts, q, &opts).await?;
             Ok(Reply::ok(code, out))
         }
         (Method::DELETE, None, None) => {
-            let dopts = if body.is_empty() {
-                json!({})
-            } else {
-                parse_body(body)?
-            };
+            let dopts = input.take_or_empty()?;
             delete_collection(state, t, q, &dopts, &opts).await
         }
         _ => Err(ApiError::method_not_allowed()),

@@ -8,7 +8,7 @@ use skiff_store::Store;
 
 use super::objects::{decode, key, meta_str, to_version};
 use super::write::{
-    check_unknown_pub, create_object, field_manager_invalid, update_object, UpdateMode, WriteOpts,
+    create_object, decode_patched, field_manager_invalid, update_object, UpdateMode, WriteOpts,
 };
 use super::Reply;
 use crate::compat;
@@ -70,7 +70,7 @@ pub(crate) fn apply_patch(
             compat::strategic_merge_patch(info, cur, &p).map_err(ApiError::bad_request)
         }
         PatchKind::Apply => {
-            let p: Value = serde_yaml_ng::from_slice(body).map_err(|e| parse_err(e.to_string()))?;
+            let p: Value = super::body::parse_yaml(body).map_err(parse_err)?;
             compat::strategic_merge_patch(info, cur, &p).map_err(ApiError::bad_request)
         }
     }
@@ -107,7 +107,7 @@ pub(crate) async fn patch(
         if !new.is_object() {
             return Err(ApiError::bad_request("the patched object is not an object"));
         }
-        let warnings = check_unknown_pub(t.info, &new, opts)?;
+        let (new, warnings) = decode_patched(t.info, new, opts)?;
         // A resourceVersion in the patch is a precondition; otherwise retry conflicts.
         let pinned = meta_str(&new, "resourceVersion")
             .filter(|rv| *rv != kv.mod_revision.to_string())
@@ -157,7 +157,7 @@ async fn server_side_apply(
             "fieldManager: Required value: is required for apply patch",
         ));
     }
-    let config: Value = serde_yaml_ng::from_slice(body)
+    let config: Value = super::body::parse_yaml(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !config.is_object() {
         return Err(ApiError::bad_request(
@@ -256,7 +256,7 @@ async fn server_side_apply(
         let cur = to_version(t.info, decode(&kv)?);
         let new = skiff_resources::managedfields::apply(t.info, Some(&cur), &config, &op, force)
             .map_err(conflict)?;
-        let warnings = check_unknown_pub(t.info, &new, opts)?;
+        let (new, warnings) = decode_patched(t.info, new, opts)?;
         match update_object(
             state,
             t.info,

@@ -214,22 +214,75 @@ impl UpdateMode {
     }
 }
 
-/// Unknown fields per `fieldValidation` (for the patch path).
-pub(crate) fn check_unknown_pub(
+/// Decodes a create or update body into its kind, as kube-apiserver's decoder does
+/// before anything else: a wrongly typed field is a 400 with Go's message; undeclared
+/// fields are dropped, and per `fieldValidation` refused (Strict) or reported (Warn).
+pub(crate) fn decode_request(
     info: &ResourceInfo,
-    obj: &Value,
+    obj: Value,
     opts: &WriteOpts,
-) -> ApiResult<Vec<String>> {
-    check_unknown(info, obj, opts)
+) -> ApiResult<(Value, Vec<String>)> {
+    let cannot = |why: &str| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+            kind = info.kind,
+            version = info.version,
+        ))
+    };
+    let d = skiff_resources::decode::decode(info, obj).map_err(|e| cannot(&e.0))?;
+    let warnings = unknown_field_warnings(&d.unknown, opts).map_err(|e| cannot(&e))?;
+    Ok((d.object, warnings))
 }
 
-/// Unknown fields per `fieldValidation`: an error for Strict, warnings for Warn.
-fn check_unknown(info: &ResourceInfo, obj: &Value, opts: &WriteOpts) -> ApiResult<Vec<String>> {
-    if opts.field_validation == FieldValidation::Ignore {
-        return Ok(Vec::new());
-    }
-    let unknown = compat::unknown_fields(info, obj);
-    if unknown.is_empty() {
+/// Decodes the result of a patch into its kind: kube-apiserver's patcher reports a
+/// patched object that does not decode as an invalid `patch` (422).
+pub(crate) fn decode_patched(
+    info: &ResourceInfo,
+    obj: Value,
+    opts: &WriteOpts,
+) -> ApiResult<(Value, Vec<String>)> {
+    let d = match skiff_resources::decode::decode(info, obj.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(ApiError::invalid(
+                "",
+                "",
+                "",
+                vec![(
+                    "patch".into(),
+                    "FieldValueInvalid".into(),
+                    format!("patch: Invalid value: {:?}: {}", obj.to_string(), e.0),
+                )],
+            ))
+        }
+    };
+    let warnings = unknown_field_warnings(&d.unknown, opts).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+            kind = info.kind,
+            version = info.version,
+        ))
+    })?;
+    Ok((d.object, warnings))
+}
+
+/// Decodes a subresource body (`Scale`, `Binding`, `Eviction`, `TokenRequest`) into its
+/// kind; undeclared fields are dropped.
+pub(crate) fn decode_sub(group: &str, version: &str, kind: &str, obj: Value) -> ApiResult<Value> {
+    skiff_resources::decode::decode_kind(group, version, kind, obj)
+        .map(|d| d.object)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {}",
+                e.0
+            ))
+        })
+}
+
+/// The unknown fields of a body per `fieldValidation`: the strict decoding error for
+/// Strict, one warning each for Warn, nothing for Ignore.
+fn unknown_field_warnings(unknown: &[String], opts: &WriteOpts) -> Result<Vec<String>, String> {
+    if opts.field_validation == FieldValidation::Ignore || unknown.is_empty() {
         return Ok(Vec::new());
     }
     let msgs: Vec<String> = unknown
@@ -237,14 +290,22 @@ fn check_unknown(info: &ResourceInfo, obj: &Value, opts: &WriteOpts) -> ApiResul
         .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
         .collect();
     match opts.field_validation {
-        FieldValidation::Strict => Err(ApiError::bad_request(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-            msgs.join(", "),
-            kind = info.kind,
-            version = info.version,
-        ))),
+        FieldValidation::Strict => Err(format!("strict decoding error: {}", msgs.join(", "))),
         _ => Ok(msgs),
     }
+}
+
+/// The last guard before storage: the object must deserialize with its `k8s-openapi`
+/// type, or no typed client could read it back (422 naming serde's complaint).
+fn check_typed(sinfo: &ResourceInfo, name: &str, obj: &Value) -> ApiResult<()> {
+    skiff_resources::decode::check_typed(sinfo.group, sinfo.version, sinfo.kind, obj).map_err(|e| {
+        ApiError::invalid(
+            sinfo.group,
+            sinfo.kind,
+            name,
+            vec![(String::new(), "FieldValueInvalid".into(), e)],
+        )
+    })
 }
 
 fn validation_error(info: &ResourceInfo, name: &str, errs: Vec<compat::FieldError>) -> ApiError {
@@ -332,8 +393,7 @@ pub(crate) async fn create_object(
             "the body of the request must be an object",
         ));
     }
-    let warnings = check_unknown(info, &obj, opts)?;
-    let mut obj = obj;
+    let (mut obj, warnings) = decode_request(info, obj, opts)?;
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);
     let mut obj = to_storage(info, obj);
@@ -427,6 +487,7 @@ pub(crate) async fn create_object(
         if !errs.is_empty() {
             return Err(validation_error(info, &name, errs));
         }
+        check_typed(sinfo, &name, &obj)?;
         if opts.dry_run {
             return Ok((obj, warnings));
         }
@@ -483,7 +544,7 @@ pub(crate) async fn put(
         ),
         None => None,
     };
-    let warnings = check_unknown(t.info, &obj, opts)?;
+    let (obj, warnings) = decode_request(t.info, obj, opts)?;
     let out = update_object(
         state,
         t.info,
@@ -630,6 +691,7 @@ pub(crate) async fn update_object(
     if !errs.is_empty() {
         return Err(validation_error(info, name, errs));
     }
+    check_typed(sinfo, name, &obj)?;
     if obj == old {
         // No change: no write, no new resourceVersion (as kube-apiserver).
         return Ok(obj);

@@ -9,3 +9,4 @@ mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
 mod ssa;
+mod typed;
