@@ -210,9 +210,11 @@ async fn route(
             }
             body::check_kind(t.info, &obj)?;
             // Reviews and bindings are answered here, not stored: decode them now.
-            let obj = if t.info.kind == "Binding"
-                || matches!(t.info.group, "authentication.k8s.io" | "authorization.k8s.io")
-            {
+            let answered_here = matches!(
+                t.info.group,
+                "authentication.k8s.io" | "authorization.k8s.io"
+            );
+            let obj = if t.info.kind == "Binding" || answered_here {
                 write::decode_sub(t.info.group, t.info.version, t.info.kind, obj)?
             } else {
                 obj
@@ -254,7 +256,8 @@ async fn route(
             subresources::eviction(state, t, n, e, &opts).await
         }
         (Method::POST, Some(n), Some("token")) => {
-            let tr = write::decode_sub("authentication.k8s.io", "v1", "TokenRequest", input.take()?)?;
+            let tr =
+                write::decode_sub("authentication.k8s.io", "v1", "TokenRequest", input.take()?)?;
             subresources::token(state, t, n, tr).await
         }
         (
