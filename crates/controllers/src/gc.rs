@@ -205,11 +205,14 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 }
 
 impl Gc {
-    fn api_for(&self, kind: &Kind, ns: Option<&str>) -> Api<DynamicObject> {
-        match (kind.namespaced, ns) {
+    /// The API of `kind`; its answers (the object got, deleted or patched) are decoded
+    /// tolerantly, so an object whose metadata does not decode is no error here.
+    fn api_for(&self, kind: &Kind, ns: Option<&str>) -> Api<tolerant::Decoded<DynamicObject>> {
+        let api: Api<DynamicObject> = match (kind.namespaced, ns) {
             (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &kind.ar),
             _ => Api::all_with(self.client.clone(), &kind.ar),
-        }
+        };
+        tolerant::api_with(&api, &kind.ar)
     }
 
     /// Whether the owner exists, by a live GET (uid must match).
@@ -223,7 +226,7 @@ impl Gc {
             return Ok(true);
         };
         // An owner that does not decode still exists: compare what of its metadata does.
-        let api = tolerant::api_with(&self.api_for(kind, ns), &kind.ar);
+        let api = self.api_for(kind, ns);
         match api.get(&r.name).await {
             Ok(o) => Ok(o.meta().uid.as_deref() == Some(r.uid.as_str())),
             Err(e) if is_not_found(&e) => Ok(false),

@@ -88,8 +88,8 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), name, &kind.ar);
         // Object by object: one whose metadata does not decode must still be deleted,
         // not fail the list and keep the namespace forever.
-        let listing = tolerant::api_with(&api, &kind.ar);
-        let list = match listing.list(&ListParams::default()).await {
+        let api = tolerant::api_with(&api, &kind.ar);
+        let list = match api.list(&ListParams::default()).await {
             Ok(l) => l,
             Err(e) if is_not_found(&e) => continue,
             Err(e) => {
@@ -113,6 +113,7 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
             if obj.meta().deletion_timestamp.is_some() {
                 continue;
             }
+            // The answer is the object: decoded tolerantly too.
             match api
                 .delete(&obj.name_any(), &DeleteParams::background())
                 .await
