@@ -654,40 +654,5 @@ pub fn parse_quantity(s: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The value of a quantity as a float (for comparisons in validation); None when it
-/// does not parse.
-pub fn quantity_value(s: &str) -> Option<f64> {
-    let s = s.trim();
-    parse_quantity(s).ok()?;
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(end);
-    let n: f64 = match num {
-        "" | "+" | "-" => 0.0,
-        n => n.parse().ok()?,
-    };
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp => 10f64.powi(exp[1..].parse::<i32>().ok()?),
-    };
-    Some(n * scale)
-}
-
 #[cfg(test)]
 mod tests;

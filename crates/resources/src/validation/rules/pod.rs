@@ -214,7 +214,7 @@ fn validate_resources(c: &Value, cp: &str, e: &mut Errs) {
         };
         for (name, q) in m {
             let qs = text(q);
-            let Some(value) = crate::decode::quantity_value(&qs) else {
+            let Some(value) = skiff_api::quantity::parse(&qs) else {
                 continue;
             };
             let path = format!("{cp}.resources.{part}[{name}]");
@@ -228,7 +228,7 @@ fn validate_resources(c: &Value, cp: &str, e: &mut Errs) {
             if part == "requests" {
                 if let Some(limit) = limits.and_then(|l| l.get(name)) {
                     let ls = text(limit);
-                    if crate::decode::quantity_value(&ls).is_some_and(|l| l < value) {
+                    if skiff_api::quantity::parse(&ls).is_some_and(|l| l < value) {
                         e.push(FieldError::invalid(
                             path,
                             json!(qs),
