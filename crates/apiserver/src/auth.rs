@@ -29,13 +29,39 @@ pub(crate) fn from_certificate(der: &[u8]) -> Option<Identity> {
     Some(Identity { user, groups })
 }
 
-/// The identity of a bearer token, if it is valid.
+/// The identity of a bearer token, if it is valid for the API server.
 pub(crate) fn from_bearer(state: &ApiState, token: &str) -> Option<Identity> {
+    match review(state, token, &[]) {
+        Ok((identity, _)) => Some(identity),
+        Err(why) => {
+            // kube-apiserver logs the reason and answers a bare 401.
+            tracing::debug!(%why, "rejected a bearer token");
+            None
+        }
+    }
+}
+
+/// What a TokenReview answers: the identity of `token` and the audiences (of `wanted`,
+/// or of the API server's when empty) it is valid for, or why it is not valid.
+pub(crate) fn review(
+    state: &ApiState,
+    token: &str,
+    wanted: &[String],
+) -> Result<(Identity, Vec<String>), String> {
     if token == state.pki.join_token {
-        return Some(Identity {
+        // The join token is for the API server only (as kube's bootstrap tokens).
+        let api: Vec<String> = crate::tokens::API_AUDIENCES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if !wanted.is_empty() && !wanted.iter().any(|w| api.contains(w)) {
+            return Err("invalid bearer token".into());
+        }
+        let identity = Identity {
             user: "system:node".into(),
             groups: vec![NODES_GROUP.into(), "system:authenticated".into()],
-        });
+        };
+        return Ok((identity, api));
     }
-    crate::tokens::verify(state, token)
+    crate::tokens::authenticate(state, token, wanted).map(|a| (a.identity, a.audiences))
 }

@@ -116,8 +116,9 @@ impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<ServerHandle> {
         // Several crates may pull in rustls providers; pick ring explicitly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        // The data directory holds the cluster's keys and (by default) its database:
+        // private to the server's user, also when an older version made it wider.
+        pki::secure_data_dir(&cfg.data_dir)?;
         let advertise = cfg.advertise_address.unwrap_or_else(default_advertise);
         // In-process clients connect to the bind address (loopback when bound to all).
         let client_ip = match cfg.bind.ip() {

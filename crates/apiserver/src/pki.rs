@@ -44,25 +44,75 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Writes a file only its owner may read (0600), narrowing the mode of an existing one
+/// before anything is written to it.
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    f.set_len(0)
+        .and_then(|()| f.write_all(text.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates `dir` (and its parents) and makes it private to its owner (0700), also when
+/// it existed with a wider mode.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to its owner", dir.display()))
+}
+
+/// Narrows the modes of what an older version left under a server's data directory:
+/// the directory and `pki/` 0700, and every file with a secret in it (keys, the join
+/// token, the SQLite database and its `-wal`/`-shm`, kubeconfigs) 0600.
+pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    private_dir(data_dir)?;
+    private_dir(&pki_dir(data_dir))?;
+    let mut files: Vec<PathBuf> = ["token", "state.db", "state.db-wal", "state.db-shm"]
+        .iter()
+        .map(|f| data_dir.join(f))
+        .collect();
+    for dir in [data_dir.to_path_buf(), pki_dir(data_dir)] {
+        let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".key") || name.contains("kubeconfig") {
+                files.push(entry.path());
+            }
+        }
+    }
+    for file in files {
+        let Ok(meta) = fs::symlink_metadata(&file) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to its owner", file.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the PKI from `data_dir`, making what is missing, and issues a fresh serving
 /// certificate for `advertise` plus the usual names and `extra_sans`.
 pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]) -> Result<Pki> {
     let dir = pki_dir(data_dir);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     let ca_crt_path = dir.join("ca.crt");
     let ca_key_path = dir.join("ca.key");
     if !ca_crt_path.exists() || !ca_key_path.exists() {
@@ -193,8 +243,7 @@ pub(crate) fn adopt_shared(data_dir: &Path, store: &dyn skiff_store::Store) -> R
     };
     let files: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&kv.value).context("decoding the shared secrets")?;
-    fs::create_dir_all(pki_dir(data_dir))
-        .with_context(|| format!("creating {}", pki_dir(data_dir).display()))?;
+    private_dir(&pki_dir(data_dir))?;
     for name in SHARED_FILES {
         let Some(text) = files.get(name) else {
             anyhow::bail!("the datastore's shared secrets lack {name}");
@@ -235,7 +284,7 @@ pub fn join_token(data_dir: &Path) -> Result<String> {
             return Ok(t.to_string());
         }
     }
-    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    private_dir(data_dir)?;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     let mut part = |n: usize| -> String {
@@ -307,6 +356,54 @@ mod tests {
         let kc = admin_kubeconfig(dir.path(), "https://127.0.0.1:6443", "skiff").unwrap();
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         assert!(kc.contains("current-context: skiff"));
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn secrets_are_private_and_old_modes_are_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("server");
+        secure_data_dir(&data).unwrap();
+        ensure(&data, Ipv4Addr::new(10, 0, 0, 1), &[]).unwrap();
+        let secrets = [
+            "token",
+            "pki/ca.key",
+            "pki/apiserver.key",
+            "pki/admin.key",
+            "pki/sa.key",
+        ];
+        for f in secrets {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("pki")), 0o700);
+        // What an older version left: everything readable by everyone.
+        let wide =
+            |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        wide(&data, 0o755);
+        wide(&data.join("pki"), 0o755);
+        for f in secrets {
+            wide(&data.join(f), 0o644);
+        }
+        fs::write(data.join("state.db"), "").unwrap();
+        wide(&data.join("state.db"), 0o644);
+        secure_data_dir(&data).unwrap();
+        for f in secrets.iter().chain(&["state.db"]) {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f} narrowed");
+        }
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("pki")), 0o700);
+        // Public parts stay readable.
+        assert_eq!(mode(&data.join("pki/ca.crt")) & 0o044, 0o044);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -14,8 +15,8 @@ use crate::http::{error_response, json_response, json_response_ct, text_response
 use crate::state::ApiState;
 use crate::status::ApiError;
 
-/// Largest request body accepted (kube-apiserver's limit is 3 MiB for most writes).
-const MAX_BODY: usize = 16 << 20;
+/// Largest request body accepted: kube-apiserver's `MaxRequestBodyBytes` (3 MiB).
+pub(crate) const MAX_BODY: usize = 3 << 20;
 
 /// A parsed resource path.
 #[derive(Debug, Clone)]
@@ -171,11 +172,21 @@ pub(crate) async fn handle(
     let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| auth::from_bearer(&state, t)))
     {
         Some(i) => i,
-        None => return error_response(&ApiError::unauthorized()),
+        None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    use skiff_resources::discovery as d;
     match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => {
+            return resource(state, ident, "", "v1", rest, method, req).await
+        }
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
+            let (g, v) = (g.to_string(), v.to_string());
+            return resource(state, ident, &g, &v, rest, method, req).await;
+        }
+        _ => {}
+    }
+    use skiff_resources::discovery as d;
+    let resp = match segs.as_slice() {
         ["api"] => match aggregated_wanted(&req) {
             Some(v2) => aggregated_response(v2, true),
             None => json_response(200, &d::core_versions()),
@@ -191,13 +202,107 @@ pub(crate) async fn handle(
         ["openapi", "v3", "api", v] => found(skiff_resources::openapi::v3_document("", v)),
         ["openapi", "v3", "apis", g, v] => found(skiff_resources::openapi::v3_document(g, v)),
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => openapi_v2(&req),
-        ["api", "v1", rest @ ..] => resource(state, ident, "", "v1", rest, method, req).await,
-        ["apis", g, v, rest @ ..] => {
-            let (g, v) = (g.to_string(), v.to_string());
-            resource(state, ident, &g, &v, rest, method, req).await
-        }
+        ["metrics"] => Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(crate::http::full(state.watch_metrics.render()))
+            .unwrap_or_else(|_| Response::new(crate::http::full(""))),
         _ => error_response(&ApiError::path_not_found()),
+    };
+    finish_unread(req, resp).await
+}
+
+/// Most bytes of an unwanted request body read (and thrown away) before answering.
+const DRAIN_MAX: u64 = 16 << 20;
+/// Longest time spent reading an unwanted request body before answering.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers `resp` to a request whose body the handler does not want, once that body has
+/// been read to its end and thrown away (up to [`DRAIN_MAX`] bytes and [`DRAIN_TIME`]).
+///
+/// Answering while the client is still sending means ending the exchange early: over
+/// HTTP/2 the stream must then be reset (RST_STREAM NO_ERROR, RFC 9113 §8.1), and
+/// clients built on the h2 crate (kube-rs, reqwest) fail the request with "stream error
+/// received: not a result of an error" when that reset overtakes their reading of the
+/// response; over HTTP/1.1 the connection must be closed with the upload unread, which
+/// can destroy the response in the client's receive buffer. Reading the rest first makes
+/// the answer an ordinary one on both. A client that announced `Expect: 100-continue`
+/// has sent nothing yet and sends nothing after a final answer, so its body is not read.
+async fn finish_unread<B>(req: Request<B>, resp: Response<Body>) -> Response<Body>
+where
+    B: hyper::body::Body + Unpin,
+{
+    let (parts, body) = req.into_parts();
+    let expects = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects || declared_length(&parts.headers).is_some_and(|n| n > DRAIN_MAX) {
+        return resp;
     }
+    drain(body).await;
+    resp
+}
+
+/// Reads `body` to its end (at most [`DRAIN_MAX`] bytes, [`DRAIN_TIME`]), discarding it.
+async fn drain<B>(mut body: B)
+where
+    B: hyper::body::Body + Unpin,
+{
+    if body.is_end_stream() {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                n += bytes::Buf::remaining(d) as u64;
+                if n > DRAIN_MAX {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The request's `Content-Length`, if it has a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The request body, at most [`MAX_BODY`] bytes; 413 over that, as kube-apiserver's
+/// `limitedReadBody` answers (after reading the rest, see [`finish_unread`]).
+async fn read_body(parts: &http::request::Parts, mut body: Incoming) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::entity_too_large(MAX_BODY);
+    if declared_length(&parts.headers).is_some_and(|n| n > MAX_BODY as u64) {
+        let expects = parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects && declared_length(&parts.headers).is_some_and(|n| n <= DRAIN_MAX) {
+            drain(body).await;
+        }
+        return Err(too_large);
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > MAX_BODY {
+            drain(body).await;
+            return Err(too_large);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 async fn resource(
@@ -210,7 +315,7 @@ async fn resource(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(target) = parse_target(group, version, segs) else {
-        return error_response(&ApiError::path_not_found());
+        return finish_unread(req, error_response(&ApiError::path_not_found())).await;
     };
     let query = Query::parse(req.uri().query());
     match target.sub.as_deref() {
@@ -232,9 +337,9 @@ async fn resource(
         _ => {}
     }
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
+    let body = match read_body(&parts, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
     };
     crate::rest::dispatch(state, ident, target, method, query, parts.headers, body).await
 }

@@ -21,4 +21,6 @@ pub(crate) struct ApiState {
     /// Held across every Service write so cluster IP and node port allocation (computed
     /// from the stored Services) cannot race.
     pub service_lock: tokio::sync::Mutex<()>,
+    /// Counters of the watch handlers (watchers closed for not reading).
+    pub watch_metrics: crate::watch::WatchMetrics,
 }

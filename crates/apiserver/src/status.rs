@@ -173,6 +173,15 @@ impl ApiError {
         .with_details(json!({}))
     }
 
+    /// 413 for a body over `limit` bytes, as kube-apiserver's `limitedReadBody` words it.
+    pub fn entity_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

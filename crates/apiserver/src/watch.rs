@@ -1,20 +1,31 @@
 //! WATCH: newline-delimited JSON `WatchEvent`s (ADDED, MODIFIED, DELETED, BOOKMARK, and
 //! ERROR with a 410 Status when the requested revision is compacted), as kube-apiserver
 //! streams them, including watch-list (`sendInitialEvents=true`) and Table events.
+//!
+//! Each watcher has a bounded queue between the task that reads the store and the
+//! response body. When a watcher does not read, its queue fills; if it stays full for
+//! [`SLOW_WATCHER_TIMEOUT`] the watcher is closed and its queue dropped, as
+//! kube-apiserver's cacher terminates unresponsive watchers (clients re-list or resume
+//! from their last resourceVersion). Below the queue the store's per-watch channel is
+//! bounded too, and above it hyper only pulls the body as the connection drains (HTTP/1
+//! write buffer, HTTP/2 flow-control window and send buffer), so the memory a watcher can
+//! pin does not grow with how far behind it is.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderMap, Response};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use serde_json::{json, Value};
 use skiff_store::{EventKind, Store};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::compat::{self, IncludeObject};
 use crate::http::{representation, Body, Query, Representation};
@@ -24,6 +35,207 @@ use crate::router::Target;
 use crate::selectors::FieldSelector;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+
+/// Most events queued for one watcher: kube-apiserver's cacher gives a watcher without
+/// an index a channel of 100 events.
+const QUEUE_EVENTS: usize = 100;
+/// Most bytes queued for one watcher (a single larger event is still queued alone), so
+/// that large objects do not turn the event bound into a large one.
+const QUEUE_BYTES: usize = 1 << 20;
+/// How long a watcher's queue may stay full before the watcher is closed as too slow.
+/// kube-apiserver waits at most 100 ms, but its dispatcher is shared by every watcher;
+/// here each watcher has a task of its own, so waiting longer blocks nobody else and
+/// spares clients that pause briefly (the queue's size bounds memory either way).
+pub(crate) const SLOW_WATCHER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Watch counters served on `/metrics`.
+#[derive(Default)]
+pub(crate) struct WatchMetrics {
+    /// Watchers closed for not reading, by (group, resource): kube-apiserver's
+    /// `apiserver_terminated_watchers_total`.
+    terminated: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl WatchMetrics {
+    fn terminated(&self, group: &str, resource: &str) {
+        *lock(&self.terminated)
+            .entry((group.to_string(), resource.to_string()))
+            .or_default() += 1;
+    }
+
+    /// The counters in the Prometheus text format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP apiserver_terminated_watchers_total Counter of watchers closed due to unresponsiveness broken by resource type.\n\
+             # TYPE apiserver_terminated_watchers_total counter\n",
+        );
+        for ((group, resource), n) in lock(&self.terminated).iter() {
+            out.push_str(&format!(
+                "apiserver_terminated_watchers_total{{group=\"{group}\",resource=\"{resource}\"}} {n}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// A poisoned lock only means another task panicked while holding it; the queue and the
+/// counters stay consistent, so keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Queue {
+    lines: VecDeque<Bytes>,
+    bytes: usize,
+    /// Nothing more will be queued: the body ends once the queue is empty.
+    closed: bool,
+    /// The body's task, waiting for a line.
+    reader: Option<Waker>,
+}
+
+/// What a watcher's task hands to its response body.
+struct Outbox {
+    queue: Mutex<Queue>,
+    /// Signalled when the body takes a line (room in the queue).
+    room: Notify,
+    /// Cancelled when the response body is dropped: the client went away.
+    gone: CancellationToken,
+}
+
+/// What became of a line offered to the outbox.
+enum Push {
+    Queued,
+    /// The client went away.
+    Gone,
+    /// The queue stayed full for the whole wait.
+    Full,
+}
+
+impl Outbox {
+    fn new() -> Arc<Self> {
+        Arc::new(Outbox {
+            queue: Mutex::new(Queue {
+                lines: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                reader: None,
+            }),
+            room: Notify::new(),
+            gone: CancellationToken::new(),
+        })
+    }
+
+    /// Queues `line` if there is room; gives it back if not.
+    fn try_push(&self, line: Bytes) -> Result<(), Bytes> {
+        let mut q = lock(&self.queue);
+        let fits = q.lines.is_empty()
+            || (q.lines.len() < QUEUE_EVENTS && q.bytes + line.len() <= QUEUE_BYTES);
+        if !fits || q.closed {
+            return Err(line);
+        }
+        q.bytes += line.len();
+        q.lines.push_back(line);
+        if let Some(w) = q.reader.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `line`, waiting up to `wait` for room.
+    async fn push(&self, mut line: Bytes, wait: Duration) -> Push {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            // Registered before looking at the queue, so a line taken in between is
+            // not missed.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.gone.is_cancelled() {
+                return Push::Gone;
+            }
+            line = match self.try_push(line) {
+                Ok(()) => return Push::Queued,
+                Err(line) => line,
+            };
+            tokio::select! {
+                _ = &mut room => {}
+                _ = self.gone.cancelled() => return Push::Gone,
+                _ = &mut deadline => return Push::Full,
+            }
+        }
+    }
+
+    /// Ends the body after what is queued.
+    fn finish(&self) {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        if let Some(w) = q.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Ends the body now and frees what is queued, also when the body is never polled
+    /// again (a client that reads nothing keeps hyper from polling it).
+    fn abort(&self) {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        q.lines = VecDeque::new();
+        q.bytes = 0;
+        if let Some(w) = q.reader.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The response body of a watch: the outbox's lines, one frame each.
+struct WatchBody {
+    outbox: Arc<Outbox>,
+}
+
+impl hyper::body::Body for WatchBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let mut q = lock(&self.outbox.queue);
+        if let Some(line) = q.lines.pop_front() {
+            q.bytes -= line.len();
+            drop(q);
+            self.outbox.room.notify_one();
+            return Poll::Ready(Some(Ok(Frame::data(line))));
+        }
+        if q.closed {
+            return Poll::Ready(None);
+        }
+        q.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let q = lock(&self.outbox.queue);
+        q.closed && q.lines.is_empty()
+    }
+}
+
+impl Drop for WatchBody {
+    fn drop(&mut self) {
+        self.outbox.gone.cancel();
+    }
+}
+
+/// Why a watcher's task ended.
+enum End {
+    /// Timeout, store error, or the store's stream ended: the queue is sent out.
+    Done,
+    /// The client went away.
+    Gone,
+    /// The client did not read: the watcher is closed.
+    Slow,
+}
 
 /// How an event's object is rendered.
 struct Render {
@@ -130,27 +342,94 @@ pub(crate) async fn serve(
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
         (Vec::new(), from)
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
     let watch = state
         .store
         .watch(&prefix(t.info, t.namespace.as_deref()), from);
     let info = t.info;
+    let outbox = Outbox::new();
+    let body = WatchBody {
+        outbox: outbox.clone(),
+    };
     tokio::spawn(async move {
-        let mut events = match watch {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = tx.send(error_event(&e.into())).await;
-                return;
+        let end = match watch {
+            Ok(events) => {
+                let run = Run {
+                    outbox: &outbox,
+                    info,
+                    filter: &filter,
+                    render: &mut render,
+                };
+                match run
+                    .events(events, initial, from, send_initial, bookmarks, timeout)
+                    .await
+                {
+                    Ok(()) => End::Done,
+                    Err(end) => end,
+                }
             }
+            Err(e) => match outbox
+                .push(error_event(&e.into()), SLOW_WATCHER_TIMEOUT)
+                .await
+            {
+                Push::Full => End::Slow,
+                _ => End::Done,
+            },
         };
-        for (_, obj) in initial {
-            if tx.send(render.event("ADDED", obj)).await.is_err() {
-                return;
+        match end {
+            End::Done | End::Gone => outbox.finish(),
+            End::Slow => {
+                outbox.abort();
+                state.watch_metrics.terminated(info.group, info.plural);
+                tracing::info!(
+                    resource = %crate::status::qualified(info.group, info.plural),
+                    "closed a watcher that did not read: its queue stayed full ({QUEUE_EVENTS} events or {QUEUE_BYTES} bytes) for {SLOW_WATCHER_TIMEOUT:?}"
+                );
             }
         }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache, private")
+        .body(body.boxed_unsync())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// One watcher's task: store events in, rendered lines out.
+struct Run<'a> {
+    outbox: &'a Outbox,
+    info: &'static skiff_resources::ResourceInfo,
+    filter: &'a Filter,
+    render: &'a mut Render,
+}
+
+impl Run<'_> {
+    /// Queues one line; `Err` ends the watch.
+    async fn send(&self, line: Bytes) -> Result<(), End> {
+        match self.outbox.push(line, SLOW_WATCHER_TIMEOUT).await {
+            Push::Queued => Ok(()),
+            Push::Gone => Err(End::Gone),
+            Push::Full => Err(End::Slow),
+        }
+    }
+
+    async fn events(
+        self,
+        mut events: skiff_store::WatchReceiver,
+        initial: Vec<(String, Value)>,
+        from: i64,
+        send_initial: bool,
+        bookmarks: bool,
+        timeout: Duration,
+    ) -> Result<(), End> {
+        for (_, obj) in initial {
+            let line = self.render.event("ADDED", obj);
+            self.send(line).await?;
+        }
         let mut last = from;
-        if send_initial && tx.send(render.bookmark(from, true)).await.is_err() {
-            return;
+        if send_initial {
+            let line = self.render.bookmark(from, true);
+            self.send(line).await?;
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -158,39 +437,31 @@ pub(crate) async fn serve(
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = &mut deadline => return,
-                _ = tx.closed() => return,
+                _ = &mut deadline => return Ok(()),
+                _ = self.outbox.gone.cancelled() => return Err(End::Gone),
                 _ = tick.tick() => {
-                    if bookmarks && tx.send(render.bookmark(last, false)).await.is_err() {
-                        return;
+                    // Like the cacher's, a periodic bookmark is skipped, not waited for,
+                    // when the watcher's queue is full.
+                    if bookmarks {
+                        let _ = self.outbox.try_push(self.render.bookmark(last, false));
                     }
                 }
                 ev = events.recv() => {
                     let ev = match ev {
                         Some(Ok(ev)) => ev,
                         Some(Err(e)) => {
-                            let _ = tx.send(error_event(&e.into())).await;
-                            return;
+                            self.send(error_event(&e.into())).await?;
+                            return Ok(());
                         }
-                        None => return,
+                        None => return Ok(()),
                     };
                     last = ev.revision;
-                    let Some(line) = translate(&ev, info, &filter, &mut render) else { continue };
-                    if tx.send(line).await.is_err() {
-                        return;
-                    }
+                    let Some(line) = translate(&ev, self.info, self.filter, self.render) else { continue };
+                    self.send(line).await?;
                 }
             }
         }
-    });
-    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
-    let body = StreamBody::new(stream).boxed_unsync();
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-cache, private")
-        .body(body)
-        .map_err(|e| ApiError::internal(e.to_string()))
+    }
 }
 
 /// A store event as this watcher sees it: objects leaving the selector are DELETED,

@@ -57,11 +57,22 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. The database holds every Secret
+    /// of the cluster, so it and its `-wal` and `-shm` files are readable by their owner
+    /// only (0600), older files included.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-        Self::with_connection(conn)
+        let store = Self::with_connection(conn)?;
+        // SQLite gives the -wal and -shm files it creates the database's mode; files left
+        // by an older version with wider modes are narrowed here.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            restrict_to_owner(Path::new(&name))?;
+        }
+        Ok(store)
     }
 
     /// A store that lives in memory only (for tests).
@@ -214,6 +225,35 @@ fn kind_from_code(code: i64) -> EventKind {
         0 => EventKind::Added,
         1 => EventKind::Modified,
         _ => EventKind::Deleted,
+    }
+}
+
+/// Creates `path` with mode 0600 unless it exists (SQLite would create it 0644), and
+/// narrows an existing file to 0600.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
+    }
+    restrict_to_owner(path)
+}
+
+/// Mode 0600 for a file that exists.
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StoreError::Backend(format!("restricting {} to its owner: {e}", path.display()))
+            })
+        }
+        _ => Ok(()),
     }
 }
 

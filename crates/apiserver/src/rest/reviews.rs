@@ -59,13 +59,24 @@ pub(crate) fn answer(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let status = match crate::auth::from_bearer(state, &token) {
-                Some(who) => json!({
+            // Audiences the reviewer wants the token for (the API server's by default).
+            let wanted: Vec<String> = body
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let status = match crate::auth::review(state, &token, &wanted) {
+                Ok((who, audiences)) => json!({
                     "authenticated": true,
                     "user": {"username": who.user, "groups": who.groups},
-                    "audiences": [crate::tokens::ISSUER],
+                    "audiences": audiences,
                 }),
-                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                Err(why) => json!({"authenticated": false, "error": why}),
             };
             answered(body, kind, "authentication.k8s.io/v1", status)
         }

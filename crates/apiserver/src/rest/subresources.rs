@@ -253,16 +253,58 @@ pub(crate) async fn eviction(
     Ok(Reply::ok(201, success(None)))
 }
 
-/// POST `serviceaccounts/<name>/token`: a TokenRequest.
+/// POST `serviceaccounts/<name>/token`: a TokenRequest, as kube-apiserver's `TokenREST`
+/// (`pkg/registry/core/serviceaccount/storage/token.go`): the token lives exactly
+/// `spec.expirationSeconds` (10 minutes to 2^32 seconds, default an hour), for
+/// `spec.audiences` (default the API server's), bound to `spec.boundObjectRef` (a Pod or a
+/// Secret of the namespace, whose uid must match when given).
 pub(crate) async fn token(
     state: &ApiState,
     t: &Target,
     name: &str,
     body: Value,
 ) -> ApiResult<Reply> {
-    let (sa, _) = load(state, t, name)?;
+    use crate::tokens::{self, ObjectRef};
+    const GROUP: &str = "authentication.k8s.io";
+    const KIND: &str = "TokenRequest";
     let ns = t.namespace.as_deref().unwrap_or("default");
-    let audiences: Vec<String> = body
+    let invalid = |obj_name: &str, field: &str, value: &str, why: &str| {
+        ApiError::invalid(
+            GROUP,
+            KIND,
+            obj_name,
+            vec![(
+                field.to_string(),
+                "FieldValueInvalid".to_string(),
+                format!("{field}: Invalid value: {value}: {why}"),
+            )],
+        )
+    };
+    // The name and namespace in the body, when given, must be the URL's.
+    let body_meta = |f: &str| {
+        body.pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(n) = body_meta("name").filter(|n| *n != name) {
+        return Err(invalid(
+            name,
+            "metadata.name",
+            &json!(n).to_string(),
+            "must match the service account name if specified",
+        ));
+    }
+    if let Some(n) = body_meta("namespace").filter(|n| *n != ns) {
+        return Err(invalid(
+            name,
+            "metadata.namespace",
+            &json!(n).to_string(),
+            "must match the service account namespace if specified",
+        ));
+    }
+    let (sa, _) = load(state, t, name)?;
+    let sa_uid = meta_str(&sa, "uid").unwrap_or_default().to_string();
+    let mut audiences: Vec<String> = body
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
         .map(|a| {
@@ -272,53 +314,174 @@ pub(crate) async fn token(
                 .collect()
         })
         .unwrap_or_default();
-    let expiration = body
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(3600)
-        .max(600);
-    let pod = match body.pointer("/spec/boundObjectRef") {
-        Some(r) if r.get("kind") == Some(&json!("Pod")) => Some((
-            r.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            r.get("uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        )),
-        _ => None,
+    if audiences.is_empty() {
+        audiences = tokens::API_AUDIENCES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    let expiration = match body.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => tokens::DEFAULT_EXPIRATION_SECONDS,
+        Some(v) => v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "json: cannot unmarshal {} into Go struct field TokenRequestSpec.spec.expirationSeconds of type int64",
+                go_json_type(v)
+            ))
+        })?,
     };
-    let subject = crate::tokens::TokenSubject {
+    if expiration < tokens::MIN_EXPIRATION_SECONDS {
+        return Err(invalid(
+            "",
+            "spec.expirationSeconds",
+            &expiration.to_string(),
+            "may not specify a duration less than 10 minutes",
+        ));
+    }
+    if expiration > tokens::MAX_EXPIRATION_SECONDS {
+        return Err(invalid(
+            "",
+            "spec.expirationSeconds",
+            &expiration.to_string(),
+            "may not specify a duration larger than 2^32 seconds",
+        ));
+    }
+    let bound = match body
+        .pointer("/spec/boundObjectRef")
+        .filter(|r| !r.is_null())
+    {
+        Some(r) => Some(bound_object(state, ns, name, r)?),
+        None => None,
+    };
+    let now = chrono::Utc::now();
+    let subject = tokens::TokenSubject {
         namespace: ns,
-        sa_name: name,
-        sa_uid: meta_str(&sa, "uid").unwrap_or_default(),
-        pod,
+        service_account: ObjectRef {
+            name: name.to_string(),
+            uid: sa_uid.clone(),
+        },
+        bound,
     };
-    let (token, exp) = crate::tokens::issue(state, &subject, audiences.clone(), expiration)
-        .map_err(|e| ApiError::internal(format!("signing the token: {e}")))?;
+    let (token, exp) = tokens::issue(
+        state,
+        subject,
+        audiences.clone(),
+        now.timestamp(),
+        expiration,
+    )
+    .map_err(|e| ApiError::internal(format!("failed to generate token: {e}")))?;
     let exp_ts = chrono::DateTime::from_timestamp(exp, 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default();
-    let mut out = body.clone();
-    out["kind"] = json!("TokenRequest");
+    let mut out = if body.is_object() { body } else { json!({}) };
+    out["kind"] = json!(KIND);
     out["apiVersion"] = json!("authentication.k8s.io/v1");
     if !out.get("metadata").is_some_and(Value::is_object) {
         out["metadata"] = json!({});
     }
     out["metadata"]["name"] = json!(name);
     out["metadata"]["namespace"] = json!(ns);
-    out["metadata"]["creationTimestamp"] = Value::Null;
+    out["metadata"]["uid"] = json!(sa_uid);
+    out["metadata"]["creationTimestamp"] = json!(now.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     if !out.get("spec").is_some_and(Value::is_object) {
         out["spec"] = json!({});
     }
-    out["spec"]["audiences"] = json!(if audiences.is_empty() {
-        vec![crate::tokens::ISSUER.to_string()]
-    } else {
-        audiences
-    });
+    out["spec"]["audiences"] = json!(audiences);
     out["spec"]["expirationSeconds"] = json!(expiration);
     out["status"] = json!({"token": token, "expirationTimestamp": exp_ts});
     Ok(Reply::ok(201, out))
+}
+
+/// How Go's JSON decoder names a value's type in its errors.
+fn go_json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The object a TokenRequest's `boundObjectRef` names, checked as kube-apiserver does.
+fn bound_object(
+    state: &ApiState,
+    ns: &str,
+    sa_name: &str,
+    r: &Value,
+) -> ApiResult<crate::tokens::Bound> {
+    use crate::tokens::{get_core, Bound, ObjectRef};
+    let field = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or_default();
+    let (api_version, kind, name, uid) = (
+        field("apiVersion"),
+        field("kind"),
+        field("name"),
+        field("uid"),
+    );
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let read = |plural: &str, ns: Option<&str>, name: &str| -> ApiResult<Value> {
+        get_core(state, plural, ns, name)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("", plural, name))
+    };
+    let uid_of = |obj: &Value| meta_str(obj, "uid").unwrap_or_default().to_string();
+    let (bound, found_uid) = match (group, kind) {
+        ("", "Pod") => {
+            let pod = read("pods", Some(ns), name)?;
+            let pod_sa = pod
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default");
+            if pod_sa != sa_name {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind token for serviceaccount {} to pod running with different serviceaccount name.",
+                    json!(sa_name)
+                )));
+            }
+            // The node the pod runs on goes into the token too (kube 1.30+).
+            let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(node) if !node.is_empty() => Some(ObjectRef {
+                    name: node.to_string(),
+                    uid: get_core(state, "nodes", None, node)
+                        .map_err(ApiError::internal)?
+                        .map(|n| uid_of(&n))
+                        .unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            let pod_uid = uid_of(&pod);
+            let pod_ref = ObjectRef {
+                name: name.to_string(),
+                uid: pod_uid.clone(),
+            };
+            (Bound::Pod { pod: pod_ref, node }, pod_uid)
+        }
+        ("", "Secret") => {
+            let secret = read("secrets", Some(ns), name)?;
+            let secret_uid = uid_of(&secret);
+            let secret_ref = ObjectRef {
+                name: name.to_string(),
+                uid: secret_uid.clone(),
+            };
+            (Bound::Secret(secret_ref), secret_uid)
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {group}/{version}, Kind={kind}"
+            )))
+        }
+    };
+    if !uid.is_empty() && uid != found_uid {
+        return Err(ApiError::conflict_msg(
+            "",
+            kind,
+            name,
+            &format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+        ));
+    }
+    Ok(bound)
 }

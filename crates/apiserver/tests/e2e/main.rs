@@ -9,4 +9,5 @@ mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
 mod ssa;
+mod tokens;
 mod typed;

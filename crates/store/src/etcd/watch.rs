@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use super::retry::{self, Kind};
 use crate::{Event, EventKind, StoreError, WatchReceiver};
 
-/// Buffer of each watch channel (as the SQLite store's).
-const WATCH_BUFFER: usize = 1024;
+/// Buffer of each watch channel (as the SQLite store's): what a watcher that stopped
+/// taking events pins here; etcd and the gRPC stream's flow control hold back the rest.
+const WATCH_BUFFER: usize = 64;
 /// First pause before reopening a broken watch.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between two attempts to reopen a watch.

@@ -140,3 +140,35 @@ async fn resume_after_reopen() {
     assert_eq!(next(&mut rx).await.revision, 3);
     assert!(matches!(s.watch("/k/", 0), Err(StoreError::TooOld { .. })));
 }
+
+#[test]
+fn database_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    let mode = |suffix: &str| {
+        let p = dir.path().join(format!("state.db{suffix}"));
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let first = SqliteStore::open(&path).expect("open");
+    first.create("/k", b"secret").expect("create");
+    for suffix in ["", "-wal", "-shm"] {
+        assert_eq!(mode(suffix), 0o600, "state.db{suffix}");
+    }
+    // An older version left them world-readable (the first connection keeps the -wal and
+    // -shm files there): opening narrows them.
+    for suffix in ["", "-wal", "-shm"] {
+        let p = dir.path().join(format!("state.db{suffix}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let s = SqliteStore::open(&path).expect("reopen");
+    s.create("/k2", b"secret").expect("create");
+    drop(first);
+    for suffix in ["", "-wal", "-shm"] {
+        assert_eq!(mode(suffix), 0o600, "state.db{suffix} after reopening");
+    }
+}
