@@ -169,6 +169,7 @@ impl Server {
             advertise,
             port,
             service_lock: tokio::sync::Mutex::new(()),
+            watch_metrics: Default::default(),
         });
         bootstrap::run(&state)
             .await

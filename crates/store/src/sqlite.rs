@@ -13,9 +13,15 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{Event, EventKind, KeyValue, Store, StoreError, WatchReceiver};
 
 /// How many live events a slow watcher may fall behind before it re-reads the history.
-const LIVE_CAPACITY: usize = 4096;
-/// Buffer of each watch channel.
-const WATCH_BUFFER: usize = 1024;
+/// The ring keeps its last events (values and previous values) alive, so it costs its
+/// size times the size of the objects written, whether anyone lags or not.
+const LIVE_CAPACITY: usize = 1024;
+/// Buffer of each watch channel: what a watcher that stopped taking events pins, beyond
+/// the shared ring (events past it are read again from the history when it resumes).
+const WATCH_BUFFER: usize = 64;
+/// Events read from the history table at once by a watch replaying it, so that a
+/// watcher far behind holds one page of its backlog, not all of it.
+const HISTORY_PAGE: i64 = 256;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -290,6 +296,17 @@ fn compact_locked(conn: &Connection, revision: i64) -> Result<(), StoreError> {
 
 /// History events after `from` under `prefix`, or `TooOld` if compacted.
 fn history_since(conn: &Connection, prefix: &str, from: i64) -> Result<Vec<Event>, StoreError> {
+    history_page(conn, prefix, from, -1)
+}
+
+/// The first `limit` history events after `from` under `prefix` (all of them for a
+/// negative `limit`), or `TooOld` if compacted.
+fn history_page(
+    conn: &Connection,
+    prefix: &str,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
     let compacted = meta(conn, "compacted")?;
     if from < compacted {
         return Err(StoreError::TooOld {
@@ -299,9 +316,9 @@ fn history_since(conn: &Connection, prefix: &str, from: i64) -> Result<Vec<Event
     }
     let mut stmt = conn.prepare_cached(
         "SELECT rev, key, kind, value, prev FROM history
-         WHERE rev > ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY rev",
+         WHERE rev > ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY rev LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![from, prefix], |r| {
+    let rows = stmt.query_map(params![from, prefix, limit], |r| {
         Ok(Event {
             revision: r.get(0)?,
             key: r.get(1)?,
@@ -311,6 +328,42 @@ fn history_since(conn: &Connection, prefix: &str, from: i64) -> Result<Vec<Event
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Sends the history from `first` (a page read after `last`) on, a page at a time, each
+/// read only once the watcher has taken the previous one. `false` when the watch ended
+/// (the receiver went away, or the history was compacted under it).
+async fn replay(
+    inner: &Inner,
+    prefix: &str,
+    last: &mut i64,
+    first: Vec<Event>,
+    tx: &mpsc::Sender<Result<Event, StoreError>>,
+) -> bool {
+    let mut page = first;
+    loop {
+        let more = page.len() as i64 == HISTORY_PAGE;
+        for ev in page {
+            *last = ev.revision;
+            if tx.send(Ok(ev)).await.is_err() {
+                return false;
+            }
+        }
+        if !more {
+            return true;
+        }
+        let next = {
+            let conn = inner.lock();
+            history_page(&conn, prefix, *last, HISTORY_PAGE)
+        };
+        page = match next {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return false;
+            }
+        };
+    }
 }
 
 impl Store for SqliteStore {
@@ -382,23 +435,23 @@ impl Store for SqliteStore {
     }
 
     fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
-        let (backlog, mut live) = {
+        let (first, mut live) = {
             let conn = self.inner.lock();
             // Subscribing under the lock means no write falls between the history read
             // and the live stream.
             let live = self.inner.live.subscribe();
-            (history_since(&conn, prefix, from_revision)?, live)
+            (
+                history_page(&conn, prefix, from_revision, HISTORY_PAGE)?,
+                live,
+            )
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let inner = self.inner.clone();
         let prefix = prefix.to_string();
         tokio::spawn(async move {
             let mut last = from_revision;
-            for ev in backlog {
-                last = ev.revision;
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
+            if !replay(&inner, &prefix, &mut last, first, &tx).await {
+                return;
             }
             loop {
                 match live.recv().await {
@@ -414,23 +467,19 @@ impl Store for SqliteStore {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Fell behind the live stream: catch up from the history table.
-                        let missed = {
+                        let first = {
                             let conn = inner.lock();
-                            history_since(&conn, &prefix, last)
+                            history_page(&conn, &prefix, last, HISTORY_PAGE)
                         };
-                        match missed {
-                            Ok(events) => {
-                                for ev in events {
-                                    last = ev.revision;
-                                    if tx.send(Ok(ev)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
+                        let first = match first {
+                            Ok(page) => page,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
                                 return;
                             }
+                        };
+                        if !replay(&inner, &prefix, &mut last, first, &tx).await {
+                            return;
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

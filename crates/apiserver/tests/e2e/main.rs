@@ -3,6 +3,7 @@
 
 mod common;
 mod ha;
+mod hostile;
 mod kube_api;
 mod kubectl;
 mod kubectl_beta2;
