@@ -43,26 +43,7 @@ pub fn condition_taints(ready: Option<&str>) -> Vec<(&'static str, &'static str)
     }
 }
 
-/// Whether `tol` tolerates `taint`.
-pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    let key = tol.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            key == taint.key
-                && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+pub use skiff_api::helpers::tolerates;
 
 /// When a pod on a node with `taints` must be evicted: `Some(0)` now, `Some(s)` `s`
 /// seconds after the newest NoExecute taint was added, `None` never. Pods without a

@@ -93,10 +93,7 @@ pub fn is_deleting<K: Resource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_some()
 }
 
-/// Whether the pod's Ready condition is True.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod_ready_since(pod).is_some()
-}
+pub use skiff_api::helpers::pod_ready;
 
 /// When the pod's Ready condition turned True, if it is True (`UNIX_EPOCH` if unknown).
 pub fn pod_ready_since(pod: &Pod) -> Option<Timestamp> {

@@ -5,16 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint};
 
 use crate::resources::{nonzero_requests, pod_requests, resource_list, Resources};
 
-/// Taint of nodes whose Ready condition is False.
-pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
-/// Taint of nodes whose Ready condition is Unknown.
-pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+pub use skiff_api::helpers::tolerates;
+pub use skiff_api::names::{NOT_READY_TAINT, UNREACHABLE_TAINT};
 
 /// What the scheduler knows of one node: the node and the pods bound (or assumed) to it.
 #[derive(Clone)]
@@ -119,27 +115,6 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
             ))
         })
         .collect()
-}
-
-/// Whether `tol` tolerates `taint` (v1helper.ToleratesTaint).
-pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    let key = tol.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            key == taint.key
-                && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
 }
 
 /// The node's taints, plus the not-ready/unreachable taint the node lifecycle

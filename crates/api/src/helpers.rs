@@ -1,0 +1,150 @@
+//! Small Kubernetes rules more than one component applies, as Kubernetes keeps them in
+//! `k8s.io/component-helpers` and `pkg/apis/core/v1/helper`: whether a toleration
+//! tolerates a taint, whether a pod is Ready, a pod's QoS class.
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Taint, Toleration};
+
+/// Whether `tol` tolerates `taint` (`v1helper.ToleratesTaint`): the effect matches or
+/// is empty, the key matches or is empty with `Exists`, and with `Equal` (the default)
+/// the values match.
+pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
+    if let Some(e) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
+        if e != taint.effect {
+            return false;
+        }
+    }
+    let key = tol.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match tol.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            key == taint.key
+                && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+/// Whether the pod's `Ready` condition is `True` (`podutil.IsPodReady`).
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The pod's QoS class (`qos.GetPodQOS`): `BestEffort` without any request or limit,
+/// `Guaranteed` when every container limits CPU and memory and requests what it
+/// limits, `Burstable` otherwise.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let res = c.resources.as_ref();
+        let limits = res.and_then(|r| r.limits.as_ref());
+        let requests = res.and_then(|r| r.requests.as_ref());
+        if limits.is_some_and(|l| !l.is_empty()) || requests.is_some_and(|r| !r.is_empty()) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = limits.and_then(|l| l.get(r));
+            let q = requests.and_then(|q| q.get(r)).or(l);
+            if l.is_none() || l != q {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            ..Default::default()
+        }
+    }
+
+    fn tol(key: &str, op: &str, value: &str, effect: &str) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some(op.into()),
+            value: Some(value.into()),
+            effect: Some(effect.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tolerations_match_as_kubernetes_matches_them() {
+        let t = taint("k", "v", "NoSchedule");
+        assert!(tolerates(&tol("k", "Equal", "v", "NoSchedule"), &t));
+        assert!(tolerates(&tol("k", "Equal", "v", ""), &t));
+        assert!(tolerates(&tol("k", "Exists", "", ""), &t));
+        assert!(tolerates(&tol("", "Exists", "", ""), &t));
+        assert!(!tolerates(&tol("k", "Equal", "w", "NoSchedule"), &t));
+        assert!(!tolerates(&tol("k", "Exists", "", "NoExecute"), &t));
+        assert!(!tolerates(&tol("j", "Exists", "", ""), &t));
+        assert!(!tolerates(&tol("", "Equal", "", ""), &t));
+    }
+
+    fn spec(limits: &[(&str, &str)], requests: &[(&str, &str)]) -> PodSpec {
+        let list = |kv: &[(&str, &str)]| {
+            (!kv.is_empty()).then(|| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect()
+            })
+        };
+        PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                resources: Some(ResourceRequirements {
+                    limits: list(limits),
+                    requests: list(requests),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(qos_class(&spec(&[], &[])), "BestEffort");
+        assert_eq!(
+            qos_class(&spec(&[("cpu", "1"), ("memory", "1Gi")], &[])),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&spec(
+                &[("cpu", "1"), ("memory", "1Gi")],
+                &[("cpu", "500m"), ("memory", "1Gi")]
+            )),
+            "Burstable"
+        );
+        assert_eq!(qos_class(&spec(&[], &[("cpu", "1")])), "Burstable");
+    }
+}
