@@ -400,7 +400,7 @@ async fn round(o: &Opts, reading: bool) -> Result<()> {
         writes as f64 / elapsed.as_secs_f64(),
         peak.load(Ordering::Relaxed).max(peak_load),
     );
-    if reading {
+    if reading && !readers.is_empty() {
         let mut min = u64::MAX;
         let mut resumed = 0;
         for r in readers {

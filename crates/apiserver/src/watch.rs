@@ -41,7 +41,7 @@ use crate::status::{ApiError, ApiResult};
 const QUEUE_EVENTS: usize = 100;
 /// Most bytes queued for one watcher (a single larger event is still queued alone), so
 /// that large objects do not turn the event bound into a large one.
-const QUEUE_BYTES: usize = 1 << 20;
+const QUEUE_BYTES: usize = 512 << 10;
 /// How long a watcher's queue may stay full before the watcher is closed as too slow.
 /// kube-apiserver waits at most 100 ms, but its dispatcher is shared by every watcher;
 /// here each watcher has a task of its own, so waiting longer blocks nobody else and

@@ -18,10 +18,10 @@ use crate::{Event, EventKind, KeyValue, Store, StoreError, WatchReceiver};
 const LIVE_CAPACITY: usize = 1024;
 /// Buffer of each watch channel: what a watcher that stopped taking events pins, beyond
 /// the shared ring (events past it are read again from the history when it resumes).
-const WATCH_BUFFER: usize = 64;
+const WATCH_BUFFER: usize = 16;
 /// Events read from the history table at once by a watch replaying it, so that a
 /// watcher far behind holds one page of its backlog, not all of it.
-const HISTORY_PAGE: i64 = 256;
+const HISTORY_PAGE: i64 = 32;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (

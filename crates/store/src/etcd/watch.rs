@@ -13,7 +13,7 @@ use crate::{Event, EventKind, StoreError, WatchReceiver};
 
 /// Buffer of each watch channel (as the SQLite store's): what a watcher that stopped
 /// taking events pins here; etcd and the gRPC stream's flow control hold back the rest.
-const WATCH_BUFFER: usize = 64;
+const WATCH_BUFFER: usize = 16;
 /// First pause before reopening a broken watch.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between two attempts to reopen a watch.
