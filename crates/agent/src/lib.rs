@@ -135,8 +135,36 @@ impl streaming::server::Streams for Kubelet {
     }
 }
 
+/// How long the agent holds pods back waiting for its proxy's first sync before it
+/// starts them anyway (a proxy that cannot program the kernel must not keep every pod
+/// from running; it normally syncs within milliseconds of listing the Services), or
+/// `SKIFF_AGENT_PROXY_SYNC_WAIT_MS` (0: do not wait, as before this wait existed; for
+/// comparisons).
+fn proxy_sync_wait() -> Duration {
+    std::env::var("SKIFF_AGENT_PROXY_SYNC_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
 /// Runs the agent forever: registers the Node, heartbeats, serves :10250, runs pods.
 pub async fn run(cfg: AgentConfig) -> Result<()> {
+    run_after_proxy(cfg, watch::channel(true).1).await
+}
+
+/// [`run`], with pods on the pod network started only once `proxy_synced` is true: once
+/// the service proxy beside the agent has programmed the Services (or after
+/// [`proxy_sync_wait`]). A pod started earlier may open its first connection to a
+/// cluster IP (CoreDNS to the API at 10.96.0.1) before the rule that rewrites it exists;
+/// its SYN then leaves the node undelivered, and conntrack keeps the untranslated flow,
+/// so every retransmission goes the same way and the connection hangs until the
+/// client's connect timeout (30 s for kube-rs), although the rules appear milliseconds
+/// later. Host-network pods are not held back.
+pub async fn run_after_proxy(
+    cfg: AgentConfig,
+    mut proxy_synced: watch::Receiver<bool>,
+) -> Result<()> {
     runtime::container::become_subreaper()?;
     let node_ip = cfg
         .node_ip
@@ -147,7 +175,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let client = kube::Client::try_from(client_config(&cfg)?).context("building the API client")?;
     let since = chrono::Utc::now();
     let node = loop {
-        match node::register(&client, &cfg, node_ip, since).await {
+        match node::register(&client, &cfg, node_ip, since, None).await {
             Ok(n) => break n,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "registering the node; retrying");
@@ -156,12 +184,15 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }
     };
     tracing::info!(node = %cfg.node_name, ip = %node_ip, "node registered");
+    // The pod CIDR once known, for registering the Node again should it be deleted.
+    let (cidr_tx, cidr_rx) = watch::channel(None);
     tokio::spawn(node::heartbeat(
         client.clone(),
         cfg.clone(),
         node_ip,
         since,
         node,
+        cidr_rx,
     ));
 
     let (cni_tx, cni_rx) = watch::channel(None);
@@ -170,6 +201,17 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         let cfg = cfg.clone();
         tokio::spawn(async move {
             let cidr = node::wait_pod_cidr(&client, &cfg.node_name).await;
+            cidr_tx.send_replace(Some(cidr.clone()));
+            let waited = std::time::Instant::now();
+            let wait = proxy_sync_wait();
+            match tokio::time::timeout(wait, proxy_synced.wait_for(|s| *s)).await {
+                Ok(Ok(_)) => tracing::info!(waited = ?waited.elapsed(), "the proxy has programmed the Services"),
+                Ok(Err(_)) => {}
+                Err(_) if wait.is_zero() => {}
+                Err(_) => tracing::warn!(
+                    "the service proxy has not programmed the Services after {wait:?}; starting pods anyway"
+                ),
+            }
             node::enable_forwarding();
             let cni = Cni {
                 bin_dir: cfg.cni_bin_dir.clone(),

@@ -3,15 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::AgentConfig;
 
@@ -163,18 +168,29 @@ pub fn labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
 }
 
 /// Creates the Node (or takes over an existing one) and posts its first status.
+///
+/// `pod_cidr` is the block this agent's pods already have addresses in, when it
+/// registers again after its Node was deleted: the new Node asks for the same block
+/// (the IPAM controller keeps a block a Node names), so the pods keep their addresses
+/// and the other nodes' routes to them stay right.
 pub async fn register(
     client: &Client,
     cfg: &AgentConfig,
     node_ip: Ipv4Addr,
     since: DateTime<Utc>,
+    pod_cidr: Option<&str>,
 ) -> Result<Node> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let mut spec = json!({"taints": cfg.register_with_taints});
+    if let Some(cidr) = pod_cidr {
+        spec["podCIDR"] = json!(cidr);
+        spec["podCIDRs"] = json!([cidr]);
+    }
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels(cfg)},
-        "spec": {"taints": cfg.register_with_taints},
+        "spec": spec,
         "status": status(cfg, node_ip, Utc::now(), since),
     }))
     .context("building the Node")?;
@@ -214,13 +230,20 @@ pub async fn post_status(
         .context("posting the Node status")
 }
 
-/// Renews the node's Lease in kube-node-lease (creating it the first time).
+/// Renews the node's Lease in kube-node-lease (creating it the first time). The owner
+/// reference names the current Node, so a Node registered again takes its Lease over
+/// instead of leaving it to the garbage collector.
 pub async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let patch =
-        json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+    let owners = json!([{
+        "apiVersion": "v1", "kind": "Node", "name": name,
+        "uid": node.metadata.uid.clone().unwrap_or_default()}]);
+    let patch = json!({
+        "metadata": {"ownerReferences": owners},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+    });
     match leases
         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -230,9 +253,7 @@ pub async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
             let lease: Lease = serde_json::from_value(json!({
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [{
-                    "apiVersion": "v1", "kind": "Node", "name": name,
-                    "uid": node.metadata.uid.clone().unwrap_or_default()}]},
+                "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": owners},
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
             }))?;
             leases
@@ -245,23 +266,95 @@ pub async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
     }
 }
 
-/// Heartbeats forever: status and Lease every 10 s.
+/// Whether an error is the API's 404: the object does not exist.
+fn not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(ae)) if ae.code == 404
+        )
+    })
+}
+
+/// Heartbeats forever: status and Lease every 10 s. When the Node is deleted through
+/// the API (seen at once by a watch on it, or by a status update answered 404), the agent
+/// registers it again as it did at start, with the pod CIDR its pods use (`pod_cidr`),
+/// as kubelet's registration loop does when its Node is not found.
 pub async fn heartbeat(
     client: Client,
     cfg: AgentConfig,
     node_ip: Ipv4Addr,
     since: DateTime<Utc>,
     mut node: Node,
+    pod_cidr: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     let period = Duration::from_secs(skiff_api::defaults::NODE_LEASE_RENEW_SECONDS);
+    let deleted = Arc::new(Notify::new());
+    let watcher = tokio::spawn(watch_deletion(
+        client.clone(),
+        cfg.node_name.clone(),
+        deleted.clone(),
+    ));
+    let _stop_watcher = AbortOnDrop(watcher);
     loop {
         if let Err(e) = renew_lease(&client, &node).await {
             tracing::warn!(error = %format!("{e:#}"), "lease renewal failed");
         }
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = deleted.notified() => {}
+        }
         match post_status(&client, &cfg, node_ip, since).await {
             Ok(n) => node = n,
+            Err(e) if not_found(&e) => {
+                let cidr = pod_cidr.borrow().clone();
+                match register(&client, &cfg, node_ip, since, cidr.as_deref()).await {
+                    Ok(n) => {
+                        tracing::info!(node = %cfg.node_name, pod_cidr = ?cidr, "the Node was deleted; registered it again");
+                        node = n;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "registering the deleted Node again");
+                        // Soon again, not a whole period later.
+                        deleted.notify_one();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "node status update failed"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches this node's Node object and wakes `deleted` when it is deleted (or found
+/// missing when the watch starts over), so the heartbeat registers it again at once.
+async fn watch_deletion(client: Client, name: String, deleted: Arc<Notify>) {
+    let nodes: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(nodes, config).default_backoff().boxed();
+    let mut seen = false;
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Init) => seen = false,
+            Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Apply(_)) => seen = true,
+            Ok(watcher::Event::InitDone) => {
+                if !seen {
+                    deleted.notify_one();
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                seen = false;
+                deleted.notify_one();
+            }
+            Err(e) => tracing::debug!(error = %e, "watching this Node"),
         }
     }
 }

@@ -54,6 +54,11 @@ pub struct ProxyConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// The node's IPv4 addresses; if empty they are taken from the Node object.
     pub node_ips: Vec<Ipv4Addr>,
+    /// Set to true once the first sync has programmed the kernel. `skiff agent` starts
+    /// pods only then: a connection a pod opens to a cluster IP before its rules exist
+    /// leaves a conntrack entry without DNAT, which the connection's retransmitted SYNs
+    /// keep following to nowhere even after the rules appear.
+    pub synced: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +72,7 @@ impl Default for ProxyConfig {
             masquerade_bit: 14,
             metrics_bind: None,
             node_ips: Vec::new(),
+            synced: None,
         }
     }
 }

@@ -187,6 +187,8 @@ pub struct Engine {
     nft_stale: nft::Stale,
     /// Conntrack deletions owed by changes whose sync failed (done after the next one).
     pending_cleanups: BTreeSet<ConntrackCleanup>,
+    /// Told once the first sync succeeded (see [`crate::ProxyConfig::synced`]).
+    synced: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Engine {
@@ -209,7 +211,13 @@ impl Engine {
             cluster_ip_users: BTreeMap::new(),
             nft_stale: nft::Stale::default(),
             pending_cleanups: BTreeSet::new(),
+            synced: None,
         }
+    }
+
+    /// Sets `tx` to true after the first successful sync.
+    pub fn report_first_sync(&mut self, tx: tokio::sync::watch::Sender<bool>) {
+        self.synced = Some(tx);
     }
 
     /// Forces the next sync to be full (and, in nftables mode, to recreate the table).
@@ -294,6 +302,9 @@ impl Engine {
         match result {
             Ok((input, rules)) => {
                 self.in_sync = true;
+                if let Some(tx) = self.synced.take() {
+                    tx.send_replace(true);
+                }
                 if full {
                     self.last_full = Some(Instant::now());
                     self.full_every = self.cfg.sync_period.max(start.elapsed() * 10);
@@ -509,7 +520,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> anyhow::Result<()> {
     }
     let cache = Cache::default();
     cache.spawn_watchers(client);
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         EngineConfig {
             mode: cfg.mode,
             cluster_cidr,
@@ -520,6 +531,9 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> anyhow::Result<()> {
         Runner::local(),
         metrics.clone(),
     );
+    if let Some(tx) = cfg.synced.clone() {
+        engine.report_first_sync(tx);
+    }
     drive(
         cache,
         engine,

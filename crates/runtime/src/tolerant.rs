@@ -114,12 +114,15 @@ pub fn decode<K: DeserializeOwned>(value: &Value) -> Decoded<K> {
 /// on their own (name, namespace, uid and resourceVersion are strings the API server
 /// wrote, so they survive; `annotations: {a: 1}` does not).
 fn salvage_meta(meta: Option<&Value>) -> ObjectMeta {
-    let Some(Value::Object(fields)) = meta else {
+    let Some(meta) = meta else {
         return ObjectMeta::default();
     };
-    if let Ok(m) = ObjectMeta::deserialize(meta.unwrap_or(&Value::Null)) {
+    if let Ok(m) = ObjectMeta::deserialize(meta) {
         return m;
     }
+    let Value::Object(fields) = meta else {
+        return ObjectMeta::default();
+    };
     let good: serde_json::Map<String, Value> = fields
         .iter()
         .filter(|(k, v)| {

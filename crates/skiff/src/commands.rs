@@ -410,8 +410,14 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         "pod routes",
         skiff_agent::podroutes::run(client.clone(), config.node_name.clone()),
     ));
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let proxy = skiff_proxy::ProxyConfig {
+        synced: Some(synced_tx),
+        ..proxy
+    };
     tokio::spawn(log_exit("proxy", skiff_proxy::run(client, proxy)));
-    skiff_agent::run(config).await
+    // Pods start once the proxy has programmed the Services (see `run_after_proxy`).
+    skiff_agent::run_after_proxy(config, synced_rx).await
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {

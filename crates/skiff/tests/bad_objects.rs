@@ -129,22 +129,16 @@ impl Cluster {
         self.skiff(&args)
     }
 
-    /// A busybox pod fetches `addr` (a Service by name: cluster DNS, then the proxy).
+    /// A busybox pod fetches `addr` (a Service by name: cluster DNS, then the proxy),
+    /// within 60 s (the host's `timeout` bounds the attempt: busybox's own `wget -T`
+    /// crashes in the built-in image).
     fn pod_fetches(&self, pod: &str, addr: &str) -> bool {
-        let out = self.kubectl(&[
-            "run",
-            pod,
-            "-i",
-            "--rm",
-            "--image=busybox",
-            "--restart=Never",
-            "--",
-            "wget",
-            "-qO-",
-            "-T",
-            "5",
-            addr,
-        ]);
+        let out = Command::new("timeout")
+            .args(["60", "kubectl", "run", pod, "-i", "--rm", "--image=busybox"])
+            .args(["--restart=Never", "--", "wget", "-qO-", addr])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("running kubectl");
         let ok = String::from_utf8_lossy(&out.stdout).contains(PAGE);
         if !ok {
             eprintln!("{pod} fetching {addr}: {}", text(&out));
@@ -338,6 +332,34 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
                 && c.pod_fetches(&format!("fetch-after-{attempt}"), "after:8081")
         },
     );
+
+    // Each bad object was skipped and named, with the field at fault.
+    let logs = || {
+        let mut all = String::new();
+        for node in ["k8s-m", "k8s-n1"] {
+            for log in ["server.log", "agent.log"] {
+                let path = c.cluster_dir().join(node).join(log);
+                all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+        all
+    };
+    for (key, field) in [
+        ("junk/bad-svc", "spec.ports[0].name"),
+        ("junk/bad-deploy", "spec.replicas"),
+    ] {
+        wait_for(
+            &format!("a log line naming {key}"),
+            Duration::from_secs(10),
+            || {
+                logs().lines().any(|l| {
+                    l.contains("skipping an object that does not decode")
+                        && l.contains(key)
+                        && l.contains(field)
+                })
+            },
+        );
+    }
 
     // The namespace with the bad objects goes away.
     c.ok(&["delete", "namespace", "junk", "--wait=false"]);

@@ -156,6 +156,20 @@ pub async fn run_once(
     Ok(())
 }
 
+/// Where an instance's probing starts from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resume {
+    /// The instance is already started (it passed its startup probe before the agent
+    /// restarted, as its last posted status says): the startup probe is not run again,
+    /// as kubelet keeps `started` across its restarts (KEP-4781).
+    pub started: bool,
+    /// The agent has just restarted and is taking the instance back: like kubelet's
+    /// prober after a restart, the liveness and startup probes of all its containers
+    /// start at a random point of their first period instead of all at once. Readiness
+    /// is probed at once (kubelet triggers it while it has no result).
+    pub stagger: bool,
+}
+
 /// Probes one container instance until it exits, reporting to the worker.
 pub fn spawn(
     spec: ContainerSpec,
@@ -163,11 +177,12 @@ pub fn spawn(
     runc: Runc,
     container: Arc<Container>,
     tx: mpsc::UnboundedSender<Report>,
+    resume: Resume,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut exit = container.exit_watch();
         let work = async {
-            if let Some(p) = &spec.startup_probe {
+            if let Some(p) = spec.startup_probe.as_ref().filter(|_| !resume.started) {
                 let ok = run_loop(
                     p,
                     &spec,
@@ -176,7 +191,7 @@ pub fn spawn(
                     &container,
                     Kind::Startup,
                     &tx,
-                    true,
+                    resume.stagger,
                 )
                 .await;
                 if !ok {
@@ -193,7 +208,7 @@ pub fn spawn(
                         &container,
                         Kind::Liveness,
                         &tx,
-                        false,
+                        resume.stagger,
                     )
                     .await;
                 }
@@ -222,8 +237,42 @@ pub fn spawn(
     })
 }
 
-/// Runs a probe periodically. With `until_success` (startup), returns true once it
-/// passes, false once it failed for good; otherwise reports every transition forever.
+/// How long before a probe's first run: what is left of its initial delay, counted from
+/// the container's start as kubelet counts it (an instance taken back after an agent
+/// restart has usually served it already), or, with `stagger`, a random point of the
+/// first period if that is later.
+pub fn first_delay(
+    probe: &Probe,
+    started_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    stagger: bool,
+    random: f64,
+) -> Duration {
+    let initial = chrono::Duration::seconds(probe.initial_delay_seconds.unwrap_or(0).max(0).into());
+    let left = (started_at + initial - now).to_std().unwrap_or_default();
+    if !stagger {
+        return left;
+    }
+    let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+    left.max(period.mul_f64(random.clamp(0.0, 1.0)))
+}
+
+/// A number in [0, 1) that differs between calls (no cryptographic quality needed: it
+/// only spreads probes over a period).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs a probe periodically. A startup probe returns true once it passes, false once
+/// it failed for good; the others report every transition forever.
 #[allow(clippy::too_many_arguments)]
 async fn run_loop(
     probe: &Probe,
@@ -233,13 +282,18 @@ async fn run_loop(
     container: &Container,
     kind: Kind,
     tx: &mpsc::UnboundedSender<Report>,
-    until_success: bool,
+    stagger: bool,
 ) -> bool {
+    let until_success = kind == Kind::Startup;
     let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
     let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
     let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
-    tokio::time::sleep(Duration::from_secs(
-        probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+    tokio::time::sleep(first_delay(
+        probe,
+        container.started_at,
+        chrono::Utc::now(),
+        stagger,
+        random_fraction(),
     ))
     .await;
     let (mut successes, mut failures) = (0, 0);
@@ -285,5 +339,58 @@ async fn run_loop(
             }
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(initial: i32, period: i32) -> Probe {
+        Probe {
+            initial_delay_seconds: Some(initial),
+            period_seconds: Some(period),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn initial_delay_counts_from_the_container_start() {
+        let now = chrono::Utc::now();
+        // A new container waits its whole initial delay.
+        assert_eq!(
+            first_delay(&probe(5, 10), now, now, false, 0.5),
+            Duration::from_secs(5)
+        );
+        // One taken back after an agent restart has served part or all of it.
+        let started = now - chrono::Duration::seconds(3);
+        assert_eq!(
+            first_delay(&probe(5, 10), started, now, false, 0.5),
+            Duration::from_secs(2)
+        );
+        let started = now - chrono::Duration::seconds(60);
+        assert_eq!(
+            first_delay(&probe(5, 10), started, now, false, 0.5),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn staggered_probes_start_within_their_first_period() {
+        let now = chrono::Utc::now();
+        let started = now - chrono::Duration::seconds(60);
+        assert_eq!(
+            first_delay(&probe(0, 10), started, now, true, 0.25),
+            Duration::from_millis(2500)
+        );
+        // An initial delay still running wins over an earlier random point.
+        assert_eq!(
+            first_delay(&probe(8, 10), now, now, true, 0.25),
+            Duration::from_secs(8)
+        );
+        for _ in 0..100 {
+            let r = random_fraction();
+            assert!((0.0..1.0).contains(&r), "{r}");
+        }
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Container as ContainerSpecK8s, Pod, PodCondition, Service};
+use k8s_openapi::api::core::v1::{
+    Container as ContainerSpecK8s, ContainerStatus, Pod, PodCondition, Service,
+};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde::{Deserialize, Serialize};
@@ -82,6 +84,10 @@ struct Worker {
     began: Instant,
     /// The first status with every container running has been posted.
     running_posted: bool,
+    /// An earlier agent made this pod's sandbox (the agent restarted): its status is
+    /// posted only once the containers are taken back, so that the pod does not show
+    /// ContainerCreating and NotReady meanwhile (kubelet posts what the runtime reports).
+    adopting: bool,
 }
 
 fn spec_of(pod: &Pod) -> k8s_openapi::api::core::v1::PodSpec {
@@ -157,7 +163,9 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         sandbox_ready: false,
         began: Instant::now(),
         running_posted: false,
+        adopting: false,
     };
+    w.adopting = w.dir.join("sandbox.json").exists();
     let mut setup_backoff = Backoff::default();
     let mut setup_not_before = Instant::now();
     let mut cni_rx = w.k.cni.clone();
@@ -214,7 +222,9 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                 w.sync(&pod, slot.is_some()).await;
             }
             drop(slot);
-            w.post_status(&pod).await;
+            if w.sandbox_ready || !w.adopting {
+                w.post_status(&pod).await;
+            }
         }
         let next = w
             .next_deadline()
@@ -355,15 +365,47 @@ impl Worker {
         Ok(())
     }
 
-    /// Takes back containers an earlier agent started for this pod.
+    /// Takes back containers an earlier agent started for this pod, with their probes.
+    ///
+    /// As kubelet does after a restart (its default since KEP-4781): an instance keeps
+    /// the `started` its last posted status gave it, so its startup probe is not run
+    /// again; it is ready without waiting for a probe if it has no readiness probe, or if
+    /// it was running well before this agent started and the pod was Ready (the
+    /// readiness probe, run at once, then confirms or withdraws it); otherwise readiness
+    /// waits for the first success. Init containers that had completed stay completed.
     fn adopt(&mut self, pod: &Pod) {
         let spec = spec_of(pod);
+        let init_names: HashSet<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
         let all: Vec<&ContainerSpecK8s> = spec
             .init_containers
             .iter()
             .flatten()
             .chain(spec.containers.iter())
             .collect();
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let pod_ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        // kubelet's grace: an instance started less than 10 s before the agent is
+        // treated as new, its readiness unknown.
+        let agent_start =
+            Utc::now() - chrono::Duration::from_std(self.began.elapsed()).unwrap_or_default();
+        let long_running = agent_start - chrono::Duration::seconds(RESTART_GRACE_SECONDS);
+        let app_started = spec.containers.iter().any(|c| {
+            self.dir
+                .join("containers")
+                .join(format!("{}-0", c.name))
+                .exists()
+        });
         for c in all {
             let mut attempt = 0;
             let mut latest = None;
@@ -384,6 +426,7 @@ impl Worker {
             let id = container_id(&self.entry.uid, &c.name, last);
             let cgroup = self.cgroup_path(&id);
             let running = container::is_mountpoint(&bundle.join("rootfs"));
+            let posted = posted_status(pod, &c.name, &id);
             let adopted = if running {
                 Some((
                     Container::adopt(&self.k.runc, &bundle, &cgroup),
@@ -395,21 +438,79 @@ impl Worker {
             if let Some((Ok(ctr), _)) = &adopted {
                 self.watch_exit(ctr);
             }
+            let ip = self
+                .ip
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V4(self.k.node_ip));
+            let logs: Vec<PathBuf> = (0..=last)
+                .map(|a| {
+                    self.dir
+                        .join("logs")
+                        .join(&c.name)
+                        .join(format!("{a}.log"))
+                })
+                .filter(|p| p.exists())
+                .collect();
             let st = self.states.entry(c.name.clone()).or_default();
             st.attempts = last + 1;
             st.restart_count = last as i32;
-            let Some(adopted) = adopted else { continue };
+            let Some(adopted) = adopted else {
+                // It ended while no agent watched it: what its last posted status says
+                // (an exit seen before the agent went away) decides whether it runs again.
+                let is_init = init_names.contains(c.name.as_str());
+                let ended = posted.and_then(posted_termination).or_else(|| {
+                    // App containers only start after every init container succeeded.
+                    (is_init && app_started).then(|| State::Terminated {
+                        exit_code: 0,
+                        reason: "Completed".into(),
+                        started_at: Utc::now(),
+                        finished_at: Utc::now(),
+                        container_id: format!("skiff://{id}"),
+                    })
+                });
+                if let Some(ended) = ended {
+                    let code = match &ended {
+                        State::Terminated { exit_code, .. } => *exit_code,
+                        _ => 0,
+                    };
+                    st.last = Some(ended);
+                    st.done = !restart_wanted(policy, is_init, code);
+                }
+                continue;
+            };
             match adopted {
                 (Ok(ctr), Ok(Some(image))) => {
                     tracing::info!(pod = %self.entry.name, container = %c.name, "took back a running container");
                     st.image_id = image.id.clone();
-                    st.started = c.startup_probe.is_none();
-                    st.ready = c.readiness_probe.is_none() && st.started;
-                    let log = ctr.log_path.clone();
+                    st.started = c.startup_probe.is_none()
+                        || posted.and_then(|p| p.started).unwrap_or(false);
+                    st.ready = st.started
+                        && (c.readiness_probe.is_none()
+                            || (pod_ready && ctr.started_at < long_running));
+                    st.last = posted
+                        .and_then(|p| p.last_state.as_ref())
+                        .and_then(|l| l.terminated.as_ref())
+                        .map(|t| api_terminated(t));
+                    let probes = (c.startup_probe.is_some()
+                        || c.liveness_probe.is_some()
+                        || c.readiness_probe.is_some())
+                    .then(|| {
+                        probe::spawn(
+                            c.clone(),
+                            ip,
+                            self.k.runc.clone(),
+                            ctr.clone(),
+                            self.probe_tx.clone(),
+                            probe::Resume {
+                                started: st.started,
+                                stagger: true,
+                            },
+                        )
+                    });
                     st.current = Some(Instance {
                         container: ctr.clone(),
                         _image: image,
-                        probes: None,
+                        probes,
                         counted: false,
                     });
                     let mut map = self
@@ -419,7 +520,7 @@ impl Worker {
                         .unwrap_or_else(|e| e.into_inner());
                     let e = map.entry(c.name.clone()).or_default();
                     e.current = Some(ctr);
-                    e.logs.push(log);
+                    e.logs = logs;
                 }
                 (Err(e), _) => {
                     tracing::warn!(container = %c.name, error = %format!("{e:#}"), "cannot take back a container")
@@ -477,13 +578,7 @@ impl Worker {
             }
             st.ready = false;
             st.last = Some(terminated(&inst.container, &exit));
-            let is_init = init_names.contains(name);
-            let restart = match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => exit.code != 0,
-                // Init containers of an Always pod are re-run only on failure.
-                _ => !is_init || exit.code != 0,
-            };
+            let restart = restart_wanted(&policy, init_names.contains(name), exit.code);
             if !restart {
                 st.done = true;
                 st.waiting = None;
@@ -877,6 +972,7 @@ impl Worker {
                         self.k.runc.clone(),
                         ctr.clone(),
                         self.probe_tx.clone(),
+                        probe::Resume::default(),
                     )
                 });
                 st.current = Some(Instance {
@@ -1234,6 +1330,57 @@ impl Worker {
             }
             let _ = pod;
         }
+    }
+}
+
+/// kubelet's grace after its own start: an instance that started less than this before
+/// the agent did counts as new when it is taken back (`kubeletRestartGracePeriod`).
+const RESTART_GRACE_SECONDS: i64 = 10;
+
+/// Whether a container that exited with `code` runs again under the pod's restart policy.
+fn restart_wanted(policy: &str, is_init: bool, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        // Init containers of an Always pod are re-run only on failure.
+        _ => !is_init || code != 0,
+    }
+}
+
+/// The container's status as this pod's agent last posted it, if it is about the
+/// instance `id`.
+fn posted_status<'a>(pod: &'a Pod, name: &str, id: &str) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    let want = format!("skiff://{id}");
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name && c.container_id.as_deref() == Some(want.as_str()))
+}
+
+/// The end of an instance, as its posted status recorded it.
+fn posted_termination(c: &ContainerStatus) -> Option<State> {
+    c.state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(api_terminated)
+}
+
+fn api_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> State {
+    let time = |v: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        v.as_ref()
+            .and_then(|t| status::to_chrono(&t.0))
+            .unwrap_or_else(Utc::now)
+    };
+    State::Terminated {
+        exit_code: t.exit_code,
+        reason: t.reason.clone().unwrap_or_default(),
+        started_at: time(&t.started_at),
+        finished_at: time(&t.finished_at),
+        container_id: t.container_id.clone().unwrap_or_default(),
     }
 }
 
