@@ -21,7 +21,7 @@ use skiff_api::names::{LAST_APPLIED_ANNOTATION, POD_TEMPLATE_HASH_LABEL, REVISIO
 
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::hash::{compute_hash, equal_ignore_hash};
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::queue::{run_workers, WorkQueue};
 use crate::rollout::{
     cleanup_unhealthy, desired_annotation, is_rolling, max_scaled_down, max_surge, max_unavailable,
@@ -29,6 +29,7 @@ use crate::rollout::{
     scale_down_old_available, DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
 };
+use crate::triggers::Triggers;
 use crate::util::{
     controller_of, controller_ref, is_already_exists, is_conflict, is_deleting, is_not_found,
     key_of, now, selector_is_empty, selector_matches, split_key,
@@ -56,58 +57,43 @@ pub fn run(client: Client, inf: &Informers) {
         pods: inf.pods.clone(),
         recorder: Recorder::new(client, "deployment-controller"),
     });
-    {
-        let q = queue.clone();
-        let ds = inf.deployments.clone();
-        on_change(&inf.deployments, move |c| match c {
-            Change::Applied(d) | Change::Deleted(d) => q.add(key_of(d.as_ref())),
-            Change::Resync => ds.list().iter().for_each(|d| q.add(key_of(d.as_ref()))),
-        });
-    }
-    {
-        let q = queue.clone();
-        let ds = inf.deployments.clone();
-        on_change(&inf.replicasets, move |c| match c {
-            Change::Applied(rs) | Change::Deleted(rs) => {
-                let ns = rs.namespace().unwrap_or_default();
-                match controller_of(rs.as_ref()) {
-                    Some(r) if r.kind == "Deployment" => q.add(format!("{ns}/{}", r.name)),
-                    Some(_) => {}
-                    None => ds
-                        .list()
-                        .iter()
-                        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
-                        .filter(|d| {
-                            d.spec.as_ref().is_some_and(|s| {
-                                !selector_is_empty(&s.selector)
-                                    && selector_matches(&s.selector, rs.labels())
-                            })
-                        })
-                        .for_each(|d| q.add(key_of(d.as_ref()))),
-                }
+    let ds = inf.deployments.clone();
+    let rss = inf.replicasets.clone();
+    Triggers::new(&queue, &inf.deployments)
+        .primary()
+        .owns(&inf.replicasets)
+        // An orphaned ReplicaSet may be adopted by the Deployments that select it.
+        .watches(&inf.replicasets, move |rs, _| {
+            if controller_of(rs).is_some() {
+                return Vec::new();
             }
-            Change::Resync => {}
-        });
-    }
-    {
+            let ns = rs.namespace().unwrap_or_default();
+            ds.list()
+                .iter()
+                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|d| {
+                    d.spec.as_ref().is_some_and(|s| {
+                        !selector_is_empty(&s.selector)
+                            && selector_matches(&s.selector, rs.labels())
+                    })
+                })
+                .map(|d| key_of(d.as_ref()))
+                .collect()
+        })
         // Recreate waits for old pods to be gone: a deleted pod may unblock it.
-        let q = queue.clone();
-        let rss = inf.replicasets.clone();
-        on_change(&inf.pods, move |c| {
-            if let Change::Deleted(p) = c {
-                let ns = p.namespace().unwrap_or_default();
-                if let Some(r) = controller_of(p.as_ref()).filter(|r| r.kind == "ReplicaSet") {
-                    if let Some(rs) = rss.store().get(&ObjectRef::new(&r.name).within(&ns)) {
-                        if let Some(dr) =
-                            controller_of(rs.as_ref()).filter(|r| r.kind == "Deployment")
-                        {
-                            q.add(format!("{ns}/{}", dr.name));
-                        }
-                    }
-                }
-            }
+        .watches(&inf.pods, move |p, deleted| {
+            let ns = p.namespace().unwrap_or_default();
+            controller_of(p)
+                .filter(|r| deleted && r.kind == "ReplicaSet")
+                .and_then(|r| rss.store().get(&ObjectRef::new(&r.name).within(&ns)))
+                .and_then(|rs| {
+                    controller_of(rs.as_ref())
+                        .filter(|r| r.kind == "Deployment")
+                        .map(|dr| format!("{ns}/{}", dr.name))
+                })
+                .into_iter()
+                .collect()
         });
-    }
     run_workers("deployment", queue, 2, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }

@@ -14,12 +14,13 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::podendpoint::{
     headless, in_endpoints, managed, pod_ipv4, resolved_ports, selects, Address, ResolvedPort,
     HEADLESS_LABEL,
 };
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{is_already_exists, is_not_found, key_of, split_key};
 use crate::Informers;
 
@@ -82,40 +83,28 @@ struct Ctx {
     endpoints: Arc<Informer<Endpoints>>,
 }
 
-/// Maps pod events to the keys of the Services that select (or selected) the pod.
+/// Maps a pod event to the keys of the Services that select (or selected) the pod.
 pub fn pod_to_services(
     services: Arc<Informer<Service>>,
-    queue: Arc<WorkQueue>,
-) -> impl FnMut(Change<Pod>) + Send + 'static {
+) -> impl FnMut(&Pod, bool) -> Vec<String> + Send + 'static {
     let last: Mutex<HashMap<String, HashSet<String>>> = Mutex::default();
-    move |c| {
-        let (p, deleted) = match c {
-            Change::Applied(p) => (p, false),
-            Change::Deleted(p) => (p, true),
-            Change::Resync => {
-                services
-                    .list()
-                    .iter()
-                    .for_each(|s| queue.add(key_of(s.as_ref())));
-                return;
-            }
-        };
+    move |p, deleted| {
         let now: HashSet<String> = services
             .list()
             .iter()
-            .filter(|s| selects(s, &p))
+            .filter(|s| selects(s, p))
             .map(|s| key_of(s.as_ref()))
             .collect();
-        let pk = key_of(p.as_ref());
+        let pk = key_of(p);
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
         let before = if deleted {
             last.remove(&pk)
         } else {
             last.insert(pk, now.clone())
         };
-        for k in now.iter().chain(before.iter().flatten()) {
-            queue.add(k.clone());
-        }
+        now.into_iter()
+            .chain(before.into_iter().flatten())
+            .collect()
     }
 }
 
@@ -128,25 +117,10 @@ pub fn run(client: Client, inf: &Informers) {
         pods: inf.pods.clone(),
         endpoints: inf.endpoints.clone(),
     });
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        on_change(&inf.services, move |c| match c {
-            Change::Applied(s) | Change::Deleted(s) => q.add(key_of(s.as_ref())),
-            Change::Resync => svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref()))),
-        });
-    }
-    on_change(
-        &inf.pods,
-        pod_to_services(inf.services.clone(), queue.clone()),
-    );
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        crate::informer::every(Duration::from_secs(60), move || {
-            svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref())))
-        });
-    }
+    Triggers::new(&queue, &inf.services)
+        .primary()
+        .watches(&inf.pods, pod_to_services(inf.services.clone()))
+        .every(Duration::from_secs(60));
     run_workers("endpoints", queue, 2, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }

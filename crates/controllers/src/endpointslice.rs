@@ -18,11 +18,12 @@ use skiff_api::names::{
     ENDPOINTSLICE_CONTROLLER, ENDPOINTSLICE_MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
 };
 
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::podendpoint::{
     headless, in_endpoints, managed, resolved_ports, selects, Address, ResolvedPort, HEADLESS_LABEL,
 };
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{controller_ref, is_not_found, key_of, split_key};
 use crate::Informers;
 
@@ -165,51 +166,32 @@ pub fn run(client: Client, inf: &Informers) {
         slices: inf.endpointslices.clone(),
         tracker: Arc::default(),
     });
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        on_change(&inf.services, move |c| match c {
-            Change::Applied(s) | Change::Deleted(s) => q.add(key_of(s.as_ref())),
-            Change::Resync => svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref()))),
-        });
-    }
-    on_change(
-        &inf.pods,
-        crate::endpoints::pod_to_services(inf.services.clone(), queue.clone()),
-    );
-    {
+    let tracker = ctx.tracker.clone();
+    Triggers::new(&queue, &inf.services)
+        .primary()
+        .watches(
+            &inf.pods,
+            crate::endpoints::pod_to_services(inf.services.clone()),
+        )
         // Someone else changing or deleting our slices: put them back. Our own writes
         // coming back need nothing.
-        let q = queue.clone();
-        let tracker = ctx.tracker.clone();
-        on_change(&ctx.slices, move |c| {
-            let s = match c {
-                Change::Applied(s) if tracker.is_own_write(&s) => return,
-                Change::Applied(s) => s,
-                Change::Deleted(s) => {
-                    tracker.forget(&key_of(s.as_ref()));
-                    s
-                }
-                Change::Resync => return,
-            };
-            if s.labels()
+        .watches(&ctx.slices, move |s, deleted| {
+            if deleted {
+                tracker.forget(&key_of(s));
+            } else if tracker.is_own_write(s) {
+                return Vec::new();
+            }
+            let ours = s
+                .labels()
                 .get(ENDPOINTSLICE_MANAGED_BY_LABEL)
                 .map(String::as_str)
-                == Some(ENDPOINTSLICE_CONTROLLER)
-            {
-                if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
-                    q.add(format!("{}/{svc}", s.namespace().unwrap_or_default()));
-                }
+                == Some(ENDPOINTSLICE_CONTROLLER);
+            match s.labels().get(SERVICE_NAME_LABEL) {
+                Some(svc) if ours => vec![format!("{}/{svc}", s.namespace().unwrap_or_default())],
+                _ => Vec::new(),
             }
-        });
-    }
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        crate::informer::every(Duration::from_secs(60), move || {
-            svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref())))
-        });
-    }
+        })
+        .every(Duration::from_secs(60));
     run_workers("endpointslice", queue, 2, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }

@@ -24,6 +24,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+pub mod triggers;
 pub mod util;
 
 use std::time::Duration;

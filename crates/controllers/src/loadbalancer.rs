@@ -11,8 +11,9 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{is_not_found, key_of, split_key};
 use crate::Informers;
 
@@ -61,27 +62,19 @@ struct Ctx {
 /// Starts the controller.
 pub fn run(client: Client, inf: &Informers) {
     let queue = WorkQueue::new();
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        on_change(&inf.services, move |c| match c {
-            Change::Applied(s) => q.add(key_of(s.as_ref())),
-            Change::Deleted(_) => {}
-            Change::Resync => svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref()))),
-        });
-    }
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        on_change(&inf.nodes, move |_| {
+    let svcs = inf.services.clone();
+    Triggers::new(&queue, &inf.services)
+        .primary_if(|_, deleted| !deleted)
+        // Node addresses are the LoadBalancer Services' ingress IPs.
+        .watches(&inf.nodes, move |_, _| {
             svcs.list()
                 .iter()
                 .filter(|s| {
                     s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("LoadBalancer")
                 })
-                .for_each(|s| q.add(key_of(s.as_ref())))
+                .map(|s| key_of(s.as_ref()))
+                .collect()
         });
-    }
     let ctx = Arc::new(Ctx {
         client,
         services: inf.services.clone(),

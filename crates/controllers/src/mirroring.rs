@@ -18,9 +18,10 @@ use kube::{Api, Client, ResourceExt};
 use skiff_api::names::{ENDPOINTSLICE_MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 
 use crate::endpointslice::{SliceContent, MAX_ENDPOINTS_PER_SLICE};
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::podendpoint::{Address, ResolvedPort};
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{controller_ref, is_not_found, key_of, split_key};
 use crate::Informers;
 
@@ -92,38 +93,20 @@ pub fn run(client: Client, inf: &Informers) {
         endpoints: inf.endpoints.clone(),
         slices: inf.endpointslices.clone(),
     });
-    {
-        let q = queue.clone();
-        let svcs = inf.services.clone();
-        on_change(&inf.services, move |c| match c {
-            Change::Applied(s) | Change::Deleted(s) => q.add(key_of(s.as_ref())),
-            Change::Resync => svcs.list().iter().for_each(|s| q.add(key_of(s.as_ref()))),
-        });
-    }
-    {
-        let q = queue.clone();
-        on_change(&ctx.endpoints, move |c| {
-            if let Change::Applied(e) | Change::Deleted(e) = c {
-                q.add(key_of(e.as_ref()));
+    Triggers::new(&queue, &inf.services)
+        .primary()
+        .watches(&ctx.endpoints, |e, _| vec![key_of(e)])
+        .watches(&ctx.slices, |s, _| {
+            let ours = s
+                .labels()
+                .get(ENDPOINTSLICE_MANAGED_BY_LABEL)
+                .map(String::as_str)
+                == Some(MIRRORING_CONTROLLER);
+            match s.labels().get(SERVICE_NAME_LABEL) {
+                Some(svc) if ours => vec![format!("{}/{svc}", s.namespace().unwrap_or_default())],
+                _ => Vec::new(),
             }
         });
-    }
-    {
-        let q = queue.clone();
-        on_change(&ctx.slices, move |c| {
-            if let Change::Applied(s) | Change::Deleted(s) = c {
-                if s.labels()
-                    .get(ENDPOINTSLICE_MANAGED_BY_LABEL)
-                    .map(String::as_str)
-                    == Some(MIRRORING_CONTROLLER)
-                {
-                    if let Some(svc) = s.labels().get(SERVICE_NAME_LABEL) {
-                        q.add(format!("{}/{svc}", s.namespace().unwrap_or_default()));
-                    }
-                }
-            }
-        });
-    }
     run_workers("endpointslicemirroring", queue, 1, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }

@@ -15,8 +15,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use skiff_runtime::tolerant;
 
 use crate::discovery::Kinds;
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{is_deleting, is_not_found, now};
 use crate::Informers;
 
@@ -31,19 +32,7 @@ struct Ctx {
 /// Starts the controller.
 pub fn run(client: Client, inf: &Informers) {
     let queue = WorkQueue::new();
-    {
-        let q = queue.clone();
-        let nss = inf.namespaces.clone();
-        on_change(&inf.namespaces, move |c| match c {
-            Change::Applied(ns) if is_deleting(ns.as_ref()) => q.add(ns.name_any()),
-            Change::Resync => nss
-                .list()
-                .iter()
-                .filter(|n| is_deleting(n.as_ref()))
-                .for_each(|ns| q.add(ns.name_any())),
-            _ => {}
-        });
-    }
+    Triggers::new(&queue, &inf.namespaces).primary_if(|ns, deleted| !deleted && is_deleting(ns));
     let ctx = Arc::new(Ctx {
         client,
         namespaces: inf.namespaces.clone(),

@@ -20,8 +20,9 @@ use kube::{Api, Client, ResourceExt};
 use skiff_api::names::{NOT_READY_TAINT, UNREACHABLE_TAINT};
 
 use crate::events::{Recorder, NORMAL};
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{is_not_found, now, pod_active};
 use crate::{ControllersConfig, Informers};
 
@@ -101,22 +102,9 @@ struct Ctx {
 /// Starts the controller.
 pub fn run(client: Client, inf: &Informers, cfg: &ControllersConfig) {
     let queue = WorkQueue::new();
-    {
-        let q = queue.clone();
-        let nodes = inf.nodes.clone();
-        on_change(&inf.nodes, move |c| match c {
-            Change::Applied(n) => q.add(n.name_any()),
-            Change::Deleted(_) => {}
-            Change::Resync => nodes.list().iter().for_each(|n| q.add(n.name_any())),
-        });
-    }
-    {
-        let q = queue.clone();
-        let nodes = inf.nodes.clone();
-        crate::informer::every(NODE_MONITOR_PERIOD, move || {
-            nodes.list().iter().for_each(|n| q.add(n.name_any()))
-        });
-    }
+    Triggers::new(&queue, &inf.nodes)
+        .primary_if(|_, deleted| !deleted)
+        .every(NODE_MONITOR_PERIOD);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         nodes: inf.nodes.clone(),

@@ -18,9 +18,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
 use crate::events::{Recorder, NORMAL, WARNING};
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::podrank::pods_to_delete;
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{
     controller_of, controller_ref, is_deleting, is_not_found, key_of, pod_active, pod_available,
     pod_ready, selector_is_empty, selector_matches, split_key,
@@ -119,35 +120,14 @@ pub fn run(client: Client, inf: &Informers) {
         recorder: Recorder::new(client, "replicaset-controller"),
         expectations: Expectations::default(),
     });
-    {
-        let q = queue.clone();
-        let rss = inf.replicasets.clone();
-        on_change(&inf.replicasets, move |c| match c {
-            Change::Applied(rs) | Change::Deleted(rs) => q.add(key_of(rs.as_ref())),
-            Change::Resync => rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref()))),
-        });
-    }
-    {
-        let q = queue.clone();
-        let rss = inf.replicasets.clone();
-        on_change(&inf.pods, move |c| match c {
-            Change::Applied(p) | Change::Deleted(p) => {
-                for k in owners_of_pod(&rss, &p) {
-                    q.add(k);
-                }
-            }
-            Change::Resync => rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref()))),
-        });
-    }
-    {
+    let rss = inf.replicasets.clone();
+    Triggers::new(&queue, &inf.replicasets)
+        .primary()
+        // Its controller if it is a ReplicaSet, else the ReplicaSets that may adopt it.
+        .watches(&inf.pods, move |p, _| owners_of_pod(&rss, p))
         // A periodic full resync catches what event mapping misses (e.g. a pod whose
         // labels changed away from a ReplicaSet).
-        let q = queue.clone();
-        let rss = inf.replicasets.clone();
-        crate::informer::every(Duration::from_secs(30), move || {
-            rss.list().iter().for_each(|rs| q.add(key_of(rs.as_ref())))
-        });
-    }
+        .every(Duration::from_secs(30));
     run_workers("replicaset", queue, 4, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }

@@ -11,8 +11,9 @@ use kube::api::PostParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
-use crate::informer::{on_change, Change, Informer};
+use crate::informer::Informer;
 use crate::queue::{run_workers, WorkQueue};
+use crate::triggers::Triggers;
 use crate::util::{is_already_exists, is_deleting};
 use crate::Informers;
 
@@ -28,25 +29,16 @@ struct Ctx {
 /// Starts the controller.
 pub fn run(client: Client, inf: &Informers) {
     let queue = WorkQueue::new();
-    {
-        let q = queue.clone();
-        let nss = inf.namespaces.clone();
-        on_change(&inf.namespaces, move |c| match c {
-            Change::Applied(ns) => q.add(ns.name_any()),
-            Change::Deleted(_) => {}
-            Change::Resync => nss.list().iter().for_each(|ns| q.add(ns.name_any())),
-        });
-    }
-    {
-        let q = queue.clone();
-        on_change(&inf.serviceaccounts, move |c| {
-            if let Change::Deleted(sa) = c {
-                if sa.name_any() == DEFAULT_SERVICE_ACCOUNT {
-                    q.add(sa.namespace().unwrap_or_default());
-                }
+    Triggers::new(&queue, &inf.namespaces)
+        .primary_if(|_, deleted| !deleted)
+        // A deleted `default` ServiceAccount is made again.
+        .watches(&inf.serviceaccounts, |sa, deleted| {
+            if deleted && sa.name_any() == DEFAULT_SERVICE_ACCOUNT {
+                vec![sa.namespace().unwrap_or_default()]
+            } else {
+                Vec::new()
             }
         });
-    }
     let ctx = Arc::new(Ctx {
         client,
         namespaces: inf.namespaces.clone(),
