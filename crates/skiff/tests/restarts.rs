@@ -139,11 +139,15 @@ fn kill_and_reap(pid: i32) {
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
-    wait_for("the killed agent to be gone", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(true)
-    });
+    wait_for(
+        "the killed agent to be gone",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+                .unwrap_or(true)
+        },
+    );
 }
 
 /// Probe period of every probe below, in seconds.
@@ -239,7 +243,8 @@ fn a_killed_agent_takes_back_its_pods_with_their_probes() {
         Duration::from_secs(60),
         ready_except_late,
     );
-    let ids = "{.status.containerStatuses[*].containerID}/{.status.containerStatuses[*].restartCount}";
+    let ids =
+        "{.status.containerStatuses[*].containerID}/{.status.containerStatuses[*].restartCount}";
     let before = c.pods_on("k8s-n1", ids);
 
     for pid in c.agent_pids("k8s-n1") {
@@ -357,15 +362,7 @@ spec:
     );
     c.ok(&["wait", "--for=condition=Ready", "pod/stay", "--timeout=60s"]);
     let cidr = |c: &Cluster| c.ok(&["get", "node", "k8s-n1", "-o", "jsonpath={.spec.podCIDR}"]);
-    let uid = |c: &Cluster| {
-        c.ok(&[
-            "get",
-            "node",
-            "k8s-n1",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
-    };
+    let uid = |c: &Cluster| c.ok(&["get", "node", "k8s-n1", "-o", "jsonpath={.metadata.uid}"]);
     let (old_cidr, old_uid) = (cidr(&c), uid(&c));
     let pod_ip = c.ok(&["get", "pod", "stay", "-o", "jsonpath={.status.podIP}"]);
 
@@ -380,9 +377,16 @@ spec:
                 .success()
         },
     );
-    eprintln!("k8s-n1 registered again {:?} after its deletion", deleted.elapsed());
+    eprintln!(
+        "k8s-n1 registered again {:?} after its deletion",
+        deleted.elapsed()
+    );
     assert_ne!(uid(&c), old_uid, "a new Node object");
-    assert_eq!(cidr(&c), old_cidr, "the Node asks for the pod CIDR its pods use");
+    assert_eq!(
+        cidr(&c),
+        old_cidr,
+        "the Node asks for the pod CIDR its pods use"
+    );
     let labels = c.ok(&[
         "get",
         "node",

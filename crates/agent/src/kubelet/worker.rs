@@ -443,12 +443,7 @@ impl Worker {
                 .map(IpAddr::V4)
                 .unwrap_or(IpAddr::V4(self.k.node_ip));
             let logs: Vec<PathBuf> = (0..=last)
-                .map(|a| {
-                    self.dir
-                        .join("logs")
-                        .join(&c.name)
-                        .join(format!("{a}.log"))
-                })
+                .map(|a| self.dir.join("logs").join(&c.name).join(format!("{a}.log")))
                 .filter(|p| p.exists())
                 .collect();
             let st = self.states.entry(c.name.clone()).or_default();
@@ -490,7 +485,7 @@ impl Worker {
                     st.last = posted
                         .and_then(|p| p.last_state.as_ref())
                         .and_then(|l| l.terminated.as_ref())
-                        .map(|t| api_terminated(t));
+                        .map(api_terminated);
                     let probes = (c.startup_probe.is_some()
                         || c.liveness_probe.is_some()
                         || c.readiness_probe.is_some())
@@ -1362,11 +1357,7 @@ fn posted_status<'a>(pod: &'a Pod, name: &str, id: &str) -> Option<&'a Container
 
 /// The end of an instance, as its posted status recorded it.
 fn posted_termination(c: &ContainerStatus) -> Option<State> {
-    c.state
-        .as_ref()?
-        .terminated
-        .as_ref()
-        .map(api_terminated)
+    c.state.as_ref()?.terminated.as_ref().map(api_terminated)
 }
 
 fn api_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> State {
