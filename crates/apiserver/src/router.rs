@@ -221,13 +221,14 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// been read to its end and thrown away (up to [`DRAIN_MAX`] bytes and [`DRAIN_TIME`]).
 ///
 /// Answering while the client is still sending means ending the exchange early: over
-/// HTTP/2 the stream must then be reset (RST_STREAM NO_ERROR, RFC 9113 §8.1), and
-/// clients built on the h2 crate (kube-rs, reqwest) fail the request with "stream error
-/// received: not a result of an error" when that reset overtakes their reading of the
-/// response; over HTTP/1.1 the connection must be closed with the upload unread, which
-/// can destroy the response in the client's receive buffer. Reading the rest first makes
-/// the answer an ordinary one on both. A client that announced `Expect: 100-continue`
-/// has sent nothing yet and sends nothing after a final answer, so its body is not read.
+/// HTTP/2 the stream is then reset right after the answer (RST_STREAM NO_ERROR, RFC 9113
+/// §8.1), and clients still uploading fail the whole request on it (curl/nghttp2: "Stream
+/// error in the HTTP/2 framing layer", no status); over HTTP/1.1 the connection is closed
+/// with the upload unread (hyper's client: "error writing a body to connection"). Reading
+/// the rest first makes the answer an ordinary one on both. A client that announced
+/// `Expect: 100-continue` has sent nothing yet and sends nothing after a final answer, so
+/// its body is not read. Past the bounds the answer goes out as it is, with the reset or
+/// close that implies, as kube-apiserver's Go server answers a request it stops reading.
 async fn finish_unread<B>(req: Request<B>, resp: Response<Body>) -> Response<Body>
 where
     B: hyper::body::Body + Unpin,
