@@ -1,6 +1,6 @@
 //! Merging a cluster's admin kubeconfig into the user's, as kind does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kube::config::{Kubeconfig, NamedCluster, NamedContext};
@@ -67,7 +67,7 @@ pub fn remove(cluster: &str) -> anyhow::Result<()> {
     write(&path, &user)
 }
 
-fn write(path: &PathBuf, config: &Kubeconfig) -> anyhow::Result<()> {
+fn write(path: &Path, config: &Kubeconfig) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -76,5 +76,42 @@ fn write(path: &PathBuf, config: &Kubeconfig) -> anyhow::Result<()> {
     if !yaml.contains("apiVersion:") {
         yaml = format!("apiVersion: v1\nkind: Config\n{yaml}");
     }
-    std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))
+    // It holds the admin's client key: a new file is 0600; an existing one keeps the mode
+    // its owner gave it (as kind writes kubeconfigs).
+    crate::files::write_with_mode(path, yaml.as_bytes(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_kubeconfig_is_private_and_an_existing_one_keeps_its_mode() {
+        let dir = std::env::temp_dir().join(format!("skiff-kubeconfig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(".kube").join("config");
+        let admin: Kubeconfig = serde_yaml_ng::from_str(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: skiff-x\n  user:\n    client-key-data: c2VjcmV0\n",
+        )
+        .unwrap();
+        write(&path, &admin).unwrap();
+        assert_eq!(mode(&path), 0o600, "a new kubeconfig");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("apiVersion: v1\n"), "{text}");
+        assert!(text.contains("client-key-data: c2VjcmV0"), "{text}");
+        // The user chose another mode for their file: it stays.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write(&path, &Kubeconfig::default()).unwrap();
+        assert_eq!(mode(&path), 0o640, "an existing kubeconfig");
+        assert!(!std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("client-key-data"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

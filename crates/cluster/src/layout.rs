@@ -161,11 +161,11 @@ impl ClusterState {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Writes the state file.
+    /// Writes the state file (0600, as everything in the cluster's directory).
     pub fn save(&self) -> anyhow::Result<()> {
         let path = Self::file(&self.name);
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+        crate::files::write_private(&path, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("saving the state of cluster {:?}", self.name))
     }
 
     /// The server's data directory.

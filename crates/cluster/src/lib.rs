@@ -10,6 +10,7 @@
 //! reads the files the server documents (`token`, `pki/ca.crt`), asks the binary for the
 //! admin kubeconfig through [`Hooks`], and otherwise talks to the cluster through the API.
 
+pub mod files;
 pub mod kubeconfig;
 pub mod layout;
 pub mod netns;

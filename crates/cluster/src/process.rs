@@ -1,6 +1,5 @@
 //! Detached processes of a local cluster, and finding them again.
 
-use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,13 +10,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Starts `program args...` detached: its own session, stdin from /dev/null, stdout and
-/// stderr appended to `log`. It outlives the shell that ran `skiff up`.
+/// stderr appended to `log` (0600: logs may quote secrets). It outlives the shell that ran
+/// `skiff up`.
 pub fn spawn_detached(program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
+    let out = crate::files::append_private(log)?;
     let err = out.try_clone()?;
     let child = Command::new(program)
         .args(args)

@@ -77,6 +77,8 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         let intact = !state.server_args.is_empty()
             && state.nodes.iter().all(|n| netns::path(&n.netns).exists());
         if intact {
+            // A cluster made by an older version had world-readable files.
+            crate::files::secure_cluster_dir(&ClusterState::dir(&opts.name))?;
             return restart(state, &opts, hooks, started).await;
         }
     }
@@ -115,7 +117,7 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
 async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> {
     let name = &opts.name;
     let dir = ClusterState::dir(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::files::private_dir(&dir)?;
 
     let lan = layout::lan_netns(name);
     netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN)?;
@@ -130,7 +132,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             layout::LAN_PREFIX_LEN,
             layout::lan_gateway(),
         )?;
-        std::fs::create_dir_all(dir.join(node))?;
+        crate::files::private_dir(&dir.join(node))?;
     }
 
     let api_port = free_loopback_port()?;

@@ -50,7 +50,8 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// Bit of the packet mark that requests masquerade (14 -> 0x4000).
     pub masquerade_bit: u8,
-    /// Where to serve `/metrics` (and `/healthz`), e.g. `0.0.0.0:10249`; `None`: nowhere.
+    /// Where to serve `/metrics` (and `/healthz`), unauthenticated, e.g. `127.0.0.1:10249`
+    /// (kube-proxy's default `--metrics-bind-address`); `None`: nowhere.
     pub metrics_bind: Option<SocketAddr>,
     /// The node's IPv4 addresses; if empty they are taken from the Node object.
     pub node_ips: Vec<Ipv4Addr>,

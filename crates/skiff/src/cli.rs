@@ -212,6 +212,11 @@ pub struct AgentArgs {
     /// Pod network of the cluster (traffic from outside it is masqueraded).
     #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
     pub cluster_cidr: String,
+    /// Where the service proxy serves `/metrics` and `/healthz`, unauthenticated: loopback
+    /// by default, as kube-proxy's `--metrics-bind-address` (`0.0.0.0:10249` for every
+    /// address).
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], skiff_api::defaults::PROXY_METRICS_PORT)))]
+    pub proxy_metrics_bind_address: SocketAddr,
 }
 
 /// Proxy dataplanes.
@@ -238,6 +243,10 @@ pub struct ProxyArgs {
     /// Pod network of the cluster.
     #[arg(long, default_value = skiff_api::defaults::CLUSTER_CIDR)]
     pub cluster_cidr: String,
+    /// Where to serve `/metrics` and `/healthz` (kube-proxy's `--metrics-bind-address`,
+    /// e.g. `127.0.0.1:10249`); nowhere by default.
+    #[arg(long)]
+    pub metrics_bind_address: Option<SocketAddr>,
 }
 
 /// Arguments of `skiff dns`.

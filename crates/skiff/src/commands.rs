@@ -400,10 +400,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         mode: proxy_mode(args.proxy_mode),
         node_ips: args.node_ip.into_iter().collect(),
         sync_period: PROXY_FULL_SYNC_PERIOD,
-        metrics_bind: Some(SocketAddr::from((
-            [0, 0, 0, 0],
-            skiff_api::defaults::PROXY_METRICS_PORT,
-        ))),
+        metrics_bind: Some(args.proxy_metrics_bind_address),
         ..Default::default()
     };
     tokio::spawn(log_exit(
@@ -432,6 +429,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr,
         mode: proxy_mode(args.proxy_mode),
         sync_period: PROXY_FULL_SYNC_PERIOD,
+        metrics_bind: args.metrics_bind_address,
         ..Default::default()
     };
     skiff_proxy::run(client, cfg).await

@@ -175,6 +175,82 @@ fn local_cluster_end_to_end() {
     }
     let c = Cluster::up("e2e", 3, &[]);
 
+    // Secrets at rest: the cluster's files are root's alone, the kubeconfig `up` wrote too.
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (dir, server) = (c.dir(), c.dir().join("k8s-m/server"));
+    for d in [
+        dir.clone(),
+        dir.join("k8s-m"),
+        dir.join("k8s-n1"),
+        server.clone(),
+        server.join("pki"),
+        dir.join("k8s-m/agent"),
+        dir.join("k8s-n1/agent"),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    let secrets = [
+        "cluster.json",
+        "k8s-m/server.log",
+        "k8s-m/agent.log",
+        "k8s-n1/agent.log",
+        "k8s-m/server/token",
+        "k8s-m/server/state.db",
+        "k8s-m/server/state.db-wal",
+        "k8s-m/server/state.db-shm",
+        "k8s-m/server/pki/ca.key",
+        "k8s-m/server/pki/sa.key",
+        "k8s-m/server/pki/admin.key",
+        "k8s-m/server/pki/apiserver.key",
+    ];
+    for f in secrets {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&c.kubeconfig), 0o600, "the kubeconfig skiff up wrote");
+    // The proxy's metrics are served on the node's loopback only, as kube-proxy's.
+    let node_ip = c.ok(&[
+        "get",
+        "node",
+        "k8s-n1",
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let healthz = |host: &str| {
+        let url = format!("http://{host}:10249/healthz");
+        c.node_exec(
+            "k8s-n1",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+        )
+    };
+    wait_for(
+        "the proxy's metrics on 127.0.0.1",
+        Duration::from_secs(10),
+        || String::from_utf8_lossy(&healthz("127.0.0.1").stdout) == "200",
+    );
+    let out = healthz(&node_ip);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout) == "000",
+        "the proxy's metrics answer on the node IP {node_ip}: {}",
+        text(&out)
+    );
+
     // kubectl apply keeps the last applied configuration (describe hides it; -o yaml shows it).
     assert_eq!(
         c.ok(&[
