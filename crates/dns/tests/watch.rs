@@ -95,13 +95,9 @@ async fn wait_answers(server: SocketAddr, name: &str, want: usize) -> Duration {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_syncs_from_the_api_and_follows_changes() {
-    let fake = Fake {
-        services: vec![service("httpd-svc", "10.110.212.171", 1)],
-        svc_events: broadcast::channel(64).0,
-        slice_events: broadcast::channel(64).0,
-    };
+/// Serves `fake` as the API, starts `skiff_dns::run` on it and waits until it is ready
+/// (both lists in) and both watches are connected. Returns the DNS address and the task.
+async fn start(fake: &Fake) -> (SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let app = Router::new()
         .route("/api/v1/services", get(services))
         .route("/apis/discovery.k8s.io/v1/endpointslices", get(slices))
@@ -126,7 +122,7 @@ async fn run_syncs_from_the_api_and_follows_changes() {
     };
     let server = tokio::spawn(skiff_dns::run(client, cfg));
 
-    // Ready once both lists are in; the listed Service answers.
+    // Ready once both lists are in.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         assert!(!server.is_finished(), "run ended early: {:?}", server.await);
@@ -148,13 +144,25 @@ async fn run_syncs_from_the_api_and_follows_changes() {
         assert!(Instant::now() < deadline, "never ready");
         tokio::task::yield_now().await;
     }
-    wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 1).await;
-
-    // Wait for both watches to be connected, then push changes.
     while fake.svc_events.receiver_count() == 0 || fake.slice_events.receiver_count() == 0 {
         assert!(Instant::now() < deadline, "watches never connected");
         tokio::task::yield_now().await;
     }
+    (dns, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_syncs_from_the_api_and_follows_changes() {
+    let fake = Fake {
+        services: vec![service("httpd-svc", "10.110.212.171", 1)],
+        svc_events: broadcast::channel(64).0,
+        slice_events: broadcast::channel(64).0,
+    };
+    let (dns, server) = start(&fake).await;
+    // The listed Service answers.
+    wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 1).await;
+
+    // Changes pushed by the watch.
     let ev = json!({ "type": "ADDED", "object": service("fresh", "10.96.3.3", 2) }).to_string();
     fake.svc_events.send(ev).expect("send");
     let took = wait_answers(dns, "fresh.default.svc.cluster.local.", 1).await;
@@ -188,5 +196,42 @@ async fn run_syncs_from_the_api_and_follows_changes() {
         .to_string();
     fake.svc_events.send(gone).expect("send");
     wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 0).await;
+    server.abort();
+}
+
+/// A Service with a port named `5` (stored before the API server checked types) in the
+/// list and in watch events: DNS still becomes ready and answers for the others, keeps
+/// the last good records of a Service that turned bad, and forgets it when deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_does_not_decode_is_skipped() {
+    let bad = |name: &str, rv: u32| {
+        let mut s = service(name, "10.96.9.9", rv);
+        s["spec"]["ports"][0]["name"] = json!(5);
+        s
+    };
+    let fake = Fake {
+        services: vec![service("httpd-svc", "10.110.212.171", 1), bad("broken", 1)],
+        svc_events: broadcast::channel(64).0,
+        slice_events: broadcast::channel(64).0,
+    };
+    let (dns, server) = start(&fake).await;
+    wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 1).await;
+    wait_answers(dns, "broken.default.svc.cluster.local.", 0).await;
+
+    // httpd-svc turns bad: its record stays; the watch goes on past it.
+    let send = |ty: &str, obj: Value| {
+        fake.svc_events
+            .send(json!({ "type": ty, "object": obj }).to_string())
+            .expect("send");
+    };
+    send("MODIFIED", bad("httpd-svc", 2));
+    send("ADDED", service("fresh", "10.96.3.3", 3));
+    wait_answers(dns, "fresh.default.svc.cluster.local.", 1).await;
+    wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 1).await;
+
+    // Its deletion (the event carries the bad object) removes it.
+    send("DELETED", bad("httpd-svc", 4));
+    wait_answers(dns, "httpd-svc.default.svc.cluster.local.", 0).await;
+    assert!(!server.is_finished(), "run ended: {:?}", server.await);
     server.abort();
 }
