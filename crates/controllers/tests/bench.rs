@@ -30,7 +30,7 @@ const CHANGES: usize = 120;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run explicitly"]
-async fn thousand_replicas_on_a_hundred_nodes() {
+async fn bench_thousand_replicas_on_a_hundred_nodes() {
     println!(
         "bench: profile {}, load average {}",
         if cfg!(debug_assertions) {

@@ -227,16 +227,15 @@ struct Fake {
 }
 
 impl Fake {
-    fn start() -> Option<Fake> {
-        if Command::new("kubectl")
-            .arg("version")
-            .arg("--client")
-            .output()
-            .is_err()
-        {
-            eprintln!("kubectl not installed: skipping");
-            return None;
-        }
+    fn start() -> Fake {
+        assert!(
+            Command::new("kubectl")
+                .arg("version")
+                .arg("--client")
+                .output()
+                .is_ok(),
+            "kubectl is missing"
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("addr").port();
         let log: Log = Arc::new(Mutex::new(Vec::new()));
@@ -256,11 +255,11 @@ impl Fake {
              users: [{{name: u, user: {{}}}}]\ncurrent-context: f\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kc).expect("kubeconfig");
-        Some(Fake {
+        Fake {
             log,
             deployment_exists,
             dir,
-        })
+        }
     }
 
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
@@ -296,7 +295,7 @@ fn manifest(name: &str) -> String {
 
 #[test]
 fn kubectl_explain_reads_openapi_v3() {
-    let Some(f) = Fake::start() else { return };
+    let f = Fake::start();
     let (ok, out) = f.kubectl(&["explain", "deployment.spec.strategy"]);
     assert!(ok, "{out}");
     assert!(
@@ -310,12 +309,12 @@ fn kubectl_explain_reads_openapi_v3() {
 
 #[test]
 fn kubectl_apply_nodeport_sends_the_seed_patch() {
-    let Some(f) = Fake::start() else { return };
+    let f = Fake::start();
     let m = manifest("Httpd-Service-NodePort.yaml");
-    if !std::path::Path::new(&m).exists() {
-        eprintln!("seed manifests not found: skipping");
-        return;
-    }
+    assert!(
+        std::path::Path::new(&m).exists(),
+        "seed manifests not found: {m}"
+    );
     let (ok, out) = f.kubectl(&["apply", "-f", &m]);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "service/httpd-svc configured");
@@ -340,12 +339,12 @@ fn kubectl_apply_nodeport_sends_the_seed_patch() {
 
 #[test]
 fn kubectl_apply_v1beta1_deployment_creates() {
-    let Some(f) = Fake::start() else { return };
+    let f = Fake::start();
     let m = manifest("Httpd-Deployment.yaml");
-    if !std::path::Path::new(&m).exists() {
-        eprintln!("seed manifests not found: skipping");
-        return;
-    }
+    assert!(
+        std::path::Path::new(&m).exists(),
+        "seed manifests not found: {m}"
+    );
     let (ok, out) = f.kubectl(&["apply", "-f", &m]);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "deployment.apps/httpd created");
@@ -357,7 +356,7 @@ fn kubectl_apply_v1beta1_deployment_creates() {
 
 #[test]
 fn kubectl_apply_changed_deployment_patches_by_container_name() {
-    let Some(f) = Fake::start() else { return };
+    let f = Fake::start();
     f.deployment_exists
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let changed = "apiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: httpd\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: httpd\n    spec:\n      containers:\n      - name: httpd\n        image: httpd:2.4\n        ports:\n        - containerPort: 80\n      - name: sidecar\n        image: busybox\n";
@@ -391,7 +390,7 @@ fn kubectl_apply_changed_deployment_patches_by_container_name() {
 
 #[test]
 fn kubectl_get_svc_prints_the_table() {
-    let Some(f) = Fake::start() else { return };
+    let f = Fake::start();
     let (ok, out) = f.kubectl(&["get", "svc", "-o", "wide"]);
     assert!(ok, "{out}");
     let lines: Vec<&str> = out.lines().collect();

@@ -45,10 +45,10 @@ fn svc(name: &str, node_port: Option<u16>) -> Service {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_share_credentials_and_allocate_uniquely() {
-    if !have_etcd() {
-        eprintln!("skipping: needs etcd");
-        return;
-    }
+    assert!(
+        have_etcd(),
+        "etcd is missing (scripts/install-deps.sh installs it)"
+    );
     let etcd = EtcdCluster::start(1).expect("etcd");
     let url = etcd.url("/ha-test");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -75,10 +75,7 @@ fn kubectls() -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_v1beta2_deployments_with_real_kubectl() {
     let bins = kubectls();
-    if bins.is_empty() {
-        eprintln!("kubectl 1.27/1.33 are missing; skipping");
-        return;
-    }
+    assert!(!bins.is_empty(), "kubectl 1.27/1.33 are missing");
     for bin in bins {
         let s = common::start().await;
         let dir = s.dir.path().to_path_buf();

@@ -54,7 +54,13 @@ fn collection(group: &str, version: &str, plural: &str, namespaced: bool) -> Str
     }
 }
 
-fn status(a: &Answer) -> (u16, String, String) {
+/// A Status as the tests compare it: code, reason, message.
+type Status = (u16, String, String);
+
+/// One corpus entry: collection path, what it is, body, expected Status.
+type Case = (&'static str, &'static str, Value, Status);
+
+fn status(a: &Answer) -> Status {
     (
         a.code,
         a.body["reason"].as_str().unwrap_or("").to_string(),
@@ -62,7 +68,7 @@ fn status(a: &Answer) -> (u16, String, String) {
     )
 }
 
-fn bad(kind: &str, version: &str, why: &str) -> (u16, String, String) {
+fn bad(kind: &str, version: &str, why: &str) -> Status {
     (
         400,
         "BadRequest".into(),
@@ -72,7 +78,7 @@ fn bad(kind: &str, version: &str, why: &str) -> (u16, String, String) {
 
 /// Hand-picked bodies, each as a user or a broken client sent it, with
 /// kube-apiserver's answer.
-fn corpus() -> Vec<(&'static str, &'static str, Value, (u16, String, String))> {
+fn corpus() -> Vec<Case> {
     let svc = "/api/v1/namespaces/default/services";
     let cm = "/api/v1/namespaces/default/configmaps";
     let deploy = "/apis/apps/v1/namespaces/default/deployments";

@@ -411,8 +411,8 @@ fn multiple_conflicts_are_grouped_by_manager() {
 
 /// Cost of recording a create (run with `--ignored --nocapture`; figures in the report).
 #[test]
-#[ignore]
-fn record_update_cost() {
+#[ignore = "benchmark: run explicitly"]
+fn bench_record_update_cost() {
     let i = info("", "v1", "pods");
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "p", "namespace": "default", "labels": {"app": "x", "pod-template-hash": "abc"},

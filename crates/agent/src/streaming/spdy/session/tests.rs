@@ -232,11 +232,11 @@ async fn peer_hangup_ends_streams() {
 }
 
 /// Throughput of one stream through the session over an in-memory pipe (encoding,
-/// framing, the reader's decoding): `cargo test -p skiff-agent --lib spdy_throughput --
+/// framing, the reader's decoding): `cargo test -p skiff-agent --lib bench_spdy_throughput --
 /// --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn spdy_throughput() {
+#[ignore = "benchmark: run explicitly"]
+async fn bench_spdy_throughput() {
     let (a, b) = tokio::io::duplex(1 << 20);
     let (_conn, mut incoming) = serve(b);
     let mut c = Client::new(a);
