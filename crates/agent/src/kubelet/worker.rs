@@ -664,10 +664,16 @@ impl Worker {
                 Some(cached) => cached.iter().map(|s| (**s).clone()).collect(),
                 None => {
                     let api: Api<Service> = Api::namespaced(self.k.client.clone(), self.ns());
-                    api.list(&ListParams::default())
+                    // Object by object: a Service that does not decode is left out of
+                    // the environment rather than failing the container's start.
+                    skiff_runtime::tolerant::api(&api)
+                        .list(&ListParams::default())
                         .await
                         .context("listing Services for the environment")?
                         .items
+                        .into_iter()
+                        .filter_map(skiff_runtime::tolerant::Decoded::ok)
+                        .collect()
                 }
             };
             services.retain(|s| {
