@@ -63,9 +63,9 @@ pub fn decode_kind(
     };
     let node = Node::Named(name);
     let ctx = Ctx {
+        parent: None,
+        seg: Seg::Root,
         go_struct: kind,
-        go_path: String::new(),
-        path: String::new(),
         ty: None,
     };
     if obj.is_object() {
@@ -124,31 +124,93 @@ fn fold_string_data(obj: &mut Value) {
     }
 }
 
-/// Where the walk is, in Go's terms (the struct whose field is decoded and the field
-/// path without indexes, as `encoding/json` reports them) and in JSON's (for unknown
-/// fields).
+/// One step of the walk from the top of the object.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Root,
+    /// A struct field.
+    Field(&'a str),
+    /// A list item.
+    Index(usize),
+    /// A map value.
+    Key(&'a str),
+}
+
+/// Where the walk is: a chain of steps up to the root (paths are only spelled out for
+/// an error or an unknown field, so a clean body allocates none), the Go struct whose
+/// field is decoded, and the value's Go type where the schema does not tell it.
 struct Ctx<'a> {
+    parent: Option<&'a Ctx<'a>>,
+    seg: Seg<'a>,
     go_struct: &'a str,
-    go_path: String,
-    path: String,
-    /// The Go type of the value when the schema does not tell it (named types).
     ty: Option<&'static str>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn child(&'a self, seg: Seg<'a>, go_struct: &'a str, ty: Option<&'static str>) -> Ctx<'a> {
+        Ctx {
+            parent: Some(self),
+            seg,
+            go_struct,
+            ty,
+        }
+    }
+
+    fn segs(&self) -> Vec<Seg<'a>> {
+        let mut out = vec![self.seg];
+        let mut at = self.parent;
+        while let Some(c) = at {
+            out.push(c.seg);
+            at = c.parent;
+        }
+        out.reverse();
+        out
+    }
+
+    /// The field path `encoding/json` reports: struct fields only, no indexes or keys.
+    fn go_path(&self) -> String {
+        let mut out = String::new();
+        for s in self.segs() {
+            if let Seg::Field(f) = s {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(f);
+            }
+        }
+        out
+    }
+
+    /// The JSON path of unknown-field reports: `.spec.ports[0].name`.
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for s in self.segs() {
+            match s {
+                Seg::Root => {}
+                Seg::Field(f) | Seg::Key(f) => {
+                    out.push('.');
+                    out.push_str(f);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
     fn field_error(&self, what: &str, node: Node) -> TypeError {
         let go_type = match self.ty {
             Some(t) => t.to_string(),
             None => node.go_type(),
         };
-        if self.go_path.is_empty() {
+        let go_path = self.go_path();
+        if go_path.is_empty() {
             TypeError(format!(
                 "json: cannot unmarshal {what} into Go value of type {go_type}"
             ))
         } else {
             TypeError(format!(
-                "json: cannot unmarshal {what} into Go struct field {}.{} of type {go_type}",
-                self.go_struct, self.go_path
+                "json: cannot unmarshal {what} into Go struct field {}.{go_path} of type {go_type}",
+                self.go_struct
             ))
         }
     }
@@ -399,12 +461,7 @@ impl Walker {
                         *x = zero(item);
                         continue;
                     }
-                    let c = Ctx {
-                        go_struct: ctx.go_struct,
-                        go_path: ctx.go_path.clone(),
-                        path: format!("{}.{k}", ctx.path),
-                        ty: None,
-                    };
+                    let c = ctx.child(Seg::Key(k), ctx.go_struct, None);
                     self.walk(x, item, &c)?;
                 }
                 Ok(())
@@ -422,12 +479,11 @@ impl Walker {
                         *x = zero(item);
                         continue;
                     }
-                    let c = Ctx {
-                        go_struct: ctx.go_struct,
-                        go_path: ctx.go_path.clone(),
-                        path: format!("{}[{i}]", ctx.path),
-                        ty: ctx.ty.and_then(|t| t.strip_prefix("[]")),
-                    };
+                    let c = ctx.child(
+                        Seg::Index(i),
+                        ctx.go_struct,
+                        ctx.ty.and_then(|t| t.strip_prefix("[]")),
+                    );
                     self.walk(x, item, &c)?;
                 }
                 Ok(())
@@ -481,26 +537,17 @@ impl Walker {
         let props = s.get("properties").and_then(Value::as_object);
         let mut dropped = Vec::new();
         for (k, x) in m.iter_mut() {
-            let path = format!("{}.{k}", ctx.path);
             match props.and_then(|p| p.get(k)) {
                 // Go leaves the field at its zero value, which it does not encode.
                 Some(_) if x.is_null() => dropped.push(k.clone()),
                 Some(fs) => {
-                    let c = Ctx {
-                        go_struct,
-                        go_path: if ctx.go_path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{}.{k}", ctx.go_path)
-                        },
-                        path,
-                        ty: named_field_type(go_struct, k),
-                    };
+                    let c = ctx.child(Seg::Field(k), go_struct, named_field_type(go_struct, k));
                     self.walk(x, Node::of(fs), &c)?;
                 }
                 None => {
                     dropped.push(k.clone());
-                    self.unknown.push(path);
+                    self.unknown
+                        .push(ctx.child(Seg::Field(k), go_struct, None).path());
                 }
             }
         }

@@ -357,3 +357,32 @@ fn nothing_decoded_fails_to_deserialize_with_its_type() {
     }
     assert!(checked > 300, "{checked}");
 }
+
+/// What the typed decode adds to a write: `decode` of a controller-made Pod and of a
+/// Deployment, and `check_typed` of the Pod (run with `--ignored --nocapture`; figures
+/// in BENCH.md).
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn bench_decode_cost() {
+    let pods = lookup("", "v1", "pods").expect("pods");
+    let deployments = lookup("apps", "v1", "deployments").expect("deployments");
+    let samples = samples();
+    let pod = samples[0].3.clone();
+    let deploy = samples[4].3.clone();
+    let n = 5000u32;
+    let time = |f: &dyn Fn()| {
+        f();
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed() / n
+    };
+    let clone = time(&|| drop(pod.clone()));
+    let decode_pod = time(&|| drop(decode(pods, pod.clone())));
+    let decode_deploy = time(&|| drop(decode(deployments, deploy.clone())));
+    let typed_pod = time(&|| drop(check_typed("", "v1", "Pod", &pod)));
+    eprintln!(
+        "per object: clone {clone:?}; decode pod {decode_pod:?}, deployment {decode_deploy:?}; check_typed pod {typed_pod:?}"
+    );
+}
