@@ -1,3 +1,5 @@
+//! Unit tests of the SQLite backend: revisions, prefix lists, watches (resume, compaction, lagging watchers), file modes.
+
 use super::*;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! Unit tests of SPDY/3.1 frame encoding and decoding.
+
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {

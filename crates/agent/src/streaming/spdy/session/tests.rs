@@ -1,3 +1,5 @@
+//! Unit tests of the SPDY/3.1 session: streams both ways, chunking and reset, flow control, hang-ups.
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
