@@ -167,6 +167,7 @@ async fn in_terminal(command: &str, input: &str) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn agent_with_api_server() {
     harness("a", |data, prefix, node| {
         Box::pin(async move { scenario(&data, &prefix, &node).await })
@@ -177,7 +178,7 @@ fn agent_with_api_server() {
 /// node, and the test process's memory (API server and agent together). Run with
 /// `cargo test -p skiff-agent --test cluster -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: run explicitly"]
 fn bench_pod_startup_100() {
     harness("b", |data, prefix, node| {
         Box::pin(async move { bench(&data, &prefix, &node, 100).await })
@@ -188,20 +189,21 @@ fn bench_pod_startup_100() {
 /// containers alone: the new agent takes them back (same IP, same container, exec
 /// works) and can still delete the pod cleanly.
 #[test]
+#[ignore = "needs root"]
 fn agent_restart_keeps_pods() {
     // `cargo test -p skiff-agent` builds the examples; `--test cluster` alone does not.
     let exe = std::env::current_exe().unwrap();
-    if !exe
+    let example = exe
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("examples/agent_dev")
-        .exists()
-    {
-        eprintln!("skipped: the agent_dev example is not built (run cargo test -p skiff-agent)");
-        return;
-    }
+        .join("examples/agent_dev");
+    assert!(
+        example.exists(),
+        "{} is not built (cargo test -p skiff-agent builds it)",
+        example.display()
+    );
     harness("r", |data, prefix, node| {
         Box::pin(async move { restart(&data, &prefix, &node).await })
     });
@@ -215,10 +217,7 @@ type Scenario = fn(
 
 /// Runs a scenario in a fresh "node" netns, with everything removed afterwards.
 fn harness(tag: &str, scenario: Scenario) {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(nix::unistd::Uid::effective().is_root(), "needs root");
     let pid = std::process::id();
     let prefix = format!("skc-{pid}{tag}-");
     let node_ns = format!("{prefix}node");

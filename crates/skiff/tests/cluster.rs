@@ -153,7 +153,8 @@ fn seed(file: &str) -> PathBuf {
         .join(file)
 }
 
-fn tools_present() -> bool {
+/// Fails (rather than passing silently) when a tool the cluster needs is missing.
+fn assert_tools() {
     let have = |c: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {c}")])
@@ -161,18 +162,19 @@ fn tools_present() -> bool {
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
-    let root = nix::unistd::geteuid().is_root();
-    root && ["kubectl", "runc", "iptables-save", "curl"]
-        .iter()
-        .all(|c| have(c))
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    for c in ["kubectl", "runc", "iptables-save", "curl"] {
+        assert!(
+            have(c),
+            "{c} is missing (scripts/install-deps.sh installs it)"
+        );
+    }
 }
 
 #[test]
+#[ignore = "needs root"]
 fn local_cluster_end_to_end() {
-    if !tools_present() {
-        eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
-        return;
-    }
+    assert_tools();
     let c = Cluster::up("e2e", 3, &[]);
 
     // Secrets at rest: the cluster's files are root's alone, the kubeconfig `up` wrote too.
@@ -381,11 +383,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
-    if !tools_present() {
-        eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
-        return;
-    }
+    assert_tools();
     let c = Cluster::up("e2f", 3, &["--node-monitor-grace-period", "15"]);
     let manifest = c._dir.path().join("web.yaml");
     std::fs::write(&manifest, FAST_EVICTION).unwrap();
@@ -437,11 +437,9 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
 /// every node, a pod reaching the Service by name (DNS over UDP through the proxy), and
 /// a replaced pod (an endpoint change: only map elements are rewritten).
 #[test]
+#[ignore = "needs root"]
 fn nftables_mode_serves_the_seed() {
-    if !tools_present() {
-        eprintln!("skipping: needs root, kubectl, runc, iptables and curl");
-        return;
-    }
+    assert_tools();
     let c = Cluster::up("e2n", 3, &["--proxy-mode", "nftables"]);
     for file in ["Httpd-Deployment.yaml", "Httpd-Service-NodePort.yaml"] {
         c.ok(&["apply", "-f", seed(file).to_str().unwrap()]);
@@ -518,15 +516,17 @@ fn nftables_mode_serves_the_seed() {
 /// leading server moves the controllers within 15 s and a Deployment created meanwhile
 /// still rolls out; killing an etcd member loses nothing.
 #[test]
+#[ignore = "needs root"]
 fn three_servers_survive_the_leader_and_an_etcd_member() {
     let etcd = Command::new("sh")
         .args(["-c", "command -v etcd"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !tools_present() || !etcd {
-        eprintln!("skipping: needs root, etcd, kubectl, runc, iptables and curl");
-        return;
-    }
+    assert_tools();
+    assert!(
+        etcd,
+        "etcd is missing (scripts/install-deps.sh installs it)"
+    );
     let c = Cluster::up("e2h", 4, &["--servers", "3"]);
     let ready = c.ok(&["get", "nodes", "--no-headers"]);
     for node in ["k8s-m ", "k8s-m2 ", "k8s-m3 ", "k8s-n1 "] {
