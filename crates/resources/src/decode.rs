@@ -17,7 +17,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::registry::ResourceInfo;
-use crate::schema::{self, REF_PREFIX};
+use crate::schema;
 
 /// kube's `resource.ErrFormatWrong`.
 pub const QUANTITY_FORMAT: &str =
@@ -227,14 +227,7 @@ impl Node {
     /// The node of a field schema: its `$ref` (directly or as the first `allOf`), else
     /// the schema itself.
     fn of(s: &'static Value) -> Node {
-        let r = s.get("$ref").and_then(Value::as_str).or_else(|| {
-            s.get("allOf")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-                .and_then(|f| f.get("$ref"))
-                .and_then(Value::as_str)
-        });
-        match r.and_then(|r| r.strip_prefix(REF_PREFIX)) {
+        match schema::ref_name(s) {
             Some(name) if schema::schemas().components.contains_key(name) => Node::Named(name),
             _ => Node::Inline(s),
         }

@@ -82,22 +82,27 @@ pub fn kind_schema(group: &str, version: &str, kind: &str) -> Option<&'static Va
     schemas().components.get(name)
 }
 
-/// Follows `$ref` (directly or as the first `allOf` entry) to the referenced schema.
-/// Returns the schema itself when it references nothing.
-pub fn resolve(schema: &'static Value) -> &'static Value {
-    let mut s = schema;
-    for _ in 0..8 {
-        let r = s.get("$ref").and_then(Value::as_str).or_else(|| {
+/// The component a schema references: its `$ref`, directly or as the first `allOf`
+/// entry, without the `#/components/schemas/` prefix.
+pub fn ref_name(s: &Value) -> Option<&str> {
+    s.get("$ref")
+        .and_then(Value::as_str)
+        .or_else(|| {
             s.get("allOf")
                 .and_then(Value::as_array)
                 .and_then(|a| a.first())
                 .and_then(|f| f.get("$ref"))
                 .and_then(Value::as_str)
-        });
-        match r
-            .and_then(|r| r.strip_prefix(REF_PREFIX))
-            .and_then(|n| schemas().components.get(n))
-        {
+        })
+        .and_then(|r| r.strip_prefix(REF_PREFIX))
+}
+
+/// Follows `$ref` (directly or as the first `allOf` entry) to the referenced schema.
+/// Returns the schema itself when it references nothing.
+pub fn resolve(schema: &'static Value) -> &'static Value {
+    let mut s = schema;
+    for _ in 0..8 {
+        match ref_name(s).and_then(|n| schemas().components.get(n)) {
             Some(next) => s = next,
             None => break,
         }

@@ -101,38 +101,6 @@ fn container_id(uid: &str, name: &str, attempt: u32) -> String {
     )
 }
 
-fn qos_class(pod: &Pod) -> String {
-    let spec = spec_of(pod);
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-    {
-        let res = c.resources.clone().unwrap_or_default();
-        let limits = res.limits.unwrap_or_default();
-        let requests = res.requests.unwrap_or_default();
-        if !limits.is_empty() || !requests.is_empty() {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let l = limits.get(r).map(|q| q.0.clone());
-            let q = requests.get(r).map(|q| q.0.clone()).or(l.clone());
-            if l.is_none() || l != q {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort".into()
-    } else if guaranteed {
-        "Guaranteed".into()
-    } else {
-        "Burstable".into()
-    }
-}
-
 /// Runs a pod until it is gone: deleted through the API (graceful) or from it.
 pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<Option<Pod>>) {
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
@@ -1201,7 +1169,7 @@ impl Worker {
             pod_ip: self.ip.map(|i| i.to_string()),
             host_ip: self.k.node_ip.to_string(),
             start_time: self.start_time,
-            qos_class: qos_class(pod),
+            qos_class: skiff_api::helpers::qos_class(&spec_of(pod)).to_string(),
         }
     }
 

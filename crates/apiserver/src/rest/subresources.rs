@@ -322,12 +322,8 @@ pub(crate) async fn token(
     }
     let expiration = match body.pointer("/spec/expirationSeconds") {
         None | Some(Value::Null) => tokens::DEFAULT_EXPIRATION_SECONDS,
-        Some(v) => v.as_i64().ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "json: cannot unmarshal {} into Go struct field TokenRequestSpec.spec.expirationSeconds of type int64",
-                go_json_type(v)
-            ))
-        })?,
+        // The typed decode of the body (rest::write::decode_sub) made it an int64.
+        Some(v) => v.as_i64().unwrap_or(tokens::DEFAULT_EXPIRATION_SECONDS),
     };
     if expiration < tokens::MIN_EXPIRATION_SECONDS {
         return Err(invalid(
@@ -389,18 +385,6 @@ pub(crate) async fn token(
     out["spec"]["expirationSeconds"] = json!(expiration);
     out["status"] = json!({"token": token, "expirationTimestamp": exp_ts});
     Ok(Reply::ok(201, out))
-}
-
-/// How Go's JSON decoder names a value's type in its errors.
-fn go_json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// The object a TokenRequest's `boundObjectRef` names, checked as kube-apiserver does.

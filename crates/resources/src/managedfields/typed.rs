@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::schema::{self, REF_PREFIX};
+use crate::schema;
 
 /// The key fields of an associative list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,14 +136,7 @@ fn resolve_named(raw: &'static Value) -> (Option<&'static str>, &'static Value) 
     let mut s = raw;
     let mut name = None;
     for _ in 0..8 {
-        let r = s.get("$ref").and_then(Value::as_str).or_else(|| {
-            s.get("allOf")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-                .and_then(|f| f.get("$ref"))
-                .and_then(Value::as_str)
-        });
-        let Some(n) = r.and_then(|r| r.strip_prefix(REF_PREFIX)) else {
+        let Some(n) = schema::ref_name(s) else {
             break;
         };
         match schema::schemas().components.get_key_value(n) {
