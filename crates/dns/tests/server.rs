@@ -1,6 +1,9 @@
 //! Integration: a real server on loopback, queried with hickory messages, the hickory
 //! resolver and `dig`, over UDP and TCP; forwarding to a `dnsmasq` the test starts.
 
+mod common;
+use common::free_port;
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -78,13 +81,6 @@ impl Drop for Reap {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn udp_query(server: SocketAddr, msg: &Message) -> Message {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -142,7 +138,7 @@ struct Fixture {
 /// A server on 127.0.0.1 (random port) over a small store, forwarding to a dnsmasq
 /// that knows `example.test`.
 async fn start() -> Fixture {
-    let port = free_udp_port();
+    let port = free_port();
     let upstream: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new("dnsmasq")
         .args([
@@ -408,7 +404,7 @@ async fn service_change_answers_within_100ms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_is_skipped() {
     let f = start().await;
-    let dead: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+    let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let cfg = DnsConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         upstreams: vec![dead, f.upstream],
