@@ -13,4 +13,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cargo test --workspace --no-fail-fast "$@" -- --include-ignored --skip bench_
 command -v etcd >/dev/null || { echo "etcd is missing: run scripts/install-deps.sh" >&2; exit 1; }
-SKIFF_TEST_DATASTORE=etcd cargo test -p skiff-apiserver --test e2e "$@" -- --include-ignored
+# `--workspace --test e2e` (only the API server has that target) keeps the workspace's
+# feature set, so nothing is rebuilt for this second run.
+SKIFF_TEST_DATASTORE=etcd cargo test --workspace --test e2e "$@" -- --include-ignored
