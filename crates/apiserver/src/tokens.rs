@@ -347,6 +347,19 @@ fn check_objects(state: &ApiState, claims: &Claims) -> Result<Identity, String> 
     })
 }
 
+/// `spec.audiences` of a TokenRequest or TokenReview body (empty when absent).
+pub(crate) fn spec_audiences(body: &serde_json::Value) -> Vec<String> {
+    body.pointer("/spec/audiences")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -415,7 +415,7 @@ impl Walker {
         }
         if let Node::Named(n) = node {
             if let Some(sp) = special(n) {
-                return check_special(sp, v, ctx);
+                return check_special(sp, v);
             }
         }
         let s = node.schema();
@@ -423,7 +423,7 @@ impl Walker {
             return Ok(());
         }
         if s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-            return check_special(Special::IntOrString, v, ctx);
+            return check_special(Special::IntOrString, v);
         }
         match s.get("type").and_then(Value::as_str) {
             Some("object") | None if s.get("properties").is_some() => {
@@ -568,7 +568,8 @@ fn check_int(v: &Value, bits32: bool) -> Result<(), String> {
     }
 }
 
-fn check_special(sp: Special, v: &Value, ctx: &Ctx) -> Result<(), TypeError> {
+/// Types whose own `UnmarshalJSON` reports errors without Go's field context.
+fn check_special(sp: Special, v: &Value) -> Result<(), TypeError> {
     match sp {
         Special::Raw => Ok(()),
         Special::Quantity => {
@@ -590,13 +591,10 @@ fn check_special(sp: Special, v: &Value, ctx: &Ctx) -> Result<(), TypeError> {
         },
         Special::Time | Special::MicroTime => match v {
             Value::String(s) => check_time(s, sp),
-            other => {
-                let _ = ctx;
-                Err(TypeError(format!(
-                    "json: cannot unmarshal {} into Go value of type string",
-                    json_kind(other)
-                )))
-            }
+            other => Err(TypeError(format!(
+                "json: cannot unmarshal {} into Go value of type string",
+                json_kind(other)
+            ))),
         },
     }
 }

@@ -353,7 +353,7 @@ pub(crate) fn check_kind(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     if av == url_av && kind == info.kind {
         return Ok(());
     }
-    let (group, version) = skiff_resources::split_api_version(av);
+    let (_, version) = skiff_resources::split_api_version(av);
     let handled = |why: String| {
         ApiError::bad_request(format!(
             "{kind} in version \"{version}\" cannot be handled as a {}: {why}",
@@ -375,7 +375,6 @@ pub(crate) fn check_kind(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     } else {
         info.group.split('.').next().unwrap_or(info.group)
     };
-    let _ = group;
     Err(handled(format!(
         "converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
         info.kind

@@ -60,16 +60,7 @@ pub(crate) fn answer(
                 .unwrap_or("")
                 .to_string();
             // Audiences the reviewer wants the token for (the API server's by default).
-            let wanted: Vec<String> = body
-                .pointer("/spec/audiences")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let wanted = crate::tokens::spec_audiences(&body);
             let status = match crate::auth::review(state, &token, &wanted) {
                 Ok((who, audiences)) => json!({
                     "authenticated": true,

@@ -304,16 +304,7 @@ pub(crate) async fn token(
     }
     let (sa, _) = load(state, t, name)?;
     let sa_uid = meta_str(&sa, "uid").unwrap_or_default().to_string();
-    let mut audiences: Vec<String> = body
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut audiences = tokens::spec_audiences(&body);
     if audiences.is_empty() {
         audiences = tokens::API_AUDIENCES
             .iter()
