@@ -1,6 +1,6 @@
 //! skiff-agent: the node agent, skiff's kubelet and container runtime.
 //!
-//! - [`runtime`] runs containers without any API server: the image store with its
+//! - [`containers`] runs containers without any API server: the image store with its
 //!   built-in images, pod network namespaces wired by the CNI plugins, containers under
 //!   runc over overlayfs with CRI log files, exec.
 //! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
@@ -11,10 +11,10 @@
 //! [`run`] wires them together; the `skiff agent` command calls it.
 
 pub mod apilb;
+pub mod containers;
 pub mod kubelet;
 pub mod node;
 pub mod podroutes;
-pub mod runtime;
 pub mod streaming;
 
 use std::collections::BTreeMap;
@@ -27,12 +27,12 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Taint;
 use tokio::sync::watch;
 
-pub use runtime::images;
+pub use containers::images;
 
+use containers::cni::Cni;
+use containers::container::{Container, Runc};
+use containers::images::ImageStore;
 use kubelet::Kubelet;
-use runtime::cni::Cni;
-use runtime::container::{Container, Runc};
-use runtime::images::ImageStore;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -178,7 +178,7 @@ pub async fn run_after_proxy(
     cfg: AgentConfig,
     mut proxy_synced: watch::Receiver<bool>,
 ) -> Result<()> {
-    runtime::container::become_subreaper()?;
+    containers::container::become_subreaper()?;
     let node_ip = cfg
         .node_ip
         .or_else(node::default_node_ip)
@@ -255,6 +255,8 @@ pub async fn run_after_proxy(
         pods: Mutex::new(Default::default()),
         start_slots: tokio::sync::Semaphore::new(kubelet::start_slots()),
         services: Default::default(),
+        events: skiff_runtime::events::Recorder::new(client.clone(), "kubelet")
+            .with_host(&cfg.node_name),
     });
     let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
     let router = streaming::server::router(k.clone(), cfg.token.clone());
@@ -303,8 +305,8 @@ pub async fn cleanup_node(data_dir: &Path, node_name: &str, netns_prefix: &str) 
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
     if !netns_prefix.is_empty() {
-        for name in runtime::netns::list(netns_prefix) {
-            runtime::netns::delete(&name).await?;
+        for name in containers::netns::list(netns_prefix) {
+            containers::netns::delete(&name).await?;
         }
     }
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {

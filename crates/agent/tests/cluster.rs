@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use skiff_agent::runtime::netns;
+use skiff_agent::containers::netns;
 use skiff_agent::AgentConfig;
 
 struct Cleanup {

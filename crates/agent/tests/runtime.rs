@@ -1,6 +1,7 @@
-//! The runtime end to end, without an API server (needs root): a "node" netns made by
-//! the test, the built-in images, a pod netns wired by the real CNI plugins, containers
-//! under the real runc, logs, exec, stdin, exit codes, and cleanup of everything.
+//! The container runtime (`skiff_agent::containers`) end to end, without an API server
+//! (needs root): a "node" netns made by the test, the built-in images, a pod netns wired
+//! by the real CNI plugins, containers under the real runc, logs, exec, stdin, exit
+//! codes, and cleanup of everything.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -9,12 +10,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_agent::runtime::cni::Cni;
-use skiff_agent::runtime::container::{self, Container, ContainerSpec, Runc};
-use skiff_agent::runtime::crilog;
-use skiff_agent::runtime::images::{ImageStore, HTTPD_PAGE};
-use skiff_agent::runtime::oci::ContainerConfig;
-use skiff_agent::runtime::{exec, netns};
+use skiff_agent::containers::cni::Cni;
+use skiff_agent::containers::container::{self, Container, ContainerSpec, Runc};
+use skiff_agent::containers::crilog;
+use skiff_agent::containers::images::{ImageStore, HTTPD_PAGE};
+use skiff_agent::containers::oci::ContainerConfig;
+use skiff_agent::containers::{exec, netns};
 use skiff_agent::streaming::server::{router, Streams};
 
 /// The streaming endpoint's view for this test: one pod "ns/pod1" with container "web".

@@ -19,8 +19,9 @@ pub const NORMAL: &str = "Normal";
 /// `type` of a warning event.
 pub const WARNING: &str = "Warning";
 
-/// (namespace, involved uid, reason, message) of an event already sent.
-type SeenKey = (String, String, String, String);
+/// (namespace, involved uid, field path, reason, message) of an event already sent: as
+/// client-go's aggregation key, events about two containers of one pod stay apart.
+type SeenKey = (String, String, String, String, String);
 
 /// Most event writes of one recorder in flight at once.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -30,6 +31,7 @@ pub const MAX_IN_FLIGHT: usize = 4;
 pub struct Recorder {
     client: Client,
     component: String,
+    host: Option<String>,
     in_flight: Arc<tokio::sync::Semaphore>,
     seen: Arc<Mutex<HashMap<SeenKey, (String, i32)>>>,
     // involved uid -> (tokens, last refill): client-go's spam filter.
@@ -75,10 +77,18 @@ impl Recorder {
         Recorder {
             client,
             component: component.to_string(),
+            host: None,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             seen: Arc::default(),
             buckets: Arc::default(),
         }
+    }
+
+    /// The same recorder, its events naming `host` as their source host and reporting
+    /// instance (the kubelet names its node).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
     }
 
     /// Records an event about `obj` in the background.
@@ -107,6 +117,7 @@ impl Recorder {
         let key = (
             ns.clone(),
             involved.uid.clone().unwrap_or_default(),
+            involved.field_path.clone().unwrap_or_default(),
             reason.to_string(),
             message.clone(),
         );
@@ -185,10 +196,10 @@ impl Recorder {
             event_time: None::<MicroTime>,
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             reporting_component: Some(self.component.clone()),
-            reporting_instance: Some(self.component.clone()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             ..Default::default()
         };
         let in_flight = self.in_flight.clone();

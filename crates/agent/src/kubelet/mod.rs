@@ -1,10 +1,10 @@
 //! The API-facing kubelet: watches the pods bound to this node and runs one worker per
-//! pod on top of [`crate::runtime`].
+//! pod on top of [`crate::containers`].
 
 pub mod backoff;
 pub mod dns;
 pub mod env;
-pub mod events;
+pub mod orphans;
 pub mod probe;
 pub mod quantity;
 pub mod services;
@@ -24,12 +24,13 @@ use kube::api::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use skiff_runtime::events::Recorder;
 use skiff_runtime::tolerant;
 use tokio::sync::watch;
 
-use crate::runtime::cni::Cni;
-use crate::runtime::container::{Container, Runc};
-use crate::runtime::images::ImageStore;
+use crate::containers::cni::Cni;
+use crate::containers::container::{Container, Runc};
+use crate::containers::images::ImageStore;
 use crate::AgentConfig;
 
 /// How many pods may set up their sandbox and start containers at once: twice the
@@ -130,6 +131,9 @@ pub struct Kubelet {
     pub start_slots: tokio::sync::Semaphore,
     /// Services for the containers' environment (started by [`Kubelet::run`]).
     pub services: services::ServiceCache,
+    /// Events about pods, as kubelet records them: source component `kubelet`, host
+    /// this node; repeats folded into a count, a pod's flood cut as client-go does.
+    pub events: Recorder,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -249,7 +253,7 @@ impl Kubelet {
                         first_list = false;
                         let k = self.clone();
                         let keep = listed.clone();
-                        tokio::spawn(async move { worker::clean_orphans(&k, &keep).await });
+                        tokio::spawn(async move { orphans::clean_orphans(&k, &keep).await });
                     }
                 }
                 Ok(Event::Apply(pod)) => self.dispatch(pod),

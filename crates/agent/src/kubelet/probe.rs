@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::runtime::container::{Container, Runc};
-use crate::runtime::exec;
+use crate::containers::container::{Container, Runc};
+use crate::containers::exec;
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::env::field_value;
-use crate::runtime::oci::BindMount;
+use crate::containers::oci::BindMount;
 
 /// Where the default service-account volume is mounted.
 pub const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";

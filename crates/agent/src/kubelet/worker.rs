@@ -15,33 +15,19 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::Api;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use skiff_runtime::events::{NORMAL, WARNING};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::backoff::Backoff;
-use super::events::{self, Kind};
+use super::orphans::{self, SandboxState};
 use super::status::{self, ContainerView, PodView, State};
 use super::{dns, env, probe, quantity, timing, volumes, ContainerEntry, Kubelet, PodEntry};
-use crate::runtime::cni::PortMapping;
-use crate::runtime::container::{self, Container, ContainerSpec, Exit};
-use crate::runtime::images::Image;
-use crate::runtime::netns;
-use crate::runtime::oci::{BindMount, ContainerConfig};
-
-/// What the worker saves in the pod directory, so a restarted agent (or the orphan
-/// cleanup) knows the sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxState {
-    /// Pod UID.
-    pub uid: String,
-    /// Namespace/name, for logs.
-    pub pod: String,
-    /// netns name (None for host network).
-    pub netns: Option<String>,
-    /// Pod IP.
-    pub ip: Option<Ipv4Addr>,
-}
+use crate::containers::cni::PortMapping;
+use crate::containers::container::{self, Container, ContainerSpec, Exit};
+use crate::containers::images::Image;
+use crate::containers::netns;
+use crate::containers::oci::{BindMount, ContainerConfig};
 
 struct Instance {
     container: Arc<Container>,
@@ -133,7 +119,7 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         running_posted: false,
         adopting: false,
     };
-    w.adopting = w.dir.join("sandbox.json").exists();
+    w.adopting = w.dir.join(orphans::FILE).exists();
     let mut setup_backoff = Backoff::default();
     let mut setup_not_before = Instant::now();
     let mut cni_rx = w.k.cni.clone();
@@ -175,12 +161,11 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                         .max(Duration::from_secs(2));
                     setup_not_before = Instant::now() + delay;
                     tracing::warn!(pod = %w.entry.name, error = %format!("{e:#}"), "pod sandbox setup failed");
-                    events::record(
-                        &w.k.client,
-                        &w.k.cfg.node_name,
+                    event(
+                        &w.k,
                         &pod,
                         None,
-                        Kind::Warning,
+                        WARNING,
                         "FailedCreatePodSandBox",
                         format!("Failed to create pod sandbox: {e:#}"),
                     );
@@ -230,7 +215,7 @@ impl Worker {
             ip: self.ip,
         };
         if let Ok(b) = serde_json::to_vec(&state) {
-            let _ = std::fs::write(self.dir.join("sandbox.json"), b);
+            let _ = std::fs::write(self.dir.join(orphans::FILE), b);
         }
     }
 
@@ -239,9 +224,7 @@ impl Worker {
         let spec = spec_of(pod);
         std::fs::create_dir_all(self.dir.join("etc")).context("creating the pod directory")?;
         let host_network = spec.host_network.unwrap_or(false);
-        let previous: Option<SandboxState> = std::fs::read(self.dir.join("sandbox.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let previous = SandboxState::read(&self.dir);
         if host_network {
             self.ip = Some(self.k.node_ip);
         } else {
@@ -562,12 +545,11 @@ impl Worker {
                 )
             });
             if !delay.is_zero() {
-                events::record(
-                    &self.k.client,
-                    &self.k.cfg.node_name,
+                event(
+                    &self.k,
                     pod,
                     Some(name),
-                    Kind::Warning,
+                    WARNING,
                     "BackOff",
                     "Back-off restarting failed container".to_string(),
                 );
@@ -730,7 +712,6 @@ impl Worker {
     /// Starts one container (a new attempt). Failures leave it waiting with a reason.
     async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s, _init: bool) {
         let image_ref = c.image.clone().unwrap_or_default();
-        let node = self.k.cfg.node_name.clone();
         let t = Instant::now();
         let resolved = {
             let k = self.k.clone();
@@ -766,22 +747,13 @@ impl Worker {
                     )
                 });
                 if first {
-                    events::record(
-                        &self.k.client,
-                        &node,
-                        pod,
-                        Some(&c.name),
-                        Kind::Warning,
-                        "Failed",
-                        message,
-                    );
+                    event(&self.k, pod, Some(&c.name), WARNING, "Failed", message);
                 } else {
-                    events::record(
-                        &self.k.client,
-                        &node,
+                    event(
+                        &self.k,
                         pod,
                         Some(&c.name),
-                        Kind::Normal,
+                        NORMAL,
                         "BackOff",
                         format!("Back-off pulling image \"{image_ref}\""),
                     );
@@ -789,12 +761,11 @@ impl Worker {
                 return;
             }
         };
-        events::record(
-            &self.k.client,
-            &node,
+        event(
+            &self.k,
             pod,
             Some(&c.name),
-            Kind::Normal,
+            NORMAL,
             "Pulled",
             format!("Container image \"{image_ref}\" already present on machine"),
         );
@@ -805,12 +776,11 @@ impl Worker {
                 let st = self.states.entry(c.name.clone()).or_default();
                 st.waiting = Some(("CreateContainerConfigError".into(), format!("{e:#}")));
                 st.not_before = Some(Instant::now() + Duration::from_secs(2));
-                events::record(
-                    &self.k.client,
-                    &node,
+                event(
+                    &self.k,
                     pod,
                     Some(&c.name),
-                    Kind::Warning,
+                    WARNING,
                     "Failed",
                     format!("Error: {e:#}"),
                 );
@@ -961,21 +931,19 @@ impl Worker {
                     e.logs.push(log_path);
                 }
                 self.watch_exit(&ctr);
-                events::record(
-                    &self.k.client,
-                    &node,
+                event(
+                    &self.k,
                     pod,
                     Some(&c.name),
-                    Kind::Normal,
+                    NORMAL,
                     "Created",
                     format!("Created container: {}", c.name),
                 );
-                events::record(
-                    &self.k.client,
-                    &node,
+                event(
+                    &self.k,
                     pod,
                     Some(&c.name),
-                    Kind::Normal,
+                    NORMAL,
                     "Started",
                     format!("Started container {}", c.name),
                 );
@@ -997,12 +965,11 @@ impl Worker {
                     .max(Duration::from_secs(1));
                 st.not_before = Some(Instant::now() + delay);
                 st.waiting = Some(("RunContainerError".into(), msg.clone()));
-                events::record(
-                    &self.k.client,
-                    &node,
+                event(
+                    &self.k,
                     pod,
                     Some(&c.name),
-                    Kind::Warning,
+                    WARNING,
                     "Failed",
                     format!("Error: {msg}"),
                 );
@@ -1018,18 +985,16 @@ impl Worker {
         if inst.container.id != r.id {
             return;
         }
-        let node = self.k.cfg.node_name.clone();
         let c_spec = spec_of(pod)
             .containers
             .into_iter()
             .find(|c| c.name == r.container);
         if !r.ok {
-            events::record(
-                &self.k.client,
-                &node,
+            event(
+                &self.k,
                 pod,
                 Some(&r.container),
-                Kind::Warning,
+                WARNING,
                 "Unhealthy",
                 format!("{} probe failed: {}", r.kind.title(), r.message),
             );
@@ -1047,12 +1012,11 @@ impl Worker {
                 } else {
                     "liveness"
                 };
-                events::record(
-                    &self.k.client,
-                    &node,
+                event(
+                    &self.k,
                     pod,
                     Some(&r.container),
-                    Kind::Normal,
+                    NORMAL,
                     "Killing",
                     format!(
                         "Container {} failed {what} probe, will be restarted",
@@ -1244,12 +1208,11 @@ impl Worker {
                 continue;
             }
             if let Some(pod) = pod {
-                events::record(
-                    &self.k.client,
-                    &self.k.cfg.node_name,
+                event(
+                    &self.k,
                     pod,
                     Some(name),
-                    Kind::Normal,
+                    NORMAL,
                     "Killing",
                     format!("Stopping container {name}"),
                 );
@@ -1281,7 +1244,7 @@ impl Worker {
         for s in stops {
             let _ = s.await;
         }
-        cleanup_dir(&self.k, &self.dir, &self.entry.uid).await;
+        orphans::cleanup_dir(&self.k, &self.dir, &self.entry.uid).await;
         if let Some(pod) = pod {
             let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
             let dp = DeleteParams {
@@ -1300,6 +1263,32 @@ impl Worker {
             let _ = pod;
         }
     }
+}
+
+/// Records an event about the pod, or one of its containers when `container` is set
+/// (`involvedObject.fieldPath` `spec.containers{name}` or `spec.initContainers{name}`).
+fn event(
+    k: &Kubelet,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: String,
+) {
+    let mut involved = skiff_runtime::events::object_ref(pod);
+    involved.field_path = container.map(|c| {
+        let init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|ics| ics.iter().any(|ic| ic.name == c));
+        if init {
+            format!("spec.initContainers{{{c}}}")
+        } else {
+            format!("spec.containers{{{c}}}")
+        }
+    });
+    k.events.publish_ref(involved, type_, reason, message);
 }
 
 /// kubelet's grace after its own start: an instance that started less than this before
@@ -1437,7 +1426,7 @@ fn parse_user(user: &str, rootfs: &Path) -> (u32, u32) {
 async fn run_pre_stop(
     c: &ContainerSpecK8s,
     ip: Option<Ipv4Addr>,
-    runc: &crate::runtime::container::Runc,
+    runc: &crate::containers::container::Runc,
     ctr: &Container,
     deadline: Instant,
 ) {
@@ -1467,131 +1456,4 @@ async fn run_pre_stop(
     let ip = IpAddr::V4(ip.unwrap_or(Ipv4Addr::LOCALHOST));
     let _ =
         tokio::time::timeout_at(deadline.into(), probe::run_once(&probe, c, ip, runc, ctr)).await;
-}
-
-/// Removes a pod's sandbox: containers, mounts, CNI attachment, netns, cgroups, files.
-pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
-    let sandbox: Option<SandboxState> = std::fs::read(dir.join("sandbox.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Ok(rd) = std::fs::read_dir(dir.join("containers")) {
-        for e in rd.flatten() {
-            let bundle = e.path();
-            if let Ok(b) = std::fs::read(bundle.join("state.json")) {
-                if let Ok(s) = serde_json::from_slice::<container::SavedState>(&b) {
-                    let _ = k.runc.delete(&s.id).await;
-                }
-            }
-            if let Err(e) = container::unmount_rootfs(&bundle) {
-                tracing::warn!(error = %format!("{e:#}"), "unmounting a container rootfs");
-            }
-        }
-    }
-    let netns_name = sandbox
-        .as_ref()
-        .and_then(|s| s.netns.clone())
-        .unwrap_or_else(|| k.netns_name(uid));
-    let path = netns::path(&netns_name);
-    let cni = k.cni.borrow().clone();
-    if let Some(cni) = cni {
-        if cni.cached_ids().contains(&uid.to_string()) {
-            if let Err(e) = cni.del(uid, &path).await {
-                tracing::warn!(error = %e, "CNI DEL");
-            }
-        }
-    }
-    if let Err(e) = netns::delete(&netns_name).await {
-        tracing::warn!(error = %format!("{e:#}"), "deleting the pod netns");
-    }
-    remove_cgroups(&k.cfg.node_name, uid);
-    // Never follow into something still mounted.
-    let still_mounted = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines().any(|l| {
-                l.split(' ')
-                    .nth(4)
-                    .is_some_and(|p| p.starts_with(&*dir.to_string_lossy()))
-            })
-        })
-        .unwrap_or(true);
-    if !still_mounted {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-fn remove_cgroups(node: &str, uid: &str) {
-    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for sub in rd.flatten() {
-        let base = sub
-            .path()
-            .join("skiff")
-            .join(node)
-            .join(format!("pod{uid}"));
-        if let Ok(children) = std::fs::read_dir(&base) {
-            for c in children.flatten().filter(|c| c.path().is_dir()) {
-                let _ = std::fs::remove_dir(c.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&base);
-    }
-}
-
-/// At start: removes pods in the data dir that the API no longer has, and pod netns
-/// of ours that belong to no pod.
-pub async fn clean_orphans(k: &Arc<Kubelet>, keep: &HashSet<String>) {
-    let pods_dir = k.cfg.data_dir.join("pods");
-    let mut known_netns = HashSet::new();
-    if let Ok(rd) = std::fs::read_dir(&pods_dir) {
-        for e in rd.flatten() {
-            let uid = e.file_name().to_string_lossy().into_owned();
-            if keep.contains(&uid)
-                || k.pods
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&uid)
-            {
-                known_netns.insert(k.netns_name(&uid));
-                continue;
-            }
-            tracing::info!(uid = %uid, "removing an orphaned pod");
-            cleanup_dir(k, &e.path(), &uid).await;
-        }
-    }
-    // Pod cgroups of earlier runs (an agent killed with its pods running). rmdir only
-    // removes empty cgroups, so a live container's never goes.
-    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        for sub in rd.flatten() {
-            let node_dir = sub.path().join("skiff").join(&k.cfg.node_name);
-            for pod in std::fs::read_dir(&node_dir).into_iter().flatten().flatten() {
-                let name = pod.file_name().to_string_lossy().into_owned();
-                let Some(uid) = name.strip_prefix("pod") else {
-                    continue;
-                };
-                let live = keep.contains(uid)
-                    || k.pods
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains_key(uid);
-                if !live {
-                    remove_cgroups(&k.cfg.node_name, uid);
-                }
-            }
-        }
-    }
-    if k.cfg.netns_prefix.is_empty() {
-        return;
-    }
-    for name in netns::list(&k.cfg.netns_prefix) {
-        let owned = k
-            .pods
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .any(|u| k.netns_name(u) == name);
-        if !owned && !known_netns.contains(&name) {
-            let _ = netns::delete(&name).await;
-        }
-    }
 }

@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::channel;
-use crate::runtime::container::{Container, Runc};
-use crate::runtime::crilog::Stream;
-use crate::runtime::{console, exec};
+use crate::containers::container::{Container, Runc};
+use crate::containers::crilog::Stream;
+use crate::containers::{console, exec};
 
 /// What the client sent, decoded.
 #[derive(Debug, PartialEq, Eq)]

@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 
 use super::remotecommand::{self, AttachRequest, ExecRequest};
 use super::{channel, portforward, spdy, spdy_streams, websocket};
-use crate::runtime::container::{Container, Runc};
-use crate::runtime::crilog::{self, LogOptions};
+use crate::containers::container::{Container, Runc};
+use crate::containers::crilog::{self, LogOptions};
 
 /// What the endpoint needs to find containers.
 pub trait Streams: Send + Sync + 'static {

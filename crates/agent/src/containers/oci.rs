@@ -303,15 +303,12 @@ mod tests {
             cgroups_path: "/skiff/n1/uid/ctr".into(),
             ..Default::default()
         };
-        let got = serde_json::to_string_pretty(&config_json(&c)).unwrap();
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/runtime/testdata/config.golden.json"
+        skiff_testkit::golden::check_json(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/containers/testdata/config.golden.json"
+            ),
+            &config_json(&c),
         );
-        if std::env::var_os("SKIFF_UPDATE_GOLDEN").is_some() {
-            std::fs::write(path, format!("{got}\n")).unwrap();
-        }
-        let golden = std::fs::read_to_string(path).unwrap();
-        assert_eq!(got.trim(), golden.trim());
     }
 }

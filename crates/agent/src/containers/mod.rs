@@ -1,5 +1,7 @@
 //! The container runtime, usable without an API server: images, pod network namespaces
-//! wired by CNI, containers under runc with CRI log files, exec.
+//! wired by CNI, containers under runc with CRI log files, exec. (Not to be confused
+//! with the `skiff-runtime` crate: informers, events and leader election for API
+//! clients.)
 
 pub mod cni;
 pub mod console;
