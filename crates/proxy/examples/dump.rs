@@ -3,8 +3,11 @@
 //! `iptables-restore` input, `cargo run --example dump -- 1000 --nft > script` the `nft -f`
 //! script (`--nft --pieces DIR`: the transactions of a fresh sync, one file each).
 
-use skiff_proxy::fixtures::many;
-use skiff_proxy::model::build;
+#[path = "../tests/fixtures/mod.rs"]
+mod fixtures;
+
+use fixtures::many;
+use skiff_proxy::model::{build, RuleConfig};
 use skiff_proxy::{iptables, nft};
 
 fn main() {
@@ -13,13 +16,12 @@ fn main() {
     let n: u32 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
     let (services, slices) = many(n);
     let (ports, _) = build(&services, &slices, "n1");
-    let cluster_cidr = "10.244.0.0/16".parse().expect("cidr");
+    let cfg = RuleConfig {
+        cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+        masquerade_bit: 14,
+        node_ips: vec![],
+    };
     if nft_mode {
-        let cfg = nft::NftConfig {
-            cluster_cidr,
-            masquerade_bit: 14,
-            node_ips: vec![],
-        };
         let state = nft::NftState::default();
         let rules = nft::generate(&ports, &cfg);
         let script = nft::render(&rules, &state, nft::SyncKind::Fresh, &cfg);
@@ -35,11 +37,6 @@ fn main() {
             None => print!("{script}"),
         }
     } else {
-        let cfg = iptables::GenConfig {
-            cluster_cidr,
-            masquerade_bit: 14,
-            node_ips: vec![],
-        };
         let rules = iptables::generate(&ports, &cfg);
         print!("{}", iptables::render(&rules, None, &Default::default()));
     }

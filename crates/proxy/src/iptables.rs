@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
-
-use crate::model::{categorize, Endpoint, ServicePort, ServicePortMap};
+use crate::model::{categorize, Endpoint, RuleConfig, ServicePort, ServicePortMap};
 use crate::names;
 
 /// nat chain every service port's cluster IP rules live in.
@@ -36,24 +34,6 @@ pub const MARK_MASQ_CHAIN: &str = "KUBE-MARK-MASQ";
 /// Empty chain in mangle, nat and filter whose disappearance means someone flushed
 /// the tables: the proxy then resyncs everything at once.
 pub const CANARY_CHAIN: &str = "KUBE-PROXY-CANARY";
-
-/// Settings the rules depend on besides the services.
-#[derive(Debug, Clone)]
-pub struct GenConfig {
-    /// Pod network: traffic from outside it to a cluster IP is masqueraded.
-    pub cluster_cidr: Ipv4Net,
-    /// Bit of the packet mark that requests masquerade (14 -> 0x4000).
-    pub masquerade_bit: u8,
-    /// The node's addresses (for load-balancer source ranges that include the node).
-    pub node_ips: Vec<Ipv4Addr>,
-}
-
-impl GenConfig {
-    /// The masquerade mark as iptables spells it, e.g. `0x4000`.
-    pub fn mark(&self) -> String {
-        format!("{:#x}", 1u32 << self.masquerade_bit.min(31))
-    }
-}
 
 /// One chain and its rules, each a full `-A CHAIN ...` line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -279,7 +259,7 @@ const NAT_STATIC: [&str; 4] = [
 ];
 
 /// The static chains with their fixed rules (no service contributions yet).
-fn static_rules(cfg: &GenConfig) -> Ruleset {
+fn static_rules(cfg: &RuleConfig) -> Ruleset {
     let mut rs = Ruleset::default();
     for name in FILTER_STATIC {
         rs.filter.chain(name);
@@ -333,14 +313,14 @@ fn nodeports_jump() -> String {
 }
 
 /// One service port's contribution: its rules in the static chains and its own chains.
-pub fn port_rules(sp: &ServicePort, cfg: &GenConfig) -> Ruleset {
+pub fn port_rules(sp: &ServicePort, cfg: &RuleConfig) -> Ruleset {
     let mut rs = Ruleset::default();
     service_rules(&mut rs, sp, cfg);
     rs
 }
 
 /// Puts the static rules and the ports' contributions (in order) together.
-pub fn assemble<'a>(frags: impl IntoIterator<Item = &'a Ruleset>, cfg: &GenConfig) -> Ruleset {
+pub fn assemble<'a>(frags: impl IntoIterator<Item = &'a Ruleset>, cfg: &RuleConfig) -> Ruleset {
     let mut rs = static_rules(cfg);
     for f in frags {
         for (mine, theirs) in [(&mut rs.filter, &f.filter), (&mut rs.nat, &f.nat)] {
@@ -355,7 +335,7 @@ pub fn assemble<'a>(frags: impl IntoIterator<Item = &'a Ruleset>, cfg: &GenConfi
 }
 
 /// Generates the full rule set for the given service ports.
-pub fn generate(ports: &ServicePortMap, cfg: &GenConfig) -> Ruleset {
+pub fn generate(ports: &ServicePortMap, cfg: &RuleConfig) -> Ruleset {
     let frags: Vec<Ruleset> = ports.values().map(|sp| port_rules(sp, cfg)).collect();
     assemble(&frags, cfg)
 }
@@ -383,7 +363,7 @@ fn push_line(out: &mut String, line: &str) {
 pub fn render_full<'a>(
     frags: impl Iterator<Item = &'a Ruleset> + Clone,
     existing: &BTreeSet<String>,
-    cfg: &GenConfig,
+    cfg: &RuleConfig,
 ) -> Vec<String> {
     let statics = static_rules(cfg);
     let mut txs = Vec::new();
@@ -585,7 +565,7 @@ fn dest_match(src: &str, ip: Ipv4Addr, proto: &str, cmt: &str, port: u16) -> Str
     )
 }
 
-fn service_rules(rs: &mut Ruleset, sp: &ServicePort, cfg: &GenConfig) {
+fn service_rules(rs: &mut Ruleset, sp: &ServicePort, cfg: &RuleConfig) {
     let name = sp.name.display();
     let proto = sp.name.protocol.lower();
     let cat = categorize(sp);

@@ -5,20 +5,37 @@
 //! onto its endpoints: with iptables (the default, rule for rule as kube-proxy writes
 //! them) or with one nftables table (`ip kube-proxy`, kube-proxy's nftables layout).
 //!
-//! Layout: [`model`] flattens API objects into service ports (pure); [`iptables`] and
-//! [`nft`] generate rules from them (pure, golden-tested); [`apply`] runs
-//! `iptables-restore`, `nft` and `conntrack`; [`sync`] decides full or partial syncs;
-//! [`watch`] feeds it from the API; [`metrics`] serves Prometheus text.
+//! Layout, from the API to the kernel:
+//! - [`watch`] keeps Services and EndpointSlices from the API and says which changed;
+//! - [`model`] flattens them into service ports (pure), with the [`model::RuleConfig`]
+//!   both generators take; [`names`] hashes chain names as kube-proxy does;
+//! - [`iptables`] and [`nft`] generate rules from service ports (pure, golden-tested);
+//! - [`backend`]: the [`backend::Backend`] trait and its two implementations, each
+//!   owning its mode's incremental state (what it last generated and applied);
+//! - [`sync`]: the [`sync::Engine`] decides full or partial syncs, retries and UDP
+//!   conntrack cleanup, over one backend; its loop batches changes from [`watch`];
+//! - [`apply`] spells the commands (`iptables-restore`, `nft`, `conntrack`...) and
+//!   [`runner`] runs them: the [`runner::Runner`] trait, spawned for real by
+//!   [`runner::Exec`], recorded by a fake in the unit tests;
+//! - [`metrics`] serves Prometheus text.
+//!
+//! Test fixtures (ready-made Services and EndpointSlices) live in `tests/fixtures`,
+//! outside the library, shared by the unit tests, integration tests and examples.
 
 pub mod apply;
-pub mod fixtures;
+pub mod backend;
 pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nft;
+pub mod runner;
 pub mod sync;
 pub mod watch;
+
+#[cfg(test)]
+#[path = "../tests/fixtures/mod.rs"]
+mod fixtures;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

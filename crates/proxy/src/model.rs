@@ -170,6 +170,66 @@ pub struct Skipped {
 /// All programmable service ports, keyed (and so ordered) by name.
 pub type ServicePortMap = BTreeMap<ServicePortName, ServicePort>;
 
+/// One changed service port: what was applied before and what is wanted now.
+pub type Change<'a> = (Option<&'a ServicePort>, Option<&'a ServicePort>);
+
+/// The service ports that differ between two maps (a merge of the two sorted maps).
+pub fn changes<'a>(old: &'a ServicePortMap, new: &'a ServicePortMap) -> Vec<Change<'a>> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.push((Some(*va), None));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push((None, Some(*vb)));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.push((Some(*va), Some(*vb)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((_, va)), None) => {
+                out.push((Some(*va), None));
+                a.next();
+            }
+            (None, Some((_, vb))) => {
+                out.push((None, Some(*vb)));
+                b.next();
+            }
+        }
+    }
+    out
+}
+
+/// What the rules depend on besides the service ports: the node's settings, the same
+/// for both generators ([`crate::iptables`] and [`crate::nft`]).
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// Pod network: traffic from outside it to a cluster IP is masqueraded.
+    pub cluster_cidr: Ipv4Net,
+    /// Bit of the packet mark that requests masquerade (14 -> 0x4000).
+    pub masquerade_bit: u8,
+    /// The node's addresses (node ports answer on them; load-balancer source ranges
+    /// that include the node let it in).
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+impl RuleConfig {
+    /// The masquerade mark as iptables and nft spell it, e.g. `0x4000`.
+    pub fn mark(&self) -> String {
+        format!("{:#x}", 1u32 << self.masquerade_bit.min(31))
+    }
+}
+
 /// Flattens Services and EndpointSlices into service ports with endpoints, as kube-proxy
 /// does. Services that cannot be programmed (headless, ExternalName, invalid cluster IP,
 /// handled by another proxy) are returned in the second list; they never prevent the
@@ -500,6 +560,40 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
+    /// A bare ClusterIP port `default/t:` on 10.96.0.50:80 with endpoints given as
+    /// (IP, ready, serving, terminating), all local, port 80.
+    fn port_with(eps: &[(&str, bool, bool, bool)]) -> ServicePort {
+        ServicePort {
+            name: ServicePortName {
+                namespace: "default".into(),
+                name: "t".into(),
+                port: String::new(),
+                protocol: Protocol::Tcp,
+            },
+            cluster_ip: "10.96.0.50".parse().expect("literal IP"),
+            port: 80,
+            node_port: 0,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            load_balancer_source_ranges: Vec::new(),
+            affinity_timeout: None,
+            external_policy_local_declared: false,
+            internal_policy_local: false,
+            health_check_node_port: 0,
+            endpoints: eps
+                .iter()
+                .map(|(ip, ready, serving, terminating)| Endpoint {
+                    ip: ip.parse().expect("literal IP"),
+                    port: 80,
+                    ready: *ready,
+                    serving: *serving,
+                    terminating: *terminating,
+                    is_local: true,
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn seed_service_flattens_in_string_order() {
         let (map, skipped) = build(
@@ -573,7 +667,7 @@ mod tests {
 
     #[test]
     fn terminating_endpoints_are_a_fallback() {
-        let mut sp = fixtures::port_with(&[
+        let mut sp = port_with(&[
             ("10.244.1.5", false, true, true),
             ("10.244.1.6", false, false, true),
         ]);

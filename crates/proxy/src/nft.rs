@@ -21,9 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
-
-use crate::model::{categorize, Endpoint, ServicePort, ServicePortMap};
+use crate::model::{categorize, Endpoint, RuleConfig, ServicePort, ServicePortMap};
 use crate::names;
 
 /// Family and name of the table.
@@ -67,23 +65,6 @@ pub const MAX_PICKS: u32 = (u32::MAX / PICK_BUCKETS) + 1;
 /// dport` fails that check once the map comes from the kernel).
 fn pick_map_type(proto: &str) -> String {
     format!("typeof numgen random mod {PICK_BUCKETS} : ip daddr . {proto} dport ; flags interval ;")
-}
-
-/// Settings the static part of the table depends on.
-#[derive(Debug, Clone)]
-pub struct NftConfig {
-    /// Pod network.
-    pub cluster_cidr: Ipv4Net,
-    /// Bit of the masquerade mark.
-    pub masquerade_bit: u8,
-    /// The node's addresses.
-    pub node_ips: Vec<Ipv4Addr>,
-}
-
-impl NftConfig {
-    fn mark(&self) -> String {
-        format!("{:#x}", 1u32 << self.masquerade_bit.min(31))
-    }
 }
 
 /// A verdict map element's value and comment.
@@ -225,12 +206,12 @@ impl NftState {
 
 /// Generates the per-service state for the given service ports, with pick ids
 /// numbered from 0 in the ports' order.
-pub fn generate(ports: &ServicePortMap, cfg: &NftConfig) -> NftState {
+pub fn generate(ports: &ServicePortMap, cfg: &RuleConfig) -> NftState {
     generate_with(ports, cfg, &mut PickIds::default())
 }
 
 /// [`generate`] with the pick ids from `ids`.
-pub fn generate_with(ports: &ServicePortMap, cfg: &NftConfig, ids: &mut PickIds) -> NftState {
+pub fn generate_with(ports: &ServicePortMap, cfg: &RuleConfig, ids: &mut PickIds) -> NftState {
     let mut st = NftState::default();
     for m in [
         SERVICE_IPS,
@@ -250,7 +231,7 @@ pub fn generate_with(ports: &ServicePortMap, cfg: &NftConfig, ids: &mut PickIds)
 /// One service port's part of the state, without its cluster IP (shared by all ports
 /// of a Service, so the caller counts its users; see [`NftState::cluster_ips`]). The
 /// caller releases the ids of picks its previous part had and this one has not.
-pub fn port_state(sp: &ServicePort, cfg: &NftConfig, ids: &mut PickIds) -> NftState {
+pub fn port_state(sp: &ServicePort, cfg: &RuleConfig, ids: &mut PickIds) -> NftState {
     let mut st = NftState::default();
     service(&mut st, sp, cfg, ids);
     st.cluster_ips.clear();
@@ -327,7 +308,7 @@ impl NftState {
     }
 }
 
-fn service(st: &mut NftState, sp: &ServicePort, cfg: &NftConfig, ids: &mut PickIds) {
+fn service(st: &mut NftState, sp: &ServicePort, cfg: &RuleConfig, ids: &mut PickIds) {
     let name = sp.name.display();
     let proto = sp.name.protocol.lower();
     let cat = categorize(sp);
@@ -698,7 +679,7 @@ const BASE_CHAINS: [(&str, &str, &str, &str); 8] = [
 ];
 
 /// The fixed chains and their rules.
-fn static_chains(cfg: &NftConfig) -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
+fn static_chains(cfg: &RuleConfig) -> Vec<(&'static str, Option<&'static str>, Vec<String>)> {
     let mark = cfg.mark();
     let new = |c: &str| format!("ct state new jump {c}");
     let dispatch = |m: &str| format!("ip daddr . meta l4proto . th dport vmap @{m}");
@@ -815,7 +796,7 @@ fn element(key: &str, v: &MapValue) -> String {
 /// A fresh script may be applied in pieces of whole lines (see [`split_fresh`]): its
 /// commands are ordered so that everything a line refers to is created on an earlier
 /// line.
-pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &NftConfig) -> String {
+pub fn render(desired: &NftState, previous: &NftState, kind: SyncKind, cfg: &RuleConfig) -> String {
     let mut s = Script(String::new());
     let empty = NftState::default();
     let prev = if kind == SyncKind::Fresh {
@@ -1124,8 +1105,8 @@ mod tests {
     use crate::fixtures;
     use crate::model::build;
 
-    fn cfg() -> NftConfig {
-        NftConfig {
+    fn cfg() -> RuleConfig {
+        RuleConfig {
             cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
             masquerade_bit: 14,
             node_ips: vec![],

@@ -4,20 +4,24 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
+// tokio's clock, so that tests with a paused clock see time pass as commands take it.
+use tokio::time::Instant;
 
-use crate::apply::{ApplyError, Runner};
-use std::collections::BTreeMap;
-
-use crate::iptables::{self, GenConfig, Ruleset};
+use crate::apply;
+use crate::backend::{self, Applied, Backend};
 use crate::metrics::Metrics;
-use crate::model::{self, categorize, Protocol, ServicePort, ServicePortMap, ServicePortName};
-use crate::nft::{self, NftConfig, NftState, SyncKind};
+use crate::model::{
+    self, categorize, changes, Change, Protocol, RuleConfig, ServicePort, ServicePortMap,
+    ServicePortName,
+};
+use crate::runner::{ApplyError, Exec, Runner};
 use crate::watch::Cache;
 use crate::{ProxyConfig, ProxyMode};
 
@@ -31,14 +35,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// iptables or nftables.
+    /// iptables or nftables: which [`Backend`].
     pub mode: ProxyMode,
-    /// Pod network.
-    pub cluster_cidr: Ipv4Net,
-    /// Masquerade mark bit.
-    pub masquerade_bit: u8,
-    /// The node's addresses.
-    pub node_ips: Vec<Ipv4Addr>,
+    /// What the rules depend on besides the services.
+    pub rules: RuleConfig,
     /// A sync this long after the last full one is full.
     pub sync_period: Duration,
 }
@@ -66,46 +66,6 @@ pub struct ConntrackCleanup {
     pub orig_port: Option<u16>,
     /// Address the flow was DNATed to, if restricted.
     pub dnat: Option<Ipv4Addr>,
-}
-
-/// One changed service port: what was applied before and what is wanted now.
-pub type Change<'a> = (Option<&'a ServicePort>, Option<&'a ServicePort>);
-
-/// The service ports that differ between two maps (a merge of the two sorted maps).
-pub fn changes<'a>(old: &'a ServicePortMap, new: &'a ServicePortMap) -> Vec<Change<'a>> {
-    let mut out = Vec::new();
-    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => {
-                    out.push((Some(*va), None));
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((None, Some(*vb)));
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if va != vb {
-                        out.push((Some(*va), Some(*vb)));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-            (Some((_, va)), None) => {
-                out.push((Some(*va), None));
-                a.next();
-            }
-            (None, Some((_, vb))) => {
-                out.push((None, Some(*vb)));
-                b.next();
-            }
-        }
-    }
-    out
 }
 
 /// Which conntrack entries the changes make stale: flows to endpoints a UDP service
@@ -156,35 +116,25 @@ pub fn conntrack_cleanups(changes: &[Change]) -> BTreeSet<ConntrackCleanup> {
     out
 }
 
-/// Holds what was last applied and turns a set of service ports into kernel rules.
+/// Decides when a sync is full, keeps the service ports last synced and the conntrack
+/// deletions owed, and has its [`Backend`] write the changes.
 ///
-/// Rules are generated per service port and kept; a sync regenerates only the ports
-/// that changed and, between full syncs, writes only what they changed.
+/// Rules are generated per service port and kept by the backend; a sync regenerates
+/// only the ports that changed and, between full syncs, writes only what they changed.
 #[derive(Debug)]
 pub struct Engine {
-    cfg: EngineConfig,
-    runner: Runner,
+    sync_period: Duration,
+    backend: Box<dyn Backend>,
+    runner: Arc<dyn Runner>,
     metrics: Metrics,
-    /// Whether the kernel holds what the fragments say (else the next sync is full).
+    /// Whether the kernel holds what the backend says (else the next sync is full).
     in_sync: bool,
-    /// In nftables mode: whether the table must be recreated from scratch.
-    nft_fresh: bool,
     last_full: Option<Instant>,
     /// Time between full syncs: `sync_period`, stretched to 10 times the last full
     /// sync's duration (iptables mode needs minutes for a full sync at 30,000 services;
     /// full syncs back to back would leave no time for anything else).
     full_every: Duration,
     ports: ServicePortMap,
-    ipt_frags: BTreeMap<ServicePortName, Ruleset>,
-    nft_frags: BTreeMap<ServicePortName, NftState>,
-    /// In nftables mode: the pick ids of the service and local chains.
-    nft_picks: nft::PickIds,
-    /// The whole nftables state as applied (fragments merged, cluster IPs counted).
-    nft_whole: NftState,
-    cluster_ip_users: BTreeMap<Ipv4Addr, usize>,
-    /// In nftables mode: chains and sets flushed by partial syncs, to be deleted by
-    /// the next full sync.
-    nft_stale: nft::Stale,
     /// Conntrack deletions owed by changes whose sync failed (done after the next one).
     pending_cleanups: BTreeSet<ConntrackCleanup>,
     /// Told once the first sync succeeded (see [`crate::ProxyConfig::synced`]).
@@ -192,24 +142,33 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine; its first sync is full.
-    pub fn new(cfg: EngineConfig, runner: Runner, metrics: Metrics) -> Engine {
-        let sync_period = cfg.sync_period;
+    /// A new engine with the backend of `cfg.mode`, running its commands with `runner`;
+    /// its first sync is full.
+    pub fn new(cfg: EngineConfig, runner: Arc<dyn Runner>, metrics: Metrics) -> Engine {
+        Engine::with_backend(
+            backend::for_mode(cfg.mode, cfg.rules),
+            cfg.sync_period,
+            runner,
+            metrics,
+        )
+    }
+
+    /// A new engine over the given backend; its first sync is full.
+    pub fn with_backend(
+        backend: Box<dyn Backend>,
+        sync_period: Duration,
+        runner: Arc<dyn Runner>,
+        metrics: Metrics,
+    ) -> Engine {
         Engine {
-            cfg,
+            sync_period,
+            backend,
             runner,
             metrics,
             in_sync: false,
-            nft_fresh: true,
             last_full: None,
             full_every: sync_period,
             ports: ServicePortMap::new(),
-            ipt_frags: BTreeMap::new(),
-            nft_frags: BTreeMap::new(),
-            nft_picks: nft::PickIds::default(),
-            nft_whole: NftState::default(),
-            cluster_ip_users: BTreeMap::new(),
-            nft_stale: nft::Stale::default(),
             pending_cleanups: BTreeSet::new(),
             synced: None,
         }
@@ -223,7 +182,7 @@ impl Engine {
     /// Forces the next sync to be full (and, in nftables mode, to recreate the table).
     pub fn invalidate(&mut self) {
         self.in_sync = false;
-        self.nft_fresh = true;
+        self.backend.invalidate();
     }
 
     /// Whether the next sync will be full.
@@ -234,15 +193,15 @@ impl Engine {
                 .is_none_or(|t| t.elapsed() >= self.full_every)
     }
 
-    /// In iptables mode, whether the canary chains are gone (the tables were flushed):
-    /// then the next sync is made full.
+    /// Whether the rules were flushed behind the proxy's back (in iptables mode: the
+    /// canary chains are gone): then the next sync is made full.
     pub async fn check_canary(&mut self) -> bool {
-        if self.cfg.mode != ProxyMode::Iptables || !self.in_sync {
+        if !self.in_sync {
             return false;
         }
-        match self.runner.canaries_present().await {
-            Ok(true) => false,
-            Ok(false) => {
+        match self.backend.flushed(&*self.runner).await {
+            Ok(false) => false,
+            Ok(true) => {
                 tracing::info!("iptables canary chain is gone; resyncing all rules");
                 self.invalidate();
                 true
@@ -251,22 +210,6 @@ impl Engine {
                 tracing::warn!(error = %e, "checking the iptables canary");
                 false
             }
-        }
-    }
-
-    fn gen_config(&self) -> GenConfig {
-        GenConfig {
-            cluster_cidr: self.cfg.cluster_cidr,
-            masquerade_bit: self.cfg.masquerade_bit,
-            node_ips: self.cfg.node_ips.clone(),
-        }
-    }
-
-    fn nft_config(&self) -> NftConfig {
-        NftConfig {
-            cluster_cidr: self.cfg.cluster_cidr,
-            masquerade_bit: self.cfg.masquerade_bit,
-            node_ips: self.cfg.node_ips.clone(),
         }
     }
 
@@ -281,12 +224,10 @@ impl Engine {
         let full = force_full || self.full_due();
         let mut old_ports = std::mem::take(&mut self.ports);
         let changed = changes(&old_ports, ports);
-        let result = match self.cfg.mode {
-            ProxyMode::Iptables => self.sync_iptables(&changed, full).await,
-            ProxyMode::Nftables => self.sync_nft(&changed, full).await,
-        };
+        let result = self.backend.sync(&*self.runner, &changed, full).await;
         self.pending_cleanups.extend(conntrack_cleanups(&changed));
-        // The fragments now describe `ports`, applied or not; copy only what changed.
+        // The backend's state now describes `ports`, applied or not; copy only what
+        // changed.
         let updates: Vec<(ServicePortName, Option<ServicePort>)> = changed
             .iter()
             .filter_map(|(o, n)| Some((o.or(*n)?.name.clone(), n.cloned())))
@@ -300,20 +241,24 @@ impl Engine {
         }
         self.ports = old_ports;
         match result {
-            Ok((input, rules)) => {
+            Ok(Applied { input, rules }) => {
                 self.in_sync = true;
                 if let Some(tx) = self.synced.take() {
                     tx.send_replace(true);
                 }
                 if full {
                     self.last_full = Some(Instant::now());
-                    self.full_every = self.cfg.sync_period.max(start.elapsed() * 10);
+                    self.full_every = self.sync_period.max(start.elapsed() * 10);
                 }
                 for c in std::mem::take(&mut self.pending_cleanups) {
-                    if let Err(e) = self
-                        .runner
-                        .conntrack_delete(c.protocol, c.orig_dst, c.orig_port, c.dnat)
-                        .await
+                    if let Err(e) = apply::conntrack_delete(
+                        &*self.runner,
+                        c.protocol,
+                        c.orig_dst,
+                        c.orig_port,
+                        c.dnat,
+                    )
+                    .await
                     {
                         tracing::warn!(error = %e, "deleting stale UDP conntrack entries");
                     }
@@ -331,149 +276,6 @@ impl Engine {
                 Err(e)
             }
         }
-    }
-
-    async fn sync_iptables(
-        &mut self,
-        changed: &[Change<'_>],
-        full: bool,
-    ) -> Result<(String, Vec<(String, usize)>), ApplyError> {
-        let gen = self.gen_config();
-        let mut pairs: Vec<(Option<Ruleset>, Option<Ruleset>)> = Vec::new();
-        for (old, new) in changed {
-            let name = &old.or(*new).expect("a change has a side").name;
-            let before = self.ipt_frags.remove(name);
-            let after = new.map(|sp| iptables::port_rules(sp, &gen));
-            if let Some(a) = &after {
-                self.ipt_frags.insert(name.clone(), a.clone());
-            }
-            pairs.push((before, after));
-        }
-        let input = if full {
-            // Chains left by an earlier run (or by services deleted while we were down).
-            let existing = self.runner.nat_chains().await?;
-            let txs = iptables::render_full(self.ipt_frags.values(), &existing, &gen);
-            for t in &txs {
-                self.runner.iptables_restore(t).await?;
-            }
-            self.runner.ensure_base_rules().await?;
-            txs.concat()
-        } else {
-            let refs: Vec<(Option<&Ruleset>, Option<&Ruleset>)> = pairs
-                .iter()
-                .map(|(a, b)| (a.as_ref(), b.as_ref()))
-                .collect();
-            let input = iptables::render_partial(&refs);
-            if !input.is_empty() {
-                self.runner.iptables_restore(&input).await?;
-            }
-            input
-        };
-        let (mut filter, mut nat) = (3usize, 7usize);
-        for f in self.ipt_frags.values() {
-            filter += f.filter.rule_count();
-            nat += f.nat.rule_count();
-        }
-        Ok((
-            input,
-            vec![("filter".to_string(), filter), ("nat".to_string(), nat)],
-        ))
-    }
-
-    async fn sync_nft(
-        &mut self,
-        changed: &[Change<'_>],
-        full: bool,
-    ) -> Result<(String, Vec<(String, usize)>), ApplyError> {
-        let cfg = self.nft_config();
-        let previous = if full {
-            Some(self.nft_whole.clone())
-        } else {
-            None
-        };
-        // The changed ports' parts before and after, rendered as one difference so that
-        // an element moving from one port to another is deleted before it is added.
-        let (mut before_all, mut after_all) = (NftState::default(), NftState::default());
-        for (old, new) in changed {
-            let name = &old.or(*new).expect("a change has a side").name;
-            let before = self.nft_frags.remove(name).unwrap_or_default();
-            let after = new
-                .map(|sp| nft::port_state(sp, &cfg, &mut self.nft_picks))
-                .unwrap_or_default();
-            for p in before.picks.values() {
-                if !after.picks.values().any(|q| q.chain == p.chain) {
-                    self.nft_picks.release(&p.chain);
-                }
-            }
-            self.nft_whole.unmerge(&before);
-            self.nft_whole.merge(&after);
-            before_all.merge(&before);
-            after_all.merge(&after);
-            if new.is_some() {
-                self.nft_frags.insert(name.clone(), after);
-            }
-            if let Some(o) = old {
-                let n = self.cluster_ip_users.entry(o.cluster_ip).or_default();
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.cluster_ip_users.remove(&o.cluster_ip);
-                }
-            }
-            if let Some(n) = new {
-                *self.cluster_ip_users.entry(n.cluster_ip).or_default() += 1;
-            }
-        }
-        let old_ips = std::mem::take(&mut self.nft_whole.cluster_ips);
-        self.nft_whole.cluster_ips = self.cluster_ip_users.keys().copied().collect();
-        for m in [
-            nft::SERVICE_IPS,
-            nft::SERVICE_NODEPORTS,
-            nft::NO_ENDPOINT_SERVICES,
-            nft::NO_ENDPOINT_NODEPORTS,
-            nft::FIREWALL_IPS,
-        ] {
-            self.nft_whole.maps.entry(m).or_default();
-        }
-        if full || self.nft_fresh {
-            // Drop the hairpin pairs of endpoints that are gone (see `NftState::hairpin`).
-            self.nft_whole.hairpin = self
-                .nft_frags
-                .values()
-                .flat_map(|f| f.hairpin.iter().copied())
-                .collect();
-        }
-        let rules = || vec![("nft".to_string(), self.nft_whole.rule_count())];
-        if self.nft_fresh {
-            let script = nft::render(&self.nft_whole, &NftState::default(), SyncKind::Fresh, &cfg);
-            for t in nft::split_fresh(&script) {
-                self.runner.nft_apply(&t).await?;
-            }
-            self.nft_fresh = false;
-            self.nft_stale = nft::Stale::default();
-            return Ok((script, rules()));
-        }
-        let script = if full {
-            let prev = previous.unwrap_or_default();
-            let mut script = nft::render(&self.nft_whole, &prev, SyncKind::Full, &cfg);
-            script.push_str(&nft::render_deletions(&self.nft_stale, &self.nft_whole));
-            script
-        } else {
-            // Cluster IPs are shared by a Service's ports: only the net change is
-            // written.
-            before_all.cluster_ips = old_ips;
-            after_all.cluster_ips = self.nft_whole.cluster_ips.clone();
-            after_all.complete_pick_maps(&mut before_all, &self.nft_whole);
-            let script = nft::render(&after_all, &before_all, SyncKind::Partial, &cfg);
-            self.nft_stale.extend(nft::stale(&after_all, &before_all));
-            script
-        };
-        if !script.is_empty() {
-            self.runner.nft_apply(&script).await?;
-        }
-        if full {
-            self.nft_stale = nft::Stale::default();
-        }
-        Ok((script, rules()))
     }
 }
 
@@ -523,12 +325,14 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> anyhow::Result<()> {
     let mut engine = Engine::new(
         EngineConfig {
             mode: cfg.mode,
-            cluster_cidr,
-            masquerade_bit: cfg.masquerade_bit,
-            node_ips,
+            rules: RuleConfig {
+                cluster_cidr,
+                masquerade_bit: cfg.masquerade_bit,
+                node_ips,
+            },
             sync_period: cfg.sync_period,
         },
-        Runner::local(),
+        Arc::new(Exec::local()),
         metrics.clone(),
     );
     if let Some(tx) = cfg.synced.clone() {
@@ -629,6 +433,93 @@ pub async fn drive(
 mod tests {
     use super::*;
     use crate::fixtures;
+    use crate::runner::{Call, Recording};
+    use crate::{iptables, nft};
+
+    const NODE: &str = "k8s-n1";
+
+    fn rules() -> RuleConfig {
+        RuleConfig {
+            cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            masquerade_bit: 14,
+            node_ips: vec!["192.168.64.11".parse().expect("ip")],
+        }
+    }
+
+    /// An engine over a recording fake kernel, with no periodic full syncs.
+    fn engine(mode: ProxyMode) -> (Engine, Arc<Recording>, Metrics) {
+        engine_every(mode, Duration::from_secs(3600))
+    }
+
+    fn engine_every(mode: ProxyMode, sync_period: Duration) -> (Engine, Arc<Recording>, Metrics) {
+        let kernel = Arc::new(Recording::new());
+        let metrics = Metrics::default();
+        let engine = Engine::new(
+            EngineConfig {
+                mode,
+                rules: rules(),
+                sync_period,
+            },
+            kernel.clone(),
+            metrics.clone(),
+        );
+        (engine, kernel, metrics)
+    }
+
+    fn other_service() -> k8s_openapi::api::core::v1::Service {
+        fixtures::service(
+            "default",
+            "other",
+            "ClusterIP",
+            "10.96.0.140",
+            &[("", 80, "TCP", 0)],
+        )
+    }
+
+    fn other_slice() -> k8s_openapi::api::discovery::v1::EndpointSlice {
+        fixtures::slice(
+            "default",
+            "other",
+            "other-1",
+            &[("", 8080, "TCP")],
+            &[
+                ("10.244.1.50", "k8s-n1", true, true, false),
+                ("10.244.2.50", "k8s-n2", true, true, false),
+            ],
+        )
+    }
+
+    /// The seed's Service and `default/other`.
+    fn two_services() -> ServicePortMap {
+        model::build(
+            &[fixtures::seed_service(), other_service()],
+            &[fixtures::seed_slice(), other_slice()],
+            NODE,
+        )
+        .0
+    }
+
+    /// `two_services` with the seed's endpoint 10.244.2.35 gone.
+    fn one_endpoint_less() -> ServicePortMap {
+        let mut slice = fixtures::seed_slice();
+        slice.endpoints.retain(|e| e.addresses[0] != "10.244.2.35");
+        model::build(
+            &[fixtures::seed_service(), other_service()],
+            &[slice, other_slice()],
+            NODE,
+        )
+        .0
+    }
+
+    fn lines(calls: &[Call]) -> Vec<String> {
+        calls.iter().map(Call::line).collect()
+    }
+
+    fn programs(calls: &[Call]) -> Vec<&str> {
+        calls.iter().map(|c| c.program.as_str()).collect()
+    }
+
+    const RESTORE: &str = "iptables-restore -w 5 --noflush --counters";
 
     #[test]
     fn udp_cleanup_on_endpoint_removal_and_first_endpoint() {
@@ -668,31 +559,415 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_full_syncs_are_spaced_out() {
-        // Every command takes at least 50 ms; full syncs are due every millisecond.
-        let runner = Runner::with_prefix(vec![
-            "sh".into(),
-            "-c".into(),
-            "cat >/dev/null; sleep 0.05".into(),
-            "sh".into(),
-        ]);
-        let mut engine = Engine::new(
-            EngineConfig {
-                mode: ProxyMode::Nftables,
-                cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
-                masquerade_bit: 14,
-                node_ips: vec![],
-                sync_period: Duration::from_millis(1),
-            },
-            runner,
-            Metrics::default(),
+    async fn iptables_first_sync_is_full() {
+        let (mut engine, kernel, metrics) = engine(ProxyMode::Iptables);
+        // A chain left by an earlier run, which the full sync deletes.
+        kernel.stdout(
+            "iptables-save",
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-GONEGONEGONEGONE - [0:0]\nCOMMIT\n",
         );
+        let ports = two_services();
+        assert!(engine.full_due());
+        let report = engine.sync(&ports, false).await.expect("sync");
+        assert!(report.full);
+
+        let calls = kernel.take();
+        assert_eq!(calls[0].line(), "iptables-save -t nat");
+        let restores: Vec<&Call> = calls.iter().filter(|c| c.line() == RESTORE).collect();
+        let frags: Vec<_> = ports
+            .values()
+            .map(|sp| iptables::port_rules(sp, &rules()))
+            .collect();
+        let existing = ["KUBE-SERVICES", "KUBE-SVC-GONEGONEGONEGONE"]
+            .map(String::from)
+            .into();
+        let want = iptables::render_full(frags.iter(), &existing, &rules());
+        let got: Vec<&str> = restores.iter().map(|c| c.input()).collect();
+        assert_eq!(got, want);
+        assert_eq!(report.input, want.concat());
+        assert!(report.input.contains("-X KUBE-SVC-GONEGONEGONEGONE"));
+        // After the restores: the canaries and the jumps, which all exist here.
+        let rest = lines(&calls[1 + restores.len()..]);
+        assert_eq!(rest.len(), 3 + iptables::jumps().len(), "{rest:#?}");
+        assert!(rest[..3]
+            .iter()
+            .all(|l| l.ends_with("-n -L KUBE-PROXY-CANARY")));
+        assert!(rest[3..].iter().all(|l| l.contains(" -C ")), "{rest:#?}");
+        assert_eq!(metrics.syncs(), (1, 0));
+
+        // Nothing changed: nothing is written.
+        let report = engine.sync(&ports, false).await.expect("sync");
+        assert!(!report.full);
+        assert_eq!(report.input, "");
+        assert_eq!(kernel.take(), vec![]);
+        assert_eq!(metrics.syncs(), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn iptables_full_sync_creates_missing_canaries_and_jumps() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Iptables);
+        kernel.fail_when("-L KUBE-PROXY-CANARY");
+        kernel.fail_when(" -C ");
+        engine.sync(&two_services(), false).await.expect("sync");
+        let calls = lines(&kernel.take());
+        let created: Vec<&String> = calls.iter().filter(|l| l.contains(" -N ")).collect();
+        assert_eq!(
+            created,
+            [
+                "iptables -w 5 -t mangle -N KUBE-PROXY-CANARY",
+                "iptables -w 5 -t nat -N KUBE-PROXY-CANARY",
+                "iptables -w 5 -t filter -N KUBE-PROXY-CANARY",
+            ]
+        );
+        let inserted = calls.iter().filter(|l| l.contains(" -I ")).count();
+        assert_eq!(inserted, iptables::jumps().len());
+        for j in iptables::jumps() {
+            let line = format!(
+                "iptables -w 5 -t {} -I {} {}",
+                j.table,
+                j.from,
+                j.args.join(" ")
+            );
+            assert!(calls.contains(&line), "{line} missing from {calls:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn iptables_partial_sync_sends_only_changed_chains() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Iptables);
+        let before = two_services();
+        engine.sync(&before, false).await.expect("sync");
+        kernel.take();
+
+        let after = one_endpoint_less();
+        let report = engine.sync(&after, false).await.expect("sync");
+        assert!(!report.full);
+        let calls = kernel.take();
+        assert_eq!(lines(&calls), [RESTORE]);
+        let frag = |sp: Option<&ServicePort>| sp.map(|sp| iptables::port_rules(sp, &rules()));
+        let pairs: Vec<_> = changes(&before, &after)
+            .into_iter()
+            .map(|(o, n)| (frag(o), frag(n)))
+            .collect();
+        assert_eq!(pairs.len(), 1, "only the seed's port changed");
+        let refs: Vec<_> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            .collect();
+        assert_eq!(calls[0].input(), iptables::render_partial(&refs));
+        assert_eq!(report.input, calls[0].input());
+        // The removed endpoint's chain goes; the other Service is not touched.
+        let other = after
+            .keys()
+            .find(|k| k.name == "other")
+            .expect("other's port");
+        let text = calls[0].input();
+        assert!(text.contains("-X KUBE-SEP-2PT6QZGNQHS4OL4I"), "{text}");
+        assert!(!text.contains(&crate::names::svc_chain(other)), "{text}");
+        assert!(!text.contains(":KUBE-SERVICES"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_restore_makes_the_next_sync_full() {
+        let (mut engine, kernel, metrics) = engine(ProxyMode::Iptables);
+        engine.sync(&two_services(), false).await.expect("sync");
+        kernel.take();
+
+        kernel.fail_call(0);
+        let after = one_endpoint_less();
+        let err = engine.sync(&after, false).await.expect_err("restore fails");
+        assert!(matches!(err, ApplyError::Failed { .. }), "{err}");
+        assert_eq!(lines(&kernel.take()), [RESTORE]);
+        assert_eq!(metrics.syncs(), (1, 0));
+        assert!(engine.full_due());
+
+        // Nothing changed since, but everything is written again, as it is now.
+        let report = engine.sync(&after, false).await.expect("sync");
+        assert!(report.full);
+        let calls = kernel.take();
+        assert_eq!(calls[0].line(), "iptables-save -t nat");
+        let frags: Vec<_> = after
+            .values()
+            .map(|sp| iptables::port_rules(sp, &rules()))
+            .collect();
+        let want = iptables::render_full(frags.iter(), &Default::default(), &rules());
+        let got: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.line() == RESTORE)
+            .map(Call::input)
+            .collect();
+        assert_eq!(got, want);
+        assert!(!engine.full_due());
+        assert_eq!(metrics.syncs(), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_flushed_canary_makes_the_next_sync_full() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Iptables);
+        // Before the first sync there is nothing to check.
+        assert!(!engine.check_canary().await);
+        assert_eq!(kernel.take(), vec![]);
+        let ports = two_services();
+        engine.sync(&ports, false).await.expect("sync");
+        kernel.take();
+
+        assert!(!engine.check_canary().await);
+        assert_eq!(kernel.take().len(), 3, "one look per table");
+        assert!(!engine.full_due());
+
+        kernel.fail_when("-t nat -n -L KUBE-PROXY-CANARY");
+        assert!(engine.check_canary().await);
+        assert!(engine.full_due());
+        kernel.heal();
+        kernel.take();
+        let report = engine.sync(&ports, false).await.expect("sync");
+        assert!(report.full);
+        assert_eq!(kernel.take()[0].line(), "iptables-save -t nat");
+    }
+
+    #[tokio::test]
+    async fn nftables_first_sync_creates_the_table_in_pieces() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Nftables);
+        let (ports, _) = model::build(&[fixtures::seed_service()], &[fixtures::seed_slice()], NODE);
+        let report = engine.sync(&ports, false).await.expect("sync");
+        assert!(report.full);
+        // The same text the golden test checks, from the generator alone.
+        let want = nft::render(
+            &nft::generate(&ports, &rules()),
+            &nft::NftState::default(),
+            nft::SyncKind::Fresh,
+            &rules(),
+        );
+        assert_eq!(report.input, want);
+        let calls = kernel.take();
+        assert!(calls.iter().all(|c| c.line() == "nft -f -"));
+        let got: Vec<&str> = calls.iter().map(Call::input).collect();
+        assert_eq!(got, nft::split_fresh(&want));
+        assert_eq!(got.concat(), want);
+        // Nothing changed: nothing is written.
+        assert_eq!(engine.sync(&ports, false).await.expect("sync").input, "");
+        assert_eq!(kernel.take(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn nftables_flushed_chains_are_deleted_by_the_next_full_sync() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Nftables);
+        engine.sync(&two_services(), false).await.expect("sync");
+        let first = kernel.take();
+        let other_chain = first
+            .iter()
+            .flat_map(|c| c.input().lines())
+            .filter_map(|l| l.strip_prefix("add chain ip kube-proxy "))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+            .find(|c| c.starts_with("service-") && c.contains("other"))
+            .expect("the other Service's chain");
+
+        // The other Service goes: a partial sync only flushes its chain.
+        let (seed_only, _) =
+            model::build(&[fixtures::seed_service()], &[fixtures::seed_slice()], NODE);
+        let report = engine.sync(&seed_only, false).await.expect("sync");
+        assert!(!report.full);
+        let calls = kernel.take();
+        assert_eq!(programs(&calls), ["nft"]);
+        let text = calls[0].input();
+        assert!(
+            text.contains(&format!("flush chain ip kube-proxy {other_chain}")),
+            "{text}"
+        );
+        assert!(!text.contains("delete chain"), "{text}");
+
+        // The next full sync deletes it, and only that one does.
+        let report = engine.sync(&seed_only, true).await.expect("sync");
+        assert!(report.full);
+        assert!(
+            report
+                .input
+                .contains(&format!("delete chain ip kube-proxy {other_chain}\n")),
+            "{}",
+            report.input
+        );
+        assert!(!report.input.contains("delete table"), "{}", report.input);
+        let report = engine.sync(&seed_only, true).await.expect("sync");
+        assert!(!report.input.contains("delete chain"), "{}", report.input);
+    }
+
+    #[tokio::test]
+    async fn nftables_failed_sync_recreates_the_table() {
+        let (mut engine, kernel, metrics) = engine(ProxyMode::Nftables);
+        engine.sync(&two_services(), false).await.expect("sync");
+        kernel.take();
+
+        kernel.fail_call(0);
+        let after = one_endpoint_less();
+        engine.sync(&after, false).await.expect_err("nft fails");
+        assert_eq!(programs(&kernel.take()), ["nft"]);
+        assert!(engine.full_due());
+
+        let report = engine.sync(&after, false).await.expect("sync");
+        assert!(report.full);
+        let want = nft::render(
+            &nft::generate(&after, &rules()),
+            &nft::NftState::default(),
+            nft::SyncKind::Fresh,
+            &rules(),
+        );
+        assert_eq!(report.input, want);
+        assert!(want.contains("delete table ip kube-proxy"));
+        assert_eq!(metrics.syncs(), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn udp_conntrack_cleanup_waits_for_a_successful_sync() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Iptables);
+        let svc = fixtures::service(
+            "kube-system",
+            "dns",
+            "ClusterIP",
+            "10.96.0.10",
+            &[("dns", 53, "UDP", 0)],
+        );
+        let both = fixtures::slice(
+            "kube-system",
+            "dns",
+            "dns-1",
+            &[("dns", 53, "UDP")],
+            &[
+                ("10.244.1.5", "n1", true, true, false),
+                ("10.244.2.5", "n2", true, true, false),
+            ],
+        );
+        let mut one = both.clone();
+        one.endpoints.pop();
+        let (before, _) = model::build(std::slice::from_ref(&svc), &[both], "n1");
+        let (after, _) = model::build(std::slice::from_ref(&svc), &[one], "n1");
+        let conntrack = |calls: &[Call]| -> Vec<String> {
+            calls
+                .iter()
+                .filter(|c| c.program == "conntrack")
+                .map(Call::line)
+                .collect()
+        };
+
+        // Its first endpoints: flows rejected until now are forgotten, after the rules.
+        engine.sync(&before, false).await.expect("sync");
+        let calls = kernel.take();
+        assert_eq!(
+            conntrack(&calls),
+            ["conntrack -D -p udp --orig-dst 10.96.0.10"]
+        );
+        assert_eq!(calls.last().map(|c| c.program.as_str()), Some("conntrack"));
+
+        // An endpoint goes but the restore fails: its flows stay until rules are written.
+        kernel.fail_call(0);
+        engine.sync(&after, false).await.expect_err("restore fails");
+        assert_eq!(conntrack(&kernel.take()), Vec::<String>::new());
+        engine.sync(&after, false).await.expect("sync");
+        let calls = kernel.take();
+        assert_eq!(
+            conntrack(&calls),
+            ["conntrack -D -p udp --orig-dst 10.96.0.10 --dst-nat 10.244.2.5"]
+        );
+        assert_eq!(calls.last().map(|c| c.program.as_str()), Some("conntrack"));
+        // Owed once: the next sync deletes nothing.
+        engine.sync(&after, true).await.expect("sync");
+        assert_eq!(conntrack(&kernel.take()), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn the_first_successful_sync_is_reported() {
+        let (mut engine, kernel, _) = engine(ProxyMode::Nftables);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        engine.report_first_sync(tx);
+        kernel.fail_call(0);
+        engine
+            .sync(&two_services(), false)
+            .await
+            .expect_err("nft fails");
+        assert!(!*rx.borrow());
+        engine.sync(&two_services(), false).await.expect("sync");
+        assert!(*rx.borrow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_full_syncs_are_spaced_out() {
+        // Every command takes 50 ms (of the paused clock); full syncs are due every
+        // millisecond.
+        let (mut engine, kernel, _) = engine_every(ProxyMode::Nftables, Duration::from_millis(1));
+        kernel.delay(Duration::from_millis(50));
         let (ports, _) = model::build(&[fixtures::seed_service()], &[fixtures::seed_slice()], "n1");
         let report = engine.sync(&ports, false).await.expect("sync");
         assert!(report.full);
         // The next full sync waits 10 times as long as this one took (>= 0.5 s).
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::advance(Duration::from_millis(20)).await;
         assert!(!engine.full_due());
         assert!(!engine.sync(&ports, false).await.expect("sync").full);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(engine.full_due());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sync_loop_retries_a_failed_sync_and_follows_the_cache() {
+        let kernel = Arc::new(Recording::new());
+        let engine = Engine::new(
+            EngineConfig {
+                mode: ProxyMode::Nftables,
+                rules: rules(),
+                sync_period: Duration::from_secs(3600),
+            },
+            kernel.clone(),
+            Metrics::default(),
+        );
+        let cache = Cache::default();
+        cache.apply_service(fixtures::seed_service());
+        cache.apply_slice(fixtures::seed_slice());
+        // The first command fails: the loop retries (after RETRY_DELAY) from scratch.
+        kernel.fail_call(0);
+        let task = tokio::spawn(drive(
+            cache.clone(),
+            engine,
+            NODE,
+            Duration::from_secs(3600),
+            Duration::from_millis(20),
+            Metrics::default(),
+        ));
+        let creates = |calls: &[Call]| {
+            calls
+                .iter()
+                .filter(|c| c.input().starts_with("add table ip kube-proxy"))
+                .count()
+        };
+        // Nothing is written before the cache has listed everything once.
+        tokio::task::yield_now().await;
+        assert_eq!(kernel.take(), vec![]);
+        cache.mark_synced();
+        kernel.wait_until(|calls| creates(calls) == 2).await;
+        let calls = kernel.take();
+        let starts: Vec<usize> = (0..calls.len())
+            .filter(|i| calls[*i].input().starts_with("add table ip kube-proxy"))
+            .collect();
+        assert_eq!(starts[0], 0, "the failed attempt");
+        assert_eq!(
+            calls[0].stdin, calls[starts[1]].stdin,
+            "the retry starts over"
+        );
+
+        // An EndpointSlice change: one partial sync with the new endpoint.
+        let mut slice = fixtures::seed_slice();
+        slice.endpoints[0].addresses = vec!["10.244.1.200".into()];
+        cache.apply_slice(slice);
+        kernel.wait_until(|calls| !calls.is_empty()).await;
+        let calls = kernel.take();
+        assert_eq!(programs(&calls), ["nft"]);
+        assert!(
+            calls[0].input().contains("10.244.1.200"),
+            "{}",
+            calls[0].input()
+        );
+        assert!(
+            !calls[0].input().contains("add table"),
+            "{}",
+            calls[0].input()
+        );
+        task.abort();
     }
 }

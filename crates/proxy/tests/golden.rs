@@ -2,28 +2,23 @@
 //! script, compared with `tests/golden/*.txt`. `UPDATE_GOLDEN=1 cargo test -p skiff-proxy
 //! --test golden` rewrites the files; review the diff before committing.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+mod fixtures;
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use fixtures::{seed_service, seed_slice, service, slice};
 use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use skiff_proxy::fixtures::{self, seed_service, seed_slice, service, slice};
-use skiff_proxy::iptables::{self, GenConfig};
-use skiff_proxy::model::build;
-use skiff_proxy::nft::{self, NftConfig, NftState, SyncKind};
+use skiff_proxy::iptables;
+use skiff_proxy::model::{build, changes, RuleConfig};
+use skiff_proxy::nft::{self, NftState, SyncKind};
 
 const NODE: &str = "k8s-n1";
 
-fn gen_cfg() -> GenConfig {
-    GenConfig {
-        cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
-        masquerade_bit: 14,
-        node_ips: vec!["192.168.64.11".parse().expect("ip")],
-    }
-}
-
-fn nft_cfg() -> NftConfig {
-    NftConfig {
+/// The node both generators write for.
+fn cfg() -> RuleConfig {
+    RuleConfig {
         cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
         masquerade_bit: 14,
         node_ips: vec!["192.168.64.11".parse().expect("ip")],
@@ -32,48 +27,24 @@ fn nft_cfg() -> NftConfig {
 
 fn iptables_text(services: &[Service], slices: &[EndpointSlice]) -> String {
     let (ports, _) = build(services, slices, NODE);
-    iptables::render(
-        &iptables::generate(&ports, &gen_cfg()),
-        None,
-        &BTreeSet::new(),
-    )
+    iptables::render(&iptables::generate(&ports, &cfg()), None, &BTreeSet::new())
 }
 
 fn nft_text(services: &[Service], slices: &[EndpointSlice]) -> String {
     let (ports, _) = build(services, slices, NODE);
     nft::render(
-        &nft::generate(&ports, &nft_cfg()),
+        &nft::generate(&ports, &cfg()),
         &NftState::default(),
         SyncKind::Fresh,
-        &nft_cfg(),
+        &cfg(),
     )
 }
 
+/// Compares with `tests/golden/<name>`.
+#[track_caller]
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("write golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .filter(|(a, b)| a != b)
-            .take(5)
-            .map(|(a, b)| format!("- {a}\n+ {b}"))
-            .collect();
-        panic!(
-            "{name} differs from the golden file (UPDATE_GOLDEN=1 to rewrite):\n{}\n(expected {} lines, got {})",
-            diff.join("\n"),
-            expected.lines().count(),
-            actual.lines().count()
-        );
-    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    skiff_testkit::golden::check(dir.join(name), actual);
 }
 
 fn golden(name: &str, services: &[Service], slices: &[EndpointSlice]) {
@@ -411,13 +382,13 @@ fn full_sync_transactions_hold_the_same_rules() {
     let (ports, _) = build(&services, &slices, NODE);
     let frags: Vec<_> = ports
         .values()
-        .map(|sp| iptables::port_rules(sp, &gen_cfg()))
+        .map(|sp| iptables::port_rules(sp, &cfg()))
         .collect();
     let existing = BTreeSet::from([
         "KUBE-SVC-GONEGONEGONEGONE".to_string(),
         "KUBE-SERVICES".to_string(),
     ]);
-    let txs = iptables::render_full(frags.iter(), &existing, &gen_cfg());
+    let txs = iptables::render_full(frags.iter(), &existing, &cfg());
     let sorted = |text: &str| {
         let mut v: Vec<String> = text
             .lines()
@@ -427,11 +398,7 @@ fn full_sync_transactions_hold_the_same_rules() {
         v.sort();
         v
     };
-    let single = iptables::render(
-        &iptables::generate(&ports, &gen_cfg()),
-        None,
-        &BTreeSet::new(),
-    );
+    let single = iptables::render(&iptables::generate(&ports, &cfg()), None, &BTreeSet::new());
     assert_eq!(sorted(&txs.concat()), sorted(&single));
     let last = txs.last().expect("transactions");
     assert_eq!(last, "*nat\n-X KUBE-SVC-GONEGONEGONEGONE\nCOMMIT\n");
@@ -456,9 +423,9 @@ fn partial_sync_rewrites_only_changed_chains() {
     // The other service goes away in the same sync.
     let (after, _) = build(&[seed_service()], &[changed], NODE);
     let frag = |sp: Option<&skiff_proxy::model::ServicePort>| {
-        sp.map(|sp| iptables::port_rules(sp, &gen_cfg()))
+        sp.map(|sp| iptables::port_rules(sp, &cfg()))
     };
-    let frags: Vec<_> = skiff_proxy::sync::changes(&before, &after)
+    let frags: Vec<_> = changes(&before, &after)
         .into_iter()
         .map(|(o, n)| (frag(o), frag(n)))
         .collect();
@@ -482,10 +449,10 @@ fn partial_sync_rewrites_only_changed_chains() {
     );
     check("partial.iptables.txt", &text);
 
-    let nb = nft::generate(&before, &nft_cfg());
-    let na = nft::generate(&after, &nft_cfg());
+    let nb = nft::generate(&before, &cfg());
+    let na = nft::generate(&after, &cfg());
     check(
         "partial.nft.txt",
-        &nft::render(&na, &nb, SyncKind::Partial, &nft_cfg()),
+        &nft::render(&na, &nb, SyncKind::Partial, &cfg()),
     );
 }

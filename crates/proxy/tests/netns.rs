@@ -5,6 +5,8 @@
 //! busybox httpd, plus a "client" namespace (192.168.77.2) outside the pod network,
 //! reaching the node at 192.168.77.1. Everything is removed on drop, also on failure.
 
+mod fixtures;
+
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -15,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+use fixtures::{seed_service, service, slice};
 use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use skiff_proxy::apply::Runner;
-use skiff_proxy::fixtures::{seed_service, service, slice};
 use skiff_proxy::metrics::Metrics;
-use skiff_proxy::model::build;
+use skiff_proxy::model::{build, RuleConfig};
+use skiff_proxy::runner::Exec;
 use skiff_proxy::sync::{drive, Engine, EngineConfig};
 use skiff_proxy::watch::Cache;
 use skiff_proxy::ProxyMode;
@@ -151,8 +153,8 @@ impl Topology {
         );
     }
 
-    fn runner(&self) -> Runner {
-        Runner::with_prefix(vec![
+    fn runner(&self) -> Exec {
+        Exec::with_prefix(vec![
             "ip".into(),
             "netns".into(),
             "exec".into(),
@@ -164,12 +166,14 @@ impl Topology {
         Engine::new(
             EngineConfig {
                 mode,
-                cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
-                masquerade_bit: 14,
-                node_ips: vec!["192.168.77.1".parse().expect("ip")],
+                rules: RuleConfig {
+                    cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+                    masquerade_bit: 14,
+                    node_ips: vec!["192.168.77.1".parse().expect("ip")],
+                },
                 sync_period: Duration::from_secs(3600),
             },
-            self.runner(),
+            Arc::new(self.runner()),
             Metrics::default(),
         )
     }
@@ -595,7 +599,7 @@ async fn nftables_endpoint_maps_shared_by_many_services() {
     let t = Topology::new("nfm");
     let mut engine = t.engine(ProxyMode::Nftables);
     // 63 services with unreachable endpoints, then the real one: 64 picks, one map.
-    let (mut services, mut slices) = skiff_proxy::fixtures::many(63);
+    let (mut services, mut slices) = fixtures::many(63);
     services.push(seed_service());
     slices.push(pods_slice("default", "httpd-svc", &[("", 80, "TCP")]));
     engine
@@ -644,7 +648,7 @@ async fn nftables_endpoint_maps_shared_by_many_services() {
     assert_eq!(seen.len(), 2, "{seen:?}");
 
     // A 65th pick opens the next map; deleting it leaves that map empty.
-    let (more, more_slices) = skiff_proxy::fixtures::many(64);
+    let (more, more_slices) = fixtures::many(64);
     services.push(more[63].clone());
     slices.push(more_slices[63].clone());
     let report = engine

@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_proxy::fixtures::{many, service, slice};
 use skiff_proxy::model::build;
 use skiff_proxy::ProxyMode;
 
+use crate::fixtures::{many, service, slice};
 use crate::Netns;
 
 const POD_IP: &str = "10.244.1.10";

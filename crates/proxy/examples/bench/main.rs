@@ -11,16 +11,20 @@
 //! mode; `--keep` leaves the last namespace of `--apply` for profiling by hand.
 
 mod datapath;
+#[path = "../../tests/fixtures/mod.rs"]
+mod fixtures;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fixtures::{many, service, slice};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use skiff_proxy::apply::Runner;
-use skiff_proxy::fixtures::{many, service, slice};
 use skiff_proxy::metrics::Metrics;
-use skiff_proxy::model::{build, update_service};
+use skiff_proxy::model::{build, changes, update_service, RuleConfig};
+use skiff_proxy::runner::{ApplyError, Exec, Output, Runner};
 use skiff_proxy::sync::{Engine, EngineConfig};
 use skiff_proxy::ProxyMode;
 
@@ -35,13 +39,11 @@ impl Drop for Netns {
 
 /// An engine as the benchmarks use it: the pod network 10.244.0.0/16, no periodic
 /// full syncs.
-pub fn engine(mode: ProxyMode, runner: Runner) -> anyhow::Result<Engine> {
+pub fn engine(mode: ProxyMode, runner: Arc<dyn Runner>) -> anyhow::Result<Engine> {
     Ok(Engine::new(
         EngineConfig {
             mode,
-            cluster_cidr: "10.244.0.0/16".parse()?,
-            masquerade_bit: 14,
-            node_ips: vec![],
+            rules: rules()?,
             sync_period: Duration::from_secs(3600),
         },
         runner,
@@ -49,9 +51,38 @@ pub fn engine(mode: ProxyMode, runner: Runner) -> anyhow::Result<Engine> {
     ))
 }
 
+/// The rule settings of every benchmark: the pod network 10.244.0.0/16.
+fn rules() -> anyhow::Result<RuleConfig> {
+    Ok(RuleConfig {
+        cluster_cidr: "10.244.0.0/16".parse()?,
+        masquerade_bit: 14,
+        node_ips: vec![],
+    })
+}
+
 /// Runs the kernel commands in network namespace `ns`.
-pub fn in_netns(ns: &str) -> Runner {
-    Runner::with_prefix(vec!["ip".into(), "netns".into(), "exec".into(), ns.into()])
+pub fn in_netns(ns: &str) -> Arc<dyn Runner> {
+    Arc::new(Exec::with_prefix(vec![
+        "ip".into(),
+        "netns".into(),
+        "exec".into(),
+        ns.into(),
+    ]))
+}
+
+/// For timing generation alone: every command succeeds at once, nothing is run.
+#[derive(Debug)]
+struct Discard;
+
+impl Runner for Discard {
+    fn run<'a>(
+        &'a self,
+        _program: &'a str,
+        _args: &'a [&'a str],
+        _stdin: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Output, ApplyError>> {
+        Box::pin(async { Ok(Output::default()) })
+    }
 }
 
 /// The modes to measure: `--mode iptables` or `--mode nftables`, else both.
@@ -120,11 +151,7 @@ async fn main() -> anyhow::Result<()> {
             let (ports, _) = build(&services, &slices, "n1");
             let b = t.elapsed();
             let t = Instant::now();
-            let cfg = skiff_proxy::nft::NftConfig {
-                cluster_cidr: "10.244.0.0/16".parse()?,
-                masquerade_bit: 14,
-                node_ips: vec![],
-            };
+            let cfg = rules()?;
             let st = skiff_proxy::nft::generate(&ports, &cfg);
             let g = t.elapsed();
             let t = Instant::now();
@@ -134,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
             let c = ports.clone();
             let cl = t.elapsed();
             let t = Instant::now();
-            let cc = skiff_proxy::sync::conntrack_cleanups(&skiff_proxy::sync::changes(&c, &ports));
+            let cc = skiff_proxy::sync::conntrack_cleanups(&changes(&c, &ports));
             let ct = t.elapsed();
             println!(
                 "{n}: build {} generate {} render {} ({}) clone {} conntrack {} ({})",
@@ -164,13 +191,8 @@ async fn main() -> anyhow::Result<()> {
                 _guard = Some(Netns(name.clone()));
                 in_netns(&name)
             } else {
-                // Generation only: every command reads its input and succeeds.
-                Runner::with_prefix(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "cat >/dev/null".into(),
-                    "sh".into(),
-                ])
+                // Generation only: nothing is run.
+                Arc::new(Discard)
             };
             let mut engine = engine(mode, runner)?;
             let t0 = Instant::now();
