@@ -1,6 +1,8 @@
 //! The proxy's view of the cluster: Services and EndpointSlices flattened into service
 //! ports with their endpoints, the way kube-proxy's `ServicePortMap` and `EndpointsMap`
-//! see them. Pure: no IO, so the rule generators can be golden-tested.
+//! see them; what changed between two such maps ([`changes`]); and the node's settings
+//! the rules depend on ([`RuleConfig`]). Pure: no IO, so the rule generators can be
+//! golden-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -1,6 +1,14 @@
-//! The sync engine (what to write, full or partial, and the UDP conntrack cleanup) and
-//! the loop that drives it from the watch cache with batching, periodic full syncs and
-//! the canary check.
+//! The sync engine and the loop that drives it.
+//!
+//! [`Engine`] is the part both modes share: it keeps the service ports last synced,
+//! hands the changes to its [`Backend`] (iptables or nftables, which owns what it
+//! generated), decides when a sync is full (first, after a failure or a flushed canary,
+//! every `sync_period` stretched to 10 times the last full sync) and deletes stale UDP
+//! conntrack entries once a sync succeeded. It touches the kernel only through a
+//! [`Runner`], so its unit tests run against a recording fake, without root.
+//!
+//! [`drive`] runs it from the watch cache: changes batched by `min_sync_period`,
+//! periodic full syncs, the canary check, and a retry after a failed sync.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
