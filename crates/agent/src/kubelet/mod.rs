@@ -2,9 +2,11 @@
 //! pod on top of [`crate::containers`].
 
 pub mod backoff;
+pub mod container_config;
 pub mod dns;
 pub mod env;
 pub mod orphans;
+pub mod plan;
 pub mod probe;
 pub mod quantity;
 pub mod services;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,20 +20,21 @@ use skiff_runtime::events::{NORMAL, WARNING};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::backoff::Backoff;
+use super::container_config::{container_config, image_user, Resolved};
 use super::orphans::{self, SandboxState};
 use super::status::{self, ContainerView, PodView, State};
-use super::{dns, env, probe, quantity, timing, volumes, ContainerEntry, Kubelet, PodEntry};
+use super::{dns, env, plan, probe, timing, volumes, ContainerEntry, Kubelet, PodEntry};
 use crate::containers::cni::PortMapping;
 use crate::containers::container::{self, Container, ContainerSpec, Exit};
 use crate::containers::images::Image;
 use crate::containers::netns;
-use crate::containers::oci::{BindMount, ContainerConfig};
 
 struct Instance {
     container: Arc<Container>,
     _image: Image,
     probes: Option<tokio::task::JoinHandle<()>>,
-    counted: bool,
+    /// The liveness or startup probe that failed it (the next pass kills it).
+    unhealthy: Option<probe::Kind>,
 }
 
 #[derive(Default)]
@@ -126,62 +127,61 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
     let mut cni_open = true;
     loop {
         let pod = rx.borrow_and_update().clone();
-        let Some(pod) = pod else {
-            w.teardown(None).await;
-            return;
-        };
-        if pod.metadata.deletion_timestamp.is_some() {
-            w.teardown(Some(&pod)).await;
+        let network_ready = cni_rx.borrow_and_update().is_some();
+        let mut actions = plan::plan(
+            pod.as_ref(),
+            &w.observe(network_ready, setup_not_before),
+            Instant::now(),
+        );
+        if let Some(t) = actions.teardown.take() {
+            w.teardown(pod.as_ref().filter(|_| t.graceful), &t.stop)
+                .await;
             return;
         }
-        let finished = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded") | Some("Failed")
-        ) && w.states.is_empty();
-        if !finished {
+        // A pod gone from the API is torn down above.
+        let Some(pod) = pod else { return };
+        if actions.finished != Some(plan::Finished::Before) {
             // A new pod keeps its start slot from sandbox to containers, so pods
             // started together come up in order.
             let k = w.k.clone();
             let mut slot = None;
-            // Without the pod network (no pod CIDR yet) only host-network pods can
-            // start; the others wait here without blocking deletion.
-            let network_ready = cni_rx.borrow_and_update().is_some()
-                || pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.host_network)
-                    .unwrap_or(false);
-            if !w.sandbox_ready && network_ready && Instant::now() >= setup_not_before {
+            if actions.create_sandbox {
                 let t = Instant::now();
                 slot = k.start_slots.acquire().await.ok();
                 timing::lap("slot-wait", t);
-                if let Err(e) = w.setup(&pod).await {
-                    let delay = setup_backoff
-                        .on_exit(Duration::ZERO)
-                        .max(Duration::from_secs(2));
-                    setup_not_before = Instant::now() + delay;
-                    tracing::warn!(pod = %w.entry.name, error = %format!("{e:#}"), "pod sandbox setup failed");
-                    event(
-                        &w.k,
-                        &pod,
-                        None,
-                        WARNING,
-                        "FailedCreatePodSandBox",
-                        format!("Failed to create pod sandbox: {e:#}"),
-                    );
+                match w.setup(&pod).await {
+                    // The containers it took back count in the plan.
+                    Ok(()) => {
+                        actions = plan::plan(
+                            Some(&pod),
+                            &w.observe(network_ready, setup_not_before),
+                            Instant::now(),
+                        )
+                    }
+                    Err(e) => {
+                        let delay = setup_backoff
+                            .on_exit(Duration::ZERO)
+                            .max(Duration::from_secs(2));
+                        setup_not_before = Instant::now() + delay;
+                        tracing::warn!(pod = %w.entry.name, error = %format!("{e:#}"), "pod sandbox setup failed");
+                        event(
+                            &w.k,
+                            &pod,
+                            None,
+                            WARNING,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {e:#}"),
+                        );
+                    }
                 }
             }
-            if w.sandbox_ready {
-                w.sync(&pod, slot.is_some()).await;
-            }
+            w.sync(&pod, actions, slot.is_some()).await;
             drop(slot);
             if w.sandbox_ready || !w.adopting {
                 w.post_status(&pod).await;
             }
         }
-        let next = w
-            .next_deadline()
-            .or((!w.sandbox_ready).then_some(setup_not_before));
+        let next = plan::wake_at(&w.observe(network_ready, setup_not_before), Instant::now());
         let sleep = async {
             match next {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -189,10 +189,10 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
             }
         };
         tokio::select! {
-            r = rx.changed() => { if r.is_err() { w.teardown(None).await; return; } }
+            r = rx.changed() => { if r.is_err() { w.teardown(None, &w.running()).await; return; } }
             _ = w.exited.notified() => {}
             r = cni_rx.changed(), if !w.sandbox_ready && cni_open => cni_open = r.is_ok(),
-            Some(report) = probe_rx.recv() => w.on_probe(&pod, report).await,
+            Some(report) = probe_rx.recv() => w.on_probe(&pod, report),
             _ = sleep => {}
         }
     }
@@ -420,7 +420,7 @@ impl Worker {
                         _ => 0,
                     };
                     st.last = Some(ended);
-                    st.done = !restart_wanted(policy, is_init, code);
+                    st.done = !plan::restart_wanted(policy, is_init, code);
                 }
                 continue;
             };
@@ -457,7 +457,7 @@ impl Worker {
                         container: ctr.clone(),
                         _image: image,
                         probes,
-                        counted: false,
+                        unhealthy: None,
                     });
                     let mut map = self
                         .entry
@@ -489,121 +489,191 @@ impl Worker {
         });
     }
 
-    /// Moves exited instances into `last` and decides their restarts.
-    fn collect_exits(&mut self, pod: &Pod) {
-        let spec = spec_of(pod);
-        let policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
-        let init_names: HashSet<String> = spec
-            .init_containers
+    /// What the plan sees: the sandbox and each container's instance and back-off.
+    fn observe(&self, network_ready: bool, sandbox_retry_at: Instant) -> plan::Observed {
+        let containers = self
+            .states
             .iter()
-            .flatten()
-            .map(|c| c.name.clone())
+            .map(|(name, st)| {
+                let run = match &st.current {
+                    Some(inst) => match inst.container.exit() {
+                        Some(exit) => plan::Run::Exited {
+                            code: exit.code,
+                            ran_for: (exit.finished_at - inst.container.started_at)
+                                .to_std()
+                                .unwrap_or_default(),
+                        },
+                        None => plan::Run::Running {
+                            unhealthy: inst.unhealthy,
+                        },
+                    },
+                    None if st.done => plan::Run::Done {
+                        succeeded: matches!(st.last, Some(State::Terminated { exit_code: 0, .. })),
+                    },
+                    None => plan::Run::Idle,
+                };
+                let seen = plan::Seen {
+                    run,
+                    not_before: st.not_before,
+                    backoff: st.backoff.clone(),
+                };
+                (name.clone(), seen)
+            })
             .collect();
-        let pod_name = format!(
-            "{}_{}({})",
-            self.entry.name, self.entry.namespace, self.entry.uid
-        );
-        for (name, st) in self.states.iter_mut() {
-            let Some(inst) = &st.current else { continue };
-            let Some(exit) = inst.container.exit() else {
+        plan::Observed {
+            sandbox_ready: self.sandbox_ready,
+            sandbox_retry_at,
+            network_ready,
+            containers,
+        }
+    }
+
+    /// The containers with a running instance.
+    fn running(&self) -> Vec<String> {
+        self.states
+            .iter()
+            .filter(|(_, st)| {
+                st.current
+                    .as_ref()
+                    .is_some_and(|i| i.container.exit().is_none())
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Moves exited instances into `last` as the plan decided: done, or to start again
+    /// after their back-off.
+    fn record_exits(&mut self, pod: &Pod, exits: &[(String, plan::AfterExit)]) {
+        for (name, after) in exits {
+            let Some(st) = self.states.get_mut(name) else {
                 continue;
             };
-            if inst.counted {
+            let Some(inst) = st.current.take() else {
                 continue;
-            }
-            let inst = st.current.take().map(|mut i| {
-                i.counted = true;
-                i
-            });
-            let Some(inst) = inst else { continue };
+            };
+            let Some(exit) = inst.container.exit() else {
+                st.current = Some(inst);
+                continue;
+            };
             if let Some(p) = &inst.probes {
                 p.abort();
             }
             st.ready = false;
             st.last = Some(terminated(&inst.container, &exit));
-            let restart = restart_wanted(&policy, init_names.contains(name), exit.code);
-            if !restart {
-                st.done = true;
-                st.waiting = None;
-                continue;
+            match after {
+                plan::AfterExit::Done => {
+                    st.done = true;
+                    st.waiting = None;
+                }
+                plan::AfterExit::Restart {
+                    at,
+                    backoff,
+                    waiting,
+                } => {
+                    st.backoff = backoff.clone();
+                    st.not_before = Some(*at);
+                    st.waiting = waiting.clone().map(|w| (w.reason, w.message));
+                    if waiting.is_some() {
+                        event(
+                            &self.k,
+                            pod,
+                            Some(name),
+                            WARNING,
+                            "BackOff",
+                            "Back-off restarting failed container".to_string(),
+                        );
+                    }
+                }
             }
-            let ran = (exit.finished_at - inst.container.started_at)
-                .to_std()
-                .unwrap_or_default();
-            let delay = st.backoff.on_exit(ran);
-            st.not_before = Some(Instant::now() + delay);
-            st.waiting = (!delay.is_zero()).then(|| {
-                (
-                    "CrashLoopBackOff".to_string(),
-                    format!(
-                        "back-off {} restarting failed container={name} pod={pod_name}",
-                        fmt_duration(delay)
-                    ),
-                )
-            });
-            if !delay.is_zero() {
+        }
+    }
+
+    /// Records the instances that exited since the last pass (the status must not show
+    /// a finished container running).
+    fn collect_exits(&mut self, pod: &Pod) {
+        let now = Instant::now();
+        let exits = plan::exits(pod, &self.observe(true, now), now);
+        self.record_exits(pod, &exits);
+    }
+
+    /// Carries out a plan: records exits, kills, starts.
+    async fn sync(&mut self, pod: &Pod, actions: plan::Actions, have_slot: bool) {
+        self.record_exits(pod, &actions.exits);
+        for kill in &actions.kill {
+            self.kill(pod, kill);
+        }
+        let spec = spec_of(pod);
+        for start in &actions.start {
+            let all = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers);
+            let Some(c) = all.into_iter().find(|c| c.name == start.name) else {
+                continue;
+            };
+            let k = self.k.clone();
+            let _slot = if have_slot {
+                None
+            } else {
+                k.start_slots.acquire().await.ok()
+            };
+            self.start(pod, c).await;
+        }
+    }
+
+    /// Stops an instance (TERM, KILL after the pod's grace period); it restarts as its
+    /// exit then decides.
+    fn kill(&mut self, pod: &Pod, kill: &plan::Kill) {
+        let Some(inst) = self
+            .states
+            .get_mut(&kill.name)
+            .and_then(|st| st.current.as_mut())
+        else {
+            return;
+        };
+        inst.unhealthy = None;
+        let name = &kill.name;
+        match kill.reason {
+            plan::KillReason::Unhealthy(kind) => {
+                let what = if kind == probe::Kind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                };
                 event(
                     &self.k,
                     pod,
                     Some(name),
-                    WARNING,
-                    "BackOff",
-                    "Back-off restarting failed container".to_string(),
+                    NORMAL,
+                    "Killing",
+                    format!("Container {name} failed {what} probe, will be restarted"),
                 );
             }
+            plan::KillReason::SandboxGone => event(
+                &self.k,
+                pod,
+                None,
+                NORMAL,
+                "SandboxChanged",
+                "Pod sandbox changed, it will be killed and re-created.".to_string(),
+            ),
         }
-    }
-
-    /// Starts what should run now.
-    async fn sync(&mut self, pod: &Pod, have_slot: bool) {
-        self.collect_exits(pod);
-        let spec = spec_of(pod);
-        let now = Instant::now();
-        for ic in spec.init_containers.iter().flatten() {
-            let st = self.states.entry(ic.name.clone()).or_default();
-            if st.done && matches!(st.last, Some(State::Terminated { exit_code: 0, .. })) {
-                continue;
+        let grace = spec_of(pod)
+            .termination_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64;
+        let runc = self.k.runc.clone();
+        let ctr = inst.container.clone();
+        tokio::spawn(async move {
+            let _ = runc.kill(&ctr.id, "TERM").await;
+            if tokio::time::timeout(Duration::from_secs(grace), ctr.wait())
+                .await
+                .is_err()
+            {
+                let _ = runc.kill(&ctr.id, "KILL").await;
             }
-            if st.done || st.current.is_some() {
-                return;
-            }
-            if st.not_before.is_some_and(|t| t > now) {
-                return;
-            }
-            let k = self.k.clone();
-            let _slot = if have_slot {
-                None
-            } else {
-                k.start_slots.acquire().await.ok()
-            };
-            self.start(pod, ic, true).await;
-            return;
-        }
-        for c in &spec.containers {
-            let st = self.states.entry(c.name.clone()).or_default();
-            if st.done || st.current.is_some() || st.not_before.is_some_and(|t| t > now) {
-                continue;
-            }
-            let k = self.k.clone();
-            let _slot = if have_slot {
-                None
-            } else {
-                k.start_slots.acquire().await.ok()
-            };
-            self.start(pod, c, false).await;
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.states
-            .values()
-            .filter(|s| s.current.is_none() && !s.done)
-            .filter_map(|s| s.not_before)
-            .filter(|t| *t > Instant::now())
-            .min()
+        });
     }
 
     async fn env_for(&self, pod: &Pod, c: &ContainerSpecK8s, image: &Image) -> Result<Vec<String>> {
@@ -687,88 +757,13 @@ impl Worker {
         )?)
     }
 
-    fn user_of(&self, pod: &Pod, c: &ContainerSpecK8s, image: &Image) -> (u32, u32, Vec<u32>) {
-        let psc = spec_of(pod).security_context.unwrap_or_default();
-        let csc = c.security_context.clone().unwrap_or_default();
-        let (mut uid, mut gid) = parse_user(&image.config.user, &image.rootfs);
-        if let Some(u) = csc.run_as_user.or(psc.run_as_user) {
-            uid = u as u32;
-        }
-        if let Some(g) = csc.run_as_group.or(psc.run_as_group) {
-            gid = g as u32;
-        }
-        let mut groups: Vec<u32> = psc
-            .supplemental_groups
-            .unwrap_or_default()
-            .into_iter()
-            .map(|g| g as u32)
-            .collect();
-        if let Some(fs) = psc.fs_group {
-            groups.push(fs as u32);
-        }
-        (uid, gid, groups)
-    }
-
-    /// Starts one container (a new attempt). Failures leave it waiting with a reason.
-    async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s, _init: bool) {
-        let image_ref = c.image.clone().unwrap_or_default();
+    /// Starts one container (a new attempt): image → environment → configuration →
+    /// runc. Failures leave it waiting with a reason.
+    async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s) {
         let t = Instant::now();
-        let resolved = {
-            let k = self.k.clone();
-            let r = image_ref.clone();
-            tokio::task::spawn_blocking(move || k.images.resolve(&r)).await
+        let Some(image) = self.image_for(pod, c).await else {
+            return;
         };
-        let image = match resolved {
-            Ok(Ok(Some(img))) => img,
-            other => {
-                let detail = match other {
-                    Ok(Err(e)) => format!(": {e:#}"),
-                    _ => String::new(),
-                };
-                let st = self.states.entry(c.name.clone()).or_default();
-                let first = st
-                    .waiting
-                    .as_ref()
-                    .is_none_or(|(r, _)| r != "ErrImagePull" && r != "ImagePullBackOff");
-                let message = format!(
-                    "Failed to pull image \"{image_ref}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
-                );
-                let delay = st
-                    .pull_backoff
-                    .on_exit(Duration::ZERO)
-                    .max(Duration::from_secs(1));
-                st.not_before = Some(Instant::now() + delay);
-                st.waiting = Some(if first {
-                    ("ErrImagePull".into(), message.clone())
-                } else {
-                    (
-                        "ImagePullBackOff".into(),
-                        format!("Back-off pulling image \"{image_ref}\""),
-                    )
-                });
-                if first {
-                    event(&self.k, pod, Some(&c.name), WARNING, "Failed", message);
-                } else {
-                    event(
-                        &self.k,
-                        pod,
-                        Some(&c.name),
-                        NORMAL,
-                        "BackOff",
-                        format!("Back-off pulling image \"{image_ref}\""),
-                    );
-                }
-                return;
-            }
-        };
-        event(
-            &self.k,
-            pod,
-            Some(&c.name),
-            NORMAL,
-            "Pulled",
-            format!("Container image \"{image_ref}\" already present on machine"),
-        );
         let t = timing::lap("image", t);
         let env = match self.env_for(pod, c, &image).await {
             Ok(e) => e,
@@ -788,94 +783,38 @@ impl Worker {
             }
         };
         let t = timing::lap("env", t);
-        let vars: HashMap<String, String> = env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let expand = |v: &Vec<String>| v.iter().map(|s| env::expand(s, &vars)).collect::<Vec<_>>();
-        let args: Vec<String> = match (&c.command, &c.args) {
-            (Some(cmd), a) => [expand(cmd), a.as_ref().map(&expand).unwrap_or_default()].concat(),
-            (None, Some(a)) => [image.config.entrypoint.clone(), expand(a)].concat(),
-            (None, None) => [image.config.entrypoint.clone(), image.config.cmd.clone()].concat(),
-        };
-        let (uid, gid, groups) = self.user_of(pod, c, &image);
-        let spec = spec_of(pod);
-        let host_network = spec.host_network.unwrap_or(false);
-        let sc = c.security_context.clone().unwrap_or_default();
-        let caps = sc.capabilities.clone().unwrap_or_default();
-        let res = c.resources.clone().unwrap_or_default();
-        let limits = res.limits.unwrap_or_default();
-        let requests = res.requests.unwrap_or_default();
-        let etc = self.dir.join("etc");
-        let mut mounts = vec![
-            BindMount {
-                source: etc.join("hosts"),
-                destination: "/etc/hosts".into(),
-                readonly: false,
-            },
-            BindMount {
-                source: etc.join("resolv.conf"),
-                destination: "/etc/resolv.conf".into(),
-                readonly: false,
-            },
-            BindMount {
-                source: etc.join("hostname"),
-                destination: "/etc/hostname".into(),
-                readonly: false,
-            },
-        ];
-        mounts.extend(volumes::mounts_for(c, &self.volumes));
         let st = self.states.entry(c.name.clone()).or_default();
         let attempt = st.attempts;
         let id = container_id(&self.entry.uid, &c.name, attempt);
-        let hostname = std::fs::read_to_string(etc.join("hostname"))
+        let hostname = std::fs::read_to_string(self.dir.join("etc").join("hostname"))
             .unwrap_or_default()
             .trim()
             .to_string();
-        let config = ContainerConfig {
-            args,
-            terminal: c.tty.unwrap_or(false),
-            env,
-            cwd: c
-                .working_dir
-                .clone()
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| image.config.working_dir.clone()),
-            hostname: (!host_network).then_some(hostname),
-            netns: self.netns.clone(),
-            uid,
-            gid,
-            additional_gids: groups,
-            cap_add: caps.add.unwrap_or_default(),
-            cap_drop: caps.drop.unwrap_or_default(),
-            privileged: sc.privileged.unwrap_or(false),
-            readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-            mounts,
-            memory_limit: limits
-                .get("memory")
-                .and_then(|q| quantity::parse(&q.0))
-                .map(|b| b as i64),
-            cpu_shares: requests
-                .get("cpu")
-                .or(limits.get("cpu"))
-                .and_then(|q| quantity::cpu_shares(&q.0)),
-            cpu_quota: limits.get("cpu").and_then(|q| quantity::cpu_quota(&q.0)),
-            pids_limit: None,
-            cgroups_path: format!("/skiff/{}/pod{}/{id}", self.k.cfg.node_name, self.entry.uid),
-        };
+        let config = container_config(
+            pod,
+            c,
+            &image.config,
+            &self.dir,
+            Resolved {
+                env,
+                image_user: image_user(&image.config.user, &image.rootfs),
+                hostname,
+                netns: self.netns.clone(),
+                volume_mounts: volumes::mounts_for(c, &self.volumes),
+                cgroups_path: self.cgroup_path(&id),
+            },
+        );
         let log_path = self
             .dir
             .join("logs")
             .join(&c.name)
             .join(format!("{attempt}.log"));
-        let bundle = self
-            .dir
-            .join("containers")
-            .join(format!("{}-{attempt}", c.name));
         let spec_run = ContainerSpec {
             id: id.clone(),
-            bundle,
+            bundle: self
+                .dir
+                .join("containers")
+                .join(format!("{}-{attempt}", c.name)),
             lower: image.rootfs.clone(),
             config,
             log_path: log_path.clone(),
@@ -883,105 +822,171 @@ impl Worker {
             stdin_once: c.stdin_once.unwrap_or(false),
             tty: c.tty.unwrap_or(false),
         };
+        let st = self.states.entry(c.name.clone()).or_default();
         st.attempts += 1;
         let t = timing::lap("bundle-config", t);
         let started = Container::start(&self.k.runc, spec_run).await;
         timing::lap("runc", t);
         match started {
-            Ok(ctr) => {
-                let st = self.states.entry(c.name.clone()).or_default();
-                if st.last.is_some() {
-                    st.restart_count += 1;
-                }
-                st.waiting = None;
-                st.image_id = image.id.clone();
-                st.started = c.startup_probe.is_none();
-                st.ready = c.readiness_probe.is_none() && st.started;
-                let probes = (c.startup_probe.is_some()
-                    || c.liveness_probe.is_some()
-                    || c.readiness_probe.is_some())
-                .then(|| {
-                    let ip = self
-                        .ip
-                        .map(IpAddr::V4)
-                        .unwrap_or(IpAddr::V4(self.k.node_ip));
-                    probe::spawn(
-                        c.clone(),
-                        ip,
-                        self.k.runc.clone(),
-                        ctr.clone(),
-                        self.probe_tx.clone(),
-                        probe::Resume::default(),
-                    )
-                });
-                st.current = Some(Instance {
-                    container: ctr.clone(),
-                    _image: image,
-                    probes,
-                    counted: false,
-                });
-                {
-                    let mut map = self
-                        .entry
-                        .containers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    let e: &mut ContainerEntry = map.entry(c.name.clone()).or_default();
-                    e.current = Some(ctr.clone());
-                    e.logs.push(log_path);
-                }
-                self.watch_exit(&ctr);
-                event(
-                    &self.k,
-                    pod,
-                    Some(&c.name),
-                    NORMAL,
-                    "Created",
-                    format!("Created container: {}", c.name),
-                );
-                event(
-                    &self.k,
-                    pod,
-                    Some(&c.name),
-                    NORMAL,
-                    "Started",
-                    format!("Started container {}", c.name),
-                );
-            }
-            Err(e) => {
-                let st = self.states.entry(c.name.clone()).or_default();
-                let msg = format!("{e:#}");
-                tracing::warn!(pod = %self.entry.name, container = %c.name, error = %msg, "starting a container");
-                st.last = Some(State::Terminated {
-                    exit_code: 128,
-                    reason: "StartError".into(),
-                    started_at: Utc::now(),
-                    finished_at: Utc::now(),
-                    container_id: format!("skiff://{id}"),
-                });
-                let delay = st
-                    .backoff
-                    .on_exit(Duration::ZERO)
-                    .max(Duration::from_secs(1));
-                st.not_before = Some(Instant::now() + delay);
-                st.waiting = Some(("RunContainerError".into(), msg.clone()));
-                event(
-                    &self.k,
-                    pod,
-                    Some(&c.name),
-                    WARNING,
-                    "Failed",
-                    format!("Error: {msg}"),
-                );
-            }
+            Ok(ctr) => self.started(pod, c, image, ctr, log_path),
+            Err(e) => self.start_failed(pod, c, &id, format!("{e:#}")),
         }
     }
 
-    async fn on_probe(&mut self, pod: &Pod, r: probe::Report) {
+    /// The container's image, or None (with the container waiting on ErrImagePull /
+    /// ImagePullBackOff) if the node does not have it.
+    async fn image_for(&mut self, pod: &Pod, c: &ContainerSpecK8s) -> Option<Image> {
+        let image_ref = c.image.clone().unwrap_or_default();
+        let resolved = {
+            let k = self.k.clone();
+            let r = image_ref.clone();
+            tokio::task::spawn_blocking(move || k.images.resolve(&r)).await
+        };
+        let detail = match resolved {
+            Ok(Ok(Some(img))) => {
+                event(
+                    &self.k,
+                    pod,
+                    Some(&c.name),
+                    NORMAL,
+                    "Pulled",
+                    format!("Container image \"{image_ref}\" already present on machine"),
+                );
+                return Some(img);
+            }
+            Ok(Err(e)) => format!(": {e:#}"),
+            _ => String::new(),
+        };
+        let st = self.states.entry(c.name.clone()).or_default();
+        let first = st
+            .waiting
+            .as_ref()
+            .is_none_or(|(r, _)| r != "ErrImagePull" && r != "ImagePullBackOff");
+        let message = format!(
+            "Failed to pull image \"{image_ref}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
+        );
+        let delay = st
+            .pull_backoff
+            .on_exit(Duration::ZERO)
+            .max(Duration::from_secs(1));
+        st.not_before = Some(Instant::now() + delay);
+        if first {
+            st.waiting = Some(("ErrImagePull".into(), message.clone()));
+            event(&self.k, pod, Some(&c.name), WARNING, "Failed", message);
+        } else {
+            let backoff = format!("Back-off pulling image \"{image_ref}\"");
+            st.waiting = Some(("ImagePullBackOff".into(), backoff.clone()));
+            event(&self.k, pod, Some(&c.name), NORMAL, "BackOff", backoff);
+        }
+        None
+    }
+
+    /// A new instance runs: its probes start, the streaming endpoint sees it.
+    fn started(
+        &mut self,
+        pod: &Pod,
+        c: &ContainerSpecK8s,
+        image: Image,
+        ctr: Arc<Container>,
+        log_path: PathBuf,
+    ) {
+        let ip = self
+            .ip
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V4(self.k.node_ip));
+        let st = self.states.entry(c.name.clone()).or_default();
+        if st.last.is_some() {
+            st.restart_count += 1;
+        }
+        st.waiting = None;
+        st.image_id = image.id.clone();
+        st.started = c.startup_probe.is_none();
+        st.ready = c.readiness_probe.is_none() && st.started;
+        let probes = (c.startup_probe.is_some()
+            || c.liveness_probe.is_some()
+            || c.readiness_probe.is_some())
+        .then(|| {
+            probe::spawn(
+                c.clone(),
+                ip,
+                self.k.runc.clone(),
+                ctr.clone(),
+                self.probe_tx.clone(),
+                probe::Resume::default(),
+            )
+        });
+        st.current = Some(Instance {
+            container: ctr.clone(),
+            _image: image,
+            probes,
+            unhealthy: None,
+        });
+        {
+            let mut map = self
+                .entry
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let e: &mut ContainerEntry = map.entry(c.name.clone()).or_default();
+            e.current = Some(ctr.clone());
+            e.logs.push(log_path);
+        }
+        self.watch_exit(&ctr);
+        let name = &c.name;
+        event(
+            &self.k,
+            pod,
+            Some(name),
+            NORMAL,
+            "Created",
+            format!("Created container: {name}"),
+        );
+        event(
+            &self.k,
+            pod,
+            Some(name),
+            NORMAL,
+            "Started",
+            format!("Started container {name}"),
+        );
+    }
+
+    /// runc could not start the instance: it counts as ended (StartError) and is
+    /// tried again after a back-off.
+    fn start_failed(&mut self, pod: &Pod, c: &ContainerSpecK8s, id: &str, msg: String) {
+        let st = self.states.entry(c.name.clone()).or_default();
+        tracing::warn!(pod = %self.entry.name, container = %c.name, error = %msg, "starting a container");
+        st.last = Some(State::Terminated {
+            exit_code: 128,
+            reason: "StartError".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            container_id: format!("skiff://{id}"),
+        });
+        let delay = st
+            .backoff
+            .on_exit(Duration::ZERO)
+            .max(Duration::from_secs(1));
+        st.not_before = Some(Instant::now() + delay);
+        st.waiting = Some(("RunContainerError".into(), msg.clone()));
+        event(
+            &self.k,
+            pod,
+            Some(&c.name),
+            WARNING,
+            "Failed",
+            format!("Error: {msg}"),
+        );
+    }
+
+    /// A probe crossed a threshold: readiness and started change; a failed liveness or
+    /// startup probe marks the instance for the next pass to kill. (The loop plans and
+    /// posts the status right after.)
+    fn on_probe(&mut self, pod: &Pod, r: probe::Report) {
         let Some(st) = self.states.get_mut(&r.container) else {
             return;
         };
-        let Some(inst) = &st.current else { return };
+        let Some(inst) = &mut st.current else { return };
         if inst.container.id != r.id {
             return;
         }
@@ -1006,42 +1011,10 @@ impl Worker {
             }
             (probe::Kind::Readiness, ok) => st.ready = ok && st.started,
             (probe::Kind::Liveness, false) | (probe::Kind::Startup, false) => {
-                let id = inst.container.id.clone();
-                let what = if r.kind == probe::Kind::Startup {
-                    "startup"
-                } else {
-                    "liveness"
-                };
-                event(
-                    &self.k,
-                    pod,
-                    Some(&r.container),
-                    NORMAL,
-                    "Killing",
-                    format!(
-                        "Container {} failed {what} probe, will be restarted",
-                        r.container
-                    ),
-                );
-                let grace = spec_of(pod)
-                    .termination_grace_period_seconds
-                    .unwrap_or(30)
-                    .max(0) as u64;
-                let runc = self.k.runc.clone();
-                let ctr = inst.container.clone();
-                tokio::spawn(async move {
-                    let _ = runc.kill(&id, "TERM").await;
-                    if tokio::time::timeout(Duration::from_secs(grace), ctr.wait())
-                        .await
-                        .is_err()
-                    {
-                        let _ = runc.kill(&id, "KILL").await;
-                    }
-                });
+                inst.unhealthy = Some(r.kind)
             }
             _ => {}
         }
-        self.post_status(pod).await;
     }
 
     fn view(&self, pod: &Pod) -> PodView {
@@ -1183,7 +1156,7 @@ impl Worker {
 
     /// Stops everything (gracefully when the pod is being deleted through the API),
     /// removes the sandbox, and finalizes the deletion.
-    async fn teardown(&mut self, pod: Option<&Pod>) {
+    async fn teardown(&mut self, pod: Option<&Pod>, stop: &[String]) {
         if let Some(r) = self.refresher.take() {
             r.abort();
         }
@@ -1204,7 +1177,7 @@ impl Worker {
             if let Some(p) = &inst.probes {
                 p.abort();
             }
-            if inst.container.exit().is_some() {
+            if !stop.contains(name) {
                 continue;
             }
             if let Some(pod) = pod {
@@ -1295,16 +1268,6 @@ fn event(
 /// the agent did counts as new when it is taken back (`kubeletRestartGracePeriod`).
 const RESTART_GRACE_SECONDS: i64 = 10;
 
-/// Whether a container that exited with `code` runs again under the pod's restart policy.
-fn restart_wanted(policy: &str, is_init: bool, code: i32) -> bool {
-    match policy {
-        "Never" => false,
-        "OnFailure" => code != 0,
-        // Init containers of an Always pod are re-run only on failure.
-        _ => !is_init || code != 0,
-    }
-}
-
 /// The container's status as this pod's agent last posted it, if it is about the
 /// instance `id`.
 fn posted_status<'a>(pod: &'a Pod, name: &str, id: &str) -> Option<&'a ContainerStatus> {
@@ -1369,58 +1332,6 @@ fn keep_transition_times(status: &mut serde_json::Value, last: &serde_json::Valu
             c["lastTransitionTime"] = l["lastTransitionTime"].clone();
         }
     }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m0s", s / 60)
-    } else if s >= 60 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `uid[:gid]` of an image USER (numeric, or a name from the rootfs's /etc/passwd).
-fn parse_user(user: &str, rootfs: &Path) -> (u32, u32) {
-    if user.is_empty() {
-        return (0, 0);
-    }
-    let (u, g) = user
-        .split_once(':')
-        .map(|(u, g)| (u, Some(g)))
-        .unwrap_or((user, None));
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let lookup = |name: &str| -> Option<(u32, u32)> {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.first() != Some(&name) {
-                return None;
-            }
-            Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        })
-    };
-    let (uid, mut gid) = match u.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => lookup(u).unwrap_or((0, 0)),
-    };
-    if let Some(g) = g {
-        if let Ok(n) = g.parse() {
-            gid = n;
-        } else {
-            let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-            if let Some(n) = group.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.first() == Some(&g))
-                    .then(|| f.get(2)?.parse().ok())
-                    .flatten()
-            }) {
-                gid = n;
-            }
-        }
-    }
-    (uid, gid)
 }
 
 async fn run_pre_stop(
