@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_store::testing::EtcdCluster;
+use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{SqliteStore, Store};
 
 /// Size of each value (a small Pod is about 1-2 KiB of JSON).

@@ -19,7 +19,6 @@ mod error;
 mod etcd;
 mod migrate;
 mod sqlite;
-pub mod testing;
 
 pub use compactor::spawn_compactor;
 pub use datastore::{open, open_with, Datastore, OpenOptions};

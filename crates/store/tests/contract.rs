@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_store::testing::EtcdCluster;
+use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{Event, EventKind, SqliteStore, Store, StoreError, WatchReceiver};
 
 /// What must live as long as the store (the etcd cluster).

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_store::testing::EtcdCluster;
+use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{EtcdConfig, EtcdStore, Store, StoreError, WatchReceiver};
 
 /// Receives events until `n` arrived, failing after `within`.
@@ -161,7 +161,7 @@ fn lists_larger_than_grpcs_default_message_limit() {
 }
 
 /// A CA, a serving certificate for 127.0.0.1 and a client certificate, as PEM files.
-fn make_certs(dir: &std::path::Path) -> (skiff_store::testing::ServerTls, skiff_store::EtcdTls) {
+fn make_certs(dir: &std::path::Path) -> (skiff_testkit::etcd::ServerTls, skiff_store::EtcdTls) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
         SanType,
@@ -194,7 +194,7 @@ fn make_certs(dir: &std::path::Path) -> (skiff_store::testing::ServerTls, skiff_
     client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client.signed_by(&client_key, &issuer).unwrap();
 
-    let server_tls = skiff_store::testing::ServerTls {
+    let server_tls = skiff_testkit::etcd::ServerTls {
         ca_file: ca_file.clone(),
         cert_file: write("server.pem", server_cert.pem()),
         key_file: write("server-key.pem", server_key.serialize_pem()),

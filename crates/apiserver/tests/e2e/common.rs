@@ -18,7 +18,7 @@ fn datastore(dir: &Path) -> Option<String> {
     match std::env::var("SKIFF_TEST_DATASTORE").as_deref() {
         Ok("etcd") => {
             let name = dir.file_name()?.to_string_lossy().into_owned();
-            Some(skiff_store::testing::EtcdCluster::shared().url(&format!("/{name}")))
+            Some(skiff_testkit::etcd::EtcdCluster::shared().url(&format!("/{name}")))
         }
         _ => None,
     }

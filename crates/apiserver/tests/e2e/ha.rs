@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use skiff_apiserver::{Server, ServerConfig, ServerHandle};
-use skiff_store::testing::EtcdCluster;
+use skiff_testkit::etcd::EtcdCluster;
 
 fn have_etcd() -> bool {
     std::process::Command::new("sh")

@@ -1,6 +1,7 @@
 //! Real etcd clusters for tests and benchmarks: 1 or 3 `etcd` processes (Debian's
 //! `etcd-server`) on loopback with free ports, data in a temporary directory, every
-//! member killed and the directory removed on drop, also when the test fails.
+//! member killed and the directory removed on drop, also when the test fails. Knows
+//! nothing of skiff's store: it hands out endpoints and `etcd://` datastore URLs.
 //!
 //! Each member runs under a small shell that holds the read end of a pipe from the test
 //! process: when the test process exits, however it dies, the pipe closes and the shell
