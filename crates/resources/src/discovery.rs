@@ -349,20 +349,30 @@ mod tests {
 
     #[test]
     fn discovery_golden() {
-        use crate::test_support::golden;
-        golden("discovery_api", &core_versions());
-        golden("discovery_apis", &api_groups());
-        golden("discovery_api_v1", &resource_list("", "v1").expect("core"));
-        golden(
-            "discovery_apps_v1",
+        use skiff_testkit::golden::check_json;
+        const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+        check_json(format!("{GOLDEN}/discovery_api.json"), &core_versions());
+        check_json(format!("{GOLDEN}/discovery_apis.json"), &api_groups());
+        check_json(
+            format!("{GOLDEN}/discovery_api_v1.json"),
+            &resource_list("", "v1").expect("core"),
+        );
+        check_json(
+            format!("{GOLDEN}/discovery_apps_v1.json"),
             &resource_list("apps", "v1").expect("apps"),
         );
-        golden(
-            "discovery_apps_v1beta2",
+        check_json(
+            format!("{GOLDEN}/discovery_apps_v1beta2.json"),
             &resource_list("apps", "v1beta2").expect("apps/v1beta2"),
         );
-        golden("discovery_aggregated_apis_v2", &aggregated(false, true));
-        golden("discovery_aggregated_api_v2", &aggregated(true, true));
+        check_json(
+            format!("{GOLDEN}/discovery_aggregated_apis_v2.json"),
+            &aggregated(false, true),
+        );
+        check_json(
+            format!("{GOLDEN}/discovery_aggregated_api_v2.json"),
+            &aggregated(true, true),
+        );
     }
 
     #[test]

@@ -34,6 +34,3 @@ pub use smp::{strategic_merge_patch, PatchError};
 pub use table::{table, IncludeObject};
 pub use unknown::unknown_fields;
 pub use validation::{invalid_status, validate, FieldError, FieldErrorKind};
-
-#[cfg(test)]
-pub(crate) mod test_support;

@@ -1,15 +1,15 @@
 //! The real `kubectl` against this crate's documents: a minimal HTTP server (loopback
 //! only, one thread, `Connection: close`) serves discovery, OpenAPI v3, Tables, and
-//! records the bodies kubectl sends. Skipped when `kubectl` is not installed.
+//! records the bodies kubectl sends. Fails when `kubectl` is not installed.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use serde_json::{json, Value};
 use skiff_resources::{discovery, lookup, openapi, IncludeObject};
+use skiff_testkit::kubectl::{self, Kubectl};
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -223,19 +223,14 @@ fn handle(mut stream: TcpStream, log: &Log, deployment_exists: &Exists) {
 struct Fake {
     log: Log,
     deployment_exists: Exists,
+    kubectl: Kubectl,
+    /// Holds the kubeconfig, kubectl's HOME and the tests' manifests.
     dir: tempfile::TempDir,
 }
 
 impl Fake {
     fn start() -> Fake {
-        assert!(
-            Command::new("kubectl")
-                .arg("version")
-                .arg("--client")
-                .output()
-                .is_ok(),
-            "kubectl is missing"
-        );
+        let bin = kubectl::default();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("addr").port();
         let log: Log = Arc::new(Mutex::new(Vec::new()));
@@ -255,24 +250,21 @@ impl Fake {
              users: [{{name: u, user: {{}}}}]\ncurrent-context: f\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kc).expect("kubeconfig");
+        let kubectl = Kubectl::new(bin, dir.path().join("kubeconfig"))
+            .env("HOME", dir.path())
+            .env("KUBECTL_NO_PROXY", "1");
         Fake {
             log,
             deployment_exists,
+            kubectl,
             dir,
         }
     }
 
+    /// Whether kubectl succeeded, and its stdout followed by its stderr.
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env("HOME", self.dir.path())
-            .env("KUBECTL_NO_PROXY", "1")
-            .output()
-            .expect("run kubectl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        let out = self.kubectl.run(args);
+        (out.success, out.combined())
     }
 
     fn requests(&self, method: &str) -> Vec<Req> {

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{SqliteStore, Store};
+use skiff_testkit::etcd::EtcdCluster;
 
 /// Size of each value (a small Pod is about 1-2 KiB of JSON).
 const VALUE_SIZE: usize = 1024;

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{Event, EventKind, SqliteStore, Store, StoreError, WatchReceiver};
+use skiff_testkit::etcd::EtcdCluster;
 
 /// What must live as long as the store (the etcd cluster).
 type Guard = Option<EtcdCluster>;

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_testkit::etcd::EtcdCluster;
 use skiff_store::{EtcdConfig, EtcdStore, Store, StoreError, WatchReceiver};
+use skiff_testkit::etcd::EtcdCluster;
 
 /// Receives events until `n` arrived, failing after `within`.
 async fn collect(rx: &mut WatchReceiver, n: usize, within: Duration) -> Vec<(String, i64)> {

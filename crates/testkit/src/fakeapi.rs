@@ -316,7 +316,11 @@ mod tests {
     async fn answers_by_rule_and_records_every_request() {
         let fake = FakeApi::new();
         let path = "/api/v1/namespaces/default/configmaps";
-        fake.objects(path, "ConfigMapList", vec![json!({"metadata": {"name": "a"}})]);
+        fake.objects(
+            path,
+            "ConfigMapList",
+            vec![json!({"metadata": {"name": "a"}})],
+        );
         fake.echo_creates(path);
         let api: Api<ConfigMap> = Api::default_namespaced(fake.client());
 
@@ -332,7 +336,10 @@ mod tests {
 
         let mut cm = ConfigMap::default();
         cm.metadata.generate_name = Some("gen-".into());
-        let made = api.create(&PostParams::default(), &cm).await.expect("create");
+        let made = api
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
         assert_eq!(made.metadata.name.as_deref(), Some("gen-00001"));
 
         let err = api.get("missing").await.expect_err("no rule: 404");

@@ -90,7 +90,11 @@ impl Output {
         format!(
             "exit {:?}{}\nstdout: {}\nstderr: {}",
             self.code,
-            if self.timed_out { " (deadline ran out)" } else { "" },
+            if self.timed_out {
+                " (deadline ran out)"
+            } else {
+                ""
+            },
             self.stdout,
             self.stderr
         )
@@ -134,8 +138,10 @@ impl Kubectl {
 
     /// Sets `key=value` in the environment of every run.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
-        self.env
-            .push((key.to_string(), value.as_ref().to_string_lossy().into_owned()));
+        self.env.push((
+            key.to_string(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
         self
     }
 
@@ -195,8 +201,18 @@ impl Kubectl {
                 String::from_utf8_lossy(&buf).into_owned()
             })
         };
-        let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let stdout = read(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = read(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         let start = Instant::now();
         let mut timed_out = false;
         let status = loop {
@@ -277,9 +293,10 @@ mod tests {
 
     #[test]
     fn runs_with_kubeconfig_env_and_stdin() {
-        let out = sh()
-            .env("EXTRA", "x")
-            .run_with(&["-c", "echo $KUBECONFIG $EXTRA; cat; echo err >&2"], Some("in\n"));
+        let out = sh().env("EXTRA", "x").run_with(
+            &["-c", "echo $KUBECONFIG $EXTRA; cat; echo err >&2"],
+            Some("in\n"),
+        );
         assert!(out.success, "{}", out.describe());
         assert_eq!(out.stdout, "/nonexistent/kubeconfig x\nin\n");
         assert_eq!(out.stderr, "err\n");

@@ -18,7 +18,10 @@ fn op<'a>(manager: &'a str, api_version: &'a str) -> Operation<'a> {
     }
 }
 
-fn golden(name: &str) -> Value {
+/// A FieldsV1 document kube-apiserver wrote for the same object, compared as JSON. These
+/// are references taken from kube-apiserver, not output of ours, so `UPDATE_GOLDEN` must
+/// not rewrite them: they are read, never written (not `skiff_testkit::golden`).
+fn kube_apiserver_wrote(name: &str) -> Value {
     let path = format!(
         "{}/src/managedfields/golden/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -69,7 +72,7 @@ fn create_records_an_update_entry_like_kube_apiserver() {
         &op("kubectl-client-side-apply", "apps/v1"),
     );
     let mf = d.pointer("/metadata/managedFields").expect("managedFields");
-    assert_eq!(mf, &golden("deployment-create.json"));
+    assert_eq!(mf, &kube_apiserver_wrote("deployment-create.json"));
 }
 
 #[test]
@@ -168,7 +171,7 @@ fn apply_of_a_new_object_owns_exactly_the_configuration() {
     let mf = out
         .pointer("/metadata/managedFields")
         .expect("managedFields");
-    assert_eq!(mf, &golden("deployment-apply.json"));
+    assert_eq!(mf, &kube_apiserver_wrote("deployment-apply.json"));
     assert_eq!(out["spec"]["replicas"], 2);
 }
 

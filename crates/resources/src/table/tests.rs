@@ -4,7 +4,10 @@
 use super::access::{format_label_selector, parse_time};
 use super::*;
 use crate::registry::lookup;
-use crate::test_support::golden;
+use skiff_testkit::golden::check_json;
+
+/// Where the golden Tables live.
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
 fn now() -> DateTime<Utc> {
     parse_time("2026-11-25T12:00:00Z").expect("time")
@@ -62,7 +65,10 @@ fn pods_golden() {
             "state": {"running": {}}}]}}));
     pods.push(json!({"metadata": {"name": "pending", "creationTimestamp": "2026-11-25T11:59:58Z"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {"phase": "Pending"}}));
-    golden("table_pods", &render("", "pods", &pods));
+    check_json(
+        format!("{GOLDEN}/table_pods.json"),
+        &render("", "pods", &pods),
+    );
 }
 
 #[test]
@@ -87,7 +93,10 @@ fn services_golden() {
         json!({"metadata": {"name": "headless", "creationTimestamp": "2026-11-25T11:59:00Z"},
                "spec": {"type": "ClusterIP", "clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"}}}),
     ];
-    golden("table_services", &render("", "services", &svcs));
+    check_json(
+        format!("{GOLDEN}/table_services.json"),
+        &render("", "services", &svcs),
+    );
 }
 
 #[test]
@@ -96,12 +105,18 @@ fn workloads_golden() {
         "spec": {"replicas": 4, "selector": {"matchLabels": {"run": "httpd"}},
                  "template": {"spec": {"containers": [{"name": "httpd", "image": "httpd"}]}}},
         "status": {"replicas": 4, "updatedReplicas": 4, "readyReplicas": 4, "availableReplicas": 4}});
-    golden("table_deployments", &render("apps", "deployments", &[dep]));
+    check_json(
+        format!("{GOLDEN}/table_deployments.json"),
+        &render("apps", "deployments", &[dep]),
+    );
     let rs = json!({"metadata": {"name": "httpd-5bbc9b449d", "creationTimestamp": "2026-11-25T11:58:00Z"},
         "spec": {"replicas": 4, "selector": {"matchLabels": {"run": "httpd", "pod-template-hash": "5bbc9b449d"}},
                  "template": {"spec": {"containers": [{"name": "httpd", "image": "httpd"}]}}},
         "status": {"replicas": 4, "readyReplicas": 3}});
-    golden("table_replicasets", &render("apps", "replicasets", &[rs]));
+    check_json(
+        format!("{GOLDEN}/table_replicasets.json"),
+        &render("apps", "replicasets", &[rs]),
+    );
 }
 
 #[test]
@@ -123,7 +138,10 @@ fn nodes_golden() {
         node("k8s-n1", "172.18.0.3", false, "True", true),
         node("k8s-n2", "172.18.0.4", false, "Unknown", false),
     ];
-    golden("table_nodes", &render("", "nodes", &nodes));
+    check_json(
+        format!("{GOLDEN}/table_nodes.json"),
+        &render("", "nodes", &nodes),
+    );
 }
 
 #[test]
@@ -136,12 +154,15 @@ fn endpoints_and_slices_golden() {
         format_endpoints(&ep),
         "10.244.1.101:80,10.244.1.102:80,10.244.2.35:80 + 1 more..."
     );
-    golden("table_endpoints", &render("", "endpoints", &[ep, empty]));
+    check_json(
+        format!("{GOLDEN}/table_endpoints.json"),
+        &render("", "endpoints", &[ep, empty]),
+    );
     let slice = json!({"metadata": {"name": "httpd-svc-x7k2m", "creationTimestamp": "2026-11-25T11:57:00Z"},
         "addressType": "IPv4", "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.244.1.101"]}, {"addresses": ["10.244.1.102"]}]});
-    golden(
-        "table_endpointslices",
+    check_json(
+        format!("{GOLDEN}/table_endpointslices.json"),
         &render("discovery.k8s.io", "endpointslices", &[slice]),
     );
 }
@@ -149,8 +170,8 @@ fn endpoints_and_slices_golden() {
 #[test]
 fn small_kinds_golden() {
     let t = "2026-11-25T10:00:00Z";
-    golden(
-        "table_namespaces",
+    check_json(
+        format!("{GOLDEN}/table_namespaces.json"),
         &render(
             "",
             "namespaces",
@@ -159,8 +180,8 @@ fn small_kinds_golden() {
             ],
         ),
     );
-    golden(
-        "table_configmaps",
+    check_json(
+        format!("{GOLDEN}/table_configmaps.json"),
         &render(
             "",
             "configmaps",
@@ -169,8 +190,8 @@ fn small_kinds_golden() {
             ],
         ),
     );
-    golden(
-        "table_secrets",
+    check_json(
+        format!("{GOLDEN}/table_secrets.json"),
         &render(
             "",
             "secrets",
@@ -179,16 +200,16 @@ fn small_kinds_golden() {
             ],
         ),
     );
-    golden(
-        "table_serviceaccounts",
+    check_json(
+        format!("{GOLDEN}/table_serviceaccounts.json"),
         &render(
             "",
             "serviceaccounts",
             &[json!({"metadata": {"name": "default", "creationTimestamp": t}})],
         ),
     );
-    golden(
-        "table_leases",
+    check_json(
+        format!("{GOLDEN}/table_leases.json"),
         &render(
             "coordination.k8s.io",
             "leases",
@@ -197,8 +218,8 @@ fn small_kinds_golden() {
             ],
         ),
     );
-    golden(
-        "table_events",
+    check_json(
+        format!("{GOLDEN}/table_events.json"),
         &render(
             "",
             "events",
@@ -210,8 +231,8 @@ fn small_kinds_golden() {
             ],
         ),
     );
-    golden(
-        "table_default",
+    check_json(
+        format!("{GOLDEN}/table_default.json"),
         &render(
             "rbac.authorization.k8s.io",
             "roles",
