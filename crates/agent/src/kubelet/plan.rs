@@ -596,7 +596,9 @@ mod tests {
     #[test]
     fn deletion_kills_everything() {
         let mut p = pod("Always", &[], &["web", "side", "gone"]);
-        p.metadata.deletion_timestamp = Some(Default::default());
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
         let o = observed(&[
             ("web", running()),
             ("side", running()),
