@@ -9,14 +9,14 @@
 //! Needs root, kubectl, runc, iptables, curl, the CNI plugins and busybox-static, like
 //! the other local-cluster tests.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{gone, kill, seed, text, wait_for, Cluster, PAGE};
 
 use serde_json::{json, Value};
 use skiff_store::{SqliteStore, Store};
-
-const PAGE: &str = "<html><body><h1>It works!</h1></body></html>";
 
 /// The objects that will be corrupted, created valid first.
 const JUNK: &str = r#"
@@ -47,142 +47,6 @@ spec:
     spec:
       containers: [{name: httpd, image: httpd}]
 "#;
-
-struct Cluster {
-    name: String,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn up(prefix: &str, nodes: usize) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cluster = Cluster {
-            name: format!("{prefix}{}", std::process::id()),
-            kubeconfig: dir.path().join("kubeconfig"),
-            dir,
-        };
-        let out = cluster.skiff(&["up", "--nodes", &nodes.to_string()]);
-        assert!(out.status.success(), "skiff up failed: {}", text(&out));
-        cluster
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        let (first, rest) = args.split_first().expect("a sub-command");
-        cmd.arg(first);
-        if *first == "node" {
-            cmd.arg(rest[0])
-                .args(["--cluster", &self.name])
-                .args(&rest[1..]);
-        } else {
-            cmd.args(["--cluster", &self.name]).args(rest);
-        }
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running skiff")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running kubectl")
-    }
-
-    /// kubectl's stdout; fails the test on a non-zero exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn state(&self) -> Value {
-        let path = self.cluster_dir().join("cluster.json");
-        serde_json::from_slice(&std::fs::read(path).expect("cluster.json")).expect("parses")
-    }
-
-    fn cluster_dir(&self) -> PathBuf {
-        Path::new("/var/lib/skiff/clusters").join(&self.name)
-    }
-
-    /// Every process of the cluster (the server and each node's agent).
-    fn pids(&self) -> Vec<i32> {
-        let state = self.state();
-        let mut pids = vec![state["serverPid"].as_i64().unwrap_or(0) as i32];
-        for n in state["nodes"].as_array().into_iter().flatten() {
-            pids.push(n["agentPid"].as_i64().unwrap_or(0) as i32);
-        }
-        pids.retain(|p| *p > 0);
-        pids
-    }
-
-    fn node_exec(&self, node: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["node", "exec", node, "--"];
-        args.extend_from_slice(cmd);
-        self.skiff(&args)
-    }
-
-    /// A busybox pod fetches `addr` (a Service by name: cluster DNS, then the proxy),
-    /// within 60 s (the host's `timeout` bounds the attempt: busybox's own `wget -T`
-    /// crashes in the built-in image).
-    fn pod_fetches(&self, pod: &str, addr: &str) -> bool {
-        let out = Command::new("timeout")
-            .args(["60", "kubectl", "run", pod, "-i", "--rm", "--image=busybox"])
-            .args(["--restart=Never", "--", "wget", "-qO-", addr])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running kubectl");
-        let ok = String::from_utf8_lossy(&out.stdout).contains(PAGE);
-        if !ok {
-            eprintln!("{pod} fetching {addr}: {}", text(&out));
-            // A failed attempt may leave its pod behind (-i --rm deletes it only on exit).
-            let _ = self.kubectl(&["delete", "pod", pod, "--wait=true", "--ignore-not-found"]);
-        }
-        ok
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.skiff(&["down"]);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn seed(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/seed")
-        .join(file)
-}
-
-fn gone(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(true)
-}
 
 /// Rewrites the stored object at `key` with `edit`, in the (stopped) server's database.
 fn corrupt(store: &SqliteStore, key: &str, edit: impl FnOnce(&mut Value)) {
@@ -218,7 +82,7 @@ fn ready_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs root"]
 fn a_cluster_with_bad_objects_in_its_store_still_serves() {
-    let c = Cluster::up("bad", 2);
+    let c = Cluster::up("bad", 2, &[]);
     c.ok(&[
         "apply",
         "-f",
@@ -229,7 +93,7 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
         "-f",
         seed("Httpd-Service.yaml").to_str().expect("path"),
     ]);
-    let junk = c.dir.path().join("junk.yaml");
+    let junk = c.scratch().join("junk.yaml");
     std::fs::write(&junk, JUNK).expect("manifest");
     c.ok(&["apply", "-f", junk.to_str().expect("path")]);
     c.ok(&["rollout", "status", "deployment/httpd", "--timeout=120s"]);
@@ -237,10 +101,7 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
     // Stop everything, write the bad objects, start again.
     let pids = c.pids();
     for pid in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        kill(*pid);
     }
     for pid in &pids {
         wait_for(
@@ -250,7 +111,7 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
         );
     }
     {
-        let db = c.cluster_dir().join("k8s-m/server/state.db");
+        let db = c.dir().join("k8s-m/server/state.db");
         let store = SqliteStore::open(&db).expect("opening state.db");
         corrupt(&store, "/registry/core/services/junk/bad-svc", |o| {
             o["spec"]["ports"][0]["name"] = json!(5)
@@ -338,7 +199,7 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
         let mut all = String::new();
         for node in ["k8s-m", "k8s-n1"] {
             for log in ["server.log", "agent.log"] {
-                let path = c.cluster_dir().join(node).join(log);
+                let path = c.dir().join(node).join(log);
                 all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
             }
         }
@@ -368,7 +229,7 @@ fn a_cluster_with_bad_objects_in_its_store_still_serves() {
         Duration::from_secs(90),
         || {
             let out = c.kubectl(&["get", "namespace", "junk"]);
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")
+            !out.success && out.stderr.contains("NotFound")
         },
     );
 }

@@ -4,172 +4,14 @@
 //! One cluster serves every check below (bringing one up is the expensive part); each
 //! check names what a user would see. The cluster is removed also when a check fails.
 
+mod common;
+
+use common::{assert_tools, kill, kill_and_reap, seed, text, wait_for, Cluster, PAGE};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const PAGE: &str = "<html><body><h1>It works!</h1></body></html>";
-
-struct Cluster {
-    name: String,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// Brings up cluster `<prefix><pid>`. Tests run in parallel, so each test's cluster
-    /// runs beside the others': two clusters side by side, as users may have them.
-    fn up(prefix: &str, nodes: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let name = format!("{prefix}{}", std::process::id());
-        let kubeconfig = dir.path().join("kubeconfig");
-        let cluster = Cluster {
-            name,
-            kubeconfig,
-            _dir: dir,
-        };
-        let nodes = nodes.to_string();
-        let mut args = vec!["up", "--nodes", &nodes];
-        args.extend_from_slice(extra);
-        let out = cluster.skiff(&args);
-        assert!(out.status.success(), "skiff up failed: {}", text(&out));
-        cluster
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        let (first, rest) = args.split_first().expect("a sub-command");
-        cmd.arg(first);
-        if *first == "node" {
-            cmd.arg(rest[0])
-                .args(["--cluster", &self.name])
-                .args(&rest[1..]);
-        } else {
-            cmd.args(["--cluster", &self.name]).args(rest);
-        }
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running skiff")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running kubectl")
-    }
-
-    /// kubectl's stdout; fails the test on a non-zero exit or anything on stderr.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "kubectl {}: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs a busybox pod that fetches `httpd-svc:8080` by name (cluster DNS, then the
-    /// Service) and asserts it got the seed's page.
-    fn pod_fetches_the_seed_page(&self, pod: &str) {
-        let out = self.kubectl(&[
-            "run",
-            pod,
-            "-i",
-            "--rm",
-            "--image=busybox",
-            "--restart=Never",
-            "--",
-            "wget",
-            "-qO-",
-            "httpd-svc:8080",
-        ]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(PAGE),
-            "{}",
-            text(&out)
-        );
-    }
-
-    fn node_exec(&self, node: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["node", "exec", node, "--"];
-        args.extend_from_slice(cmd);
-        self.skiff(&args)
-    }
-
-    fn dir(&self) -> PathBuf {
-        Path::new("/var/lib/skiff/clusters").join(&self.name)
-    }
-
-    fn pid(&self, key: &str) -> Vec<u32> {
-        let state: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.dir().join("cluster.json")).expect("cluster.json"),
-        )
-        .expect("cluster.json parses");
-        match key {
-            "server" => vec![state["serverPid"].as_u64().unwrap_or(0) as u32],
-            node => state["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|n| n["name"] == node)
-                .map(|n| n["agentPid"].as_u64().unwrap_or(0) as u32)
-                .collect(),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.skiff(&["down"]);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn seed(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/seed")
-        .join(file)
-}
-
-/// Fails (rather than passing silently) when a tool the cluster needs is missing.
-fn assert_tools() {
-    let have = |c: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {c}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    assert!(nix::unistd::geteuid().is_root(), "needs root");
-    for c in ["kubectl", "runc", "iptables-save", "curl"] {
-        assert!(
-            have(c),
-            "{c} is missing (scripts/install-deps.sh installs it)"
-        );
-    }
-}
 
 #[test]
 #[ignore = "needs root"]
@@ -217,7 +59,7 @@ fn local_cluster_end_to_end() {
     }
     assert_eq!(mode(&c.kubeconfig), 0o600, "the kubeconfig skiff up wrote");
     // The proxy's metrics are served on the node's loopback only, as kube-proxy's.
-    let node_ip = c.ok(&[
+    let node_ip = c.ok_quiet(&[
         "get",
         "node",
         "k8s-n1",
@@ -255,7 +97,7 @@ fn local_cluster_end_to_end() {
 
     // kubectl apply keeps the last applied configuration (describe hides it; -o yaml shows it).
     assert_eq!(
-        c.ok(&[
+        c.ok_quiet(&[
             "apply",
             "-f",
             seed("Httpd-Deployment.yaml").to_str().unwrap()
@@ -263,14 +105,14 @@ fn local_cluster_end_to_end() {
         .trim(),
         "deployment.apps/httpd created"
     );
-    c.ok(&["apply", "-f", seed("Httpd-Service.yaml").to_str().unwrap()]);
-    let yaml = c.ok(&["get", "svc", "httpd-svc", "-o", "yaml"]);
+    c.ok_quiet(&["apply", "-f", seed("Httpd-Service.yaml").to_str().unwrap()]);
+    let yaml = c.ok_quiet(&["get", "svc", "httpd-svc", "-o", "yaml"]);
     assert!(
         yaml.contains("kubectl.kubernetes.io/last-applied-configuration"),
         "{yaml}"
     );
-    c.ok(&["rollout", "status", "deployment/httpd", "--timeout=90s"]);
-    let cip = c.ok(&[
+    c.ok_quiet(&["rollout", "status", "deployment/httpd", "--timeout=90s"]);
+    let cip = c.ok_quiet(&[
         "get",
         "svc",
         "httpd-svc",
@@ -287,7 +129,7 @@ fn local_cluster_end_to_end() {
     );
 
     // Logs and exec through the API server to the agent.
-    let pod = c.ok(&[
+    let pod = c.ok_quiet(&[
         "get",
         "pods",
         "-l",
@@ -295,9 +137,9 @@ fn local_cluster_end_to_end() {
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ]);
-    let hostname = c.ok(&["exec", &pod, "--", "hostname"]);
+    let hostname = c.ok_quiet(&["exec", &pod, "--", "hostname"]);
     assert_eq!(hostname.trim(), pod);
-    c.ok(&["logs", &pod]);
+    c.ok_quiet(&["logs", &pod]);
 
     // Pods reach each other across nodes and resolve Services by name.
     c.pod_fetches_the_seed_page("e2e-client");
@@ -305,33 +147,19 @@ fn local_cluster_end_to_end() {
     // Bad input gets Kubernetes' errors.
     let out = c.kubectl(&["get", "pod", "nope"]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        out.stderr.trim(),
         "Error from server (NotFound): pods \"nope\" not found"
     );
 
     // The server restarts without losing anything.
-    let before = c.ok(&["get", "svc", "httpd-svc", "-o", "jsonpath={.metadata.uid}"]);
-    for pid in c.pid("server") {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    for pid in c.pid("server") {
-        wait_for(
-            "the killed server to be gone",
-            Duration::from_secs(10),
-            || {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-                    .unwrap_or(true)
-            },
-        );
+    let before = c.ok_quiet(&["get", "svc", "httpd-svc", "-o", "jsonpath={.metadata.uid}"]);
+    for pid in c.server_pids() {
+        kill_and_reap(pid);
     }
     // `skiff up` on a cluster whose processes stopped starts them again, with its state.
     let out = c.skiff(&["up"]);
     assert!(out.status.success(), "restarting: {}", text(&out));
-    let after = c.ok(&["get", "svc", "httpd-svc", "-o", "jsonpath={.metadata.uid}"]);
+    let after = c.ok_quiet(&["get", "svc", "httpd-svc", "-o", "jsonpath={.metadata.uid}"]);
     assert_eq!(before, after, "the Service survived the server's restart");
     let out = c.skiff(&["up"]);
     assert!(
@@ -342,11 +170,8 @@ fn local_cluster_end_to_end() {
     // An agent that stops makes its node NotReady (checked with a short grace period by the
     // controllers' own tests); here: `skiff down` after kill -9 of everything cleans up.
     for node in ["k8s-m", "k8s-n1", "k8s-n2"] {
-        for pid in c.pid(node) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        for pid in c.agent_pids(node) {
+            kill(pid);
         }
     }
     let out = c.skiff(&["down"]);
@@ -387,19 +212,16 @@ spec:
 fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
     assert_tools();
     let c = Cluster::up("e2f", 3, &["--node-monitor-grace-period", "15"]);
-    let manifest = c._dir.path().join("web.yaml");
+    let manifest = c.scratch().join("web.yaml");
     std::fs::write(&manifest, FAST_EVICTION).unwrap();
-    c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
-    c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    c.ok_quiet(&["apply", "-f", manifest.to_str().unwrap()]);
+    c.ok_quiet(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 
-    for pid in c.pid("k8s-n1") {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    for pid in c.agent_pids("k8s-n1") {
+        kill(pid);
     }
     let ready = |node: &str| {
-        c.ok(&[
+        c.ok_quiet(&[
             "get",
             "node",
             node,
@@ -417,7 +239,7 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
         "both replicas to run on k8s-n2",
         Duration::from_secs(60),
         || {
-            let rows = c.ok(&[
+            let rows = c.ok_quiet(&[
                 "get",
                 "pods",
                 "-l",
@@ -442,16 +264,17 @@ fn nftables_mode_serves_the_seed() {
     assert_tools();
     let c = Cluster::up("e2n", 3, &["--proxy-mode", "nftables"]);
     for file in ["Httpd-Deployment.yaml", "Httpd-Service-NodePort.yaml"] {
-        c.ok(&["apply", "-f", seed(file).to_str().unwrap()]);
+        c.ok_quiet(&["apply", "-f", seed(file).to_str().unwrap()]);
     }
-    c.ok(&["rollout", "status", "deployment/httpd", "--timeout=90s"]);
-    let svc = |path: &str| c.ok(&["get", "svc", "httpd-svc", "-o", &format!("jsonpath={path}")]);
+    c.ok_quiet(&["rollout", "status", "deployment/httpd", "--timeout=90s"]);
+    let svc =
+        |path: &str| c.ok_quiet(&["get", "svc", "httpd-svc", "-o", &format!("jsonpath={path}")]);
     let (cip, node_port) = (svc("{.spec.clusterIP}"), svc("{.spec.ports[0].nodePort}"));
     let answers = |node: &str, addr: &str| {
         let out = c.node_exec(node, &["curl", "-s", "-m", "2", addr]);
         String::from_utf8_lossy(&out.stdout).trim_end() == PAGE
     };
-    let node_ips = c.ok(&[
+    let node_ips = c.ok_quiet(&[
         "get",
         "nodes",
         "-o",
@@ -480,7 +303,7 @@ fn nftables_mode_serves_the_seed() {
 
     c.pod_fetches_the_seed_page("e2n-client");
 
-    let first = c.ok(&[
+    let first = c.ok_quiet(&[
         "get",
         "pods",
         "-l",
@@ -489,12 +312,12 @@ fn nftables_mode_serves_the_seed() {
         "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
     ]);
     let (pod, ip) = first.split_once(' ').expect("name and IP");
-    c.ok(&["delete", "pod", pod, "--wait=false"]);
+    c.ok_quiet(&["delete", "pod", pod, "--wait=false"]);
     wait_for(
         "the replacement in the endpoints",
         Duration::from_secs(60),
         || {
-            let ips = c.ok(&[
+            let ips = c.ok_quiet(&[
                 "get",
                 "endpoints",
                 "httpd-svc",
@@ -528,7 +351,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         "etcd is missing (scripts/install-deps.sh installs it)"
     );
     let c = Cluster::up("e2h", 4, &["--servers", "3"]);
-    let ready = c.ok(&["get", "nodes", "--no-headers"]);
+    let ready = c.ok_quiet(&["get", "nodes", "--no-headers"]);
     for node in ["k8s-m ", "k8s-m2 ", "k8s-m3 ", "k8s-n1 "] {
         assert!(
             ready
@@ -537,7 +360,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
             "{node}not Ready: {ready}"
         );
     }
-    let eps = c.ok(&[
+    let eps = c.ok_quiet(&[
         "get",
         "endpoints",
         "kubernetes",
@@ -548,7 +371,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
 
     // Who leads: the lease holder, matched to a server by its data dir's identity file.
     let holder = || {
-        c.ok(&[
+        c.ok_quiet(&[
             "get",
             "lease",
             "-n",
@@ -594,7 +417,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
     )
     .unwrap();
     // Created while nobody leads: it must still roll out once someone does.
-    c.ok(&[
+    c.ok_quiet(&[
         "create",
         "deployment",
         "ha",
@@ -602,7 +425,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         "--replicas=2",
     ]);
     for i in 0..5 {
-        c.ok(&["create", "configmap", &format!("during-failover-{i}")]);
+        c.ok_quiet(&["create", "configmap", &format!("during-failover-{i}")]);
     }
     wait_for("another server to lead", Duration::from_secs(30), || {
         let h = holder();
@@ -614,7 +437,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         took < Duration::from_secs(15),
         "failover took {took:?} (leader was {leader_node})"
     );
-    c.ok(&["rollout", "status", "deployment/ha", "--timeout=90s"]);
+    c.ok_quiet(&["rollout", "status", "deployment/ha", "--timeout=90s"]);
     // The watch resumed on another server from where it was: every event, no relist.
     wait_for(
         "the watch to see every configmap",
@@ -643,13 +466,13 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    c.ok(&[
+    c.ok_quiet(&[
         "create",
         "configmap",
         "after-etcd-loss",
         "--from-literal=a=b",
     ]);
-    let deploys = c.ok(&[
+    let deploys = c.ok_quiet(&[
         "get",
         "deployment",
         "ha",
@@ -658,7 +481,7 @@ fn three_servers_survive_the_leader_and_an_etcd_member() {
     ]);
     assert_eq!(deploys, "2");
     assert_eq!(
-        c.ok(&[
+        c.ok_quiet(&[
             "get",
             "configmap",
             "after-etcd-loss",

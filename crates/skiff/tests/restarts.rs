@@ -10,145 +10,11 @@
 //!
 //! Each test brings up its own cluster (`<prefix><pid>`), removed also when it fails.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    name: String,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn up(prefix: &str, nodes: usize) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cluster = Cluster {
-            name: format!("{prefix}{}", std::process::id()),
-            kubeconfig: dir.path().join("kubeconfig"),
-            dir,
-        };
-        let out = cluster.skiff(&["up", "--nodes", &nodes.to_string()]);
-        assert!(out.status.success(), "skiff up failed: {}", text(&out));
-        cluster
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        let (first, rest) = args.split_first().expect("a sub-command");
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg(first)
-            .args(["--cluster", &self.name])
-            .args(rest)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running skiff")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("running kubectl")
-    }
-
-    /// kubectl's stdout; fails the test on a non-zero exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn apply(&self, manifest: &str) {
-        let file = self.dir.path().join("manifest.yaml");
-        std::fs::write(&file, manifest).expect("writing the manifest");
-        self.ok(&["apply", "-f", file.to_str().expect("utf-8 path")]);
-    }
-
-    fn agent_pids(&self, node: &str) -> Vec<i32> {
-        let path = std::path::Path::new("/var/lib/skiff/clusters")
-            .join(&self.name)
-            .join("cluster.json");
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).expect("cluster.json"))
-                .expect("cluster.json parses");
-        state["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["name"] == node)
-            .filter_map(|n| n["agentPid"].as_i64())
-            .map(|p| p as i32)
-            .collect()
-    }
-
-    /// `name=value` for every pod on `node`, by a jsonpath over its fields.
-    fn pods_on(&self, node: &str, fields: &str) -> Vec<String> {
-        let selector = format!("spec.nodeName={node}");
-        let template = format!(
-            "{{range .items[*]}}{{.metadata.namespace}}/{{.metadata.name}}={fields}{{\"\\n\"}}{{end}}"
-        );
-        self.ok(&[
-            "get",
-            "pods",
-            "-A",
-            "--field-selector",
-            &selector,
-            "-o",
-            &format!("jsonpath={template}"),
-        ])
-        .lines()
-        .map(str::to_string)
-        .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.skiff(&["down"]);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Polls `check` every 100 ms until it holds; fails after `timeout`. Returns how long it
-/// took.
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
-fn kill_and_reap(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    wait_for(
-        "the killed agent to be gone",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-                .unwrap_or(true)
-        },
-    );
-}
+use common::{kill_and_reap, text, wait_for, Cluster};
 
 /// Probe period of every probe below, in seconds.
 const PERIOD: u64 = 2;
@@ -229,7 +95,7 @@ const READY: &str = "{.status.conditions[?(@.type==\"Ready\")].status}";
 #[test]
 #[ignore = "needs root"]
 fn a_killed_agent_takes_back_its_pods_with_their_probes() {
-    let c = Cluster::up("rst", 2);
+    let c = Cluster::up("rst", 2, &[]);
     c.apply(PODS);
     let ready_except_late = || {
         let rows = c.pods_on("k8s-n1", READY);
@@ -348,7 +214,7 @@ fn a_killed_agent_takes_back_its_pods_with_their_probes() {
 #[test]
 #[ignore = "needs root"]
 fn a_deleted_node_is_registered_again_by_its_agent() {
-    let c = Cluster::up("rrg", 2);
+    let c = Cluster::up("rrg", 2, &[]);
     c.apply(
         r#"
 apiVersion: v1
@@ -371,11 +237,7 @@ spec:
     wait_for(
         "k8s-n1 to be registered again",
         Duration::from_secs(10),
-        || {
-            c.kubectl(&["get", "node", "k8s-n1", "-o", "name"])
-                .status
-                .success()
-        },
+        || c.kubectl(&["get", "node", "k8s-n1", "-o", "name"]).success,
     );
     eprintln!(
         "k8s-n1 registered again {:?} after its deletion",
@@ -421,7 +283,7 @@ spec:
                 "jsonpath={.metadata.ownerReferences[0].uid}",
             ])
             .stdout
-                == new_uid.as_bytes()
+                == new_uid
         },
     );
 }
