@@ -1,5 +1,8 @@
 //! The API-facing kubelet: watches the pods bound to this node and runs one worker per
-//! pod on top of [`crate::containers`].
+//! pod on top of [`crate::containers`]. Each pass of a worker ([`worker`]) asks
+//! [`plan`] what to do (pure, as kubelet's `computePodActions`), carries it out, builds
+//! each container's configuration with [`container_config`] (pure) and posts the status
+//! [`status`] computes (pure); [`orphans`] removes what pods leave behind.
 
 pub mod backoff;
 pub mod container_config;

@@ -1,6 +1,7 @@
-//! One pod's worker: sandbox (netns + CNI + /etc files + volumes), init containers in
-//! order, app containers with restarts and back-off, probes, status updates, graceful
-//! deletion and cleanup.
+//! One pod's worker: a loop that plans each pass with [`plan::plan`] and carries the
+//! actions out: the sandbox (netns + CNI + /etc files + volumes), containers started
+//! (image, environment, [`container_config`], runc) and killed, exits recorded with
+//! their back-off, probes, status updates, graceful deletion and cleanup.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
