@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use skiff_apiserver::{Server, ServerConfig, ServerHandle};
+use skiff_testkit::kubectl::Kubectl;
 
 /// A running server and the directory it keeps its state in.
 pub struct TestServer {
@@ -58,44 +59,9 @@ impl TestServer {
         std::fs::write(&path, text).expect("write kubeconfig");
         path
     }
-}
 
-/// One kubectl binary against one test server, with a cache directory of its own.
-pub struct Kubectl {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub cache: PathBuf,
-}
-
-impl Kubectl {
-    /// Runs kubectl; returns (success, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = std::process::Command::new(&self.bin)
-            .args(args)
-            .arg(format!("--cache-dir={}", self.cache.display()))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// stdout of a command that must succeed.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "{} {args:?} failed: {err}", self.bin.display());
-        out
-    }
-
-    /// stdout of a command that must succeed without printing anything on stderr (no
-    /// warning either).
-    pub fn ok_quiet(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "{} {args:?} failed: {err}", self.bin.display());
-        assert_eq!(err, "", "{} {args:?} warned", self.bin.display());
-        out
+    /// kubectl `bin` against this server, with a cache directory of its own.
+    pub fn kubectl(&self, bin: PathBuf) -> Kubectl {
+        Kubectl::new(bin, self.kubeconfig()).cache_dir(self.dir.path().join("cache"))
     }
 }

@@ -1,8 +1,10 @@
 //! The API through the real kubectl (skipped when kubectl is not installed).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{self, Kubectl};
+use skiff_testkit::kubectl::{self, Kubectl};
+
+use crate::common;
 
 const SEED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -10,22 +12,9 @@ const SEED: &str = concat!(
 );
 
 /// kubectl binaries to try: the 1.33 and 1.28 clients and the dispatcher on PATH.
-fn kubectls() -> Vec<PathBuf> {
-    let dir = Path::new("/usr/lib/google-cloud-sdk/bin");
-    let mut out: Vec<PathBuf> = ["kubectl.1.33", "kubectl.1.28"]
-        .iter()
-        .map(|k| dir.join(k))
-        .filter(|p| p.exists())
-        .collect();
-    if let Ok(path) = std::env::var("PATH") {
-        if let Some(p) = path
-            .split(':')
-            .map(|d| Path::new(d).join("kubectl"))
-            .find(|p| p.exists())
-        {
-            out.push(p);
-        }
-    }
+fn kubectls() -> Vec<std::path::PathBuf> {
+    let mut out = kubectl::versions(&["1.33", "1.28"]);
+    out.extend(kubectl::on_path());
     out
 }
 
@@ -43,18 +32,16 @@ async fn seed_steps_with_real_kubectl() {
     );
     for bin in bins {
         let s = common::start().await;
-        let k = Kubectl {
-            bin: bin.clone(),
-            kubeconfig: s.kubeconfig(),
-            cache: s.dir.path().join("cache"),
-        };
+        let k = s.kubectl(bin);
         blocking(move || seed_steps(&k)).await;
     }
 }
 
 fn seed_steps(k: &Kubectl) {
     let who = k.bin.display().to_string();
-    let (ok, out, err) = k.run(&["apply", "-f", &format!("{SEED}/Httpd-Deployment.yaml")]);
+    let (ok, out, err) = k
+        .run(&["apply", "-f", &format!("{SEED}/Httpd-Deployment.yaml")])
+        .parts();
     assert!(ok, "{who}: {err}");
     assert_eq!(out.trim_end(), "deployment.apps/httpd created", "{who}");
     assert_eq!(err, "", "{who}: apply must not warn");
@@ -71,7 +58,9 @@ fn seed_steps(k: &Kubectl) {
         "{who}: {svc}"
     );
 
-    let (ok, out, err) = k.run(&["apply", "-f", &format!("{SEED}/Httpd-Service.yaml")]);
+    let (ok, out, err) = k
+        .run(&["apply", "-f", &format!("{SEED}/Httpd-Service.yaml")])
+        .parts();
     assert!(ok && err.is_empty(), "{who}: {err}");
     assert_eq!(out.trim_end(), "service/httpd-svc created");
     let ip1 = k.ok(&[
@@ -81,11 +70,13 @@ fn seed_steps(k: &Kubectl) {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
-    let (ok, out, err) = k.run(&[
-        "apply",
-        "-f",
-        &format!("{SEED}/Httpd-Service-NodePort.yaml"),
-    ]);
+    let (ok, out, err) = k
+        .run(&[
+            "apply",
+            "-f",
+            &format!("{SEED}/Httpd-Service-NodePort.yaml"),
+        ])
+        .parts();
     assert!(ok && err.is_empty(), "{who}: {err}");
     assert_eq!(out.trim_end(), "service/httpd-svc configured");
     let ip2 = k.ok(&[
@@ -127,7 +118,7 @@ fn seed_steps(k: &Kubectl) {
     }
 
     let wide = k.ok(&["get", "pod", "-o", "wide", "-A"]);
-    let (ok, _, err) = k.run(&["get", "pod", "nope"]);
+    let (ok, _, err) = k.run(&["get", "pod", "nope"]).parts();
     assert!(!ok);
     assert_eq!(
         err.trim_end(),

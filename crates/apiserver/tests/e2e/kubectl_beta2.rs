@@ -2,9 +2,11 @@
 //! validation against the served OpenAPI v3, apply/get/explain, and the stored apps/v1
 //! object seen through both versions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{self, Kubectl};
+use skiff_testkit::kubectl::{self, Kubectl};
+
+use crate::common;
 
 const MANIFEST: &str = "apiVersion: apps/v1beta2
 kind: Deployment
@@ -64,26 +66,14 @@ spec:
         image: nginx
 ";
 
-fn kubectls() -> Vec<PathBuf> {
-    ["kubectl.1.27", "kubectl.1.33"]
-        .iter()
-        .map(|k| Path::new("/usr/lib/google-cloud-sdk/bin").join(k))
-        .filter(|p| p.exists())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_v1beta2_deployments_with_real_kubectl() {
-    let bins = kubectls();
+    let bins = kubectl::versions(&[kubectl::OLDEST, kubectl::NEWEST]);
     assert!(!bins.is_empty(), "kubectl 1.27/1.33 are missing");
     for bin in bins {
         let s = common::start().await;
         let dir = s.dir.path().to_path_buf();
-        let k = Kubectl {
-            bin,
-            kubeconfig: s.kubeconfig(),
-            cache: dir.join("cache"),
-        };
+        let k = s.kubectl(bin);
         tokio::task::spawn_blocking(move || beta2_steps(&k, &dir))
             .await
             .expect("kubectl steps");
@@ -136,13 +126,13 @@ fn beta2_steps(k: &Kubectl, dir: &Path) {
 
     // Client-side strict validation knows v1beta2 has no rollbackTo.
     let odd = write("odd.yaml", UNKNOWN_FIELD);
-    let (ok, _, err) = k.run(&["apply", "--validate=strict", "-f", &odd]);
+    let (ok, _, err) = k.run(&["apply", "--validate=strict", "-f", &odd]).parts();
     assert!(!ok, "{who}: unknown field accepted");
     assert!(err.contains("rollbackTo"), "{who}: {err}");
 
     // No selector defaulting in v1beta2: kube-apiserver's validation message.
     let bare = write("bare.yaml", NO_SELECTOR);
-    let (ok, _, err) = k.run(&["apply", "-f", &bare]);
+    let (ok, _, err) = k.run(&["apply", "-f", &bare]).parts();
     assert!(
         !ok,
         "{who}: a v1beta2 Deployment without selector was accepted"

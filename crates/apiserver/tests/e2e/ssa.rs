@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
+use skiff_testkit::kubectl;
 
 use crate::common;
 
@@ -19,23 +20,18 @@ fn seed_dir() -> PathBuf {
 
 /// The oldest and newest kubectl the product supports.
 fn kubectls() -> Vec<PathBuf> {
-    let dir = Path::new("/usr/lib/google-cloud-sdk/bin");
-    ["kubectl.1.27", "kubectl.1.33"]
-        .iter()
-        .map(|k| dir.join(k))
-        .filter(|p| p.exists())
-        .collect()
+    kubectl::versions(&[kubectl::OLDEST, kubectl::NEWEST])
 }
 
 /// The shared kubectl runner plus a directory for the manifests the test writes.
 struct Kubectl {
-    k: common::Kubectl,
+    k: kubectl::Kubectl,
     dir: PathBuf,
 }
 
 impl Kubectl {
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        self.k.run(args)
+        self.k.run(args).parts()
     }
 
     /// stdout of a command that must succeed without a warning.
@@ -418,11 +414,7 @@ async fn kubectl_apply_client_and_server_side() {
     for bin in bins {
         let s = common::start().await;
         let k = Kubectl {
-            k: common::Kubectl {
-                bin,
-                kubeconfig: s.kubeconfig(),
-                cache: s.dir.path().join("cache"),
-            },
+            k: s.kubectl(bin),
             dir: s.dir.path().to_path_buf(),
         };
         let k = blocking(move || {

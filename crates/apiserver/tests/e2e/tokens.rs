@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{self, Kubectl, TestServer};
+use crate::common::{self, TestServer};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -359,23 +359,14 @@ async fn token_request_expiration_is_what_was_asked_within_kubes_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_token_as_kube_apiserver_answers_it() {
-    let Some(bin) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("kubectl"))
-            .find(|k| k.exists())
-    }) else {
-        panic!("kubectl is missing");
-    };
+    let bin = skiff_testkit::kubectl::default();
     let s = common::start().await;
     create_sa(&s, "robot").await;
-    let k = Kubectl {
-        bin,
-        kubeconfig: s.kubeconfig(),
-        cache: s.dir.path().join("cache"),
-    };
+    let k = s.kubectl(bin);
     let ((ok, _, err), vault) = tokio::task::spawn_blocking(move || {
         (
-            k.run(&["create", "token", "robot", "--duration=10s"]),
+            k.run(&["create", "token", "robot", "--duration=10s"])
+                .parts(),
             k.ok(&["create", "token", "robot", "--audience=vault"]),
         )
     })

@@ -384,13 +384,10 @@ async fn media_types_and_hostile_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_shows_the_decode_error() {
-    let kubectl = std::path::Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
+    let kubectl = skiff_testkit::kubectl::version(skiff_testkit::kubectl::NEWEST)
+        .expect("kubectl 1.33 is missing");
     let s = common::start().await;
-    let k = common::Kubectl {
-        bin: kubectl.to_path_buf(),
-        kubeconfig: s.kubeconfig(),
-        cache: s.dir.path().join("cache"),
-    };
+    let k = s.kubectl(kubectl);
     let file = s.dir.path().join("bad.yaml");
     std::fs::write(
         &file,
@@ -398,10 +395,11 @@ async fn kubectl_shows_the_decode_error() {
     )
     .expect("write");
     let file = file.display().to_string();
-    let (ok, _, err) =
-        tokio::task::spawn_blocking(move || k.run(&["create", "--validate=false", "-f", &file]))
-            .await
-            .expect("kubectl");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        k.run(&["create", "--validate=false", "-f", &file]).parts()
+    })
+    .await
+    .expect("kubectl");
     assert!(!ok);
     assert!(
         err.contains("Error from server (BadRequest): error when creating")
