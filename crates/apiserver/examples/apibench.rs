@@ -10,8 +10,9 @@
 //! every watcher; events/s delivered in a burst), and the server's RSS.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +21,8 @@ use http::Request;
 use http_body_util::BodyExt;
 use kube::client::Body;
 use tokio::sync::mpsc;
+
+use common::{cpu_secs, ServerProcess};
 
 /// kubectl's Accept header for `kubectl get` (server-side printing).
 const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
@@ -31,7 +34,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--serve") {
         let dir = PathBuf::from(args.get(1).context("--serve DIR")?);
-        return serve(&dir).await;
+        return common::serve(&dir).await;
     }
     let mut pods = 10_000usize;
     let mut watchers = 100usize;
@@ -44,96 +47,6 @@ async fn main() -> Result<()> {
         }
     }
     run(pods, watchers).await
-}
-
-/// The child: a server on a free loopback port; the port goes to `DIR/port`.
-async fn serve(dir: &Path) -> Result<()> {
-    let cfg = skiff_apiserver::ServerConfig {
-        data_dir: dir.to_path_buf(),
-        bind: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-        advertise_address: Some(std::net::Ipv4Addr::LOCALHOST),
-        ..Default::default()
-    };
-    let h = skiff_apiserver::Server::start(cfg).await?;
-    let tmp = dir.join("port.tmp");
-    std::fs::write(&tmp, h.port().to_string())?;
-    std::fs::rename(&tmp, dir.join("port"))?;
-    h.wait().await
-}
-
-/// Kills the server child and removes its directory, also when the benchmark fails.
-struct ServerProcess {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl ServerProcess {
-    fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kb = |field: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
-    }
-
-    fn cpu_secs(&self) -> f64 {
-        cpu_secs(&self.child.id().to_string())
-    }
-}
-
-/// User + system CPU seconds of a process (`self` for this one).
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-async fn start_server() -> Result<(ServerProcess, kube::Config)> {
-    let dir = std::env::temp_dir().join(format!("skt-{}-apibench", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--serve")
-        .arg(&dir)
-        .spawn()
-        .context("starting the server")?;
-    let proc = ServerProcess {
-        child,
-        dir: dir.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(dir.join("port")) {
-            break p.trim().parse::<u16>()?;
-        }
-        if Instant::now() > deadline {
-            bail!("the server did not start within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let text =
-        skiff_apiserver::pki::admin_kubeconfig(&dir, &format!("https://127.0.0.1:{port}"), "b")?;
-    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await?;
-    Ok((proc, cfg))
 }
 
 fn client(cfg: &kube::Config) -> Result<kube::Client> {
@@ -210,12 +123,12 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
             .unwrap_or_default()
             .trim()
     );
-    let (server, cfg) = start_server().await?;
+    let (server, cfg) = ServerProcess::start("apibench").await?;
     let c = client(&cfg)?;
     println!(
         "server pid {} started; RSS {} MiB",
-        server.child.id(),
-        server.rss().0
+        server.pid(),
+        server.rss_mib().0
     );
     for ns in ["bench", "fanout"] {
         let body = serde_json::to_vec(
@@ -278,7 +191,7 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
         cpu_secs("self") - own0
     );
     summary("  create latency", lat);
-    let rss = server.rss();
+    let rss = server.rss_mib();
     println!(
         "server RSS with {pods} pods: {} MiB (peak {} MiB)",
         rss.0, rss.1
@@ -400,12 +313,12 @@ async fn run(pods: usize, watchers: usize) -> Result<()> {
         lat.push(s.elapsed());
     }
     summary("list with a selector matching none", lat);
-    let rss = server.rss();
+    let rss = server.rss_mib();
     println!("server RSS after lists: {} MiB (peak {} MiB)", rss.0, rss.1);
 
     // --- watch fan-out.
     fanout(&cfg, watchers).await?;
-    let rss = server.rss();
+    let rss = server.rss_mib();
     println!(
         "server RSS at the end ({watchers} watches open before): {} MiB (peak {} MiB)",
         rss.0, rss.1

@@ -18,8 +18,9 @@
 //! every 50 ms), and 5 s after the load, and the server's count of watchers it closed
 //! for not reading (`apiserver_terminated_watchers_total` on `/metrics`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ use http::Request;
 use http_body_util::BodyExt;
 use kube::client::Body;
 use tokio::io::AsyncWriteExt;
+
+use common::{rss_mib, ServerProcess};
 
 struct Opts {
     watchers: usize,
@@ -43,7 +46,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--serve") {
         let dir = PathBuf::from(args.get(1).context("--serve DIR")?);
-        return serve(&dir).await;
+        return common::serve(&dir).await;
     }
     let mut o = Opts {
         watchers: 20,
@@ -76,83 +79,6 @@ async fn main() -> Result<()> {
     round(&o, false).await?;
     round(&o, true).await?;
     Ok(())
-}
-
-/// The child: a server on a free loopback port; the port goes to `DIR/port`.
-async fn serve(dir: &Path) -> Result<()> {
-    let cfg = skiff_apiserver::ServerConfig {
-        data_dir: dir.to_path_buf(),
-        bind: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-        advertise_address: Some(std::net::Ipv4Addr::LOCALHOST),
-        ..Default::default()
-    };
-    let h = skiff_apiserver::Server::start(cfg).await?;
-    let tmp = dir.join("port.tmp");
-    std::fs::write(&tmp, h.port().to_string())?;
-    std::fs::rename(&tmp, dir.join("port"))?;
-    h.wait().await
-}
-
-/// Kills the server child and removes its directory, also when the benchmark fails.
-struct ServerProcess {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// RSS of a process in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
-}
-
-async fn start_server(tag: &str) -> Result<(ServerProcess, kube::Config)> {
-    let dir = std::env::temp_dir().join(format!("skt-{}-slowwatch-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--serve")
-        .arg(&dir)
-        .spawn()
-        .context("starting the server")?;
-    let mut proc = ServerProcess {
-        child,
-        dir: dir.clone(),
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    proc.port = loop {
-        if let Ok(p) = std::fs::read_to_string(dir.join("port")) {
-            break p.trim().parse::<u16>()?;
-        }
-        if Instant::now() > deadline {
-            bail!("the server did not start within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let text = skiff_apiserver::pki::admin_kubeconfig(
-        &dir,
-        &format!("https://127.0.0.1:{}", proc.port),
-        "b",
-    )?;
-    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await?;
-    Ok((proc, cfg))
 }
 
 /// Sends one request; returns the status and the whole body.
@@ -290,8 +216,9 @@ async fn terminated(c: &kube::Client) -> String {
 
 async fn round(o: &Opts, reading: bool) -> Result<()> {
     let tag = if reading { "reading" } else { "stalled" };
-    let (server, cfg) = start_server(tag).await?;
-    let pid = server.child.id();
+    let (server, cfg) = ServerProcess::start(&format!("slowwatch-{tag}")).await?;
+    let pid = server.pid();
+
     let c = kube::Client::try_from(cfg.clone())?;
     let ns = serde_json::to_vec(
         &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "slow"}}),
@@ -341,14 +268,14 @@ async fn round(o: &Opts, reading: bool) -> Result<()> {
     }
     // Let the watches open before the load starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_mib(pid);
+    let before = rss_mib(pid).0;
     let peak = Arc::new(AtomicU64::new(before));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (peak, sampling) = (peak.clone(), sampling.clone());
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_mib(pid), Ordering::Relaxed);
+                peak.fetch_max(rss_mib(pid).0, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -391,7 +318,7 @@ async fn round(o: &Opts, reading: bool) -> Result<()> {
     }
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
-    let after = rss_mib(pid);
+    let after = rss_mib(pid).0;
     let closed = terminated(&c).await;
     stop.store(true, Ordering::Relaxed);
     println!(
