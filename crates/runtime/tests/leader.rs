@@ -2,7 +2,8 @@
 //! takeover after the leader stops renewing, immediate takeover after a release, and a
 //! component that stops when its leadership is taken away.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,25 +13,13 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use skiff_runtime::leader::{run_leading, Component, LeaderElector, LeaseLock, Timing};
 
+use common::server;
+
 const FAST: Timing = Timing {
     lease_duration: Duration::from_secs(2),
     renew_deadline: Duration::from_millis(1500),
     retry_period: Duration::from_millis(200),
 };
-
-async fn server() -> (Client, skiff_apiserver::ServerHandle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        advertise_address: Some(Ipv4Addr::LOCALHOST),
-        ..Default::default()
-    })
-    .await
-    .expect("API server");
-    let client = Client::try_from(server.admin_client_config()).expect("client");
-    (client, server, dir)
-}
 
 fn lock(name: &str, identity: &str) -> LeaseLock {
     LeaseLock {

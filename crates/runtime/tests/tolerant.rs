@@ -3,7 +3,8 @@
 //! server checked types would be): informers and watchers start, serve the good
 //! objects, name the bad ones, and keep following changes.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -11,25 +12,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use skiff_runtime::informer::Informer;
 use skiff_runtime::tolerant::{self, Decoded};
 use skiff_store::{SqliteStore, Store};
 
-async fn server() -> (Client, skiff_apiserver::ServerHandle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = skiff_apiserver::Server::start(skiff_apiserver::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        advertise_address: Some(Ipv4Addr::LOCALHOST),
-        ..Default::default()
-    })
-    .await
-    .expect("API server");
-    let client = Client::try_from(server.admin_client_config()).expect("client");
-    (client, server, dir)
-}
+use common::server;
 
 /// Rewrites the stored object at `key` with `edit`, through a second connection to the
 /// server's SQLite database (the API server would refuse these values).
