@@ -319,7 +319,10 @@ async fn delete(api: &Api<EndpointSlice>, name: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+    use skiff_testkit::fakeapi::{FakeApi, Reply};
+
+    use crate::testing::{collection, informer, writes_but_events};
 
     fn svc(ports: serde_json::Value) -> Service {
         serde_json::from_value(json!({
@@ -431,5 +434,147 @@ mod tests {
                 endpoints: vec![]
             }]
         );
+    }
+
+    /// Our slice `name` of Service `web` with `ports` and `endpoints` (JSON).
+    fn our_slice(name: &str, ports: Value, endpoints: Value) -> Value {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": "9",
+                         "labels": {"app": "web", "kubernetes.io/service-name": "web",
+                             "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4", "ports": ports, "endpoints": endpoints})
+    }
+
+    /// The Service `web` (port 80 to the pods' 8080) and one ready pod of it, as JSON.
+    fn web() -> (Value, Value) {
+        let svc = svc(json!([{"name": "http", "port": 80, "targetPort": 8080}]));
+        let pod = pod(1, "http", 8080, true, false);
+        (
+            serde_json::to_value(&svc).expect("svc"),
+            serde_json::to_value(&pod).expect("pod"),
+        )
+    }
+
+    /// The controller's context over `fake`, its caches holding these objects.
+    async fn ctx(fake: &FakeApi, svcs: Vec<Value>, pods: Vec<Value>, slices: Vec<Value>) -> Ctx {
+        Ctx {
+            client: fake.client(),
+            services: informer(fake, svcs).await,
+            pods: informer(fake, pods).await,
+            slices: informer(fake, slices).await,
+            tracker: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_rewrites_a_stale_slice_and_deletes_one_no_longer_wanted() {
+        let fake = FakeApi::new();
+        let coll = collection::<EndpointSlice>("default");
+        let (svc, pod) = web();
+        let stale = our_slice(
+            "web-abcde",
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+            json!([]),
+        );
+        let old_ports = our_slice(
+            "web-old",
+            json!([{"name": "http", "port": 9090, "protocol": "TCP"}]),
+            json!([]),
+        );
+        // Someone else's slice for the same Service is not ours to touch.
+        let mut foreign = our_slice("web-mine", json!([]), json!([]));
+        foreign["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = json!("someone");
+        fake.on("PUT", &format!("{coll}/web-abcde"), |r| {
+            let mut v = r.body.clone().unwrap_or_default();
+            v["metadata"]["resourceVersion"] = json!("10");
+            Reply::ok(v)
+        });
+        fake.reply(
+            "DELETE",
+            &format!("{coll}/web-old"),
+            Reply::ok(old_ports.clone()),
+        );
+        let ctx = ctx(&fake, vec![svc], vec![pod], vec![stale, old_ports, foreign]).await;
+        fake.clear();
+
+        sync(&ctx, "default/web").await.expect("sync");
+
+        let writes = writes_but_events(&fake);
+        let lines: Vec<String> = writes.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            lines,
+            [
+                format!("PUT {coll}/web-abcde"),
+                format!("DELETE {coll}/web-old")
+            ],
+            "{writes:#?}"
+        );
+        let put = writes[0].body.as_ref().expect("slice");
+        assert_eq!(
+            put["metadata"]["resourceVersion"], "9",
+            "replaces the version it read"
+        );
+        assert_eq!(put["endpoints"][0]["addresses"], json!(["10.244.0.3"]));
+        assert_eq!(put["endpoints"][0]["conditions"]["ready"], true);
+        assert_eq!(put["endpoints"][0]["targetRef"]["name"], "p1");
+        assert_eq!(
+            put["metadata"]["labels"]["kubernetes.io/service-name"],
+            "web"
+        );
+
+        // The cache still shows the old version: the next sync builds on what it wrote
+        // and does not write that slice again (the slice tracker). The deleted slice,
+        // still cached, is deleted again (a 404 would be fine).
+        fake.clear();
+        sync(&ctx, "default/web").await.expect("second sync");
+        let lines: Vec<String> = writes_but_events(&fake).iter().map(|r| r.line()).collect();
+        assert_eq!(lines, [format!("DELETE {coll}/web-old")]);
+    }
+
+    #[tokio::test]
+    async fn sync_creates_the_slice_of_a_new_service() {
+        let fake = FakeApi::new();
+        let coll = collection::<EndpointSlice>("default");
+        fake.echo_creates(&coll);
+        let (svc, pod) = web();
+        let ctx = ctx(&fake, vec![svc], vec![pod], vec![]).await;
+        fake.clear();
+
+        sync(&ctx, "default/web").await.expect("sync");
+
+        let writes = writes_but_events(&fake);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].line(), format!("POST {coll}"));
+        let slice = writes[0].body.as_ref().expect("slice");
+        assert_eq!(slice["metadata"]["generateName"], "web-");
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "u");
+        assert_eq!(slice["addressType"], "IPv4");
+        assert_eq!(
+            slice["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+        );
+        assert_eq!(slice["endpoints"][0]["addresses"], json!(["10.244.0.3"]));
+    }
+
+    #[tokio::test]
+    async fn sync_of_a_deleted_service_deletes_only_its_own_slices() {
+        let fake = FakeApi::new();
+        let coll = collection::<EndpointSlice>("default");
+        let ours = our_slice("web-abcde", json!([]), json!([]));
+        let mut foreign = our_slice("web-mine", json!([]), json!([]));
+        foreign["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = json!("someone");
+        fake.reply(
+            "DELETE",
+            &format!("{coll}/web-abcde"),
+            Reply::ok(ours.clone()),
+        );
+        let ctx = ctx(&fake, vec![], vec![], vec![ours, foreign]).await;
+        fake.clear();
+
+        sync(&ctx, "default/web").await.expect("sync");
+
+        let lines: Vec<String> = writes_but_events(&fake).iter().map(|r| r.line()).collect();
+        assert_eq!(lines, [format!("DELETE {coll}/web-abcde")]);
     }
 }

@@ -24,6 +24,8 @@ pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+#[cfg(test)]
+mod testing;
 pub mod triggers;
 pub mod util;
 

@@ -464,7 +464,10 @@ async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+    use skiff_testkit::fakeapi::{FakeApi, Reply};
+
+    use crate::testing::{collection, informer, writes_but_events};
 
     fn pod(name: &str, uid: &str, deleting: bool) -> Arc<Pod> {
         let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": uid}});
@@ -498,5 +501,174 @@ mod tests {
         e.expect("default/rs", vec![], vec![("rs-a".into(), "u-a".into())]);
         cache.insert("rs-a".into(), pod("rs-a", "u-a2", false));
         assert!(e.satisfied("default/rs", |n| cache.get(n).cloned()));
+    }
+
+    const RS_UID: &str = "rs-uid";
+
+    /// ReplicaSet `web` of `default` wanting `replicas` pods labelled `app=web`.
+    fn replicaset(replicas: i32) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web", "namespace": "default", "uid": RS_UID,
+                         "resourceVersion": "5", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "httpd"}]}}}})
+    }
+
+    /// A pod labelled `app=web`, owned by the ReplicaSet when `owned`, on `node` (or
+    /// pending without one), Ready or not.
+    fn web_pod(name: &str, owned: bool, node: Option<&str>, ready: bool) -> Value {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "resourceVersion": "7", "labels": {"app": "web"},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "c", "image": "httpd"}]},
+            "status": {"phase": "Pending"}});
+        if owned {
+            p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": "web", "uid": RS_UID, "controller": true}]);
+        }
+        if let Some(node) = node {
+            p["spec"]["nodeName"] = json!(node);
+            p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready",
+                "status": if ready {"True"} else {"False"},
+                "lastTransitionTime": "2026-01-01T00:00:10Z"}]});
+        }
+        p
+    }
+
+    /// The controller's context over `fake`, its caches holding `rs` and `pods`.
+    async fn ctx(fake: &FakeApi, rs: Value, pods: Vec<Value>) -> Ctx {
+        let client = fake.client();
+        Ctx {
+            pods: informer(fake, pods).await,
+            rss: informer(fake, vec![rs]).await,
+            recorder: Recorder::new(client.clone(), "replicaset-controller"),
+            client,
+            expectations: Expectations::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_adopts_an_orphan_creates_the_missing_pod_and_reports_status() {
+        let fake = FakeApi::new();
+        let pods = collection::<Pod>("default");
+        let orphan = web_pod("orphan", false, Some("n1"), true);
+        fake.reply(
+            "PATCH",
+            &format!("{pods}/orphan"),
+            Reply::ok(orphan.clone()),
+        );
+        fake.echo_creates(&pods);
+        let status = format!("{}/web/status", collection::<ReplicaSet>("default"));
+        fake.reply("PATCH", &status, Reply::ok(replicaset(3)));
+        let ctx = ctx(
+            &fake,
+            replicaset(3),
+            vec![web_pod("web-a", true, Some("n1"), true), orphan],
+        )
+        .await;
+        fake.clear();
+
+        sync(&ctx, "default/web").await.expect("sync");
+
+        let writes = writes_but_events(&fake);
+        let lines: Vec<String> = writes.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            lines,
+            [
+                format!("PATCH {pods}/orphan"),
+                format!("POST {pods}"),
+                format!("PATCH {status}"),
+            ],
+            "{writes:#?}"
+        );
+        // Adoption: a merge patch adding the controller reference, guarded by the
+        // pod's resourceVersion.
+        let adopt = writes[0].body.as_ref().expect("patch body");
+        assert_eq!(
+            writes[0].content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(adopt["metadata"]["resourceVersion"], "7");
+        assert_eq!(adopt["metadata"]["ownerReferences"][0]["uid"], RS_UID);
+        assert_eq!(adopt["metadata"]["ownerReferences"][0]["controller"], true);
+        // The new pod: from the template, named by generateName, controlled by the
+        // ReplicaSet.
+        let pod = writes[1].body.as_ref().expect("pod");
+        assert_eq!(pod["metadata"]["generateName"], "web-");
+        assert_eq!(pod["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], RS_UID);
+        assert_eq!(pod["spec"]["containers"][0]["image"], "httpd");
+        // Status counts the pods it owns now (the new one is not in the cache yet).
+        assert_eq!(
+            writes[2].body.as_ref().expect("status")["status"],
+            json!({"replicas": 2, "fullyLabeledReplicas": 2, "readyReplicas": 2,
+                   "availableReplicas": 2, "observedGeneration": 1})
+        );
+
+        // Until the cache shows the created pod, another sync creates nothing (the
+        // expectations of client-go's ReplicaSet controller).
+        fake.clear();
+        sync(&ctx, "default/web").await.expect("second sync");
+        assert!(
+            !fake
+                .writes()
+                .iter()
+                .any(|r| r.line() == format!("POST {pods}")),
+            "{:#?}",
+            fake.writes()
+        );
+    }
+
+    #[tokio::test]
+    async fn sync_deletes_the_least_valuable_pods_first() {
+        let fake = FakeApi::new();
+        let pods = collection::<Pod>("default");
+        for name in ["ready", "pending", "unready"] {
+            fake.reply(
+                "DELETE",
+                &format!("{pods}/{name}"),
+                Reply::ok(web_pod(name, true, None, false)),
+            );
+        }
+        let status = format!("{}/web/status", collection::<ReplicaSet>("default"));
+        fake.reply("PATCH", &status, Reply::ok(replicaset(1)));
+        let ctx = ctx(
+            &fake,
+            replicaset(1),
+            vec![
+                web_pod("ready", true, Some("n1"), true),
+                web_pod("pending", true, None, false),
+                web_pod("unready", true, Some("n2"), false),
+            ],
+        )
+        .await;
+        fake.clear();
+
+        sync(&ctx, "default/web").await.expect("sync");
+
+        let writes = writes_but_events(&fake);
+        // The two deletes run concurrently: compare them as a set.
+        let mut deleted: Vec<String> = writes
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path.clone())
+            .collect();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            [format!("{pods}/pending"), format!("{pods}/unready")],
+            "{writes:#?}"
+        );
+        assert!(!writes.iter().any(|r| r.method == "POST"), "{writes:#?}");
+        let last = writes.last().expect("a status write");
+        assert_eq!(last.line(), format!("PATCH {status}"));
+        assert_eq!(
+            last.body.as_ref().expect("status")["status"]["replicas"],
+            3,
+            "status counts the pods owned before the deletes"
+        );
     }
 }
