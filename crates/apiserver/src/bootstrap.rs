@@ -1,13 +1,14 @@
 //! Objects the server keeps on every start: the system namespaces, the
 //! `default/kubernetes` Service, and its Endpoints and EndpointSlice pointing at every
-//! live server (`masterleases`).
+//! live server (kept by `masterleases`, which the server runs right after this).
 
 use serde_json::{json, Value};
 use skiff_store::Store;
 
-use crate::rest::{create_object, decode, key, update_object, UpdateMode, WriteOpts};
+use crate::rest::{create_object, update_object, UpdateMode, WriteOpts};
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{decode, key};
 
 pub(crate) fn info(
     group: &str,
@@ -102,8 +103,6 @@ pub(crate) async fn run(state: &ApiState) -> ApiResult<()> {
         &["metadata.labels"],
     )
     .await?;
-    // Endpoints: every live server, this one included.
-    crate::masterleases::reconcile_once(state).await?;
     Ok(())
 }
 

@@ -146,13 +146,13 @@ pub fn field_selector(s: &str) -> Result<bool, String> {
 /// when there is one, must be JSON if the input was.
 pub fn splice_resource_version(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    crate::rest::objects::splice_resource_version(bytes, 42, &mut out).then_some(out)
+    crate::storage::splice_resource_version(bytes, 42, &mut out).then_some(out)
 }
 
 /// Cuts `metadata.managedFields` as Table printing does; the result, when there is one,
 /// must be JSON if the input was.
 pub fn without_managed_fields(bytes: &[u8]) -> Option<Vec<u8>> {
-    crate::rest::objects::without_managed_fields(bytes)
+    crate::storage::without_managed_fields(bytes)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use serde_json::Value;
 
+use skiff_resources::IncludeObject;
+
 use crate::status::ApiError;
 
 /// Body of every response.
@@ -146,6 +148,24 @@ pub(crate) fn meta_version(headers: &HeaderMap) -> &'static str {
         }
     }
     "v1"
+}
+
+/// `?includeObject=` of a Table request (default `Metadata`).
+pub(crate) fn include_object(q: &Query) -> IncludeObject {
+    match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+/// `meta.k8s.io/v1` PartialObjectMetadata of an object (`as=PartialObjectMetadata`).
+pub(crate) fn partial_metadata(o: &Value) -> Value {
+    serde_json::json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": o.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+    })
 }
 
 #[cfg(test)]

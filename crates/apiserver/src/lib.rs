@@ -6,23 +6,26 @@
 //! (discovery, OpenAPI, defaults, validation, patching, tables) come from skiff-resources.
 
 mod admission;
-mod auth;
+mod authn;
+mod authz;
 mod bootstrap;
-mod compat;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
 mod masterleases;
+mod metrics;
 mod nodeproxy;
 pub mod pki;
 mod proto;
+mod request;
 mod rest;
 mod router;
 mod selectors;
 mod serve;
 mod state;
 mod status;
-mod tokens;
+mod storage;
+mod strategy;
 mod watch;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -149,7 +152,7 @@ impl Server {
             pki::adopt_shared(&cfg.data_dir, &store)?;
             pki = pki::ensure(&cfg.data_dir, advertise, &sans)?;
         }
-        let sa_keys = tokens::SigningKeys::from_pem(&pki.sa_key, &pki.sa_pub)
+        let sa_keys = authn::tokens::SigningKeys::from_pem(&pki.sa_key, &pki.sa_pub)
             .context("loading the service-account key")?;
         let service_cidr: ipnet::Ipv4Net = cfg
             .service_cidr
@@ -161,19 +164,31 @@ impl Server {
             .with_context(|| format!("binding {}", cfg.bind))?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(ApiState {
-            store,
+            store: store.clone(),
             pki: pki.clone(),
-            sa_keys,
+            authn: authn::Authenticator::new(pki.join_token.clone(), sa_keys, store.clone()),
+            authz: authz::Chain::new(vec![Box::new(authz::AlwaysAllow)]),
             service_cidr,
-            node_port_range: cfg.node_port_range,
             advertise,
             port,
-            service_lock: tokio::sync::Mutex::new(()),
+            admission: admission::Chain::new(vec![
+                Box::new(admission::NamespaceLifecycle::new(store.clone())),
+                Box::new(admission::ServiceAccount),
+                Box::new(admission::ServiceIps::new(
+                    store.clone(),
+                    service_cidr,
+                    cfg.node_port_range,
+                )),
+            ]),
             watch_metrics: Default::default(),
         });
         bootstrap::run(&state)
             .await
             .map_err(|e| anyhow::anyhow!("creating the bootstrap objects: {}", e.message))?;
+        // The kubernetes Service's endpoints: every live server, this one included.
+        masterleases::reconcile_once(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {}", e.message))?;
 
         let tls = serve::tls_config(&pki)?;
         let mut tasks = vec![

@@ -20,10 +20,10 @@ use serde_json::Value;
 use skiff_store::Store;
 
 use crate::http::{Body, Query};
-use crate::rest::{decode, key};
-use crate::router::Target;
+use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{decode, key};
 
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
@@ -73,7 +73,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 /// Where a pod's container runs: (node address, kubelet port, container).
 async fn locate(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     container: Option<&str>,
     needs_container: bool,
 ) -> ApiResult<(String, u16, String)> {
@@ -196,7 +196,11 @@ fn empty() -> http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::
 }
 
 /// GET `pods/<name>/log`.
-pub(crate) async fn logs(state: &ApiState, t: &Target, q: &Query) -> ApiResult<Response<Body>> {
+pub(crate) async fn logs(
+    state: &ApiState,
+    t: &RequestInfo,
+    q: &Query,
+) -> ApiResult<Response<Body>> {
     let (addr, port, container) = locate(state, t, q.get("container"), true).await?;
     let mut params = Vec::new();
     for k in [
@@ -259,7 +263,7 @@ pub(crate) async fn logs(state: &ApiState, t: &Target, q: &Query) -> ApiResult<R
 /// exec, attach and portforward: forwards the upgrade and splices the streams.
 pub(crate) async fn stream(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let q = Query::parse(req.uri().query());
@@ -334,7 +338,7 @@ pub(crate) async fn stream(
 /// plain HTTP to a ready endpoint of the Service (or the pod's IP), streamed back.
 pub(crate) async fn http_proxy(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let raw = t.name.as_deref().unwrap_or("");

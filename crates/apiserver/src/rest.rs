@@ -5,7 +5,7 @@
 //! `resourceVersion`.
 
 pub(crate) mod body;
-pub(crate) mod objects;
+mod objects;
 mod patch;
 mod reviews;
 mod rvmatch;
@@ -18,13 +18,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
 
-use crate::auth::Identity;
+use crate::authn::Identity;
 use crate::http::{error_response, json_response, Body, Query};
-use crate::router::Target;
+use crate::request::RequestInfo;
+use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{list_objects, to_version};
 
-pub(crate) use objects::{decode, include_object, key, list_objects, prefix, to_version, Filter};
 pub(crate) use patch::apply_patch;
 pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};
 
@@ -32,21 +33,15 @@ pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, 
 pub(crate) async fn dispatch(
     state: Arc<ApiState>,
     ident: Identity,
-    t: Target,
+    t: RequestInfo,
     method: Method,
     q: Query,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let watch = t.watch_path || q.flag("watch");
-    if method == Method::GET && watch {
-        return crate::watch::serve(state, t, q, headers)
-            .await
-            .unwrap_or_else(|e| error_response(&e));
-    }
     if method == Method::GET && t.name.is_none() && t.sub.is_none() {
         // LIST is encoded straight from the stored bytes (objects::serve_list).
-        if let Err(e) = verb_allowed(&t, &method, false) {
+        if let Err(e) = verb_allowed(&t) {
             return error_response(&e);
         }
         match objects::serve_list(&state, &t, &q, &headers).await {
@@ -68,7 +63,7 @@ pub(crate) async fn dispatch(
     } else {
         None
     };
-    let result = match verb_allowed(&t, &method, watch) {
+    let result = match verb_allowed(&t) {
         Ok(()) => {
             let mut input = Input(input);
             route(&state, &ident, &t, &method, &q, &headers, &body, &mut input).await
@@ -155,22 +150,11 @@ impl Input {
 }
 
 /// Whether the resource serves the verb (kube-apiserver answers 405 otherwise).
-fn verb_allowed(t: &Target, method: &Method, watch: bool) -> ApiResult<()> {
+fn verb_allowed(t: &RequestInfo) -> ApiResult<()> {
     if t.sub.is_some() {
         return Ok(());
     }
-    let verb = match (method.clone(), t.name.is_some()) {
-        (Method::GET, _) if watch => "watch",
-        (Method::GET, true) => "get",
-        (Method::GET, false) => "list",
-        (Method::POST, _) => "create",
-        (Method::PUT, _) => "update",
-        (Method::PATCH, _) => "patch",
-        (Method::DELETE, true) => "delete",
-        (Method::DELETE, false) => "deletecollection",
-        _ => return Err(ApiError::method_not_allowed()),
-    };
-    if t.info.has_verb(verb) {
+    if !t.verb.is_empty() && t.info.has_verb(t.verb) {
         Ok(())
     } else {
         Err(ApiError::method_not_allowed())
@@ -181,7 +165,7 @@ fn verb_allowed(t: &Target, method: &Method, watch: bool) -> ApiResult<()> {
 async fn route(
     state: &Arc<ApiState>,
     ident: &Identity,
-    t: &Target,
+    t: &RequestInfo,
     method: &Method,
     q: &Query,
     headers: &HeaderMap,
@@ -231,7 +215,7 @@ async fn route(
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let pt = Target {
+                let pt = RequestInfo {
                     info: pod_info,
                     name: Some(name.clone()),
                     sub: Some("binding".into()),
@@ -311,13 +295,13 @@ async fn route(
 
 async fn delete_collection(
     state: &Arc<ApiState>,
-    t: &Target,
+    t: &RequestInfo,
     q: &Query,
     dopts: &Value,
     opts: &WriteOpts,
 ) -> ApiResult<Reply> {
     let filter = Filter::from_query(q)?;
-    let (items, rev) = list_objects(state, t, &filter)?;
+    let (items, rev) = list_objects(state.store.as_ref(), t, &filter)?;
     let mut deleted = Vec::new();
     for (_, obj) in items {
         let name = obj

@@ -1,5 +1,5 @@
-//! Request routing: open health and version endpoints, authentication, discovery,
-//! OpenAPI, then resource paths to the REST handlers and node proxies.
+//! The request chain: open health and version endpoints, then authentication, request
+//! info, authorization, and the handlers (REST, watch, node proxies, discovery, OpenAPI).
 
 use std::sync::Arc;
 
@@ -8,63 +8,16 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use skiff_resources::ResourceInfo;
 
-use crate::auth::{self, Identity};
+use crate::authn::Identity;
+use crate::authz::Attributes;
 use crate::http::{error_response, json_response, json_response_ct, text_response, Body, Query};
+use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::ApiError;
 
 /// Largest request body accepted: kube-apiserver's `MaxRequestBodyBytes` (3 MiB).
 pub(crate) const MAX_BODY: usize = 3 << 20;
-
-/// A parsed resource path.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub info: &'static ResourceInfo,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub sub: Option<String>,
-    /// Reached through the legacy `/watch/` prefix.
-    pub watch_path: bool,
-}
-
-/// Parses `[watch/][namespaces/<ns>/]<plural>[/<name>[/<sub>[/...]]]`.
-pub(crate) fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
-    let mut segs = segs;
-    let mut watch_path = false;
-    if segs.first() == Some(&"watch") {
-        watch_path = true;
-        segs = &segs[1..];
-    }
-    let (namespace, segs) = if segs.len() >= 3
-        && segs[0] == "namespaces"
-        && !matches!(segs[2], "status" | "finalize")
-    {
-        (Some(segs[1].to_string()), &segs[2..])
-    } else {
-        (None, segs)
-    };
-    let plural = *segs.first()?;
-    let info = skiff_resources::lookup(group, version, plural)?;
-    if namespace.is_some() && !info.namespaced {
-        return None;
-    }
-    let name = segs.get(1).map(|s| s.to_string());
-    let sub = segs.get(2).map(|s| s.to_string());
-    if let Some(s) = &sub {
-        if !info.has_subresource(s) {
-            return None;
-        }
-    }
-    Some(Target {
-        info,
-        namespace,
-        name,
-        sub,
-        watch_path,
-    })
-}
 
 fn version_info() -> Value {
     json!({
@@ -151,7 +104,10 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
     h.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// Handles one request.
+/// Handles one request, through the layers kube-apiserver's `DefaultBuildHandlerChain`
+/// puts in front of its handlers: open endpoints (health, version) → authentication →
+/// request info → authorization → the handler (REST, watch, node proxy, discovery).
+/// Admission runs inside the REST write path, after decoding.
 pub(crate) async fn handle(
     state: Arc<ApiState>,
     conn_ident: Option<Identity>,
@@ -169,29 +125,51 @@ pub(crate) async fn handle(
     if path == "/version" || path == "/version/" {
         return json_response(200, &version_info());
     }
-    let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| auth::from_bearer(&state, t)))
-    {
+    let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| state.authn.bearer(t))) {
         Some(i) => i,
         None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["api", "v1", rest @ ..] if !rest.is_empty() => {
-            return resource(state, ident, "", "v1", rest, method, req).await
+    let resource_path = match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => Some(("", "v1", rest)),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => Some((*g, *v, rest)),
+        _ => None,
+    };
+    if let Some((group, version, rest)) = resource_path {
+        let query = Query::parse(req.uri().query());
+        let Some(ri) = RequestInfo::parse(&method, group, version, rest, query.flag("watch"))
+        else {
+            return finish_unread(req, error_response(&ApiError::path_not_found())).await;
+        };
+        if let Err(e) = state.authz.check(&Attributes::resource(&ident, &ri)) {
+            return finish_unread(req, error_response(&e)).await;
         }
-        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
-            let (g, v) = (g.to_string(), v.to_string());
-            return resource(state, ident, &g, &v, rest, method, req).await;
-        }
-        _ => {}
+        return resource(state, ident, ri, query, req).await;
     }
+    let verb = match method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
+    };
+    if let Err(e) = state.authz.check(&Attributes::path(&ident, verb, &path)) {
+        return finish_unread(req, error_response(&e)).await;
+    }
+    let resp = non_resource(&state, &segs, &req);
+    finish_unread(req, resp).await
+}
+
+/// Discovery, OpenAPI and metrics.
+fn non_resource(state: &ApiState, segs: &[&str], req: &Request<Incoming>) -> Response<Body> {
     use skiff_resources::discovery as d;
-    let resp = match segs.as_slice() {
-        ["api"] => match aggregated_wanted(&req) {
+    match segs {
+        ["api"] => match aggregated_wanted(req) {
             Some(v2) => aggregated_response(v2, true),
             None => json_response(200, &d::core_versions()),
         },
-        ["apis"] => match aggregated_wanted(&req) {
+        ["apis"] => match aggregated_wanted(req) {
             Some(v2) => aggregated_response(v2, false),
             None => json_response(200, &d::api_groups()),
         },
@@ -201,15 +179,14 @@ pub(crate) async fn handle(
         ["openapi", "v3"] => json_response(200, &skiff_resources::openapi::v3_root()),
         ["openapi", "v3", "api", v] => found(skiff_resources::openapi::v3_document("", v)),
         ["openapi", "v3", "apis", g, v] => found(skiff_resources::openapi::v3_document(g, v)),
-        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => openapi_v2(&req),
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => openapi_v2(req),
         ["metrics"] => Response::builder()
             .status(200)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(crate::http::full(state.watch_metrics.render()))
             .unwrap_or_else(|_| Response::new(crate::http::full(""))),
         _ => error_response(&ApiError::path_not_found()),
-    };
-    finish_unread(req, resp).await
+    }
 }
 
 /// Most bytes of an unwanted request body read (and thrown away) before answering.
@@ -306,81 +283,44 @@ async fn read_body(parts: &http::request::Parts, mut body: Incoming) -> Result<B
     Ok(buf.freeze())
 }
 
+/// A resource request, authorized: streamed subresources go to the node proxies, watches
+/// to the watch handler, the rest (after reading the body) to the REST handlers.
 async fn resource(
     state: Arc<ApiState>,
     ident: Identity,
-    group: &str,
-    version: &str,
-    segs: &[&str],
-    method: Method,
+    ri: RequestInfo,
+    query: Query,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(target) = parse_target(group, version, segs) else {
-        return finish_unread(req, error_response(&ApiError::path_not_found())).await;
-    };
-    let query = Query::parse(req.uri().query());
-    match target.sub.as_deref() {
-        Some("log") if target.info.kind == "Pod" => {
-            return crate::nodeproxy::logs(&state, &target, &query)
+    match ri.sub.as_deref() {
+        Some("log") if ri.info.kind == "Pod" => {
+            return crate::nodeproxy::logs(&state, &ri, &query)
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
-        Some("proxy") if matches!(target.info.kind, "Pod" | "Service") => {
-            return crate::nodeproxy::http_proxy(&state, &target, req)
+        Some("proxy") if matches!(ri.info.kind, "Pod" | "Service") => {
+            return crate::nodeproxy::http_proxy(&state, &ri, req)
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
-        Some("exec") | Some("attach") | Some("portforward") if target.info.kind == "Pod" => {
-            return crate::nodeproxy::stream(&state, &target, req)
+        Some("exec") | Some("attach") | Some("portforward") if ri.info.kind == "Pod" => {
+            return crate::nodeproxy::stream(&state, &ri, req)
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
         _ => {}
+    }
+    if ri.is_watch() && req.method() == Method::GET {
+        let headers = req.headers().clone();
+        let resp = crate::watch::serve(state, ri, query, headers)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
+        return finish_unread(req, resp).await;
     }
     let (parts, body) = req.into_parts();
     let body = match read_body(&parts, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    crate::rest::dispatch(state, ident, target, method, query, parts.headers, body).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        let t = parse_target("", "v1", &["namespaces", "default", "pods", "x", "log"]).unwrap();
-        assert_eq!(
-            (
-                t.info.plural,
-                t.namespace.as_deref(),
-                t.name.as_deref(),
-                t.sub.as_deref()
-            ),
-            ("pods", Some("default"), Some("x"), Some("log"))
-        );
-        let t = parse_target("", "v1", &["namespaces", "x", "finalize"]).unwrap();
-        assert_eq!(
-            (
-                t.info.plural,
-                t.namespace,
-                t.name.as_deref(),
-                t.sub.as_deref()
-            ),
-            ("namespaces", None, Some("x"), Some("finalize"))
-        );
-        let t = parse_target("", "v1", &["namespaces", "default"]).unwrap();
-        assert_eq!(
-            (t.info.plural, t.name.as_deref()),
-            ("namespaces", Some("default"))
-        );
-        let t = parse_target("", "v1", &["pods"]).unwrap();
-        assert!(t.namespace.is_none() && t.name.is_none());
-        let t = parse_target("apps", "v1", &["watch", "namespaces", "d", "deployments"]).unwrap();
-        assert!(t.watch_path);
-        assert!(parse_target("", "v1", &["namespaces", "d", "nodes"]).is_none());
-        assert!(parse_target("", "v1", &["nope"]).is_none());
-    }
+    crate::rest::dispatch(state, ident, ri, parts.method, query, parts.headers, body).await
 }

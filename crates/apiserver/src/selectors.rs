@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::http::Query;
+use crate::status::{ApiError, ApiResult};
+
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq)]
 enum LabelReq {
@@ -162,6 +165,30 @@ impl FieldSelector {
             let got = Self::field(obj, path);
             (got == *want) == *eq
         })
+    }
+}
+
+/// Selectors of a LIST or WATCH.
+pub(crate) struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_query(q: &Query) -> ApiResult<Self> {
+        Ok(Filter {
+            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+        })
+    }
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches_object(obj)
+    }
+    /// Whether every object matches (no selector terms).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields == FieldSelector::default()
     }
 }
 

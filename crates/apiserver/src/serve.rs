@@ -10,7 +10,7 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{self, Identity};
+use crate::authn::{self, Identity};
 use crate::pki::Pki;
 use crate::state::ApiState;
 
@@ -70,7 +70,7 @@ pub(crate) async fn accept_loop(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| auth::from_certificate(c));
+                .and_then(|c| authn::from_certificate(c));
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 let ident = ident.clone();

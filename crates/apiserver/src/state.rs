@@ -6,21 +6,25 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use skiff_store::Store;
 
+use crate::admission;
+use crate::authn::Authenticator;
+use crate::authz;
+use crate::metrics::WatchMetrics;
 use crate::pki::Pki;
-use crate::tokens::SigningKeys;
 
 /// Shared state of the server.
 pub(crate) struct ApiState {
     pub store: Arc<dyn Store>,
     pub pki: Pki,
-    pub sa_keys: SigningKeys,
+    /// The authentication layer (bearer tokens; certificates are checked by TLS).
+    pub authn: Authenticator,
+    /// The authorization layer.
+    pub authz: authz::Chain,
     pub service_cidr: Ipv4Net,
-    pub node_port_range: (u16, u16),
     pub advertise: Ipv4Addr,
     pub port: u16,
-    /// Held across every Service write so cluster IP and node port allocation (computed
-    /// from the stored Services) cannot race.
-    pub service_lock: tokio::sync::Mutex<()>,
+    /// The admission layer of the write path.
+    pub admission: admission::Chain,
     /// Counters of the watch handlers (watchers closed for not reading).
-    pub watch_metrics: crate::watch::WatchMetrics,
+    pub watch_metrics: WatchMetrics,
 }

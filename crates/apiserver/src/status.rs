@@ -231,15 +231,6 @@ pub(crate) fn success(details: Option<Value>) -> Value {
     s
 }
 
-/// Details for a successful delete (`{name, group, kind, uid}`).
-pub(crate) fn delete_details(name: &str, group: &str, plural: &str, uid: Option<&str>) -> Value {
-    let mut d = details(name, group, plural);
-    if let Some(u) = uid {
-        d["uid"] = json!(u);
-    }
-    d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

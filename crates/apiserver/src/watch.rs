@@ -11,7 +11,7 @@
 //! write buffer, HTTP/2 flow-control window and send buffer), so the memory a watcher can
 //! pin does not grow with how far behind it is.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -27,14 +27,16 @@ use skiff_store::{EventKind, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::compat::{self, IncludeObject};
-use crate::http::{representation, Body, Query, Representation};
-use crate::rest::objects::{decode_bytes, splice_resource_version, storage_info};
-use crate::rest::{include_object, list_objects, prefix, to_version, Filter};
-use crate::router::Target;
-use crate::selectors::FieldSelector;
+use skiff_resources::IncludeObject;
+
+use crate::http::{include_object, representation, Body, Query, Representation};
+use crate::request::RequestInfo;
+use crate::selectors::{FieldSelector, Filter};
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{
+    decode_bytes, list_objects, prefix, splice_resource_version, storage_info, to_version,
+};
 
 /// Most events queued for one watcher: kube-apiserver's cacher gives a watcher without
 /// an index a channel of 100 events.
@@ -47,36 +49,6 @@ const QUEUE_BYTES: usize = 512 << 10;
 /// here each watcher has a task of its own, so waiting longer blocks nobody else and
 /// spares clients that pause briefly (the queue's size bounds memory either way).
 pub(crate) const SLOW_WATCHER_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Watch counters served on `/metrics`.
-#[derive(Default)]
-pub(crate) struct WatchMetrics {
-    /// Watchers closed for not reading, by (group, resource): kube-apiserver's
-    /// `apiserver_terminated_watchers_total`.
-    terminated: Mutex<BTreeMap<(String, String), u64>>,
-}
-
-impl WatchMetrics {
-    fn terminated(&self, group: &str, resource: &str) {
-        *lock(&self.terminated)
-            .entry((group.to_string(), resource.to_string()))
-            .or_default() += 1;
-    }
-
-    /// The counters in the Prometheus text format.
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP apiserver_terminated_watchers_total Counter of watchers closed due to unresponsiveness broken by resource type.\n\
-             # TYPE apiserver_terminated_watchers_total counter\n",
-        );
-        for ((group, resource), n) in lock(&self.terminated).iter() {
-            out.push_str(&format!(
-                "apiserver_terminated_watchers_total{{group=\"{group}\",resource=\"{resource}\"}} {n}\n"
-            ));
-        }
-        out
-    }
-}
 
 /// A poisoned lock only means another task panicked while holding it; the queue and the
 /// counters stay consistent, so keep going.
@@ -249,9 +221,9 @@ impl Render {
     fn event(&mut self, kind: &str, obj: Value) -> Bytes {
         let object = match self.rep {
             Representation::Object => obj,
-            Representation::PartialMetadata => compat::partial_metadata(&obj),
+            Representation::PartialMetadata => crate::http::partial_metadata(&obj),
             Representation::Table => {
-                let mut table = compat::table(
+                let mut table = skiff_resources::table(
                     self.info,
                     std::slice::from_ref(&obj),
                     self.include,
@@ -301,7 +273,7 @@ fn error_event(e: &ApiError) -> Bytes {
 /// Serves one watch until the client goes away or `timeoutSeconds` pass.
 pub(crate) async fn serve(
     state: Arc<ApiState>,
-    t: Target,
+    t: RequestInfo,
     q: Query,
     headers: HeaderMap,
 ) -> ApiResult<Response<Body>> {
@@ -330,12 +302,12 @@ pub(crate) async fn serve(
     let bookmarks = q.flag("allowWatchBookmarks");
     let timeout =
         Duration::from_secs(q.int("timeoutSeconds").filter(|s| *s > 0).unwrap_or(1800) as u64);
-    let list_target = Target {
+    let list_target = RequestInfo {
         name: None,
         ..t.clone()
     };
     let (initial, from) = if send_initial || rv.is_empty() || rv == "0" {
-        list_objects(&state, &list_target, &filter)?
+        list_objects(state.store.as_ref(), &list_target, &filter)?
     } else {
         let from = rv
             .parse::<i64>()

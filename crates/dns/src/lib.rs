@@ -8,8 +8,8 @@
 //! `kube-system/kube-dns`; [`addon::objects`] gives those objects.
 //!
 //! Modules: [`records`] (the store), [`answer`] (the zone's answers, pure),
-//! [`cache`] and [`forward`] (everything else), [`server`] (UDP/TCP and the pipeline),
-//! [`udp_batch`] (the batched UDP loop), [`fastpath`] (repeated questions answered from
+//! [`cache`] and [`forward`] (everything else), [`server`] (UDP/TCP, the pipeline and
+//! the batched UDP loop), [`fastpath`] (repeated questions answered from
 //! kept bytes), [`metrics`], [`http`] (health/ready/metrics endpoints), [`watch`] (the
 //! API feed), [`addon`] (the manifests).
 
@@ -22,7 +22,6 @@ pub mod http;
 pub mod metrics;
 pub mod records;
 pub mod server;
-pub mod udp_batch;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -6,6 +6,8 @@
 //! echoed with our payload size) and, over UDP, is truncated (TC) to what the client can
 //! take: 512 bytes, or its EDNS size.
 
+pub mod udp_batch;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,7 +279,7 @@ pub fn serve_udp(
         let rt = rt.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || crate::udp_batch::serve(Arc::new(sock), handler, rt));
+            .spawn(move || udp_batch::serve(Arc::new(sock), handler, rt));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "starting a UDP thread");
         }

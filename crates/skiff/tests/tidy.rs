@@ -1,6 +1,6 @@
 //! Project rules checked on the source tree, as rust-analyzer's `tidy` does: the crate
-//! dependencies ARCHITECTURE.md allows, a `//!` header on every module, and no unused
-//! dependency. Reads files and `cargo metadata`; starts nothing else.
+//! dependencies ARCHITECTURE.md allows, a `//!` header on every module, no unused
+//! dependency, and no import cycle between a crate's top-level modules. Reads files and `cargo metadata`; starts nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -203,4 +203,130 @@ fn the_use_detector_sees_paths_macros_and_imports() {
     assert!(uses("anyhow!(\"x\")", "anyhow"));
     assert!(!uses("let my_serde_json = 1;", "serde_json"));
     assert!(!uses("// tower is nice", "tower"));
+}
+
+/// The top-level modules of the crate whose sources are in `src`, each with the other
+/// top-level modules it names (`crate::<module>`), leaving out comments and the unit
+/// tests that follow `#[cfg(test)]`.
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(src) {
+        let rel = file.strip_prefix(src).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or_default();
+        let module = first.trim_end_matches(".rs").to_string();
+        if matches!(module.as_str(), "lib" | "main" | "bin") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let deps = graph.entry(module.clone()).or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            let mut rest = line;
+            while let Some(i) = rest.find("crate::") {
+                rest = &rest[i + "crate::".len()..];
+                if let Some(list) = rest.strip_prefix('{') {
+                    // `use crate::{a, b::c}`.
+                    let end = list.find('}').unwrap_or(list.len());
+                    for item in list[..end].split(',') {
+                        let name = item.trim().split("::").next().unwrap_or_default();
+                        if !name.is_empty() && name != module {
+                            deps.insert(name.to_string());
+                        }
+                    }
+                    continue;
+                }
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d));
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one (as the list of modules around it).
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        done: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(m.to_string());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_string());
+        for d in graph.get(m).into_iter().flatten() {
+            if let Some(c) = visit(d, graph, done, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(c) = visit(m, graph, &mut done, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Layers, not a web: within each crate, the top-level modules import each other
+/// without a cycle (a module's own submodules may use their parent freely).
+#[test]
+fn no_import_cycles_between_a_crates_modules() {
+    let mut failures = Vec::new();
+    for p in packages() {
+        let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap_or_default());
+        let src = manifest.parent().expect("crate dir").join("src");
+        if let Some(cycle) = find_cycle(&module_graph(&src)) {
+            failures.push(format!(
+                "{}: {}",
+                p["name"].as_str().unwrap_or_default(),
+                cycle.join(" -> ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "import cycles:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let g = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c")])), None);
+    assert_eq!(
+        find_cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
 }

@@ -1,127 +1,26 @@
-//! Storage layout and encoding of objects, and the GET and LIST handlers.
-
-mod splice;
-
-pub(crate) use splice::{splice_resource_version, without_managed_fields};
+//! The GET and LIST handlers.
 
 use chrono::Utc;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
-use skiff_resources::ResourceInfo;
 use skiff_store::{KeyValue, Store};
 
-use crate::compat::{self, IncludeObject};
-use crate::http::{representation, Body, Query, Representation};
-use crate::router::Target;
-use crate::selectors::{FieldSelector, LabelSelector};
+use skiff_resources::IncludeObject;
+
+use crate::http::{include_object, representation, Body, Query, Representation};
+use crate::request::RequestInfo;
+use crate::selectors::{FieldSelector, Filter};
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-
-/// The resource objects are stored as: the same group at the storage version, except
-/// `events.k8s.io` Events, which kube-apiserver stores as core `v1` Events (one set of
-/// objects served by both APIs).
-pub(crate) fn storage_info(info: &'static ResourceInfo) -> &'static ResourceInfo {
-    let group = if info.group == "events.k8s.io" {
-        ""
-    } else {
-        info.group
-    };
-    skiff_resources::lookup(group, info.storage_version, info.plural).unwrap_or(info)
-}
-
-fn group_dir(info: &'static ResourceInfo) -> &'static str {
-    let s = storage_info(info);
-    if s.group.is_empty() {
-        "core"
-    } else {
-        s.group
-    }
-}
-
-/// The store key of one object.
-pub(crate) fn key(info: &'static ResourceInfo, ns: Option<&str>, name: &str) -> String {
-    match ns.filter(|_| info.namespaced) {
-        Some(ns) => format!("/registry/{}/{}/{ns}/{name}", group_dir(info), info.plural),
-        None => format!("/registry/{}/{}/{name}", group_dir(info), info.plural),
-    }
-}
-
-/// The key prefix of a collection (all namespaces when `ns` is `None`).
-pub(crate) fn prefix(info: &'static ResourceInfo, ns: Option<&str>) -> String {
-    match ns.filter(|_| info.namespaced) {
-        Some(ns) => format!("/registry/{}/{}/{ns}/", group_dir(info), info.plural),
-        None => format!("/registry/{}/{}/", group_dir(info), info.plural),
-    }
-}
-
-/// A stored object with its `resourceVersion` (the key's modification revision).
-pub(crate) fn decode(kv: &KeyValue) -> ApiResult<Value> {
-    decode_bytes(&kv.value, kv.mod_revision)
-}
-
-/// Decodes stored bytes and sets `metadata.resourceVersion` to `rev`.
-pub(crate) fn decode_bytes(bytes: &[u8], rev: i64) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::internal(format!("decoding a stored object: {e}")))?;
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("resourceVersion".into(), json!(rev.to_string()));
-    }
-    Ok(v)
-}
-
-/// The bytes to store: the object without `resourceVersion` (the store keeps that).
-pub(crate) fn encode(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    serde_json::to_vec(&o).unwrap_or_default()
-}
-
-/// The object in the version of `info` (the request's).
-pub(crate) fn to_version(info: &'static ResourceInfo, obj: Value) -> Value {
-    if storage_info(info).api_version() == info.api_version() {
-        return obj;
-    }
-    compat::convert(obj, &info.api_version())
-}
-
-/// The object in `info`'s storage version.
-pub(crate) fn to_storage(info: &'static ResourceInfo, obj: Value) -> Value {
-    let s = storage_info(info);
-    if s.api_version() == info.api_version() {
-        return obj;
-    }
-    compat::convert(obj, &s.api_version())
-}
-
-/// `metadata.<field>` as a string.
-pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
-}
-
-/// The current time as Kubernetes writes timestamps (RFC 3339, seconds, `Z`).
-pub(crate) fn now_ts() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// `metadata`, created if missing.
-pub(crate) fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
-    }
-    match obj.get_mut("metadata") {
-        Some(Value::Object(m)) => m,
-        // Just made an object above.
-        _ => unreachable!("metadata is an object"),
-    }
-}
+use crate::storage::{
+    decode, decode_bytes, key, list_objects, prefix, splice, storage_info, to_version,
+};
 
 // ---- GET and LIST ----
 
 pub(crate) fn get(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     headers: &HeaderMap,
 ) -> ApiResult<Value> {
@@ -132,9 +31,9 @@ pub(crate) fn get(
     let obj = to_version(t.info, decode(&kv)?);
     Ok(match representation(headers) {
         Representation::Object => obj,
-        Representation::PartialMetadata => compat::partial_metadata(&obj),
+        Representation::PartialMetadata => crate::http::partial_metadata(&obj),
         Representation::Table => {
-            let mut table = compat::table(
+            let mut table = skiff_resources::table(
                 t.info,
                 std::slice::from_ref(&obj),
                 IncludeObject::Metadata,
@@ -146,58 +45,9 @@ pub(crate) fn get(
     })
 }
 
-/// Selectors of a LIST or WATCH.
-pub(crate) struct Filter {
-    pub labels: LabelSelector,
-    pub fields: FieldSelector,
-}
-
-impl Filter {
-    pub fn from_query(q: &Query) -> ApiResult<Self> {
-        Ok(Filter {
-            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
-                .map_err(ApiError::bad_request)?,
-            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-                .map_err(ApiError::bad_request)?,
-        })
-    }
-    pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && self.fields.matches_object(obj)
-    }
-    /// Whether every object matches (no selector terms).
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields == FieldSelector::default()
-    }
-}
-
-pub(crate) fn include_object(q: &Query) -> IncludeObject {
-    match q.get("includeObject") {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    }
-}
-
-/// Objects of a LIST (requested version, filtered) and the list's revision.
-pub(crate) fn list_objects(
-    state: &ApiState,
-    t: &Target,
-    filter: &Filter,
-) -> ApiResult<(Vec<(String, Value)>, i64)> {
-    let (kvs, rev) = state.store.list(&prefix(t.info, t.namespace.as_deref()))?;
-    let mut out = Vec::with_capacity(kvs.len());
-    for kv in &kvs {
-        let obj = to_version(t.info, decode(kv)?);
-        if filter.matches(&obj) {
-            out.push((kv.key.clone(), obj));
-        }
-    }
-    Ok((out, rev))
-}
-
 pub(crate) fn list(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     q: &Query,
     headers: &HeaderMap,
     at: Option<super::rvmatch::Snapshot>,
@@ -205,7 +55,7 @@ pub(crate) fn list(
     let filter = Filter::from_query(q)?;
     let (mut items, mut rev) = match at {
         Some(snapshot) => snapshot.objects(t, &filter)?,
-        None => list_objects(state, t, &filter)?,
+        None => list_objects(state.store.as_ref(), t, &filter)?,
     };
     // Continue tokens: base64 of `<revision>/<last key>`.
     if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
@@ -245,7 +95,7 @@ pub(crate) fn list(
     }
     Ok(match representation(headers) {
         Representation::Table => {
-            let mut table = compat::table(t.info, &objs, include_object(q), Utc::now());
+            let mut table = skiff_resources::table(t.info, &objs, include_object(q), Utc::now());
             table["metadata"] = meta;
             table
         }
@@ -253,7 +103,7 @@ pub(crate) fn list(
             "kind": "PartialObjectMetadataList",
             "apiVersion": format!("meta.k8s.io/{}", crate::http::meta_version(headers)),
             "metadata": meta,
-            "items": objs.iter().map(compat::partial_metadata).collect::<Vec<_>>(),
+            "items": objs.iter().map(crate::http::partial_metadata).collect::<Vec<_>>(),
         }),
         Representation::Object => json!({
             "kind": format!("{}List", t.info.kind),
@@ -276,7 +126,7 @@ const TABLE_CHUNK: usize = 256;
 /// [`list`] answers.
 pub(crate) async fn serve_list(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     q: &Query,
     headers: &HeaderMap,
 ) -> ApiResult<Option<Response<Body>>> {
@@ -427,7 +277,7 @@ fn stored_labels(kv: &KeyValue) -> ApiResult<std::collections::BTreeMap<String, 
 /// spliced from the stored metadata rather than cloned and re-encoded.
 fn write_table(
     out: &mut Vec<u8>,
-    t: &Target,
+    t: &RequestInfo,
     q: &Query,
     meta: &Value,
     mut page: Vec<(&KeyValue, Option<Value>)>,
@@ -441,7 +291,7 @@ fn write_table(
     } else {
         include
     };
-    let skeleton = compat::table(t.info, &[], include, now);
+    let skeleton = skiff_resources::table(t.info, &[], include, now);
     out.push(b'{');
     for (i, (k, v)) in skeleton.as_object().into_iter().flatten().enumerate() {
         if i > 0 {
@@ -462,7 +312,7 @@ fn write_table(
                             None => to_version(t.info, decode_for_printing(kv)?),
                         });
                     }
-                    let table = compat::table(t.info, &objs, printed, now);
+                    let table = skiff_resources::table(t.info, &objs, printed, now);
                     drop(objs);
                     let rows = table["rows"].as_array().into_iter().flatten();
                     for (row, (kv, _)) in rows.zip(chunk.iter()) {

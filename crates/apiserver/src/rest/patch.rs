@@ -6,16 +6,15 @@ use bytes::Bytes;
 use serde_json::Value;
 use skiff_store::Store;
 
-use super::objects::{decode, key, meta_str, to_version};
 use super::write::{
     create_object, decode_patched, field_manager_invalid, update_object, UpdateMode, WriteOpts,
 };
 use super::Reply;
-use crate::compat;
 use crate::http::Query;
-use crate::router::Target;
+use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{decode, key, meta_str, to_version};
 
 /// The patch content types kube-apiserver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +66,13 @@ pub(crate) fn apply_patch(
         }
         PatchKind::Strategic => {
             let p: Value = serde_json::from_slice(body).map_err(|e| parse_err(e.to_string()))?;
-            compat::strategic_merge_patch(info, cur, &p).map_err(ApiError::bad_request)
+            skiff_resources::strategic_merge_patch(info, cur, &p)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
         }
         PatchKind::Apply => {
             let p: Value = super::body::parse_yaml(body).map_err(parse_err)?;
-            compat::strategic_merge_patch(info, cur, &p).map_err(ApiError::bad_request)
+            skiff_resources::strategic_merge_patch(info, cur, &p)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
         }
     }
 }
@@ -80,7 +81,7 @@ pub(crate) fn apply_patch(
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn patch(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     ct: &str,
     body: &Bytes,
@@ -146,7 +147,7 @@ pub(crate) async fn patch(
 /// is created.
 async fn server_side_apply(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     body: &Bytes,
     mode: UpdateMode,
@@ -215,7 +216,7 @@ async fn server_side_apply(
             ),
         ));
     }
-    let time = super::objects::now_ts();
+    let time = crate::storage::now_ts();
     let op = skiff_resources::managedfields::Operation {
         manager: &opts.manager,
         api_version: &api_version,

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Reply;
-use crate::auth::Identity;
+use crate::authn::Identity;
 use crate::state::ApiState;
 use crate::status::ApiResult;
 
@@ -60,8 +60,8 @@ pub(crate) fn answer(
                 .unwrap_or("")
                 .to_string();
             // Audiences the reviewer wants the token for (the API server's by default).
-            let wanted = crate::tokens::spec_audiences(&body);
-            let status = match crate::auth::review(state, &token, &wanted) {
+            let wanted = crate::authn::tokens::spec_audiences(&body);
+            let status = match state.authn.review(&token, &wanted) {
                 Ok((who, audiences)) => json!({
                     "authenticated": true,
                     "user": {"username": who.user, "groups": who.groups},

@@ -6,11 +6,12 @@
 use serde_json::{json, Value};
 use skiff_store::{KeyValue, Store, StoreError};
 
-use super::objects::{decode_bytes, prefix, to_version, Filter};
 use crate::http::Query;
-use crate::router::Target;
+use crate::request::RequestInfo;
+use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
+use crate::storage::{decode_bytes, prefix, to_version};
 
 /// The objects of a collection at one revision.
 pub(crate) struct Snapshot {
@@ -22,7 +23,11 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// The snapshot's objects in the request's version, filtered, with their keys.
-    pub fn objects(&self, t: &Target, filter: &Filter) -> ApiResult<(Vec<(String, Value)>, i64)> {
+    pub fn objects(
+        &self,
+        t: &RequestInfo,
+        filter: &Filter,
+    ) -> ApiResult<(Vec<(String, Value)>, i64)> {
         let mut out = Vec::with_capacity(self.kvs.len());
         for kv in &self.kvs {
             let obj = to_version(t.info, decode_bytes(&kv.value, kv.mod_revision)?);
@@ -101,7 +106,7 @@ fn expired() -> ApiError {
 /// that revision, otherwise `None` (serve the latest state).
 pub(crate) async fn snapshot(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     q: &Query,
 ) -> ApiResult<Option<Snapshot>> {
     validate(q)?;

@@ -4,16 +4,16 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use skiff_store::Store;
 
-use super::objects::{decode, key, meta_str, now_ts, to_version};
 use super::patch::apply_patch;
 use super::write::{delete_object, update_object, UpdateMode, WriteOpts};
 use super::Reply;
 use crate::http::Query;
-use crate::router::Target;
+use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{success, ApiError, ApiResult};
+use crate::storage::{decode, key, meta_str, now_ts, to_version};
 
-fn load(state: &ApiState, t: &Target, name: &str) -> ApiResult<(Value, i64)> {
+fn load(state: &ApiState, t: &RequestInfo, name: &str) -> ApiResult<(Value, i64)> {
     let kv = state
         .store
         .get(&key(t.info, t.namespace.as_deref(), name))?
@@ -80,13 +80,13 @@ fn scale_of(obj: &Value) -> Value {
 }
 
 /// GET `.../scale`.
-pub(crate) fn get_scale(state: &ApiState, t: &Target, name: &str) -> ApiResult<Value> {
+pub(crate) fn get_scale(state: &ApiState, t: &RequestInfo, name: &str) -> ApiResult<Value> {
     Ok(scale_of(&load(state, t, name)?.0))
 }
 
 async fn set_replicas(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     obj: Value,
     rev: i64,
@@ -112,7 +112,7 @@ async fn set_replicas(
 /// PUT `.../scale`.
 pub(crate) async fn put_scale(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     body: Value,
     opts: &WriteOpts,
@@ -130,7 +130,7 @@ pub(crate) async fn put_scale(
 /// PATCH `.../scale`.
 pub(crate) async fn patch_scale(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     ct: &str,
     body: &Bytes,
@@ -152,7 +152,7 @@ pub(crate) async fn patch_scale(
 /// no update validation): binding is the one way `spec.nodeName` may change.
 pub(crate) async fn binding(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     body: Value,
     opts: &WriteOpts,
@@ -221,7 +221,7 @@ pub(crate) async fn binding(
         }
         match state
             .store
-            .update(&k, &super::objects::encode(&pod), Some(kv.mod_revision))
+            .update(&k, &crate::storage::encode(&pod), Some(kv.mod_revision))
         {
             Ok(_) => return Ok(Reply::ok(201, success(None))),
             Err(skiff_store::StoreError::Conflict { .. }) => continue,
@@ -234,7 +234,7 @@ pub(crate) async fn binding(
 /// POST `pods/<name>/eviction`: deletes the pod (PodDisruptionBudgets are not checked).
 pub(crate) async fn eviction(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     body: Value,
     opts: &WriteOpts,
@@ -260,11 +260,11 @@ pub(crate) async fn eviction(
 /// Secret of the namespace, whose uid must match when given).
 pub(crate) async fn token(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     body: Value,
 ) -> ApiResult<Reply> {
-    use crate::tokens::{self, ObjectRef};
+    use crate::authn::tokens::{self, ObjectRef};
     const GROUP: &str = "authentication.k8s.io";
     const KIND: &str = "TokenRequest";
     let ns = t.namespace.as_deref().unwrap_or("default");
@@ -349,7 +349,7 @@ pub(crate) async fn token(
         bound,
     };
     let (token, exp) = tokens::issue(
-        state,
+        state.authn.keys(),
         subject,
         audiences.clone(),
         now.timestamp(),
@@ -384,8 +384,8 @@ fn bound_object(
     ns: &str,
     sa_name: &str,
     r: &Value,
-) -> ApiResult<crate::tokens::Bound> {
-    use crate::tokens::{get_core, Bound, ObjectRef};
+) -> ApiResult<crate::authn::tokens::Bound> {
+    use crate::authn::tokens::{get_core, Bound, ObjectRef};
     let field = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or_default();
     let (api_version, kind, name, uid) = (
         field("apiVersion"),
@@ -398,7 +398,7 @@ fn bound_object(
         None => ("", api_version),
     };
     let read = |plural: &str, ns: Option<&str>, name: &str| -> ApiResult<Value> {
-        get_core(state, plural, ns, name)
+        get_core(state.store.as_ref(), plural, ns, name)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("", plural, name))
     };
@@ -421,7 +421,7 @@ fn bound_object(
             let node = match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
                 Some(node) if !node.is_empty() => Some(ObjectRef {
                     name: node.to_string(),
-                    uid: get_core(state, "nodes", None, node)
+                    uid: get_core(state.store.as_ref(), "nodes", None, node)
                         .map_err(ApiError::internal)?
                         .map(|n| uid_of(&n))
                         .unwrap_or_default(),

@@ -6,14 +6,15 @@ use serde_json::{json, Value};
 use skiff_resources::ResourceInfo;
 use skiff_store::{Store, StoreError};
 
-use super::objects::{
+use crate::admission::{self, Operation};
+use crate::http::Query;
+use crate::request::RequestInfo;
+use crate::state::ApiState;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::{
     decode, encode, key, meta_mut, meta_str, now_ts, storage_info, to_storage, to_version,
 };
-use crate::compat;
-use crate::http::Query;
-use crate::router::Target;
-use crate::state::ApiState;
-use crate::status::{delete_details, ApiError, ApiResult};
+use crate::strategy::{self, Strategy};
 
 /// `fieldValidation` of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,17 +309,6 @@ fn check_typed(sinfo: &ResourceInfo, name: &str, obj: &Value) -> ApiResult<()> {
     })
 }
 
-fn validation_error(info: &ResourceInfo, name: &str, errs: Vec<compat::FieldError>) -> ApiError {
-    ApiError::invalid(
-        info.group,
-        info.kind,
-        name,
-        errs.into_iter()
-            .map(|e| (e.field, e.reason, e.message))
-            .collect(),
-    )
-}
-
 /// Name suffix alphabet of generateName (kube's utilrand: no vowels, no confusable digits).
 const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -332,25 +322,6 @@ fn generated_name(base: &str) -> String {
     format!("{base}{suffix}")
 }
 
-/// Whether a namespace accepts new objects: 404 if missing, 403 if terminating.
-fn check_namespace(state: &ApiState, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<()> {
-    let ns_info = skiff_resources::lookup("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
-    let kv = state
-        .store
-        .get(&key(ns_info, None, ns))?
-        .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
-    let nsobj = decode(&kv)?;
-    if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
-        return Err(ApiError::forbidden(format!(
-            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-            crate::status::qualified(info.group, info.plural)
-        ))
-        .with_details(json!({"name": name, "group": info.group, "kind": info.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})));
-    }
-    Ok(())
-}
-
 /// Fields that count as the object's "spec" for `metadata.generation`: everything but
 /// metadata and status.
 fn spec_part(obj: &Value) -> Value {
@@ -362,22 +333,6 @@ fn spec_part(obj: &Value) -> Value {
         m.remove("kind");
     }
     o
-}
-
-fn has_generation(info: &ResourceInfo) -> bool {
-    !matches!(
-        info.kind,
-        "ConfigMap"
-            | "Secret"
-            | "Event"
-            | "Endpoints"
-            | "EndpointSlice"
-            | "Lease"
-            | "ServiceAccount"
-            | "Namespace"
-            | "Node"
-            | "Service"
-    )
 }
 
 /// Creates an object; returns it in storage version and any warnings.
@@ -399,6 +354,7 @@ pub(crate) async fn create_object(
     let mut obj = to_storage(info, obj);
     // Defaults, admission and validation see the object as stored.
     let sinfo = storage_info(info);
+    let strategy = strategy::for_resource(sinfo);
     let meta = meta_mut(&mut obj);
     if info.namespaced {
         let ns =
@@ -435,32 +391,27 @@ pub(crate) async fn create_object(
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
     meta.remove("selfLink");
-    if has_generation(info) {
+    if strategy.has_generation() {
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
     }
-    if let Some(ns) = ns.filter(|_| info.namespaced) {
-        check_namespace(state, info, ns, &name)?;
-    }
     // Status is not the client's to set on create (kube-apiserver's strategies reset it),
-    // except for Nodes, which register with their status.
-    if info.has_subresource("status") && info.kind != "Node" {
+    // unless the strategy keeps it.
+    if info.has_subresource("status") && !strategy.keeps_status_on_create() {
         if let Some(o) = obj.as_object_mut() {
             o.remove("status");
         }
     }
-    // Service IP families are allocated by the service registry after the field
-    // manager has run in kube-apiserver: owned only when the client set them.
-    let allocated_by_registry: Vec<&str> = if info.kind == "Service" {
-        ["ipFamilies", "ipFamilyPolicy"]
-            .into_iter()
-            .filter(|f| obj.pointer(&format!("/spec/{f}")).is_none())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    compat::default_object(sinfo, &mut obj);
+    // Fields the registry sets after the field manager has run in kube-apiserver: owned
+    // only when the client set them.
+    let allocated_by_registry: Vec<&str> = strategy
+        .registry_set_fields()
+        .iter()
+        .copied()
+        .filter(|f| obj.pointer(&format!("/spec/{f}")).is_none())
+        .collect();
+    skiff_resources::default_object(sinfo, &mut obj);
     if allocated_by_registry.is_empty() {
         opts.record_update(sinfo, info, None, &mut obj);
     } else {
@@ -475,26 +426,28 @@ pub(crate) async fn create_object(
             meta_mut(&mut obj).insert("managedFields".into(), mf.clone());
         }
     }
-    let _guard = if info.kind == "Service" {
-        Some(state.service_lock.lock().await)
-    } else {
-        None
+    let _guards = state.admission.lock(sinfo).await;
+    let attrs = admission::Attributes {
+        info: sinfo,
+        requested: info,
+        operation: Operation::Create,
+        namespace: ns.filter(|_| info.namespaced),
+        name: &name,
     };
     let unadmitted = obj.clone();
     for attempt in 1.. {
-        crate::admission::admit(state, sinfo, &mut obj, None)?;
-        let errs = compat::validate(sinfo, &obj, None);
+        strategy.prepare_for_create(&mut obj);
+        state.admission.admit(&attrs, &mut obj, None)?;
+        let errs = strategy.validate(sinfo, &obj, None);
         if !errs.is_empty() {
-            return Err(validation_error(info, &name, errs));
+            return Err(strategy::invalid(info, &name, errs));
         }
+        state.admission.validate(&attrs, &obj, None)?;
         check_typed(sinfo, &name, &obj)?;
         if opts.dry_run {
             return Ok((obj, warnings));
         }
-        if info.kind != "Service" {
-            break;
-        }
-        match crate::admission::reserve(state, &obj, None) {
+        match state.admission.reserve(sinfo, &obj, None) {
             Ok(()) => break,
             // Another server reserved a value this one allocated, between the two:
             // allocate again (admission now sees that reservation). A value the client
@@ -519,7 +472,7 @@ pub(crate) async fn create_object(
 /// PUT: replaces an object (optimistic concurrency on `metadata.resourceVersion`).
 pub(crate) async fn put(
     state: &ApiState,
-    t: &Target,
+    t: &RequestInfo,
     name: &str,
     obj: Value,
     mode: UpdateMode,
@@ -572,11 +525,9 @@ pub(crate) async fn update_object(
     precondition: Option<i64>,
     opts: &WriteOpts,
 ) -> ApiResult<Value> {
-    let _guard = if info.kind == "Service" {
-        Some(state.service_lock.lock().await)
-    } else {
-        None
-    };
+    let sinfo = storage_info(info);
+    let strategy = strategy::for_resource(sinfo);
+    let _guards = state.admission.lock(sinfo).await;
     let k = key(info, ns, name);
     let kv = state
         .store
@@ -592,7 +543,6 @@ pub(crate) async fn update_object(
     new["apiVersion"] = json!(info.api_version());
     new["kind"] = json!(info.kind);
     let new = to_storage(info, new);
-    let sinfo = storage_info(info);
     let mut obj = match mode {
         UpdateMode::Main => {
             let mut n = new;
@@ -667,7 +617,7 @@ pub(crate) async fn update_object(
             }
         }
         m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-        if !has_generation(info) {
+        if !strategy.has_generation() {
             m.remove("generation");
         } else {
             let g = old_meta
@@ -677,20 +627,29 @@ pub(crate) async fn update_object(
             m.insert("generation".into(), json!(g));
         }
     }
-    compat::default_object(sinfo, &mut obj);
+    skiff_resources::default_object(sinfo, &mut obj);
     opts.record_update(sinfo, info, Some(&old), &mut obj);
-    crate::admission::admit(state, sinfo, &mut obj, Some(&old))?;
-    if has_generation(info) && spec_part(&obj) != spec_part(&old) {
+    let attrs = admission::Attributes {
+        info: sinfo,
+        requested: info,
+        operation: Operation::Update,
+        namespace: ns.filter(|_| info.namespaced),
+        name,
+    };
+    strategy.prepare_for_update(&mut obj, &old);
+    state.admission.admit(&attrs, &mut obj, Some(&old))?;
+    if strategy.has_generation() && spec_part(&obj) != spec_part(&old) {
         let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(1);
         meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
     }
-    let errs = compat::validate(sinfo, &obj, Some(&old));
+    let errs = strategy.validate(sinfo, &obj, Some(&old));
     if !errs.is_empty() {
-        return Err(validation_error(info, name, errs));
+        return Err(strategy::invalid(info, name, errs));
     }
+    state.admission.validate(&attrs, &obj, Some(&old))?;
     check_typed(sinfo, name, &obj)?;
     if obj == old {
         // No change: no write, no new resourceVersion (as kube-apiserver).
@@ -699,10 +658,8 @@ pub(crate) async fn update_object(
     if opts.dry_run {
         return Ok(obj);
     }
-    if info.kind == "Service" {
-        crate::admission::reserve(state, &obj, Some(&old))?;
-    }
-    if obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(&obj) {
+    state.admission.reserve(sinfo, &obj, Some(&old))?;
+    if obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(strategy, &obj) {
         let rev = match state.store.delete(&k, Some(kv.mod_revision)) {
             Ok((_, rev)) => rev,
             Err(StoreError::Conflict { .. }) => {
@@ -727,15 +684,12 @@ pub(crate) async fn update_object(
     }
 }
 
-/// No finalizers left (for namespaces also none in `spec.finalizers`).
-fn finalizers_done(obj: &Value) -> bool {
-    let empty = |p: &str| {
-        obj.pointer(p)
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty())
-    };
-    empty("/metadata/finalizers")
-        && (obj.get("kind") != Some(&json!("Namespace")) || empty("/spec/finalizers"))
+/// No finalizers left: none in `metadata.finalizers` and none of the kind's own.
+fn finalizers_done(strategy: &dyn Strategy, obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+        && !strategy.finalizers_pending(obj)
 }
 
 /// DELETE of one object. Returns the HTTP code and the body (the object).
@@ -748,11 +702,9 @@ pub(crate) async fn delete_object(
     q: &Query,
     opts: &WriteOpts,
 ) -> ApiResult<(u16, Value)> {
-    let _guard = if info.kind == "Service" {
-        Some(state.service_lock.lock().await)
-    } else {
-        None
-    };
+    let sinfo = storage_info(info);
+    let strategy = strategy::for_resource(sinfo);
+    let _guards = state.admission.lock(sinfo).await;
     let k = key(info, ns, name);
     let kv = state
         .store
@@ -820,33 +772,9 @@ pub(crate) async fn delete_object(
         _ => {}
     }
     let already = obj.pointer("/metadata/deletionTimestamp").is_some();
-    // Graceful deletion: scheduled pods wait for their node to stop them.
-    let mut graceful: Option<i64> = None;
-    if info.kind == "Pod"
-        && obj
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty())
-    {
-        let phase = obj
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let g = grace
-            .or_else(|| {
-                obj.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(30);
-        if g > 0 && phase != "Succeeded" && phase != "Failed" {
-            let cur = obj
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64);
-            graceful = Some(cur.map_or(g, |c| c.min(g)));
-        }
-    }
-    let is_ns = info.kind == "Namespace";
-    if is_ns || graceful.is_some() || !finalizers.is_empty() {
+    // Graceful deletion (scheduled pods wait for their node to stop them).
+    let graceful = strategy.grace_period(&obj, grace);
+    if strategy.deletes_in_two_phases() || graceful.is_some() || !finalizers.is_empty() {
         let m = meta_mut(&mut obj);
         if !finalizers.is_empty() {
             m.insert("finalizers".into(), json!(finalizers));
@@ -860,10 +788,8 @@ pub(crate) async fn delete_object(
             m.insert("deletionTimestamp".into(), json!(ts));
             m.insert("deletionGracePeriodSeconds".into(), json!(g));
         }
-        if is_ns {
-            obj["status"] = json!({"phase": "Terminating"});
-        }
-        let hold = graceful.is_some() || !finalizers_done(&obj);
+        strategy.prepare_for_delete(&mut obj);
+        let hold = graceful.is_some() || !finalizers_done(strategy, &obj);
         if hold {
             if obj == old || dry_run {
                 return Ok((200, to_version(info, obj)));
@@ -893,10 +819,6 @@ pub(crate) async fn delete_object(
         }
         Err(e) => return Err(e.into()),
     }
-    if info.kind == "Service" {
-        // Left behind on error, a reservation expires by itself.
-        let _ = crate::admission::release(state, &old);
-    }
-    let _ = delete_details;
+    state.admission.release(sinfo, &old);
     Ok((200, to_version(info, old)))
 }

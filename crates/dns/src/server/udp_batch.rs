@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
+use super::{Handler, Step};
 use crate::metrics::Proto;
-use crate::server::{Handler, Step};
 
 /// Most datagrams handled per system call.
 pub const BATCH: usize = 32;

@@ -17,8 +17,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::auth::Identity;
-use crate::state::ApiState;
+use skiff_store::Store;
+
+use super::Identity;
 
 /// Issuer of every token, as kube-apiserver's default `--service-account-issuer`.
 pub(crate) const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -131,7 +132,7 @@ pub(crate) struct TokenSubject<'a> {
 /// Issues a token valid from `now` (unix seconds) for `expiration_seconds`; returns it
 /// and its expiry.
 pub(crate) fn issue(
-    state: &ApiState,
+    keys: &SigningKeys,
     subject: TokenSubject<'_>,
     audiences: Vec<String>,
     now: i64,
@@ -163,11 +164,7 @@ pub(crate) fn issue(
         ),
         k8s,
     };
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::ES256),
-        &claims,
-        &state.sa_keys.encoding,
-    )?;
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &keys.encoding)?;
     Ok((token, exp))
 }
 
@@ -181,11 +178,12 @@ pub(crate) struct Authenticated {
 /// Checks a service-account token for one of the `wanted` audiences (the API server's
 /// when empty). The error is kube-apiserver's reason (what a TokenReview reports).
 pub(crate) fn authenticate(
-    state: &ApiState,
+    keys: &SigningKeys,
+    store: &dyn Store,
     token: &str,
     wanted: &[String],
 ) -> Result<Authenticated, String> {
-    let claims = decode(state, token)?;
+    let claims = decode(keys, token)?;
     let token_auds = claims.aud.clone();
     let wanted: Vec<String> = if wanted.is_empty() {
         API_AUDIENCES.iter().map(|s| s.to_string()).collect()
@@ -205,7 +203,7 @@ pub(crate) fn authenticate(
         ));
     }
     check_times(&claims, Utc::now().timestamp())?;
-    let identity = check_objects(state, &claims)?;
+    let identity = check_objects(store, &claims)?;
     Ok(Authenticated {
         identity,
         audiences,
@@ -222,7 +220,7 @@ fn go_quoted(list: &[String]) -> String {
 }
 
 /// The claims of a token signed with our key by our issuer.
-fn decode(state: &ApiState, token: &str) -> Result<Claims, String> {
+fn decode(keys: &SigningKeys, token: &str) -> Result<Claims, String> {
     let mut v = Validation::new(Algorithm::ES256);
     // Times and audiences are checked below with kube's rules and messages.
     v.validate_exp = false;
@@ -230,7 +228,7 @@ fn decode(state: &ApiState, token: &str) -> Result<Claims, String> {
     v.validate_aud = false;
     v.required_spec_claims.clear();
     v.set_issuer(&[ISSUER]);
-    jsonwebtoken::decode::<Claims>(token, &state.sa_keys.decoding, &v)
+    jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)
         .map(|d| d.claims)
         .map_err(|_| "invalid bearer token".to_string())
 }
@@ -251,21 +249,20 @@ fn check_times(claims: &Claims, now: i64) -> Result<(), String> {
 
 /// A stored object of the core group, by plural (`pods`), namespace and name.
 pub(crate) fn get_core(
-    state: &ApiState,
+    store: &dyn Store,
     plural: &str,
     namespace: Option<&str>,
     name: &str,
 ) -> Result<Option<Value>, String> {
     let info =
         skiff_resources::lookup("", "v1", plural).ok_or_else(|| format!("no resource {plural}"))?;
-    let Some(kv) = state
-        .store
-        .get(&crate::rest::key(info, namespace, name))
+    let Some(kv) = store
+        .get(&crate::storage::key(info, namespace, name))
         .map_err(|e| format!("reading {plural} {name}: {e}"))?
     else {
         return Ok(None);
     };
-    crate::rest::decode(&kv)
+    crate::storage::decode(&kv)
         .map(Some)
         .map_err(|e| format!("reading {plural} {name}: {}", e.message))
 }
@@ -286,11 +283,11 @@ fn deleted_before_leeway(obj: &Value, now: i64) -> bool {
 
 /// kube's `validator.Validate` after the times: the ServiceAccount and the bound objects
 /// must still exist with the uids in the token.
-fn check_objects(state: &ApiState, claims: &Claims) -> Result<Identity, String> {
+fn check_objects(store: &dyn Store, claims: &Claims) -> Result<Identity, String> {
     let now = Utc::now().timestamp();
     let ns = claims.k8s.namespace.as_str();
     let sa_ref = &claims.k8s.serviceaccount;
-    let sa = get_core(state, "serviceaccounts", Some(ns), &sa_ref.name)?
+    let sa = get_core(store, "serviceaccounts", Some(ns), &sa_ref.name)?
         .ok_or_else(|| format!("serviceaccount \"{}\" not found", sa_ref.name))?;
     if uid_of(&sa) != sa_ref.uid {
         return Err(format!(
@@ -308,7 +305,7 @@ fn check_objects(state: &ApiState, claims: &Claims) -> Result<Identity, String> 
     let invalidated = || "service account token has been invalidated".to_string();
     if let Some(secret_ref) = &claims.k8s.secret {
         let secret =
-            get_core(state, "secrets", Some(ns), &secret_ref.name)?.ok_or_else(invalidated)?;
+            get_core(store, "secrets", Some(ns), &secret_ref.name)?.ok_or_else(invalidated)?;
         if uid_of(&secret) != secret_ref.uid {
             return Err(format!(
                 "secret UID ({}) does not match service account secret ref claim ({})",
@@ -321,7 +318,7 @@ fn check_objects(state: &ApiState, claims: &Claims) -> Result<Identity, String> 
         }
     }
     if let Some(pod_ref) = &claims.k8s.pod {
-        let pod = get_core(state, "pods", Some(ns), &pod_ref.name)?.ok_or_else(invalidated)?;
+        let pod = get_core(store, "pods", Some(ns), &pod_ref.name)?.ok_or_else(invalidated)?;
         if uid_of(&pod) != pod_ref.uid {
             return Err(format!(
                 "pod UID ({}) does not match service account pod ref claim ({})",

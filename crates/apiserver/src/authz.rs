@@ -1,0 +1,283 @@
+//! The authorization layer of the request chain: may this identity do this verb on this
+//! resource (or path)? As kube-apiserver's `authorizer.Authorizer`, an authorizer sees
+//! [`Attributes`] (user, verb, group, resource, subresource, namespace, name, or a
+//! non-resource path) and allows, denies or has no opinion; a chain asks each in turn
+//! and the first that decides wins, and a request nobody allows is refused with
+//! kube-apiserver's 403.
+//!
+//! [`AlwaysAllow`] is the authorizer skiff runs today (every authenticated identity may do
+//! everything); RBAC is one more [`Authorizer`].
+
+use serde_json::json;
+
+use crate::authn::Identity;
+use crate::request::RequestInfo;
+use crate::status::{qualified, ApiError};
+
+/// What an authorizer decides on: kube's `authorizer.Attributes`.
+#[derive(Debug, Clone)]
+pub(crate) struct Attributes<'a> {
+    /// Who asks.
+    pub user: &'a Identity,
+    /// The Kubernetes verb (`get`, `list`, `create`...).
+    pub verb: &'a str,
+    /// What is asked for.
+    pub target: Target<'a>,
+}
+
+/// The object of a request: a resource or a non-resource path.
+#[derive(Debug, Clone)]
+pub(crate) enum Target<'a> {
+    /// A resource request (below `/api/v1` or `/apis/<group>/<version>`).
+    Resource {
+        /// API group (`""` for core).
+        group: &'a str,
+        /// Plural resource name (`pods`).
+        resource: &'a str,
+        /// Subresource (`status`, `log`...), if any.
+        subresource: Option<&'a str>,
+        /// Namespace, if the request is namespaced.
+        namespace: Option<&'a str>,
+        /// Object name, if the path names one.
+        name: Option<&'a str>,
+    },
+    /// Anything else (`/api`, `/apis/apps`, `/openapi/v3`, `/metrics`).
+    Path(&'a str),
+}
+
+impl<'a> Attributes<'a> {
+    /// The attributes of a resource request.
+    pub fn resource(user: &'a Identity, r: &'a RequestInfo) -> Self {
+        Attributes {
+            user,
+            verb: r.verb,
+            target: Target::Resource {
+                group: r.info.group,
+                resource: r.info.plural,
+                subresource: r.sub.as_deref(),
+                namespace: r.namespace.as_deref(),
+                name: r.name.as_deref(),
+            },
+        }
+    }
+
+    /// The attributes of a non-resource request (`verb` from the method: `get`...).
+    pub fn path(user: &'a Identity, verb: &'a str, path: &'a str) -> Self {
+        Attributes {
+            user,
+            verb,
+            target: Target::Path(path),
+        }
+    }
+}
+
+/// An authorizer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Only AlwaysAllow runs today; denying authorizers (RBAC, webhooks) construct the rest.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Decision {
+    /// The request may go on.
+    Allow,
+    /// The request is refused; the reason is appended to the 403 message (may be empty).
+    Deny(String),
+    /// This authorizer does not decide; the next one is asked.
+    NoOpinion,
+}
+
+/// Decides whether a request may go on.
+pub(crate) trait Authorizer: Send + Sync {
+    /// The decision on `a`.
+    fn authorize(&self, a: &Attributes<'_>) -> Decision;
+}
+
+/// Allows every request: skiff's authorization until RBAC.
+#[derive(Debug, Default)]
+pub(crate) struct AlwaysAllow;
+
+impl Authorizer for AlwaysAllow {
+    fn authorize(&self, _: &Attributes<'_>) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// Authorizers asked in order (kube's union authorizer): the first that allows or denies
+/// decides; when none does, the request is denied without a reason.
+#[derive(Default)]
+pub(crate) struct Chain(Vec<Box<dyn Authorizer>>);
+
+impl Chain {
+    /// A chain of `authorizers`, asked in this order.
+    pub fn new(authorizers: Vec<Box<dyn Authorizer>>) -> Self {
+        Chain(authorizers)
+    }
+
+    /// `Ok` when some authorizer allows `a`, else kube-apiserver's 403.
+    pub fn check(&self, a: &Attributes<'_>) -> Result<(), ApiError> {
+        let mut reasons = Vec::new();
+        for z in &self.0 {
+            match z.authorize(a) {
+                Decision::Allow => return Ok(()),
+                Decision::Deny(why) => {
+                    reasons.push(why);
+                    break;
+                }
+                Decision::NoOpinion => {}
+            }
+        }
+        Err(forbidden(a, &reasons.join(", ")))
+    }
+}
+
+/// kube-apiserver's 403 for a refused request (`responsewriters.Forbidden`): e.g.
+/// `pods "web" is forbidden: User "bob" cannot get resource "pods" in API group "" in the
+/// namespace "default"`, with `: <reason>` when the authorizer gave one.
+pub(crate) fn forbidden(a: &Attributes<'_>, reason: &str) -> ApiError {
+    let user = &a.user.user;
+    let verb = a.verb;
+    let mut why = match &a.target {
+        Target::Path(p) => format!("User {user:?} cannot {verb} path {p:?}"),
+        Target::Resource {
+            group,
+            resource,
+            subresource,
+            namespace,
+            ..
+        } => {
+            let res = match subresource {
+                Some(s) => format!("{resource}/{s}"),
+                None => resource.to_string(),
+            };
+            match namespace {
+                Some(ns) => format!(
+                    "User {user:?} cannot {verb} resource {res:?} in API group {group:?} in the namespace {ns:?}"
+                ),
+                None => format!(
+                    "User {user:?} cannot {verb} resource {res:?} in API group {group:?} at the cluster scope"
+                ),
+            }
+        }
+    };
+    if !reason.is_empty() {
+        why = format!("{why}: {reason}");
+    }
+    match &a.target {
+        Target::Path(_) => ApiError::forbidden(format!("forbidden: {why}")),
+        Target::Resource {
+            group,
+            resource,
+            name,
+            ..
+        } => {
+            let q = qualified(group, resource);
+            let message = match name {
+                Some(n) => format!("{q} {n:?} is forbidden: {why}"),
+                None => format!("{q} is forbidden: {why}"),
+            };
+            let mut details = json!({"group": group, "kind": resource});
+            if let Some(n) = name {
+                details["name"] = json!(n);
+            }
+            ApiError::forbidden(message).with_details(details)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bob() -> Identity {
+        Identity {
+            user: "bob".into(),
+            groups: vec!["system:authenticated".into()],
+        }
+    }
+
+    fn pod_get<'a>(
+        user: &'a Identity,
+        ns: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Attributes<'a> {
+        Attributes {
+            user,
+            verb: "get",
+            target: Target::Resource {
+                group: "",
+                resource: "pods",
+                subresource: None,
+                namespace: ns,
+                name,
+            },
+        }
+    }
+
+    struct Deny;
+    impl Authorizer for Deny {
+        fn authorize(&self, _: &Attributes<'_>) -> Decision {
+            Decision::Deny("no".into())
+        }
+    }
+    struct Abstain;
+    impl Authorizer for Abstain {
+        fn authorize(&self, _: &Attributes<'_>) -> Decision {
+            Decision::NoOpinion
+        }
+    }
+
+    #[test]
+    fn messages_match_kube_apiserver() {
+        let u = bob();
+        let e = forbidden(&pod_get(&u, Some("default"), Some("web")), "");
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            r#"pods "web" is forbidden: User "bob" cannot get resource "pods" in API group "" in the namespace "default""#
+        );
+        let mut a = pod_get(&u, None, None);
+        a.verb = "list";
+        if let Target::Resource {
+            group, resource, ..
+        } = &mut a.target
+        {
+            *group = "apps";
+            *resource = "deployments";
+        }
+        assert_eq!(
+            forbidden(&a, "").message,
+            r#"deployments.apps is forbidden: User "bob" cannot list resource "deployments" in API group "apps" at the cluster scope"#
+        );
+        let p = Attributes::path(&u, "get", "/apis");
+        assert_eq!(
+            forbidden(&p, "").message,
+            r#"forbidden: User "bob" cannot get path "/apis""#
+        );
+        let mut s = pod_get(&u, Some("ns"), Some("web"));
+        if let Target::Resource { subresource, .. } = &mut s.target {
+            *subresource = Some("log");
+        }
+        assert!(forbidden(&s, "RBAC: nope").message.ends_with(
+            r#"cannot get resource "pods/log" in API group "" in the namespace "ns": RBAC: nope"#
+        ));
+    }
+
+    #[test]
+    fn chain_asks_in_order_and_denies_when_nobody_decides() {
+        let u = bob();
+        let a = pod_get(&u, Some("d"), Some("x"));
+        assert!(Chain::new(vec![Box::new(AlwaysAllow)]).check(&a).is_ok());
+        assert!(Chain::new(vec![Box::new(Abstain), Box::new(AlwaysAllow)])
+            .check(&a)
+            .is_ok());
+        let e = Chain::new(vec![Box::new(Deny), Box::new(AlwaysAllow)])
+            .check(&a)
+            .unwrap_err();
+        assert!(e.message.ends_with(": no"), "{}", e.message);
+        let e = Chain::new(vec![Box::new(Abstain)]).check(&a).unwrap_err();
+        assert_eq!(e.code, 403);
+        assert!(
+            e.message.ends_with(r#"in the namespace "d""#),
+            "{}",
+            e.message
+        );
+    }
+}
