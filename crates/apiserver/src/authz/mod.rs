@@ -6,7 +6,10 @@
 //! kube-apiserver's 403.
 //!
 //! [`AlwaysAllow`] is the authorizer skiff runs today (every authenticated identity may do
-//! everything); RBAC is one more [`Authorizer`].
+//! everything). [`rbac`] is kube's RBAC authorizer, and [`PrivilegedGroups`] the one kube
+//! puts before it so that `system:masters` may do everything whatever the roles say.
+
+pub(crate) mod rbac;
 
 use serde_json::json;
 
@@ -80,8 +83,9 @@ pub(crate) enum Decision {
     Allow,
     /// The request is refused; the reason is appended to the 403 message (may be empty).
     Deny(String),
-    /// This authorizer does not decide; the next one is asked.
-    NoOpinion,
+    /// This authorizer does not decide; the next one is asked. The reason (may be empty)
+    /// is shown in the 403 when nobody decides, as RBAC's `RBAC: role ... not found`.
+    NoOpinion(String),
 }
 
 /// Decides whether a request may go on.
@@ -100,6 +104,34 @@ impl Authorizer for AlwaysAllow {
     }
 }
 
+/// Allows every member of the given groups (kube's `authorizerfactory.NewPrivilegedGroups`,
+/// asked first with `system:masters`), and has no opinion on everyone else.
+#[derive(Debug)]
+// The server wires it (before RBAC) next.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct PrivilegedGroups(Vec<String>);
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl PrivilegedGroups {
+    /// kube's superuser group.
+    pub const MASTERS: &'static str = "system:masters";
+
+    /// Allows the members of `groups`.
+    pub fn new(groups: &[&str]) -> Self {
+        PrivilegedGroups(groups.iter().map(|g| g.to_string()).collect())
+    }
+}
+
+impl Authorizer for PrivilegedGroups {
+    fn authorize(&self, a: &Attributes<'_>) -> Decision {
+        if a.user.groups.iter().any(|g| self.0.contains(g)) {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(String::new())
+        }
+    }
+}
+
 /// Authorizers asked in order (kube's union authorizer): the first that allows or denies
 /// decides; when none does, the request is denied without a reason.
 #[derive(Default)]
@@ -111,20 +143,23 @@ impl Chain {
         Chain(authorizers)
     }
 
-    /// `Ok` when some authorizer allows `a`, else kube-apiserver's 403.
+    /// `Ok` when some authorizer allows `a`, else kube-apiserver's 403: with the denying
+    /// authorizer's reason, or (kube's union authorizer) the abstaining ones' reasons
+    /// joined by newlines.
     pub fn check(&self, a: &Attributes<'_>) -> Result<(), ApiError> {
         let mut reasons = Vec::new();
         for z in &self.0 {
             match z.authorize(a) {
                 Decision::Allow => return Ok(()),
-                Decision::Deny(why) => {
-                    reasons.push(why);
-                    break;
+                Decision::Deny(why) => return Err(forbidden(a, &why)),
+                Decision::NoOpinion(why) => {
+                    if !why.is_empty() {
+                        reasons.push(why);
+                    }
                 }
-                Decision::NoOpinion => {}
             }
         }
-        Err(forbidden(a, &reasons.join(", ")))
+        Err(forbidden(a, &reasons.join("\n")))
     }
 }
 
@@ -217,10 +252,10 @@ mod tests {
             Decision::Deny("no".into())
         }
     }
-    struct Abstain;
+    struct Abstain(&'static str);
     impl Authorizer for Abstain {
         fn authorize(&self, _: &Attributes<'_>) -> Decision {
-            Decision::NoOpinion
+            Decision::NoOpinion(self.0.into())
         }
     }
 
@@ -265,19 +300,54 @@ mod tests {
         let u = bob();
         let a = pod_get(&u, Some("d"), Some("x"));
         assert!(Chain::new(vec![Box::new(AlwaysAllow)]).check(&a).is_ok());
-        assert!(Chain::new(vec![Box::new(Abstain), Box::new(AlwaysAllow)])
-            .check(&a)
-            .is_ok());
+        assert!(
+            Chain::new(vec![Box::new(Abstain("")), Box::new(AlwaysAllow)])
+                .check(&a)
+                .is_ok()
+        );
         let e = Chain::new(vec![Box::new(Deny), Box::new(AlwaysAllow)])
             .check(&a)
             .unwrap_err();
         assert!(e.message.ends_with(": no"), "{}", e.message);
-        let e = Chain::new(vec![Box::new(Abstain)]).check(&a).unwrap_err();
+        let e = Chain::new(vec![Box::new(Abstain(""))])
+            .check(&a)
+            .unwrap_err();
         assert_eq!(e.code, 403);
         assert!(
             e.message.ends_with(r#"in the namespace "d""#),
             "{}",
             e.message
+        );
+        // kube's union authorizer: abstainers' reasons joined by newlines; a denial's alone.
+        let e = Chain::new(vec![
+            Box::new(Abstain("a")),
+            Box::new(Abstain("")),
+            Box::new(Abstain("b")),
+        ])
+        .check(&a)
+        .unwrap_err();
+        assert!(e.message.ends_with("\"d\": a\nb"), "{}", e.message);
+        let e = Chain::new(vec![Box::new(Abstain("a")), Box::new(Deny)])
+            .check(&a)
+            .unwrap_err();
+        assert!(e.message.ends_with(r#""d": no"#), "{}", e.message);
+    }
+
+    #[test]
+    fn privileged_groups_allow_their_members_only() {
+        let z = PrivilegedGroups::new(&[PrivilegedGroups::MASTERS]);
+        let u = bob();
+        assert_eq!(
+            z.authorize(&pod_get(&u, None, None)),
+            Decision::NoOpinion(String::new())
+        );
+        let admin = Identity {
+            user: "admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        };
+        assert_eq!(
+            z.authorize(&Attributes::path(&admin, "delete", "/x")),
+            Decision::Allow
         );
     }
 }
