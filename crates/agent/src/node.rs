@@ -158,7 +158,10 @@ pub fn status(
 /// The Node's labels.
 pub fn labels(cfg: &AgentConfig) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
-    l.insert("kubernetes.io/hostname".to_string(), cfg.node_name.clone());
+    l.insert(
+        skiff_api::names::HOSTNAME_LABEL.to_string(),
+        cfg.node_name.clone(),
+    );
     l.insert("kubernetes.io/os".to_string(), "linux".to_string());
     l.insert("kubernetes.io/arch".to_string(), arch().to_string());
     l.insert("beta.kubernetes.io/os".to_string(), "linux".to_string());

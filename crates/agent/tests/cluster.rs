@@ -99,45 +99,19 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool
     (code == Some(0), out)
 }
 
-/// Runs a given kubectl binary; its exit code and stdout+stderr.
+/// Runs a given kubectl binary (60 s deadline); its exit code and stdout+stderr.
 async fn kubectl_at(
     bin: &str,
     kubeconfig: &Path,
     args: &[&str],
     stdin: Option<&str>,
 ) -> (Option<i32>, String) {
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().expect("kubectl");
-    if let Some(input) = stdin {
-        use tokio::io::AsyncWriteExt;
-        let mut w = child.stdin.take().unwrap();
-        let input = input.to_string();
-        // Written while the output is read, so neither pipe can fill up and block.
-        tokio::spawn(async move {
-            let _ = w.write_all(input.as_bytes()).await;
-        });
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = skiff_testkit::kubectl::Kubectl::new(bin, kubeconfig)
+        .deadline(Duration::from_secs(60))
+        .run_async(args, stdin)
+        .await;
+    assert!(!out.timed_out, "kubectl {args:?} timed out");
+    (out.code, out.combined())
 }
 
 /// Runs a shell command under `script`, so it has a terminal; `input` is typed into it.

@@ -26,6 +26,8 @@ pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// Taint for nodes whose Ready condition is Unknown.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// Taint (as the scheduler sees it) of nodes marked unschedulable (`kubectl cordon`).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// User name the admin client certificate carries (CN).
 pub const ADMIN_USER: &str = "kubernetes-admin";

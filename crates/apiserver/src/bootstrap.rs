@@ -1,6 +1,8 @@
 //! Objects the server keeps on every start: the system namespaces, the
 //! `default/kubernetes` Service, and its Endpoints and EndpointSlice pointing at every
-//! live server (kept by `masterleases`, which the server runs right after this).
+//! live server (kept by `masterleases`, which the server runs right after this); and the
+//! default RBAC policy (kube's `ensureRBACPolicy` post-start hook), reconciled as
+//! `authz::rbac::reconcile` says.
 
 use serde_json::{json, Value};
 use skiff_store::Store;
@@ -103,7 +105,100 @@ pub(crate) async fn run(state: &ApiState) -> ApiResult<()> {
         &["metadata.labels"],
     )
     .await?;
+    rbac_policy(state).await
+}
+
+/// Creates the default ClusterRoles and ClusterRoleBindings, and brings existing ones up
+/// to date (adding, never removing).
+async fn rbac_policy(state: &ApiState) -> ApiResult<()> {
+    use crate::authz::rbac::{bootstrap, reconcile};
+    let roles = info("rbac.authorization.k8s.io", "v1", "clusterroles")?;
+    for want in bootstrap::aggregated_cluster_roles() {
+        let name = want.metadata.name.clone().unwrap_or_default();
+        let expected = to_value(&want)?;
+        match state.store.get(&key(roles, None, &name))? {
+            None => create_default(state, roles, expected).await?,
+            Some(kv) => {
+                let have = from_value(decode(&kv)?)?;
+                if let Some(new) = reconcile::cluster_role(&want, &have) {
+                    update_default(state, roles, &name, to_value(&new)?, kv.mod_revision).await?;
+                }
+            }
+        }
+    }
+    let bindings = info("rbac.authorization.k8s.io", "v1", "clusterrolebindings")?;
+    for want in bootstrap::cluster_role_bindings() {
+        let name = want.metadata.name.clone().unwrap_or_default();
+        let k = key(bindings, None, &name);
+        match state.store.get(&k)? {
+            None => create_default(state, bindings, to_value(&want)?).await?,
+            Some(kv) => {
+                let have: skiff_api::k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+                    from_value(decode(&kv)?)?;
+                let Some(new) = reconcile::cluster_role_binding(&want, &have) else {
+                    continue;
+                };
+                if new.role_ref != have.role_ref {
+                    // roleRef is immutable: replace the binding, as kube does.
+                    state.store.delete(&k, Some(kv.mod_revision))?;
+                    create_default(state, bindings, to_value(&new)?).await?;
+                } else {
+                    update_default(state, bindings, &name, to_value(&new)?, kv.mod_revision)
+                        .await?;
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+fn to_value<T: serde::Serialize>(o: &T) -> ApiResult<Value> {
+    serde_json::to_value(o).map_err(|e| ApiError::internal(format!("encoding: {e}")))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_json::from_value(v).map_err(|e| ApiError::internal(format!("decoding: {e}")))
+}
+
+async fn create_default(
+    state: &ApiState,
+    info: &'static skiff_resources::ResourceInfo,
+    mut obj: Value,
+) -> ApiResult<()> {
+    obj["apiVersion"] = json!(info.api_version());
+    obj["kind"] = json!(info.kind);
+    match create_object(state, info, None, obj, &WriteOpts::internal()).await {
+        // Another server of the same cluster made it meanwhile.
+        Err(e) if e.code == 409 => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
+async fn update_default(
+    state: &ApiState,
+    info: &'static skiff_resources::ResourceInfo,
+    name: &str,
+    mut obj: Value,
+    rev: i64,
+) -> ApiResult<()> {
+    obj["apiVersion"] = json!(info.api_version());
+    obj["kind"] = json!(info.kind);
+    let r = update_object(
+        state,
+        info,
+        None,
+        name,
+        obj,
+        UpdateMode::Main,
+        Some(rev),
+        &WriteOpts::internal(),
+    )
+    .await;
+    match r {
+        // Another server reconciled it meanwhile; the next start looks again.
+        Err(e) if e.code == 409 => Ok(()),
+        r => r.map(|_| ()),
+    }
 }
 
 /// The `kubernetes` Service's IP: the first address of the service CIDR.

@@ -163,11 +163,23 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.bind))?;
         let port = listener.local_addr()?.port();
+        // RBAC decides on the stored roles and bindings from the first request on.
+        let rbac = Arc::new(authz::rbac::Rbac::new());
+        let rbac_rev = authz::rbac::sync::load(store.as_ref(), &rbac)
+            .context("loading the RBAC roles and bindings")?;
         let state = Arc::new(ApiState {
             store: store.clone(),
             pki: pki.clone(),
             authn: authn::Authenticator::new(pki.join_token.clone(), sa_keys, store.clone()),
-            authz: authz::Chain::new(vec![Box::new(authz::AlwaysAllow)]),
+            // kube-apiserver's `--authorization-mode=Node,RBAC`, after the superusers.
+            authz: authz::Chain::new(vec![
+                Box::new(authz::PrivilegedGroups::new(&[
+                    authz::PrivilegedGroups::MASTERS,
+                ])),
+                Box::new(authz::node::NodeAuthorizer::new(store.clone())),
+                Box::new(rbac.clone()),
+            ]),
+            rbac: rbac.clone(),
             service_cidr,
             advertise,
             port,
@@ -182,6 +194,7 @@ impl Server {
             ]),
             watch_metrics: Default::default(),
         });
+        let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));
         bootstrap::run(&state)
             .await
             .map_err(|e| anyhow::anyhow!("creating the bootstrap objects: {}", e.message))?;
@@ -192,6 +205,7 @@ impl Server {
 
         let tls = serve::tls_config(&pki)?;
         let mut tasks = vec![
+            rbac_sync,
             tokio::spawn(serve::accept_loop(listener, tls.clone(), state.clone())),
             tokio::spawn(masterleases::run(state.clone())),
         ];

@@ -172,7 +172,8 @@ async fn route(
     body: &Bytes,
     input: &mut Input,
 ) -> ApiResult<Reply> {
-    let opts = WriteOpts::from_request(q, headers, t.sub.as_deref())?;
+    let mut opts = WriteOpts::from_request(q, headers, t.sub.as_deref())?;
+    opts.user = Some(ident.clone());
     let name = t.name.as_deref();
     match (method.clone(), name, t.sub.as_deref()) {
         (Method::GET, None, None) => {

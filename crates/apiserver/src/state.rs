@@ -20,6 +20,8 @@ pub(crate) struct ApiState {
     pub authn: Authenticator,
     /// The authorization layer.
     pub authz: authz::Chain,
+    /// The RBAC authorizer of that chain (reviews and escalation checks ask it too).
+    pub rbac: Arc<authz::rbac::Rbac>,
     pub service_cidr: Ipv4Net,
     pub advertise: Ipv4Addr,
     pub port: u16,

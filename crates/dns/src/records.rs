@@ -16,9 +16,7 @@ use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::RwLock;
-
-/// Label linking an EndpointSlice to the Service it belongs to.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use skiff_api::names::SERVICE_NAME_LABEL;
 
 /// One change to the store's sources, as the watchers (or a static feeder) report it.
 #[derive(Debug, Clone)]

@@ -276,7 +276,7 @@ pub fn filter_with(pod: &Pod, info: &PodInfo, ni: &NodeInfo) -> Result<(), Rejec
             tolerates(
                 t,
                 &Taint {
-                    key: "node.kubernetes.io/unschedulable".into(),
+                    key: skiff_api::names::UNSCHEDULABLE_TAINT.into(),
                     effect: "NoSchedule".into(),
                     ..Default::default()
                 },

@@ -23,6 +23,7 @@ pub(crate) use service_ips::ServiceIps;
 use serde_json::Value;
 use skiff_resources::ResourceInfo;
 
+use crate::authn::Identity;
 use crate::status::ApiResult;
 
 /// What is being done to the object.
@@ -49,6 +50,8 @@ pub(crate) struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     /// The object's name.
     pub name: &'a str,
+    /// Who writes (`None` for the server's own writes).
+    pub user: Option<&'a Identity>,
 }
 
 /// One admission plugin. Every method has a default that does nothing, so a plugin

@@ -5,11 +5,15 @@
 //! and the first that decides wins, and a request nobody allows is refused with
 //! kube-apiserver's 403.
 //!
-//! [`AlwaysAllow`] is the authorizer skiff runs today (every authenticated identity may do
-//! everything). [`rbac`] is kube's RBAC authorizer, and [`PrivilegedGroups`] the one kube
-//! puts before it so that `system:masters` may do everything whatever the roles say.
+//! The server asks, in order (as kube-apiserver with `--authorization-mode=Node,RBAC`):
+//! [`PrivilegedGroups`] (`system:masters` may do everything whatever the roles say),
+//! [`node`] (what a kubelet may do, for the pods bound to its node) and [`rbac`].
+//! [`AlwaysAllow`] is for tests.
 
+pub(crate) mod node;
 pub(crate) mod rbac;
+
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -76,7 +80,7 @@ impl<'a> Attributes<'a> {
 
 /// An authorizer's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-// Only AlwaysAllow runs today; denying authorizers (RBAC, webhooks) construct the rest.
+// Nothing built in denies (kube's built-in authorizers do not either); webhooks may.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Decision {
     /// The request may go on.
@@ -94,8 +98,15 @@ pub(crate) trait Authorizer: Send + Sync {
     fn authorize(&self, a: &Attributes<'_>) -> Decision;
 }
 
-/// Allows every request: skiff's authorization until RBAC.
+impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
+    fn authorize(&self, a: &Attributes<'_>) -> Decision {
+        (**self).authorize(a)
+    }
+}
+
+/// Allows every request (tests that are not about authorization).
 #[derive(Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct AlwaysAllow;
 
 impl Authorizer for AlwaysAllow {
@@ -107,11 +118,8 @@ impl Authorizer for AlwaysAllow {
 /// Allows every member of the given groups (kube's `authorizerfactory.NewPrivilegedGroups`,
 /// asked first with `system:masters`), and has no opinion on everyone else.
 #[derive(Debug)]
-// The server wires it (before RBAC) next.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct PrivilegedGroups(Vec<String>);
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl PrivilegedGroups {
     /// kube's superuser group.
     pub const MASTERS: &'static str = "system:masters";
@@ -147,19 +155,28 @@ impl Chain {
     /// authorizer's reason, or (kube's union authorizer) the abstaining ones' reasons
     /// joined by newlines.
     pub fn check(&self, a: &Attributes<'_>) -> Result<(), ApiError> {
+        match self.decide(a) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(why) | Decision::NoOpinion(why) => Err(forbidden(a, &why)),
+        }
+    }
+
+    /// The chain's decision on `a`: the first authorizer's that allows or denies, else
+    /// no opinion with the abstaining ones' reasons joined by newlines (what a
+    /// SubjectAccessReview reports).
+    pub fn decide(&self, a: &Attributes<'_>) -> Decision {
         let mut reasons = Vec::new();
         for z in &self.0 {
             match z.authorize(a) {
-                Decision::Allow => return Ok(()),
-                Decision::Deny(why) => return Err(forbidden(a, &why)),
                 Decision::NoOpinion(why) => {
                     if !why.is_empty() {
                         reasons.push(why);
                     }
                 }
+                decided => return decided,
             }
         }
-        Err(forbidden(a, &reasons.join("\n")))
+        Decision::NoOpinion(reasons.join("\n"))
     }
 }
 

@@ -7,6 +7,7 @@ use skiff_resources::ResourceInfo;
 use skiff_store::{Store, StoreError};
 
 use crate::admission::{self, Operation};
+use crate::authn::Identity;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
@@ -40,6 +41,9 @@ pub(crate) struct WriteOpts {
     pub force: Option<bool>,
     /// The caller already wrote `metadata.managedFields` (server-side apply).
     pub managed_fields_done: bool,
+    /// Who writes (`None` for the server's own writes): admission plugins that judge
+    /// the writer (NodeRestriction, RBAC's escalation check) ask.
+    pub user: Option<Identity>,
 }
 
 impl WriteOpts {
@@ -92,6 +96,7 @@ impl WriteOpts {
             subresource: None,
             force,
             managed_fields_done: false,
+            user: None,
         })
     }
 
@@ -135,6 +140,7 @@ impl WriteOpts {
             subresource: None,
             force: None,
             managed_fields_done: false,
+            user: None,
         }
     }
 
@@ -433,6 +439,7 @@ pub(crate) async fn create_object(
         operation: Operation::Create,
         namespace: ns.filter(|_| info.namespaced),
         name: &name,
+        user: opts.user.as_ref(),
     };
     let unadmitted = obj.clone();
     for attempt in 1.. {
@@ -635,6 +642,7 @@ pub(crate) async fn update_object(
         operation: Operation::Update,
         namespace: ns.filter(|_| info.namespaced),
         name,
+        user: opts.user.as_ref(),
     };
     strategy.prepare_for_update(&mut obj, &old);
     state.admission.admit(&attrs, &mut obj, Some(&old))?;

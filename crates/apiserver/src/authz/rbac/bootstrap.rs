@@ -280,7 +280,7 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
                 ],
             )],
         ),
-        role("system:node", node()),
+        role("system:node", node_rules()),
         role(
             "system:node-bootstrapper",
             vec![r(
@@ -597,7 +597,9 @@ fn kube_scheduler() -> Vec<PolicyRule> {
     ]
 }
 
-fn node() -> Vec<PolicyRule> {
+/// kube's `NodeRules`: the `system:node` ClusterRole's rules, which the Node authorizer grants
+/// every node.
+pub(crate) fn node_rules() -> Vec<PolicyRule> {
     vec![
         r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
         r(

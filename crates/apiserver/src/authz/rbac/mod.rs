@@ -11,12 +11,11 @@
 //! subjects, [`escalation`] is kube's no-escalation check of role and binding writes, and
 //! [`bootstrap`] the default roles and bindings kube-apiserver creates.
 
-// The server wires RBAC (informers feeding `Rbac::apply`, the review APIs) next.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod bootstrap;
 pub(crate) mod escalation;
+pub(crate) mod reconcile;
 pub(crate) mod rules;
+pub(crate) mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
