@@ -21,6 +21,7 @@ pub(crate) struct ApiState {
     /// The authorization layer.
     pub authz: authz::Chain,
     /// The RBAC authorizer of that chain (reviews and escalation checks ask it too).
+    #[allow(dead_code)] // the review APIs read it next
     pub rbac: Arc<authz::rbac::Rbac>,
     pub service_cidr: Ipv4Net,
     pub advertise: Ipv4Addr,

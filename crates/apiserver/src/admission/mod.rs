@@ -51,6 +51,7 @@ pub(crate) struct Attributes<'a> {
     /// The object's name.
     pub name: &'a str,
     /// Who writes (`None` for the server's own writes).
+    #[allow(dead_code)] // NodeRestriction and RBAC's escalation check read it next.
     pub user: Option<&'a Identity>,
 }
 

@@ -118,7 +118,7 @@ pub(crate) fn references(pod: &Value, kind: Ref) -> Vec<String> {
                 push(&vol["persistentVolumeClaim"]["claimName"]);
                 if vol.get("ephemeral").is_some() {
                     let v = vol["name"].as_str().unwrap_or("");
-                    out.push(format!("{pod_name}-{v}"));
+                    push(&Value::String(format!("{pod_name}-{v}")));
                 }
             }
             Ref::ServiceAccount => {}
@@ -250,7 +250,12 @@ mod tests {
         (resource.into(), ns.into(), name.into())
     }
 
-    fn decide(z: &NodeAuthorizer, user: &Identity, verb: &str, r: (String, String, String)) -> Decision {
+    fn decide(
+        z: &NodeAuthorizer,
+        user: &Identity,
+        verb: &str,
+        r: (String, String, String),
+    ) -> Decision {
         let (resource, ns, name) = r;
         z.authorize(&Attributes {
             user,
@@ -297,8 +302,14 @@ mod tests {
     fn a_node_reads_only_what_its_pods_use() {
         let z = authorizer(&[pod()]);
         let n1 = node("n1");
-        assert_eq!(decide(&z, &n1, "get", get("secrets", "default", "mounted")), Decision::Allow);
-        assert_eq!(decide(&z, &n1, "get", get("configmaps", "default", "cfg")), Decision::Allow);
+        assert_eq!(
+            decide(&z, &n1, "get", get("secrets", "default", "mounted")),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&z, &n1, "get", get("configmaps", "default", "cfg")),
+            Decision::Allow
+        );
         assert_eq!(
             decide(&z, &n1, "get", get("secrets", "default", "other")),
             Decision::NoOpinion("no relationship found between node 'n1' and this object".into())
@@ -317,8 +328,14 @@ mod tests {
     fn other_requests_follow_the_node_rules() {
         let z = authorizer(&[]);
         let n1 = node("n1");
-        assert_eq!(decide(&z, &n1, "watch", get("pods", "default", "x")), Decision::Allow);
-        assert_eq!(decide(&z, &n1, "get", get("services", "default", "x")), Decision::Allow);
+        assert_eq!(
+            decide(&z, &n1, "watch", get("pods", "default", "x")),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&z, &n1, "get", get("services", "default", "x")),
+            Decision::Allow
+        );
         assert_eq!(
             decide(&z, &n1, "delete", get("services", "default", "x")),
             Decision::NoOpinion(String::new())
@@ -328,12 +345,18 @@ mod tests {
             user: "bob".into(),
             groups: vec!["system:authenticated".into()],
         };
-        assert_eq!(decide(&z, &bob, "get", get("pods", "default", "x")), Decision::NoOpinion(String::new()));
+        assert_eq!(
+            decide(&z, &bob, "get", get("pods", "default", "x")),
+            Decision::NoOpinion(String::new())
+        );
         // `system:node:<name>` outside `system:nodes` is not a node either.
         let fake = Identity {
             user: "system:node:n1".into(),
             groups: vec![],
         };
-        assert_eq!(decide(&z, &fake, "get", get("pods", "default", "x")), Decision::NoOpinion(String::new()));
+        assert_eq!(
+            decide(&z, &fake, "get", get("pods", "default", "x")),
+            Decision::NoOpinion(String::new())
+        );
     }
 }

@@ -38,8 +38,10 @@ pub(crate) fn cluster_role(expected: &ClusterRole, existing: &ClusterRole) -> Op
     }
     let mut out = existing.clone();
     out.metadata.labels = merged(&expected.metadata.labels, &existing.metadata.labels);
-    out.metadata.annotations =
-        merged(&expected.metadata.annotations, &existing.metadata.annotations);
+    out.metadata.annotations = merged(
+        &expected.metadata.annotations,
+        &existing.metadata.annotations,
+    );
     match (&expected.aggregation_rule, &existing.aggregation_rule) {
         (Some(want), Some(have)) => {
             let mut selectors = have.cluster_role_selectors.clone().unwrap_or_default();
@@ -80,8 +82,10 @@ pub(crate) fn cluster_role_binding(
     }
     let mut out = existing.clone();
     out.metadata.labels = merged(&expected.metadata.labels, &existing.metadata.labels);
-    out.metadata.annotations =
-        merged(&expected.metadata.annotations, &existing.metadata.annotations);
+    out.metadata.annotations = merged(
+        &expected.metadata.annotations,
+        &existing.metadata.annotations,
+    );
     if out.role_ref != expected.role_ref {
         out.role_ref = expected.role_ref.clone();
         out.subjects = expected.subjects.clone();
@@ -120,7 +124,9 @@ mod tests {
     fn missing_rules_are_added_and_extra_ones_kept() {
         let expected = role("system:node-proxier");
         let mut existing = expected.clone();
-        let extra = rule(&["get"]).groups(&["example.com"]).resources(&["widgets"]);
+        let extra = rule(&["get"])
+            .groups(&["example.com"])
+            .resources(&["widgets"]);
         existing.rules = Some(vec![extra.clone()]);
         existing.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
         let out = cluster_role(&expected, &existing).unwrap();
