@@ -12,6 +12,7 @@
 
 pub mod apilb;
 pub mod containers;
+pub mod credentials;
 pub mod kubelet;
 pub mod node;
 pub mod podroutes;
@@ -39,8 +40,11 @@ use kubelet::Kubelet;
 pub struct AgentConfig {
     /// API server URL (`https://host:6443`).
     pub server_url: String,
-    /// Join token (bearer) for the API server; also what the API server presents to us.
+    /// Join token: fetches [`AgentConfig::credentials`] from the API server, and is what
+    /// the API server presents to the kubelet port.
     pub token: String,
+    /// The node's identities; fetched with the join token when `None`.
+    pub credentials: Option<credentials::NodeCredentials>,
     /// CA of the API server; None skips TLS verification.
     pub ca_file: Option<PathBuf>,
     /// This node's name.
@@ -68,7 +72,8 @@ pub struct AgentConfig {
     pub skiff_binary: PathBuf,
 }
 
-/// The kube client the agent uses: bearer token, the server CA (or none).
+/// The kube client the kubelet uses: its node certificate (the join token before it has
+/// one), the server CA (or none).
 pub fn client_config(cfg: &AgentConfig) -> Result<kube::Config> {
     let url: http::Uri = cfg
         .server_url
@@ -87,6 +92,9 @@ pub fn client_config(cfg: &AgentConfig) -> Result<kube::Config> {
             config.root_cert = Some(certs);
         }
         None => config.accept_invalid_certs = true,
+    }
+    if let Some(c) = &cfg.credentials {
+        c.kubelet.apply(&mut config);
     }
     config.connect_timeout = Some(Duration::from_secs(10));
     if let Ok(ua) = skiff_api::defaults::user_agent("kubelet").parse() {
@@ -184,6 +192,13 @@ pub async fn run_after_proxy(
         .or_else(node::default_node_ip)
         .context("no node IP given and this network namespace has no IPv4 address")?;
     private_dir(&cfg.data_dir)?;
+    let cfg = match cfg.credentials {
+        Some(_) => cfg,
+        None => AgentConfig {
+            credentials: Some(credentials::fetch(&cfg).await?),
+            ..cfg
+        },
+    };
     let client = kube::Client::try_from(client_config(&cfg)?).context("building the API client")?;
     let since = chrono::Utc::now();
     let node = loop {

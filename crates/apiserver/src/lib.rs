@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod http;
 mod masterleases;
 mod metrics;
+mod nodecreds;
 mod nodeproxy;
 pub mod pki;
 mod proto;
@@ -89,6 +90,8 @@ pub struct ServerHandle {
     client_ip: Ipv4Addr,
     port: u16,
     ca_der: Vec<u8>,
+    /// The CA, to sign the in-process components' certificates.
+    pki: pki::Pki,
     admin_cert: String,
     admin_key: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -227,8 +230,9 @@ impl Server {
             client_ip,
             port,
             ca_der,
-            admin_cert: pki.admin_cert,
-            admin_key: pki.admin_key,
+            admin_cert: pki.admin_cert.clone(),
+            admin_key: pki.admin_key.clone(),
+            pki,
             tasks,
         })
     }
@@ -251,6 +255,18 @@ impl ServerHandle {
         c.auth_info.client_key_data =
             Some(secrecy::SecretString::from(b64.encode(&self.admin_key)));
         c
+    }
+
+    /// Client configuration for the same address as the user `user` in `groups`, with
+    /// a client certificate the cluster CA signs now (the in-process components' own
+    /// identities, as kube-scheduler's and kube-controller-manager's kubeconfigs).
+    pub fn client_config_as(&self, user: &str, groups: &[&str]) -> Result<kube::Config> {
+        let mut c = self.admin_client_config();
+        let creds = pki::issue_client(&self.pki, user, groups)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        c.auth_info.client_certificate_data = Some(b64.encode(&creds.certificate));
+        c.auth_info.client_key_data = Some(secrecy::SecretString::from(b64.encode(&creds.key)));
+        Ok(c)
     }
 
     /// Serves until a listener fails.

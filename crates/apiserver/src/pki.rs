@@ -25,6 +25,8 @@ use skiff_api::names::{ADMIN_GROUP, ADMIN_USER};
 #[derive(Clone)]
 pub(crate) struct Pki {
     pub ca_cert: String,
+    /// The CA's private key (PEM): the server signs node credentials with it.
+    pub ca_key: String,
     pub server_cert: String,
     pub server_key: String,
     pub admin_cert: String,
@@ -133,7 +135,8 @@ pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]
         fs::write(&ca_crt_path, cert.pem())?;
     }
     let ca_cert = read(&ca_crt_path)?;
-    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).context("parsing ca.key")?;
+    let ca_key_pem = read(&ca_key_path)?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing ca.key")?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).context("parsing ca.crt")?;
 
     // Serving certificate: always re-issued (SANs follow the configuration).
@@ -204,6 +207,7 @@ pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]
 
     Ok(Pki {
         ca_cert,
+        ca_key: ca_key_pem,
         server_cert: server_cert.pem(),
         server_key: server_key.serialize_pem(),
         admin_cert: read(&admin_crt_path)?,
@@ -211,6 +215,40 @@ pub(crate) fn ensure(data_dir: &Path, advertise: Ipv4Addr, extra_sans: &[String]
         sa_key: read(&sa_key_path)?,
         sa_pub: read(&sa_pub_path)?,
         join_token: join_token(data_dir)?,
+    })
+}
+
+/// A client certificate and its key (PEM), as [`issue_client`] makes them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClientCredentials {
+    /// The certificate, signed by the cluster CA.
+    pub certificate: String,
+    /// Its private key (PKCS#8).
+    pub key: String,
+}
+
+/// A client certificate for `user` in `groups` (CN and O, as kube-apiserver reads them),
+/// signed by the cluster CA, valid for a year.
+pub(crate) fn issue_client(pki: &Pki, user: &str, groups: &[&str]) -> Result<ClientCredentials> {
+    let ca_key = KeyPair::from_pem(&pki.ca_key).context("parsing the CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(&pki.ca_cert, &ca_key).context("parsing the CA")?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for g in groups {
+        params.distinguished_name.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    // A little back-dating tolerates clocks a few minutes apart, as kube's signer does.
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(365);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .with_context(|| format!("signing a client certificate for {user}"))?;
+    Ok(ClientCredentials {
+        certificate: cert.pem(),
+        key: key.serialize_pem(),
     })
 }
 

@@ -157,6 +157,19 @@ pub(crate) async fn handle(
     if let Err(e) = state.authz.check(&Attributes::path(&ident, verb, &path)) {
         return finish_unread(req, error_response(&e)).await;
     }
+    if path == crate::nodecreds::PATH {
+        if method != Method::POST {
+            return finish_unread(req, error_response(&ApiError::method_not_allowed())).await;
+        }
+        let (parts, body) = req.into_parts();
+        return match read_body(&parts, body).await {
+            Ok(body) => match crate::nodecreds::issue(&state, &body) {
+                Ok(v) => json_response(200, &v),
+                Err(e) => error_response(&e),
+            },
+            Err(e) => error_response(&e),
+        };
+    }
     let resp = non_resource(&state, &segs, &req);
     finish_unread(req, resp).await
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -173,7 +173,12 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
             skiff_controllers::run(Client::try_from(config)?, controllers).await
         }))
     });
-    let kube_config = with_user_agent(handle.admin_client_config(), "kube-scheduler");
+    // The scheduler runs as kube-scheduler does: `system:kube-scheduler`, which the
+    // default policy binds to its role. (The controllers still share the admin identity.)
+    let kube_config = with_user_agent(
+        handle.client_config_as("system:kube-scheduler", &[])?,
+        "kube-scheduler",
+    );
     let run_scheduler: Component = Box::new(move || {
         let config = kube_config.clone();
         Box::pin(log_exit("scheduler", async move {
@@ -296,55 +301,12 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// A client that authenticates with the join token.
-async fn token_client(
-    server: &str,
-    token: &str,
-    ca_file: Option<&PathBuf>,
-) -> anyhow::Result<Client> {
-    let mut config = kube::Config::new(server.parse().context("parsing --server")?);
-    config.auth_info.token = Some(token.to_string().into());
-    match ca_file {
-        Some(ca) => {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            config.root_cert =
-                Some(pem_certificates(&pem).with_context(|| format!("parsing {}", ca.display()))?);
-        }
-        None => config.accept_invalid_certs = true,
-    }
-    Ok(Client::try_from(with_user_agent(config, "kube-proxy"))?)
-}
-
 /// `config` with a component's User-Agent (which names its field manager).
 fn with_user_agent(mut config: kube::Config, component: &str) -> kube::Config {
     if let Ok(v) = skiff_api::defaults::user_agent(component).parse() {
         config.headers.push((http::header::USER_AGENT, v));
     }
     config
-}
-
-/// DER certificates of a PEM bundle.
-fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    use base64::Engine;
-    let text = std::str::from_utf8(pem)?;
-    let mut certs = Vec::new();
-    let mut body = None::<String>;
-    for line in text.lines() {
-        match line.trim() {
-            "-----BEGIN CERTIFICATE-----" => body = Some(String::new()),
-            "-----END CERTIFICATE-----" => {
-                let b = body.take().unwrap_or_default();
-                certs.push(base64::engine::general_purpose::STANDARD.decode(b)?);
-            }
-            l => {
-                if let Some(b) = body.as_mut() {
-                    b.push_str(l);
-                }
-            }
-        }
-    }
-    anyhow::ensure!(!certs.is_empty(), "no certificate found");
-    Ok(certs)
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -392,8 +354,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cni_bin_dir: args.cni_bin_dir.clone(),
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
+        credentials: None,
     };
-    let client = token_client(&server_url, &token, args.ca_file.as_ref()).await?;
+    // The join token buys the node's identities; the kubelet (with the pod routes) and
+    // the proxy each run under their own, as kube's do.
+    let creds = skiff_agent::credentials::fetch(&config).await?;
+    let config = skiff_agent::AgentConfig {
+        credentials: Some(creds.clone()),
+        ..config
+    };
+    let node_client = Client::try_from(skiff_agent::client_config(&config)?)?;
+    let mut proxy_config = skiff_agent::client_config(&config)?;
+    creds.kube_proxy.apply(&mut proxy_config);
+    proxy_config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    let client = Client::try_from(with_user_agent(proxy_config, "kube-proxy"))?;
     let proxy = skiff_proxy::ProxyConfig {
         node_name,
         cluster_cidr: args.cluster_cidr.clone(),
@@ -405,7 +381,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(log_exit(
         "pod routes",
-        skiff_agent::podroutes::run(client.clone(), config.node_name.clone()),
+        skiff_agent::podroutes::run(node_client, config.node_name.clone()),
     ));
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let proxy = skiff_proxy::ProxyConfig {

@@ -1,16 +1,17 @@
 //! The authentication layer of the request chain: who is asking. Client certificates
 //! (verified by TLS against the cluster CA: CN the user, each O a group), the join token
-//! (agents, group `system:nodes`) and service-account JWTs ([`tokens`]). What the
+//! (a bootstrap identity that may only fetch node credentials: `crate::nodecreds`) and
+//! service-account JWTs ([`tokens`]). What the
 //! identity may do is the authorizer's question (`crate::authz`).
 
 pub(crate) mod tokens;
 
 use std::sync::Arc;
 
-use skiff_api::names::NODES_GROUP;
 use skiff_store::Store;
 
 use self::tokens::SigningKeys;
+use crate::authz::rbac::bootstrap::BOOTSTRAPPERS_GROUP;
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +87,12 @@ impl Authenticator {
             if !wanted.is_empty() && !wanted.iter().any(|w| api.contains(w)) {
                 return Err("invalid bearer token".into());
             }
+            // A bootstrap identity, as kube's bootstrap tokens: it may only fetch node
+            // credentials (`crate::nodecreds`).
+            let id = token.split('.').next().unwrap_or_default();
             let identity = Identity {
-                user: "system:node".into(),
-                groups: vec![NODES_GROUP.into(), "system:authenticated".into()],
+                user: format!("system:bootstrap:{id}"),
+                groups: vec![BOOTSTRAPPERS_GROUP.into(), "system:authenticated".into()],
             };
             return Ok((identity, api));
         }

@@ -320,11 +320,60 @@ async fn service_account_tokens_and_join_token_authenticate() {
         cfg.auth_info.token = Some(t.to_string().into());
         kube::Client::try_from(cfg).unwrap()
     };
+    // Authenticated, but RBAC grants a fresh service account nothing.
     let as_sa: Api<ConfigMap> = Api::namespaced(with_bearer(&token), "default");
-    as_sa.list(&ListParams::default()).await.unwrap();
+    let e = err(as_sa.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            403,
+            "configmaps is forbidden: User \"system:serviceaccount:default:robot\" cannot list \
+             resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        )
+    );
+    // The join token is a bootstrap identity: it may fetch node credentials, nothing else.
     let join = skiff_apiserver::pki::join_token(s.dir.path()).unwrap();
-    let as_node: Api<ConfigMap> = Api::namespaced(with_bearer(&join), "default");
-    as_node.list(&ListParams::default()).await.unwrap();
+    let id = join.split('.').next().unwrap();
+    let as_bootstrap: Api<ConfigMap> = Api::namespaced(with_bearer(&join), "default");
+    let e = err(as_bootstrap.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(e.code, 403);
+    assert!(
+        e.message
+            .contains(&format!("User \"system:bootstrap:{id}\" cannot list")),
+        "{}",
+        e.message
+    );
+    let req = http::Request::post("/skiff/v1/node-credentials")
+        .header("content-type", "application/json")
+        .body(br#"{"nodeName": "n1"}"#.to_vec())
+        .unwrap();
+    let creds: serde_json::Value = with_bearer(&join).request(req).await.unwrap();
+    let mut cfg = s.handle.admin_client_config();
+    cfg.auth_info = Default::default();
+    let b64 = |k: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(creds["kubelet"][k].as_str().unwrap())
+    };
+    cfg.auth_info.client_certificate_data = Some(b64("certificate"));
+    cfg.auth_info.client_key_data = Some(b64("key").into());
+    let as_node = kube::Client::try_from(cfg).unwrap();
+    // The node reads nodes (the Node authorizer's rules), not configmaps no pod of its uses.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(as_node.clone());
+    nodes.list(&ListParams::default()).await.unwrap();
+    let e = err(Api::<ConfigMap>::namespaced(as_node, "default")
+        .get("kube-root-ca.crt")
+        .await
+        .unwrap_err());
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            403,
+            "configmaps \"kube-root-ca.crt\" is forbidden: User \"system:node:n1\" cannot get \
+             resource \"configmaps\" in API group \"\" in the namespace \"default\": no \
+             relationship found between node 'n1' and this object"
+        )
+    );
+    // A token nobody issued.
     let nobody: Api<ConfigMap> = Api::namespaced(with_bearer("abc.def"), "default");
     let e = err(nobody.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((e.code, e.message.as_str()), (401, "Unauthorized"));

@@ -20,6 +20,8 @@ use super::rules::{rule, strings, RuleBuilder};
 pub(crate) const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// The label every default object carries.
 pub(crate) const BOOTSTRAPPING: &str = "kubernetes.io/bootstrapping";
+/// The group of bootstrap identities (the join token), as kube's bootstrap tokens.
+pub(crate) const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
 /// The RBAC API group.
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 /// The namespace of the controllers' service accounts.
@@ -346,8 +348,16 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
             .into_iter()
             .map(|(name, rules)| role(&format!("{CONTROLLER_PREFIX}{name}"), rules)),
     );
+    // skiff's own: agents holding the join token fetch their node credentials.
+    roles.push(role(
+        SKIFF_NODE_BOOTSTRAPPER,
+        vec![urls(&["post"], &[crate::nodecreds::PATH])],
+    ));
     roles
 }
+
+/// The role (and binding) that lets `system:bootstrappers` fetch node credentials.
+const SKIFF_NODE_BOOTSTRAPPER: &str = "skiff:node-bootstrapper";
 
 fn aggregate_to_edit() -> Vec<PolicyRule> {
     vec![
@@ -927,6 +937,7 @@ pub(crate) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         binding("system:monitoring", vec![group("system:monitoring")]),
         binding("system:node", vec![]),
         binding("system:node-proxier", vec![user("system:kube-proxy")]),
+        binding(SKIFF_NODE_BOOTSTRAPPER, vec![group(BOOTSTRAPPERS_GROUP)]),
         binding(
             "system:public-info-viewer",
             vec![
