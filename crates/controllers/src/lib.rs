@@ -5,6 +5,7 @@
 //! see [`informer`]) feed a deduplicating [`queue::WorkQueue`] of object keys, and
 //! workers reconcile one key at a time from the informers' caches.
 
+pub mod clusterroleaggregation;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -35,6 +36,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::{Api, Client};
 
 use crate::informer::Informer;
@@ -57,7 +59,7 @@ pub struct ControllersConfig {
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
-    /// `service-lb-controller`).
+    /// `service-lb-controller`, `clusterrole-aggregation`).
     pub controllers: Vec<String>,
 }
 
@@ -119,6 +121,8 @@ pub struct Informers {
     pub endpoints: std::sync::Arc<Informer<Endpoints>>,
     /// All EndpointSlices (the EndpointSlice and mirroring controllers share one watch).
     pub endpointslices: std::sync::Arc<Informer<EndpointSlice>>,
+    /// All ClusterRoles.
+    pub clusterroles: std::sync::Arc<Informer<ClusterRole>>,
 }
 
 impl Informers {
@@ -135,6 +139,7 @@ impl Informers {
             node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
             endpoints: Informer::spawn(Api::all(client.clone())),
             endpointslices: Informer::spawn(Api::all(client.clone())),
+            clusterroles: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -170,6 +175,9 @@ pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
     }
     if on("nodelifecycle") {
         nodelifecycle::run(client.clone(), &inf, &cfg);
+    }
+    if on("clusterrole-aggregation") {
+        clusterroleaggregation::run(client.clone(), &inf);
     }
     if on("namespace") {
         namespace::run(client.clone(), &inf);

@@ -520,3 +520,103 @@ async fn scale_pause_resume_undo_and_mirroring() {
     let ep = eps.get("ext").await.expect("endpoints");
     assert_eq!(ep.subsets.map(|s| s.len()), Some(1));
 }
+
+/// The ClusterRole aggregation user story: a role labelled `aggregate-to-view` shows up
+/// in `view`, and through `view` in `edit` and `admin`; unlabelled or deleted, it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clusterrole_aggregation_follows_labels() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+
+    let cl = start_these_controllers(
+        std::time::Duration::from_secs(40),
+        &["clusterrole-aggregation"],
+    )
+    .await;
+    let roles: Api<ClusterRole> = Api::all(cl.client.clone());
+    let widgets: PolicyRule = serde_json::from_value(json!({
+        "apiGroups": ["widgets.example.com"], "resources": ["widgets"],
+        "verbs": ["get", "list", "watch"]}))
+    .expect("rule");
+    let has_widgets = |r: &ClusterRole| r.rules.iter().flatten().any(|x| *x == widgets);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "widgets-view",
+                     "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [widgets]}))
+    .expect("role");
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create widgets-view");
+    for name in ["view", "edit", "admin"] {
+        let r = eventually(10, &format!("widgets rule in {name}"), || async {
+            roles.get(name).await.ok().filter(has_widgets)
+        })
+        .await;
+        // The rules it had from the default roles are still there.
+        assert!(r.rules.iter().flatten().any(|x| x
+            .resources
+            .iter()
+            .flatten()
+            .any(|res| res == "pods")));
+    }
+    let view = roles.get("view").await.expect("view");
+    assert!(
+        view.managed_fields().iter().any(|m| m.manager.as_deref()
+            == Some("clusterrole-aggregation-controller")
+            && m.operation.as_deref() == Some("Apply")),
+        "{:?}",
+        view.managed_fields()
+    );
+
+    // Unlabelled, it leaves every aggregated role.
+    roles
+        .patch(
+            "widgets-view",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "rbac.authorization.k8s.io/aggregate-to-view": null}}})),
+        )
+        .await
+        .expect("unlabel");
+    for name in ["view", "edit", "admin"] {
+        eventually(10, &format!("widgets rule out of {name}"), || async {
+            roles.get(name).await.ok().filter(|r| !has_widgets(r))
+        })
+        .await;
+    }
+
+    // A role aggregating only `widgets-view` loses every rule when it is deleted.
+    let mine: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "mine"},
+        "aggregationRule": {"clusterRoleSelectors": [
+            {"matchExpressions": [{"key": "team", "operator": "In", "values": ["widgets"]}]}]}}))
+    .expect("role");
+    roles
+        .create(&PostParams::default(), &mine)
+        .await
+        .expect("create mine");
+    roles
+        .patch(
+            "widgets-view",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "widgets"}}})),
+        )
+        .await
+        .expect("label");
+    eventually(10, "widgets rule in mine", || async {
+        roles.get("mine").await.ok().filter(has_widgets)
+    })
+    .await;
+    roles
+        .delete("widgets-view", &DeleteParams::default())
+        .await
+        .expect("delete widgets-view");
+    eventually(10, "mine without rules", || async {
+        roles
+            .get("mine")
+            .await
+            .ok()
+            .filter(|r| r.rules.iter().flatten().next().is_none())
+    })
+    .await;
+}
