@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 use crate::layout::{self, ClusterState, NodeState, ProcessState};
@@ -396,6 +396,7 @@ async fn wait_until_ready(
         async move { Ok(ready_nodes(&client).await? == want) }
     })
     .await?;
+    label_control_planes(state, client).await?;
     let servers = 1 + state.extra.iter().filter(|p| p.role == "server").count();
     if servers > 1 {
         wait_until(deadline, "every server in the kubernetes endpoints", || {
@@ -411,6 +412,25 @@ async fn wait_until_ready(
     .await?;
     let dns_pods = ready_dns_pods(client).await?;
     check_services_from_every_node(state, &dns_pods, deadline).await
+}
+
+/// Labels the server nodes `node-role.kubernetes.io/control-plane`, as kubeadm does once
+/// they registered: NodeRestriction keeps kubelets from setting `node-role` labels on
+/// themselves, so the installer, holding the admin credentials, sets it.
+async fn label_control_planes(state: &ClusterState, client: &Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {
+        skiff_api::names::CONTROL_PLANE_LABEL: "",
+    }}});
+    for n in &state.nodes {
+        if n.agent_args.iter().any(|a| a == "--control-plane") {
+            nodes
+                .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("labelling {} as a control-plane node", n.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// IPs of the Ready CoreDNS pods.

@@ -88,10 +88,20 @@ pub fn allocation_order(nodes: &mut [Arc<Node>]) {
     });
 }
 
-/// Whether the node carries the control-plane role label.
+/// Whether the node is a control-plane node: it carries the role label, or (before the
+/// installer labels it: kubelets may not set `node-role` labels) registered with the
+/// control-plane taint.
 pub fn is_control_plane(node: &Node) -> bool {
     node.labels()
         .contains_key(skiff_api::names::CONTROL_PLANE_LABEL)
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t.key == skiff_api::names::CONTROL_PLANE_TAINT)
+            })
 }
 
 /// Runs the allocator: one worker, so that two nodes never get the same block.

@@ -319,10 +319,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     }
     let mut taints = Vec::new();
     if args.control_plane {
-        node_labels.insert(
-            skiff_api::names::CONTROL_PLANE_LABEL.to_string(),
-            String::new(),
-        );
+        // The `node-role` label is the installer's to set (NodeRestriction refuses it
+        // from a kubelet); the taint a kubelet may register with.
         taints.push(k8s_openapi::api::core::v1::Taint {
             key: skiff_api::names::CONTROL_PLANE_TAINT.to_string(),
             effect: "NoSchedule".to_string(),
