@@ -77,7 +77,9 @@ fn kubectl_as(s: &TestServer, bin: PathBuf, c: &Creds, name: &str) -> Kubectl {
 
 /// kubectl 1.27 and 1.33, the oldest and newest clients skiff serves.
 fn kubectls() -> Vec<PathBuf> {
-    kubectl::versions(&["1.27", "1.33"])
+    let bins = kubectl::versions(&["1.27", "1.33"]);
+    assert_eq!(bins.len(), 2, "kubectl 1.27 and 1.33 are missing");
+    bins
 }
 
 /// An API error's code and message.
