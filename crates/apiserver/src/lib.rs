@@ -170,29 +170,37 @@ impl Server {
         let rbac = Arc::new(authz::rbac::Rbac::new());
         let rbac_rev = authz::rbac::sync::load(store.as_ref(), &rbac)
             .context("loading the RBAC roles and bindings")?;
+        // kube-apiserver's `--authorization-mode=Node,RBAC`, after the superusers; shared
+        // with the RBAC escalation check, which asks it about `escalate` and `bind`.
+        let authz = Arc::new(authz::Chain::new(vec![
+            Box::new(authz::PrivilegedGroups::new(&[
+                authz::PrivilegedGroups::MASTERS,
+            ])),
+            Box::new(authz::node::NodeAuthorizer::new(store.clone())),
+            Box::new(rbac.clone()),
+        ]));
         let state = Arc::new(ApiState {
             store: store.clone(),
             pki: pki.clone(),
             authn: authn::Authenticator::new(pki.join_token.clone(), sa_keys, store.clone()),
-            // kube-apiserver's `--authorization-mode=Node,RBAC`, after the superusers.
-            authz: authz::Chain::new(vec![
-                Box::new(authz::PrivilegedGroups::new(&[
-                    authz::PrivilegedGroups::MASTERS,
-                ])),
-                Box::new(authz::node::NodeAuthorizer::new(store.clone())),
-                Box::new(rbac.clone()),
-            ]),
+            authz: authz.clone(),
             rbac: rbac.clone(),
             service_cidr,
             advertise,
             port,
             admission: admission::Chain::new(vec![
                 Box::new(admission::NamespaceLifecycle::new(store.clone())),
+                Box::new(admission::NodeRestriction::new(store.clone())),
                 Box::new(admission::ServiceAccount),
                 Box::new(admission::ServiceIps::new(
                     store.clone(),
                     service_cidr,
                     cfg.node_port_range,
+                )),
+                Box::new(admission::RbacEscalation::new(
+                    rbac.clone(),
+                    authz,
+                    store.clone(),
                 )),
             ]),
             watch_metrics: Default::default(),

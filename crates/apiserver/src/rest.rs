@@ -243,7 +243,7 @@ async fn route(
         (Method::POST, Some(n), Some("token")) => {
             let tr =
                 write::decode_sub("authentication.k8s.io", "v1", "TokenRequest", input.take()?)?;
-            subresources::token(state, t, n, tr).await
+            subresources::token(state, t, n, tr, &opts).await
         }
         (
             Method::PUT,

@@ -18,8 +18,8 @@ pub(crate) struct ApiState {
     pub pki: Pki,
     /// The authentication layer (bearer tokens; certificates are checked by TLS).
     pub authn: Authenticator,
-    /// The authorization layer.
-    pub authz: authz::Chain,
+    /// The authorization layer (shared with admission's RBAC escalation check).
+    pub authz: Arc<authz::Chain>,
     /// The RBAC authorizer of that chain (reviews and escalation checks ask it too).
     #[allow(dead_code)] // the review APIs read it next
     pub rbac: Arc<authz::rbac::Rbac>,

@@ -4,19 +4,25 @@
 //! resource's strategy then validates it; validating plugins ([`Plugin::validate`]) run
 //! last and may only refuse it. Admission webhooks are one more [`Plugin`].
 //!
-//! Plugins today:
+//! Plugins today, in the order they run:
 //! - [`NamespaceLifecycle`]: no new objects in a missing or terminating namespace;
+//! - [`NodeRestriction`]: a node writes only its own Node, Lease and pods' status;
 //! - [`ServiceAccount`]: a pod runs as `default` unless it names a service account;
 //! - [`ServiceIps`]: Services get their cluster IP and node ports (the pure allocator is
-//!   [`allocator`], the datastore reservations [`reservations`]).
+//!   [`allocator`], the datastore reservations [`reservations`]);
+//! - [`RbacEscalation`]: nobody grants, through a role or a binding, more than they hold.
 
 mod allocator;
 mod namespace_lifecycle;
+mod node_restriction;
+mod rbac_escalation;
 mod reservations;
 mod service_account;
 mod service_ips;
 
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
+pub(crate) use node_restriction::NodeRestriction;
+pub(crate) use rbac_escalation::RbacEscalation;
 pub(crate) use service_account::ServiceAccount;
 pub(crate) use service_ips::ServiceIps;
 
@@ -33,6 +39,20 @@ pub(crate) enum Operation {
     Create,
     /// An update (PUT, PATCH, subresource writes).
     Update,
+    /// A delete (also an eviction): only [`Plugin::validate`] is asked, with the stored
+    /// object as both `obj` and `old`.
+    Delete,
+}
+
+impl Operation {
+    /// The name kube's messages print (`admission.Operation`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
 }
 
 /// What a plugin is told about a write besides the object: kube's
@@ -44,14 +64,15 @@ pub(crate) struct Attributes<'a> {
     /// The resource as the request named it (group and version of the URL), for
     /// messages.
     pub requested: &'static ResourceInfo,
-    /// Create or update.
+    /// Create, update or delete.
     pub operation: Operation,
     /// The object's namespace (`None` for cluster-scoped resources).
     pub namespace: Option<&'a str>,
     /// The object's name.
     pub name: &'a str,
+    /// The subresource written (`status`, `eviction`, `token`...), if any.
+    pub subresource: Option<&'a str>,
     /// Who writes (`None` for the server's own writes).
-    #[allow(dead_code)] // NodeRestriction and RBAC's escalation check read it next.
     pub user: Option<&'a Identity>,
 }
 
@@ -129,6 +150,15 @@ impl Chain {
     pub fn validate(&self, a: &Attributes<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         for p in self.for_info(a.info) {
             p.validate(a, obj, old)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the validating stage for a delete of `old` (the stored object).
+    pub fn validate_delete(&self, a: &Attributes<'_>, old: &Value) -> ApiResult<()> {
+        debug_assert_eq!(a.operation, Operation::Delete);
+        for p in self.for_info(a.info) {
+            p.validate(a, old, Some(old))?;
         }
         Ok(())
     }

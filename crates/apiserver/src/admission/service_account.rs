@@ -1,5 +1,6 @@
 //! The `ServiceAccount` plugin's defaulting: a pod created without a service account
 //! runs as `default`; `serviceAccount` (deprecated) and `serviceAccountName` agree.
+//! Mirror pods are left alone.
 
 use serde_json::{json, Value};
 use skiff_resources::ResourceInfo;
@@ -18,6 +19,14 @@ impl Plugin for ServiceAccount {
 
     fn admit(&self, a: &Attributes<'_>, obj: &mut Value, _old: Option<&Value>) -> ApiResult<()> {
         if a.operation != Operation::Create {
+            return Ok(());
+        }
+        // Mirror pods (a kubelet's static pods) reference no API object (kube skips them,
+        // and NodeRestriction refuses those that do).
+        if obj
+            .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+            .is_some()
+        {
             return Ok(());
         }
         let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -50,6 +59,7 @@ mod tests {
             operation: op,
             namespace: Some("d"),
             name: "p",
+            subresource: None,
             user: None,
         };
         ServiceAccount.admit(&a, obj, None).unwrap();
@@ -71,5 +81,10 @@ mod tests {
         let mut p = json!({"spec": {}});
         admit(&mut p, Operation::Update);
         assert_eq!(p, json!({"spec": {}}));
+        // Mirror pods keep none.
+        let mut p =
+            json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}, "spec": {}});
+        admit(&mut p, Operation::Create);
+        assert_eq!(p["spec"], json!({}));
     }
 }

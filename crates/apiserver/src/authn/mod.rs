@@ -20,7 +20,12 @@ pub(crate) struct Identity {
     pub groups: Vec<String>,
 }
 
-/// The identity in a verified client certificate: CN is the user, each O a group.
+/// The group every authenticated identity is in (kube's `user.AllAuthenticated`).
+pub(crate) const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
+/// The identity in a verified client certificate: CN is the user, each O a group, and
+/// `system:authenticated` (kube-apiserver's authenticated-group adder puts every
+/// authenticated user in it; the discovery roles are bound to it).
 pub(crate) fn from_certificate(der: &[u8]) -> Option<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
@@ -29,10 +34,13 @@ pub(crate) fn from_certificate(der: &[u8]) -> Option<Identity> {
         .next()
         .and_then(|cn| cn.as_str().ok())?
         .to_string();
-    let groups = subject
+    let mut groups: Vec<String> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
+    if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+        groups.push(AUTHENTICATED_GROUP.to_string());
+    }
     Some(Identity { user, groups })
 }
 

@@ -7,6 +7,7 @@ use skiff_store::Store;
 use super::patch::apply_patch;
 use super::write::{delete_object, update_object, UpdateMode, WriteOpts};
 use super::Reply;
+use crate::admission;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
@@ -263,6 +264,7 @@ pub(crate) async fn token(
     t: &RequestInfo,
     name: &str,
     body: Value,
+    opts: &WriteOpts,
 ) -> ApiResult<Reply> {
     use crate::authn::tokens::{self, ObjectRef};
     const GROUP: &str = "authentication.k8s.io";
@@ -303,6 +305,20 @@ pub(crate) async fn token(
         ));
     }
     let (sa, _) = load(state, t, name)?;
+    // Admission sees the TokenRequest as a create of `serviceaccounts/token`
+    // (NodeRestriction: a node asks only for tokens bound to its pods).
+    let mut body = body;
+    let attrs = admission::Attributes {
+        info: t.info,
+        requested: t.info,
+        operation: admission::Operation::Create,
+        namespace: Some(ns),
+        name,
+        subresource: Some("token"),
+        user: opts.user.as_ref(),
+    };
+    state.admission.admit(&attrs, &mut body, None)?;
+    state.admission.validate(&attrs, &body, None)?;
     let sa_uid = meta_str(&sa, "uid").unwrap_or_default().to_string();
     let mut audiences = tokens::spec_audiences(&body);
     if audiences.is_empty() {

@@ -439,6 +439,7 @@ pub(crate) async fn create_object(
         operation: Operation::Create,
         namespace: ns.filter(|_| info.namespaced),
         name: &name,
+        subresource: opts.subresource.as_deref(),
         user: opts.user.as_ref(),
     };
     let unadmitted = obj.clone();
@@ -642,6 +643,7 @@ pub(crate) async fn update_object(
         operation: Operation::Update,
         namespace: ns.filter(|_| info.namespaced),
         name,
+        subresource: opts.subresource.as_deref(),
         user: opts.user.as_ref(),
     };
     strategy.prepare_for_update(&mut obj, &old);
@@ -719,6 +721,17 @@ pub(crate) async fn delete_object(
         .get(&k)?
         .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
     let old = decode(&kv)?;
+    // Validating admission of deletes (NodeRestriction: a node deletes only its pods).
+    let attrs = admission::Attributes {
+        info: sinfo,
+        requested: info,
+        operation: Operation::Delete,
+        namespace: ns.filter(|_| info.namespaced),
+        name,
+        subresource: opts.subresource.as_deref(),
+        user: opts.user.as_ref(),
+    };
+    state.admission.validate_delete(&attrs, &old)?;
     if let Some(uid) = dopts.pointer("/preconditions/uid").and_then(Value::as_str) {
         if Some(uid) != meta_str(&old, "uid") {
             return Err(ApiError::conflict_msg(

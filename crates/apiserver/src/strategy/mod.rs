@@ -9,6 +9,7 @@
 mod namespace;
 mod node;
 mod pod;
+mod rbac;
 mod service;
 
 use serde_json::Value;
@@ -46,14 +47,7 @@ pub(crate) trait Strategy: Sync {
 
     /// `Validate` / `ValidateUpdate`: the field errors of `obj` (`old` on update).
     fn validate(&self, info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        skiff_resources::validate(info, obj, old)
-            .into_iter()
-            .map(|e| FieldError {
-                field: e.path.clone(),
-                reason: e.kind.reason().to_string(),
-                message: e.to_string(),
-            })
-            .collect()
+        from_resources(skiff_resources::validate(info, obj, old))
     }
 
     /// `CheckGracefulDelete`: the grace period a deletion of `obj` waits for, given the
@@ -85,6 +79,17 @@ pub(crate) struct FieldError {
     pub field: String,
     pub reason: String,
     pub message: String,
+}
+
+/// skiff-resources' field errors as a strategy reports them.
+fn from_resources(errs: Vec<skiff_resources::FieldError>) -> Vec<FieldError> {
+    errs.into_iter()
+        .map(|e| FieldError {
+            field: e.path.clone(),
+            reason: e.kind.reason().to_string(),
+            message: e.to_string(),
+        })
+        .collect()
 }
 
 /// The 422 Invalid error of `errs` for the object `name` of `info`.
@@ -122,6 +127,7 @@ pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
         | ("discovery.k8s.io", "EndpointSlice")
         | ("coordination.k8s.io", "Lease")
         | ("events.k8s.io", "Event") => &NoGeneration,
+        ("rbac.authorization.k8s.io", _) => &rbac::Rbac,
         _ => &Generic,
     }
 }
