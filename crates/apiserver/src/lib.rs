@@ -194,6 +194,7 @@ impl Server {
                     service_cidr,
                     cfg.node_port_range,
                 )),
+                Box::new(admission::PodSecurity::new(store.clone())),
             ]),
             watch_metrics: Default::default(),
         });

@@ -8,15 +8,21 @@
 //! - [`NamespaceLifecycle`]: no new objects in a missing or terminating namespace;
 //! - [`ServiceAccount`]: a pod runs as `default` unless it names a service account;
 //! - [`ServiceIps`]: Services get their cluster IP and node ports (the pure allocator is
-//!   [`allocator`], the datastore reservations [`reservations`]).
+//!   [`allocator`], the datastore reservations [`reservations`]);
+//! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn).
+//!
+//! Validating plugins may also warn ([`Plugin::warnings`]): the warnings reach the client
+//! as HTTP `Warning` headers, as kube-apiserver's admission warnings do.
 
 mod allocator;
 mod namespace_lifecycle;
+mod pod_security;
 mod reservations;
 mod service_account;
 mod service_ips;
 
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
+pub(crate) use pod_security::PodSecurity;
 pub(crate) use service_account::ServiceAccount;
 pub(crate) use service_ips::ServiceIps;
 
@@ -50,6 +56,9 @@ pub(crate) struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     /// The object's name.
     pub name: &'a str,
+    /// The subresource written (`status`, `scale`, `ephemeralcontainers`...), `None`
+    /// for the object itself.
+    pub subresource: Option<&'a str>,
     /// Who writes (`None` for the server's own writes).
     #[allow(dead_code)] // NodeRestriction and RBAC's escalation check read it next.
     pub user: Option<&'a Identity>,
@@ -69,6 +78,12 @@ pub(crate) trait Plugin: Send + Sync {
     /// Validating admission: may refuse `obj`, not change it.
     fn validate(&self, _a: &Attributes<'_>, _obj: &Value, _old: Option<&Value>) -> ApiResult<()> {
         Ok(())
+    }
+
+    /// Warnings about an object validation let through (`Warning` headers for the
+    /// client); asked only when every plugin's [`Plugin::validate`] passed.
+    fn warnings(&self, _a: &Attributes<'_>, _obj: &Value, _old: Option<&Value>) -> Vec<String> {
+        Vec::new()
     }
 
     /// A lock held from admission to the write of every object the plugin handles,
@@ -125,12 +140,20 @@ impl Chain {
         Ok(())
     }
 
-    /// Runs the validating stage.
-    pub fn validate(&self, a: &Attributes<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    /// Runs the validating stage; returns the plugins' warnings when it passes.
+    pub fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Vec<String>> {
         for p in self.for_info(a.info) {
             p.validate(a, obj, old)?;
         }
-        Ok(())
+        Ok(self
+            .for_info(a.info)
+            .flat_map(|p| p.warnings(a, obj, old))
+            .collect())
     }
 
     /// Runs every handling plugin's [`Plugin::reserve`].

@@ -50,6 +50,7 @@ mod tests {
             operation: op,
             namespace: Some("d"),
             name: "p",
+            subresource: None,
             user: None,
         };
         ServiceAccount.admit(&a, obj, None).unwrap();
