@@ -9,6 +9,7 @@ mod kubectl;
 mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
+mod pod_security;
 mod ssa;
 mod tokens;
 mod typed;
