@@ -202,6 +202,7 @@ impl Server {
                     authz,
                     store.clone(),
                 )),
+                Box::new(admission::PodSecurity::new(store.clone())),
             ]),
             watch_metrics: Default::default(),
         });

@@ -11,10 +11,15 @@
 //! - [`ServiceIps`]: Services get their cluster IP and node ports (the pure allocator is
 //!   [`allocator`], the datastore reservations [`reservations`]);
 //! - [`RbacEscalation`]: nobody grants, through a role or a binding, more than they hold.
+//! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn).
+//!
+//! Validating plugins may also warn ([`Plugin::warnings`]): the warnings reach the client
+//! as HTTP `Warning` headers, as kube-apiserver's admission warnings do.
 
 mod allocator;
 mod namespace_lifecycle;
 mod node_restriction;
+mod pod_security;
 mod rbac_escalation;
 mod reservations;
 mod service_account;
@@ -22,6 +27,7 @@ mod service_ips;
 
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
 pub(crate) use node_restriction::NodeRestriction;
+pub(crate) use pod_security::PodSecurity;
 pub(crate) use rbac_escalation::RbacEscalation;
 pub(crate) use service_account::ServiceAccount;
 pub(crate) use service_ips::ServiceIps;
@@ -70,7 +76,8 @@ pub(crate) struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     /// The object's name.
     pub name: &'a str,
-    /// The subresource written (`status`, `eviction`, `token`...), if any.
+    /// The subresource written (`status`, `eviction`, `token`, `scale`...), `None` for
+    /// the object itself.
     pub subresource: Option<&'a str>,
     /// Who writes (`None` for the server's own writes).
     pub user: Option<&'a Identity>,
@@ -90,6 +97,12 @@ pub(crate) trait Plugin: Send + Sync {
     /// Validating admission: may refuse `obj`, not change it.
     fn validate(&self, _a: &Attributes<'_>, _obj: &Value, _old: Option<&Value>) -> ApiResult<()> {
         Ok(())
+    }
+
+    /// Warnings about an object validation let through (`Warning` headers for the
+    /// client); asked only when every plugin's [`Plugin::validate`] passed.
+    fn warnings(&self, _a: &Attributes<'_>, _obj: &Value, _old: Option<&Value>) -> Vec<String> {
+        Vec::new()
     }
 
     /// A lock held from admission to the write of every object the plugin handles,
@@ -146,12 +159,20 @@ impl Chain {
         Ok(())
     }
 
-    /// Runs the validating stage.
-    pub fn validate(&self, a: &Attributes<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    /// Runs the validating stage; returns the plugins' warnings when it passes.
+    pub fn validate(
+        &self,
+        a: &Attributes<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Vec<String>> {
         for p in self.for_info(a.info) {
             p.validate(a, obj, old)?;
         }
-        Ok(())
+        Ok(self
+            .for_info(a.info)
+            .flat_map(|p| p.warnings(a, obj, old))
+            .collect())
     }
 
     /// Runs the validating stage for a delete of `old` (the stored object).

@@ -7,7 +7,8 @@ use serde_json::Value;
 use skiff_store::Store;
 
 use super::write::{
-    create_object, decode_patched, field_manager_invalid, update_object, UpdateMode, WriteOpts,
+    create_object, decode_patched, field_manager_invalid, update_object_with_warnings, UpdateMode,
+    WriteOpts,
 };
 use super::Reply;
 use crate::http::Query;
@@ -116,7 +117,7 @@ pub(crate) async fn patch(
         if pinned.is_some() {
             return Err(ApiError::conflict(t.info.group, t.info.plural, name));
         }
-        match update_object(
+        match update_object_with_warnings(
             state,
             t.info,
             ns,
@@ -130,12 +131,14 @@ pub(crate) async fn patch(
         {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
-            Ok(out) => {
+            Ok((out, mut admission_warnings)) => {
+                let mut warnings = warnings;
+                warnings.append(&mut admission_warnings);
                 return Ok(Reply {
                     code: 200,
                     body: to_version(t.info, out),
                     warnings,
-                })
+                });
             }
         }
     }
@@ -258,7 +261,7 @@ async fn server_side_apply(
         let new = skiff_resources::managedfields::apply(t.info, Some(&cur), &config, &op, force)
             .map_err(conflict)?;
         let (new, warnings) = decode_patched(t.info, new, opts)?;
-        match update_object(
+        match update_object_with_warnings(
             state,
             t.info,
             ns,
@@ -272,12 +275,14 @@ async fn server_side_apply(
         {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
-            Ok(out) => {
+            Ok((out, mut admission_warnings)) => {
+                let mut warnings = warnings;
+                warnings.append(&mut admission_warnings);
                 return Ok(Reply {
                     code: 200,
                     body: to_version(t.info, out),
                     warnings,
-                })
+                });
             }
         }
     }

@@ -354,7 +354,7 @@ pub(crate) async fn create_object(
             "the body of the request must be an object",
         ));
     }
-    let (mut obj, warnings) = decode_request(info, obj, opts)?;
+    let (mut obj, mut warnings) = decode_request(info, obj, opts)?;
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);
     let mut obj = to_storage(info, obj);
@@ -443,6 +443,8 @@ pub(crate) async fn create_object(
         user: opts.user.as_ref(),
     };
     let unadmitted = obj.clone();
+    // Admission's warnings of the last attempt (a retry admits again).
+    let mut admission_warnings;
     for attempt in 1.. {
         strategy.prepare_for_create(&mut obj);
         state.admission.admit(&attrs, &mut obj, None)?;
@@ -450,13 +452,17 @@ pub(crate) async fn create_object(
         if !errs.is_empty() {
             return Err(strategy::invalid(info, &name, errs));
         }
-        state.admission.validate(&attrs, &obj, None)?;
+        admission_warnings = state.admission.validate(&attrs, &obj, None)?;
         check_typed(sinfo, &name, &obj)?;
         if opts.dry_run {
+            warnings.append(&mut admission_warnings);
             return Ok((obj, warnings));
         }
         match state.admission.reserve(sinfo, &obj, None) {
-            Ok(()) => break,
+            Ok(()) => {
+                warnings.append(&mut admission_warnings);
+                break;
+            }
             // Another server reserved a value this one allocated, between the two:
             // allocate again (admission now sees that reservation). A value the client
             // asked for fails in admission with the same "already allocated".
@@ -505,8 +511,8 @@ pub(crate) async fn put(
         ),
         None => None,
     };
-    let (obj, warnings) = decode_request(t.info, obj, opts)?;
-    let out = update_object(
+    let (obj, mut warnings) = decode_request(t.info, obj, opts)?;
+    let (out, mut admission_warnings) = update_object_with_warnings(
         state,
         t.info,
         t.namespace.as_deref(),
@@ -517,11 +523,14 @@ pub(crate) async fn put(
         opts,
     )
     .await?;
+    warnings.append(&mut admission_warnings);
     Ok((out, warnings))
 }
 
 /// Replaces the stored object with `new` (request version), keeping what the mode does
 /// not allow to change. `precondition` is the resourceVersion the client based it on.
+/// [`update_object_with_warnings`] without admission's warnings, for writers that have
+/// no client to show them to.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn update_object(
     state: &ApiState,
@@ -533,6 +542,25 @@ pub(crate) async fn update_object(
     precondition: Option<i64>,
     opts: &WriteOpts,
 ) -> ApiResult<Value> {
+    update_object_with_warnings(state, info, ns, name, new, mode, precondition, opts)
+        .await
+        .map(|(obj, _)| obj)
+}
+
+/// Replaces the stored object with `new` (request version), keeping what the mode does
+/// not allow to change. `precondition` is the resourceVersion the client based it on.
+/// Returns the object and admission's warnings.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn update_object_with_warnings(
+    state: &ApiState,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    new: Value,
+    mode: UpdateMode,
+    precondition: Option<i64>,
+    opts: &WriteOpts,
+) -> ApiResult<(Value, Vec<String>)> {
     let sinfo = storage_info(info);
     let strategy = strategy::for_resource(sinfo);
     let _guards = state.admission.lock(sinfo).await;
@@ -659,14 +687,14 @@ pub(crate) async fn update_object(
     if !errs.is_empty() {
         return Err(strategy::invalid(info, name, errs));
     }
-    state.admission.validate(&attrs, &obj, Some(&old))?;
+    let warnings = state.admission.validate(&attrs, &obj, Some(&old))?;
     check_typed(sinfo, name, &obj)?;
     if obj == old {
         // No change: no write, no new resourceVersion (as kube-apiserver).
-        return Ok(obj);
+        return Ok((obj, warnings));
     }
     if opts.dry_run {
-        return Ok(obj);
+        return Ok((obj, warnings));
     }
     state.admission.reserve(sinfo, &obj, Some(&old))?;
     if obj.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(strategy, &obj) {
@@ -681,12 +709,12 @@ pub(crate) async fn update_object(
             Err(e) => return Err(e.into()),
         };
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
-        return Ok(obj);
+        return Ok((obj, warnings));
     }
     match state.store.update(&k, &encode(&obj), Some(kv.mod_revision)) {
         Ok(rev) => {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
-            Ok(obj)
+            Ok((obj, warnings))
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(info.group, info.plural, name)),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(info.group, info.plural, name)),

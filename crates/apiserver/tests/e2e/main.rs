@@ -9,6 +9,7 @@ mod kubectl;
 mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
+mod pod_security;
 mod rbac_writes;
 mod ssa;
 mod tokens;
