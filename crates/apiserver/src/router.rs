@@ -1,5 +1,5 @@
-//! The request chain: open health and version endpoints, then authentication, request
-//! info, authorization, and the handlers (REST, watch, node proxies, discovery, OpenAPI).
+//! The request chain: open health and version endpoints, then authentication and
+//! impersonation, request info, authorization, and the handlers (REST, watch, node proxies, discovery, OpenAPI).
 
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::authn::Identity;
-use crate::authz::Attributes;
+use crate::authn::{impersonation, Identity};
+use crate::authz::{Attributes, Target};
 use crate::http::{error_response, json_response, json_response_ct, text_response, Body, Query};
 use crate::request::RequestInfo;
 use crate::state::ApiState;
@@ -128,6 +128,28 @@ pub(crate) async fn handle(
     let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| state.authn.bearer(t))) {
         Some(i) => i,
         None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
+    };
+    let mut req = req;
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.to_string());
+    let may_impersonate = |who: &Identity, w: &impersonation::Wanted| {
+        state.authz.check(&Attributes {
+            user: who,
+            verb: "impersonate",
+            target: Target::Resource {
+                group: w.group(),
+                resource: w.resource(),
+                subresource: w.subresource(),
+                namespace: w.namespace(),
+                name: Some(&w.name),
+            },
+        })
+    };
+    let ident = match impersonation::impersonate(ident, req.headers_mut(), &uri, may_impersonate) {
+        Ok(i) => i,
+        Err(resp) => return finish_unread(req, resp).await,
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resource_path = match segs.as_slice() {
