@@ -130,10 +130,6 @@ pub(crate) async fn handle(
         None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
     };
     let mut req = req;
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| path.clone(), |p| p.to_string());
     let may_impersonate = |who: &Identity, w: &impersonation::Wanted| {
         state.authz.check(&Attributes {
             user: who,
@@ -147,9 +143,15 @@ pub(crate) async fn handle(
             },
         })
     };
-    let ident = match impersonation::impersonate(ident, req.headers_mut(), &uri, may_impersonate) {
+    let ident = match impersonation::impersonate(ident, req.headers_mut(), may_impersonate) {
         Ok(i) => i,
-        Err(resp) => return finish_unread(req, resp).await,
+        Err(refusal) => {
+            let uri = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| path.clone(), |p| p.to_string());
+            return finish_unread(req, refusal.response(&uri)).await;
+        }
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resource_path = match segs.as_slice() {

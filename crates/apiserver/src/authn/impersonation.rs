@@ -261,34 +261,46 @@ fn any_header(headers: &HeaderMap) -> bool {
         .any(|k| k.as_str().starts_with("impersonate-"))
 }
 
+/// Why a request may not act as whom it asks to.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// Groups, extras or a uid without a user: kube's 500 with this error.
+    NoUser(String),
+    /// The requestor may not impersonate one of them: the check's 403.
+    Forbidden(ApiError),
+}
+
+impl Refusal {
+    /// kube's answer to the request for `request_uri` (path and query).
+    pub fn response(&self, request_uri: &str) -> Response<Body> {
+        match self {
+            Refusal::NoUser(why) => internal_error(request_uri, why),
+            Refusal::Forbidden(e) => error_response(e),
+        }
+    }
+}
+
 /// The identity a request acts as: `requestor` itself without impersonation headers,
 /// else the impersonated one once `allowed` (the `impersonate` check of the requestor on
 /// one [`Wanted`]) passed for each. The headers are removed, as kube does, so nothing
-/// downstream sees them. Errors are kube's answers: 500 (text) for groups without a user,
-/// the first refused check's 403.
+/// downstream sees them.
 pub(crate) fn impersonate(
     requestor: Identity,
     headers: &mut HeaderMap,
-    request_uri: &str,
     mut allowed: impl FnMut(&Identity, &Wanted) -> Result<(), ApiError>,
-) -> Result<Identity, Response<Body>> {
+) -> Result<Identity, Refusal> {
     if !any_header(headers) {
         return Ok(requestor);
     }
-    let wanted = match wanted(headers) {
-        Ok(w) => w,
-        Err(why) => {
-            tracing::debug!(%why, "impersonation refused");
-            return Err(internal_error(request_uri, &why));
-        }
-    };
+    let wanted = wanted(headers).map_err(|why| {
+        tracing::debug!(%why, "impersonation refused");
+        Refusal::NoUser(why)
+    })?;
     if wanted.is_empty() {
         return Ok(requestor);
     }
     for w in &wanted {
-        if let Err(e) = allowed(&requestor, w) {
-            return Err(error_response(&e));
-        }
+        allowed(&requestor, w).map_err(Refusal::Forbidden)?;
     }
     let acting = identity(&wanted);
     tracing::debug!(user = %requestor.user, as_user = %acting.user, "impersonating");
@@ -447,7 +459,7 @@ mod tests {
             ("Accept", "*/*"),
         ]);
         let mut asked = Vec::new();
-        let got = impersonate(alice.clone(), &mut h, "/api", |who, w| {
+        let got = impersonate(alice.clone(), &mut h, |who, w| {
             asked.push((who.user.clone(), w.resource(), w.name.clone()));
             Ok(())
         })
@@ -463,19 +475,16 @@ mod tests {
         );
         assert_eq!(h.len(), 1, "{h:?}");
         // No headers: the requestor as it is, nothing asked.
-        let got = impersonate(alice.clone(), &mut h, "/api", |_, _| {
-            Err(ApiError::forbidden("no"))
-        })
-        .unwrap();
+        let got =
+            impersonate(alice.clone(), &mut h, |_, _| Err(ApiError::forbidden("no"))).unwrap();
         assert_eq!(got, alice);
         let mut h = headers(&[("Impersonate-User", "bob")]);
-        let r = impersonate(alice.clone(), &mut h, "/api", |_, _| {
-            Err(ApiError::forbidden("no"))
-        })
-        .unwrap_err();
-        assert_eq!(r.status(), 403);
+        let r =
+            impersonate(alice.clone(), &mut h, |_, _| Err(ApiError::forbidden("no"))).unwrap_err();
+        assert_eq!(r.response("/api").status(), 403);
         let mut h = headers(&[("Impersonate-Group", "g")]);
-        let r = impersonate(alice, &mut h, "/api/v1/pods?x=<y>", |_, _| Ok(())).unwrap_err();
-        assert_eq!(r.status(), 500);
+        let r = impersonate(alice, &mut h, |_, _| Ok(())).unwrap_err();
+        assert!(matches!(r, Refusal::NoUser(_)), "{r:?}");
+        assert_eq!(r.response("/api/v1/pods?x=<y>").status(), 500);
     }
 }

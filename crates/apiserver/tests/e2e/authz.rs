@@ -155,6 +155,25 @@ fn rbac_through_kubectl(k: &Kubectl, kubeconfig: &std::path::Path, token_config:
         "{who}: system:basic-user's rules are listed: {list}"
     );
 
+    // A node's permissions cannot be listed: kubectl warns with the Node authorizer's
+    // error.
+    let (ok, _, err) = k
+        .run(&[
+            "auth",
+            "can-i",
+            "--list",
+            "--as=system:node:n1",
+            "--as-group=system:nodes",
+        ])
+        .parts();
+    assert!(ok, "{who}: {err}");
+    assert!(
+        err.to_lowercase().contains(
+            "warning: the list may be incomplete: node authorizer does not support user rule resolution"
+        ),
+        "{who}: {err}"
+    );
+
     // whoami: the impersonated identity, with the service account's groups. kubectl
     // 1.27 asks for authentication.k8s.io v1alpha1/v1beta1 only, which kube-apiserver
     // 1.33 no longer serves: it fails as against kube.
