@@ -187,7 +187,170 @@ fn validate_spec(spec: &Value, subject: bool) -> Vec<(String, String, String)> {
             "at least one of user or group must be specified",
         ));
     }
+    if let Some(r) = resource {
+        for sel in ["fieldSelector", "labelSelector"] {
+            errs.extend(validate_selector(r, sel));
+        }
+    }
     errs
+}
+
+/// kube's checks of `spec.resourceAttributes.<which>` (fieldSelector, labelSelector):
+/// a raw selector or requirements, not both. (The requirements' own checks are not
+/// made: RBAC ignores selectors.)
+fn validate_selector(resource: &Value, which: &str) -> Vec<(String, String, String)> {
+    let Some(sel) = given(resource, which) else {
+        return Vec::new();
+    };
+    let path = format!("spec.resourceAttributes.{which}");
+    let raw = text(sel, "rawSelector");
+    let requirements = sel
+        .get("requirements")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
+    let mut errs = Vec::new();
+    if !raw.is_empty() && requirements {
+        errs.push(invalid(
+            &format!("{path}.rawSelector"),
+            &format!("{raw:?}"),
+            "may not specified at the same time as requirements",
+        ));
+    }
+    if raw.is_empty() && !requirements {
+        let field = format!("{path}.requirements");
+        errs.push((
+            field.clone(),
+            "FieldValueRequired".to_string(),
+            format!(
+                "{field}: Required value: when {path} is specified, requirements or rawSelector is required"
+            ),
+        ));
+    }
+    errs
+}
+
+/// kube's check that a review's metadata is empty (but for the namespace of a
+/// LocalSubjectAccessReview): the field error when it is not. Semantic equality, so
+/// empty lists and maps count as absent; `managedFields` is ignored.
+fn validate_metadata(meta: Option<&Value>, local: bool) -> Option<(String, String, String)> {
+    let meta = meta.and_then(Value::as_object)?;
+    let set = meta.iter().any(|(k, v)| {
+        let empty = match v {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Number(n) => n.as_i64() == Some(0),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::Bool(_) => false,
+        };
+        !empty && k != "managedFields" && !(local && k == "namespace")
+    });
+    if !set {
+        return None;
+    }
+    let detail = if local {
+        "must be empty except for namespace"
+    } else {
+        "must be empty"
+    };
+    Some(invalid("metadata", &go_object_meta(meta), detail))
+}
+
+/// Go's `%#v` of a `metav1.ObjectMeta`, as kube prints a refused review's metadata.
+/// Owner references and managed fields are summarized (Go prints pointers in them).
+fn go_object_meta(m: &Map<String, Value>) -> String {
+    let s = |k: &str| format!("{:?}", m.get(k).and_then(Value::as_str).unwrap_or(""));
+    let time = |k: &str| match m.get(k).and_then(Value::as_str) {
+        Some(t) => go_time(t),
+        None => "time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)".to_string(),
+    };
+    let map = |k: &str| match m.get(k).and_then(Value::as_object) {
+        Some(o) if !o.is_empty() => {
+            let mut kv: Vec<(&String, &Value)> = o.iter().collect();
+            kv.sort_by(|a, b| a.0.cmp(b.0));
+            let items: Vec<String> = kv
+                .iter()
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or("")))
+                .collect();
+            format!("map[string]string{{{}}}", items.join(", "))
+        }
+        Some(_) => "map[string]string{}".to_string(),
+        None => "map[string]string(nil)".to_string(),
+    };
+    let deletion = match m.get("deletionTimestamp").and_then(Value::as_str) {
+        Some(t) => go_time(t),
+        None => "<nil>".to_string(),
+    };
+    let grace = match m.get("deletionGracePeriodSeconds").and_then(Value::as_i64) {
+        // Go prints the pointer's address, which no one can predict.
+        Some(_) => "(*int64)(0xc000000000)".to_string(),
+        None => "(*int64)(nil)".to_string(),
+    };
+    let finalizers = match m.get("finalizers").and_then(Value::as_array) {
+        Some(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|v| format!("{:?}", v.as_str().unwrap_or("")))
+                .collect();
+            format!("[]string{{{}}}", items.join(", "))
+        }
+        None => "[]string(nil)".to_string(),
+    };
+    let owners = match m.get("ownerReferences").and_then(Value::as_array) {
+        Some(a) => format!("[]v1.OwnerReference{{/* {} */}}", a.len()),
+        None => "[]v1.OwnerReference(nil)".to_string(),
+    };
+    let managed = match m.get("managedFields").and_then(Value::as_array) {
+        Some(a) => format!("[]v1.ManagedFieldsEntry{{/* {} */}}", a.len()),
+        None => "[]v1.ManagedFieldsEntry(nil)".to_string(),
+    };
+    format!(
+        "v1.ObjectMeta{{Name:{}, GenerateName:{}, Namespace:{}, SelfLink:{}, UID:{}, ResourceVersion:{}, Generation:{}, CreationTimestamp:{}, DeletionTimestamp:{deletion}, DeletionGracePeriodSeconds:{grace}, Labels:{}, Annotations:{}, OwnerReferences:{owners}, Finalizers:{finalizers}, ManagedFields:{managed}}}",
+        s("name"),
+        s("generateName"),
+        s("namespace"),
+        s("selfLink"),
+        s("uid"),
+        s("resourceVersion"),
+        m.get("generation").and_then(Value::as_i64).unwrap_or(0),
+        time("creationTimestamp"),
+        map("labels"),
+        map("annotations"),
+    )
+}
+
+/// Go's `GoString` of a `metav1.Time` decoded from RFC 3339 `t` (kube keeps it in the
+/// local zone): `time.Date(2024, time.January, 2, 3, 4, 5, 0, time.Local)`.
+fn go_time(t: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let num = |r: std::ops::Range<usize>| t.get(r).and_then(|x| x.parse::<u32>().ok());
+    match (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) {
+        (Some(y), Some(mo @ 1..=12), Some(d), Some(h), Some(mi), Some(s)) => format!(
+            "time.Date({y}, time.{}, {d}, {h}, {mi}, {s}, 0, time.Local)",
+            MONTHS[mo as usize - 1]
+        ),
+        _ => format!("time.Date({t:?})"),
+    }
 }
 
 /// kube's `ValidateLocalSubjectAccessReview` beyond the spec's checks: the attributes'
@@ -294,6 +457,7 @@ fn access_review(
     }
     let spec = body.get("spec").cloned().unwrap_or(Value::Null);
     let mut errs = validate_spec(&spec, kind != "SelfSubjectAccessReview");
+    errs.extend(validate_metadata(body.get("metadata"), local));
     if local {
         errs.extend(validate_local(&spec, namespace.unwrap_or_default()));
     }
@@ -424,6 +588,49 @@ mod tests {
         // `null` is Go's nil pointer.
         let null = json!({"user": "u", "resourceAttributes": null, "nonResourceAttributes": {}});
         assert!(validate_spec(&null, true).is_empty());
+    }
+
+    #[test]
+    fn metadata_must_be_empty() {
+        assert_eq!(validate_metadata(None, false), None);
+        let empty = json!({"creationTimestamp": null, "labels": {}, "finalizers": []});
+        assert_eq!(validate_metadata(Some(&empty), false), None);
+        let ns = json!({"namespace": "default"});
+        assert_eq!(validate_metadata(Some(&ns), true), None);
+        let named = json!({"name": "x", "labels": {"b": "2", "a": "1"}});
+        let (field, _, message) = validate_metadata(Some(&named), false).unwrap();
+        assert_eq!(field, "metadata");
+        assert_eq!(
+            message,
+            r#"metadata: Invalid value: v1.ObjectMeta{Name:"x", GenerateName:"", Namespace:"", SelfLink:"", UID:"", ResourceVersion:"", Generation:0, CreationTimestamp:time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC), DeletionTimestamp:<nil>, DeletionGracePeriodSeconds:(*int64)(nil), Labels:map[string]string{"a":"1", "b":"2"}, Annotations:map[string]string(nil), OwnerReferences:[]v1.OwnerReference(nil), Finalizers:[]string(nil), ManagedFields:[]v1.ManagedFieldsEntry(nil)}: must be empty"#
+        );
+        let (_, _, message) = validate_metadata(Some(&named), true).unwrap();
+        assert!(
+            message.ends_with(": must be empty except for namespace"),
+            "{message}"
+        );
+        assert_eq!(
+            go_time("2024-03-02T01:04:05Z"),
+            "time.Date(2024, time.March, 2, 1, 4, 5, 0, time.Local)"
+        );
+    }
+
+    #[test]
+    fn selectors_need_one_form() {
+        let spec = json!({"user": "u", "resourceAttributes": {
+            "fieldSelector": {},
+            "labelSelector": {"rawSelector": "a=b", "requirements": [{"key": "a", "operator": "Exists"}]},
+        }});
+        assert_eq!(
+            messages(&validate_spec(&spec, true)),
+            [
+                "spec.resourceAttributes.fieldSelector.requirements: Required value: when spec.resourceAttributes.fieldSelector is specified, requirements or rawSelector is required",
+                r#"spec.resourceAttributes.labelSelector.rawSelector: Invalid value: "a=b": may not specified at the same time as requirements"#,
+            ]
+        );
+        let ok =
+            json!({"user": "u", "resourceAttributes": {"labelSelector": {"rawSelector": "a"}}});
+        assert!(validate_spec(&ok, true).is_empty());
     }
 
     #[test]

@@ -484,6 +484,23 @@ async fn subject_access_reviews_through_kube_rs() {
         other => panic!("expected 422, got {other:?}"),
     }
 
+    // A review is not an object to name.
+    let mut named = pods_review(READER, &[], "get");
+    named.metadata.name = Some("mine".into());
+    match sar.create(&pp, &named).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message.starts_with(
+                    r#"SubjectAccessReview.authorization.k8s.io "" is invalid: metadata: Invalid value: v1.ObjectMeta{Name:"mine", GenerateName:"""#
+                ) && e.message.ends_with(": must be empty"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+
     // LocalSubjectAccessReview: the attributes' namespace must be the review's.
     let local: Api<LocalSubjectAccessReview> = Api::namespaced(s.client(), "default");
     let mut l = LocalSubjectAccessReview {
