@@ -252,8 +252,8 @@ impl Chain {
     }
 
     /// The chain's decision on `a`: the first authorizer's that allows or denies, else
-    /// no opinion with the abstaining ones' reasons joined by newlines (what a
-    /// SubjectAccessReview reports).
+    /// no opinion with the abstaining ones' reasons joined by newlines. (Reviews ask
+    /// [`Chain::review`], which also gives the allowing authorizer's reason.)
     pub fn decide(&self, a: &Attributes<'_>) -> Decision {
         let mut reasons = Vec::new();
         for z in &self.0 {
