@@ -1,5 +1,6 @@
 //! The request chain: open health and version endpoints, then authentication and
-//! impersonation, request info, authorization, and the handlers (REST, watch, node proxies, discovery, OpenAPI).
+//! impersonation, request info, authorization, and the handlers (REST, watch, node
+//! proxies, discovery, OpenAPI).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::authn::{impersonation, Identity};
-use crate::authz::{Attributes, Target};
+use crate::authz::Attributes;
 use crate::http::{error_response, json_response, json_response_ct, text_response, Body, Query};
 use crate::request::RequestInfo;
 use crate::state::ApiState;
@@ -130,19 +131,9 @@ pub(crate) async fn handle(
         None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
     };
     let mut req = req;
-    let may_impersonate = |who: &Identity, w: &impersonation::Wanted| {
-        state.authz.check(&Attributes {
-            user: who,
-            verb: "impersonate",
-            target: Target::Resource {
-                group: w.group(),
-                resource: w.resource(),
-                subresource: w.subresource(),
-                namespace: w.namespace(),
-                name: Some(&w.name),
-            },
-        })
-    };
+    // The authorizers are asked from here: authn may not import authz (authz imports it).
+    let may_impersonate =
+        |who: &Identity, w: &_| state.authz.check(&Attributes::impersonate(who, w));
     let ident = match impersonation::impersonate(ident, req.headers_mut(), may_impersonate) {
         Ok(i) => i,
         Err(refusal) => {

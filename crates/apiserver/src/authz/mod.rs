@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::json;
 use skiff_api::k8s_openapi::api::rbac::v1::PolicyRule;
 
+use crate::authn::impersonation::Wanted;
 use crate::authn::Identity;
 use crate::request::RequestInfo;
 use crate::status::{qualified, ApiError};
@@ -65,6 +66,23 @@ impl<'a> Attributes<'a> {
                 subresource: r.sub.as_deref(),
                 namespace: r.namespace.as_deref(),
                 name: r.name.as_deref(),
+            },
+        }
+    }
+
+    /// The attributes of the check that `user` may act as `w` (kube's impersonation
+    /// filter: verb `impersonate` on users, groups, serviceaccounts, uids or
+    /// userextras/<key>, named by the impersonated value).
+    pub fn impersonate(user: &'a Identity, w: &'a Wanted) -> Self {
+        Attributes {
+            user,
+            verb: "impersonate",
+            target: Target::Resource {
+                group: w.group(),
+                resource: w.resource(),
+                subresource: w.subresource(),
+                namespace: w.namespace(),
+                name: Some(&w.name),
             },
         }
     }
