@@ -204,7 +204,9 @@ async fn route(
             } else {
                 obj
             };
-            if let Some(r) = reviews::answer(state, ident, t.info.kind, &obj) {
+            if let Some(r) =
+                reviews::answer(state, ident, t.info.kind, t.namespace.as_deref(), &obj)
+            {
                 return r;
             }
             if t.info.kind == "Binding" {

@@ -1,5 +1,6 @@
-//! The request chain: open health and version endpoints, then authentication, request
-//! info, authorization, and the handlers (REST, watch, node proxies, discovery, OpenAPI).
+//! The request chain: open health and version endpoints, then authentication and
+//! impersonation, request info, authorization, and the handlers (REST, watch, node
+//! proxies, discovery, OpenAPI).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::authn::Identity;
+use crate::authn::{impersonation, Identity};
 use crate::authz::Attributes;
 use crate::http::{error_response, json_response, json_response_ct, text_response, Body, Query};
 use crate::request::RequestInfo;
@@ -128,6 +129,20 @@ pub(crate) async fn handle(
     let ident = match conn_ident.or_else(|| bearer(&req).and_then(|t| state.authn.bearer(t))) {
         Some(i) => i,
         None => return finish_unread(req, error_response(&ApiError::unauthorized())).await,
+    };
+    let mut req = req;
+    // The authorizers are asked from here: authn may not import authz (authz imports it).
+    let may_impersonate =
+        |who: &Identity, w: &_| state.authz.check(&Attributes::impersonate(who, w));
+    let ident = match impersonation::impersonate(ident, req.headers_mut(), may_impersonate) {
+        Ok(i) => i,
+        Err(refusal) => {
+            let uri = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| path.clone(), |p| p.to_string());
+            return finish_unread(req, refusal.response(&uri)).await;
+        }
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resource_path = match segs.as_slice() {

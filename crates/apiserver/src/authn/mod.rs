@@ -1,9 +1,10 @@
 //! The authentication layer of the request chain: who is asking. Client certificates
 //! (verified by TLS against the cluster CA: CN the user, each O a group), the join token
 //! (a bootstrap identity that may only fetch node credentials: `crate::nodecreds`) and
-//! service-account JWTs ([`tokens`]). What the
-//! identity may do is the authorizer's question (`crate::authz`).
+//! service-account JWTs ([`tokens`]); then whom the caller acts as ([`impersonation`]).
+//! What the identity may do is the authorizer's question (`crate::authz`).
 
+pub(crate) mod impersonation;
 pub(crate) mod tokens;
 
 use std::sync::Arc;

@@ -16,7 +16,9 @@ pub(crate) mod rbac;
 use std::sync::Arc;
 
 use serde_json::json;
+use skiff_api::k8s_openapi::api::rbac::v1::PolicyRule;
 
+use crate::authn::impersonation::Wanted;
 use crate::authn::Identity;
 use crate::request::RequestInfo;
 use crate::status::{qualified, ApiError};
@@ -68,6 +70,23 @@ impl<'a> Attributes<'a> {
         }
     }
 
+    /// The attributes of the check that `user` may act as `w` (kube's impersonation
+    /// filter: verb `impersonate` on users, groups, serviceaccounts, uids or
+    /// userextras/<key>, named by the impersonated value).
+    pub fn impersonate(user: &'a Identity, w: &'a Wanted) -> Self {
+        Attributes {
+            user,
+            verb: "impersonate",
+            target: Target::Resource {
+                group: w.group(),
+                resource: w.resource(),
+                subresource: w.subresource(),
+                namespace: w.namespace(),
+                name: Some(&w.name),
+            },
+        }
+    }
+
     /// The attributes of a non-resource request (`verb` from the method: `get`...).
     pub fn path(user: &'a Identity, verb: &'a str, path: &'a str) -> Self {
         Attributes {
@@ -96,11 +115,66 @@ pub(crate) enum Decision {
 pub(crate) trait Authorizer: Send + Sync {
     /// The decision on `a`.
     fn authorize(&self, a: &Attributes<'_>) -> Decision;
+
+    /// The decision on `a` and, when it allows, why (RBAC's `RBAC: allowed by ...`): what
+    /// a SubjectAccessReview reports. kube's authorizers return a reason with every
+    /// decision; skiff builds the allowing one only for reviews, off the hot path. Those
+    /// that give none (kube's PrivilegedGroups and Node authorizers) keep this default.
+    fn review(&self, a: &Attributes<'_>) -> (Decision, String) {
+        (self.authorize(a), String::new())
+    }
+
+    /// kube's `RuleResolver`: the rules this authorizer grants `user` in `namespace`, for
+    /// SelfSubjectRulesReview. Authorizers kube does not ask (PrivilegedGroups) list
+    /// nothing.
+    fn rules_for(&self, _user: &Identity, _namespace: &str) -> RulesReview {
+        RulesReview::default()
+    }
 }
 
 impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
     fn authorize(&self, a: &Attributes<'_>) -> Decision {
         (**self).authorize(a)
+    }
+
+    fn review(&self, a: &Attributes<'_>) -> (Decision, String) {
+        (**self).review(a)
+    }
+
+    fn rules_for(&self, user: &Identity, namespace: &str) -> RulesReview {
+        (**self).rules_for(user, namespace)
+    }
+}
+
+/// What a rule resolver answers (kube's `RulesFor`): resource and non-resource rules,
+/// whether the list is known to be incomplete, and the errors met.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RulesReview {
+    /// Rules on resources (verbs, API groups, resources, resource names).
+    pub resource_rules: Vec<PolicyRule>,
+    /// Rules on non-resource URLs (verbs, URLs).
+    pub non_resource_rules: Vec<PolicyRule>,
+    /// Some permissions could not be listed.
+    pub incomplete: bool,
+    /// Errors met while listing (kube's aggregate, flattened).
+    pub errors: Vec<String>,
+}
+
+impl RulesReview {
+    /// kube's `utilerrors.NewAggregate(errors).Error()`: empty without errors, one message
+    /// alone, several deduplicated in brackets.
+    pub fn evaluation_error(&self) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for e in &self.errors {
+            if !seen.contains(&e.as_str()) {
+                seen.push(e);
+            }
+        }
+        match seen.as_slice() {
+            [] => String::new(),
+            [one] => one.to_string(),
+            many => format!("[{}]", many.join(", ")),
+        }
     }
 }
 
@@ -161,9 +235,43 @@ impl Chain {
         }
     }
 
+    /// The chain's decision on `a` and its reason, as kube's union authorizer returns
+    /// them to a SubjectAccessReview: the first authorizer that allows or denies decides
+    /// with its reason; when none does, the abstaining ones' reasons joined by newlines.
+    pub fn review(&self, a: &Attributes<'_>) -> (Decision, String) {
+        let mut reasons = Vec::new();
+        for z in &self.0 {
+            match z.review(a) {
+                (Decision::NoOpinion(why), _) => {
+                    if !why.is_empty() {
+                        reasons.push(why);
+                    }
+                }
+                (Decision::Allow, why) => return (Decision::Allow, why),
+                (Decision::Deny(why), _) => return (Decision::Deny(why.clone()), why),
+            }
+        }
+        let why = reasons.join("\n");
+        (Decision::NoOpinion(why.clone()), why)
+    }
+
+    /// kube's union rule resolver: every authorizer's rules for `user` in `namespace`
+    /// appended in order, incomplete when any is, with all their errors.
+    pub fn rules_for(&self, user: &Identity, namespace: &str) -> RulesReview {
+        let mut all = RulesReview::default();
+        for z in &self.0 {
+            let r = z.rules_for(user, namespace);
+            all.resource_rules.extend(r.resource_rules);
+            all.non_resource_rules.extend(r.non_resource_rules);
+            all.incomplete |= r.incomplete;
+            all.errors.extend(r.errors);
+        }
+        all
+    }
+
     /// The chain's decision on `a`: the first authorizer's that allows or denies, else
-    /// no opinion with the abstaining ones' reasons joined by newlines (what a
-    /// SubjectAccessReview reports).
+    /// no opinion with the abstaining ones' reasons joined by newlines. (Reviews ask
+    /// [`Chain::review`], which also gives the allowing authorizer's reason.)
     pub fn decide(&self, a: &Attributes<'_>) -> Decision {
         let mut reasons = Vec::new();
         for z in &self.0 {
@@ -348,6 +456,62 @@ mod tests {
             .check(&a)
             .unwrap_err();
         assert!(e.message.ends_with(r#""d": no"#), "{}", e.message);
+    }
+
+    /// Allows with a reason, and lists one rule with an error.
+    struct Explains;
+    impl Authorizer for Explains {
+        fn authorize(&self, _: &Attributes<'_>) -> Decision {
+            Decision::Allow
+        }
+        fn review(&self, _: &Attributes<'_>) -> (Decision, String) {
+            (Decision::Allow, "because".into())
+        }
+        fn rules_for(&self, _: &Identity, _: &str) -> RulesReview {
+            RulesReview {
+                resource_rules: vec![PolicyRule {
+                    verbs: vec!["get".into()],
+                    ..PolicyRule::default()
+                }],
+                errors: vec!["oops".into()],
+                ..RulesReview::default()
+            }
+        }
+    }
+
+    #[test]
+    fn reviews_report_the_deciding_authorizers_reason() {
+        let u = bob();
+        let a = pod_get(&u, Some("d"), None);
+        let chain = Chain::new(vec![Box::new(Abstain("a")), Box::new(Explains)]);
+        assert_eq!(chain.review(&a), (Decision::Allow, "because".into()));
+        // kube's PrivilegedGroups allows without a reason.
+        let chain = Chain::new(vec![Box::new(AlwaysAllow), Box::new(Explains)]);
+        assert_eq!(chain.review(&a), (Decision::Allow, String::new()));
+        let chain = Chain::new(vec![Box::new(Abstain("a")), Box::new(Deny)]);
+        assert_eq!(chain.review(&a), (Decision::Deny("no".into()), "no".into()));
+        let chain = Chain::new(vec![Box::new(Abstain("a")), Box::new(Abstain("b"))]);
+        assert_eq!(
+            chain.review(&a),
+            (Decision::NoOpinion("a\nb".into()), "a\nb".into())
+        );
+    }
+
+    #[test]
+    fn rules_are_the_union_of_the_resolvers() {
+        let chain = Chain::new(vec![
+            Box::new(PrivilegedGroups::new(&[PrivilegedGroups::MASTERS])),
+            Box::new(Explains),
+            Box::new(Explains),
+        ]);
+        let r = chain.rules_for(&bob(), "d");
+        assert_eq!(r.resource_rules.len(), 2);
+        assert!(!r.incomplete);
+        assert_eq!(r.evaluation_error(), "oops");
+        let mut two = r.clone();
+        two.errors.push("other".into());
+        assert_eq!(two.evaluation_error(), "[oops, other]");
+        assert_eq!(RulesReview::default().evaluation_error(), "");
     }
 
     #[test]

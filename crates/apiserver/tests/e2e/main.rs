@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server on a free loopback port with a temporary data
 //! directory, driven by kube-rs and by the real kubectl.
 
+mod authz;
 mod common;
 mod ha;
 mod hostile;

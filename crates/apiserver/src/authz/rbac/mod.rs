@@ -28,7 +28,7 @@ use skiff_api::k8s_openapi::api::rbac::v1::{
 };
 
 use crate::authn::Identity;
-use crate::authz::{Attributes, Authorizer, Decision, Target};
+use crate::authz::{Attributes, Authorizer, Decision, RulesReview, Target};
 
 use rules::{
     applies_to, describe_subject, list, rule_allows, service_account_user, subject_namespace,
@@ -593,6 +593,26 @@ impl Authorizer for Rbac {
             Decision::Allow
         } else {
             Decision::NoOpinion(denial_reason(errors))
+        }
+    }
+
+    fn review(&self, a: &Attributes<'_>) -> (Decision, String) {
+        match self.explain(a) {
+            (true, why) => (Decision::Allow, why),
+            (false, why) => (Decision::NoOpinion(why.clone()), why),
+        }
+    }
+
+    /// kube's RBAC `RulesFor`: the rules split by kind (a rule naming both resources and
+    /// URLs is listed as both); never incomplete, even when a role is missing (the error
+    /// says so).
+    fn rules_for(&self, user: &Identity, namespace: &str) -> RulesReview {
+        let set = Rbac::rules_for(self, user, namespace);
+        RulesReview {
+            resource_rules: set.resource_rules(),
+            non_resource_rules: set.non_resource_rules(),
+            incomplete: false,
+            errors: set.error.into_iter().collect(),
         }
     }
 }
