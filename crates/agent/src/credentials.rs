@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentConfig;
 
 /// Where the API server issues node credentials.
-pub const PATH: &str = "/skiff/v1/node-credentials";
+pub const PATH: &str = skiff_api::names::NODE_CREDENTIALS_PATH;
 
 /// A client certificate and its key, PEM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,5 +33,10 @@ pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 pub const ADMIN_USER: &str = "kubernetes-admin";
 /// Group of the admin user (O of the client certificate), bound to cluster-admin.
 pub const ADMIN_GROUP: &str = "system:masters";
-/// Group every agent authenticated by the join token belongs to.
+/// Group of the nodes' identities (`system:node:<name>`), as kube's kubelets.
 pub const NODES_GROUP: &str = "system:nodes";
+/// Group of bootstrap identities: the join token, which may only fetch node credentials.
+pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
+/// Where an agent holding the join token fetches its node credentials (skiff's own, as
+/// k3s's node certificate endpoints; kubeadm uses CertificateSigningRequests).
+pub const NODE_CREDENTIALS_PATH: &str = "/skiff/v1/node-credentials";

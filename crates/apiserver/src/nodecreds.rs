@@ -16,7 +16,7 @@ use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 
 /// The path agents post to.
-pub(crate) const PATH: &str = "/skiff/v1/node-credentials";
+pub(crate) const PATH: &str = skiff_api::names::NODE_CREDENTIALS_PATH;
 
 /// What an agent asks for.
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use skiff_store::Store;
 
 use self::tokens::SigningKeys;
-use crate::authz::rbac::bootstrap::BOOTSTRAPPERS_GROUP;
+use skiff_api::names::BOOTSTRAPPERS_GROUP;
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,14 +14,14 @@ use skiff_api::k8s_openapi::api::rbac::v1::{
 };
 use skiff_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use skiff_api::names::{BOOTSTRAPPERS_GROUP, NODE_CREDENTIALS_PATH};
+
 use super::rules::{rule, strings, RuleBuilder};
 
 /// The annotation that lets the server reconcile a default object at every start.
 pub(crate) const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// The label every default object carries.
 pub(crate) const BOOTSTRAPPING: &str = "kubernetes.io/bootstrapping";
-/// The group of bootstrap identities (the join token), as kube's bootstrap tokens.
-pub(crate) const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
 /// The RBAC API group.
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 /// The namespace of the controllers' service accounts.
@@ -351,7 +351,7 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
     // skiff's own: agents holding the join token fetch their node credentials.
     roles.push(role(
         SKIFF_NODE_BOOTSTRAPPER,
-        vec![urls(&["post"], &[crate::nodecreds::PATH])],
+        vec![urls(&["post"], &[NODE_CREDENTIALS_PATH])],
     ));
     roles
 }
