@@ -97,6 +97,39 @@ pub struct ServerHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Signs client identities for the server's own components (see
+/// [`ServerHandle::issuer`]).
+#[derive(Clone)]
+pub struct ClientIssuer {
+    /// The admin configuration, whose credentials are replaced.
+    base: kube::Config,
+    pki: pki::Pki,
+}
+
+impl ClientIssuer {
+    /// Client configuration as the user `user` in `groups` (a fresh certificate).
+    pub fn config_as(&self, user: &str, groups: &[&str]) -> Result<kube::Config> {
+        let mut c = self.base.clone();
+        let creds = pki::issue_client(&self.pki, user, groups)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        c.auth_info.client_certificate_data = Some(b64.encode(&creds.certificate));
+        c.auth_info.client_key_data = Some(secrecy::SecretString::from(b64.encode(&creds.key)));
+        Ok(c)
+    }
+
+    /// Client configuration as the service account `name` of `namespace`, with the
+    /// groups kube gives service accounts (kube-controller-manager's controllers run so).
+    pub fn config_as_service_account(&self, namespace: &str, name: &str) -> Result<kube::Config> {
+        self.config_as(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            &[
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{namespace}"),
+            ],
+        )
+    }
+}
+
 /// The first non-loopback IPv4 address of the host's interfaces (loopback if none).
 fn default_advertise() -> Ipv4Addr {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
@@ -270,12 +303,15 @@ impl ServerHandle {
     /// a client certificate the cluster CA signs now (the in-process components' own
     /// identities, as kube-scheduler's and kube-controller-manager's kubeconfigs).
     pub fn client_config_as(&self, user: &str, groups: &[&str]) -> Result<kube::Config> {
-        let mut c = self.admin_client_config();
-        let creds = pki::issue_client(&self.pki, user, groups)?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        c.auth_info.client_certificate_data = Some(b64.encode(&creds.certificate));
-        c.auth_info.client_key_data = Some(secrecy::SecretString::from(b64.encode(&creds.key)));
-        Ok(c)
+        self.issuer().config_as(user, groups)
+    }
+
+    /// What signs the in-process components' identities, to keep after the handle.
+    pub fn issuer(&self) -> ClientIssuer {
+        ClientIssuer {
+            base: self.admin_client_config(),
+            pki: self.pki.clone(),
+        }
     }
 
     /// Serves until a listener fails.

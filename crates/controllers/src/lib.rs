@@ -144,46 +144,65 @@ impl Informers {
     }
 }
 
-/// Runs every controller forever (the API server's admin client is expected).
+/// Gives each controller its client: `client_for(service_account)` is the client of the
+/// controller whose identity is that service account of `kube-system` (kube-controller-
+/// manager's `--use-service-account-credentials`, so that each runs under its
+/// `system:controller:<name>` role).
+pub type ClientFor = dyn Fn(&str) -> anyhow::Result<Client> + Send + Sync;
+
+/// Runs every controller forever, every one with `client` (tests; an admin client).
 pub async fn run(client: Client, cfg: ControllersConfig) -> anyhow::Result<()> {
+    let each = client.clone();
+    run_as(client, &move |_| Ok(each.clone()), cfg).await
+}
+
+/// Runs every controller forever: the shared informers read with `informers` (kube-
+/// controller-manager's own identity, which may list and watch everything), each
+/// controller writes with its own identity from `client_for`.
+pub async fn run_as(
+    informers: Client,
+    client_for: &ClientFor,
+    cfg: ControllersConfig,
+) -> anyhow::Result<()> {
     let alloc = ipam::RangeAllocator::new(&cfg.cluster_cidr, cfg.node_cidr_mask)?;
-    let inf = Informers::start(&client);
+    let inf = Informers::start(&informers);
     let on = |name: &str| cfg.enabled(name);
+    // kube's controller names and the service accounts they run as.
     if on("nodeipam") {
-        ipam::run(client.clone(), inf.nodes.clone(), alloc);
+        ipam::run(client_for("node-controller")?, inf.nodes.clone(), alloc);
     }
     if on("replicaset") {
-        replicaset::run(client.clone(), &inf);
+        replicaset::run(client_for("replicaset-controller")?, &inf);
     }
     if on("deployment") {
-        deployment::run(client.clone(), &inf);
+        deployment::run(client_for("deployment-controller")?, &inf);
     }
     if on("endpoint") {
-        endpoints::run(client.clone(), &inf);
+        endpoints::run(client_for("endpoint-controller")?, &inf);
     }
     if on("endpointslice") {
-        endpointslice::run(client.clone(), &inf);
+        endpointslice::run(client_for("endpointslice-controller")?, &inf);
     }
     if on("endpointslicemirroring") {
-        mirroring::run(client.clone(), &inf);
+        mirroring::run(client_for("endpointslicemirroring-controller")?, &inf);
     }
     if on("serviceaccount") {
-        serviceaccount::run(client.clone(), &inf);
+        serviceaccount::run(client_for("service-account-controller")?, &inf);
     }
     if on("service-lb-controller") {
-        loadbalancer::run(client.clone(), &inf);
+        loadbalancer::run(client_for("service-controller")?, &inf);
     }
     if on("nodelifecycle") {
-        nodelifecycle::run(client.clone(), &inf, &cfg);
+        nodelifecycle::run(client_for("node-controller")?, &inf, &cfg);
     }
     if on("clusterrole-aggregation") {
-        clusterroleaggregation::run(client.clone(), &inf);
+        clusterroleaggregation::run(client_for("clusterrole-aggregation-controller")?, &inf);
     }
     if on("namespace") {
-        namespace::run(client.clone(), &inf);
+        namespace::run(client_for("namespace-controller")?, &inf);
     }
     if on("garbage-collector") {
-        gc::run(client.clone()).await
+        gc::run(client_for("generic-garbage-collector")?).await
     } else {
         futures::future::pending().await
     }

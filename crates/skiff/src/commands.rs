@@ -166,19 +166,36 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
         node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
         ..Default::default()
     };
-    let kube_config = with_user_agent(handle.admin_client_config(), "kube-controller-manager");
+    // The controllers run as kube-controller-manager with
+    // `--use-service-account-credentials`: its shared informers as
+    // `system:kube-controller-manager`, each controller as its service account.
+    let issuer = handle.issuer();
+    let kcm_config = with_user_agent(
+        issuer.config_as("system:kube-controller-manager", &[])?,
+        "kube-controller-manager",
+    );
+    let kcm_lease_client = Client::try_from(kcm_config.clone())?;
     let run_controllers: Component = Box::new(move || {
-        let (config, controllers) = (kube_config.clone(), controllers.clone());
+        let (config, controllers, issuer) =
+            (kcm_config.clone(), controllers.clone(), issuer.clone());
         Box::pin(log_exit("controllers", async move {
-            skiff_controllers::run(Client::try_from(config)?, controllers).await
+            let client_for = move |sa: &str| -> anyhow::Result<Client> {
+                let c = issuer.config_as_service_account("kube-system", sa)?;
+                Ok(Client::try_from(with_user_agent(
+                    c,
+                    "kube-controller-manager",
+                ))?)
+            };
+            skiff_controllers::run_as(Client::try_from(config)?, &client_for, controllers).await
         }))
     });
     // The scheduler runs as kube-scheduler does: `system:kube-scheduler`, which the
-    // default policy binds to its role. (The controllers still share the admin identity.)
+    // default policy binds to its role.
     let kube_config = with_user_agent(
         handle.client_config_as("system:kube-scheduler", &[])?,
         "kube-scheduler",
     );
+    let scheduler_lease_client = Client::try_from(kube_config.clone())?;
     let run_scheduler: Component = Box::new(move || {
         let config = kube_config.clone();
         Box::pin(log_exit("scheduler", async move {
@@ -189,9 +206,10 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
         // As kube-controller-manager and kube-scheduler: one Lease each in kube-system,
         // so several servers on one datastore run them on one leader at a time.
         let identity = leader_identity(&args.data_dir)?;
-        for (name, component) in [
-            ("kube-controller-manager", run_controllers),
-            ("kube-scheduler", run_scheduler),
+        // Each elects under its own identity, which its role lets write its Lease.
+        for (name, component, lease_client) in [
+            ("kube-controller-manager", run_controllers, kcm_lease_client),
+            ("kube-scheduler", run_scheduler, scheduler_lease_client),
         ] {
             let lock = LeaseLock {
                 namespace: "kube-system".into(),
@@ -199,7 +217,7 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
                 identity: identity.clone(),
             };
             tokio::spawn(run_leading(
-                client.clone(),
+                lease_client,
                 lock,
                 Timing::default(),
                 component,

@@ -696,12 +696,14 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
         (
             "deployment-controller",
             vec![
+                // skiff's controller also patches (kube's updates): the revision
+                // annotation and the status.
                 r(
-                    &["get", "list", "watch", "update"],
+                    &["get", "list", "watch", "update", "patch"],
                     workloads,
                     &["deployments"],
                 ),
-                r(&["update"], workloads, &["deployments/status"]),
+                r(&["update", "patch"], workloads, &["deployments/status"]),
                 r(&["update"], workloads, &["deployments/finalizers"]),
                 r(READ_WRITE[..7].as_ref(), workloads, &["replicasets"]),
                 // Pods are read to see when old ones are gone and updated to relabel.
@@ -782,11 +784,9 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             "namespace-controller",
             vec![
                 r(&["get", "list", "watch", "delete"], &[""], &["namespaces"]),
-                r(
-                    &["update"],
-                    &[""],
-                    &["namespaces/finalize", "namespaces/status"],
-                ),
+                r(&["update"], &[""], &["namespaces/finalize"]),
+                // skiff's controller patches the status conditions (kube's updates).
+                r(&["update", "patch"], &[""], &["namespaces/status"]),
                 r(
                     &["get", "list", "watch", "delete", "deletecollection"],
                     &["*"],
@@ -824,7 +824,8 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                     workloads,
                     &["replicasets"],
                 ),
-                r(&["update"], workloads, &["replicasets/status"]),
+                // skiff's controller patches the status (kube's updates it).
+                r(&["update", "patch"], workloads, &["replicasets/status"]),
                 r(&["update"], workloads, &["replicasets/finalizers"]),
                 r(
                     &["list", "watch", "patch", "create", "delete"],
