@@ -217,7 +217,6 @@ impl Server {
             pki: pki.clone(),
             authn: authn::Authenticator::new(pki.join_token.clone(), sa_keys, store.clone()),
             authz: authz.clone(),
-            rbac: rbac.clone(),
             service_cidr,
             advertise,
             port,

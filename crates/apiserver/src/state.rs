@@ -20,9 +20,6 @@ pub(crate) struct ApiState {
     pub authn: Authenticator,
     /// The authorization layer (shared with admission's RBAC escalation check).
     pub authz: Arc<authz::Chain>,
-    /// The RBAC authorizer of that chain (reviews and escalation checks ask it too).
-    #[allow(dead_code)] // the review APIs read it next
-    pub rbac: Arc<authz::rbac::Rbac>,
     pub service_cidr: Ipv4Net,
     pub advertise: Ipv4Addr,
     pub port: u16,

@@ -197,7 +197,8 @@ pub struct AgentArgs {
     /// Prefix of the pods' network namespace names.
     #[arg(long, default_value = "skiff-pod-")]
     pub netns_prefix: String,
-    /// Register as a control-plane node (role label and NoSchedule taint).
+    /// Register as a control-plane node (the NoSchedule taint; the role label is the
+    /// installer's to add, as NodeRestriction refuses it from a node).
     #[arg(long)]
     pub control_plane: bool,
     /// Extra node labels, `k=v,k2=v2`.

@@ -16,7 +16,7 @@ use skiff_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, O
 
 use skiff_api::names::{BOOTSTRAPPERS_GROUP, NODE_CREDENTIALS_PATH};
 
-use super::rules::{rule, strings, RuleBuilder};
+use super::rules::{rule, RuleBuilder};
 
 /// The annotation that lets the server reconcile a default object at every start.
 pub(crate) const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
@@ -1039,9 +1039,10 @@ pub(crate) fn aggregated_cluster_roles() -> Vec<ClusterRole> {
     roles
 }
 
-/// The names of `roles` (for tests and the start-up reconcile's logs).
+/// The names of `roles` (for tests).
+#[cfg(test)]
 pub(crate) fn names(roles: &[ClusterRole]) -> Vec<String> {
-    strings(
+    super::rules::strings(
         &roles
             .iter()
             .map(|r| r.metadata.name.as_deref().unwrap_or(""))

@@ -11,9 +11,6 @@
 //! subjects, [`escalation`] is kube's no-escalation check of role and binding writes, and
 //! [`bootstrap`] the default roles and bindings kube-apiserver creates.
 
-// The review APIs and the escalation check of role writes use the rest next.
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod bootstrap;
 pub(crate) mod escalation;
 pub(crate) mod reconcile;
@@ -48,6 +45,7 @@ pub(crate) enum RbacKind {
 }
 
 impl RbacKind {
+    #[cfg(test)]
     /// The kind of a `kind` field, if it is an RBAC one.
     pub fn from_kind(kind: &str) -> Option<Self> {
         Some(match kind {
@@ -398,6 +396,7 @@ impl Policy {
         }
     }
 
+    #[cfg(test)]
     /// Whether `a` is allowed.
     pub fn allows(&self, a: &Attributes<'_>) -> bool {
         let mut allowed = false;
@@ -508,6 +507,7 @@ impl RuleSet {
             .collect()
     }
 
+    #[cfg(test)]
     /// SelfSubjectRulesReview's `incomplete`: some role could not be resolved.
     pub fn incomplete(&self) -> bool {
         self.error.is_some()
@@ -527,6 +527,7 @@ impl Rbac {
         Self::default()
     }
 
+    #[cfg(test)]
     /// An authorizer deciding on `policy`.
     pub fn with_policy(policy: Policy) -> Self {
         Rbac {
