@@ -151,6 +151,10 @@ fn local_cluster_end_to_end() {
         "Error from server (NotFound): pods \"nope\" not found"
     );
 
+    // A pod's bound service-account token (which its kubelet, as `system:node:<name>`,
+    // requested) carries what RBAC grants the account, no more, for kubectl 1.27 and 1.33.
+    pod_token_gets_what_its_role_grants(&c);
+
     // The server restarts without losing anything.
     let before = c.ok_quiet(&["get", "svc", "httpd-svc", "-o", "jsonpath={.metadata.uid}"]);
     for pid in c.server_pids() {
@@ -186,6 +190,106 @@ fn local_cluster_end_to_end() {
         .unwrap_or_default();
     assert!(left.is_empty(), "namespaces left after down: {left:?}");
     assert!(!c.dir().exists(), "cluster directory left after down");
+}
+
+/// A service account that may read pods, and a pod running as it.
+const READER: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader-reads-pods}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects:
+- {kind: ServiceAccount, name: reader, namespace: default}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: token-reader}
+spec:
+  serviceAccountName: reader
+  containers:
+  - {name: c, image: busybox, command: [sleep, "3600"]}
+"#;
+
+fn pod_token_gets_what_its_role_grants(c: &Cluster) {
+    c.apply(READER);
+    c.ok_quiet(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/token-reader",
+        "--timeout=60s",
+    ]);
+    let token = c.ok_quiet(&[
+        "exec",
+        "token-reader",
+        "--",
+        "cat",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    ]);
+    let server = c.ok_quiet(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let ca = c.dir().join("k8s-m/server/pki/ca.crt");
+    // A kubeconfig with the token alone (the admin's has a client certificate).
+    let kubeconfig = c.scratch().join("reader.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: reader\n\
+             clusters: [{{name: c, cluster: {{server: \"{server}\", certificate-authority: \"{}\"}}}}]\n\
+             users: [{{name: reader, user: {{token: \"{}\"}}}}]\n\
+             contexts: [{{name: reader, context: {{cluster: c, user: reader, namespace: default}}}}]\n",
+            ca.display(),
+            token.trim()
+        ),
+    )
+    .expect("writing the reader's kubeconfig");
+    let bins = skiff_testkit::kubectl::versions(&["1.27", "1.33"]);
+    assert!(!bins.is_empty(), "kubectl 1.27 and 1.33 are needed");
+    for bin in bins {
+        let k = skiff_testkit::kubectl::Kubectl::new(&bin, &kubeconfig)
+            .cache_dir(c.scratch().join(format!("cache-{}", bin.display()).replace('/', "_")));
+        let out = k.ok_quiet(&["get", "pod", "token-reader", "-o", "name"]);
+        assert_eq!(out.trim(), "pod/token-reader", "{}", k.who());
+        assert_eq!(
+            k.ok_quiet(&["auth", "can-i", "list", "pods"]).trim(),
+            "yes",
+            "{}",
+            k.who()
+        );
+        let out = k.run(&["delete", "pod", "token-reader", "--wait=false"]);
+        assert_eq!(
+            out.stderr.trim(),
+            "Error from server (Forbidden): pods \"token-reader\" is forbidden: User \
+             \"system:serviceaccount:default:reader\" cannot delete resource \"pods\" in API \
+             group \"\" in the namespace \"default\"",
+            "{}",
+            k.who()
+        );
+        let out = k.run(&["get", "secrets"]);
+        assert_eq!(
+            out.stderr.trim(),
+            "Error from server (Forbidden): secrets is forbidden: User \
+             \"system:serviceaccount:default:reader\" cannot list resource \"secrets\" in API \
+             group \"\" in the namespace \"default\"",
+            "{}",
+            k.who()
+        );
+    }
+    c.ok_quiet(&["delete", "pod", "token-reader", "--wait=false"]);
 }
 
 /// A Deployment whose pods leave an unreachable node after 2 s (instead of the default

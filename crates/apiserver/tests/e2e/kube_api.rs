@@ -295,6 +295,82 @@ async fn events_are_shared_by_both_apis_and_namespaces_finalize() {
     assert_eq!(e.code, 404);
 }
 
+/// A client with the kubelet credentials the server issues to node `name` for the join
+/// token, as an agent gets them.
+async fn node_client(s: &common::TestServer, name: &str) -> kube::Client {
+    let join = skiff_apiserver::pki::join_token(s.dir.path()).unwrap();
+    let mut cfg = s.handle.admin_client_config();
+    cfg.auth_info = Default::default();
+    cfg.auth_info.token = Some(join.into());
+    let req = http::Request::post("/skiff/v1/node-credentials")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({ "nodeName": name })).unwrap())
+        .unwrap();
+    let creds: serde_json::Value = kube::Client::try_from(cfg.clone())
+        .unwrap()
+        .request(req)
+        .await
+        .unwrap();
+    let b64 = |k: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(creds["kubelet"][k].as_str().unwrap())
+    };
+    cfg.auth_info = Default::default();
+    cfg.auth_info.client_certificate_data = Some(b64("certificate"));
+    cfg.auth_info.client_key_data = Some(b64("key").into());
+    kube::Client::try_from(cfg).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_the_secrets_of_its_own_pods_only() {
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    let s = common::start().await;
+    let admin = s.client();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"pw": "x"}}))
+            .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "nodeName": "n2",
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "db", "secret": {"secretName": "db"}}],
+        }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(admin, "default")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    // The node the pod is bound to reads the Secret; another node may not.
+    let n2: Api<Secret> = Api::namespaced(node_client(&s, "n2").await, "default");
+    n2.get("db").await.unwrap();
+    let n1: Api<Secret> = Api::namespaced(node_client(&s, "n1").await, "default");
+    let e = err(n1.get("db").await.unwrap_err());
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            403,
+            "secrets \"db\" is forbidden: User \"system:node:n1\" cannot get resource \
+             \"secrets\" in API group \"\" in the namespace \"default\": no relationship \
+             found between node 'n1' and this object"
+        )
+    );
+    // Nor list them, its own pods' included.
+    let e = err(n2.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(e.code, 403);
+    assert!(
+        e.message
+            .ends_with("can only get individual resources of this type"),
+        "{}",
+        e.message
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_and_join_token_authenticate() {
     use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -343,20 +419,7 @@ async fn service_account_tokens_and_join_token_authenticate() {
         "{}",
         e.message
     );
-    let req = http::Request::post("/skiff/v1/node-credentials")
-        .header("content-type", "application/json")
-        .body(br#"{"nodeName": "n1"}"#.to_vec())
-        .unwrap();
-    let creds: serde_json::Value = with_bearer(&join).request(req).await.unwrap();
-    let mut cfg = s.handle.admin_client_config();
-    cfg.auth_info = Default::default();
-    let b64 = |k: &str| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(creds["kubelet"][k].as_str().unwrap())
-    };
-    cfg.auth_info.client_certificate_data = Some(b64("certificate"));
-    cfg.auth_info.client_key_data = Some(b64("key").into());
-    let as_node = kube::Client::try_from(cfg).unwrap();
+    let as_node = node_client(&s, "n1").await;
     // The node reads nodes (the Node authorizer's rules), not configmaps no pod of its uses.
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(as_node.clone());
     nodes.list(&ListParams::default()).await.unwrap();
