@@ -260,8 +260,10 @@ fn pod_token_gets_what_its_role_grants(c: &Cluster) {
     let bins = skiff_testkit::kubectl::versions(&["1.27", "1.33"]);
     assert!(!bins.is_empty(), "kubectl 1.27 and 1.33 are needed");
     for bin in bins {
-        let k = skiff_testkit::kubectl::Kubectl::new(&bin, &kubeconfig)
-            .cache_dir(c.scratch().join(format!("cache-{}", bin.display()).replace('/', "_")));
+        let k = skiff_testkit::kubectl::Kubectl::new(&bin, &kubeconfig).cache_dir(
+            c.scratch()
+                .join(format!("cache-{}", bin.display()).replace('/', "_")),
+        );
         let out = k.ok_quiet(&["get", "pod", "token-reader", "-o", "name"]);
         assert_eq!(out.trim(), "pod/token-reader", "{}", k.who());
         assert_eq!(

@@ -555,3 +555,34 @@ async fn binding_and_graceful_pod_deletion() {
     .unwrap();
     assert_eq!(err(pods.get("p").await.unwrap_err()).code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_reach_health_and_version_only() {
+    let s = common::start().await;
+    let mut cfg = s.handle.admin_client_config();
+    cfg.auth_info = Default::default();
+    let anonymous = kube::Client::try_from(cfg).unwrap();
+    let get = |path: &str| {
+        let anonymous = anonymous.clone();
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        async move { anonymous.request_text(req).await }
+    };
+    // What kube-apiserver's system:public-info-viewer lets anyone read.
+    for open in ["/healthz", "/livez", "/readyz", "/version"] {
+        get(open).await.unwrap_or_else(|e| panic!("{open}: {e}"));
+    }
+    for closed in [
+        "/api",
+        "/apis",
+        "/api/v1/namespaces/default/pods",
+        "/openapi/v2",
+        "/metrics",
+    ] {
+        let e = err(get(closed).await.unwrap_err());
+        assert_eq!(
+            (e.code, e.message.as_str(), e.reason.as_str()),
+            (401, "Unauthorized", "Unauthorized"),
+            "{closed}"
+        );
+    }
+}
