@@ -494,3 +494,138 @@ async fn nodes_write_only_their_own_objects() {
         );
     }
 }
+
+/// What a cluster admin does with kubectl's `create` generators, and what it grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_roles_and_bindings_that_take_effect() {
+    let s = common::start().await;
+    for (i, bin) in kubectls().into_iter().enumerate() {
+        let k = s.kubectl(bin);
+        let who = k.who();
+        let (cr, crb, role, rb, user) = (
+            format!("pod-reader-{i}"),
+            format!("pod-readers-{i}"),
+            format!("cm-writer-{i}"),
+            format!("cm-writers-{i}"),
+            format!("alice-{i}"),
+        );
+        let run = |args: Vec<String>| {
+            let k = k.clone();
+            blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                k.ok_quiet(&args)
+            })
+        };
+        let created = [
+            (
+                vec![
+                    "create",
+                    "clusterrole",
+                    &cr,
+                    "--verb=get,list",
+                    "--resource=pods",
+                ],
+                format!("clusterrole.rbac.authorization.k8s.io/{cr} created"),
+            ),
+            (
+                vec![
+                    "create",
+                    "clusterrolebinding",
+                    &crb,
+                    "--clusterrole",
+                    &cr,
+                    "--user",
+                    &user,
+                ],
+                format!("clusterrolebinding.rbac.authorization.k8s.io/{crb} created"),
+            ),
+            (
+                vec![
+                    "create",
+                    "role",
+                    &role,
+                    "--verb=create,update",
+                    "--resource=configmaps",
+                ],
+                format!("role.rbac.authorization.k8s.io/{role} created"),
+            ),
+            (
+                vec![
+                    "create",
+                    "rolebinding",
+                    &rb,
+                    "--role",
+                    &role,
+                    "--user",
+                    &user,
+                ],
+                format!("rolebinding.rbac.authorization.k8s.io/{rb} created"),
+            ),
+        ];
+        for (args, want) in created {
+            let out = run(args.iter().map(|a| a.to_string()).collect()).await;
+            assert_eq!(out.trim(), want, "{who}");
+        }
+        // RBAC follows the store through a watch: poll until the grant shows.
+        let can = |verb: &str, what: &str, ns: &str| {
+            run(["auth", "can-i", verb, what, "--as", &user, "-n", ns]
+                .iter()
+                .map(|a| a.to_string())
+                .collect())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while can("list", "pods", "kube-system").await.trim() != "yes" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who}: grant not seen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while can("create", "configmaps", "default").await.trim() != "yes" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who}: grant not seen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The Role grants in its namespace only; nothing grants deletes.
+        let k2 = k.clone();
+        let u = user.clone();
+        let out = blocking(move || {
+            k2.run(&[
+                "auth",
+                "can-i",
+                "create",
+                "configmaps",
+                "--as",
+                &u,
+                "-n",
+                "kube-system",
+            ])
+        })
+        .await;
+        assert_eq!(out.stdout.trim(), "no", "{who}");
+        let k2 = k.clone();
+        let u = user.clone();
+        let out = blocking(move || k2.run(&["auth", "can-i", "delete", "pods", "--as", &u])).await;
+        assert_eq!(out.stdout.trim(), "no", "{who}");
+    }
+    // The default policy is there for kubectl to list.
+    let k = s.kubectl(kubectls().remove(0));
+    let names = blocking(move || k.ok_quiet(&["get", "clusterroles", "-o", "name"])).await;
+    for want in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:node",
+        "system:kube-scheduler",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{want}")),
+            "{want} missing from {names}"
+        );
+    }
+}
