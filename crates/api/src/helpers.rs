@@ -1,8 +1,13 @@
 //! Small Kubernetes rules more than one component applies, as Kubernetes keeps them in
 //! `k8s.io/component-helpers` and `pkg/apis/core/v1/helper`: whether a toleration
-//! tolerates a taint, whether a pod is Ready, a pod's QoS class.
+//! tolerates a taint, whether a node passes a pod's nodeSelector and required node
+//! affinity, whether a pod is Ready, a pod's QoS class.
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, Taint, Toleration};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
+};
 
 /// Whether `tol` tolerates `taint` (`v1helper.ToleratesTaint`): the effect matches or
 /// is empty, the key matches or is empty with `Exists`, and with `Equal` (the default)
@@ -24,6 +29,80 @@ pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
                 && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
         _ => false,
+    }
+}
+
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let values = req.values.as_deref().unwrap_or(&[]);
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        // An empty term matches no objects.
+        return false;
+    }
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key)))
+        && fields.iter().all(|r| {
+            let v = if r.key == "metadata.name" {
+                node.metadata.name.clone()
+            } else {
+                None
+            };
+            requirement_matches(r, v.as_ref())
+        })
+}
+
+/// Whether the node passes the pod's nodeSelector and required node affinity.
+pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    if let Some(sel) = &spec.node_selector {
+        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    match required {
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, node)),
+        None => true,
     }
 }
 

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::resources::{nonzero_requests, pod_requests, resource_list, Resources};
 
-pub use skiff_api::helpers::tolerates;
+pub use skiff_api::helpers::{node_affinity_matches, tolerates};
 pub use skiff_api::names::{NOT_READY_TAINT, UNREACHABLE_TAINT};
 
 /// What the scheduler knows of one node: the node and the pods bound (or assumed) to it.
@@ -149,80 +149,6 @@ pub fn effective_taints(node: &Node) -> Vec<Taint> {
         }
     }
     taints
-}
-
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = req.values.as_deref().unwrap_or(&[]);
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if exprs.is_empty() && fields.is_empty() {
-        // An empty term matches no objects.
-        return false;
-    }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
-        && fields.iter().all(|r| {
-            let v = if r.key == "metadata.name" {
-                node.metadata.name.clone()
-            } else {
-                None
-            };
-            requirement_matches(r, v.as_ref())
-        })
-}
-
-/// Whether the node passes the pod's nodeSelector and required node affinity.
-pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        Some(sel) => sel
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, node)),
-        None => true,
-    }
 }
 
 /// Why a node cannot run a pod, in kube-scheduler's words.
