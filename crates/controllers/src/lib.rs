@@ -6,6 +6,7 @@
 //! workers reconcile one key at a time from the informers' caches.
 
 pub mod clusterroleaggregation;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -32,7 +33,7 @@ pub mod util;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -57,7 +58,7 @@ pub struct ControllersConfig {
     pub service_account_issuer: String,
     /// `--controllers`: which controllers run. `*` is every one, `name` enables one,
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
-    /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`,
+    /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
     /// `service-lb-controller`, `clusterrole-aggregation`).
     pub controllers: Vec<String>,
@@ -123,6 +124,10 @@ pub struct Informers {
     pub endpointslices: std::sync::Arc<Informer<EndpointSlice>>,
     /// All ClusterRoles.
     pub clusterroles: std::sync::Arc<Informer<ClusterRole>>,
+    /// All DaemonSets.
+    pub daemonsets: std::sync::Arc<Informer<DaemonSet>>,
+    /// All ControllerRevisions.
+    pub controllerrevisions: std::sync::Arc<Informer<ControllerRevision>>,
 }
 
 impl Informers {
@@ -140,6 +145,8 @@ impl Informers {
             endpoints: Informer::spawn(Api::all(client.clone())),
             endpointslices: Informer::spawn(Api::all(client.clone())),
             clusterroles: Informer::spawn(Api::all(client.clone())),
+            daemonsets: Informer::spawn(Api::all(client.clone())),
+            controllerrevisions: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -173,6 +180,9 @@ pub async fn run_as(
     }
     if on("replicaset") {
         replicaset::run(client_for("replicaset-controller")?, &inf);
+    }
+    if on("daemonset") {
+        daemonset::run(client_for("daemon-set-controller")?, &inf);
     }
     if on("deployment") {
         deployment::run(client_for("deployment-controller")?, &inf);

@@ -419,9 +419,15 @@ async fn manage(
     Ok(())
 }
 
-async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> anyhow::Result<bool> {
+/// Makes `owner` the pod's controller (a merge patch guarded by the pod's
+/// resourceVersion); false if the pod is gone.
+pub(crate) async fn adopt<K: kube::Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    pod: &Pod,
+    owner: &K,
+) -> anyhow::Result<bool> {
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(controller_ref(rs));
+    refs.push(controller_ref(owner));
     let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
     match api
         .patch(
@@ -437,7 +443,8 @@ async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> anyhow::Result<boo
     }
 }
 
-async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<()> {
+/// Drops the owner reference to `owner_uid` from the pod.
+pub(crate) async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> anyhow::Result<()> {
     let refs: Vec<_> = pod
         .metadata
         .owner_references

@@ -676,7 +676,8 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             "daemon-set-controller",
             vec![
                 r(READ, workloads, &["daemonsets"]),
-                r(&["update"], workloads, &["daemonsets/status"]),
+                // skiff's controller patches the status (kube's updates).
+                r(&["update", "patch"], workloads, &["daemonsets/status"]),
                 r(&["update"], workloads, &["daemonsets/finalizers"]),
                 r(&["list", "watch"], &[""], &["nodes"]),
                 r(
