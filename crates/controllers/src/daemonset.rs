@@ -971,3 +971,525 @@ async fn sync_nodes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_testkit::fakeapi::{FakeApi, Reply};
+
+    use crate::testing::{collection, informer, writes_but_events};
+
+    fn node(name: &str, extra: Value) -> Node {
+        let mut v = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}});
+        merge(&mut v, extra);
+        serde_json::from_value(v).expect("node")
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn spec(extra: Value) -> PodSpec {
+        let mut v = json!({"containers": [{"name": "c", "image": "agent"}]});
+        merge(&mut v, extra);
+        let mut s: PodSpec = serde_json::from_value(v).expect("spec");
+        add_daemon_tolerations(&mut s);
+        s
+    }
+
+    fn taint(key: &str, effect: &str) -> Value {
+        json!({"spec": {"taints": [{"key": key, "effect": effect}]}})
+    }
+
+    #[test]
+    fn which_nodes_run_a_daemon() {
+        let plain = spec(json!({}));
+        assert_eq!(node_should_run(&plain, &node("a", json!({}))), (true, true));
+        // NoSchedule: no new pod, but one there may stay; NoExecute: neither.
+        assert_eq!(
+            node_should_run(&plain, &node("a", taint("dedicated", "NoSchedule"))),
+            (false, true)
+        );
+        assert_eq!(
+            node_should_run(&plain, &node("a", taint("dedicated", "NoExecute"))),
+            (false, false)
+        );
+        // PreferNoSchedule is no obstacle.
+        assert_eq!(
+            node_should_run(&plain, &node("a", taint("dedicated", "PreferNoSchedule"))),
+            (true, true)
+        );
+        // The daemon tolerations: cordoned, pressured, not-ready and unreachable nodes.
+        for (key, effect) in [
+            ("node.kubernetes.io/unschedulable", "NoSchedule"),
+            ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+            ("node.kubernetes.io/not-ready", "NoExecute"),
+            ("node.kubernetes.io/unreachable", "NoExecute"),
+        ] {
+            assert_eq!(
+                node_should_run(&plain, &node("a", taint(key, effect))),
+                (true, true),
+                "{key}"
+            );
+        }
+        // ...but not the not-ready NoSchedule taint, nor network-unavailable without
+        // host networking.
+        assert_eq!(
+            node_should_run(
+                &plain,
+                &node("a", taint("node.kubernetes.io/not-ready", "NoSchedule"))
+            ),
+            (false, true)
+        );
+        let unavailable = node(
+            "a",
+            taint("node.kubernetes.io/network-unavailable", "NoSchedule"),
+        );
+        assert_eq!(node_should_run(&plain, &unavailable), (false, true));
+        assert_eq!(
+            node_should_run(&spec(json!({"hostNetwork": true})), &unavailable),
+            (true, true)
+        );
+        // A toleration of the template.
+        let tolerant = spec(json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}));
+        assert_eq!(
+            node_should_run(&tolerant, &node("a", taint("dedicated", "NoExecute"))),
+            (true, true)
+        );
+        // nodeSelector, required node affinity and nodeName.
+        let selective = spec(json!({"nodeSelector": {"disk": "ssd"}}));
+        assert_eq!(
+            node_should_run(&selective, &node("a", json!({}))),
+            (false, false)
+        );
+        assert_eq!(
+            node_should_run(
+                &selective,
+                &node("a", json!({"metadata": {"labels": {"disk": "ssd"}}}))
+            ),
+            (true, true)
+        );
+        let affine = spec(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["b"]}]}]}}}}),
+        );
+        assert_eq!(
+            node_should_run(&affine, &node("a", json!({}))),
+            (true, true)
+        );
+        assert_eq!(
+            node_should_run(&affine, &node("b", json!({}))),
+            (false, false)
+        );
+        let named = spec(json!({"nodeName": "b"}));
+        assert_eq!(
+            node_should_run(&named, &node("a", json!({}))),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn daemon_tolerations_are_added_once() {
+        let mut s = spec(json!({"hostNetwork": true}));
+        let n = s.tolerations.as_ref().map(Vec::len);
+        assert_eq!(n, Some(7));
+        add_daemon_tolerations(&mut s);
+        assert_eq!(s.tolerations.as_ref().map(Vec::len), n);
+        assert_eq!(spec(json!({})).tolerations.map(|t| t.len()), Some(6));
+    }
+
+    #[test]
+    fn pods_ask_for_their_node_by_name() {
+        let a = with_node_affinity(None, "n1");
+        let pod: Pod = serde_json::from_value(json!({"spec": {"containers": [],
+            "affinity": serde_json::to_value(&a).expect("affinity")}}))
+        .expect("pod");
+        assert_eq!(target_node(&pod).as_deref(), Some("n1"));
+        assert_eq!(
+            serde_json::to_value(&a).expect("affinity")["nodeAffinity"]
+                ["requiredDuringSchedulingIgnoredDuringExecution"],
+            json!({"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]})
+        );
+        assert!(node_affinity_matches(&pod, &node("n1", json!({}))));
+        assert!(!node_affinity_matches(&pod, &node("n2", json!({}))));
+        let bound: Pod =
+            serde_json::from_value(json!({"spec": {"containers": [], "nodeName": "n2"}}))
+                .expect("pod");
+        assert_eq!(target_node(&bound).as_deref(), Some("n2"));
+        assert_eq!(target_node(&Pod::default()), None);
+    }
+
+    /// A daemon pod of revision `hash`, created at second `age_rank`, Ready or not.
+    fn dpod(name: &str, hash: &str, created: u32, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "labels": {"app": "agent", REVISION_HASH_LABEL: hash},
+                         "creationTimestamp": format!("2026-01-01T00:00:{created:02}Z")},
+            "spec": {"containers": [], "nodeName": "n"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready",
+                "status": if ready {"True"} else {"False"},
+                "lastTransitionTime": "2026-01-01T00:01:00Z"}]}}))
+        .expect("pod")
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T01:00:00Z".parse().expect("time")
+    }
+
+    #[test]
+    fn what_each_node_needs() {
+        let t = now();
+        assert_eq!(plan_node(true, true, &[], "h", false, 0, t), (true, vec![]));
+        assert_eq!(
+            plan_node(false, false, &[], "h", false, 0, t),
+            (false, vec![])
+        );
+        let (a, b, c) = (
+            dpod("a", "h", 3, true),
+            dpod("b", "h", 1, false),
+            dpod("c", "h", 2, true),
+        );
+        // Several: the Ready ones first, then the oldest, is kept.
+        assert_eq!(
+            plan_node(true, true, &[&a, &b, &c], "h", false, 0, t),
+            (false, vec!["a".to_string(), "b".to_string()])
+        );
+        // Not to run any more: all go.
+        assert_eq!(
+            plan_node(false, false, &[&a], "h", false, 0, t),
+            (false, vec!["a".to_string()])
+        );
+        // A failed pod is deleted (its replacement comes with the next sync).
+        let mut failed = dpod("f", "h", 1, false);
+        failed.status.as_mut().expect("status").phase = Some("Failed".into());
+        assert_eq!(
+            plan_node(true, true, &[&failed], "h", false, 0, t),
+            (false, vec!["f".to_string()])
+        );
+        // Surge: an old Ready pod stays beside a new one until the new one is available.
+        let (old, new_unready, new_ready) = (
+            dpod("old", "h0", 1, true),
+            dpod("new", "h", 2, false),
+            dpod("new", "h", 2, true),
+        );
+        assert_eq!(
+            plan_node(true, true, &[&old, &new_unready], "h", true, 0, t),
+            (false, vec![])
+        );
+        assert_eq!(
+            plan_node(true, true, &[&old, &new_ready], "h", true, 0, t),
+            (false, vec!["old".to_string()])
+        );
+        // Without surge the two are one too many.
+        assert_eq!(
+            plan_node(true, true, &[&old, &new_unready], "h", false, 0, t),
+            (false, vec!["new".to_string()])
+        );
+    }
+
+    fn by_node<'a>(pods: &[(&str, &'a Pod)]) -> BTreeMap<String, Vec<&'a Pod>> {
+        let mut m: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+        for (n, p) in pods {
+            m.entry(n.to_string()).or_default().push(p);
+        }
+        m
+    }
+
+    #[test]
+    fn rolling_update_respects_max_unavailable_and_max_surge() {
+        let t = now();
+        let (o1, o2, o3) = (
+            dpod("o1", "h0", 1, true),
+            dpod("o2", "h0", 1, true),
+            dpod("o3", "h0", 1, true),
+        );
+        let all_old = by_node(&[("n1", &o1), ("n2", &o2), ("n3", &o3)]);
+        assert_eq!(
+            rolling_update(&all_old, "h", None, (0, 1), 0, t),
+            (vec!["o1".to_string()], vec![])
+        );
+        assert_eq!(rolling_update(&all_old, "h", None, (0, 2), 0, t).0.len(), 2);
+        // A new pod not yet available uses up the budget.
+        let n1 = dpod("n1", "h", 5, false);
+        let mid = by_node(&[("n1", &n1), ("n2", &o2), ("n3", &o3)]);
+        assert_eq!(
+            rolling_update(&mid, "h", None, (0, 1), 0, t),
+            (vec![], vec![])
+        );
+        // An unavailable old pod is replaced regardless.
+        let o2_down = dpod("o2", "h0", 1, false);
+        let down = by_node(&[("n1", &n1), ("n2", &o2_down), ("n3", &o3)]);
+        assert_eq!(
+            rolling_update(&down, "h", None, (0, 1), 0, t),
+            (vec!["o2".to_string()], vec![])
+        );
+        // Up to date by generation counts as new too.
+        let mut by_gen = dpod("g", "h0", 1, true);
+        by_gen
+            .metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .insert(TEMPLATE_GENERATION_LABEL.into(), "4".into());
+        assert!(pod_updated(&by_gen, "h", Some(4)));
+        assert!(!pod_updated(&by_gen, "h", Some(5)));
+        // Surge: new pods on up to maxSurge nodes; an old pod goes once its new one is
+        // available.
+        assert_eq!(
+            rolling_update(&all_old, "h", None, (1, 0), 0, t),
+            (vec![], vec!["n1".to_string()])
+        );
+        let n1_ready = dpod("n1", "h", 5, true);
+        let surged = by_node(&[("n1", &o1), ("n1", &n1_ready), ("n2", &o2), ("n3", &o3)]);
+        assert_eq!(
+            rolling_update(&surged, "h", None, (1, 0), 0, t),
+            (vec!["o1".to_string()], vec!["n2".to_string()])
+        );
+        let surging = by_node(&[("n1", &o1), ("n1", &n1), ("n2", &o2), ("n3", &o3)]);
+        assert_eq!(
+            rolling_update(&surging, "h", None, (1, 0), 0, t),
+            (vec![], vec![])
+        );
+    }
+
+    #[test]
+    fn rolling_limits_scale_percentages_up() {
+        let ds = |ru: Value| -> DaemonSet {
+            serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {
+                "selector": {}, "template": {},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": ru}}}))
+            .expect("ds")
+        };
+        assert_eq!(
+            rolling_limits(&ds(json!({"maxUnavailable": "10%"})), 15),
+            (0, 2)
+        );
+        assert_eq!(
+            rolling_limits(&ds(json!({"maxUnavailable": 0, "maxSurge": "50%"})), 3),
+            (2, 0)
+        );
+        assert_eq!(
+            rolling_limits(&ds(json!({"maxUnavailable": 0, "maxSurge": 0})), 3),
+            (0, 1)
+        );
+        assert_eq!(rolling_limits(&ds(json!({})), 3), (0, 1));
+    }
+
+    #[test]
+    fn status_counts_nodes() {
+        let t = now();
+        let (a, b) = (dpod("a", "h", 1, true), dpod("b", "h0", 1, false));
+        let s = status_counts(
+            &[
+                (true, vec![&a]),
+                (true, vec![&b]),
+                (true, vec![]),
+                (false, vec![&a]),
+                (false, vec![]),
+            ],
+            "h",
+            None,
+            0,
+            t,
+        );
+        assert_eq!(
+            (
+                s.desired_number_scheduled,
+                s.current_number_scheduled,
+                s.number_ready,
+                s.number_available,
+                s.updated_number_scheduled,
+                s.number_misscheduled,
+                s.number_unavailable
+            ),
+            (3, 2, 1, Some(1), Some(1), 1, Some(2))
+        );
+        // minReadySeconds: Ready a minute, not yet available for two.
+        let s = status_counts(
+            &[(true, vec![&a])],
+            "h",
+            None,
+            3600,
+            "2026-01-01T00:02:00Z".parse().expect("t"),
+        );
+        assert_eq!((s.number_ready, s.number_available), (1, None));
+    }
+
+    const DS_UID: &str = "ds-uid";
+
+    fn daemonset(image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "default", "uid": DS_UID, "generation": 2,
+                         "resourceVersion": "5"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                "revisionHistoryLimit": 10,
+                "template": {"metadata": {"labels": {"app": "agent"}},
+                             "spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    fn nodes() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}}),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n3"},
+                   "spec": {"taints": [{"key": "dedicated", "effect": "NoSchedule"}]}}),
+        ]
+    }
+
+    async fn ctx(fake: &FakeApi, ds: Value, pods: Vec<Value>, revisions: Vec<Value>) -> Ctx {
+        let client = fake.client();
+        Ctx {
+            dss: informer(fake, vec![ds]).await,
+            pods: informer(fake, pods).await,
+            nodes: informer(fake, nodes()).await,
+            revisions: informer(fake, revisions).await,
+            recorder: Recorder::new(client.clone(), "daemonset-controller"),
+            client,
+            expectations: Expectations::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_records_a_revision_and_creates_a_pod_per_eligible_node() {
+        let fake = FakeApi::new();
+        let pods = collection::<Pod>("default");
+        let revs = collection::<ControllerRevision>("default");
+        fake.echo_creates(&pods);
+        fake.echo_creates(&revs);
+        let status = format!("{}/agent/status", collection::<DaemonSet>("default"));
+        fake.reply("PATCH", &status, Reply::ok(daemonset("agent:1")));
+        let ctx = ctx(&fake, daemonset("agent:1"), vec![], vec![]).await;
+        fake.clear();
+
+        sync(&ctx, "default/agent").await.expect("sync");
+
+        let writes = writes_but_events(&fake);
+        let lines: Vec<String> = writes.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            lines,
+            [
+                format!("POST {revs}"),
+                format!("POST {pods}"),
+                format!("POST {pods}"),
+                format!("PATCH {status}")
+            ],
+            "{writes:#?}"
+        );
+        let rev = writes[0].body.as_ref().expect("revision");
+        let hash = rev["metadata"]["labels"][REVISION_HASH_LABEL]
+            .as_str()
+            .expect("hash")
+            .to_string();
+        assert_eq!(rev["metadata"]["name"], format!("agent-{hash}"));
+        assert_eq!(rev["revision"], 1);
+        assert_eq!(rev["metadata"]["ownerReferences"][0]["uid"], DS_UID);
+        assert_eq!(rev["data"]["spec"]["template"]["$patch"], "replace");
+        assert_eq!(
+            rev["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "agent:1"
+        );
+        let mut targets = Vec::new();
+        for w in &writes[1..3] {
+            let pod = w.body.as_ref().expect("pod");
+            assert_eq!(pod["metadata"]["generateName"], "agent-");
+            assert_eq!(
+                pod["metadata"]["labels"][REVISION_HASH_LABEL],
+                hash.as_str()
+            );
+            assert_eq!(pod["metadata"]["labels"][TEMPLATE_GENERATION_LABEL], "2");
+            assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+            assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
+            assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(6));
+            assert!(
+                pod["spec"].get("nodeName").is_none(),
+                "the scheduler binds it"
+            );
+            let p: Pod = serde_json::from_value(pod.clone()).expect("pod");
+            targets.push(target_node(&p).expect("target"));
+        }
+        targets.sort();
+        assert_eq!(targets, ["n1", "n2"], "n3's taint is not tolerated");
+        assert_eq!(
+            writes[3].body.as_ref().expect("status")["status"],
+            json!({"desiredNumberScheduled": 2, "currentNumberScheduled": 0, "numberMisscheduled": 0,
+                   "numberReady": 0, "numberAvailable": 0, "numberUnavailable": 2,
+                   "updatedNumberScheduled": 0, "observedGeneration": 2})
+        );
+    }
+
+    /// A pod of the DaemonSet on `node`, of revision `hash`, Ready.
+    fn owned_pod(name: &str, node: &str, hash: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": {"app": "agent", REVISION_HASH_LABEL: hash},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                            "name": "agent", "uid": DS_UID, "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "agent:1"}], "nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2026-01-01T00:00:10Z"}]}})
+    }
+
+    #[tokio::test]
+    async fn sync_rolls_one_node_at_a_time() {
+        let fake = FakeApi::new();
+        let pods = collection::<Pod>("default");
+        let revs = collection::<ControllerRevision>("default");
+        let v2 = daemonset("agent:2");
+        let ds: DaemonSet = serde_json::from_value(v2.clone()).expect("ds");
+        let old_rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": "agent-old", "namespace": "default", "labels": {REVISION_HASH_LABEL: "old"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                            "name": "agent", "uid": DS_UID, "controller": true}]},
+            "data": revision_data(&serde_json::from_value(daemonset("agent:1")).expect("ds")), "revision": 1});
+        let cur_rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": "agent-new", "namespace": "default", "labels": {REVISION_HASH_LABEL: "new"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                            "name": "agent", "uid": DS_UID, "controller": true}]},
+            "data": revision_data(&ds), "revision": 2});
+        for name in ["p1", "p2"] {
+            fake.reply(
+                "DELETE",
+                &format!("{pods}/{name}"),
+                Reply::ok(owned_pod(name, "n1", "old")),
+            );
+        }
+        let status = format!("{}/agent/status", collection::<DaemonSet>("default"));
+        fake.reply("PATCH", &status, Reply::ok(v2.clone()));
+        let ctx = ctx(
+            &fake,
+            v2,
+            vec![owned_pod("p1", "n1", "old"), owned_pod("p2", "n2", "old")],
+            vec![old_rev, cur_rev],
+        )
+        .await;
+        fake.clear();
+
+        sync(&ctx, "default/agent").await.expect("sync");
+        let writes = writes_but_events(&fake);
+        let lines: Vec<String> = writes.iter().map(|r| r.line()).collect();
+        // Both nodes run an available old pod: maxUnavailable 1 replaces one of them.
+        assert_eq!(
+            lines,
+            [format!("DELETE {pods}/p1"), format!("PATCH {status}")],
+            "{writes:#?}"
+        );
+        assert!(
+            !writes.iter().any(|w| w.path == revs),
+            "the revision exists"
+        );
+        assert_eq!(
+            writes[1].body.as_ref().expect("status")["status"]["updatedNumberScheduled"],
+            0
+        );
+    }
+}
