@@ -592,13 +592,12 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         current_revision(ctx, &ds).await?
     };
 
-    // Pods by the node they are for; pods for no node at all are kept apart.
+    // Pods by the node they are for (a pod for no node is not one of the daemons:
+    // kube skips it too).
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    let mut nodeless: Vec<&Pod> = Vec::new();
     for p in &owned {
-        match target_node(p) {
-            Some(n) => by_node.entry(n).or_default().push(p.as_ref()),
-            None => nodeless.push(p.as_ref()),
+        if let Some(n) = target_node(p) {
+            by_node.entry(n).or_default().push(p.as_ref());
         }
     }
     let template = pod_template(&ds, &hash);
