@@ -16,6 +16,7 @@ pub mod gc;
 pub mod hash;
 pub use skiff_runtime::informer;
 pub mod ipam;
+pub mod job;
 pub mod loadbalancer;
 pub mod mirroring;
 pub mod namespace;
@@ -29,11 +30,13 @@ pub mod serviceaccount;
 #[cfg(test)]
 mod testing;
 pub mod triggers;
+pub mod ttlafterfinished;
 pub mod util;
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -60,7 +63,7 @@ pub struct ControllersConfig {
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
-    /// `service-lb-controller`, `clusterrole-aggregation`).
+    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`).
     pub controllers: Vec<String>,
 }
 
@@ -128,6 +131,8 @@ pub struct Informers {
     pub daemonsets: std::sync::Arc<Informer<DaemonSet>>,
     /// All ControllerRevisions.
     pub controllerrevisions: std::sync::Arc<Informer<ControllerRevision>>,
+    /// All Jobs.
+    pub jobs: std::sync::Arc<Informer<Job>>,
 }
 
 impl Informers {
@@ -147,6 +152,7 @@ impl Informers {
             clusterroles: Informer::spawn(Api::all(client.clone())),
             daemonsets: Informer::spawn(Api::all(client.clone())),
             controllerrevisions: Informer::spawn(Api::all(client.clone())),
+            jobs: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -207,6 +213,12 @@ pub async fn run_as(
     }
     if on("clusterrole-aggregation") {
         clusterroleaggregation::run(client_for("clusterrole-aggregation-controller")?, &inf);
+    }
+    if on("job") {
+        job::run(client_for("job-controller")?, &inf);
+    }
+    if on("ttl-after-finished") {
+        ttlafterfinished::run(client_for("ttl-after-finished-controller")?, &inf);
     }
     if on("namespace") {
         namespace::run(client_for("namespace-controller")?, &inf);
