@@ -640,3 +640,76 @@ impl ConfigMapWatch {
         ConfigMapWatch { names, inits }
     }
 }
+
+/// A Job whose only pod fails at once, without retries.
+const FAILING_JOB: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: boom}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: ["false"]}
+"#;
+
+/// Jobs as a user runs them with kubectl 1.27 and 1.33: `create job`, `wait
+/// --for=condition=complete`, `logs job/x` (a pod picked by the Job's selector), and a
+/// failing Job's `condition=failed`.
+#[test]
+#[ignore = "needs root"]
+fn jobs_run_to_completion_with_kubectl() {
+    assert_tools();
+    let c = Cluster::up("e2j", 2, &[]);
+    let bins = skiff_testkit::kubectl::versions(&["1.27", "1.33"]);
+    assert!(!bins.is_empty(), "kubectl 1.27 and 1.33 are needed");
+    for (i, bin) in bins.iter().enumerate() {
+        let k = skiff_testkit::kubectl::Kubectl::new(bin, &c.kubeconfig).cache_dir(
+            c.scratch()
+                .join(format!("cache-{}", bin.display()).replace('/', "_")),
+        );
+        let name = format!("hello{i}");
+        let job = format!("job/{name}");
+        k.ok_quiet(&[
+            "create",
+            "job",
+            &name,
+            "--image=busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from the job",
+        ]);
+        k.ok_quiet(&["wait", "--for=condition=complete", &job, "--timeout=60s"]);
+        assert_eq!(
+            k.ok(&["logs", &job]).trim(),
+            "hello from the job",
+            "{}",
+            k.who()
+        );
+        assert_eq!(
+            k.ok_quiet(&["get", &job, "-o", "jsonpath={.status.succeeded}"]),
+            "1",
+            "{}",
+            k.who()
+        );
+    }
+    c.apply(FAILING_JOB);
+    c.ok_quiet(&[
+        "wait",
+        "--for=condition=failed",
+        "job/boom",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.ok_quiet(&[
+            "get",
+            "job/boom",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ]),
+        "BackoffLimitExceeded"
+    );
+}
