@@ -13,7 +13,7 @@ mod workload;
 use meta::{validate_data, validate_meta};
 use pod::{validate_pod_spec, validate_pod_template, validate_pod_update};
 use service::validate_service;
-use workload::validate_workload;
+use workload::{validate_job, validate_workload};
 
 pub(super) type Errs = Vec<FieldError>;
 
@@ -79,6 +79,7 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
         | ("apps", "StatefulSet")
         | ("apps", "DaemonSet") => validate_workload(info, obj, old, &mut e),
         ("batch", "Job") => {
+            validate_job(obj, old, &mut e);
             validate_pod_template(obj.pointer("/spec/template"), "spec.template", &mut e);
             let rp = s(obj, "/spec/template/spec/restartPolicy").unwrap_or("");
             if rp != "Never" && rp != "OnFailure" {

@@ -191,3 +191,58 @@ fn dns_addon_shaped_objects_are_valid_after_defaulting() {
     assert_eq!(p["status"]["qosClass"], "BestEffort");
     assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(3));
 }
+
+fn job(meta: serde_json::Value, spec: serde_json::Value) -> serde_json::Value {
+    let mut s = json!({"template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "u-1"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}});
+    for (k, v) in spec.as_object().expect("spec") {
+        s[k] = v.clone();
+    }
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": s})
+}
+
+#[test]
+fn job_messages() {
+    let meta = json!({"name": "pi", "uid": "u-1"});
+    let generated = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}});
+    let ok = job(meta.clone(), json!({"selector": generated}));
+    assert!(errs("batch", "v1", "jobs", ok.clone(), None).is_empty());
+    let own = job(
+        meta.clone(),
+        json!({"selector": {"matchLabels": {"app": "x"}}}),
+    );
+    assert_eq!(
+        errs("batch", "v1", "jobs", own, None),
+        vec![
+            "spec.selector: Invalid value: \"&v1.LabelSelector{MatchLabels:map[string]string{\\\"app\\\":\\\"x\\\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}\": `selector` not auto-generated",
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"batch.kubernetes.io/controller-uid\":\"u-1\"}: `selector` does not match template `labels`",
+        ]
+    );
+    let manual = job(
+        meta.clone(),
+        json!({"manualSelector": true, "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1", "x": "y"}}}),
+    );
+    assert_eq!(
+        errs("batch", "v1", "jobs", manual, None).len(),
+        1,
+        "only the template mismatch"
+    );
+    let indexed = job(
+        meta.clone(),
+        json!({"selector": generated, "completionMode": "Indexed", "parallelism": -1}),
+    );
+    assert_eq!(
+        errs("batch", "v1", "jobs", indexed, None),
+        vec![
+            "spec.parallelism: Invalid value: -1: must be greater than or equal to 0",
+            "spec.completions: Required value: when completion mode is Indexed",
+        ]
+    );
+    let moved = job(
+        meta,
+        json!({"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u-2"}}}),
+    );
+    assert!(errs("batch", "v1", "jobs", moved, Some(ok))
+        .iter()
+        .any(|m| m.ends_with("field is immutable")));
+}
