@@ -672,17 +672,16 @@ pub fn plan(inp: &Input) -> Plan {
         .filter(|p| pod_ready(p))
         .filter(|p| !out.delete.iter().any(|(n, _)| *n == p.name_any()))
         .count() as i32;
+    // Zero counts are left out, as kube's `omitempty` fields are (ready and terminating
+    // are pointers there, so they show 0).
+    let nonzero = |n: i32| (n != 0).then_some(n);
     out.status = JobStatus {
-        active: Some(active_after),
+        active: nonzero(active_after),
         ready: Some(ready),
         terminating: Some(terminating),
-        succeeded: Some(succeeded),
-        failed: Some(failed),
-        completed_indexes: if indexed {
-            Some(indexes::format(&done))
-        } else {
-            old.completed_indexes.clone()
-        },
+        succeeded: nonzero(succeeded),
+        failed: nonzero(failed),
+        completed_indexes: Some(indexes::format(&done)).filter(|s| indexed && !s.is_empty()),
         failed_indexes: old.failed_indexes.clone(),
         uncounted_terminated_pods: Some(UncountedTerminatedPods::default()),
         start_time,

@@ -321,7 +321,7 @@ fn pod_failure_policy_fails_the_job_or_ignores_the_failure() {
     let p = run(&j, &JobStatus::default(), &[disrupted], &Default::default());
     assert!(p.record.is_none(), "an ignored failure is not counted");
     assert_eq!(p.strip.len(), 1);
-    assert_eq!(p.status.failed, Some(0));
+    assert_eq!(p.status.failed, None);
     assert_eq!(p.create, vec![None], "and does not back off");
 }
 
