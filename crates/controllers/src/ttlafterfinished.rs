@@ -99,6 +99,9 @@ async fn sync(
 mod tests {
     use super::*;
     use serde_json::json;
+    use skiff_testkit::fakeapi::{FakeApi, Reply};
+
+    use crate::testing::{collection, informer};
 
     fn job(ttl: Option<i32>, finished: Option<&str>) -> Job {
         let mut j = json!({"apiVersion": "batch/v1", "kind": "Job",
@@ -132,5 +135,38 @@ mod tests {
         );
         assert!(needs_cleanup(&job(Some(0), Some("2026-01-01T00:00:00Z"))));
         assert!(!needs_cleanup(&job(Some(0), None)));
+    }
+
+    #[tokio::test]
+    async fn an_expired_job_is_deleted_in_the_background_exactly_as_seen() {
+        let finished = json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "j", "namespace": "default", "uid": "job-uid",
+                         "resourceVersion": "7"},
+            "spec": {"ttlSecondsAfterFinished": 10, "template": {}},
+            "status": {"conditions": [{"type": "Complete", "status": "True",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        let fake = FakeApi::new();
+        let path = format!("{}/j", collection::<Job>("default"));
+        fake.reply("GET", &path, Reply::ok(finished.clone()));
+        fake.reply("DELETE", &path, Reply::ok(finished.clone()));
+        let jobs = informer::<Job>(&fake, vec![finished]).await;
+        fake.clear();
+
+        let early: Timestamp = "2026-01-01T00:00:04Z".parse().expect("t");
+        let again = sync(&fake.client(), &jobs, "default/j", early).await;
+        assert_eq!(again.expect("sync"), Some(Duration::from_secs(6)));
+        assert!(fake.writes().is_empty());
+
+        let late: Timestamp = "2026-01-01T00:00:10Z".parse().expect("t");
+        let again = sync(&fake.client(), &jobs, "default/j", late).await;
+        assert_eq!(again.expect("sync"), None);
+        let writes = fake.writes();
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].line(), format!("DELETE {path}"));
+        assert_eq!(
+            writes[0].body.as_ref().expect("delete options"),
+            &json!({"propagationPolicy": "Background",
+                    "preconditions": {"uid": "job-uid", "resourceVersion": "7"}})
+        );
     }
 }

@@ -277,3 +277,77 @@ async fn an_indexed_job_gives_its_pods_indexes_and_ttl_deletes_it_when_done() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_past_its_active_deadline_fails_and_its_pods_go() {
+    let cl = start_jobs().await;
+    let client = cl.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "slow",
+            json!({"parallelism": 2, "completions": 4, "activeDeadlineSeconds": 2}),
+        ),
+    )
+    .await
+    .expect("create job");
+    wait_running(&client, "slow", 2).await;
+    let failed = wait_condition(&client, "slow", "Failed", 20).await;
+    let words = (
+        "DeadlineExceeded".to_string(),
+        "Job was active longer than specified deadline".to_string(),
+    );
+    assert_eq!(condition_words(&failed, "FailureTarget"), words);
+    assert_eq!(condition_words(&failed, "Failed"), words);
+    // Failed only once its pods are gone (deleted, their finalizers removed), and they
+    // do not count as failures.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let left = pods
+        .list(&ListParams::default().labels("job-name=slow"))
+        .await
+        .expect("pods");
+    assert!(left.items.is_empty(), "{:?}", left.items);
+    let st = failed.status.expect("status");
+    assert_eq!(
+        (st.active, st.failed, st.terminating),
+        (None, None, Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspended_job_runs_no_pods_until_resumed() {
+    let cl = start_jobs().await;
+    let client = cl.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("later", json!({"suspend": true})),
+    )
+    .await
+    .expect("create job");
+    let suspended = wait_condition(&client, "later", "Suspended", 20).await;
+    assert!(suspended.status.and_then(|s| s.start_time).is_none());
+    assert!(running(&client, "later").await.is_empty());
+    jobs.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("resume");
+    let pod = wait_running(&client, "later", 1).await;
+    finish(&client, &pod[0], "Succeeded", 0).await;
+    let done = wait_condition(&client, "later", "Complete", 20).await;
+    let resumed = done
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Suspended")
+        .expect("Suspended condition");
+    assert_eq!(
+        (resumed.status.as_str(), resumed.reason.as_deref()),
+        ("False", Some("JobResumed"))
+    );
+}
