@@ -9,6 +9,7 @@ pub mod clusterroleaggregation;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub use skiff_runtime::events;
@@ -40,6 +41,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::{Api, Client};
 
@@ -63,7 +65,7 @@ pub struct ControllersConfig {
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
-    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`).
+    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`, `disruption`).
     pub controllers: Vec<String>,
 }
 
@@ -133,6 +135,8 @@ pub struct Informers {
     pub controllerrevisions: std::sync::Arc<Informer<ControllerRevision>>,
     /// All Jobs.
     pub jobs: std::sync::Arc<Informer<Job>>,
+    /// All PodDisruptionBudgets.
+    pub pdbs: std::sync::Arc<Informer<PodDisruptionBudget>>,
 }
 
 impl Informers {
@@ -153,6 +157,7 @@ impl Informers {
             daemonsets: Informer::spawn(Api::all(client.clone())),
             controllerrevisions: Informer::spawn(Api::all(client.clone())),
             jobs: Informer::spawn(Api::all(client.clone())),
+            pdbs: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -219,6 +224,9 @@ pub async fn run_as(
     }
     if on("ttl-after-finished") {
         ttlafterfinished::run(client_for("ttl-after-finished-controller")?, &inf);
+    }
+    if on("disruption") {
+        disruption::run(client_for("disruption-controller")?, &inf);
     }
     if on("namespace") {
         namespace::run(client_for("namespace-controller")?, &inf);

@@ -713,6 +713,20 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         (
+            "disruption-controller",
+            vec![
+                r(READ, &["extensions", "apps"], &["deployments"]),
+                r(READ, &["apps", "extensions"], &["replicasets"]),
+                r(READ, &[""], &["replicationcontrollers"]),
+                r(READ, &["policy"], &["poddisruptionbudgets"]),
+                r(READ, &["apps"], &["statefulsets"]),
+                r(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+                r(&["patch", "update"], &[""], &["pods/status"]),
+                r(&["get"], &["*"], &["*/scale"]),
+                events(),
+            ],
+        ),
+        (
             "endpoint-controller",
             vec![
                 r(READ, &[""], &["services", "pods"]),
