@@ -5,6 +5,7 @@
 //! `resourceVersion`.
 
 pub(crate) mod body;
+mod eviction;
 mod objects;
 mod patch;
 mod reviews;
@@ -240,7 +241,7 @@ async fn route(
         }
         (Method::POST, Some(n), Some("eviction")) => {
             let e = write::decode_sub("policy", "v1", "Eviction", input.take()?)?;
-            subresources::eviction(state, t, n, e, &opts).await
+            eviction::evict(state, t, n, e, &opts).await
         }
         (Method::POST, Some(n), Some("token")) => {
             let tr =

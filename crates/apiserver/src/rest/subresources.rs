@@ -1,14 +1,13 @@
-//! Small subresources: scale, binding, eviction and TokenRequest.
+//! Small subresources: scale, binding and TokenRequest (eviction has its own module).
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 use skiff_store::Store;
 
 use super::patch::apply_patch;
-use super::write::{delete_object, update_object, UpdateMode, WriteOpts};
+use super::write::{update_object, UpdateMode, WriteOpts};
 use super::Reply;
 use crate::admission;
-use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{success, ApiError, ApiResult};
@@ -230,28 +229,6 @@ pub(crate) async fn binding(
         }
     }
     Err(ApiError::conflict("", "pods", name))
-}
-
-/// POST `pods/<name>/eviction`: deletes the pod (PodDisruptionBudgets are not checked).
-pub(crate) async fn eviction(
-    state: &ApiState,
-    t: &RequestInfo,
-    name: &str,
-    body: Value,
-    opts: &WriteOpts,
-) -> ApiResult<Reply> {
-    let dopts = body.get("deleteOptions").cloned().unwrap_or(json!({}));
-    delete_object(
-        state,
-        t.info,
-        t.namespace.as_deref(),
-        name,
-        &dopts,
-        &Query::default(),
-        opts,
-    )
-    .await?;
-    Ok(Reply::ok(201, success(None)))
 }
 
 /// POST `serviceaccounts/<name>/token`: a TokenRequest, as kube-apiserver's `TokenREST`
