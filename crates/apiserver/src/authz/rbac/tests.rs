@@ -530,6 +530,7 @@ fn default_roles_round_trip_and_carry_kubes_metadata() {
         "system:auth-delegator",
         "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
         "system:controller:deployment-controller",
+        "system:controller:disruption-controller",
         "system:controller:replicaset-controller",
         "system:controller:endpoint-controller",
         "system:controller:endpointslice-controller",
@@ -860,4 +861,31 @@ fn bench_rbac_authorize() {
         times[times.len() - 1]
     );
     assert!(allowed > 0 && allowed < 100_000);
+}
+
+#[test]
+fn disruption_controller_role_is_kubes() {
+    let p = defaults();
+    let me = sa("kube-system", "disruption-controller");
+    let sub = |verb: &'static str, group: &'static str, resource: &'static str, sub: &'static str| {
+        let mut a = req(&me, verb, group, resource, Some("default"), Some("x"));
+        if let Target::Resource { subresource, .. } = &mut a.target {
+            *subresource = Some(sub);
+        }
+        p.allows(&a)
+    };
+    assert!(sub("update", "policy", "poddisruptionbudgets", "status"));
+    assert!(sub("patch", "", "pods", "status"));
+    assert!(sub("get", "apps", "statefulsets", "scale"));
+    assert!(!sub("update", "policy", "poddisruptionbudgets", "eviction"));
+    for (group, resource) in [
+        ("policy", "poddisruptionbudgets"),
+        ("apps", "replicasets"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("", "replicationcontrollers"),
+    ] {
+        assert!(p.allows(&req(&me, "list", group, resource, None, None)));
+    }
+    assert!(!p.allows(&req(&me, "update", "policy", "poddisruptionbudgets", Some("d"), Some("x"))));
 }
