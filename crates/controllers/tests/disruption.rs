@@ -37,7 +37,11 @@ async fn make_ready(pods: &Api<Pod>, app: &str) -> usize {
         .await
         .expect("list pods");
     let mut n = 0;
-    for p in list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         n += 1;
         if skiff_api::helpers::pod_ready(p) {
             continue;
@@ -90,7 +94,10 @@ async fn budget_status_follows_pods_and_evictions_respect_it() {
     })
     .await
     .expect("API server");
-    let admin = Client::try_from(server.admin_client_config()).expect("client");
+    // kube-rs retries 429s for minutes by default; the test wants to see them.
+    let mut admin_config = server.admin_client_config();
+    admin_config.default_retry = false;
+    let admin = Client::try_from(admin_config).expect("client");
     // As `skiff server` runs them: informers as kube-controller-manager, each
     // controller as its service account.
     let issuer = server.issuer();
@@ -118,8 +125,6 @@ async fn budget_status_follows_pods_and_evictions_respect_it() {
         }
     });
 
-    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
-    eprintln!("DEBUG {:?}", roles.list(&Default::default()).await.map(|l| l.items.iter().map(|r| r.name_any()).filter(|n| n.contains("controller:")).collect::<Vec<_>>()));
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), "default");
@@ -236,9 +241,10 @@ async fn budget_status_follows_pods_and_evictions_respect_it() {
         .await
         .expect("create stray pod");
     let b = eventually(20, "SyncFailed", || async {
-        pdbs.get("web").await.ok().filter(|b| {
-            condition(b).is_some_and(|(s, r, _)| s == "False" && r == "SyncFailed")
-        })
+        pdbs.get("web")
+            .await
+            .ok()
+            .filter(|b| condition(b).is_some_and(|(s, r, _)| s == "False" && r == "SyncFailed"))
     })
     .await;
     assert_eq!(b.status.as_ref().map(|s| s.disruptions_allowed), Some(0));

@@ -10,6 +10,7 @@ mod kubectl;
 mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
+mod pdb;
 mod pod_security;
 mod rbac_writes;
 mod ssa;

@@ -867,13 +867,14 @@ fn bench_rbac_authorize() {
 fn disruption_controller_role_is_kubes() {
     let p = defaults();
     let me = sa("kube-system", "disruption-controller");
-    let sub = |verb: &'static str, group: &'static str, resource: &'static str, sub: &'static str| {
-        let mut a = req(&me, verb, group, resource, Some("default"), Some("x"));
-        if let Target::Resource { subresource, .. } = &mut a.target {
-            *subresource = Some(sub);
-        }
-        p.allows(&a)
-    };
+    let sub =
+        |verb: &'static str, group: &'static str, resource: &'static str, sub: &'static str| {
+            let mut a = req(&me, verb, group, resource, Some("default"), Some("x"));
+            if let Target::Resource { subresource, .. } = &mut a.target {
+                *subresource = Some(sub);
+            }
+            p.allows(&a)
+        };
     assert!(sub("update", "policy", "poddisruptionbudgets", "status"));
     assert!(sub("patch", "", "pods", "status"));
     assert!(sub("get", "apps", "statefulsets", "scale"));
@@ -887,5 +888,12 @@ fn disruption_controller_role_is_kubes() {
     ] {
         assert!(p.allows(&req(&me, "list", group, resource, None, None)));
     }
-    assert!(!p.allows(&req(&me, "update", "policy", "poddisruptionbudgets", Some("d"), Some("x"))));
+    assert!(!p.allows(&req(
+        &me,
+        "update",
+        "policy",
+        "poddisruptionbudgets",
+        Some("d"),
+        Some("x")
+    )));
 }
