@@ -65,7 +65,8 @@ pub struct ControllersConfig {
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
-    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`, `disruption`).
+    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`,
+    /// `disruption`).
     pub controllers: Vec<String>,
 }
 
