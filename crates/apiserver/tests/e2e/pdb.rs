@@ -120,9 +120,17 @@ async fn evictions_honour_disruption_budgets() {
 
     // kubectl drain is blocked the same way, and says so as kubectl does (`--force`:
     // these pods have no controller).
-    for bin in kubectl::versions(&["1.27", "1.33"]) {
+    let bins = kubectl::versions(&["1.27", "1.33"]);
+    assert_eq!(bins.len(), 2, "kubectl 1.27 and 1.33 are missing");
+    for bin in bins {
         let k = s.kubectl(bin).deadline(Duration::from_secs(60));
-        let out = k.run(&["drain", "n1", "--ignore-daemonsets", "--force", "--timeout=7s"]);
+        let out = k.run(&[
+            "drain",
+            "n1",
+            "--ignore-daemonsets",
+            "--force",
+            "--timeout=7s",
+        ]);
         assert!(!out.success, "{}", out.describe());
         assert!(
             out.combined().contains(&format!(
