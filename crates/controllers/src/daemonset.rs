@@ -43,8 +43,8 @@ use crate::rollout::scaled_value;
 use crate::triggers::Triggers;
 use crate::util::{
     controller_of, controller_ref, is_already_exists, is_deleting, is_not_found, key_of,
-    pod_active, pod_available, pod_phase, pod_ready, selector_is_empty, selector_matches,
-    split_key,
+    pod_active, pod_available, pod_owner_keys, pod_phase, pod_ready, selector_is_empty,
+    selector_matches, split_key,
 };
 use crate::Informers;
 
@@ -485,7 +485,9 @@ pub fn run(client: Client, inf: &Informers) {
     Triggers::new(&queue, &inf.daemonsets)
         .primary()
         .owns(&inf.controllerrevisions)
-        .watches(&inf.pods, move |p, _| owners_of_pod(&dss, p))
+        .watches(&inf.pods, move |p, _| {
+            pod_owner_keys(&dss.list(), p, |o| o.spec.as_ref().map(|s| &s.selector))
+        })
         .watches(&inf.nodes, move |n, deleted| {
             let name = n.name_any();
             let print = json!([n.metadata.labels, n.spec]);
@@ -504,28 +506,6 @@ pub fn run(client: Client, inf: &Informers) {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });
-}
-
-/// Keys of the DaemonSets a pod event concerns: its controller if a DaemonSet, else
-/// those of its namespace that select it (adoption candidates).
-fn owners_of_pod(dss: &Informer<DaemonSet>, pod: &Pod) -> Vec<String> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(r) = controller_of(pod) {
-        return match r.kind.as_str() {
-            "DaemonSet" => vec![format!("{ns}/{}", r.name)],
-            _ => vec![],
-        };
-    }
-    dss.list()
-        .iter()
-        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|d| {
-            d.spec.as_ref().is_some_and(|s| {
-                !selector_is_empty(&s.selector) && selector_matches(&s.selector, pod.labels())
-            })
-        })
-        .map(|d| key_of(d.as_ref()))
-        .collect()
 }
 
 async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {

@@ -23,8 +23,8 @@ use crate::podrank::pods_to_delete;
 use crate::queue::{run_workers, WorkQueue};
 use crate::triggers::Triggers;
 use crate::util::{
-    controller_of, controller_ref, is_deleting, is_not_found, key_of, pod_active, pod_available,
-    pod_ready, selector_is_empty, selector_matches, split_key,
+    controller_of, controller_ref, is_deleting, is_not_found, pod_active, pod_available,
+    pod_owner_keys, pod_ready, selector_is_empty, selector_matches, split_key,
 };
 use crate::Informers;
 
@@ -124,7 +124,9 @@ pub fn run(client: Client, inf: &Informers) {
     Triggers::new(&queue, &inf.replicasets)
         .primary()
         // Its controller if it is a ReplicaSet, else the ReplicaSets that may adopt it.
-        .watches(&inf.pods, move |p, _| owners_of_pod(&rss, p))
+        .watches(&inf.pods, move |p, _| {
+            pod_owner_keys(&rss.list(), p, |o| o.spec.as_ref().map(|s| &s.selector))
+        })
         // A periodic full resync catches what event mapping misses (e.g. a pod whose
         // labels changed away from a ReplicaSet).
         .every(Duration::from_secs(30));
@@ -132,28 +134,6 @@ pub fn run(client: Client, inf: &Informers) {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });
-}
-
-/// Keys of the ReplicaSets a pod event concerns: its controller if it is a ReplicaSet,
-/// else every ReplicaSet of its namespace that selects it (adoption candidates).
-fn owners_of_pod(rss: &Informer<ReplicaSet>, pod: &Pod) -> Vec<String> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(r) = controller_of(pod) {
-        if r.kind == "ReplicaSet" {
-            return vec![format!("{ns}/{}", r.name)];
-        }
-        return vec![];
-    }
-    rss.list()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| {
-            rs.spec.as_ref().is_some_and(|s| {
-                !selector_is_empty(&s.selector) && selector_matches(&s.selector, pod.labels())
-            })
-        })
-        .map(|rs| key_of(rs.as_ref()))
-        .collect()
 }
 
 async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {

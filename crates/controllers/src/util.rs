@@ -8,6 +8,35 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+/// Keys of the `K` controllers a pod event concerns: the pod's controller if it is a
+/// `K`, else every `K` of the pod's namespace whose (non-empty) selector selects it, the
+/// candidates to adopt it (kube's `getPodReplicaSets`, `getDaemonSetsForPod`...).
+pub fn pod_owner_keys<K>(
+    owners: &[std::sync::Arc<K>],
+    pod: &Pod,
+    selector: impl Fn(&K) -> Option<&LabelSelector>,
+) -> Vec<String>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(r) = controller_of(pod) {
+        return if r.kind == K::kind(&()) {
+            vec![format!("{ns}/{}", r.name)]
+        } else {
+            vec![]
+        };
+    }
+    owners
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| {
+            selector(o).is_some_and(|s| !selector_is_empty(s) && selector_matches(s, pod.labels()))
+        })
+        .map(|o| key_of(o.as_ref()))
+        .collect()
+}
+
 /// `namespace/name` (or `name` for cluster-scoped objects), client-go's MetaNamespaceKey.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     match obj.meta().namespace.as_deref() {
@@ -164,6 +193,43 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_pods_owner_keys_are_its_controller_or_the_selectors_that_pick_it() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        let rs = |name: &str, ns: &str, app: &str| -> std::sync::Arc<ReplicaSet> {
+            std::sync::Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"selector": {"matchLabels": {"app": app}}},
+                }))
+                .unwrap(),
+            )
+        };
+        let all = [
+            rs("a", "d", "web"),
+            rs("b", "d", "db"),
+            rs("c", "other", "web"),
+        ];
+        fn sel(r: &ReplicaSet) -> Option<&LabelSelector> {
+            r.spec.as_ref().map(|s| &s.selector)
+        }
+        let orphan: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "d", "labels": {"app": "web"}},
+        }))
+        .unwrap();
+        assert_eq!(pod_owner_keys(&all, &orphan, sel), ["d/a"]);
+        let mut owned = orphan.clone();
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "ReplicaSet".into(),
+            name: "b".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        assert_eq!(pod_owner_keys(&all, &owned, sel), ["d/b"]);
+        owned.metadata.owner_references.as_mut().unwrap()[0].kind = "Job".into();
+        assert!(pod_owner_keys(&all, &owned, sel).is_empty());
     }
 
     #[test]
