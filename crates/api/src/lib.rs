@@ -6,6 +6,7 @@
 //! the proxy masquerades, the agent writes the DNS address that the DNS add-on serves...),
 //! and the few Kubernetes rules several components apply ([`helpers`]).
 
+pub mod cron;
 pub mod defaults;
 pub mod helpers;
 pub mod names;

@@ -6,6 +6,7 @@
 //! workers reconcile one key at a time from the informers' caches.
 
 pub mod clusterroleaggregation;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
@@ -37,7 +38,7 @@ pub mod util;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -65,7 +66,7 @@ pub struct ControllersConfig {
     /// `-name` disables one (names as kube-controller-manager's: `endpoint`,
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
-    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `ttl-after-finished`,
+    /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `cronjob`, `ttl-after-finished`,
     /// `disruption`).
     pub controllers: Vec<String>,
 }
@@ -136,6 +137,8 @@ pub struct Informers {
     pub controllerrevisions: std::sync::Arc<Informer<ControllerRevision>>,
     /// All Jobs.
     pub jobs: std::sync::Arc<Informer<Job>>,
+    /// All CronJobs.
+    pub cronjobs: std::sync::Arc<Informer<CronJob>>,
     /// All PodDisruptionBudgets.
     pub pdbs: std::sync::Arc<Informer<PodDisruptionBudget>>,
 }
@@ -158,6 +161,7 @@ impl Informers {
             daemonsets: Informer::spawn(Api::all(client.clone())),
             controllerrevisions: Informer::spawn(Api::all(client.clone())),
             jobs: Informer::spawn(Api::all(client.clone())),
+            cronjobs: Informer::spawn(Api::all(client.clone())),
             pdbs: Informer::spawn(Api::all(client.clone())),
         }
     }
@@ -222,6 +226,9 @@ pub async fn run_as(
     }
     if on("job") {
         job::run(client_for("job-controller")?, &inf);
+    }
+    if on("cronjob") {
+        cronjob::run(client_for("cronjob-controller")?, &inf);
     }
     if on("ttl-after-finished") {
         ttlafterfinished::run(client_for("ttl-after-finished-controller")?, &inf);

@@ -778,6 +778,27 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         (
+            "cronjob-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update"],
+                    &["batch"],
+                    &["cronjobs"],
+                ),
+                r(
+                    &[
+                        "get", "list", "watch", "create", "update", "delete", "patch",
+                    ],
+                    &["batch"],
+                    &["jobs"],
+                ),
+                r(&["update"], &["batch"], &["cronjobs/status"]),
+                r(&["update"], &["batch"], &["cronjobs/finalizers"]),
+                r(&["list", "delete"], &[""], &["pods"]),
+                events(),
+            ],
+        ),
+        (
             "job-controller",
             vec![
                 r(

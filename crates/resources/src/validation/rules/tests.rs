@@ -246,3 +246,22 @@ fn job_messages() {
         .iter()
         .any(|m| m.ends_with("field is immutable")));
 }
+
+#[test]
+fn cronjob_schedule_messages() {
+    let cj = |sched: &str| {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+            "spec": {"schedule": sched, "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}})
+    };
+    assert!(errs("batch", "v1", "cronjobs", cj("*/5 * * * mon-fri"), None).is_empty());
+    assert!(errs("batch", "v1", "cronjobs", cj("@hourly"), None).is_empty());
+    assert_eq!(
+        errs("batch", "v1", "cronjobs", cj("x"), None),
+        vec!["spec.schedule: Invalid value: \"x\": expected exactly 5 fields, found 1: [x]"]
+    );
+    assert_eq!(
+        errs("batch", "v1", "cronjobs", cj(""), None),
+        vec!["spec.schedule: Required value"]
+    );
+}

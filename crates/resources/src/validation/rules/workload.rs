@@ -272,3 +272,16 @@ pub(super) fn validate_job(obj: &Value, old: Option<&Value>, e: &mut Errs) {
         }
     }
 }
+
+/// A CronJob's schedule (kube's `validateScheduleFormat`): required, and one the
+/// controller can parse (the message is the parser's, as robfig/cron's in kube).
+pub(super) fn validate_cronjob(obj: &Value, e: &mut Errs) {
+    match obj.pointer("/spec/schedule").and_then(Value::as_str) {
+        None | Some("") => e.push(FieldError::required("spec.schedule", "")),
+        Some(sched) => {
+            if let Err(msg) = skiff_api::cron::Schedule::parse(sched) {
+                e.push(FieldError::invalid("spec.schedule", json!(sched), msg));
+            }
+        }
+    }
+}

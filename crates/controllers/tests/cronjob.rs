@@ -1,0 +1,158 @@
+//! Integration tests of the CronJob controller against the real API server (in-process).
+//! The Job controller does not run: the test sets the Jobs' statuses through the status
+//! subresource, as the Job controller would.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+async fn start_cronjobs() -> Cluster {
+    start_these_controllers(Duration::from_secs(40), &["cronjob", "garbage-collector"]).await
+}
+
+fn cronjob(name: &str, spec: serde_json::Value) -> CronJob {
+    let mut s = json!({"schedule": "* * * * *",
+        "jobTemplate": {"metadata": {"labels": {"app": name}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}}});
+    for (k, v) in spec.as_object().expect("spec") {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": name}, "spec": s}))
+    .expect("cronjob")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_every_minute_cronjob_starts_a_job_named_by_its_minute() {
+    let cl = start_cronjobs().await;
+    let cjs: Api<CronJob> = Api::namespaced(cl.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(cl.client.clone(), "default");
+    let cj = cjs
+        .create(&PostParams::default(), &cronjob("tick", json!({})))
+        .await
+        .expect("create cronjob");
+    let created = cj.metadata.creation_timestamp.clone().expect("created").0;
+    // The first start time: the next whole minute after the creation.
+    let first = (created.as_second() / 60 + 1) * 60;
+    let name = format!("tick-{}", first / 60);
+
+    let job = eventually(70, &format!("job {name}"), || async {
+        jobs.get_opt(&name).await.expect("get job")
+    })
+    .await;
+    let started_by = Timestamp::now().as_second();
+    assert!(started_by < first + 60, "job {name} came after its minute");
+    assert_eq!(job.labels().get("app").map(String::as_str), Some("tick"));
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("CronJob", Some(true))
+    );
+    assert_eq!(owner.uid, cj.uid().expect("uid"));
+    let scheduled = job
+        .annotations()
+        .get("batch.kubernetes.io/cronjob-scheduled-timestamp")
+        .cloned()
+        .expect("scheduled timestamp");
+    assert_eq!(
+        scheduled.parse::<Timestamp>().expect("rfc3339").as_second(),
+        first
+    );
+
+    let st = eventually(10, "the cronjob's status", || async {
+        let cj = cjs.get("tick").await.expect("cronjob");
+        let st = cj.status?;
+        let listed = st
+            .active
+            .as_ref()?
+            .iter()
+            .any(|r| r.name.as_deref() == Some(&name));
+        listed.then_some(st)
+    })
+    .await;
+    assert_eq!(st.last_schedule_time.map(|t| t.0.as_second()), Some(first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_jobs_beyond_the_history_limits_are_deleted_oldest_first() {
+    let cl = start_cronjobs().await;
+    let cjs: Api<CronJob> = Api::namespaced(cl.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(cl.client.clone(), "default");
+    // Suspended: only the history is the controller's business here.
+    let cj = cjs
+        .create(
+            &PostParams::default(),
+            &cronjob(
+                "hist",
+                json!({"suspend": true, "successfulJobsHistoryLimit": 1,
+                       "failedJobsHistoryLimit": 1}),
+            ),
+        )
+        .await
+        .expect("create cronjob");
+    let uid = cj.uid().expect("uid");
+    let finished = [
+        ("hist-1", "Complete", "2026-01-01T00:01:00Z"),
+        ("hist-2", "Failed", "2026-01-01T00:02:00Z"),
+        ("hist-3", "Complete", "2026-01-01T00:03:00Z"),
+        ("hist-4", "Failed", "2026-01-01T00:04:00Z"),
+        ("hist-5", "Complete", "2026-01-01T00:05:00Z"),
+    ];
+    for (name, cond, start) in finished {
+        let job: Job = serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "ownerReferences": [{"apiVersion": "batch/v1",
+                "kind": "CronJob", "name": "hist", "uid": uid, "controller": true,
+                "blockOwnerDeletion": true}]},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}))
+        .expect("job");
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create job");
+        let mut status = json!({"startTime": start, "conditions": [{"type": cond,
+            "status": "True", "lastTransitionTime": start}]});
+        if cond == "Complete" {
+            status["completionTime"] = json!(start);
+        }
+        jobs.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .expect("job status");
+    }
+
+    eventually(30, "the history cut to its limits", || async {
+        let mut left: Vec<String> = jobs
+            .list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .map(|j| j.name_any())
+            .collect();
+        left.sort();
+        (left == ["hist-4", "hist-5"]).then_some(())
+    })
+    .await;
+    let st = cjs
+        .get("hist")
+        .await
+        .expect("cronjob")
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        st.last_successful_time.map(|t| t.0.to_string()),
+        Some("2026-01-01T00:05:00Z".to_string())
+    );
+}
