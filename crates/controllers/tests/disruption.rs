@@ -173,13 +173,11 @@ async fn budget_status_follows_pods_and_evictions_respect_it() {
     pods.evict(&victims[0], &EvictParams::default())
         .await
         .expect("first eviction");
+    // The eviction's write records the pod in `disruptedPods`, but the controller may
+    // already have dropped it again (the pod is gone at once: it has no node), so only
+    // the allowance is asserted here; the API server's tests check the record.
     let b = pdbs.get("web").await.expect("pdb");
     assert_eq!(b.status.as_ref().map(|s| s.disruptions_allowed), Some(0));
-    assert!(b
-        .status
-        .as_ref()
-        .and_then(|s| s.disrupted_pods.as_ref())
-        .is_some_and(|d| d.contains_key(&victims[0])));
 
     // The next is refused with kube's 429 and cause, and the pod stays.
     match pods.evict(&victims[1], &EvictParams::default()).await {
