@@ -106,6 +106,14 @@ pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
     }
 }
 
+/// Whether the node matches a node selector (any of its terms), as a
+/// PersistentVolume's `nodeAffinity.required` is checked (`CheckNodeAffinity`).
+pub fn node_selector_matches(sel: &k8s_openapi::api::core::v1::NodeSelector, node: &Node) -> bool {
+    sel.node_selector_terms
+        .iter()
+        .any(|t| term_matches(t, node))
+}
+
 /// Whether the pod's `Ready` condition is `True` (`podutil.IsPodReady`).
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status

@@ -40,3 +40,30 @@ pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
 /// Where an agent holding the join token fetches its node credentials (skiff's own, as
 /// k3s's node certificate endpoints; kubeadm uses CertificateSigningRequests).
 pub const NODE_CREDENTIALS_PATH: &str = "/skiff/v1/node-credentials";
+
+/// The default StorageClass the server installs (kind's name for it).
+pub const DEFAULT_STORAGE_CLASS: &str = "standard";
+/// The provisioner of the default StorageClass (local-path-provisioner's name, as kind
+/// and k3s ship it); skiff's controllers provision for it.
+pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+/// Annotation the scheduler sets on an unbound WaitForFirstConsumer claim with the node
+/// chosen for its first pod.
+pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+/// Node annotation with the absolute directory the node's agent keeps local-path
+/// volumes under (skiff's own).
+pub const LOCAL_PATH_DIR_ANNOTATION: &str = "storage.skiff.dev/local-path";
+/// Annotation on a PV naming the provisioner that made it.
+pub const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
+/// Annotation on a claim naming the provisioner asked to provision it.
+pub const STORAGE_PROVISIONER_ANNOTATION: &str = "volume.kubernetes.io/storage-provisioner";
+/// The beta spelling of [`STORAGE_PROVISIONER_ANNOTATION`], still set by kube.
+pub const BETA_STORAGE_PROVISIONER_ANNOTATION: &str =
+    "volume.beta.kubernetes.io/storage-provisioner";
+/// Annotation the binder sets on a claim once it has finished binding.
+pub const BIND_COMPLETED_ANNOTATION: &str = "pv.kubernetes.io/bind-completed";
+/// Annotation the binder sets on a claim or volume whose binding it made.
+pub const BOUND_BY_CONTROLLER_ANNOTATION: &str = "pv.kubernetes.io/bound-by-controller";
+/// Finalizer that keeps a claim while a pod uses it.
+pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+/// Finalizer that keeps a volume while a claim is bound to it.
+pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";

@@ -1,5 +1,5 @@
 //! Objects the server keeps on every start: the system namespaces, the
-//! `default/kubernetes` Service, and its Endpoints and EndpointSlice pointing at every
+//! `default/kubernetes` Service, the default StorageClass `standard`, and its Endpoints and EndpointSlice pointing at every
 //! live server (kept by `masterleases`, which the server runs right after this); and the
 //! default RBAC policy (kube's `ensureRBACPolicy` post-start hook), reconciled as
 //! `authz::rbac::reconcile` says.
@@ -105,7 +105,30 @@ pub(crate) async fn run(state: &ApiState) -> ApiResult<()> {
         &["metadata.labels"],
     )
     .await?;
+    // The default StorageClass, as kind's `standard`: created when missing at every
+    // start (k3s re-applies its local-storage manifest the same way), never changed.
+    ensure(
+        state,
+        info("storage.k8s.io", "v1", "storageclasses")?,
+        None,
+        default_storage_class(),
+        &[],
+    )
+    .await?;
     rbac_policy(state).await
+}
+
+/// The default StorageClass `standard`, provisioned by the built-in local-path
+/// provisioner when a claim's first pod is scheduled.
+pub(crate) fn default_storage_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": skiff_api::names::DEFAULT_STORAGE_CLASS,
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": skiff_api::names::LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })
 }
 
 /// Creates the default ClusterRoles and ClusterRoleBindings, and brings existing ones up

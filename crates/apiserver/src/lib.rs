@@ -234,6 +234,8 @@ impl Server {
                     authz,
                     store.clone(),
                 )),
+                Box::new(admission::DefaultStorageClass::new(store.clone())),
+                Box::new(admission::StorageObjectInUseProtection),
                 Box::new(admission::PodSecurity::new(store.clone())),
             ]),
             watch_metrics: Default::default(),

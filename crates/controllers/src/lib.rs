@@ -20,11 +20,13 @@ pub use skiff_runtime::informer;
 pub mod ipam;
 pub mod job;
 pub mod loadbalancer;
+pub mod localpath;
 pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podendpoint;
 pub mod podrank;
+pub mod pvbinder;
 pub mod queue;
 pub mod replicaset;
 pub mod rollout;
@@ -34,16 +36,21 @@ mod testing;
 pub mod triggers;
 pub mod ttlafterfinished;
 pub mod util;
+pub mod volumeprotection;
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+    ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::{Api, Client};
 
 use crate::informer::Informer;
@@ -67,7 +74,8 @@ pub struct ControllersConfig {
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
     /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `cronjob`, `ttl-after-finished`,
-    /// `disruption`).
+    /// `disruption`, `persistentvolume-binder`, `pvc-protection`, `pv-protection`; and
+    /// skiff's `local-path-provisioner`).
     pub controllers: Vec<String>,
 }
 
@@ -141,6 +149,12 @@ pub struct Informers {
     pub cronjobs: std::sync::Arc<Informer<CronJob>>,
     /// All PodDisruptionBudgets.
     pub pdbs: std::sync::Arc<Informer<PodDisruptionBudget>>,
+    /// All PersistentVolumeClaims.
+    pub pvcs: std::sync::Arc<Informer<PersistentVolumeClaim>>,
+    /// All PersistentVolumes.
+    pub pvs: std::sync::Arc<Informer<PersistentVolume>>,
+    /// All StorageClasses.
+    pub storageclasses: std::sync::Arc<Informer<StorageClass>>,
 }
 
 impl Informers {
@@ -163,6 +177,9 @@ impl Informers {
             jobs: Informer::spawn(Api::all(client.clone())),
             cronjobs: Informer::spawn(Api::all(client.clone())),
             pdbs: Informer::spawn(Api::all(client.clone())),
+            pvcs: Informer::spawn(Api::all(client.clone())),
+            pvs: Informer::spawn(Api::all(client.clone())),
+            storageclasses: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -235,6 +252,18 @@ pub async fn run_as(
     }
     if on("disruption") {
         disruption::run(client_for("disruption-controller")?, &inf);
+    }
+    if on("persistentvolume-binder") {
+        pvbinder::run(client_for("persistent-volume-binder")?, &inf);
+    }
+    if on("pvc-protection") {
+        volumeprotection::run_pvc_protection(client_for("pvc-protection-controller")?, &inf);
+    }
+    if on("pv-protection") {
+        volumeprotection::run_pv_protection(client_for("pv-protection-controller")?, &inf);
+    }
+    if on("local-path-provisioner") {
+        localpath::run(client_for("local-path-provisioner")?, &inf);
     }
     if on("namespace") {
         namespace::run(client_for("namespace-controller")?, &inf);

@@ -165,6 +165,12 @@ static RESOURCES: &[ResourceInfo] = &[
     r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], NONE, ALL_VERBS, NONE, "v1"),
     // policy
     r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, ALL_VERBS, &["status"], "v1"),
+    // storage
+    r("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
+    r("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
+    r("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
+    r("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, ALL_VERBS, NONE, "v1"),
+    r("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, ALL_VERBS, &["status"], "v1"),
     // rbac
     r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, NONE, NONE, ALL_VERBS, NONE, "v1"),

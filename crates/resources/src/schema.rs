@@ -378,7 +378,7 @@ fn generate() -> Schemas {
         apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
         autoscaling::v1 as autoscaling, batch::v1 as batch, coordination::v1 as coord,
         core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
-        policy::v1 as policy, rbac::v1 as rbac,
+        policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
     };
     add::<core::Binding>(g, k, "", "v1", "Binding");
     add::<core::ComponentStatus>(g, k, "", "v1", "ComponentStatus");
@@ -448,6 +448,11 @@ fn generate() -> Schemas {
     add::<rbac::ClusterRole>(g, k, "rbac.authorization.k8s.io", "v1", "ClusterRole");
     add::<rbac::RoleBinding>(g, k, "rbac.authorization.k8s.io", "v1", "RoleBinding");
     add::<rbac::Role>(g, k, "rbac.authorization.k8s.io", "v1", "Role");
+    add::<storage::CSIDriver>(g, k, "storage.k8s.io", "v1", "CSIDriver");
+    add::<storage::CSINode>(g, k, "storage.k8s.io", "v1", "CSINode");
+    add::<storage::CSIStorageCapacity>(g, k, "storage.k8s.io", "v1", "CSIStorageCapacity");
+    add::<storage::StorageClass>(g, k, "storage.k8s.io", "v1", "StorageClass");
+    add::<storage::VolumeAttachment>(g, k, "storage.k8s.io", "v1", "VolumeAttachment");
     // Meta types every group-version document references.
     gen.subschema_for::<meta::DeleteOptions>();
     gen.subschema_for::<meta::Status>();

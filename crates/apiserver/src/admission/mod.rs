@@ -11,6 +11,9 @@
 //! - [`ServiceIps`]: Services get their cluster IP and node ports (the pure allocator is
 //!   [`allocator`], the datastore reservations [`reservations`]);
 //! - [`RbacEscalation`]: nobody grants, through a role or a binding, more than they hold.
+//! - [`DefaultStorageClass`]: a claim that names no class gets the default one;
+//! - [`StorageObjectInUseProtection`]: new claims and volumes carry the protection
+//!   finalizers;
 //! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn).
 //!
 //! Validating plugins may also warn ([`Plugin::warnings`]): the warnings reach the client
@@ -24,6 +27,7 @@ mod rbac_escalation;
 mod reservations;
 mod service_account;
 mod service_ips;
+mod storage;
 
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
 pub(crate) use node_restriction::NodeRestriction;
@@ -31,6 +35,7 @@ pub(crate) use pod_security::PodSecurity;
 pub(crate) use rbac_escalation::RbacEscalation;
 pub(crate) use service_account::ServiceAccount;
 pub(crate) use service_ips::ServiceIps;
+pub(crate) use storage::{DefaultStorageClass, StorageObjectInUseProtection};
 
 use serde_json::Value;
 use skiff_resources::ResourceInfo;

@@ -11,6 +11,7 @@ mod node;
 mod pod;
 mod rbac;
 mod service;
+mod volume;
 
 use serde_json::Value;
 use skiff_resources::ResourceInfo;
@@ -123,9 +124,12 @@ pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Service") => &service::Service,
         ("", "Namespace") => &namespace::Namespace,
         ("", "Node") => &node::Node,
+        ("", "PersistentVolume") => &volume::PersistentVolume,
+        ("", "PersistentVolumeClaim") => &volume::PersistentVolumeClaim,
         ("", "ConfigMap" | "Secret" | "Event" | "Endpoints" | "ServiceAccount")
         | ("discovery.k8s.io", "EndpointSlice")
         | ("coordination.k8s.io", "Lease")
+        | ("storage.k8s.io", "StorageClass" | "CSIDriver" | "CSINode" | "CSIStorageCapacity")
         | ("events.k8s.io", "Event") => &NoGeneration,
         ("rbac.authorization.k8s.io", _) => &rbac::Rbac,
         _ => &Generic,

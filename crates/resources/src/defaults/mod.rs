@@ -65,6 +65,33 @@ pub fn default_object(info: &ResourceInfo, obj: &mut Value) {
         ("batch", "Job") => default_job(o),
         ("batch", "CronJob") => default_cronjob(o),
         ("discovery.k8s.io", "EndpointSlice") => default_endpointslice(o),
+        ("", "PersistentVolume") => {
+            let spec = obj_at(o, "spec");
+            set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            set(spec, "volumeMode", json!("Filesystem"));
+            if let Some(hp) = spec.get_mut("hostPath").and_then(Value::as_object_mut) {
+                set(hp, "type", json!(""));
+            }
+            set(obj_at(o, "status"), "phase", json!("Pending"));
+        }
+        ("", "PersistentVolumeClaim") => {
+            set(obj_at(o, "spec"), "volumeMode", json!("Filesystem"));
+            set(obj_at(o, "status"), "phase", json!("Pending"));
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            set(o, "reclaimPolicy", json!("Delete"));
+            set(o, "volumeBindingMode", json!("Immediate"));
+        }
+        ("storage.k8s.io", "CSIDriver") => {
+            let spec = obj_at(o, "spec");
+            set(spec, "attachRequired", json!(true));
+            set(spec, "podInfoOnMount", json!(false));
+            set(spec, "storageCapacity", json!(false));
+            set(spec, "requiresRepublish", json!(false));
+            set(spec, "seLinuxMount", json!(false));
+            set(spec, "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+            set(spec, "volumeLifecycleModes", json!(["Persistent"]));
+        }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             default_rbac_subjects(o)
         }

@@ -13,6 +13,9 @@ pub(super) fn cells(
     o: &Value,
     now: DateTime<Utc>,
 ) -> (Vec<Value>, Option<Value>) {
+    if let Some(c) = super::storage::cells(info.group, info.kind, o, now) {
+        return (c, None);
+    }
     let c = match (info.group, info.kind) {
         ("", "Pod") => return pod_cells(o, now),
         ("", "PodTemplate") => {

@@ -16,7 +16,7 @@ pub(super) struct Col {
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
 /// The description of a field from the OpenAPI schemas (what Go's `SwaggerDoc()` returns).
-fn doc(schema_name: &str, field: &str) -> String {
+pub(super) fn doc(schema_name: &str, field: &str) -> String {
     schema::schemas()
         .components
         .get(schema_name)
@@ -26,7 +26,7 @@ fn doc(schema_name: &str, field: &str) -> String {
         .to_string()
 }
 
-fn name_col() -> Col {
+pub(super) fn name_col() -> Col {
     Col {
         name: "Name",
         ty: "string",
@@ -35,7 +35,7 @@ fn name_col() -> Col {
         description: doc(META, "name"),
     }
 }
-fn age_col() -> Col {
+pub(super) fn age_col() -> Col {
     Col {
         name: "Age",
         ty: "string",
@@ -44,7 +44,12 @@ fn age_col() -> Col {
         description: doc(META, "creationTimestamp"),
     }
 }
-fn col(name: &'static str, ty: &'static str, priority: i32, description: impl Into<String>) -> Col {
+pub(super) fn col(
+    name: &'static str,
+    ty: &'static str,
+    priority: i32,
+    description: impl Into<String>,
+) -> Col {
     Col {
         name,
         ty,
@@ -80,6 +85,9 @@ fn apps(t: &str) -> String {
 
 /// Column definitions of a kind, or the default table's (Name, Created At).
 pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
+    if let Some(cols) = super::storage::columns(group, kind) {
+        return cols;
+    }
     match (group, kind) {
         ("", "Pod") => vec![
             name_col(),

@@ -12,9 +12,11 @@ mod access;
 mod cells;
 mod columns;
 mod pod;
+mod storage;
 
 pub use access::{format_endpoints, format_labels, selector_string};
 pub use cells::port_string;
+pub use storage::{access_modes, is_default_class};
 
 /// What each Table row carries in its `object` field (`includeObject` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

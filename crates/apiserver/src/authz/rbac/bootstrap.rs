@@ -911,6 +911,94 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         (
+            // skiff's own: the built-in local-path provisioner (kube has none).
+            "local-path-provisioner",
+            vec![
+                r(READ, &[""], &["nodes"]),
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "create", "delete"],
+                    &[""],
+                    &["pods"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                events(),
+            ],
+        ),
+        (
+            "persistent-volume-binder",
+            vec![
+                // skiff's binder also patches (kube's updates).
+                r(
+                    &[
+                        "get", "list", "watch", "update", "patch", "create", "delete",
+                    ],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(&["update", "patch"], &[""], &["persistentvolumes/status"]),
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(
+                    &["update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims/status"],
+                ),
+                r(
+                    &["list", "watch", "get", "create", "delete"],
+                    &[""],
+                    &["pods"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(
+                    &["get", "create", "delete"],
+                    &[""],
+                    &["services", "endpoints"],
+                ),
+                r(&["get"], &[""], &["secrets"]),
+                r(&["get", "list"], &[""], &["nodes"]),
+                r(&["watch"], &[""], &["events"]),
+                events(),
+            ],
+        ),
+        (
+            "pv-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                events(),
+            ],
+        ),
+        (
+            "pvc-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(&["list", "watch", "get"], &[""], &["pods"]),
+                events(),
+            ],
+        ),
+        (
             "ttl-after-finished-controller",
             vec![
                 r(&["get", "list", "watch", "delete"], &["batch"], &["jobs"]),

@@ -8,6 +8,7 @@ use crate::registry::ResourceInfo;
 mod meta;
 mod pod;
 mod service;
+mod storage;
 mod workload;
 
 use meta::{validate_data, validate_meta};
@@ -43,6 +44,12 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
             }
         }
         ("", "Service") => validate_service(obj, old, &mut e),
+        ("", "PersistentVolume") => storage::validate_pv(obj, &mut e),
+        ("", "PersistentVolumeClaim") => match old {
+            Some(old) => storage::validate_pvc_update(obj, old, &mut e),
+            None => storage::validate_pvc(obj, &mut e),
+        },
+        ("storage.k8s.io", "StorageClass") => storage::validate_storage_class(obj, old, &mut e),
         ("", "ConfigMap") => validate_data(obj, "data", true, &mut e),
         ("", "Secret") => {
             validate_data(obj, "data", false, &mut e);

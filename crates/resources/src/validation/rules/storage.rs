@@ -1,0 +1,238 @@
+//! PersistentVolumes, PersistentVolumeClaims (`ValidatePersistentVolume(Claim)[Update]`
+//! in `pkg/apis/core/validation`) and StorageClasses (`pkg/apis/storage/validation`).
+
+use serde_json::{json, Value};
+
+use super::{arr, s, Errs};
+use crate::validation::FieldError;
+
+/// The access modes kube accepts, in its order.
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+/// The volume sources of a PersistentVolumeSpec.
+const PV_SOURCES: &[&str] = &[
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "csi",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
+];
+
+fn access_modes(spec: &Value, path: &str, e: &mut Errs) {
+    let modes = arr(spec, "/accessModes");
+    if modes.is_empty() {
+        e.push(FieldError::required(
+            format!("{path}.accessModes"),
+            "at least 1 access mode is required",
+        ));
+    }
+    for m in modes {
+        if !ACCESS_MODES.contains(&m.as_str().unwrap_or("")) {
+            e.push(FieldError::not_supported(
+                format!("{path}.accessModes"),
+                m.clone(),
+                ACCESS_MODES,
+            ));
+        }
+    }
+}
+
+/// `ValidatePersistentVolume` (the spec's capacity, modes, one source, reclaim policy).
+pub(super) fn validate_pv(obj: &Value, e: &mut Errs) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    access_modes(spec, "spec", e);
+    if spec
+        .get("capacity")
+        .and_then(Value::as_object)
+        .is_none_or(|c| c.is_empty())
+    {
+        e.push(FieldError::required("spec.capacity", ""));
+    } else if spec.pointer("/capacity/storage").is_none() {
+        e.push(FieldError::not_supported(
+            "spec.capacity",
+            json!(spec["capacity"]
+                .as_object()
+                .and_then(|c| c.keys().next().cloned())
+                .unwrap_or_default()),
+            &["storage"],
+        ));
+    }
+    if let Some(p) = spec
+        .get("persistentVolumeReclaimPolicy")
+        .and_then(Value::as_str)
+    {
+        if !["Delete", "Recycle", "Retain"].contains(&p) {
+            e.push(FieldError::not_supported(
+                "spec.persistentVolumeReclaimPolicy",
+                json!(p),
+                &["Delete", "Recycle", "Retain"],
+            ));
+        }
+    }
+    let sources: Vec<&str> = PV_SOURCES
+        .iter()
+        .copied()
+        .filter(|k| spec.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    match sources.as_slice() {
+        [] => e.push(FieldError::required("spec", "must specify a volume type")),
+        [_] => {}
+        [_, rest @ ..] => {
+            for k in rest {
+                e.push(FieldError::forbidden(
+                    format!("spec.{k}"),
+                    "may not specify more than 1 volume type",
+                ));
+            }
+        }
+    }
+    if spec.get("hostPath").is_some() && s(spec, "/hostPath/path").unwrap_or("").is_empty() {
+        e.push(FieldError::required("spec.hostPath.path", ""));
+    }
+    if spec.get("local").is_some() && spec.get("nodeAffinity").is_none() {
+        e.push(FieldError::required(
+            "spec.nodeAffinity",
+            "Local volume requires node affinity",
+        ));
+    }
+}
+
+/// `ValidatePersistentVolumeClaim` (create).
+pub(super) fn validate_pvc(obj: &Value, e: &mut Errs) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    access_modes(spec, "spec", e);
+    if spec.pointer("/resources/requests/storage").is_none() {
+        e.push(FieldError::required("spec.resources[storage]", ""));
+    }
+}
+
+/// `ValidatePersistentVolumeClaimUpdate`: the spec is immutable but for the volume
+/// name set once, a class set where none was, and, for a bound claim, the storage
+/// request (which may grow, not shrink below the capacity).
+pub(super) fn validate_pvc_update(obj: &Value, old: &Value, e: &mut Errs) {
+    let mut new_spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let mut old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    if s(&old_spec, "/volumeName").unwrap_or("").is_empty() {
+        old_spec["volumeName"] = new_spec.get("volumeName").cloned().unwrap_or(Value::Null);
+    }
+    // Retroactive default class assignment: nil → a class is allowed.
+    if old_spec.get("storageClassName").is_none_or(Value::is_null) {
+        old_spec["storageClassName"] = new_spec
+            .get("storageClassName")
+            .cloned()
+            .unwrap_or(Value::Null);
+    }
+    let bound = s(obj, "/status/phase") == Some("Bound");
+    if bound {
+        if let Some(req) = new_spec.pointer("/resources/requests/storage").cloned() {
+            let cap = old
+                .pointer("/status/capacity/storage")
+                .and_then(Value::as_str)
+                .and_then(skiff_api::quantity::parse);
+            let want = req.as_str().and_then(skiff_api::quantity::parse);
+            if let (Some(cap), Some(want)) = (cap, want) {
+                if want < cap {
+                    e.push(FieldError::forbidden(
+                        "spec.resources.requests.storage",
+                        "field can not be less than status.capacity",
+                    ));
+                }
+            }
+            old_spec["resources"]["requests"]["storage"] = req;
+        }
+    }
+    // Drop nulls, so that an absent field and a null one compare equal.
+    strip_nulls(&mut new_spec);
+    strip_nulls(&mut old_spec);
+    if new_spec != old_spec {
+        e.push(FieldError::forbidden(
+            "spec",
+            "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+        ));
+    }
+}
+
+fn strip_nulls(v: &mut Value) {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|_, x| !x.is_null());
+        m.values_mut().for_each(strip_nulls);
+    }
+}
+
+/// `ValidateStorageClass` and, on update, `ValidateStorageClassUpdate`.
+pub(super) fn validate_storage_class(obj: &Value, old: Option<&Value>, e: &mut Errs) {
+    if s(obj, "/provisioner").unwrap_or("").is_empty() {
+        e.push(FieldError::required("provisioner", ""));
+    }
+    if let Some(p) = s(obj, "/reclaimPolicy") {
+        if !["Delete", "Retain"].contains(&p) {
+            e.push(FieldError::not_supported(
+                "reclaimPolicy",
+                json!(p),
+                &["Delete", "Retain"],
+            ));
+        }
+    }
+    if let Some(m) = s(obj, "/volumeBindingMode") {
+        if !["Immediate", "WaitForFirstConsumer"].contains(&m) {
+            e.push(FieldError::not_supported(
+                "volumeBindingMode",
+                json!(m),
+                &["Immediate", "WaitForFirstConsumer"],
+            ));
+        }
+    }
+    let Some(old) = old else { return };
+    let params = |o: &Value| {
+        o.get("parameters")
+            .filter(|p| p.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned()
+    };
+    if params(obj) != params(old) {
+        e.push(FieldError::forbidden(
+            "parameters",
+            "updates to parameters are forbidden.",
+        ));
+    }
+    if s(obj, "/provisioner") != s(old, "/provisioner") {
+        e.push(FieldError::forbidden(
+            "provisioner",
+            "updates to provisioner are forbidden.",
+        ));
+    }
+    if s(obj, "/reclaimPolicy") != s(old, "/reclaimPolicy") {
+        e.push(FieldError::forbidden(
+            "reclaimPolicy",
+            "updates to reclaimPolicy are forbidden.",
+        ));
+    }
+    if s(obj, "/volumeBindingMode") != s(old, "/volumeBindingMode") {
+        e.push(FieldError::invalid(
+            "volumeBindingMode",
+            json!(s(obj, "/volumeBindingMode")),
+            "field is immutable",
+        ));
+    }
+}
