@@ -375,7 +375,20 @@ async fn delete(
             if let Some(d) = wait {
                 return Ok(Some(d));
             }
-            let pod = helper_pod(&pv)?;
+            // The cache may not show yet that the volume is going (its helper just
+            // finished): look at the live volume before starting another helper.
+            let pvs: Api<PersistentVolume> = Api::all(client.clone());
+            let live = match pvs.get_opt(key).await {
+                Ok(Some(live)) => live,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("getting volume {key}")),
+            };
+            if live.metadata.deletion_timestamp.is_some()
+                || crate::pvbinder::plan::volume_phase(&live) != "Released"
+            {
+                return Ok(None);
+            }
+            let pod = helper_pod(&live)?;
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => Ok(None),
                 Err(e) if is_already_exists(&e) => Ok(None),
@@ -383,7 +396,6 @@ async fn delete(
             }
         }
         (Some(p), "Succeeded") => {
-            delete_pod(&pods, &p).await?;
             let pvs: Api<PersistentVolume> = Api::all(client.clone());
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
@@ -397,6 +409,8 @@ async fn delete(
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e).with_context(|| format!("deleting volume {key}")),
             }
+            // The volume first, so that the helper's deletion finds it going.
+            delete_pod(&pods, &p).await?;
             failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

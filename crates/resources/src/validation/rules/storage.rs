@@ -147,13 +147,17 @@ pub(super) fn validate_pvc_update(obj: &Value, old: &Value, e: &mut Errs) {
     let bound = s(obj, "/status/phase") == Some("Bound");
     if bound {
         if let Some(req) = new_spec.pointer("/resources/requests/storage").cloned() {
-            let cap = old
-                .pointer("/status/capacity/storage")
-                .and_then(Value::as_str)
-                .and_then(skiff_api::quantity::parse);
-            let want = req.as_str().and_then(skiff_api::quantity::parse);
-            if let (Some(cap), Some(want)) = (cap, want) {
-                if want < cap {
+            let q = |v: Option<&Value>| {
+                v.and_then(Value::as_str)
+                    .and_then(skiff_api::quantity::parse)
+            };
+            let cap = q(old.pointer("/status/capacity/storage"));
+            let before = q(old.pointer("/spec/resources/requests/storage"));
+            let want = q(Some(&req));
+            // A shrinking request (recovery from a failed expansion) may not go below
+            // what the volume has.
+            if let (Some(cap), Some(before), Some(want)) = (cap, before, want) {
+                if want < before && want < cap {
                     e.push(FieldError::forbidden(
                         "spec.resources.requests.storage",
                         "field can not be less than status.capacity",
