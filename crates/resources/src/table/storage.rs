@@ -413,3 +413,112 @@ pub(super) fn cells(group: &str, kind: &str, o: &Value, now: DateTime<Utc>) -> O
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(group: &str, plural: &str, o: Value) -> Vec<Value> {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let info = crate::registry::lookup(group, "v1", plural).unwrap();
+        cells(info.group, info.kind, &o, now).unwrap()
+    }
+
+    const CREATED: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn storage_class_rows_mark_the_default() {
+        let sc = json!({"metadata": {"name": "standard", "creationTimestamp": CREATED,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"});
+        assert_eq!(
+            row("storage.k8s.io", "storageclasses", sc),
+            [
+                json!("standard (default)"),
+                json!("rancher.io/local-path"),
+                json!("Delete"),
+                json!("WaitForFirstConsumer"),
+                json!(false),
+                json!("60m")
+            ]
+        );
+        let names: Vec<&str> = columns("storage.k8s.io", "StorageClass")
+            .unwrap()
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Provisioner",
+                "ReclaimPolicy",
+                "VolumeBindingMode",
+                "AllowVolumeExpansion",
+                "Age"
+            ]
+        );
+    }
+
+    #[test]
+    fn volume_and_claim_rows() {
+        let pv = json!({"metadata": {"name": "pvc-1", "creationTimestamp": CREATED},
+            "spec": {"capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany", "ReadWriteOnce", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "standard",
+                "claimRef": {"namespace": "default", "name": "data"}, "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound"}});
+        assert_eq!(
+            row("", "persistentvolumes", pv),
+            [
+                json!("pvc-1"),
+                json!("1Gi"),
+                json!("RWO,RWX"),
+                json!("Delete"),
+                json!("Bound"),
+                json!("default/data"),
+                json!("standard"),
+                json!("<unset>"),
+                json!(""),
+                json!("60m"),
+                json!("Filesystem")
+            ]
+        );
+        let pending = json!({"metadata": {"name": "data", "creationTimestamp": CREATED},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Pending"}});
+        assert_eq!(
+            row("", "persistentvolumeclaims", pending.clone()),
+            [
+                json!("data"),
+                json!("Pending"),
+                json!(""),
+                json!(""),
+                json!(""),
+                json!("standard"),
+                json!("<unset>"),
+                json!("60m"),
+                json!("<unset>")
+            ]
+        );
+        let mut bound = pending;
+        bound["spec"]["volumeName"] = json!("pvc-1");
+        bound["status"] = json!({"phase": "Bound", "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"]});
+        bound["metadata"]["deletionTimestamp"] = json!(CREATED);
+        assert_eq!(
+            row("", "persistentvolumeclaims", bound)[..5],
+            [
+                json!("data"),
+                json!("Terminating"),
+                json!("pvc-1"),
+                json!("1Gi"),
+                json!("RWO")
+            ]
+        );
+    }
+}

@@ -240,3 +240,138 @@ pub(super) fn validate_storage_class(obj: &Value, old: Option<&Value>, e: &mut E
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::registry::lookup;
+
+    fn messages(plural: &str, group: &str, obj: &Value, old: Option<&Value>) -> Vec<String> {
+        let info = lookup(group, "v1", plural).unwrap();
+        crate::validate(info, obj, old)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn sc(provisioner: &str, reclaim: &str, mode: &str, params: Value) -> Value {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "s", "resourceVersion": "1"}, "provisioner": provisioner,
+            "reclaimPolicy": reclaim, "volumeBindingMode": mode, "parameters": params})
+    }
+
+    #[test]
+    fn storage_class_fields_are_immutable_with_kube_messages() {
+        let old = sc("a", "Delete", "Immediate", json!({"k": "v"}));
+        let new = sc("b", "Retain", "WaitForFirstConsumer", json!({"k": "w"}));
+        assert_eq!(
+            messages("storageclasses", "storage.k8s.io", &new, Some(&old)),
+            [
+                "parameters: Forbidden: updates to parameters are forbidden.",
+                "provisioner: Forbidden: updates to provisioner are forbidden.",
+                "reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.",
+                "volumeBindingMode: Invalid value: \"WaitForFirstConsumer\": field is immutable",
+            ]
+        );
+        let bad = sc("", "Recycle", "Immediate", json!({}));
+        assert_eq!(
+            messages("storageclasses", "storage.k8s.io", &bad, None),
+            [
+                "provisioner: Required value",
+                "reclaimPolicy: Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\"",
+            ]
+        );
+    }
+
+    fn pvc(spec: Value, status: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "c", "namespace": "d", "resourceVersion": "1"},
+            "spec": spec, "status": status})
+    }
+
+    #[test]
+    fn claims_need_modes_and_storage_and_keep_their_spec() {
+        assert_eq!(
+            messages(
+                "persistentvolumeclaims",
+                "",
+                &pvc(json!({}), json!({})),
+                None
+            ),
+            [
+                "spec.accessModes: Required value: at least 1 access mode is required",
+                "spec.resources[storage]: Required value",
+            ]
+        );
+        let spec = json!({"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+            "resources": {"requests": {"storage": "1Gi"}}});
+        let pending = pvc(spec.clone(), json!({"phase": "Pending"}));
+        // The binder sets the volume name once.
+        let mut named = pending.clone();
+        named["spec"]["volumeName"] = json!("pvc-1");
+        assert!(messages("persistentvolumeclaims", "", &named, Some(&pending)).is_empty());
+        // Growing the request of a pending claim is refused...
+        let mut grown = pending.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert_eq!(
+            messages("persistentvolumeclaims", "", &grown, Some(&pending)),
+            ["spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"]
+        );
+        // ...allowed once bound, not below the capacity.
+        let bound = pvc(
+            spec,
+            json!({"phase": "Bound", "capacity": {"storage": "1Gi"}}),
+        );
+        let mut grown = bound.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert!(messages("persistentvolumeclaims", "", &grown, Some(&bound)).is_empty());
+        let mut shrunk = bound.clone();
+        shrunk["spec"]["resources"]["requests"]["storage"] = json!("1Mi");
+        assert_eq!(
+            messages("persistentvolumeclaims", "", &shrunk, Some(&bound)),
+            ["spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"]
+        );
+    }
+
+    #[test]
+    fn volumes_need_exactly_one_source() {
+        let pv = |spec: Value| {
+            json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": "v"}, "spec": spec})
+        };
+        assert_eq!(
+            messages(
+                "persistentvolumes",
+                "",
+                &pv(json!({"accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "1Gi"}})),
+                None
+            ),
+            ["spec: Required value: must specify a volume type"]
+        );
+        assert_eq!(
+            messages(
+                "persistentvolumes",
+                "",
+                &pv(json!({"accessModes": ["ReadWriteOnce"],
+                "capacity": {"storage": "1Gi"}, "hostPath": {"path": "/a"},
+                "nfs": {"server": "s", "path": "/"}})),
+                None
+            ),
+            ["spec.nfs: Forbidden: may not specify more than 1 volume type"]
+        );
+        assert_eq!(
+            messages(
+                "persistentvolumes",
+                "",
+                &pv(json!({"hostPath": {"path": "/a"}})),
+                None
+            ),
+            [
+                "spec.accessModes: Required value: at least 1 access mode is required",
+                "spec.capacity: Required value",
+            ]
+        );
+    }
+}
