@@ -289,7 +289,7 @@ pub fn is_default_class(o: &Value) -> bool {
     })
 }
 
-fn phase_or_terminating<'a>(o: &'a Value) -> &'a str {
+fn phase_or_terminating(o: &Value) -> &str {
     if o.pointer("/metadata/deletionTimestamp").is_some() {
         "Terminating"
     } else {
