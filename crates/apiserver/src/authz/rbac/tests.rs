@@ -539,6 +539,10 @@ fn default_roles_round_trip_and_carry_kubes_metadata() {
         "system:controller:generic-garbage-collector",
         "system:controller:node-controller",
         "system:controller:service-account-controller",
+        "system:controller:persistent-volume-binder",
+        "system:controller:pvc-protection-controller",
+        "system:controller:pv-protection-controller",
+        "system:controller:local-path-provisioner",
     ] {
         assert!(role_names.iter().any(|n| n == must), "{must} missing");
     }
