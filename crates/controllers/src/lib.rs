@@ -31,6 +31,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+pub mod statefulset;
 #[cfg(test)]
 mod testing;
 pub mod triggers;
@@ -40,7 +41,9 @@ pub mod volumeprotection;
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -74,8 +77,8 @@ pub struct ControllersConfig {
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
     /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `cronjob`, `ttl-after-finished`,
-    /// `disruption`, `persistentvolume-binder`, `pvc-protection`, `pv-protection`; and
-    /// skiff's `local-path-provisioner`).
+    /// `disruption`, `persistentvolume-binder`, `pvc-protection`, `pv-protection`,
+    /// `statefulset`; and skiff's `local-path-provisioner`).
     pub controllers: Vec<String>,
 }
 
@@ -155,6 +158,8 @@ pub struct Informers {
     pub pvs: std::sync::Arc<Informer<PersistentVolume>>,
     /// All StorageClasses.
     pub storageclasses: std::sync::Arc<Informer<StorageClass>>,
+    /// All StatefulSets.
+    pub statefulsets: std::sync::Arc<Informer<StatefulSet>>,
 }
 
 impl Informers {
@@ -180,6 +185,7 @@ impl Informers {
             pvcs: Informer::spawn(Api::all(client.clone())),
             pvs: Informer::spawn(Api::all(client.clone())),
             storageclasses: Informer::spawn(Api::all(client.clone())),
+            statefulsets: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -216,6 +222,9 @@ pub async fn run_as(
     }
     if on("daemonset") {
         daemonset::run(client_for("daemon-set-controller")?, &inf);
+    }
+    if on("statefulset") {
+        statefulset::run(client_for("statefulset-controller")?, &inf);
     }
     if on("deployment") {
         deployment::run(client_for("deployment-controller")?, &inf);

@@ -12,6 +12,7 @@ mod pod;
 mod rbac;
 mod service;
 mod volume;
+mod statefulset;
 
 use serde_json::Value;
 use skiff_resources::ResourceInfo;
@@ -132,6 +133,7 @@ pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
         | ("storage.k8s.io", "StorageClass" | "CSIDriver" | "CSINode" | "CSIStorageCapacity")
         | ("events.k8s.io", "Event") => &NoGeneration,
         ("rbac.authorization.k8s.io", _) => &rbac::Rbac,
+        ("apps", "StatefulSet") => &statefulset::StatefulSet,
         _ => &Generic,
     }
 }

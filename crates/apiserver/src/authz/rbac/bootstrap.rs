@@ -872,6 +872,30 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         (
+            "statefulset-controller",
+            vec![
+                r(&["list", "watch"], &[""], &["pods"]),
+                r(&["list", "watch"], &["apps"], &["statefulsets"]),
+                // skiff's controller patches the status (kube's updates it).
+                r(&["update", "patch"], &["apps"], &["statefulsets/status"]),
+                r(&["update"], &["apps"], &["statefulsets/finalizers"]),
+                r(
+                    &["get", "create", "delete", "update", "patch"],
+                    &[""],
+                    &["pods"],
+                ),
+                r(
+                    &["get", "create", "delete", "update", "patch", "list", "watch"],
+                    &["apps"],
+                    &["controllerrevisions"],
+                ),
+                r(&["get", "create"], &[""], &["persistentvolumeclaims"]),
+                // The retention policy's ownerReferences (skiff patches them).
+                r(&["update", "delete", "patch"], &[""], &["persistentvolumeclaims"]),
+                events(),
+            ],
+        ),
+        (
             "root-ca-cert-publisher",
             vec![r(&["create", "update"], &[""], &["configmaps"]), events()],
         ),

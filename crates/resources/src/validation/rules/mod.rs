@@ -14,7 +14,7 @@ mod workload;
 use meta::{validate_data, validate_meta};
 use pod::{validate_pod_spec, validate_pod_template, validate_pod_update};
 use service::validate_service;
-use workload::{validate_cronjob, validate_job, validate_workload};
+use workload::{validate_cronjob, validate_job, validate_statefulset, validate_workload};
 
 pub(super) type Errs = Vec<FieldError>;
 
@@ -81,10 +81,13 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
                 }
             }
         }
-        ("apps", "Deployment")
-        | ("apps", "ReplicaSet")
-        | ("apps", "StatefulSet")
-        | ("apps", "DaemonSet") => validate_workload(info, obj, old, &mut e),
+        ("apps", "StatefulSet") => {
+            validate_statefulset(obj, old, &mut e);
+            validate_workload(info, obj, old, &mut e);
+        }
+        ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
+            validate_workload(info, obj, old, &mut e)
+        }
         ("batch", "CronJob") => validate_cronjob(obj, &mut e),
         ("batch", "Job") => {
             validate_job(obj, old, &mut e);

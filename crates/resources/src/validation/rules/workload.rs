@@ -98,7 +98,11 @@ pub(super) fn validate_workload(
             } else if !selector_matches(sel, &labels) {
                 e.push(mismatch);
             }
-            if let Some(old_sel) = old.and_then(|o| o.pointer("/spec/selector")) {
+            // A StatefulSet's selector is one of the fields its update rule forbids.
+            let old_sel = old
+                .filter(|_| info.kind != "StatefulSet")
+                .and_then(|o| o.pointer("/spec/selector"));
+            if let Some(old_sel) = old_sel {
                 if old_sel != sel {
                     e.push(FieldError {
                         path: "spec.selector".into(),
@@ -283,5 +287,141 @@ pub(super) fn validate_cronjob(obj: &Value, e: &mut Errs) {
                 e.push(FieldError::invalid("spec.schedule", json!(sched), msg));
             }
         }
+    }
+}
+
+/// What kube's `ValidateStatefulSetSpec` checks beyond [`validate_workload`], and
+/// `ValidateStatefulSetUpdate`'s rule that only some of the spec may change.
+pub(super) fn validate_statefulset(obj: &Value, old: Option<&Value>, e: &mut Errs) {
+    match s(obj, "/spec/podManagementPolicy").unwrap_or("") {
+        "" => e.push(FieldError::required("spec.podManagementPolicy", "")),
+        "OrderedReady" | "Parallel" => {}
+        other => e.push(FieldError::invalid(
+            "spec.podManagementPolicy",
+            json!(other),
+            "must be 'OrderedReady' or 'Parallel'",
+        )),
+    }
+    let ru = obj
+        .pointer("/spec/updateStrategy/rollingUpdate")
+        .filter(|v| !v.is_null());
+    match s(obj, "/spec/updateStrategy/type").unwrap_or("") {
+        "" => e.push(FieldError::required("spec.updateStrategy", "")),
+        "OnDelete" => {
+            if let Some(ru) = ru {
+                e.push(FieldError::invalid(
+                    "spec.updateStrategy.rollingUpdate",
+                    ru.clone(),
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                ));
+            }
+        }
+        "RollingUpdate" => {
+            if let Some(p) = ru.and_then(|r| r.get("partition")).and_then(Value::as_i64) {
+                if p < 0 {
+                    e.push(FieldError::invalid(
+                        "spec.updateStrategy.rollingUpdate.partition",
+                        json!(p),
+                        "must be greater than or equal to 0",
+                    ));
+                }
+            }
+            let zero = match ru.and_then(|r| r.get("maxUnavailable")) {
+                Some(Value::Number(n)) => n.as_i64() == Some(0),
+                Some(Value::String(s)) => s == "0%" || s == "0",
+                _ => false,
+            };
+            if zero {
+                e.push(FieldError::invalid(
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                    ru.and_then(|r| r.get("maxUnavailable"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    "cannot be 0",
+                ));
+            }
+        }
+        other => e.push(FieldError::invalid(
+            "spec.updateStrategy",
+            Value::String(format!(
+                "apps.StatefulSetUpdateStrategy{{Type:{other:?}, RollingUpdate:(*apps.RollingUpdateStatefulSetStrategy)(nil)}}"
+            )),
+            "must be 'RollingUpdate' or 'OnDelete'",
+        )),
+    }
+    for f in ["whenDeleted", "whenScaled"] {
+        let v = s(obj, &format!("/spec/persistentVolumeClaimRetentionPolicy/{f}")).unwrap_or("");
+        if v != "Retain" && v != "Delete" {
+            e.push(FieldError::not_supported(
+                format!("spec.persistentVolumeClaimRetentionPolicy.{f}"),
+                json!(v),
+                &["Retain", "Delete"],
+            ));
+        }
+    }
+    if let Some(n) = obj.pointer("/spec/ordinals/start").and_then(Value::as_i64) {
+        if n < 0 {
+            e.push(FieldError::invalid(
+                "spec.ordinals.start",
+                json!(n),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if obj
+        .pointer("/spec/template/spec/activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null())
+    {
+        e.push(FieldError::forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            "activeDeadlineSeconds in StatefulSet is not Supported",
+        ));
+    }
+    if let Some(old) = old {
+        let rest = |o: &Value| {
+            let mut spec = o.get("spec").cloned().unwrap_or(json!({}));
+            if let Value::Object(m) = &mut spec {
+                for f in [
+                    "replicas",
+                    "ordinals",
+                    "template",
+                    "updateStrategy",
+                    "revisionHistoryLimit",
+                    "persistentVolumeClaimRetentionPolicy",
+                    "minReadySeconds",
+                ] {
+                    m.remove(f);
+                }
+            }
+            semantic(spec)
+        };
+        if rest(obj) != rest(old) {
+            e.push(FieldError::forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', \
+                 'template', 'updateStrategy', 'revisionHistoryLimit', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            ));
+        }
+    }
+}
+
+/// The value without nulls, empty maps and empty lists (Go's semantic equality treats
+/// nil and empty alike).
+fn semantic(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, semantic(v)))
+                .filter(|(_, v)| match v {
+                    Value::Null => false,
+                    Value::Object(m) => !m.is_empty(),
+                    Value::Array(a) => !a.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(semantic).collect()),
+        other => other,
     }
 }
