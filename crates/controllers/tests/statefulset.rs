@@ -138,7 +138,10 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
     let p = serde_json::to_value(&pods[0]).expect("pod");
     assert_eq!(p["spec"]["hostname"], "web-0");
     assert_eq!(p["spec"]["subdomain"], "web");
-    assert_eq!(p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], "web-0");
+    assert_eq!(
+        p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "web-0"
+    );
     assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "0");
     assert_eq!(
         p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
@@ -146,7 +149,10 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
     );
     let pvc = claims.get("www-web-0").await.expect("claim of web-0");
     assert_eq!(pvc.labels().get("app").map(String::as_str), Some("web"));
-    assert!(pvc.owner_references().is_empty(), "in range, whenDeleted Retain");
+    assert!(
+        pvc.owner_references().is_empty(),
+        "in range, whenDeleted Retain"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(names(&live_pods(&cl.client, ns).await), ["web-0"]);
     set_phase(&cl.client, ns, "web-0", "Running", true).await;
@@ -179,7 +185,8 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
     assert!(
         events
             .iter()
-            .any(|e| e == "SuccessfulCreate create Claim www-web-0 Pod web-0 in StatefulSet web success"),
+            .any(|e| e
+                == "SuccessfulCreate create Claim www-web-0 Pod web-0 in StatefulSet web success"),
         "{events:?}"
     );
 
@@ -220,7 +227,10 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
         (p.uid() != old_uid).then_some(())
     })
     .await;
-    assert_eq!(claims.get("www-web-0").await.expect("claim").uid(), claim_uid);
+    assert_eq!(
+        claims.get("www-web-0").await.expect("claim").uid(),
+        claim_uid
+    );
 
     // A template change rolls from the highest ordinal down.
     let kubelet = auto_ready(cl.client.clone(), ns);
@@ -249,7 +259,9 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
     for p in live_pods(&cl.client, ns).await {
         assert_eq!(p.labels()["controller-revision-hash"], st["updateRevision"]);
         assert_eq!(
-            p.spec.as_ref().expect("spec").containers[0].image.as_deref(),
+            p.spec.as_ref().expect("spec").containers[0]
+                .image
+                .as_deref(),
             Some("httpd:2")
         );
     }
@@ -269,8 +281,10 @@ async fn parallel_sets_create_at_once_and_recreate_failed_pods() {
     let sets: Api<StatefulSet> = Api::namespaced(cl.client.clone(), ns);
     sets.create(
         &PostParams::default(),
-        &web(json!({"podManagementPolicy": "Parallel", "volumeClaimTemplates": null,
-            "ordinals": {"start": 1}})),
+        &web(
+            json!({"podManagementPolicy": "Parallel", "volumeClaimTemplates": null,
+            "ordinals": {"start": 1}}),
+        ),
     )
     .await
     .expect("create");

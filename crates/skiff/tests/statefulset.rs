@@ -130,7 +130,12 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
                 &fqdn,
             ]);
             last = out.describe();
-            let _ = k.run(&["delete", "pod", &format!("lookup-{i}"), "--ignore-not-found"]);
+            let _ = k.run(&[
+                "delete",
+                "pod",
+                &format!("lookup-{i}"),
+                "--ignore-not-found",
+            ]);
             out.stdout.contains(ip.trim())
         });
         assert!(resolved, "{version}: {fqdn} should resolve to {ip}: {last}");
@@ -144,7 +149,10 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
         k.ok_quiet(&["scale", "sts/web", "--replicas=2"]);
         wait_for("two pods", Duration::from_secs(120), || {
             let l = pods(&k);
-            let names: Vec<&str> = l.lines().filter_map(|l| l.split_whitespace().next()).collect();
+            let names: Vec<&str> = l
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
             names == ["web-0", "web-1"]
         });
 
@@ -158,12 +166,24 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
             .filter(|w| w.parse::<u32>().is_ok())
             .collect();
         assert_eq!(revisions, ["1", "2"], "{version}: {history}");
-        let env = k.ok_quiet(&["get", "pod", "web-0", "-o", "jsonpath={.spec.containers[0].env}"]);
+        let env = k.ok_quiet(&[
+            "get",
+            "pod",
+            "web-0",
+            "-o",
+            "jsonpath={.spec.containers[0].env}",
+        ]);
         assert!(env.contains("STAGE"), "{version}: web-0 rolled, {env}");
         k.ok_quiet(&["rollout", "undo", "sts/web"]);
         k.ok_quiet(&["rollout", "status", "sts/web", "--timeout=180s"]);
         wait_for("web-0 undone", Duration::from_secs(120), || {
-            let env = k.run(&["get", "pod", "web-0", "-o", "jsonpath={.spec.containers[0].env}"]);
+            let env = k.run(&[
+                "get",
+                "pod",
+                "web-0",
+                "-o",
+                "jsonpath={.spec.containers[0].env}",
+            ]);
             env.success && !env.stdout.contains("STAGE")
         });
         k.ok_quiet(&["delete", "namespace", &ns, "--wait=false"]);

@@ -52,7 +52,10 @@ mod tests {
         );
         let mut kept = with.clone();
         StatefulSet.prepare_for_update(&mut kept, &with);
-        assert_eq!(kept["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 2);
+        assert_eq!(
+            kept["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+            2
+        );
         let mut added = with.clone();
         StatefulSet.prepare_for_update(&mut added, &new);
         assert!(added

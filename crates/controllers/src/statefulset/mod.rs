@@ -134,7 +134,8 @@ fn sort_revisions(revs: &mut [Arc<ControllerRevision>]) {
         a.revision
             .cmp(&b.revision)
             .then_with(|| {
-                let t = |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let t =
+                    |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
                 t(a).cmp(&t(b))
             })
             .then_with(|| a.name_any().cmp(&b.name_any()))
@@ -164,7 +165,9 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         .list()
         .into_iter()
         .filter(|r| r.namespace().as_deref() == Some(ns))
-        .filter(|r| controller_of(r.as_ref()).is_some_and(|c| Some(&c.uid) == set.metadata.uid.as_ref()))
+        .filter(|r| {
+            controller_of(r.as_ref()).is_some_and(|c| Some(&c.uid) == set.metadata.uid.as_ref())
+        })
         .collect();
     sort_revisions(&mut revisions);
     let (current, update, collisions) = set_revisions(ctx, &set, &revisions).await?;
@@ -214,7 +217,11 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
 async fn claim_pods(ctx: &Ctx, set: &Arc<StatefulSet>) -> anyhow::Result<Vec<Arc<Pod>>> {
     let ns = set.namespace().unwrap_or_default();
     let uid = set.uid().unwrap_or_default();
-    let selector = set.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let selector = set
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut owned = Vec::new();
     for p in ctx
@@ -260,7 +267,11 @@ async fn set_revisions(
 ) -> anyhow::Result<(Arc<ControllerRevision>, Arc<ControllerRevision>, i32)> {
     let ns = set.namespace().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
-    let template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = set
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let data = revision_data(&template);
     let mut collisions = set
         .status
@@ -270,13 +281,23 @@ async fn set_revisions(
     let next = revisions.last().map_or(0, |r| r.revision) + 1;
     let equal = revisions.iter().rev().find(|r| same_data(r, &data));
     let update = match equal {
-        Some(eq) if revisions.last().is_some_and(|l| l.name_any() == eq.name_any()) => eq.clone(),
+        Some(eq)
+            if revisions
+                .last()
+                .is_some_and(|l| l.name_any() == eq.name_any()) =>
+        {
+            eq.clone()
+        }
         Some(eq) => {
             let patch = json!({"revision": next});
             Arc::new(
-                api.patch(&eq.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .with_context(|| format!("renumbering revision {}", eq.name_any()))?,
+                api.patch(
+                    &eq.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .with_context(|| format!("renumbering revision {}", eq.name_any()))?,
             )
         }
         None => loop {
@@ -339,11 +360,17 @@ async fn truncate_history(
     current: &ControllerRevision,
     update: &ControllerRevision,
 ) -> anyhow::Result<()> {
-    let mut live: std::collections::HashSet<String> =
-        [current.name_any(), update.name_any()].into_iter().collect();
-    live.extend(pods.iter().filter_map(|p| p.labels().get(REVISION_LABEL).cloned()));
-    let history: Vec<&Arc<ControllerRevision>> =
-        revisions.iter().filter(|r| !live.contains(&r.name_any())).collect();
+    let mut live: std::collections::HashSet<String> = [current.name_any(), update.name_any()]
+        .into_iter()
+        .collect();
+    live.extend(
+        pods.iter()
+            .filter_map(|p| p.labels().get(REVISION_LABEL).cloned()),
+    );
+    let history: Vec<&Arc<ControllerRevision>> = revisions
+        .iter()
+        .filter(|r| !live.contains(&r.name_any()))
+        .collect();
     let limit = set
         .spec
         .as_ref()
@@ -381,7 +408,8 @@ async fn write_status(ctx: &Ctx, set: &StatefulSet, new: &StatefulSetStatus) -> 
     if same {
         return Ok(());
     }
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let api: Api<StatefulSet> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
     let patch = json!({"status": {
         "observedGeneration": new.observed_generation,
         "replicas": new.replicas,
@@ -394,12 +422,18 @@ async fn write_status(ctx: &Ctx, set: &StatefulSet, new: &StatefulSetStatus) -> 
         "collisionCount": zero(new.collision_count),
     }});
     match api
-        .patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("updating status of statefulset {}", set.name_any())),
+        Err(e) => {
+            Err(e).with_context(|| format!("updating status of statefulset {}", set.name_any()))
+        }
     }
 }
 

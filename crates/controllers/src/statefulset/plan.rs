@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec,
-    Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
@@ -210,9 +209,10 @@ fn matches(r: &OwnerReference, o: &Owner) -> bool {
 /// `hasStaleOwnerRef`: a reference to an owner of that name that has since been
 /// replaced (another uid).
 fn stale(claim: &PersistentVolumeClaim, o: &Owner) -> bool {
-    claim.owner_references().iter().any(|r| {
-        ref_group(r) == o.group && r.kind == o.kind && r.name == o.name && r.uid != o.uid
-    })
+    claim
+        .owner_references()
+        .iter()
+        .any(|r| ref_group(r) == o.group && r.kind == o.kind && r.name == o.name && r.uid != o.uid)
 }
 
 fn has_ref(claim: &PersistentVolumeClaim, o: &Owner) -> bool {
@@ -237,7 +237,11 @@ fn non_controller_owner(claim: &PersistentVolumeClaim, set: &Owner, pod: &Owner)
 /// (`isClaimOwnerUpToDate`): none for Retain/Retain; the set for `whenDeleted: Delete`
 /// while the pod is in range; the pod once it is scaled down for `whenScaled: Delete`.
 /// Claims with a stale or foreign controller are left alone.
-pub fn claim_owners_up_to_date(claim: &PersistentVolumeClaim, set: &StatefulSet, pod: &Pod) -> bool {
+pub fn claim_owners_up_to_date(
+    claim: &PersistentVolumeClaim,
+    set: &StatefulSet,
+    pod: &Pod,
+) -> bool {
     let (so, po) = (set_owner(set), pod_owner(pod));
     if stale(claim, &so) || stale(claim, &po) {
         return true;
@@ -272,7 +276,11 @@ fn pod_in_range(set: &StatefulSet, pod: &Pod) -> bool {
 /// (`updateClaimOwnerRefForSetAndPod`): references to the set and the pod scrubbed, then
 /// controller references added as [`claim_owners_up_to_date`] describes, none if
 /// another controller owns the claim.
-pub fn claim_owners(claim: &PersistentVolumeClaim, set: &StatefulSet, pod: &Pod) -> Vec<OwnerReference> {
+pub fn claim_owners(
+    claim: &PersistentVolumeClaim,
+    set: &StatefulSet,
+    pod: &Pod,
+) -> Vec<OwnerReference> {
     let (so, po) = (set_owner(set), pod_owner(pod));
     let foreign = unexpected_controller(claim, &so, &po);
     let mut refs: Vec<OwnerReference> = claim
@@ -421,7 +429,12 @@ pub fn new_pod(set: &StatefulSet, revision: Revision, ordinal: i32) -> Pod {
 /// The revision a new pod of `ordinal` gets (`newVersionedStatefulSetPod`): the
 /// current one below the partition (or, without a rollingUpdate, below the set's
 /// current replicas), else the update revision.
-pub fn revision_for<'a>(set: &StatefulSet, current: Revision<'a>, update: Revision<'a>, ordinal: i32) -> Revision<'a> {
+pub fn revision_for<'a>(
+    set: &StatefulSet,
+    current: Revision<'a>,
+    update: Revision<'a>,
+    ordinal: i32,
+) -> Revision<'a> {
     let spec = set.spec.clone().unwrap_or_default();
     let strategy = spec.update_strategy.unwrap_or_default();
     let start = start_ordinal(set);
@@ -432,7 +445,12 @@ pub fn revision_for<'a>(set: &StatefulSet, current: Revision<'a>, update: Revisi
         None => {
             rolling
                 && ordinal
-                    < start + set.status.as_ref().and_then(|s| s.current_replicas).unwrap_or(0)
+                    < start
+                        + set
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.current_replicas)
+                            .unwrap_or(0)
         }
     };
     if keep {
@@ -617,8 +635,8 @@ pub fn plan(input: &Input) -> Plan {
                 for (_, mut claim) in claims {
                     match input.claims.get(&claim.name_any()) {
                         None => {
-                            claim.metadata.owner_references = Some(claim_owners(&claim, set, pod))
-                                .filter(|r| !r.is_empty());
+                            claim.metadata.owner_references =
+                                Some(claim_owners(&claim, set, pod)).filter(|r| !r.is_empty());
                             missing.push(claim);
                         }
                         Some(existing) => {

@@ -103,24 +103,38 @@ fn lines(p: &Plan) -> Vec<String> {
             Action::CreatePod { pod, claims } => format!(
                 "create {} [{}]",
                 pod.name_any(),
-                claims.iter().map(|c| c.name_any()).collect::<Vec<_>>().join(",")
+                claims
+                    .iter()
+                    .map(|c| c.name_any())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Action::CreateClaims { pod, claims } => format!(
                 "claims {pod} [{}]",
-                claims.iter().map(|c| c.name_any()).collect::<Vec<_>>().join(",")
+                claims
+                    .iter()
+                    .map(|c| c.name_any())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Action::DeletePod { name, .. } => format!("delete {name}"),
             Action::UpdatePod { pod } => format!("update {}", pod.name_any()),
             Action::SetClaimOwners { claim, owners } => format!(
                 "owners {claim} [{}]",
-                owners.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect::<Vec<_>>().join(",")
+                owners
+                    .iter()
+                    .map(|o| format!("{}/{}", o.kind, o.name))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         })
         .collect()
 }
 
 fn claims_of(n: i32) -> Vec<PersistentVolumeClaim> {
-    (0..n).map(|i| claim(&format!("www-web-{i}"), json!([]))).collect()
+    (0..n)
+        .map(|i| claim(&format!("www-web-{i}"), json!([])))
+        .collect()
 }
 
 #[test]
@@ -275,7 +289,9 @@ fn rolling_update_replaces_from_the_top_down_to_the_partition() {
         Action::CreatePod { pod, .. } => {
             assert_eq!(pod.labels()[REVISION_LABEL], "web-upd");
             assert_eq!(
-                pod.spec.as_ref().expect("spec").containers[0].image.as_deref(),
+                pod.spec.as_ref().expect("spec").containers[0]
+                    .image
+                    .as_deref(),
                 Some("httpd:2")
             );
         }
@@ -369,13 +385,22 @@ fn retention_policy_sets_claim_owners() {
     assert!(kinds(claim_owners(&bare, &s, &condemned)).is_empty());
     let s = policy("Delete", "Retain");
     assert!(!claim_owners_up_to_date(&bare, &s, &in_range));
-    assert_eq!(kinds(claim_owners(&bare, &s, &in_range)), ["StatefulSet/web"]);
-    assert_eq!(kinds(claim_owners(&bare, &s, &condemned)), ["StatefulSet/web"]);
+    assert_eq!(
+        kinds(claim_owners(&bare, &s, &in_range)),
+        ["StatefulSet/web"]
+    );
+    assert_eq!(
+        kinds(claim_owners(&bare, &s, &condemned)),
+        ["StatefulSet/web"]
+    );
     let s = policy("Retain", "Delete");
     assert!(claim_owners_up_to_date(&bare, &s, &in_range));
     assert_eq!(kinds(claim_owners(&bare, &s, &condemned)), ["Pod/web-1"]);
     let s = policy("Delete", "Delete");
-    assert_eq!(kinds(claim_owners(&bare, &s, &in_range)), ["StatefulSet/web"]);
+    assert_eq!(
+        kinds(claim_owners(&bare, &s, &in_range)),
+        ["StatefulSet/web"]
+    );
     assert_eq!(kinds(claim_owners(&bare, &s, &condemned)), ["Pod/web-1"]);
     // Set-owned while in range, moved to the pod once scaled down.
     let owned = claim(

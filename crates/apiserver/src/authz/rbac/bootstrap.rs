@@ -885,13 +885,19 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
                     &["pods"],
                 ),
                 r(
-                    &["get", "create", "delete", "update", "patch", "list", "watch"],
+                    &[
+                        "get", "create", "delete", "update", "patch", "list", "watch",
+                    ],
                     &["apps"],
                     &["controllerrevisions"],
                 ),
                 r(&["get", "create"], &[""], &["persistentvolumeclaims"]),
                 // The retention policy's ownerReferences (skiff patches them).
-                r(&["update", "delete", "patch"], &[""], &["persistentvolumeclaims"]),
+                r(
+                    &["update", "delete", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
                 events(),
             ],
         ),

@@ -350,7 +350,11 @@ pub(super) fn validate_statefulset(obj: &Value, old: Option<&Value>, e: &mut Err
         )),
     }
     for f in ["whenDeleted", "whenScaled"] {
-        let v = s(obj, &format!("/spec/persistentVolumeClaimRetentionPolicy/{f}")).unwrap_or("");
+        let v = s(
+            obj,
+            &format!("/spec/persistentVolumeClaimRetentionPolicy/{f}"),
+        )
+        .unwrap_or("");
         if v != "Retain" && v != "Delete" {
             e.push(FieldError::not_supported(
                 format!("spec.persistentVolumeClaimRetentionPolicy.{f}"),
