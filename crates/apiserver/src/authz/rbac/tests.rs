@@ -543,6 +543,7 @@ fn default_roles_round_trip_and_carry_kubes_metadata() {
         "system:controller:pvc-protection-controller",
         "system:controller:pv-protection-controller",
         "system:controller:local-path-provisioner",
+        "system:controller:statefulset-controller",
     ] {
         assert!(role_names.iter().any(|n| n == must), "{must} missing");
     }
