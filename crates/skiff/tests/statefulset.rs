@@ -186,6 +186,6 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
             ]);
             env.success && !env.stdout.contains("STAGE")
         });
-        k.ok_quiet(&["delete", "namespace", &ns, "--wait=false"]);
+        k.0.ok_quiet(&["delete", "namespace", &ns, "--wait=false"]);
     }
 }
