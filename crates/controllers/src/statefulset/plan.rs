@@ -552,7 +552,7 @@ pub fn plan(input: &Input) -> Plan {
             condemned.push((ord, p));
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
     let new_slot = |ord: i32| {
         let rev = revision_for(set, input.current, input.update, ord);
         Slot::New(Box::new(new_pod(set, rev, ord)))
