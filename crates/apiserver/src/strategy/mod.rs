@@ -11,8 +11,8 @@ mod node;
 mod pod;
 mod rbac;
 mod service;
-mod volume;
 mod statefulset;
+mod volume;
 
 use serde_json::Value;
 use skiff_resources::ResourceInfo;
