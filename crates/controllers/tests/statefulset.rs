@@ -1,6 +1,7 @@
 //! Integration tests of the StatefulSet controller against the real API server
-//! (in-process), with the garbage collector. No kubelet runs: the test makes pods
-//! Running and Ready (or Failed) through the status subresource, as a kubelet would.
+//! (in-process), with the garbage collector and the pvc-protection controller. No
+//! kubelet runs: the test makes pods Running and Ready (or Failed) through the status
+//! subresource, as a kubelet would.
 
 mod common;
 
@@ -16,7 +17,8 @@ use serde_json::{json, Value};
 async fn start_sts() -> Cluster {
     start_these_controllers(
         Duration::from_secs(40),
-        &["statefulset", "garbage-collector"],
+        // pvc-protection: the claims carry its finalizer (admission adds it).
+        &["statefulset", "garbage-collector", "pvc-protection"],
     )
     .await
 }
