@@ -192,6 +192,7 @@ pub async fn run_after_proxy(
         .or_else(node::default_node_ip)
         .context("no node IP given and this network namespace has no IPv4 address")?;
     private_dir(&cfg.data_dir)?;
+    node::make_local_path_dir(&cfg)?;
     let cfg = match cfg.credentials {
         Some(_) => cfg,
         None => AgentConfig {

@@ -23,6 +23,34 @@ use crate::AgentConfig;
 /// Version skiff's runtime reports in nodeInfo.containerRuntimeVersion.
 pub const RUNTIME_VERSION: &str = "skiff://0.1.0";
 
+/// The Node annotation naming this node's local-path directory: the local-path
+/// provisioner puts the PersistentVolumes it makes for this node under it.
+pub const LOCAL_PATH_ANNOTATION: &str = "storage.skiff.dev/local-path";
+
+/// This agent's local-path directory (`<data dir>/storage`), an absolute path.
+pub fn local_path_dir(cfg: &AgentConfig) -> std::path::PathBuf {
+    let dir = cfg.data_dir.join("storage");
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Makes the local-path directory, 0700 (as the data dir: the volumes under it are
+/// 0777 for any container user, so their parent keeps other users of the host out).
+pub fn make_local_path_dir(cfg: &AgentConfig) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = local_path_dir(cfg);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
+}
+
+/// The Node's annotations the agent owns.
+pub fn annotations(cfg: &AgentConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        LOCAL_PATH_ANNOTATION.to_string(),
+        local_path_dir(cfg).to_string_lossy().into_owned(),
+    )])
+}
+
 /// First non-loopback IPv4 address of this network namespace.
 pub fn default_node_ip() -> Option<Ipv4Addr> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
@@ -60,7 +88,8 @@ fn arch() -> &'static str {
     }
 }
 
-fn memory_kib() -> u64 {
+/// The machine's memory (MemTotal), in KiB: the Node's memory capacity and allocatable.
+pub(crate) fn memory_kib() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -192,7 +221,7 @@ pub async fn register(
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": cfg.node_name, "labels": labels(cfg)},
+        "metadata": {"name": cfg.node_name, "labels": labels(cfg), "annotations": annotations(cfg)},
         "spec": spec,
         "status": status(cfg, node_ip, Utc::now(), since),
     }))
@@ -200,15 +229,13 @@ pub async fn register(
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            // Registered before (agent restart): refresh our labels, keep the rest.
+            // Registered before (agent restart): refresh our labels and annotations,
+            // keep the rest.
+            let meta = json!({"metadata": {"labels": labels(cfg), "annotations": annotations(cfg)}});
             nodes
-                .patch(
-                    &cfg.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"labels": labels(cfg)}})),
-                )
+                .patch(&cfg.node_name, &PatchParams::default(), &Patch::Merge(meta))
                 .await
-                .context("updating the existing Node's labels")?;
+                .context("updating the existing Node's labels and annotations")?;
         }
         Err(e) => return Err(e).context("creating the Node"),
     }

@@ -72,6 +72,8 @@ pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
         tracing::warn!(error = %format!("{e:#}"), "deleting the pod netns");
     }
     remove_cgroups(&k.cfg.node_name, uid);
+    // The pod's tmpfs volumes go with it (a claim's data is not under the pod dir).
+    super::volumes::unmount_all(dir);
     // Never follow into something still mounted.
     let still_mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|m| {

@@ -335,6 +335,27 @@ pub fn build(v: &PodView, prev: &[PodCondition], now: DateTime<Utc>) -> Value {
     status
 }
 
+/// Makes `status` (from [`build`]) an evicted pod's, as kubelet's eviction manager
+/// posts it: phase Failed, reason `Evicted` with its message, and the `DisruptionTarget`
+/// condition (reason `TerminationByKubelet`).
+pub fn mark_evicted(status: &mut Value, prev: &[PodCondition], message: &str, now: DateTime<Utc>) {
+    status["phase"] = json!("Failed");
+    status["reason"] = json!("Evicted");
+    status["message"] = json!(message);
+    let cond = condition(
+        prev,
+        now.trunc_subsecs(0),
+        "DisruptionTarget",
+        true,
+        Some("TerminationByKubelet"),
+        Some(message.to_string()),
+    );
+    if let Some(cs) = status["conditions"].as_array_mut() {
+        cs.retain(|c| c["type"] != "DisruptionTarget");
+        cs.insert(0, cond);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
-//! Pod volumes under `<pod dir>/volumes/<name>`: emptyDir, hostPath, configMap, secret,
-//! downwardAPI, projected (with service-account tokens from the TokenRequest API), and
-//! the default service-account token volume at
+//! Pod volumes under `<pod dir>/volumes/<name>`: emptyDir (a tmpfs for `medium: Memory`;
+//! a disk-backed one's `sizeLimit` enforced by [`over_limit`]), hostPath,
+//! persistentVolumeClaim (the bound PersistentVolume's `hostPath` or `local` path),
+//! configMap, secret, downwardAPI, projected (with service-account tokens from the
+//! TokenRequest API), and the default service-account token volume at
 //! `/var/run/secrets/kubernetes.io/serviceaccount`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -30,6 +34,269 @@ pub struct Prepared {
     pub readonly: Vec<String>,
     /// Tokens to refresh: (volume directory, token request).
     tokens: Vec<TokenSpec>,
+    /// Disk-backed emptyDir volumes with a `sizeLimit`, for the eviction check.
+    pub limits: Vec<SizeLimit>,
+}
+
+/// A disk-backed emptyDir volume's `sizeLimit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// The volume's name.
+    pub volume: String,
+    /// Its directory on the node.
+    pub path: PathBuf,
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// The limit as the pod spec writes it (`1Mi`), for the eviction message.
+    pub text: String,
+}
+
+/// How long kubelet waits for a pod's volumes before it records `FailedMount`
+/// (its `podAttachAndMountTimeout`, 2 min 3 s); the worker keeps retrying after it.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(123);
+
+/// Volumes that cannot be mounted yet (a claim missing or not bound): the worker tries
+/// again, and records `FailedMount` once that lasted [`MOUNT_TIMEOUT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// The volumes waited for, in spec order.
+    pub volumes: Vec<String>,
+    /// Why, one line per volume.
+    pub reasons: Vec<String>,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.reasons.join("; "))
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+impl NotReady {
+    /// kubelet's `FailedMount` event message after its wait timed out (Go's `%v` of
+    /// the lists: the claims' volumes are not mounted, and failed processing since
+    /// their claim is not bound).
+    pub fn failed_mount_message(&self) -> String {
+        let names = self.volumes.join(" ");
+        format!(
+            "Unable to attach or mount volumes: unmounted volumes=[{names}], unattached volumes=[], \
+             failed to process volumes=[{names}]: timed out waiting for the condition"
+        )
+    }
+}
+
+/// Where a PersistentVolume's data is on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMount {
+    /// The directory (or file).
+    pub path: PathBuf,
+    /// Create the directory if missing (hostPath type `DirectoryOrCreate`).
+    pub create: bool,
+}
+
+/// Where the claim's volume is, from the claim and its PersistentVolume as the API has
+/// them (`None`: not found); `Err` says why the volume cannot be mounted yet, in
+/// kubelet's words.
+pub fn claim_mount(
+    ns: &str,
+    claim: &str,
+    pvc: Option<&PersistentVolumeClaim>,
+    pv: Option<&PersistentVolume>,
+) -> std::result::Result<ClaimMount, String> {
+    let Some(pvc) = pvc else {
+        return Err(format!("persistentvolumeclaim \"{claim}\" not found"));
+    };
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .unwrap_or("");
+    if phase != "Bound" || volume.is_empty() {
+        return Err(format!(
+            "PVC {ns}/{claim} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
+        ));
+    }
+    let Some(pv) = pv else {
+        return Err(format!("persistentvolume \"{volume}\" not found"));
+    };
+    let spec = pv.spec.as_ref();
+    if let Some(h) = spec.and_then(|s| s.host_path.as_ref()) {
+        return Ok(ClaimMount {
+            path: PathBuf::from(&h.path),
+            create: h.type_.as_deref() == Some("DirectoryOrCreate"),
+        });
+    }
+    if let Some(l) = spec.and_then(|s| s.local.as_ref()) {
+        return Ok(ClaimMount {
+            path: PathBuf::from(&l.path),
+            create: false,
+        });
+    }
+    Err(format!(
+        "persistentvolume \"{volume}\" is neither hostPath nor local: skiff mounts only those"
+    ))
+}
+
+/// The claims of the pod's `persistentVolumeClaim` volumes, resolved through the API
+/// (volume name → where its data is). A claim not yet bound is [`NotReady`].
+pub async fn resolve_claims(client: &Client, pod: &Pod) -> Result<HashMap<String, ClaimMount>> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let mut out = HashMap::new();
+    let mut pending = NotReady {
+        volumes: Vec::new(),
+        reasons: Vec::new(),
+    };
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    for v in volumes {
+        let Some(src) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let pvc = claims
+            .get_opt(&src.claim_name)
+            .await
+            .with_context(|| format!("reading persistentvolumeclaim {ns}/{}", src.claim_name))?;
+        let volume_name = pvc
+            .as_ref()
+            .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+            .filter(|n| !n.is_empty());
+        let pv = match &volume_name {
+            Some(n) => pvs
+                .get_opt(n)
+                .await
+                .with_context(|| format!("reading persistentvolume {n}"))?,
+            None => None,
+        };
+        match claim_mount(&ns, &src.claim_name, pvc.as_ref(), pv.as_ref()) {
+            Ok(m) => {
+                out.insert(v.name.clone(), m);
+            }
+            Err(reason) => {
+                pending.volumes.push(v.name.clone());
+                pending.reasons.push(reason);
+            }
+        }
+    }
+    if !pending.volumes.is_empty() {
+        return Err(pending.into());
+    }
+    Ok(out)
+}
+
+/// The size of a `medium: Memory` emptyDir's tmpfs, as kubelet sizes it: the node's
+/// allocatable memory, or less: the pod's memory limit, the volume's `sizeLimit`.
+pub fn tmpfs_size(node_allocatable: u64, pod_memory_limit: Option<u64>, size_limit: Option<u64>) -> u64 {
+    [Some(node_allocatable), pod_memory_limit, size_limit]
+        .into_iter()
+        .flatten()
+        .filter(|v| *v > 0)
+        .min()
+        .unwrap_or(node_allocatable)
+}
+
+/// The pod's memory limit (its containers' limits summed, as resourcehelper.PodLimits),
+/// if any container sets one.
+pub fn pod_memory_limit(pod: &Pod) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let limits: Vec<u64> = spec
+        .containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory"))
+        .filter_map(|q| skiff_api::quantity::parse(&q.0))
+        .map(|v| v.ceil() as u64)
+        .collect();
+    (!limits.is_empty()).then(|| limits.iter().sum())
+}
+
+/// The first emptyDir volume whose usage (bytes, from `usage`) exceeds its `sizeLimit`,
+/// as kubelet's eviction manager words it (`emptyDirMessageFmt`, with its trailing
+/// space).
+pub fn over_limit(limits: &[SizeLimit], usage: impl Fn(&Path) -> u64) -> Option<String> {
+    limits.iter().find(|l| usage(&l.path) > l.bytes).map(|l| {
+        format!(
+            "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+            l.volume, l.text
+        )
+    })
+}
+
+/// Disk usage of a directory tree in bytes (allocated blocks, as `du`), not following
+/// symlinks nor crossing into other filesystems.
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let dev = root.dev();
+    let mut total = root.blocks() * 512;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Whether `dir` is a mount point in this mount namespace.
+fn is_mount_point(dir: &Path) -> bool {
+    let d = dir.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(&*d)))
+        .unwrap_or(false)
+}
+
+/// Mounts a tmpfs of `size` bytes at `dir` (once: a worker taking the pod back after an
+/// agent restart finds it mounted).
+fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("size={size}").as_str()),
+    )
+    .with_context(|| format!("mounting a tmpfs at {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
+}
+
+/// Unmounts the tmpfs volumes under a pod directory (teardown: the pod's memory is
+/// freed, and the directory can be removed).
+pub fn unmount_all(pod_dir: &Path) {
+    let prefix = format!("{}/", pod_dir.join("volumes").to_string_lossy());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(mount = %m, error = %e, "unmounting a pod volume");
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -162,12 +429,14 @@ pub async fn request_token(
         .context("the TokenRequest answer has no token")
 }
 
-/// Makes every volume of the pod (and the default service-account volume when due).
+/// Makes every volume of the pod (and the default service-account volume when due);
+/// `claims` are the pod's claims as [`resolve_claims`] found them.
 pub async fn prepare(
     client: &Client,
     pod: &Pod,
     pod_dir: &Path,
     ca: Option<&[u8]>,
+    claims: &HashMap<String, ClaimMount>,
 ) -> Result<Prepared> {
     let ns = pod
         .metadata
@@ -204,7 +473,47 @@ pub async fn prepare(
             p.paths.insert(v.name.clone(), path);
             continue;
         }
+        if let Some(src) = &v.persistent_volume_claim {
+            let m = claims
+                .get(&v.name)
+                .with_context(|| format!("claim {} of volume {} not resolved", src.claim_name, v.name))?;
+            if m.create && !m.path.exists() {
+                // As local-path-provisioner makes its volumes: writable by any user.
+                std::fs::create_dir_all(&m.path)
+                    .with_context(|| format!("creating {}", m.path.display()))?;
+                std::fs::set_permissions(&m.path, std::fs::Permissions::from_mode(0o777))
+                    .with_context(|| format!("setting the mode of {}", m.path.display()))?;
+            } else if !m.path.exists() {
+                bail!("the volume of claim {} is missing: {}", src.claim_name, m.path.display());
+            }
+            if src.read_only == Some(true) {
+                p.readonly.push(v.name.clone());
+            }
+            p.paths.insert(v.name.clone(), m.path.clone());
+            continue;
+        }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {}", v.name))?;
+        if let Some(ed) = &v.empty_dir {
+            // kubelet makes emptyDir volumes writable by any user.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .with_context(|| format!("setting the mode of {}", dir.display()))?;
+            let limit = ed.size_limit.as_ref().and_then(|q| {
+                let bytes = skiff_api::quantity::parse(&q.0)?.ceil() as u64;
+                Some((bytes, q.0.clone()))
+            });
+            if ed.medium.as_deref() == Some("Memory") {
+                let node = crate::node::memory_kib() * 1024;
+                let size = tmpfs_size(node, pod_memory_limit(pod), limit.as_ref().map(|l| l.0));
+                mount_tmpfs(&dir, size)?;
+            } else if let Some((bytes, text)) = limit.filter(|l| l.0 > 0) {
+                p.limits.push(SizeLimit {
+                    volume: v.name.clone(),
+                    path: dir.clone(),
+                    bytes,
+                    text,
+                });
+            }
+        }
         if let Some(cm) = &v.config_map {
             let mode = cm.default_mode.unwrap_or(0o644) as u32;
             match get_config_map(client, &ns, &cm.name).await? {

@@ -76,7 +76,21 @@ struct Worker {
     /// posted only once the containers are taken back, so that the pod does not show
     /// ContainerCreating and NotReady meanwhile (kubelet posts what the runtime reports).
     adopting: bool,
+    /// Since when the pod waits for volumes that cannot be mounted yet (a claim not
+    /// bound), or since the last `FailedMount` about them.
+    mount_wait: Option<Instant>,
+    /// The eviction manager's message once the pod was evicted: it stays Failed.
+    evicted: Option<String>,
+    /// The next housekeeping pass (emptyDir usage against `sizeLimit`).
+    housekeeping_at: Instant,
 }
+
+/// How often a pod's emptyDir usage is measured against its `sizeLimit` (kubelet's
+/// eviction manager runs every 10 s).
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// How soon setup is tried again while a claim is not bound (kubelet's volume manager
+/// looks every 300 ms; a second keeps the API calls few).
+const MOUNT_RETRY: Duration = Duration::from_secs(1);
 
 fn spec_of(pod: &Pod) -> k8s_openapi::api::core::v1::PodSpec {
     pod.spec.clone().unwrap_or_default()
@@ -120,6 +134,9 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         began: Instant::now(),
         running_posted: false,
         adopting: false,
+        mount_wait: None,
+        evicted: None,
+        housekeeping_at: Instant::now() + HOUSEKEEPING,
     };
     w.adopting = w.dir.join(orphans::FILE).exists();
     let mut setup_backoff = Backoff::default();
@@ -141,6 +158,19 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         }
         // A pod gone from the API is torn down above.
         let Some(pod) = pod else { return };
+        if w.evicted.is_none() && Instant::now() >= w.housekeeping_at {
+            w.housekeeping_at = Instant::now() + HOUSEKEEPING;
+            w.housekeeping(&pod).await;
+        }
+        if let Some(msg) = w.evicted.clone() {
+            // Evicted: nothing runs again; the Failed status stays until deletion.
+            w.post_evicted_status(&pod, &msg).await;
+            if rx.changed().await.is_err() {
+                w.teardown(None, &w.running()).await;
+                return;
+            }
+            continue;
+        }
         if actions.finished != Some(plan::Finished::Before) {
             // A new pod keeps its start slot from sandbox to containers, so pods
             // started together come up in order.
@@ -153,11 +183,32 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                 match w.setup(&pod).await {
                     // The containers it took back count in the plan.
                     Ok(()) => {
+                        w.mount_wait = None;
                         actions = plan::plan(
                             Some(&pod),
                             &w.observe(network_ready, setup_not_before),
                             Instant::now(),
                         )
+                    }
+                    Err(e) if e.downcast_ref::<volumes::NotReady>().is_some() => {
+                        // Waiting for a claim to be bound: tried again soon, without
+                        // a back-off; FailedMount once the wait is kubelet's timeout.
+                        setup_not_before = Instant::now() + MOUNT_RETRY;
+                        let since = *w.mount_wait.get_or_insert_with(Instant::now);
+                        tracing::debug!(pod = %w.entry.name, error = %format!("{e:#}"), "volumes not ready");
+                        if since.elapsed() >= volumes::MOUNT_TIMEOUT {
+                            w.mount_wait = Some(Instant::now());
+                            if let Some(nr) = e.downcast_ref::<volumes::NotReady>() {
+                                event(
+                                    &w.k,
+                                    &pod,
+                                    None,
+                                    WARNING,
+                                    "FailedMount",
+                                    nr.failed_mount_message(),
+                                );
+                            }
+                        }
                     }
                     Err(e) => {
                         let delay = setup_backoff
@@ -182,7 +233,10 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
                 w.post_status(&pod).await;
             }
         }
-        let next = plan::wake_at(&w.observe(network_ready, setup_not_before), Instant::now());
+        let mut next = plan::wake_at(&w.observe(network_ready, setup_not_before), Instant::now());
+        if !w.volumes.limits.is_empty() {
+            next = Some(next.map_or(w.housekeeping_at, |t| t.min(w.housekeeping_at)));
+        }
         let sleep = async {
             match next {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -221,7 +275,10 @@ impl Worker {
     }
 
     /// Makes the sandbox: pod dir, netns + CNI (or host network), /etc files, volumes.
+    /// The pod's claims are looked up first: while one is not bound, nothing is made
+    /// ([`volumes::NotReady`]), as kubelet mounts volumes before it makes the sandbox.
     async fn setup(&mut self, pod: &Pod) -> Result<()> {
+        let claims = volumes::resolve_claims(&self.k.client, pod).await?;
         let spec = spec_of(pod);
         std::fs::create_dir_all(self.dir.join("etc")).context("creating the pod directory")?;
         let host_network = spec.host_network.unwrap_or(false);
@@ -308,7 +365,7 @@ impl Worker {
             .as_ref()
             .and_then(|p| std::fs::read(p).ok());
         let t = timing::lap("etc-files", t);
-        self.volumes = volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref()).await?;
+        self.volumes = volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref(), &claims).await?;
         timing::lap("volumes", t);
         self.refresher =
             volumes::spawn_refresher(self.k.client.clone(), pod.clone(), &self.volumes);
@@ -1152,6 +1209,83 @@ impl Worker {
                 self.last_status = Some(status)
             }
             Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "updating the pod status"),
+        }
+    }
+
+    /// kubelet's eviction manager for this pod: an emptyDir over its `sizeLimit` evicts
+    /// the pod (`localStorageEviction`: no grace period).
+    async fn housekeeping(&mut self, pod: &Pod) {
+        if self.volumes.limits.is_empty() {
+            return;
+        }
+        let limits = self.volumes.limits.clone();
+        let over = tokio::task::spawn_blocking(move || {
+            volumes::over_limit(&limits, volumes::disk_usage)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(msg) = over {
+            self.evict(pod, msg).await;
+        }
+    }
+
+    /// Evicts the pod: the `Evicted` event, every container killed at once, and the
+    /// Failed status that says why (posted by the caller's loop).
+    async fn evict(&mut self, pod: &Pod, msg: String) {
+        tracing::info!(pod = %self.entry.name, %msg, "evicting the pod");
+        event(&self.k, pod, None, WARNING, "Evicted", msg.clone());
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        for st in self.states.values_mut() {
+            let Some(inst) = st.current.take() else {
+                continue;
+            };
+            if let Some(p) = &inst.probes {
+                p.abort();
+            }
+            let _ = self.k.runc.kill(&inst.container.id, "KILL").await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), inst.container.wait()).await;
+            if let Some(exit) = inst.container.exit() {
+                st.last = Some(terminated(&inst.container, &exit));
+            }
+            st.ready = false;
+            st.done = true;
+            st.waiting = None;
+            st.not_before = None;
+        }
+        self.evicted = Some(msg);
+    }
+
+    /// Posts the evicted pod's status: phase Failed, reason `Evicted`, the containers
+    /// terminated, and the `DisruptionTarget` condition kubelet adds.
+    async fn post_evicted_status(&mut self, pod: &Pod, msg: &str) {
+        let prev: Vec<PodCondition> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let mut view = self.view(pod);
+        view.sandbox_ready = false;
+        // Finished: the phase below is Failed whatever the restart policy says.
+        view.restart_policy = "Never".into();
+        let mut status = status::build(&view, &prev, Utc::now());
+        status::mark_evicted(&mut status, &prev, msg, Utc::now());
+        if let Some(last) = &self.last_status {
+            keep_transition_times(&mut status, last);
+        }
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
+        let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
+        match api
+            .patch_status(&self.entry.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "posting the evicted status"),
         }
     }
 
