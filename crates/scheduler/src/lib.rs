@@ -2,19 +2,26 @@
 //! nodes, takes pending pods without a node one at a time (as kube-scheduler's
 //! scheduling cycle does), filters and scores the nodes ([`plugins`]), assumes the pod
 //! on the chosen node in its own cache so the next decision already counts it, and binds
-//! it through the `pods/binding` subresource in the background.
+//! it through the `pods/binding` subresource in the background. A pod whose
+//! WaitForFirstConsumer claims are not bound yet ([`volumes`]) first has them given the
+//! node (PreBind: the `volume.kubernetes.io/selected-node` annotation) and waits, in the
+//! background too, until the provisioner made and bound their volumes.
 
 pub use skiff_runtime::events;
 pub use skiff_runtime::informer;
 pub mod plugins;
 pub mod resources;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -23,7 +30,11 @@ use tokio::sync::Notify;
 
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::informer::{on_change, Change, Informer};
-use crate::plugins::{filter_with, fit_error_message, pick_with, NodeInfo, PodInfo, Rejection};
+use crate::plugins::{
+    filter_with, fit_error_message, pick_with, prefilter_error_message, NodeInfo, PodInfo,
+    Rejection,
+};
+use crate::volumes::{PodClaims, SELECTED_NODE_ANNOTATION};
 
 /// The scheduler name pods ask for by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
@@ -35,6 +46,24 @@ pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
 /// client's pool: a thousand at once would mean a thousand TLS handshakes and a slower
 /// API server. A few in flight keep the server busy (see the bench in skiff-controllers).
 pub const MAX_BINDINGS_IN_FLIGHT: usize = 16;
+/// How long PreBind waits for a pod's claims to be bound (kube-scheduler's
+/// `bindTimeoutSeconds`, 600).
+pub const BIND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The scheduler's settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How long PreBind waits for claims to be bound before scheduling starts over.
+    pub bind_timeout: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            bind_timeout: BIND_TIMEOUT,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Queues {
@@ -52,6 +81,50 @@ struct Scheduler {
     notify: Notify,
     cache: Mutex<Cache>,
     bindings: Arc<tokio::sync::Semaphore>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
+    pvs: Arc<Informer<PersistentVolume>>,
+    classes: Arc<Informer<StorageClass>>,
+    /// Claims given a node by a pod whose binding is in flight (`ns/name` → node): the
+    /// assume cache of kube's volume binder, so that the next pod with the same claim
+    /// goes to the same node before the annotation is seen.
+    assumed_claims: Mutex<HashMap<String, String>>,
+    /// Pods (uids) in PreBind: their assumption does not expire while they wait.
+    prebinding: Mutex<HashSet<String>>,
+    /// Bumped on every claim or volume change, for PreBind waiters.
+    volume_changes: tokio::sync::watch::Sender<u64>,
+    config: SchedulerConfig,
+}
+
+/// The informers' claims, volumes and classes, with the claims this scheduler gave a
+/// node to and has not seen annotated yet.
+struct InformerVolumes<'a> {
+    sched: &'a Scheduler,
+    assumed: &'a HashMap<String, String>,
+}
+
+impl volumes::Volumes for InformerVolumes<'_> {
+    fn claim(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        let pvc = self
+            .sched
+            .claims
+            .store()
+            .get(&ObjectRef::new(name).within(ns))?;
+        match self.assumed.get(&format!("{ns}/{name}")) {
+            Some(node) if pvc.annotations().get(SELECTED_NODE_ANNOTATION) != Some(node) => {
+                let mut c = (*pvc).clone();
+                c.annotations_mut()
+                    .insert(SELECTED_NODE_ANNOTATION.into(), node.clone());
+                Some(Arc::new(c))
+            }
+            _ => Some(pvc),
+        }
+    }
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.sched.pvs.store().get(&ObjectRef::new(name))
+    }
+    fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
+        self.sched.classes.store().get(&ObjectRef::new(name))
+    }
 }
 
 /// The scheduler's view of the cluster, kept current from pod and node events rather
@@ -213,12 +286,22 @@ impl Scheduler {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops assumptions whose binding never showed up.
+    fn lock_assumed_claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.assumed_claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_prebinding(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.prebinding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops assumptions whose binding never showed up (not those waiting in PreBind).
     fn expire_assumed(&self) {
+        let prebinding = self.lock_prebinding().clone();
         let mut cache = self.lock_cache();
         let stale: Vec<String> = cache
             .pods
             .iter()
+            .filter(|(uid, _)| !prebinding.contains(*uid))
             .filter(|(_, (_, at))| at.is_some_and(|at| at.elapsed() > Duration::from_secs(60)))
             .map(|(uid, _)| uid.clone())
             .collect();
@@ -238,6 +321,24 @@ impl Scheduler {
             return;
         }
         let uid = pod.uid().unwrap_or_default();
+        if self.lock_cache().pods.contains_key(&uid) {
+            // Assumed: its binding (or PreBind) is in flight.
+            return;
+        }
+        let assumed_claims = self.lock_assumed_claims().clone();
+        let vols = InformerVolumes {
+            sched: self,
+            assumed: &assumed_claims,
+        };
+        // VolumeBinding's PreFilter: refuses the pod for every node at once.
+        let claims: Option<PodClaims> = match volumes::pre_filter(&pod, &vols) {
+            Ok(c) => c,
+            Err(msg) => {
+                let n = self.lock_cache().nodes.len();
+                self.unschedulable(&key, &pod, prefilter_error_message(n, &msg));
+                return;
+            }
+        };
         let decision = {
             let mut cache = self.lock_cache();
             if cache.pods.contains_key(&uid) {
@@ -247,7 +348,21 @@ impl Scheduler {
             let mut rejections: Vec<Rejection> = Vec::new();
             let mut feasible: Vec<&NodeInfo> = Vec::new();
             for ni in cache.nodes.values() {
-                match filter_with(&pod, &info, ni) {
+                let fits = filter_with(&pod, &info, ni).and_then(|()| match &claims {
+                    Some(c) => {
+                        let reasons = volumes::filter(c, &vols, &ni.node);
+                        if reasons.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(Rejection {
+                                reasons: reasons.into_iter().map(String::from).collect(),
+                                resolvable: false,
+                            })
+                        }
+                    }
+                    None => Ok(()),
+                });
+                match fits {
                     Ok(()) => feasible.push(ni),
                     Err(r) => rejections.push(r),
                 }
@@ -272,9 +387,44 @@ impl Scheduler {
                 return;
             }
         };
+        // Reserve: the claims to provision are given the node in our own view first.
+        let ns = pod.namespace().unwrap_or_default();
+        let provision: Vec<String> = claims
+            .map(|c| c.delayed.iter().map(|p| p.name_any()).collect())
+            .unwrap_or_default();
+        if !provision.is_empty() {
+            let mut assumed = self.lock_assumed_claims();
+            for c in &provision {
+                assumed.insert(format!("{ns}/{c}"), node_name.clone());
+            }
+            self.lock_prebinding().insert(uid.clone());
+        }
         let this = self.clone();
         let bindings = self.bindings.clone();
         tokio::spawn(async move {
+            if !provision.is_empty() {
+                let prebound = this.prebind(&pod, &node_name, &provision).await;
+                this.lock_prebinding().remove(&uid);
+                {
+                    let mut assumed = this.lock_assumed_claims();
+                    for c in &provision {
+                        assumed.remove(&format!("{ns}/{c}"));
+                    }
+                }
+                if let Err(e) = prebound {
+                    // Unreserve, and try again after a back-off.
+                    let msg = format!("running PreBind plugin \"VolumeBinding\": {e}");
+                    tracing::info!(pod = %key, node = %node_name, error = %msg, "PreBind failed");
+                    this.lock_cache().remove(&uid);
+                    this.scheduler_error(&pod, msg);
+                    let this2 = this.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        this2.enqueue(key);
+                    });
+                    return;
+                }
+            }
             let permit = bindings.acquire_owned().await;
             let bound = this.bind(&pod, &node_name).await;
             drop(permit);
@@ -342,6 +492,91 @@ impl Scheduler {
         });
     }
 
+    /// VolumeBinding's PreBind: gives each claim the node (the selected-node
+    /// annotation, which tells the provisioner where to make the volume), then waits
+    /// until all are bound, woken by every claim or volume change. `Err` is kube's
+    /// message: scheduling starts over.
+    async fn prebind(&self, pod: &Pod, node: &str, claims: &[String]) -> Result<(), String> {
+        let ns = pod.namespace().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let mut changes = self.volume_changes.subscribe();
+        for c in claims {
+            let current = self.claims.store().get(&ObjectRef::new(c).within(&ns));
+            if current
+                .as_ref()
+                .is_some_and(|p| p.annotations().get(SELECTED_NODE_ANNOTATION).map(String::as_str) == Some(node))
+            {
+                continue;
+            }
+            let patch = serde_json::json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: node}}});
+            api.patch(c, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(ae) => ae.message,
+                    e => e.to_string(),
+                })?;
+        }
+        let Some(node_obj) = self.nodes.store().get(&ObjectRef::new(node)) else {
+            return Err(format!("binding volumes: failed to get node {node:?}: node {node:?} not found"));
+        };
+        let deadline = tokio::time::Instant::now() + self.config.bind_timeout;
+        loop {
+            if self
+                .pods
+                .store()
+                .get(&ObjectRef::new(&pod.name_any()).within(&ns))
+                .is_none_or(|p| p.uid() != pod.uid())
+            {
+                return Err(format!(
+                    "binding volumes: pod does not exist any more: pods {:?} not found",
+                    pod.name_any()
+                ));
+            }
+            let current: Vec<(String, Option<Arc<PersistentVolumeClaim>>)> = claims
+                .iter()
+                .map(|c| (c.clone(), self.claims.store().get(&ObjectRef::new(c).within(&ns))))
+                .collect();
+            let assumed = HashMap::new();
+            let vols = InformerVolumes {
+                sched: self,
+                assumed: &assumed,
+            };
+            match volumes::check_provisioned(&current, &vols, &node_obj) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(format!("binding volumes: {e}")),
+            }
+            // Woken by a change, or every second as kube polls.
+            let wait = tokio::time::timeout(Duration::from_secs(1), changes.changed());
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return Err("binding volumes: context deadline exceeded".into());
+            }
+        }
+    }
+
+    /// Records a failure of the scheduling framework itself (PreBind, not a filter):
+    /// the FailedScheduling event and the PodScheduled condition with reason
+    /// SchedulerError, as kube-scheduler's failure handler.
+    fn scheduler_error(&self, pod: &Arc<Pod>, msg: String) {
+        self.recorder
+            .publish(pod.as_ref(), WARNING, "FailedScheduling", msg.clone());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "SchedulerError", "message": msg,
+            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()), "lastProbeTime": null,
+        }]}});
+        let name = pod.name_any();
+        tokio::spawn(async move {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "setting PodScheduled condition");
+            }
+        });
+    }
+
     async fn bind(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -368,16 +603,44 @@ impl Scheduler {
 
 /// Runs the scheduler forever.
 pub async fn run(client: Client) -> anyhow::Result<()> {
+    run_with(client, SchedulerConfig::default()).await
+}
+
+/// Runs the scheduler forever with `config`.
+pub async fn run_with(client: Client, config: SchedulerConfig) -> anyhow::Result<()> {
     let sched = Arc::new(Scheduler {
         client: client.clone(),
         pods: Informer::spawn(Api::all(client.clone())),
         nodes: Informer::spawn(Api::all(client.clone())),
-        recorder: Recorder::new(client, DEFAULT_SCHEDULER),
+        recorder: Recorder::new(client.clone(), DEFAULT_SCHEDULER),
         queues: Mutex::default(),
         notify: Notify::new(),
         cache: Mutex::default(),
         bindings: Arc::new(tokio::sync::Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
+        claims: Informer::spawn(Api::all(client.clone())),
+        pvs: Informer::spawn(Api::all(client.clone())),
+        classes: Informer::spawn(Api::all(client.clone())),
+        assumed_claims: Mutex::default(),
+        prebinding: Mutex::default(),
+        volume_changes: tokio::sync::watch::channel(0).0,
+        config,
     });
+    // Claims, volumes and classes: a change may make a parked pod schedulable (kube's
+    // VolumeBinding EventsToRegister), and wakes the pods waiting in PreBind.
+    {
+        let s = sched.clone();
+        on_change(&sched.claims, move |_| {
+            s.volume_changes.send_modify(|v| *v += 1);
+            s.flush_unschedulable();
+        });
+        let s = sched.clone();
+        on_change(&sched.pvs, move |_| {
+            s.volume_changes.send_modify(|v| *v += 1);
+            s.flush_unschedulable();
+        });
+        let s = sched.clone();
+        on_change(&sched.classes, move |_| s.flush_unschedulable());
+    }
     {
         let s = sched.clone();
         on_change(&sched.pods, move |c| match c {
@@ -466,6 +729,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     }
     sched.pods.wait_ready().await;
     sched.nodes.wait_ready().await;
+    sched.claims.wait_ready().await;
+    sched.pvs.wait_ready().await;
+    // An API server without storage.k8s.io does not hold the scheduler up: no class
+    // is known, and claims bind at once (Immediate).
+    if tokio::time::timeout(Duration::from_secs(5), sched.classes.wait_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!("no StorageClasses listed yet; scheduling without them meanwhile");
+    }
     tracing::info!("scheduler started");
     loop {
         let key = sched.next().await;

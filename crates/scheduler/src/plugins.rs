@@ -336,6 +336,22 @@ pub fn pick_with<'a>(pod: &Pod, info: &PodInfo, feasible: &[&'a NodeInfo]) -> Op
     best.map(|(n, _)| n)
 }
 
+/// kube-scheduler's FitError message when a PreFilter plugin refused the pod for every
+/// node: `0/3 nodes are available: <its message>. preemption: 0/3 nodes are available:
+/// 3 Preemption is not helpful for scheduling.`
+pub fn prefilter_error_message(num_nodes: usize, msg: &str) -> String {
+    let all = vec![
+        Rejection {
+            reasons: vec![],
+            resolvable: false,
+        };
+        num_nodes
+    ];
+    let rest = fit_error_message(num_nodes, &all);
+    let head = format!("0/{num_nodes} nodes are available:");
+    format!("{head} {msg}.{}", rest.strip_prefix(&head).unwrap_or(&rest))
+}
+
 /// kube-scheduler's FitError message: `0/3 nodes are available: <histogram>. preemption:
 /// <per-node preemption outcome>.`
 pub fn fit_error_message(num_nodes: usize, rejections: &[Rejection]) -> String {
@@ -508,6 +524,15 @@ mod tests {
         assert_eq!(
             filter(&p, &cordoned).map_err(|r| r.reasons),
             Err(vec!["node(s) were unschedulable".to_string()])
+        );
+    }
+
+    #[test]
+    fn prefilter_message() {
+        assert_eq!(
+            prefilter_error_message(3, "persistentvolumeclaim \"data\" not found"),
+            "0/3 nodes are available: persistentvolumeclaim \"data\" not found. \
+             preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
         );
     }
 
