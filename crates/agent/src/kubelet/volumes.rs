@@ -736,3 +736,120 @@ pub fn spawn_refresher(
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(v: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(v).expect("claim")
+    }
+
+    #[test]
+    fn a_claim_mounts_its_bound_volume_path() {
+        let pending = claim(json!({"metadata": {"name": "data"}, "status": {"phase": "Pending"}}));
+        assert_eq!(
+            claim_mount("default", "data", None, None),
+            Err("persistentvolumeclaim \"data\" not found".to_string())
+        );
+        assert_eq!(
+            claim_mount("default", "data", Some(&pending), None),
+            Err("PVC default/data has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")".to_string())
+        );
+        let bound = claim(json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pvc-1"}, "status": {"phase": "Bound"}}));
+        assert_eq!(
+            claim_mount("default", "data", Some(&bound), None),
+            Err("persistentvolume \"pvc-1\" not found".to_string())
+        );
+        let host: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pvc-1"},
+            "spec": {"hostPath": {"path": "/s/pvc-1_default_data", "type": "DirectoryOrCreate"}}}))
+        .expect("pv");
+        assert_eq!(
+            claim_mount("default", "data", Some(&bound), Some(&host)),
+            Ok(ClaimMount {
+                path: "/s/pvc-1_default_data".into(),
+                create: true
+            })
+        );
+        let local: PersistentVolume = serde_json::from_value(
+            json!({"metadata": {"name": "pvc-1"}, "spec": {"local": {"path": "/mnt/disk"}}}),
+        )
+        .expect("pv");
+        assert_eq!(
+            claim_mount("default", "data", Some(&bound), Some(&local)),
+            Ok(ClaimMount {
+                path: "/mnt/disk".into(),
+                create: false
+            })
+        );
+        let nfs: PersistentVolume = serde_json::from_value(
+            json!({"metadata": {"name": "pvc-1"}, "spec": {"nfs": {"server": "x", "path": "/"}}}),
+        )
+        .expect("pv");
+        assert!(claim_mount("default", "data", Some(&bound), Some(&nfs)).is_err());
+    }
+
+    #[test]
+    fn failed_mount_message_is_kubelets() {
+        let nr = NotReady {
+            volumes: vec!["data".into(), "logs".into()],
+            reasons: vec![],
+        };
+        assert_eq!(
+            nr.failed_mount_message(),
+            "Unable to attach or mount volumes: unmounted volumes=[data logs], unattached volumes=[], \
+             failed to process volumes=[data logs]: timed out waiting for the condition"
+        );
+    }
+
+    #[test]
+    fn tmpfs_is_the_smallest_of_node_memory_pod_limit_and_size_limit() {
+        let gi = 1 << 30;
+        assert_eq!(tmpfs_size(8 * gi, None, None), 8 * gi);
+        assert_eq!(tmpfs_size(8 * gi, Some(gi), None), gi);
+        assert_eq!(tmpfs_size(8 * gi, Some(gi), Some(64 << 20)), 64 << 20);
+        assert_eq!(tmpfs_size(8 * gi, None, Some(16 * gi)), 8 * gi);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"memory": "64Mi"}}},
+            {"name": "b", "resources": {"limits": {"memory": "64Mi"}}},
+            {"name": "c"}
+        ]}}))
+        .expect("pod");
+        assert_eq!(pod_memory_limit(&pod), Some(128 << 20));
+    }
+
+    #[test]
+    fn eviction_names_the_first_emptydir_over_its_limit() {
+        let limits = vec![
+            SizeLimit {
+                volume: "cache".into(),
+                path: "/p/cache".into(),
+                bytes: 1 << 20,
+                text: "1Mi".into(),
+            },
+            SizeLimit {
+                volume: "scratch".into(),
+                path: "/p/scratch".into(),
+                bytes: 1 << 20,
+                text: "1Mi".into(),
+            },
+        ];
+        let usage = |cache: u64, scratch: u64| {
+            move |p: &Path| if p.ends_with("cache") { cache } else { scratch }
+        };
+        assert_eq!(over_limit(&limits, usage(1 << 20, 0)), None);
+        assert_eq!(
+            over_limit(&limits, usage(0, (1 << 20) + 1)).as_deref(),
+            Some("Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ")
+        );
+    }
+
+    #[test]
+    fn disk_usage_counts_allocated_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = disk_usage(dir.path());
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/f"), vec![1u8; 2 << 20]).expect("write");
+        assert!(disk_usage(dir.path()) >= before + (2 << 20));
+    }
+}
