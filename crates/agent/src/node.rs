@@ -231,7 +231,8 @@ pub async fn register(
         Err(kube::Error::Api(e)) if e.code == 409 => {
             // Registered before (agent restart): refresh our labels and annotations,
             // keep the rest.
-            let meta = json!({"metadata": {"labels": labels(cfg), "annotations": annotations(cfg)}});
+            let meta =
+                json!({"metadata": {"labels": labels(cfg), "annotations": annotations(cfg)}});
             nodes
                 .patch(&cfg.node_name, &PatchParams::default(), &Patch::Merge(meta))
                 .await

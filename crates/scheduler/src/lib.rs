@@ -287,7 +287,9 @@ impl Scheduler {
     }
 
     fn lock_assumed_claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.assumed_claims.lock().unwrap_or_else(|e| e.into_inner())
+        self.assumed_claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_prebinding(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -502,13 +504,16 @@ impl Scheduler {
         let mut changes = self.volume_changes.subscribe();
         for c in claims {
             let current = self.claims.store().get(&ObjectRef::new(c).within(&ns));
-            if current
-                .as_ref()
-                .is_some_and(|p| p.annotations().get(SELECTED_NODE_ANNOTATION).map(String::as_str) == Some(node))
-            {
+            if current.as_ref().is_some_and(|p| {
+                p.annotations()
+                    .get(SELECTED_NODE_ANNOTATION)
+                    .map(String::as_str)
+                    == Some(node)
+            }) {
                 continue;
             }
-            let patch = serde_json::json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: node}}});
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: node}}});
             api.patch(c, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| match e {
@@ -517,7 +522,9 @@ impl Scheduler {
                 })?;
         }
         let Some(node_obj) = self.nodes.store().get(&ObjectRef::new(node)) else {
-            return Err(format!("binding volumes: failed to get node {node:?}: node {node:?} not found"));
+            return Err(format!(
+                "binding volumes: failed to get node {node:?}: node {node:?} not found"
+            ));
         };
         let deadline = tokio::time::Instant::now() + self.config.bind_timeout;
         loop {
@@ -534,7 +541,12 @@ impl Scheduler {
             }
             let current: Vec<(String, Option<Arc<PersistentVolumeClaim>>)> = claims
                 .iter()
-                .map(|c| (c.clone(), self.claims.store().get(&ObjectRef::new(c).within(&ns))))
+                .map(|c| {
+                    (
+                        c.clone(),
+                        self.claims.store().get(&ObjectRef::new(c).within(&ns)),
+                    )
+                })
                 .collect();
             let assumed = HashMap::new();
             let vols = InformerVolumes {

@@ -78,9 +78,7 @@ pub fn fully_bound(pvc: &PersistentVolumeClaim) -> bool {
         .as_ref()
         .and_then(|s| s.volume_name.as_deref())
         .is_some_and(|n| !n.is_empty());
-    let completed = pvc
-        .annotations()
-        .contains_key(BIND_COMPLETED_ANNOTATION)
+    let completed = pvc.annotations().contains_key(BIND_COMPLETED_ANNOTATION)
         || pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     named && completed
 }
@@ -364,8 +362,10 @@ mod tests {
     }
 
     fn node(name: &str) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}))
-            .expect("node")
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+        )
+        .expect("node")
     }
 
     const BOUND: fn(&str) -> serde_json::Value = |pv| {
@@ -376,8 +376,9 @@ mod tests {
     #[test]
     fn pre_filter_refuses_missing_deleted_lost_and_unbound_immediate_claims() {
         let mut f = Fake::standard();
-        let no_claims: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}))
-            .expect("pod");
+        let no_claims: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}))
+                .expect("pod");
         assert!(matches!(pre_filter(&no_claims, &f), Ok(None)));
         assert_eq!(
             pre_filter(&pod(&["data"]), &f).err().as_deref(),
@@ -388,19 +389,30 @@ mod tests {
             pre_filter(&pod(&["gone"]), &f).err().as_deref(),
             Some("persistentvolumeclaim \"gone\" is being deleted")
         );
-        f.add_claim("lost", json!({"spec": {"volumeName": "pv-1"}, "status": {"phase": "Lost"}}));
+        f.add_claim(
+            "lost",
+            json!({"spec": {"volumeName": "pv-1"}, "status": {"phase": "Lost"}}),
+        );
         assert_eq!(
             pre_filter(&pod(&["lost"]), &f).err().as_deref(),
             Some("persistentvolumeclaim \"lost\" bound to non-existent persistentvolume \"pv-1\"")
         );
         f.add_claim("now", json!({"spec": {"storageClassName": "fast"}}));
-        assert_eq!(pre_filter(&pod(&["now"]), &f).err().as_deref(), Some(UNBOUND_IMMEDIATE));
+        assert_eq!(
+            pre_filter(&pod(&["now"]), &f).err().as_deref(),
+            Some(UNBOUND_IMMEDIATE)
+        );
         // No class (or an unknown one) binds at once too.
         f.add_claim("classless", json!({"spec": {"storageClassName": ""}}));
-        assert_eq!(pre_filter(&pod(&["classless"]), &f).err().as_deref(), Some(UNBOUND_IMMEDIATE));
+        assert_eq!(
+            pre_filter(&pod(&["classless"]), &f).err().as_deref(),
+            Some(UNBOUND_IMMEDIATE)
+        );
         f.add_claim("later", json!({}));
         f.add_claim("done", BOUND("pv-done"));
-        let c = pre_filter(&pod(&["later", "done"]), &f).expect("ok").expect("claims");
+        let c = pre_filter(&pod(&["later", "done"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert_eq!(c.delayed.len(), 1);
         assert_eq!(c.bound.len(), 1);
     }
@@ -410,23 +422,36 @@ mod tests {
         let mut f = Fake::standard();
         f.add_claim("done", BOUND("pv-1"));
         f.add_pv("pv-1", "n1");
-        let c = pre_filter(&pod(&["done"]), &f).expect("ok").expect("claims");
+        let c = pre_filter(&pod(&["done"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert!(filter(&c, &f, &node("n1")).is_empty());
         assert_eq!(filter(&c, &f, &node("n2")), vec![NODE_CONFLICT]);
         f.add_claim("orphan", BOUND("pv-missing"));
-        let c = pre_filter(&pod(&["orphan"]), &f).expect("ok").expect("claims");
+        let c = pre_filter(&pod(&["orphan"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert_eq!(filter(&c, &f, &node("n1")), vec![PV_NOT_EXIST]);
         // WaitForFirstConsumer: any node, until one is selected.
         f.add_claim("later", json!({}));
-        let c = pre_filter(&pod(&["later"]), &f).expect("ok").expect("claims");
+        let c = pre_filter(&pod(&["later"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert!(filter(&c, &f, &node("n2")).is_empty());
-        f.add_claim("picked", json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}}}));
-        let c = pre_filter(&pod(&["picked"]), &f).expect("ok").expect("claims");
+        f.add_claim(
+            "picked",
+            json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}}}),
+        );
+        let c = pre_filter(&pod(&["picked"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert!(filter(&c, &f, &node("n1")).is_empty());
         assert_eq!(filter(&c, &f, &node("n2")), vec![BIND_CONFLICT]);
         // A class without a provisioner cannot make the volume.
         f.add_claim("manual", json!({"spec": {"storageClassName": "manual"}}));
-        let c = pre_filter(&pod(&["manual"]), &f).expect("ok").expect("claims");
+        let c = pre_filter(&pod(&["manual"]), &f)
+            .expect("ok")
+            .expect("claims");
         assert_eq!(filter(&c, &f, &node("n1")), vec![BIND_CONFLICT]);
     }
 
@@ -449,12 +474,18 @@ mod tests {
     fn prebind_waits_for_the_binding_and_gives_up_when_the_provisioner_does() {
         let mut f = Fake::standard();
         let n1 = node("n1");
-        f.add_claim("c", json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}}}));
+        f.add_claim(
+            "c",
+            json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}}}),
+        );
         let now = |f: &Fake| vec![("c".to_string(), f.claim("default", "c"))];
         assert_eq!(check_provisioned(&now(&f), &f, &n1), Ok(false));
         // Bound, but its volume not seen yet: wait.
-        f.add_claim("c", json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}},
-                                "spec": {"volumeName": "pv-c"}, "status": {"phase": "Bound"}}));
+        f.add_claim(
+            "c",
+            json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: "n1"}},
+                                "spec": {"volumeName": "pv-c"}, "status": {"phase": "Bound"}}),
+        );
         assert_eq!(check_provisioned(&now(&f), &f, &n1), Ok(false));
         f.add_pv("pv-c", "n1");
         assert_eq!(check_provisioned(&now(&f), &f, &n1), Ok(true));

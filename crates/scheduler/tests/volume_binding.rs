@@ -78,7 +78,10 @@ async fn add_node(client: &Client, name: &str) {
     let node = json!({"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "spec": {}});
     nodes
-        .create(&PostParams::default(), &serde_json::from_value(node).expect("node"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(node).expect("node"),
+        )
         .await
         .expect("create node");
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -97,7 +100,10 @@ async fn add_class(client: &Client, name: &str, mode: &str) {
     let c = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
                    "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": mode});
     classes
-        .create(&PostParams::default(), &serde_json::from_value(c).expect("class"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(c).expect("class"),
+        )
         .await
         .expect("create the StorageClass (is storage.k8s.io served?)");
 }
@@ -107,7 +113,10 @@ async fn add_claim(client: &Client, ns: &str, name: &str, class: &str) -> Persis
     let c = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
         "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
     claims
-        .create(&PostParams::default(), &serde_json::from_value(c).expect("claim"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(c).expect("claim"),
+        )
         .await
         .expect("create claim")
 }
@@ -117,9 +126,12 @@ async fn add_pod(client: &Client, ns: &str, name: &str, claim: &str) {
     let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"containers": [{"name": "c", "image": "busybox"}],
                  "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}});
-    pods.create(&PostParams::default(), &serde_json::from_value(p).expect("pod"))
-        .await
-        .expect("create pod");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(p).expect("pod"),
+    )
+    .await
+    .expect("create pod");
 }
 
 /// Plays the provisioner and binder for one claim: a hostPath volume on `node`, the
@@ -136,7 +148,10 @@ async fn provision(client: &Client, ns: &str, claim: &str, node: &str) -> String
                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                      {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}});
     Api::<PersistentVolume>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(pv).expect("pv"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pv).expect("pv"),
+        )
         .await
         .expect("create pv");
     let bind = json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
@@ -146,7 +161,11 @@ async fn provision(client: &Client, ns: &str, claim: &str, node: &str) -> String
         .await
         .expect("bind claim");
     claims
-        .patch_status(claim, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}})))
+        .patch_status(
+            claim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
         .await
         .expect("claim status");
     pv_name
@@ -175,7 +194,13 @@ async fn scheduled_condition(client: &Client, ns: &str, pod: &str) -> Option<(St
 
 async fn selected_node(client: &Client, ns: &str, claim: &str) -> Option<String> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    claims.get(claim).await.ok()?.annotations().get(SELECTED).cloned()
+    claims
+        .get(claim)
+        .await
+        .ok()?
+        .annotations()
+        .get(SELECTED)
+        .cloned()
 }
 
 async fn has_event(client: &Client, ns: &str, pod: &str, reason: &str, message: &str) -> bool {
@@ -185,9 +210,8 @@ async fn has_event(client: &Client, ns: &str, pod: &str, reason: &str, message: 
         .await
         .map(|l| l.items)
         .unwrap_or_default();
-    list.iter().any(|e| {
-        e.reason.as_deref() == Some(reason) && e.message.as_deref() == Some(message)
-    })
+    list.iter()
+        .any(|e| e.reason.as_deref() == Some(reason) && e.message.as_deref() == Some(message))
 }
 
 #[tokio::test]
@@ -229,9 +253,16 @@ async fn wait_for_first_consumer_claims_are_given_the_node_then_the_pod_is_bound
     // PreBind: the claim gets the node; the pod waits for the binding.
     add_claim(c, ns, "data", "standard").await;
     add_pod(c, ns, "writer", "data").await;
-    let node = eventually(20, "the selected-node annotation", || selected_node(c, ns, "data")).await;
+    let node = eventually(20, "the selected-node annotation", || {
+        selected_node(c, ns, "data")
+    })
+    .await;
     assert!(node == "n1" || node == "n2", "{node}");
-    assert_eq!(node_of(c, ns, "writer").await, None, "bound before its claim");
+    assert_eq!(
+        node_of(c, ns, "writer").await,
+        None,
+        "bound before its claim"
+    );
     provision(c, ns, "data", &node).await;
     let bound = eventually(20, "the pod's binding", || node_of(c, ns, "writer")).await;
     assert_eq!(bound, node);
@@ -250,18 +281,27 @@ async fn wait_for_first_consumer_claims_are_given_the_node_then_the_pod_is_bound
         )
         .await
         .expect("finalizer");
-    claims.delete("data", &DeleteParams::default()).await.expect("delete claim");
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .expect("delete claim");
     add_pod(c, ns, "late", "data").await;
     let (_, msg) = eventually(20, "the deleted claim's condition", || {
         scheduled_condition(c, ns, "late")
     })
     .await;
     assert!(
-        msg.starts_with("0/2 nodes are available: persistentvolumeclaim \"data\" is being deleted."),
+        msg.starts_with(
+            "0/2 nodes are available: persistentvolumeclaim \"data\" is being deleted."
+        ),
         "{msg}"
     );
     claims
-        .patch("data", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
         .await
         .expect("drop finalizer");
 }
@@ -275,7 +315,10 @@ async fn prebind_gives_up_after_the_bind_timeout_and_tries_again() {
     let ns = "default";
     add_claim(c, ns, "slow", "standard").await;
     add_pod(c, ns, "patient", "slow").await;
-    let node = eventually(20, "the selected-node annotation", || selected_node(c, ns, "slow")).await;
+    let node = eventually(20, "the selected-node annotation", || {
+        selected_node(c, ns, "slow")
+    })
+    .await;
     assert_eq!(node, "n1");
     let (reason, msg) = eventually(20, "the PreBind timeout", || {
         scheduled_condition(c, ns, "patient")

@@ -530,14 +530,21 @@ mod tests {
         let v = pod(vec![], vec![], "Always");
         let now = Utc::now();
         let mut s = build(&v, &[], now);
-        mark_evicted(&mut s, &[], "Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". ", now);
+        mark_evicted(
+            &mut s,
+            &[],
+            "Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". ",
+            now,
+        );
         assert_eq!(s["phase"], "Failed");
         assert_eq!(s["reason"], "Evicted");
-        assert_eq!(s["message"], "Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". ");
+        assert_eq!(
+            s["message"],
+            "Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". "
+        );
         let dt = &s["conditions"][0];
         assert_eq!(dt["type"], "DisruptionTarget");
         assert_eq!(dt["status"], "True");
         assert_eq!(dt["reason"], "TerminationByKubelet");
     }
-
 }

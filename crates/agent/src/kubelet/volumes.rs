@@ -146,7 +146,11 @@ pub fn claim_mount(
 /// The claims of the pod's `persistentVolumeClaim` volumes, resolved through the API
 /// (volume name → where its data is). A claim not yet bound is [`NotReady`].
 pub async fn resolve_claims(client: &Client, pod: &Pod) -> Result<HashMap<String, ClaimMount>> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let mut out = HashMap::new();
@@ -154,7 +158,11 @@ pub async fn resolve_claims(client: &Client, pod: &Pod) -> Result<HashMap<String
         volumes: Vec::new(),
         reasons: Vec::new(),
     };
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
     for v in volumes {
         let Some(src) = &v.persistent_volume_claim else {
             continue;
@@ -192,7 +200,11 @@ pub async fn resolve_claims(client: &Client, pod: &Pod) -> Result<HashMap<String
 
 /// The size of a `medium: Memory` emptyDir's tmpfs, as kubelet sizes it: the node's
 /// allocatable memory, or less: the pod's memory limit, the volume's `sizeLimit`.
-pub fn tmpfs_size(node_allocatable: u64, pod_memory_limit: Option<u64>, size_limit: Option<u64>) -> u64 {
+pub fn tmpfs_size(
+    node_allocatable: u64,
+    pod_memory_limit: Option<u64>,
+    size_limit: Option<u64>,
+) -> u64 {
     [Some(node_allocatable), pod_memory_limit, size_limit]
         .into_iter()
         .flatten()
@@ -474,9 +486,9 @@ pub async fn prepare(
             continue;
         }
         if let Some(src) = &v.persistent_volume_claim {
-            let m = claims
-                .get(&v.name)
-                .with_context(|| format!("claim {} of volume {} not resolved", src.claim_name, v.name))?;
+            let m = claims.get(&v.name).with_context(|| {
+                format!("claim {} of volume {} not resolved", src.claim_name, v.name)
+            })?;
             if m.create && !m.path.exists() {
                 // As local-path-provisioner makes its volumes: writable by any user.
                 std::fs::create_dir_all(&m.path)
@@ -484,7 +496,11 @@ pub async fn prepare(
                 std::fs::set_permissions(&m.path, std::fs::Permissions::from_mode(0o777))
                     .with_context(|| format!("setting the mode of {}", m.path.display()))?;
             } else if !m.path.exists() {
-                bail!("the volume of claim {} is missing: {}", src.claim_name, m.path.display());
+                bail!(
+                    "the volume of claim {} is missing: {}",
+                    src.claim_name,
+                    m.path.display()
+                );
             }
             if src.read_only == Some(true) {
                 p.readonly.push(v.name.clone());
@@ -756,7 +772,9 @@ mod tests {
             claim_mount("default", "data", Some(&pending), None),
             Err("PVC default/data has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")".to_string())
         );
-        let bound = claim(json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pvc-1"}, "status": {"phase": "Bound"}}));
+        let bound = claim(
+            json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pvc-1"}, "status": {"phase": "Bound"}}),
+        );
         assert_eq!(
             claim_mount("default", "data", Some(&bound), None),
             Err("persistentvolume \"pvc-1\" not found".to_string())
@@ -809,12 +827,13 @@ mod tests {
         assert_eq!(tmpfs_size(8 * gi, Some(gi), None), gi);
         assert_eq!(tmpfs_size(8 * gi, Some(gi), Some(64 << 20)), 64 << 20);
         assert_eq!(tmpfs_size(8 * gi, None, Some(16 * gi)), 8 * gi);
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
-            {"name": "a", "resources": {"limits": {"memory": "64Mi"}}},
-            {"name": "b", "resources": {"limits": {"memory": "64Mi"}}},
-            {"name": "c"}
-        ]}}))
-        .expect("pod");
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "a", "resources": {"limits": {"memory": "64Mi"}}},
+                {"name": "b", "resources": {"limits": {"memory": "64Mi"}}},
+                {"name": "c"}
+            ]}}))
+            .expect("pod");
         assert_eq!(pod_memory_limit(&pod), Some(128 << 20));
     }
 

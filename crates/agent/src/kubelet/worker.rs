@@ -365,7 +365,8 @@ impl Worker {
             .as_ref()
             .and_then(|p| std::fs::read(p).ok());
         let t = timing::lap("etc-files", t);
-        self.volumes = volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref(), &claims).await?;
+        self.volumes =
+            volumes::prepare(&self.k.client, pod, &self.dir, ca.as_deref(), &claims).await?;
         timing::lap("volumes", t);
         self.refresher =
             volumes::spawn_refresher(self.k.client.clone(), pod.clone(), &self.volumes);
@@ -1219,12 +1220,11 @@ impl Worker {
             return;
         }
         let limits = self.volumes.limits.clone();
-        let over = tokio::task::spawn_blocking(move || {
-            volumes::over_limit(&limits, volumes::disk_usage)
-        })
-        .await
-        .ok()
-        .flatten();
+        let over =
+            tokio::task::spawn_blocking(move || volumes::over_limit(&limits, volumes::disk_usage))
+                .await
+                .ok()
+                .flatten();
         if let Some(msg) = over {
             self.evict(pod, msg).await;
         }
@@ -1281,11 +1281,17 @@ impl Worker {
         let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
         let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
         match api
-            .patch_status(&self.entry.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &self.entry.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => self.last_status = Some(status),
-            Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "posting the evicted status"),
+            Err(e) => {
+                tracing::warn!(pod = %self.entry.name, error = %e, "posting the evicted status")
+            }
         }
     }
 
