@@ -2,7 +2,8 @@
 //! as `system:kube-scheduler` (its default RBAC roles): the test plays the local-path
 //! provisioner and the PersistentVolume binder (it makes and binds the volume once the
 //! claim has the selected-node annotation), and the fake nodes' kubelets (none run).
-//! Needs `storage.k8s.io` StorageClasses served by the API server.
+//! Needs `storage.k8s.io` StorageClasses served by the API server; the test's classes
+//! have names of their own, beside the server's default one.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -141,7 +142,7 @@ async fn provision(client: &Client, ns: &str, claim: &str, node: &str) -> String
     let c = claims.get(claim).await.expect("claim");
     let pv_name = format!("pvc-{}", c.uid().unwrap_or_default());
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "on-first-use",
                  "persistentVolumeReclaimPolicy": "Delete",
                  "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": claim, "uid": c.uid()},
                  "hostPath": {"path": format!("/tmp/{pv_name}"), "type": "DirectoryOrCreate"},
@@ -220,7 +221,7 @@ async fn wait_for_first_consumer_claims_are_given_the_node_then_the_pod_is_bound
     let c = &cl.client;
     add_node(c, "n1").await;
     add_node(c, "n2").await;
-    add_class(c, "standard", "WaitForFirstConsumer").await;
+    add_class(c, "on-first-use", "WaitForFirstConsumer").await;
     add_class(c, "instant", "Immediate").await;
     let ns = "default";
 
@@ -248,10 +249,10 @@ async fn wait_for_first_consumer_claims_are_given_the_node_then_the_pod_is_bound
          preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
     );
     // Creating the missing claim makes the first pod schedulable.
-    add_claim(c, ns, "nope", "standard").await;
+    add_claim(c, ns, "nope", "on-first-use").await;
 
     // PreBind: the claim gets the node; the pod waits for the binding.
-    add_claim(c, ns, "data", "standard").await;
+    add_claim(c, ns, "data", "on-first-use").await;
     add_pod(c, ns, "writer", "data").await;
     let node = eventually(20, "the selected-node annotation", || {
         selected_node(c, ns, "data")
@@ -311,9 +312,9 @@ async fn prebind_gives_up_after_the_bind_timeout_and_tries_again() {
     let cl = start(Duration::from_secs(2)).await;
     let c = &cl.client;
     add_node(c, "n1").await;
-    add_class(c, "standard", "WaitForFirstConsumer").await;
+    add_class(c, "on-first-use", "WaitForFirstConsumer").await;
     let ns = "default";
-    add_claim(c, ns, "slow", "standard").await;
+    add_claim(c, ns, "slow", "on-first-use").await;
     add_pod(c, ns, "patient", "slow").await;
     let node = eventually(20, "the selected-node annotation", || {
         selected_node(c, ns, "slow")
