@@ -502,9 +502,9 @@ impl Scheduler {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
         let mut changes = self.volume_changes.subscribe();
-        // The revision of each claim as we wrote it: older copies in the informer do not
-        // count yet (kube compares resourceVersions the same way).
-        let mut written: HashMap<String, u64> = HashMap::new();
+        // Claims we annotated: the informer's copies without our annotation are older
+        // than our write until it shows it once (kube compares resourceVersions).
+        let mut unseen: HashSet<String> = HashSet::new();
         for c in claims {
             let current = self.claims.store().get(&ObjectRef::new(c).within(&ns));
             if current.as_ref().is_some_and(|p| {
@@ -517,14 +517,14 @@ impl Scheduler {
             }
             let patch =
                 serde_json::json!({"metadata": {"annotations": {SELECTED_NODE_ANNOTATION: node}}});
-            let done = api
+            let _: PersistentVolumeClaim = api
                 .patch(c, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| match e {
                     kube::Error::Api(ae) => ae.message,
                     e => e.to_string(),
                 })?;
-            written.insert(c.clone(), revision(&done));
+            unseen.insert(c.clone());
         }
         let Some(node_obj) = self.nodes.store().get(&ObjectRef::new(node)) else {
             return Err(format!(
@@ -616,15 +616,6 @@ impl Scheduler {
             .with_context(|| format!("binding pod {ns}/{} to {node}", pod.name_any()))?;
         Ok(())
     }
-}
-
-/// An object's resourceVersion as a number (skiff's store revision; 0 if not one).
-fn revision<K: kube::Resource>(o: &K) -> u64 {
-    o.meta()
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Runs the scheduler forever.
