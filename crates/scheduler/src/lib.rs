@@ -553,15 +553,28 @@ impl Scheduler {
                     )
                 })
                 .collect();
-            let assumed = HashMap::new();
-            let vols = InformerVolumes {
-                sched: self,
-                assumed: &assumed,
-            };
-            match volumes::check_provisioned(&current, &vols, &node_obj) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => return Err(format!("binding volumes: {e}")),
+            for (name, pvc) in &current {
+                let ours = pvc.as_ref().is_some_and(|p| {
+                    p.annotations()
+                        .get(SELECTED_NODE_ANNOTATION)
+                        .map(String::as_str)
+                        == Some(node)
+                });
+                if ours {
+                    unseen.remove(name);
+                }
+            }
+            if unseen.is_empty() {
+                let assumed = HashMap::new();
+                let vols = InformerVolumes {
+                    sched: self,
+                    assumed: &assumed,
+                };
+                match volumes::check_provisioned(&current, &vols, &node_obj) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => return Err(format!("binding volumes: {e}")),
+                }
             }
             // Woken by a change, or every second as kube polls.
             let wait = tokio::time::timeout(Duration::from_secs(1), changes.changed());
