@@ -1216,7 +1216,9 @@ impl Worker {
     /// kubelet's eviction manager for this pod: an emptyDir over its `sizeLimit` evicts
     /// the pod (`localStorageEviction`: no grace period).
     async fn housekeeping(&mut self, pod: &Pod) {
-        if self.volumes.limits.is_empty() {
+        // Only a pod with something running is evicted (not one that finished).
+        let active = self.states.values().any(|s| s.current.is_some());
+        if self.volumes.limits.is_empty() || !active {
             return;
         }
         let limits = self.volumes.limits.clone();
