@@ -23,10 +23,6 @@ use crate::AgentConfig;
 /// Version skiff's runtime reports in nodeInfo.containerRuntimeVersion.
 pub const RUNTIME_VERSION: &str = "skiff://0.1.0";
 
-/// The Node annotation naming this node's local-path directory: the local-path
-/// provisioner puts the PersistentVolumes it makes for this node under it.
-pub const LOCAL_PATH_ANNOTATION: &str = "storage.skiff.dev/local-path";
-
 /// This agent's local-path directory (`<data dir>/storage`), an absolute path.
 pub fn local_path_dir(cfg: &AgentConfig) -> std::path::PathBuf {
     let dir = cfg.data_dir.join("storage");
@@ -46,7 +42,7 @@ pub fn make_local_path_dir(cfg: &AgentConfig) -> Result<()> {
 /// The Node's annotations the agent owns.
 pub fn annotations(cfg: &AgentConfig) -> BTreeMap<String, String> {
     BTreeMap::from([(
-        LOCAL_PATH_ANNOTATION.to_string(),
+        skiff_api::names::LOCAL_PATH_DIR_ANNOTATION.to_string(),
         local_path_dir(cfg).to_string_lossy().into_owned(),
     )])
 }

@@ -34,7 +34,8 @@ use crate::plugins::{
     filter_with, fit_error_message, pick_with, prefilter_error_message, NodeInfo, PodInfo,
     Rejection,
 };
-use crate::volumes::{PodClaims, SELECTED_NODE_ANNOTATION};
+use crate::volumes::PodClaims;
+use skiff_api::names::SELECTED_NODE_ANNOTATION;
 
 /// The scheduler name pods ask for by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";

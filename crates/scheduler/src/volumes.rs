@@ -13,12 +13,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
+use skiff_api::names::{BIND_COMPLETED_ANNOTATION, SELECTED_NODE_ANNOTATION};
 
-/// The claim annotation naming the node chosen for its first consumer: the provisioner
-/// makes the volume there.
-pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
-/// The claim annotation the PersistentVolume controller sets once it bound the claim.
-pub const BIND_COMPLETED_ANNOTATION: &str = "pv.kubernetes.io/bind-completed";
 /// A class whose volumes are made by hand (`volume.NotSupportedProvisioner`).
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 

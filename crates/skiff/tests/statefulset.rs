@@ -1,7 +1,8 @@
 //! End-to-end: a StatefulSet behind its headless Service on a real local cluster
 //! (`skiff up`), driven by the oldest and newest supported kubectl as a user would:
-//! `rollout status`, a deleted pod that comes back with its name and DNS name, `scale`,
-//! a rolled template change and `rollout undo`. Needs root, as `cluster.rs`.
+//! `rollout status`, a deleted pod that comes back with its name, DNS name and volume
+//! (a claim from `volumeClaimTemplates` on the default StorageClass), `scale`, a rolled
+//! template change and `rollout undo`. Needs root, as `cluster.rs`.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::time::Duration;
 use common::{assert_tools, wait_for, Cluster};
 use skiff_testkit::kubectl::{self, Kubectl, NEWEST, OLDEST};
 
-/// The headless Service `web` and the StatefulSet `web` of three httpd pods.
+/// The headless Service `web` and the StatefulSet `web` of three httpd pods, each with
+/// its claim `www-web-<ordinal>` mounted at `/data`.
 const MANIFEST: &str = r#"apiVersion: v1
 kind: Service
 metadata: {name: web}
@@ -30,7 +32,13 @@ spec:
     metadata: {labels: {app: web}}
     spec:
       containers:
-      - {name: httpd, image: httpd, ports: [{containerPort: 80}]}
+      - name: httpd
+        image: httpd
+        ports: [{containerPort: 80}]
+        volumeMounts: [{name: www, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 5Mi}}}
 "#;
 
 /// A kubectl whose every command is in one namespace (`-n`).
@@ -105,7 +113,22 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
             "{version}: {table}"
         );
 
-        // web-1 deleted comes back with its name; its DNS name follows its new IP.
+        // Each ordinal has its own bound claim; web-1 writes into its volume.
+        let claims = k.ok_quiet(&[
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}",
+        ]);
+        assert_eq!(
+            claims.trim(),
+            "www-web-0=Bound www-web-1=Bound www-web-2=Bound",
+            "{version}"
+        );
+        k.ok_quiet(&["exec", "web-1", "--", "sh", "-c", "echo kept > /data/id"]);
+
+        // web-1 deleted comes back with its name and its volume; its DNS name follows its
+        // new IP.
         let uid = |k: &Ns| k.ok_quiet(&["get", "pod", "web-1", "-o", "jsonpath={.metadata.uid}"]);
         let old_uid = uid(&k);
         k.ok_quiet(&["delete", "pod", "web-1"]);
@@ -114,6 +137,12 @@ fn statefulset_keeps_names_and_dns_with_kubectl_old_and_new() {
             !u.stdout.trim().is_empty() && u.stdout.trim() != old_uid
         });
         k.ok_quiet(&["rollout", "status", "sts/web", "--timeout=180s"]);
+        assert_eq!(
+            k.ok_quiet(&["exec", "web-1", "--", "cat", "/data/id"])
+                .trim(),
+            "kept",
+            "{version}: web-1's volume came back with it"
+        );
         let ip = k.ok_quiet(&["get", "pod", "web-1", "-o", "jsonpath={.status.podIP}"]);
         let fqdn = format!("web-1.web.{ns}.svc.cluster.local");
         let mut last = String::new();
