@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -34,11 +33,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use skiff_api::helpers::{node_affinity_matches, tolerates};
 
-use crate::events::{Recorder, NORMAL, WARNING};
+use crate::events::{Recorder, WARNING};
 use crate::hash::{compute_hash, normalize};
 use crate::informer::Informer;
+use crate::podcontrol::{create_pods, delete_pods, Expectations, Owner};
 use crate::queue::{run_workers, WorkQueue};
-use crate::replicaset::{adopt, release, Expectations, CREATES_IN_FLIGHT};
+use crate::replicaset::{adopt, release};
 use crate::rollout::scaled_value;
 use crate::triggers::Triggers;
 use crate::util::{
@@ -840,115 +840,44 @@ async fn sync_nodes(
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let meta = template.metadata.clone().unwrap_or_default();
-    let mut pending = create.as_slice();
-    let mut batch = 1usize;
-    while !pending.is_empty() {
-        let (now, rest) = pending.split_at(batch.min(pending.len()));
-        pending = rest;
-        batch *= 2;
-        let creates: Vec<_> = now
-            .iter()
-            .map(|node| {
-                let mut spec = template.spec.clone().unwrap_or_default();
-                spec.affinity = Some(with_node_affinity(spec.affinity.take(), node));
-                let pod = Pod {
-                    metadata: ObjectMeta {
-                        generate_name: Some(format!("{}-", ds.name_any())),
-                        namespace: Some(ns.clone()),
-                        labels: meta.labels.clone(),
-                        annotations: meta.annotations.clone(),
-                        finalizers: meta.finalizers.clone(),
-                        owner_references: Some(vec![controller_ref(ds.as_ref())]),
-                        ..Default::default()
-                    },
-                    spec: Some(spec),
-                    status: None,
-                };
-                let api = api.clone();
-                let node = node.clone();
-                async move {
-                    let r = api.create(&PostParams::default(), &pod).await;
-                    (node, r)
-                }
-            })
-            .collect();
-        let results: Vec<_> = futures::stream::iter(creates)
-            .buffer_unordered(CREATES_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut created = Vec::new();
-        let mut failed = None;
-        for (node, r) in results {
-            match r {
-                Ok(p) => {
-                    ctx.recorder.publish(
-                        ds.as_ref(),
-                        NORMAL,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    );
-                    created.push(p.name_any());
-                }
-                Err(e) => {
-                    ctx.recorder.publish(
-                        ds.as_ref(),
-                        WARNING,
-                        "FailedCreate",
-                        format!("Error creating: {e}"),
-                    );
-                    failed = Some((node, e));
-                }
+    let pods: Vec<Pod> = create
+        .iter()
+        .map(|node| {
+            let mut spec = template.spec.clone().unwrap_or_default();
+            spec.affinity = Some(with_node_affinity(spec.affinity.take(), node));
+            Pod {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{}-", ds.name_any())),
+                    namespace: Some(ns.clone()),
+                    labels: meta.labels.clone(),
+                    annotations: meta.annotations.clone(),
+                    finalizers: meta.finalizers.clone(),
+                    owner_references: Some(vec![controller_ref(ds.as_ref())]),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+                status: None,
             }
-        }
-        ctx.expectations.expect(key, created, vec![]);
-        if let Some((node, e)) = failed {
-            return Err(e).with_context(|| format!("creating the pod of {key} on {node}"));
-        }
-    }
-    let uids: Vec<(String, String)> = delete
+        })
+        .collect();
+    let owner = Owner {
+        obj: ds.as_ref(),
+        key,
+        recorder: &ctx.recorder,
+        expectations: &ctx.expectations,
+    };
+    create_pods(&owner, &api, pods, |i| {
+        format!("the pod of {key} on {}", create[i])
+    })
+    .await?;
+    let victims: Vec<(String, String)> = delete
         .iter()
         .filter_map(|n| {
             let p = ctx.pods.store().get(&ObjectRef::new(n).within(&ns))?;
             Some((n.clone(), p.uid()?))
         })
         .collect();
-    ctx.expectations.expect(key, vec![], uids);
-    let deletes: Vec<_> = delete
-        .into_iter()
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let r = api.delete(&name, &DeleteParams::default()).await;
-                (name, r)
-            }
-        })
-        .collect();
-    let results: Vec<_> = futures::stream::iter(deletes)
-        .buffer_unordered(CREATES_IN_FLIGHT)
-        .collect()
-        .await;
-    for (name, r) in results {
-        match r {
-            Ok(_) => ctx.recorder.publish(
-                ds.as_ref(),
-                NORMAL,
-                "SuccessfulDelete",
-                format!("Deleted pod: {name}"),
-            ),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => {
-                ctx.recorder.publish(
-                    ds.as_ref(),
-                    WARNING,
-                    "FailedDelete",
-                    format!("Error deleting: {e}"),
-                );
-                ctx.expectations.delete(key);
-                return Err(e).with_context(|| format!("deleting pod {name} of {key}"));
-            }
-        }
-    }
-    Ok(())
+    delete_pods(&owner, &api, &victims, &DeleteParams::default()).await
 }
 
 #[cfg(test)]
