@@ -11,5 +11,6 @@ pub mod defaults;
 pub mod helpers;
 pub mod names;
 pub mod quantity;
+pub mod tz;
 
 pub use k8s_openapi;

@@ -68,6 +68,18 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             && state.nodes.iter().all(|n| process::alive(n.agent_pid))
             && state.extra.iter().all(|p| process::alive(p.pid));
         if running {
+            let have = state.nodes.len();
+            if opts.nodes > have {
+                return grow(state, &opts, hooks, started).await;
+            }
+            if opts.nodes < have {
+                bail!(
+                    "cluster {:?} has {have} nodes: skiff up adds nodes but does not remove them (--nodes {} is fewer; skiff down --cluster {} removes the cluster)",
+                    opts.name,
+                    opts.nodes,
+                    opts.name
+                );
+            }
             bail!(
                 "cluster {:?} already exists (skiff down --cluster {} removes it)",
                 opts.name,
@@ -223,44 +235,123 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         state.extra.push(p);
     }
 
-    let server_dir = ClusterState::server_dir(name);
     for (i, node) in names.iter().enumerate() {
-        let ns = layout::node_netns(name, node);
-        let mut args = vec![
-            "--netns".to_string(),
-            netns::path(&ns).display().to_string(),
-            "agent".into(),
-            "--server".into(),
-            server_urls.join(","),
-            "--token-file".into(),
-            server_dir.join("token").display().to_string(),
-            "--ca-file".into(),
-            server_dir.join("pki").join("ca.crt").display().to_string(),
-            "--node-name".into(),
-            node.clone(),
-            "--node-ip".into(),
-            layout::node_ip(i).to_string(),
-            "--data-dir".into(),
-            ClusterState::agent_dir(name, node).display().to_string(),
-            "--netns-prefix".into(),
-            layout::pod_netns_prefix(name, node),
-        ];
-        if i < servers {
-            args.push("--control-plane".into());
-        }
-        args.extend(opts.agent_args.iter().cloned());
+        let args = agent_args(opts, node, i, i < servers, &server_urls.join(","));
         let log = dir.join(node).join("agent.log");
         let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
         state.nodes.push(NodeState {
             name: node.clone(),
             ip: layout::node_ip(i),
-            netns: ns,
+            netns: layout::node_netns(name, node),
             agent_pid,
             agent_args: args,
         });
     }
     state.save()?;
     wait_until_ready(&state, &client, deadline).await?;
+    Ok(state)
+}
+
+/// The arguments of node `node`'s (the `i`-th) agent, joining the servers at `servers`
+/// (comma-separated URLs).
+fn agent_args(
+    opts: &UpOptions,
+    node: &str,
+    i: usize,
+    control_plane: bool,
+    servers: &str,
+) -> Vec<String> {
+    let name = &opts.name;
+    let server_dir = ClusterState::server_dir(name);
+    let mut args = vec![
+        "--netns".to_string(),
+        netns::path(&layout::node_netns(name, node))
+            .display()
+            .to_string(),
+        "agent".into(),
+        "--server".into(),
+        servers.to_string(),
+        "--token-file".into(),
+        server_dir.join("token").display().to_string(),
+        "--ca-file".into(),
+        server_dir.join("pki").join("ca.crt").display().to_string(),
+        "--node-name".into(),
+        node.to_string(),
+        "--node-ip".into(),
+        layout::node_ip(i).to_string(),
+        "--data-dir".into(),
+        ClusterState::agent_dir(name, node).display().to_string(),
+        "--netns-prefix".into(),
+        layout::pod_netns_prefix(name, node),
+    ];
+    if control_plane {
+        args.push("--control-plane".into());
+    }
+    args.extend(opts.agent_args.iter().cloned());
+    args
+}
+
+/// Adds nodes to a running cluster up to `opts.nodes` (`skiff up --nodes N` of a
+/// smaller cluster): a network namespace and an agent each, named and addressed as
+/// `start` would have made them; the servers stay as they are.
+async fn grow(
+    mut state: ClusterState,
+    opts: &UpOptions,
+    hooks: &Hooks,
+    started: Instant,
+) -> anyhow::Result<ClusterState> {
+    let name = &opts.name;
+    let dir = ClusterState::dir(name);
+    let deadline = Instant::now() + opts.timeout;
+    let servers = state
+        .nodes
+        .iter()
+        .filter(|n| n.agent_args.iter().any(|a| a == "--control-plane"))
+        .count()
+        .max(1);
+    // The servers the agents join, as the first agent was told.
+    let urls = state.nodes[0]
+        .agent_args
+        .iter()
+        .skip_while(|a| *a != "--server")
+        .nth(1)
+        .cloned()
+        .context("the first agent's --server")?;
+    let names = layout::node_names_with_servers(opts.nodes, servers);
+    let lan = layout::lan_netns(name);
+    let have = state.nodes.len();
+    for (i, node) in names.iter().enumerate().skip(have) {
+        netns::create_node(
+            &lan,
+            &layout::node_netns(name, node),
+            i,
+            layout::node_ip(i),
+            layout::LAN_PREFIX_LEN,
+            layout::lan_gateway(),
+        )?;
+        crate::files::private_dir(&dir.join(node))?;
+        let args = agent_args(opts, node, i, false, &urls);
+        let log = dir.join(node).join("agent.log");
+        let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
+        state.nodes.push(NodeState {
+            name: node.clone(),
+            ip: layout::node_ip(i),
+            netns: layout::node_netns(name, node),
+            agent_pid,
+            agent_args: args,
+        });
+        state.save()?;
+    }
+    let client = wait_for_api(&state, hooks, deadline).await?;
+    wait_until_ready(&state, &client, deadline).await?;
+    println!(
+        "Cluster \"{}\" now has {} node(s) (added {}) in {:.2}s, API at {}",
+        state.name,
+        state.nodes.len(),
+        state.nodes.len() - have,
+        started.elapsed().as_secs_f64(),
+        state.host_url()
+    );
     Ok(state)
 }
 

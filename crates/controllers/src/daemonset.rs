@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -34,11 +33,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use skiff_api::helpers::{node_affinity_matches, tolerates};
 
-use crate::events::{Recorder, NORMAL, WARNING};
+use crate::events::{Recorder, WARNING};
 use crate::hash::{compute_hash, normalize};
 use crate::informer::Informer;
+use crate::podcontrol::{create_pods, delete_pods, Expectations, Owner};
 use crate::queue::{run_workers, WorkQueue};
-use crate::replicaset::{adopt, release, Expectations, CREATES_IN_FLIGHT};
+use crate::replicaset::{adopt, release};
 use crate::rollout::scaled_value;
 use crate::triggers::Triggers;
 use crate::util::{
@@ -228,9 +228,69 @@ fn sort_pods(pods: &mut [&Pod]) {
     });
 }
 
+/// kube's `failedPodsBackoff` (client-go's `flowcontrol.Backoff`): per DaemonSet and
+/// node, a failed pod is deleted at once the first time, then only after 1 s, 2 s,
+/// 4 s... up to 15 minutes since the last deletion, so that a pod the kubelet keeps
+/// rejecting is not deleted and recreated in a hot loop. Pure: the time is a parameter.
+#[derive(Debug, Default)]
+pub struct FailedPodBackoff {
+    /// Key -> (current delay, when it was last used).
+    entries: HashMap<String, (Duration, Timestamp)>,
+}
+
+impl FailedPodBackoff {
+    /// The first delay.
+    pub const INITIAL: Duration = Duration::from_secs(1);
+    /// The longest delay.
+    pub const MAX: Duration = Duration::from_secs(15 * 60);
+
+    /// The key of a DaemonSet's node (kube's `failedPodsBackoffKey`).
+    pub fn key(ds: &DaemonSet, node: &str) -> String {
+        let generation = ds.status.as_ref().and_then(|s| s.observed_generation);
+        format!(
+            "{}/{}/{node}",
+            ds.uid().unwrap_or_default(),
+            generation.unwrap_or(0)
+        )
+    }
+
+    /// How long deleting a failed pod under `key` still waits at `now`; None: it may go.
+    pub fn wait(&self, key: &str, now: Timestamp) -> Option<Duration> {
+        let (delay, last) = self.entries.get(key)?;
+        let elapsed = Duration::try_from(now.duration_since(*last)).unwrap_or_default();
+        (elapsed < *delay).then(|| *delay - elapsed)
+    }
+
+    /// Records a deletion under `key` at `now`: the next one waits twice as long (the
+    /// first delay again after twice the longest without one).
+    pub fn next(&mut self, key: &str, now: Timestamp) {
+        let e = self
+            .entries
+            .entry(key.to_string())
+            .or_insert((Duration::ZERO, now));
+        let quiet = Duration::try_from(now.duration_since(e.1)).unwrap_or_default();
+        e.0 = if e.0.is_zero() || quiet > 2 * Self::MAX {
+            Self::INITIAL
+        } else {
+            (e.0 * 2).min(Self::MAX)
+        };
+        e.1 = now;
+    }
+
+    /// Forgets the entries unused for twice the longest delay (kube's `GC`).
+    pub fn gc(&mut self, now: Timestamp) {
+        self.entries.retain(|_, (_, last)| {
+            Duration::try_from(now.duration_since(*last)).unwrap_or_default() <= 2 * Self::MAX
+        });
+    }
+}
+
 /// What one node needs (`podsShouldBeOnNode`): whether to create a pod there and which
 /// of its pods (names) to delete. `pods` are the DaemonSet's pods for the node, but
-/// terminated pods being deleted; `surge` whether the strategy allows two pods.
+/// terminated pods being deleted; `surge` whether the strategy allows two pods;
+/// `delete_failed` says whether a failed pod may be deleted now (the back-off), one
+/// that may not stays, and keeps its replacement away.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_node(
     should_run: bool,
     should_continue: bool,
@@ -239,6 +299,7 @@ pub fn plan_node(
     surge: bool,
     min_ready: i64,
     now: Timestamp,
+    delete_failed: &mut dyn FnMut(&Pod) -> bool,
 ) -> (bool, Vec<String>) {
     let mut delete = Vec::new();
     if should_run && pods.is_empty() {
@@ -255,9 +316,13 @@ pub fn plan_node(
     let mut running: Vec<&Pod> = Vec::new();
     for p in pods.iter().filter(|p| !is_deleting(**p)) {
         match pod_phase(p) {
-            // kube backs off before deleting failed pods again and again; a failed pod
-            // is deleted here and its replacement made by the next sync.
-            "Failed" | "Succeeded" => delete.push(p.name_any()),
+            // Its replacement is made by the sync after the deletion.
+            "Failed" => {
+                if delete_failed(p) {
+                    delete.push(p.name_any());
+                }
+            }
+            "Succeeded" => delete.push(p.name_any()),
             _ => running.push(p),
         }
     }
@@ -463,6 +528,7 @@ struct Ctx {
     revisions: Arc<Informer<ControllerRevision>>,
     recorder: Recorder,
     expectations: Expectations,
+    failed_backoff: std::sync::Mutex<FailedPodBackoff>,
 }
 
 /// Starts the controller.
@@ -476,6 +542,7 @@ pub fn run(client: Client, inf: &Informers) {
         revisions: inf.controllerrevisions.clone(),
         recorder: Recorder::new(client, "daemonset-controller"),
         expectations: Expectations::default(),
+        failed_backoff: Default::default(),
     });
     let dss = inf.daemonsets.clone();
     let all = inf.daemonsets.clone();
@@ -605,17 +672,52 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     let satisfied = ctx.expectations.satisfied(key, |pod| {
         ctx.pods.store().get(&ObjectRef::new(pod).within(ns))
     });
+    let mut retry: Option<Duration> = None;
     if satisfied && !is_deleting(ds.as_ref()) {
-        let mut create = Vec::new();
-        let mut delete = Vec::new();
-        for (node, run, cont) in &decisions {
-            let pods = by_node.get(&node.name_any()).cloned().unwrap_or_default();
-            let (c, d) = plan_node(*run, *cont, &pods, &hash, surge, min_ready, now);
-            if c {
-                create.push(node.name_any());
+        // The back-off's lock is held only while planning (no await inside).
+        let (mut create, mut delete) = {
+            let mut create = Vec::new();
+            let mut delete = Vec::new();
+            let mut backoff = ctx.failed_backoff.lock().unwrap_or_else(|e| e.into_inner());
+            backoff.gc(now);
+            for (node, run, cont) in &decisions {
+                let pods = by_node.get(&node.name_any()).cloned().unwrap_or_default();
+                let bkey = FailedPodBackoff::key(&ds, &node.name_any());
+                let mut delete_failed = |p: &Pod| {
+                    if let Some(wait) = backoff.wait(&bkey, now) {
+                        retry = Some(retry.map_or(wait, |r| r.min(wait)));
+                        return false;
+                    }
+                    backoff.next(&bkey, now);
+                    ctx.recorder.publish(
+                        ds.as_ref(),
+                        WARNING,
+                        "FailedDaemonPod",
+                        format!(
+                            "Found failed daemon pod {ns}/{} on node {}, will try to kill it",
+                            p.name_any(),
+                            node.name_any()
+                        ),
+                    );
+                    true
+                };
+                let (c, d) = plan_node(
+                    *run,
+                    *cont,
+                    &pods,
+                    &hash,
+                    surge,
+                    min_ready,
+                    now,
+                    &mut delete_failed,
+                );
+                if c {
+                    create.push(node.name_any());
+                }
+                delete.extend(d);
             }
-            delete.extend(d);
-        }
+            (create, delete)
+        };
         // Pods for nodes that no longer exist, never scheduled: nothing will run them.
         let exists = |n: &str| nodes.iter().any(|x| x.name_any() == n);
         for (n, pods) in &by_node {
@@ -676,9 +778,10 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     }
     // Pods Ready but not yet available become so after minReadySeconds.
     if min_ready > 0 && new.number_ready > new.number_available.unwrap_or(0) {
-        return Ok(Some(Duration::from_secs(min_ready as u64)));
+        let ready = Duration::from_secs(min_ready as u64);
+        retry = Some(retry.map_or(ready, |r| r.min(ready)));
     }
-    Ok(None)
+    Ok(retry)
 }
 
 /// The DaemonSet's revisions (kube's `constructHistory`): the one of its current
@@ -840,115 +943,44 @@ async fn sync_nodes(
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let meta = template.metadata.clone().unwrap_or_default();
-    let mut pending = create.as_slice();
-    let mut batch = 1usize;
-    while !pending.is_empty() {
-        let (now, rest) = pending.split_at(batch.min(pending.len()));
-        pending = rest;
-        batch *= 2;
-        let creates: Vec<_> = now
-            .iter()
-            .map(|node| {
-                let mut spec = template.spec.clone().unwrap_or_default();
-                spec.affinity = Some(with_node_affinity(spec.affinity.take(), node));
-                let pod = Pod {
-                    metadata: ObjectMeta {
-                        generate_name: Some(format!("{}-", ds.name_any())),
-                        namespace: Some(ns.clone()),
-                        labels: meta.labels.clone(),
-                        annotations: meta.annotations.clone(),
-                        finalizers: meta.finalizers.clone(),
-                        owner_references: Some(vec![controller_ref(ds.as_ref())]),
-                        ..Default::default()
-                    },
-                    spec: Some(spec),
-                    status: None,
-                };
-                let api = api.clone();
-                let node = node.clone();
-                async move {
-                    let r = api.create(&PostParams::default(), &pod).await;
-                    (node, r)
-                }
-            })
-            .collect();
-        let results: Vec<_> = futures::stream::iter(creates)
-            .buffer_unordered(CREATES_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut created = Vec::new();
-        let mut failed = None;
-        for (node, r) in results {
-            match r {
-                Ok(p) => {
-                    ctx.recorder.publish(
-                        ds.as_ref(),
-                        NORMAL,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    );
-                    created.push(p.name_any());
-                }
-                Err(e) => {
-                    ctx.recorder.publish(
-                        ds.as_ref(),
-                        WARNING,
-                        "FailedCreate",
-                        format!("Error creating: {e}"),
-                    );
-                    failed = Some((node, e));
-                }
+    let pods: Vec<Pod> = create
+        .iter()
+        .map(|node| {
+            let mut spec = template.spec.clone().unwrap_or_default();
+            spec.affinity = Some(with_node_affinity(spec.affinity.take(), node));
+            Pod {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{}-", ds.name_any())),
+                    namespace: Some(ns.clone()),
+                    labels: meta.labels.clone(),
+                    annotations: meta.annotations.clone(),
+                    finalizers: meta.finalizers.clone(),
+                    owner_references: Some(vec![controller_ref(ds.as_ref())]),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+                status: None,
             }
-        }
-        ctx.expectations.expect(key, created, vec![]);
-        if let Some((node, e)) = failed {
-            return Err(e).with_context(|| format!("creating the pod of {key} on {node}"));
-        }
-    }
-    let uids: Vec<(String, String)> = delete
+        })
+        .collect();
+    let owner = Owner {
+        obj: ds.as_ref(),
+        key,
+        recorder: &ctx.recorder,
+        expectations: &ctx.expectations,
+    };
+    create_pods(&owner, &api, pods, |i| {
+        format!("the pod of {key} on {}", create[i])
+    })
+    .await?;
+    let victims: Vec<(String, String)> = delete
         .iter()
         .filter_map(|n| {
             let p = ctx.pods.store().get(&ObjectRef::new(n).within(&ns))?;
             Some((n.clone(), p.uid()?))
         })
         .collect();
-    ctx.expectations.expect(key, vec![], uids);
-    let deletes: Vec<_> = delete
-        .into_iter()
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let r = api.delete(&name, &DeleteParams::default()).await;
-                (name, r)
-            }
-        })
-        .collect();
-    let results: Vec<_> = futures::stream::iter(deletes)
-        .buffer_unordered(CREATES_IN_FLIGHT)
-        .collect()
-        .await;
-    for (name, r) in results {
-        match r {
-            Ok(_) => ctx.recorder.publish(
-                ds.as_ref(),
-                NORMAL,
-                "SuccessfulDelete",
-                format!("Deleted pod: {name}"),
-            ),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => {
-                ctx.recorder.publish(
-                    ds.as_ref(),
-                    WARNING,
-                    "FailedDelete",
-                    format!("Error deleting: {e}"),
-                );
-                ctx.expectations.delete(key);
-                return Err(e).with_context(|| format!("deleting pod {name} of {key}"));
-            }
-        }
-    }
-    Ok(())
+    delete_pods(&owner, &api, &victims, &DeleteParams::default()).await
 }
 
 #[cfg(test)]
@@ -1126,9 +1158,12 @@ mod tests {
     #[test]
     fn what_each_node_needs() {
         let t = now();
-        assert_eq!(plan_node(true, true, &[], "h", false, 0, t), (true, vec![]));
         assert_eq!(
-            plan_node(false, false, &[], "h", false, 0, t),
+            plan_node(true, true, &[], "h", false, 0, t, &mut |_| true),
+            (true, vec![])
+        );
+        assert_eq!(
+            plan_node(false, false, &[], "h", false, 0, t, &mut |_| true),
             (false, vec![])
         );
         let (a, b, c) = (
@@ -1138,20 +1173,25 @@ mod tests {
         );
         // Several: the Ready ones first, then the oldest, is kept.
         assert_eq!(
-            plan_node(true, true, &[&a, &b, &c], "h", false, 0, t),
+            plan_node(true, true, &[&a, &b, &c], "h", false, 0, t, &mut |_| true),
             (false, vec!["a".to_string(), "b".to_string()])
         );
         // Not to run any more: all go.
         assert_eq!(
-            plan_node(false, false, &[&a], "h", false, 0, t),
+            plan_node(false, false, &[&a], "h", false, 0, t, &mut |_| true),
             (false, vec!["a".to_string()])
         );
         // A failed pod is deleted (its replacement comes with the next sync).
         let mut failed = dpod("f", "h", 1, false);
         failed.status.as_mut().expect("status").phase = Some("Failed".into());
         assert_eq!(
-            plan_node(true, true, &[&failed], "h", false, 0, t),
+            plan_node(true, true, &[&failed], "h", false, 0, t, &mut |_| true),
             (false, vec!["f".to_string()])
+        );
+        // In its back-off it stays, and no other pod comes beside it.
+        assert_eq!(
+            plan_node(true, true, &[&failed], "h", false, 0, t, &mut |_| false),
+            (false, vec![])
         );
         // Surge: an old Ready pod stays beside a new one until the new one is available.
         let (old, new_unready, new_ready) = (
@@ -1160,18 +1200,71 @@ mod tests {
             dpod("new", "h", 2, true),
         );
         assert_eq!(
-            plan_node(true, true, &[&old, &new_unready], "h", true, 0, t),
+            plan_node(
+                true,
+                true,
+                &[&old, &new_unready],
+                "h",
+                true,
+                0,
+                t,
+                &mut |_| true
+            ),
             (false, vec![])
         );
         assert_eq!(
-            plan_node(true, true, &[&old, &new_ready], "h", true, 0, t),
+            plan_node(
+                true,
+                true,
+                &[&old, &new_ready],
+                "h",
+                true,
+                0,
+                t,
+                &mut |_| true
+            ),
             (false, vec!["old".to_string()])
         );
         // Without surge the two are one too many.
         assert_eq!(
-            plan_node(true, true, &[&old, &new_unready], "h", false, 0, t),
+            plan_node(
+                true,
+                true,
+                &[&old, &new_unready],
+                "h",
+                false,
+                0,
+                t,
+                &mut |_| true
+            ),
             (false, vec!["new".to_string()])
         );
+    }
+
+    #[test]
+    fn failed_pods_are_deleted_with_a_doubling_back_off() {
+        let mut b = FailedPodBackoff::default();
+        let t0 = now();
+        let at = |s: i64| t0 + k8s_openapi::jiff::SignedDuration::from_secs(s);
+        assert_eq!(b.wait("k", t0), None, "the first failure goes at once");
+        b.next("k", t0);
+        assert_eq!(b.wait("k", t0), Some(Duration::from_secs(1)));
+        assert_eq!(b.wait("k", at(1)), None);
+        b.next("k", at(1));
+        assert_eq!(b.wait("k", at(2)), Some(Duration::from_secs(1)));
+        b.next("k", at(3));
+        assert_eq!(b.wait("k", at(3)), Some(Duration::from_secs(4)));
+        assert_eq!(b.wait("other", at(3)), None, "per DaemonSet and node");
+        for i in 0..20 {
+            b.next("k", at(10 + i));
+        }
+        assert_eq!(b.wait("k", at(29)), Some(FailedPodBackoff::MAX));
+        // After a long quiet, from the start again.
+        let quiet = at(29 + 2 * 15 * 60 + 1);
+        b.next("k", quiet);
+        assert_eq!(b.wait("k", quiet), Some(FailedPodBackoff::INITIAL));
+        b.gc(at(29 + 2 * 15 * 60 + 1 + 2 * 15 * 60 + 1));
+        assert_eq!(b.entries.len(), 0);
     }
 
     fn by_node<'a>(pods: &[(&str, &'a Pod)]) -> BTreeMap<String, Vec<&'a Pod>> {
@@ -1334,6 +1427,7 @@ mod tests {
             recorder: Recorder::new(client.clone(), "daemonset-controller"),
             client,
             expectations: Expectations::default(),
+            failed_backoff: Default::default(),
         }
     }
 

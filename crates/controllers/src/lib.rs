@@ -24,6 +24,7 @@ pub mod localpath;
 pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod podendpoint;
 pub mod podrank;
 pub mod pvbinder;

@@ -3,22 +3,22 @@
 //! pods first, and reports status (replicas, fullyLabeledReplicas, readyReplicas,
 //! availableReplicas, observedGeneration).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
-use crate::events::{Recorder, NORMAL, WARNING};
+use crate::events::Recorder;
 use crate::informer::Informer;
+use crate::podcontrol::{create_pods, delete_pods, Expectations, Owner};
 use crate::podrank::pods_to_delete;
 use crate::queue::{run_workers, WorkQueue};
 use crate::triggers::Triggers;
@@ -30,78 +30,6 @@ use crate::Informers;
 
 /// Most pods created or deleted in one sync (kube's `burstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
-/// How long unfulfilled expectations block a sync (kube: 5 minutes; shorter here since a
-/// lost watch event costs more than a rare double create).
-pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Most pod creates (or deletes) of one sync in flight at once. Batches still grow 1, 2, 4... (kube's
-/// slowStartBatch, so that a failing create fails fast), but each request in flight holds
-/// one HTTP/1 connection of the client's pool: past a few the API server only gets
-/// slower (see BENCH.md).
-pub const CREATES_IN_FLIGHT: usize = 16;
-
-/// Pods a controller created or deleted and has not yet seen in its cache
-/// (client-go's ControllerExpectations, tracked by name and uid). Checking them costs a
-/// cache lookup per pending pod, not a scan of every pod.
-#[derive(Default)]
-pub struct Expectations {
-    inner: Mutex<HashMap<String, Expect>>,
-}
-
-struct Expect {
-    /// Names of pods created.
-    created: HashSet<String>,
-    /// Name -> uid of pods deleted.
-    deleted: HashMap<String, String>,
-    at: Instant,
-}
-
-impl Expectations {
-    /// Records pods created (names) and deleted ((name, uid) pairs) for `key`.
-    pub fn expect(&self, key: &str, created: Vec<String>, deleted: Vec<(String, String)>) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry(key.to_string()).or_insert_with(|| Expect {
-            created: HashSet::new(),
-            deleted: HashMap::new(),
-            at: Instant::now(),
-        });
-        e.created.extend(created);
-        e.deleted.extend(deleted);
-        e.at = Instant::now();
-    }
-
-    /// Whether the cache shows everything expected for `key`; `lookup` finds a pod of the
-    /// key's namespace in the cache by name. Satisfied expectations are dropped.
-    pub fn satisfied(&self, key: &str, lookup: impl Fn(&str) -> Option<Arc<Pod>>) -> bool {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(e) = m.get_mut(key) else { return true };
-        if e.at.elapsed() > EXPECTATIONS_TIMEOUT {
-            m.remove(key);
-            return true;
-        }
-        e.created.retain(|name| lookup(name).is_none());
-        e.deleted.retain(|name, uid| {
-            lookup(name).is_some_and(|p| {
-                p.metadata.uid.as_deref() == Some(uid.as_str())
-                    && p.metadata.deletion_timestamp.is_none()
-            })
-        });
-        let done = e.created.is_empty() && e.deleted.is_empty();
-        if done {
-            m.remove(key);
-        }
-        done
-    }
-
-    /// Forgets `key`.
-    pub fn delete(&self, key: &str) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-}
-
 struct Ctx {
     client: Client,
     pods: Arc<Informer<Pod>>,
@@ -282,48 +210,16 @@ async fn manage(
             spec: template.spec.clone(),
             status: None,
         };
-        // Slow start: batches of 1, 2, 4... so that a failing create fails fast.
-        let mut remaining = diff;
-        let mut batch = 1usize;
-        while remaining > 0 {
-            let n = batch.min(remaining);
-            let pp = PostParams::default();
-            let results: Vec<_> = futures::stream::iter(0..n)
-                .map(|_| pods_api.create(&pp, &pod))
-                .buffer_unordered(CREATES_IN_FLIGHT)
-                .collect()
-                .await;
-            let mut created = Vec::new();
-            let mut failed = None;
-            for r in results {
-                match r {
-                    Ok(p) => {
-                        ctx.recorder.publish(
-                            rs.as_ref(),
-                            NORMAL,
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", p.name_any()),
-                        );
-                        created.push(p.name_any());
-                    }
-                    Err(e) => {
-                        ctx.recorder.publish(
-                            rs.as_ref(),
-                            WARNING,
-                            "FailedCreate",
-                            format!("Error creating: {e}"),
-                        );
-                        failed = Some(e);
-                    }
-                }
-            }
-            ctx.expectations.expect(key, created, vec![]);
-            if let Some(e) = failed {
-                return Err(e).with_context(|| format!("creating pods for replicaset {key}"));
-            }
-            remaining -= n;
-            batch *= 2;
-        }
+        let owner = Owner {
+            obj: rs.as_ref(),
+            key,
+            recorder: &ctx.recorder,
+            expectations: &ctx.expectations,
+        };
+        create_pods(&owner, &pods_api, vec![pod; diff], |_| {
+            format!("pods for replicaset {key}")
+        })
+        .await?;
     } else if owned.len() > want {
         let diff = (owned.len() - want).min(BURST_REPLICAS);
         // Rank by siblings: active pods of ReplicaSets with the same controller.
@@ -348,53 +244,17 @@ async fn manage(
             .collect();
         let owned_refs: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();
         let victims = pods_to_delete(&owned_refs, &related, diff);
-        ctx.expectations.expect(
-            key,
-            vec![],
-            victims
-                .iter()
-                .filter_map(|p| Some((p.name_any(), p.uid()?)))
-                .collect(),
-        );
-        let deletes: Vec<_> = victims
+        let victims: Vec<(String, String)> = victims
             .iter()
-            .map(|p| {
-                let api = pods_api.clone();
-                let name = p.name_any();
-                async move {
-                    (
-                        name.clone(),
-                        api.delete(&name, &DeleteParams::default()).await,
-                    )
-                }
-            })
+            .filter_map(|p| Some((p.name_any(), p.uid()?)))
             .collect();
-        let results: Vec<_> = futures::stream::iter(deletes)
-            .buffer_unordered(CREATES_IN_FLIGHT)
-            .collect()
-            .await;
-        for (name, r) in results {
-            match r {
-                Ok(_) => ctx.recorder.publish(
-                    rs.as_ref(),
-                    NORMAL,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {name}"),
-                ),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    ctx.recorder.publish(
-                        rs.as_ref(),
-                        WARNING,
-                        "FailedDelete",
-                        format!("Error deleting: {e}"),
-                    );
-                    ctx.expectations.delete(key);
-                    return Err(e)
-                        .with_context(|| format!("deleting pod {name} of replicaset {key}"));
-                }
-            }
-        }
+        let owner = Owner {
+            obj: rs.as_ref(),
+            key,
+            recorder: &ctx.recorder,
+            expectations: &ctx.expectations,
+        };
+        delete_pods(&owner, &pods_api, &victims, &DeleteParams::default()).await?;
     }
     Ok(())
 }
@@ -455,6 +315,8 @@ mod tests {
     use skiff_testkit::fakeapi::{FakeApi, Reply};
 
     use crate::testing::{collection, informer, writes_but_events};
+
+    use std::collections::HashMap;
 
     fn pod(name: &str, uid: &str, deleting: bool) -> Arc<Pod> {
         let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": uid}});

@@ -153,3 +153,69 @@ async fn finished_jobs_beyond_the_history_limits_are_deleted_oldest_first() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cronjob_in_a_named_time_zone_fires_at_that_zones_minute() {
+    let cl = start_cronjobs().await;
+    let cjs: Api<CronJob> = Api::namespaced(cl.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(cl.client.clone(), "default");
+    // The next minute as Kathmandu's clocks show it (UTC+05:45): in UTC that hour and
+    // minute come at another time, so only an honoured zone fires within the minute.
+    let zone = skiff_api::tz::zone("Asia/Kathmandu").expect("zone");
+    let next = (Timestamp::now().as_second() / 60 + 1) * 60;
+    let local = Timestamp::from_second(next).expect("ts").to_zoned(zone);
+    let schedule = format!("{} {} * * *", local.minute(), local.hour());
+    cjs.create(
+        &PostParams::default(),
+        &cronjob(
+            "kathmandu",
+            json!({"schedule": schedule, "timeZone": "Asia/Kathmandu"}),
+        ),
+    )
+    .await
+    .expect("create cronjob");
+    let name = format!("kathmandu-{}", next / 60);
+    eventually(75, &format!("job {name}"), || async {
+        jobs.get_opt(&name).await.expect("get job")
+    })
+    .await;
+    let cj = cjs.get("kathmandu").await.expect("cronjob");
+    let last = cj
+        .status
+        .and_then(|s| s.last_schedule_time)
+        .expect("lastScheduleTime");
+    assert_eq!(last.0.as_second(), next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_cronjobs_are_refused_with_kubes_words() {
+    let cl = start_cronjobs().await;
+    let cjs: Api<CronJob> = Api::namespaced(cl.client.clone(), "default");
+    let refused = |cj: CronJob| {
+        let cjs = cjs.clone();
+        async move {
+            match cjs.create(&PostParams::default(), &cj).await {
+                Err(kube::Error::Api(s)) => (s.code, s.message),
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        refused(cronjob("tz", json!({"schedule": "TZ=Europe/Berlin 0 9 * * *"}))).await,
+        (
+            422,
+            "CronJob.batch \"tz\" is invalid: spec.schedule: Invalid value: \"TZ=Europe/Berlin 0 9 * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead".to_string()
+        )
+    );
+    assert_eq!(
+        refused(cronjob("mars", json!({"timeZone": "Mars/Olympus"}))).await,
+        (
+            422,
+            "CronJob.batch \"mars\" is invalid: spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus".to_string()
+        )
+    );
+    let long = "x".repeat(53);
+    let (code, msg) = refused(cronjob(&long, json!({}))).await;
+    assert_eq!(code, 422);
+    assert!(msg.ends_with("metadata.name: Invalid value: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\": must be no more than 52 characters"), "{msg}");
+}

@@ -214,3 +214,54 @@ async fn daemonset_node_selector_follows_labels() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_daemon_pod_is_killed_and_replaced() {
+    use k8s_openapi::api::core::v1::Event;
+    let cl = start().await;
+    let client = cl.client.clone();
+    add_node(&client, "k8s-w1", "192.0.2.11", false).await;
+    let _heartbeats = heartbeats(client.clone(), &[("k8s-w1", "192.0.2.11")]);
+    let _kubelets = fake_kubelets(client.clone(), &["k8s-w1"]);
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    dss.create(&PostParams::default(), &daemonset("flaky", "agent:1", None))
+        .await
+        .expect("create daemonset");
+    let first = eventually(30, "a Ready pod", || async {
+        let m = placement(&client, "flaky").await?;
+        (counts(&dss, "flaky").await? == (1, 1, 1, 1, 1)).then(|| m["k8s-w1"].0.clone())
+    })
+    .await;
+
+    // The kubelet reports it Failed: the controller kills it, says so, and makes another.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.patch_status(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .expect("fail the pod");
+    eventually(30, "a replacement", || async {
+        let m = placement(&client, "flaky").await?;
+        m.get("k8s-w1").filter(|(p, _)| *p != first).map(|_| ())
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let said = eventually(30, "the FailedDaemonPod event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedDaemonPod"))
+    })
+    .await;
+    assert_eq!(said.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        said.message.as_deref(),
+        Some(
+            format!("Found failed daemon pod default/{first} on node k8s-w1, will try to kill it")
+                .as_str()
+        )
+    );
+    assert_eq!(said.involved_object.name.as_deref(), Some("flaky"));
+}

@@ -351,3 +351,117 @@ async fn a_suspended_job_runs_no_pods_until_resumed() {
         ("False", Some("JobResumed"))
     );
 }
+
+fn index(p: &Pod) -> String {
+    p.annotations()
+        .get("batch.kubernetes.io/job-completion-index")
+        .cloned()
+        .expect("index annotation")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_success_policy_completes_an_indexed_job_when_its_leader_succeeds() {
+    let cl = start_jobs().await;
+    let client = cl.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "leader",
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                   "successPolicy": {"rules": [{"succeededIndexes": "0"}]}}),
+        ),
+    )
+    .await
+    .expect("create job");
+    let pods = wait_running(&client, "leader", 3).await;
+    let leader = pods.iter().find(|p| index(p) == "0").expect("index 0");
+    finish(&client, leader, "Succeeded", 0).await;
+    // The workers are terminated; the Job completes with the policy's words.
+    let done = wait_condition(&client, "leader", "Complete", 30).await;
+    let words = (
+        "SuccessPolicy".to_string(),
+        "Matched rules at index 0".to_string(),
+    );
+    assert_eq!(condition_words(&done, "SuccessCriteriaMet"), words);
+    assert_eq!(condition_words(&done, "Complete"), words);
+    let st = done.status.clone().expect("status");
+    assert_eq!(st.completed_indexes.as_deref(), Some("0"));
+    assert_eq!(st.succeeded, Some(1));
+    assert!(st.completion_time.is_some());
+    wait_released(&client, "leader").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_past_its_backoff_limit_per_index_fails_the_job_with_failed_indexes() {
+    let cl = start_jobs().await;
+    let client = cl.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let policy = json!({"rules": [{"action": "FailIndex",
+        "onExitCodes": {"operator": "In", "values": [42]}}]});
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "perindex",
+            json!({"completions": 2, "parallelism": 2, "completionMode": "Indexed",
+                   "backoffLimitPerIndex": 1, "podFailurePolicy": policy}),
+        ),
+    )
+    .await
+    .expect("create job");
+    let created = jobs.get("perindex").await.expect("job");
+    let spec = created.spec.clone().expect("spec");
+    assert_eq!(spec.backoff_limit, Some(i32::MAX), "no Job-wide limit");
+    assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+    let pods = wait_running(&client, "perindex", 2).await;
+    for p in &pods {
+        assert_eq!(
+            p.annotations()
+                .get("batch.kubernetes.io/job-index-failure-count")
+                .map(String::as_str),
+            Some("0")
+        );
+    }
+    // Index 0 exits 42: FailIndex fails it at once; index 1 succeeds.
+    let zero = pods.iter().find(|p| index(p) == "0").expect("index 0");
+    let one = pods.iter().find(|p| index(p) == "1").expect("index 1");
+    finish(&client, zero, "Failed", 42).await;
+    finish(&client, one, "Succeeded", 0).await;
+    let failed = wait_condition(&client, "perindex", "Failed", 30).await;
+    let words = (
+        "FailedIndexes".to_string(),
+        "Job has failed indexes".to_string(),
+    );
+    assert_eq!(condition_words(&failed, "FailureTarget"), words);
+    assert_eq!(condition_words(&failed, "Failed"), words);
+    let st = failed.status.clone().expect("status");
+    assert_eq!(st.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(st.completed_indexes.as_deref(), Some("1"));
+    assert_eq!(st.failed, Some(1));
+    assert!(running(&client, "perindex").await.is_empty(), "no retry");
+    wait_released(&client, "perindex").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_jobs_are_refused_with_kubes_words() {
+    let cl = start_jobs().await;
+    let jobs: Api<Job> = Api::namespaced(cl.client.clone(), "default");
+    let err = jobs
+        .create(
+            &PostParams::default(),
+            &job(
+                "bad",
+                json!({"backoffLimitPerIndex": 1, "managedBy": "nobody"}),
+            ),
+        )
+        .await
+        .expect_err("refused");
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status: {err}")
+    };
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        "Job.batch \"bad\" is invalid: [spec.backoffLimitPerIndex: Forbidden: requires indexed completion mode, spec.managedBy: Invalid value: \"nobody\": must be a domain-prefixed path (such as \"acme.io/foo\")]"
+    );
+}

@@ -695,6 +695,40 @@ fn jobs_run_to_completion_with_kubectl() {
             "{}",
             k.who()
         );
+        // A Job made now from a CronJob's template (`create job --from=cronjob/x`).
+        let cj = format!("yearly{i}");
+        k.ok_quiet(&[
+            "create",
+            "cronjob",
+            &cj,
+            "--image=busybox",
+            "--schedule=0 0 1 1 *",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from the cronjob",
+        ]);
+        let manual = format!("{cj}-manual");
+        k.ok_quiet(&["create", "job", &manual, &format!("--from=cronjob/{cj}")]);
+        let manual = format!("job/{manual}");
+        k.ok_quiet(&["wait", "--for=condition=complete", &manual, "--timeout=60s"]);
+        assert_eq!(
+            k.ok(&["logs", &manual]).trim(),
+            "hello from the cronjob",
+            "{}",
+            k.who()
+        );
+        assert_eq!(
+            k.ok_quiet(&[
+                "get",
+                &manual,
+                "-o",
+                "jsonpath={.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate}",
+            ]),
+            "manual",
+            "{}",
+            k.who()
+        );
     }
     c.apply(FAILING_JOB);
     c.ok_quiet(&[
@@ -712,4 +746,126 @@ fn jobs_run_to_completion_with_kubectl() {
         ]),
         "BackoffLimitExceeded"
     );
+}
+
+/// Two web pods (one per worker, by anti-affinity) and a budget that keeps both.
+const GUARDED_WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: guarded}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: guarded}}
+  template:
+    metadata: {labels: {app: guarded}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {matchLabels: {app: guarded}}
+      containers:
+      - {name: c, image: busybox, command: [sleep, "3600"]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: guarded}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: guarded}}
+"#;
+
+/// `kubectl drain` as kubectl 1.27 and 1.33 run it: blocked by a PodDisruptionBudget
+/// (kube's 429 words, retried until the timeout, the node left cordoned), then done
+/// once the budget allows one pod to go.
+#[test]
+#[ignore = "needs root"]
+fn drain_waits_for_the_disruption_budget() {
+    assert_tools();
+    let c = Cluster::up("e2d", 3, &[]);
+    c.apply(GUARDED_WEB);
+    let bins = skiff_testkit::kubectl::versions(&["1.27", "1.33"]);
+    assert_eq!(bins.len(), 2, "kubectl 1.27 and 1.33 are needed");
+    for bin in &bins {
+        let k = skiff_testkit::kubectl::Kubectl::new(bin, &c.kubeconfig);
+        let who = k.who();
+        k.ok_quiet(&["rollout", "status", "deploy/guarded", "--timeout=120s"]);
+        k.ok_quiet(&[
+            "patch",
+            "pdb",
+            "guarded",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"minAvailable":2}}"#,
+        ]);
+        k.ok_quiet(&[
+            "wait",
+            "pdb/guarded",
+            "--for=jsonpath={.status.currentHealthy}=2",
+            "--timeout=60s",
+        ]);
+        k.ok_quiet(&[
+            "wait",
+            "pdb/guarded",
+            "--for=jsonpath={.status.disruptionsAllowed}=0",
+            "--timeout=60s",
+        ]);
+        let node = k.ok_quiet(&[
+            "get",
+            "pods",
+            "-l",
+            "app=guarded",
+            "-o",
+            "jsonpath={.items[0].spec.nodeName}",
+        ]);
+        let blocked = k.run(&[
+            "drain",
+            &node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=15s",
+        ]);
+        assert!(!blocked.success, "{who}: drain went through the budget");
+        let said = blocked.combined();
+        assert!(
+            said.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+            "{who}: {said}"
+        );
+        assert!(said.contains("will retry after 5s"), "{who}: {said}");
+        assert_eq!(
+            k.ok_quiet(&["get", "node", &node, "-o", "jsonpath={.spec.unschedulable}"]),
+            "true",
+            "{who}: the node stays cordoned"
+        );
+
+        // One may go: its replacement starts elsewhere, then the drain completes.
+        k.ok_quiet(&[
+            "patch",
+            "pdb",
+            "guarded",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"minAvailable":1}}"#,
+        ]);
+        let out = k.ok(&[
+            "drain",
+            &node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=120s",
+        ]);
+        assert!(
+            out.contains(&format!("node/{node} drained")),
+            "{who}: {out}"
+        );
+        assert_eq!(
+            k.ok_quiet(&["get", "node", &node, "-o", "jsonpath={.spec.unschedulable}"]),
+            "true",
+            "{who}"
+        );
+        k.ok_quiet(&["uncordon", &node]);
+    }
 }

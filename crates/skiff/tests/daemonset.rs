@@ -100,3 +100,46 @@ fn daemonset_rolls_out_with_kubectl_old_and_new() {
         k.ok_quiet(&["delete", &ds]);
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_node_added_with_skiff_up_gets_the_daemon_pod() {
+    assert_tools();
+    let c = Cluster::up("dsgrow", 1, &[]);
+    c.apply(&manifest("grow"));
+    c.ok_quiet(&["rollout", "status", "ds/grow", "--timeout=120s"]);
+
+    // `skiff up --nodes 2` of the running 1-node cluster adds k8s-n1...
+    let out = c.skiff(&["up", "--nodes", "2"]);
+    assert!(out.status.success(), "growing: {}", common::text(&out));
+    // ...and fewer nodes are refused, saying why.
+    let out = c.skiff(&["up", "--nodes", "1"]);
+    assert!(!out.status.success(), "shrinking was accepted");
+    let said = common::text(&out);
+    assert!(
+        said.contains("has 2 nodes: skiff up adds nodes but does not remove them"),
+        "{said}"
+    );
+
+    let clients = kubectl::versions(&[OLDEST, NEWEST]);
+    assert_eq!(clients.len(), 2, "kubectl {OLDEST} and {NEWEST} are needed");
+    for path in clients {
+        let k = Kubectl::new(path.clone(), &c.kubeconfig);
+        let version = path.display().to_string();
+        k.ok_quiet(&["rollout", "status", "ds/grow", "--timeout=120s"]);
+        let nodes = k.ok_quiet(&[
+            "get",
+            "pods",
+            "-l",
+            "ds=grow",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ]);
+        let mut nodes: Vec<&str> = nodes.lines().collect();
+        nodes.sort();
+        assert_eq!(nodes, ["k8s-m", "k8s-n1"], "{version}");
+        let table = k.ok_quiet(&["get", "ds", "grow", "--no-headers"]);
+        let row: Vec<&str> = table.split_whitespace().collect();
+        assert_eq!(row[1..6], ["2", "2", "2", "2", "2"], "{version}: {table}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The CronJob controller (kube's `pkg/controller/cronjob`, `cronjob_controllerv2.go`):
 //! creates a Job named `<cronjob>-<minutes since the epoch>` at each start time of a
-//! CronJob's `schedule` (in `timeZone`, UTC by default; skiff has no tz database, so
-//! other zones are reported `UnknownTimeZone`), honouring `suspend`,
+//! CronJob's `schedule` (in `timeZone`, UTC by default, from the IANA database compiled
+//! into the binary; a zone it does not know is reported `UnknownTimeZone`), honouring `suspend`,
 //! `startingDeadlineSeconds` and `concurrencyPolicy`, keeps `status.active`,
 //! `lastScheduleTime` and `lastSuccessfulTime`, and deletes the oldest finished Jobs
 //! beyond `successfulJobsHistoryLimit` and `failedJobsHistoryLimit`.

@@ -235,15 +235,14 @@ pub fn plan(input: &Input) -> Plan {
         return p;
     }
     let tz = match spec.time_zone.as_deref() {
-        // skiff builds jiff without a tz database: named zones resolve only if one is
-        // ever enabled, UTC always does.
-        None | Some("UTC" | "Etc/UTC") => TimeZone::UTC,
-        Some(name) => match TimeZone::get(name) {
+        None => TimeZone::UTC,
+        // Named zones come from the tz database compiled in (`skiff_api::tz`).
+        Some(name) => match skiff_api::tz::zone(name) {
             Ok(tz) => tz,
-            Err(_) => {
+            Err(e) => {
                 p.events.push(warning(
                     "UnknownTimeZone",
-                    format!("invalid timeZone: {name:?}: unknown time zone {name}"),
+                    format!("invalid timeZone: {name:?}: {e}"),
                 ));
                 return p;
             }

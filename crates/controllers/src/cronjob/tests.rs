@@ -266,3 +266,27 @@ fn utc_is_a_known_time_zone() {
     let c = cj(json!({"timeZone": "Etc/UTC"}), json!({}));
     assert!(plan_at(&c, &[], "2026-01-01T00:01:10Z").create.is_some());
 }
+
+#[test]
+fn a_named_time_zone_moves_the_start() {
+    // 09:00 in Berlin is 08:00 UTC in winter (CET).
+    let c = cj(
+        json!({"schedule": "0 9 * * *", "timeZone": "Europe/Berlin"}),
+        json!({}),
+    );
+    assert!(plan_at(&c, &[], "2026-01-01T07:59:59Z").create.is_none());
+    let (job, scheduled) = plan_at(&c, &[], "2026-01-01T08:00:10Z")
+        .create
+        .expect("a job at 09:00 Berlin");
+    assert_eq!(scheduled, at("2026-01-01T08:00:00Z"));
+    let minutes = at("2026-01-01T08:00:00Z").as_second() / 60;
+    assert_eq!(job.metadata.name, Some(format!("tick-{minutes}")));
+    let unknown = cj(json!({"timeZone": "Mars/Olympus"}), json!({}));
+    let p = plan_at(&unknown, &[], "2026-01-01T08:00:10Z");
+    assert!(p.create.is_none());
+    assert_eq!(p.events[0].reason, "UnknownTimeZone");
+    assert_eq!(
+        p.events[0].message,
+        "invalid timeZone: \"Mars/Olympus\": unknown time zone Mars/Olympus"
+    );
+}

@@ -28,8 +28,8 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::informer::Informer;
+use crate::podcontrol::{create_pods, delete_pods, Expectations, Owner, CREATES_IN_FLIGHT};
 use crate::queue::{run_workers, WorkQueue};
-use crate::replicaset::{Expectations, CREATES_IN_FLIGHT};
 use crate::triggers::Triggers;
 use crate::util::{controller_of, is_not_found, split_key};
 use crate::Informers;
@@ -167,8 +167,22 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     strip_finalizers(ctx, key, &pods_api, &plan.strip).await?;
 
     // 3. Delete and create pods.
-    delete_pods(ctx, key, &job, &pods_api, &plan.delete).await?;
-    create_pods(ctx, key, &job, &pods_api, &plan.create).await?;
+    let owner = Owner {
+        obj: job.as_ref(),
+        key,
+        recorder: &ctx.recorder,
+        expectations: &ctx.expectations,
+    };
+    delete_pods(&owner, &pods_api, &plan.delete, &DeleteParams::background()).await?;
+    let new_pods: Vec<Pod> = plan
+        .create
+        .iter()
+        .map(|ix| plan::pod_with_counts(&job, *ix, &plan.index_failures))
+        .collect();
+    create_pods(&owner, &pods_api, new_pods, |_| {
+        format!("pods for job {key}")
+    })
+    .await?;
 
     // 4. The status after.
     if plan.status != current
@@ -281,112 +295,6 @@ async fn strip_finalizers(
         }
     }
     err.map_or(Ok(()), Err)
-}
-
-async fn delete_pods(
-    ctx: &Ctx,
-    key: &str,
-    job: &Job,
-    api: &Api<Pod>,
-    pods: &[(String, String)],
-) -> anyhow::Result<()> {
-    if pods.is_empty() {
-        return Ok(());
-    }
-    ctx.expectations.expect(key, vec![], pods.to_vec());
-    let futs: Vec<_> = pods
-        .iter()
-        .map(|(name, _)| {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let r = api.delete(&name, &DeleteParams::background()).await;
-                (name, r)
-            }
-        })
-        .collect();
-    let results: Vec<_> = futures::stream::iter(futs)
-        .buffer_unordered(CREATES_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut err = None;
-    for (name, r) in results {
-        match r {
-            Ok(_) => ctx.recorder.publish(
-                job,
-                NORMAL,
-                "SuccessfulDelete",
-                format!("Deleted pod: {name}"),
-            ),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => {
-                ctx.recorder
-                    .publish(job, WARNING, "FailedDelete", format!("Error deleting: {e}"));
-                ctx.expectations.delete(key);
-                err = Some(anyhow::Error::new(e).context(format!("deleting pod {name}")));
-            }
-        }
-    }
-    err.map_or(Ok(()), Err)
-}
-
-/// Creates the pods in batches of 1, 2, 4... (kube's slow start, so that a failing
-/// create fails fast).
-async fn create_pods(
-    ctx: &Ctx,
-    key: &str,
-    job: &Job,
-    api: &Api<Pod>,
-    indexes: &[Option<i32>],
-) -> anyhow::Result<()> {
-    let mut rest = indexes;
-    let mut batch = 1usize;
-    while !rest.is_empty() {
-        let (now, later) = rest.split_at(batch.min(rest.len()));
-        rest = later;
-        batch *= 2;
-        let futs: Vec<_> = now
-            .iter()
-            .map(|ix| {
-                let api = api.clone();
-                let pod = plan::pod_for(job, *ix);
-                async move { api.create(&PostParams::default(), &pod).await }
-            })
-            .collect();
-        let results: Vec<_> = futures::stream::iter(futs)
-            .buffer_unordered(CREATES_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut created = Vec::new();
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(p) => {
-                    ctx.recorder.publish(
-                        job,
-                        NORMAL,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    );
-                    created.push(p.name_any());
-                }
-                Err(e) => {
-                    ctx.recorder.publish(
-                        job,
-                        WARNING,
-                        "FailedCreate",
-                        format!("Error creating: {e}"),
-                    );
-                    failed = Some(e);
-                }
-            }
-        }
-        ctx.expectations.expect(key, created, vec![]);
-        if let Some(e) = failed {
-            return Err(e).with_context(|| format!("creating pods for job {key}"));
-        }
-    }
-    Ok(())
 }
 
 /// Lets go the pods of a Job that is gone (kube's orphan pod cleanup): their tracking

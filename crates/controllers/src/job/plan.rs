@@ -25,6 +25,13 @@ pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 /// The environment variable with the completion index.
 pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+/// Annotation with the failures of an index before its pod (Jobs with
+/// `backoffLimitPerIndex`).
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+/// Annotation with the failures of an index the pod failure policy ignored.
+pub const INDEX_IGNORED_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
+/// The `spec.managedBy` of Jobs this controller runs (kube's `JobControllerName`).
+pub const JOB_CONTROLLER_NAME: &str = "kubernetes.io/job-controller";
 /// Most pods created or deleted in one sync (kube's `MaxPodCreateDeletePerSync`).
 pub const MAX_PER_SYNC: usize = 500;
 
@@ -43,6 +50,16 @@ pub const REASON_DEADLINE: (&str, &str) = (
     "DeadlineExceeded",
     "Job was active longer than specified deadline",
 );
+
+/// Reason and message of an Indexed Job with more failed indexes than `maxFailedIndexes`.
+pub const REASON_MAX_FAILED_INDEXES: (&str, &str) = (
+    "MaxFailedIndexesExceeded",
+    "Job has exceeded the specified maximal number of failed indexes",
+);
+/// Reason and message of an Indexed Job whose every index finished, some failed.
+pub const REASON_FAILED_INDEXES: (&str, &str) = ("FailedIndexes", "Job has failed indexes");
+/// Reason of a Job that met a rule of its `successPolicy`.
+pub const REASON_SUCCESS_POLICY: &str = "SuccessPolicy";
 
 /// What [`plan`] decides from.
 pub struct Input<'a> {
@@ -85,6 +102,9 @@ pub struct Plan {
     pub delete: Vec<(String, String)>,
     /// Pods to create: one entry each, the completion index for Indexed Jobs.
     pub create: Vec<Option<i32>>,
+    /// For Jobs with `backoffLimitPerIndex`: the failures (counted, ignored) of the
+    /// indexes to create that failed before (others start at none).
+    pub index_failures: BTreeMap<i32, (i32, i32)>,
     /// The status once all that is done.
     pub status: JobStatus,
     /// The back-off record after the newly finished pods.
@@ -313,6 +333,69 @@ pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
     }
 }
 
+/// [`pod_for`], and for a Job with `backoffLimitPerIndex` the index's failures so far
+/// in the pod's annotations (kube's `addIndexFailureCountAnnotation`).
+pub fn pod_with_counts(job: &Job, index: Option<i32>, failures: &BTreeMap<i32, (i32, i32)>) -> Pod {
+    let mut pod = pod_for(job, index);
+    let per_index = job
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.backoff_limit_per_index.is_some());
+    if let (true, Some(ix)) = (per_index, index) {
+        let (counted, ignored) = failures.get(&ix).copied().unwrap_or((0, 0));
+        let ann = pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        ann.insert(INDEX_FAILURE_COUNT.to_string(), counted.to_string());
+        if ignored > 0 {
+            ann.insert(INDEX_IGNORED_FAILURE_COUNT.to_string(), ignored.to_string());
+        }
+    }
+    pod
+}
+
+/// A pod annotation as a count: 0 when missing or not a count (kube's `parseInt32`).
+fn count_annotation(pod: &Pod, key: &str) -> i32 {
+    pod.annotations()
+        .get(key)
+        .and_then(|s| s.parse::<i32>().ok())
+        .filter(|n| *n >= 0)
+        .unwrap_or(0)
+}
+
+/// The rule of `policy` the succeeded indexes `done` meet, as kube's message names
+/// it (kube's `matchSuccessPolicy`): a rule with `succeededIndexes` is met when all
+/// those indexes succeeded or, with `succeededCount`, that many of them; a rule with
+/// only `succeededCount` when that many indexes succeeded.
+pub fn match_success_policy(
+    policy: &k8s_openapi::api::batch::v1::SuccessPolicy,
+    completions: i32,
+    done: &BTreeSet<i32>,
+) -> Option<String> {
+    if done.is_empty() {
+        return None;
+    }
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let hit = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(ixs), count) => {
+                let want = indexes::parse(ixs, completions);
+                if want.is_empty() {
+                    continue;
+                }
+                let have = want.intersection(done).count();
+                have == want.len() || count.is_some_and(|c| have as i32 >= c)
+            }
+            (None, Some(c)) => done.len() as i32 >= c,
+            (None, None) => false,
+        };
+        if hit {
+            return Some(format!("Matched rules at index {i}"));
+        }
+    }
+    None
+}
+
 /// Whether container restarts of the active pods of an `OnFailure` Job are past its
 /// backoff limit (kube's `pastBackoffLimitOnFailure`).
 fn past_backoff_limit_on_failure(spec: &JobSpec, active: &[&Pod], limit: i32) -> bool {
@@ -359,6 +442,11 @@ fn deletion_rank(p: &Pod) -> (bool, bool, bool, Reverse<Option<Timestamp>>) {
     )
 }
 
+/// A pod being deleted that has not finished (kube's `FilterTerminatingPods`).
+fn is_terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some() && !matches!(pod_phase(p), "Succeeded" | "Failed")
+}
+
 fn name_uid(p: &Pod) -> (String, String) {
     (p.name_any(), p.uid().unwrap_or_default())
 }
@@ -377,6 +465,16 @@ pub fn plan(inp: &Input) -> Plan {
     let tracked =
         |p: &&&Pod| has_finalizer(p) && !inp.stripped.contains(&p.uid().unwrap_or_default());
 
+    // A Job another controller manages is left alone, its pods too (kube's
+    // `isJobManagedByKubernetes`).
+    if spec
+        .managed_by
+        .as_deref()
+        .is_some_and(|m| m != JOB_CONTROLLER_NAME)
+    {
+        return out;
+    }
+
     // A finished Job, or one being deleted, only lets its pods go.
     if is_finished(Some(&old)) || job.metadata.deletion_timestamp.is_some() {
         out.strip = inp
@@ -390,8 +488,28 @@ pub fn plan(inp: &Input) -> Plan {
 
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
-    let backoff_limit = spec.backoff_limit.unwrap_or(6).max(0);
+    let per_index_limit = spec.backoff_limit_per_index.filter(|_| indexed);
+    // With a limit per index the Job-wide limit defaults to no limit.
+    let backoff_limit = spec
+        .backoff_limit
+        .unwrap_or(if per_index_limit.is_some() {
+            i32::MAX
+        } else {
+            6
+        })
+        .max(0);
     let suspended = spec.suspend == Some(true);
+    // `podReplacementPolicy: Failed` (the default with a pod failure policy): a pod
+    // being deleted is neither a failure nor replaced until it has failed.
+    let only_failed = spec.pod_replacement_policy.as_deref() == Some("Failed")
+        || spec.pod_failure_policy.is_some();
+    let completions = spec.completions;
+    let c = completions.unwrap_or(0);
+    let pod_failed = |p: &Pod| {
+        let phase = pod_phase(p);
+        phase == "Failed"
+            || (!only_failed && p.metadata.deletion_timestamp.is_some() && phase != "Succeeded")
+    };
     let mut conds = old.conditions.clone().unwrap_or_default();
     // The finish this Job is on its way to, if decided earlier.
     let mut finishing: Option<(&str, String, String)> = None;
@@ -412,6 +530,77 @@ pub fn plan(inp: &Input) -> Plan {
     let unc = old.uncounted_terminated_pods.clone().unwrap_or_default();
     let unc_s: BTreeSet<String> = unc.succeeded.unwrap_or_default().into_iter().collect();
     let unc_f: BTreeSet<String> = unc.failed.unwrap_or_default().into_iter().collect();
+    let action_of = |p: &Pod| {
+        spec.pod_failure_policy
+            .as_ref()
+            .and_then(|pol| match_failure_policy(pol, p))
+    };
+    let valid_index = |p: &Pod| index_of(p).filter(|ix| *ix < c);
+    // Indexes past their limit (kube's `calculateFailedIndexes`), and per index the
+    // failed pod whose finalizer stays until its replacement exists, so that the
+    // replacement can carry the index's failure count (kube's
+    // `getPodsWithDelayedDeletionPerIndex`).
+    let prev_done = if indexed {
+        indexes::parse(old.completed_indexes.as_deref().unwrap_or(""), c)
+    } else {
+        BTreeSet::new()
+    };
+    let mut failed_ix: BTreeSet<i32> = BTreeSet::new();
+    let mut delayed: BTreeMap<i32, &Pod> = BTreeMap::new();
+    if let Some(limit) = per_index_limit {
+        failed_ix = indexes::parse(old.failed_indexes.as_deref().unwrap_or(""), c);
+        for p in inp.pods.iter().copied().filter(|p| has_finalizer(p)) {
+            let Some(ix) = valid_index(p).filter(|_| pod_failed(p)) else {
+                continue;
+            };
+            let action = action_of(p).map(|(a, _)| a);
+            if action.as_deref() == Some("FailIndex")
+                || (action.as_deref() != Some("Ignore")
+                    && count_annotation(p, INDEX_FAILURE_COUNT) >= limit)
+            {
+                failed_ix.insert(ix);
+            }
+        }
+        let done_now: BTreeSet<i32> = prev_done
+            .iter()
+            .copied()
+            .chain(
+                inp.pods
+                    .iter()
+                    .filter(|p| has_finalizer(p) && pod_phase(p) == "Succeeded")
+                    .filter_map(|p| valid_index(p)),
+            )
+            .collect();
+        let active_ix: BTreeSet<i32> = inp
+            .pods
+            .iter()
+            .filter(|p| pod_active(p))
+            .filter_map(|p| index_of(p))
+            .collect();
+        for p in inp
+            .pods
+            .iter()
+            .filter(tracked)
+            .copied()
+            .filter(|p| pod_failed(p))
+        {
+            let Some(ix) = valid_index(p) else { continue };
+            if done_now.contains(&ix) || failed_ix.contains(&ix) || active_ix.contains(&ix) {
+                continue;
+            }
+            let absolute = |q: &Pod| {
+                count_annotation(q, INDEX_FAILURE_COUNT)
+                    + count_annotation(q, INDEX_IGNORED_FAILURE_COUNT)
+            };
+            let newer = delayed.get(&ix).is_none_or(|q| {
+                absolute(q) <= absolute(p) && finish_time(p, now) >= finish_time(q, now)
+            });
+            if newer {
+                delayed.insert(ix, p);
+            }
+        }
+    }
+
     let mut new_s: Vec<&Pod> = Vec::new();
     let mut new_f: Vec<&Pod> = Vec::new();
     let mut fail_job: Option<String> = None;
@@ -419,17 +608,18 @@ pub fn plan(inp: &Input) -> Plan {
         let uid = p.uid().unwrap_or_default();
         let phase = pod_phase(p);
         let counted = unc_s.contains(&uid) || unc_f.contains(&uid);
+        let is_delayed = finishing.is_none()
+            && valid_index(p)
+                .is_some_and(|ix| delayed.get(&ix).is_some_and(|d| d.uid() == p.uid()));
         let strip = if counted {
             true
         } else if phase == "Succeeded" {
             new_s.push(p);
             true
+        } else if is_delayed {
+            false
         } else if phase == "Failed" {
-            let action = spec
-                .pod_failure_policy
-                .as_ref()
-                .and_then(|pol| match_failure_policy(pol, p));
-            match action {
+            match action_of(p) {
                 Some((a, _)) if a == "Ignore" => {}
                 Some((a, msg)) if a == "FailJob" => {
                     fail_job.get_or_insert(msg);
@@ -440,11 +630,16 @@ pub fn plan(inp: &Input) -> Plan {
             true
         } else if p.metadata.deletion_timestamp.is_some() {
             // A deleted pod that never finished counts as a failure (it may never get
-            // the chance to), unless the controller deleted it to suspend or finish.
-            if finishing.is_none() && !suspended {
-                new_f.push(p);
+            // the chance to), unless the controller deleted it to suspend or finish;
+            // with `podReplacementPolicy: Failed` it counts once it has failed.
+            if only_failed && finishing.is_none() && !suspended {
+                false
+            } else {
+                if finishing.is_none() && !suspended {
+                    new_f.push(p);
+                }
+                true
             }
-            true
         } else {
             false
         };
@@ -454,11 +649,9 @@ pub fn plan(inp: &Input) -> Plan {
     }
 
     // Counts, as they will be once the new pods are recorded and flushed.
-    let completions = spec.completions;
     let mut done = BTreeSet::new();
     let succeeded = if indexed {
-        let c = completions.unwrap_or(0);
-        done = indexes::parse(old.completed_indexes.as_deref().unwrap_or(""), c);
+        done = prev_done.clone();
         done.extend(
             new_s
                 .iter()
@@ -490,6 +683,9 @@ pub fn plan(inp: &Input) -> Plan {
             rec.completed_indexes = Some(indexes::format(&done));
             rec.succeeded = Some(succeeded);
         }
+        if per_index_limit.is_some() {
+            rec.failed_indexes = Some(indexes::format(&failed_ix));
+        }
         out.record = Some(rec);
     }
     out.backoff = inp.backoff.update(
@@ -504,12 +700,7 @@ pub fn plan(inp: &Input) -> Plan {
     );
 
     let active: Vec<&Pod> = inp.pods.iter().copied().filter(|p| pod_active(p)).collect();
-    let mut terminating = inp
-        .pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some())
-        .filter(|p| !matches!(pod_phase(p), "Succeeded" | "Failed"))
-        .count() as i32;
+    let mut terminating = inp.pods.iter().filter(|p| is_terminating(p)).count() as i32;
 
     // Start, suspension and resumption.
     let mut start_time = old.start_time.clone();
@@ -556,9 +747,28 @@ pub fn plan(inp: &Input) -> Plan {
             Some((REASON_BACKOFF.0.to_string(), REASON_BACKOFF.1.to_string()))
         } else if past_deadline {
             Some((REASON_DEADLINE.0.to_string(), REASON_DEADLINE.1.to_string()))
+        } else if per_index_limit.is_some()
+            && spec
+                .max_failed_indexes
+                .is_some_and(|m| failed_ix.len() as i32 > m)
+        {
+            Some((
+                REASON_MAX_FAILED_INDEXES.0.to_string(),
+                REASON_MAX_FAILED_INDEXES.1.to_string(),
+            ))
+        } else if !failed_ix.is_empty() && (failed_ix.len() + done.len()) as i32 >= c {
+            Some((
+                REASON_FAILED_INDEXES.0.to_string(),
+                REASON_FAILED_INDEXES.1.to_string(),
+            ))
         } else {
             None
         };
+        let by_policy = spec
+            .success_policy
+            .as_ref()
+            .filter(|_| indexed)
+            .and_then(|pol| match_success_policy(pol, c, &done));
         let complete = match (indexed, completions) {
             (true, c) => succeeded >= c.unwrap_or(0),
             (false, Some(c)) => succeeded >= c,
@@ -568,6 +778,15 @@ pub fn plan(inp: &Input) -> Plan {
         if let Some((reason, msg)) = failure {
             set_condition(&mut conds, "FailureTarget", "True", (&reason, &msg), now);
             finishing = Some(("Failed", reason, msg));
+        } else if let Some(msg) = by_policy {
+            set_condition(
+                &mut conds,
+                "SuccessCriteriaMet",
+                "True",
+                (REASON_SUCCESS_POLICY, &msg),
+                now,
+            );
+            finishing = Some(("Complete", REASON_SUCCESS_POLICY.to_string(), msg));
         } else if complete {
             set_condition(
                 &mut conds,
@@ -593,10 +812,12 @@ pub fn plan(inp: &Input) -> Plan {
         let mut victims: Vec<&Pod> = Vec::new();
         let mut missing: Vec<Option<i32>>;
         if indexed {
-            let c = completions.unwrap_or(0);
             let mut by_index: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
             for p in &active {
-                match index_of(p).filter(|ix| *ix < c && !done.contains(ix)) {
+                // A failed index's pod goes too (kube terminates it at once).
+                match index_of(p)
+                    .filter(|ix| *ix < c && !done.contains(ix) && !failed_ix.contains(ix))
+                {
                     Some(ix) => by_index.entry(ix).or_default().push(p),
                     None => victims.push(p),
                 }
@@ -606,16 +827,32 @@ pub fn plan(inp: &Input) -> Plan {
                 pods.sort_by_key(|p| Reverse(deletion_rank(p)));
                 victims.extend(pods.drain(1..));
             }
-            let want = parallelism.min(c - done.len() as i32).max(0);
+            let want = parallelism
+                .min(c - done.len() as i32 - failed_ix.len() as i32)
+                .max(0);
             let mut have: Vec<i32> = by_index.keys().copied().collect();
             while have.len() as i32 > want {
                 if let Some(ix) = have.pop() {
                     victims.extend(by_index.remove(&ix).unwrap_or_default());
                 }
             }
-            let free = (0..c).filter(|ix| !done.contains(ix) && !by_index.contains_key(ix));
+            // With `podReplacementPolicy: Failed` an index whose pod is terminating
+            // waits for it (kube's `firstPendingIndexes`).
+            let terminating_ix: BTreeSet<i32> = inp
+                .pods
+                .iter()
+                .filter(|p| only_failed && is_terminating(p))
+                .filter_map(|p| index_of(p))
+                .collect();
+            let in_flight = have.len() + terminating_ix.len();
+            let free = (0..c).filter(|ix| {
+                !done.contains(ix)
+                    && !failed_ix.contains(ix)
+                    && !by_index.contains_key(ix)
+                    && !terminating_ix.contains(ix)
+            });
             missing = free
-                .take((want - have.len() as i32).max(0) as usize)
+                .take((want - in_flight as i32).max(0) as usize)
                 .map(Some)
                 .collect();
         } else {
@@ -628,12 +865,47 @@ pub fn plan(inp: &Input) -> Plan {
             ranked.sort_by_key(|p| deletion_rank(p));
             let extra = (active.len() as i32 - want).max(0) as usize;
             victims.extend(ranked.into_iter().take(extra));
-            missing = vec![None; (want - active.len() as i32).max(0) as usize];
+            // With `podReplacementPolicy: Failed` terminating pods still hold their place.
+            let held = if only_failed { terminating } else { 0 };
+            missing = vec![None; (want - active.len() as i32 - held).max(0) as usize];
         }
         victims.truncate(MAX_PER_SYNC);
         out.delete = victims.iter().map(|p| name_uid(p)).collect();
         kept -= out.delete.len() as i32;
-        if !missing.is_empty() {
+        if per_index_limit.is_some() {
+            // Each index backs off on its own failures (kube's
+            // `getPodCreationInfoForIndependentIndexes`).
+            let mut wait: Option<Duration> = None;
+            missing.retain(|ix| {
+                let Some(prev) = ix.and_then(|ix| delayed.get(&ix)) else {
+                    return true;
+                };
+                let (counted, ignored) = (
+                    count_annotation(prev, INDEX_FAILURE_COUNT),
+                    count_annotation(prev, INDEX_IGNORED_FAILURE_COUNT),
+                );
+                let record = backoff::Record {
+                    failures_after_last_success: (counted + ignored + 1) as u32,
+                    last_failure: Some(finish_time(prev, now)),
+                };
+                let left = record.remaining(now);
+                if !left.is_zero() {
+                    wait = Some(wait.map_or(left, |w| w.min(left)));
+                    return false;
+                }
+                let ignored_now = action_of(prev).is_some_and(|(a, _)| a == "Ignore");
+                let counts = if ignored_now {
+                    (counted, ignored + 1)
+                } else {
+                    (counted + 1, ignored)
+                };
+                out.index_failures.insert(ix.unwrap_or_default(), counts);
+                true
+            });
+            missing.truncate(MAX_PER_SYNC);
+            out.create = missing;
+            out.requeue = wait;
+        } else if !missing.is_empty() {
             let wait = out.backoff.remaining(now);
             if wait.is_zero() {
                 missing.truncate(MAX_PER_SYNC);
@@ -682,7 +954,11 @@ pub fn plan(inp: &Input) -> Plan {
         succeeded: nonzero(succeeded),
         failed: nonzero(failed),
         completed_indexes: Some(indexes::format(&done)).filter(|s| indexed && !s.is_empty()),
-        failed_indexes: old.failed_indexes.clone(),
+        failed_indexes: if per_index_limit.is_some() {
+            Some(indexes::format(&failed_ix))
+        } else {
+            old.failed_indexes.clone()
+        },
         uncounted_terminated_pods: Some(UncountedTerminatedPods::default()),
         start_time,
         completion_time,

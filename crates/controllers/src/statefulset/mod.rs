@@ -38,8 +38,9 @@ use serde_json::{json, Value};
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::hash::{normalize, safe_encode_string};
 use crate::informer::Informer;
+use crate::podcontrol::{Expectations, CREATES_IN_FLIGHT};
 use crate::queue::{run_workers, WorkQueue};
-use crate::replicaset::{adopt, release, Expectations, CREATES_IN_FLIGHT};
+use crate::replicaset::{adopt, release};
 use crate::triggers::Triggers;
 use crate::util::{
     controller_of, controller_ref, is_already_exists, is_deleting, is_not_found, pod_active,

@@ -174,6 +174,18 @@ fn job_selects_its_own_pods() {
     );
     assert_eq!(j["spec"]["completions"], 1);
     assert_eq!(j["spec"]["backoffLimit"], 6);
+    assert_eq!(j["spec"]["podReplacementPolicy"], "TerminatingOrFailed");
+    let per_index = defaulted(
+        "batch",
+        "v1",
+        "jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pi", "uid": "u-1"},
+        "spec": {"completionMode": "Indexed", "completions": 2, "backoffLimitPerIndex": 1,
+            "podFailurePolicy": {"rules": []},
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+    );
+    assert_eq!(per_index["spec"]["backoffLimit"], i32::MAX);
+    assert_eq!(per_index["spec"]["podReplacementPolicy"], "Failed");
 }
 
 #[test]

@@ -146,10 +146,25 @@ pub(super) fn default_job(o: &mut Map<String, Value>) {
         spec.insert("parallelism".into(), json!(1));
     }
     set(spec, "parallelism", json!(1));
-    set(spec, "backoffLimit", json!(6));
+    // With a limit per index, none for the whole Job; with a pod failure policy, a pod
+    // is replaced once it failed (kube's `SetDefaults_Job`).
+    let per_index = spec
+        .get("backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null());
+    set(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i32::MAX } else { 6 }),
+    );
     set(spec, "completionMode", json!("NonIndexed"));
     set(spec, "suspend", json!(false));
-    set(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    let failure_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
+    let replacement = if failure_policy {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    set(spec, "podReplacementPolicy", json!(replacement));
     default_template(spec);
 }
 

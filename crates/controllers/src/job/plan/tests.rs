@@ -341,3 +341,235 @@ fn a_finished_job_only_lets_its_pods_go() {
     assert!(p.create.is_empty() && p.delete.is_empty() && p.record.is_none());
     assert_eq!(p.status, st);
 }
+
+fn indexed(extra: Value) -> Job {
+    let mut spec = json!({"completionMode": "Indexed", "completions": 4, "parallelism": 4});
+    for (k, v) in extra.as_object().expect("extra").iter() {
+        spec[k] = v.clone();
+    }
+    job(spec)
+}
+
+fn with_annotation(mut p: Pod, key: &str, value: &str) -> Pod {
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.to_string(), value.to_string());
+    p
+}
+
+#[test]
+fn a_success_policy_rule_completes_the_job_early() {
+    let rules = json!({"rules": [{"succeededIndexes": "0,1"}, {"succeededCount": 3}]});
+    let j = indexed(json!({"successPolicy": rules}));
+    // Index 0 done, 1 succeeds now: rule 0 is met; the pods left go, then Complete.
+    let st = JobStatus {
+        completed_indexes: Some("0".into()),
+        succeeded: Some(1),
+        ..Default::default()
+    };
+    let pods = [
+        pod("b", "Succeeded", Some(1)),
+        pod("c", "Running", Some(2)),
+        pod("d", "Running", Some(3)),
+    ];
+    let p = run(&j, &st, &pods, &Default::default());
+    let met = &p.status.conditions.clone().expect("conditions")[0];
+    assert_eq!(met.type_, "SuccessCriteriaMet");
+    assert_eq!(met.reason.as_deref(), Some(REASON_SUCCESS_POLICY));
+    assert_eq!(met.message.as_deref(), Some("Matched rules at index 0"));
+    assert_eq!(p.delete.len(), 2);
+    assert!(p.create.is_empty());
+    assert!(
+        condition(Some(&p.status), "Complete").is_none(),
+        "pods still terminate"
+    );
+    // Once they are gone: Complete, with the rule's words.
+    let p = run(&j, &p.status, &[], &Default::default());
+    let done = condition(Some(&p.status), "Complete").expect("complete");
+    assert_eq!(done.reason.as_deref(), Some(REASON_SUCCESS_POLICY));
+    assert_eq!(done.message.as_deref(), Some("Matched rules at index 0"));
+    assert!(p.status.completion_time.is_some());
+    // A count alone: three indexes, whichever.
+    let set = |s: &[i32]| s.iter().copied().collect::<BTreeSet<i32>>();
+    let pol: k8s_openapi::api::batch::v1::SuccessPolicy =
+        serde_json::from_value(rules).expect("policy");
+    assert_eq!(match_success_policy(&pol, 4, &set(&[0])), None);
+    assert_eq!(
+        match_success_policy(&pol, 4, &set(&[1, 2, 3])),
+        Some("Matched rules at index 1".into())
+    );
+    let counted: k8s_openapi::api::batch::v1::SuccessPolicy = serde_json::from_value(
+        json!({"rules": [{"succeededIndexes": "0-3", "succeededCount": 2}]}),
+    )
+    .expect("policy");
+    assert!(match_success_policy(&counted, 4, &set(&[3])).is_none());
+    assert!(match_success_policy(&counted, 4, &set(&[1, 3])).is_some());
+}
+
+#[test]
+fn an_index_past_its_backoff_limit_fails_alone() {
+    let j = indexed(json!({"backoffLimitPerIndex": 1, "parallelism": 2, "completions": 3}));
+    // Index 0's first failure: its pod keeps the finalizer until the replacement
+    // (which backs off 10 s) exists, and the replacement counts one failure.
+    let first = pod("a0", "Failed", Some(0));
+    let ok = pod("b1", "Running", Some(1));
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[first.clone(), ok.clone()],
+        &Default::default(),
+    );
+    assert!(
+        p.strip.is_empty(),
+        "the failed pod waits for its replacement"
+    );
+    assert!(p.create.is_empty(), "the index backs off");
+    assert_eq!(p.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(p.status.failed_indexes.as_deref(), Some(""));
+    // 11 s later the replacement comes, with the count.
+    let mut late = first.clone();
+    late.status = Some(
+        serde_json::from_value(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "c",
+            "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:49Z"}}}]}),
+        )
+        .expect("status"),
+    );
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[late.clone(), ok.clone()],
+        &Default::default(),
+    );
+    assert_eq!(p.create, vec![Some(0)]);
+    assert_eq!(p.index_failures.get(&0), Some(&(1, 0)));
+    let made = pod_with_counts(&j, Some(0), &p.index_failures);
+    assert_eq!(
+        made.annotations()
+            .get(INDEX_FAILURE_COUNT)
+            .map(String::as_str),
+        Some("1")
+    );
+    // Once the replacement runs, the first failure is counted and let go.
+    let second = with_annotation(pod("a0-2", "Running", Some(0)), INDEX_FAILURE_COUNT, "1");
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[late, ok.clone(), second],
+        &Default::default(),
+    );
+    assert_eq!(p.strip.len(), 1);
+    assert_eq!(p.status.failed, Some(1));
+    // The replacement fails too: past the limit, the index fails, the others go on.
+    let second = with_annotation(pod("a0-2", "Failed", Some(0)), INDEX_FAILURE_COUNT, "1");
+    let st = JobStatus {
+        failed: Some(1),
+        ..Default::default()
+    };
+    let p = run(&j, &st, &[second, ok], &Default::default());
+    assert_eq!(p.status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(p.status.failed, Some(2));
+    assert_eq!(
+        p.create,
+        vec![Some(2)],
+        "index 2 starts, index 0 is not retried"
+    );
+    assert!(condition(Some(&p.status), "FailureTarget").is_none());
+    // When every index finished, some failed: FailedIndexes.
+    let st = JobStatus {
+        failed_indexes: Some("0".into()),
+        completed_indexes: Some("1,2".into()),
+        succeeded: Some(2),
+        failed: Some(2),
+        ..Default::default()
+    };
+    let p = run(&j, &st, &[], &Default::default());
+    let f = condition(Some(&p.status), "Failed").expect("failed");
+    assert_eq!(f.reason.as_deref(), Some(REASON_FAILED_INDEXES.0));
+    assert_eq!(f.message.as_deref(), Some(REASON_FAILED_INDEXES.1));
+}
+
+#[test]
+fn too_many_failed_indexes_or_fail_index_fail_the_job() {
+    let policy = json!({"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [3]}}]});
+    let j = indexed(
+        json!({"backoffLimitPerIndex": 5, "maxFailedIndexes": 0, "podFailurePolicy": policy}),
+    );
+    let mut failed = pod("a", "Failed", Some(2));
+    failed.status = Some(
+        serde_json::from_value(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "c",
+            "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3}}}]}),
+        )
+        .expect("status"),
+    );
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[failed, pod("b", "Running", Some(0))],
+        &Default::default(),
+    );
+    assert_eq!(p.status.failed_indexes.as_deref(), Some("2"));
+    let t = condition(Some(&p.status), "FailureTarget").expect("failure target");
+    assert_eq!(t.reason.as_deref(), Some(REASON_MAX_FAILED_INDEXES.0));
+    assert_eq!(t.message.as_deref(), Some(REASON_MAX_FAILED_INDEXES.1));
+    assert_eq!(p.delete.len(), 1, "the running pod goes");
+    assert!(
+        condition(Some(&p.status), "Failed").is_none(),
+        "not before it is gone"
+    );
+}
+
+#[test]
+fn replacement_policy_failed_waits_for_terminating_pods() {
+    let mut going = pod("a", "Running", None);
+    going.metadata.deletion_timestamp = Some(Time(now()));
+    // TerminatingOrFailed (the default): the deleted pod is a failure, replaced at once.
+    let j = job(json!({"podReplacementPolicy": "TerminatingOrFailed", "backoffLimit": 6}));
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[going.clone()],
+        &Default::default(),
+    );
+    assert_eq!(p.status.failed, Some(1));
+    assert_eq!(p.status.terminating, Some(1));
+    // Failed: it is neither counted nor replaced while it terminates...
+    let j = job(json!({"podReplacementPolicy": "Failed"}));
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[going.clone()],
+        &Default::default(),
+    );
+    assert_eq!(p.status.failed, None);
+    assert!(p.strip.is_empty() && p.create.is_empty());
+    assert_eq!(p.status.terminating, Some(1));
+    // ...and once it failed it is, after the back-off.
+    let mut gone = going;
+    gone.status = Some(serde_json::from_value(json!({"phase": "Failed"})).expect("status"));
+    let p = run(&j, &JobStatus::default(), &[gone], &Default::default());
+    assert_eq!(p.status.failed, Some(1));
+    assert_eq!(p.status.terminating, Some(0));
+}
+
+#[test]
+fn a_job_managed_elsewhere_is_left_alone() {
+    let j = job(json!({"managedBy": "example.com/batch-controller"}));
+    let p = run(
+        &j,
+        &JobStatus::default(),
+        &[pod("a", "Succeeded", None)],
+        &Default::default(),
+    );
+    assert!(p.create.is_empty() && p.strip.is_empty() && p.record.is_none());
+    assert_eq!(p.status, JobStatus::default());
+    let ours = job(json!({"managedBy": JOB_CONTROLLER_NAME}));
+    assert_eq!(
+        run(&ours, &JobStatus::default(), &[], &Default::default()).create,
+        vec![None]
+    );
+}

@@ -5,16 +5,18 @@ use serde_json::{json, Value};
 use super::FieldError;
 use crate::registry::ResourceInfo;
 
+mod batch;
 mod meta;
 mod pod;
 mod service;
 mod storage;
 mod workload;
 
+use batch::{validate_cronjob, validate_job};
 use meta::{validate_data, validate_meta};
-use pod::{validate_pod_spec, validate_pod_template, validate_pod_update};
+use pod::{validate_pod_spec, validate_pod_update};
 use service::validate_service;
-use workload::{validate_cronjob, validate_job, validate_statefulset, validate_workload};
+use workload::{validate_statefulset, validate_workload};
 
 pub(super) type Errs = Vec<FieldError>;
 
@@ -88,19 +90,8 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
         ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
             validate_workload(info, obj, old, &mut e)
         }
-        ("batch", "CronJob") => validate_cronjob(obj, &mut e),
-        ("batch", "Job") => {
-            validate_job(obj, old, &mut e);
-            validate_pod_template(obj.pointer("/spec/template"), "spec.template", &mut e);
-            let rp = s(obj, "/spec/template/spec/restartPolicy").unwrap_or("");
-            if rp != "Never" && rp != "OnFailure" {
-                e.push(FieldError::not_supported(
-                    "spec.template.spec.restartPolicy",
-                    json!(rp),
-                    &["OnFailure", "Never"],
-                ));
-            }
-        }
+        ("batch", "CronJob") => validate_cronjob(obj, old, &mut e),
+        ("batch", "Job") => validate_job(obj, old, &mut e),
         _ => {}
     }
     e

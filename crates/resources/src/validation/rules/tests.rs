@@ -251,7 +251,7 @@ fn job_messages() {
 fn cronjob_schedule_messages() {
     let cj = |sched: &str| {
         json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
-            "spec": {"schedule": sched, "jobTemplate": {"spec": {"template": {"spec": {
+            "spec": {"schedule": sched, "concurrencyPolicy": "Allow", "jobTemplate": {"spec": {"template": {"spec": {
                 "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}})
     };
     assert!(errs("batch", "v1", "cronjobs", cj("*/5 * * * mon-fri"), None).is_empty());
@@ -263,5 +263,163 @@ fn cronjob_schedule_messages() {
     assert_eq!(
         errs("batch", "v1", "cronjobs", cj(""), None),
         vec!["spec.schedule: Required value"]
+    );
+}
+
+#[test]
+fn job_policies_messages() {
+    let meta = json!({"name": "pi", "uid": "u-1"});
+    let generated = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}});
+    let with = |extra: serde_json::Value| {
+        let mut spec = json!({"selector": generated});
+        for (k, v) in extra.as_object().expect("extra") {
+            spec[k] = v.clone();
+        }
+        errs("batch", "v1", "jobs", job(meta.clone(), spec), None)
+    };
+    assert!(with(json!({"completionMode": "Indexed", "completions": 4, "backoffLimitPerIndex": 1,
+        "maxFailedIndexes": 2, "successPolicy": {"rules": [{"succeededIndexes": "0-2", "succeededCount": 2}]},
+        "managedBy": "kubernetes.io/job-controller", "podReplacementPolicy": "Failed"}))
+    .is_empty());
+    assert_eq!(
+        with(json!({"backoffLimitPerIndex": 1, "maxFailedIndexes": 1})),
+        vec![
+            "spec.backoffLimitPerIndex: Forbidden: requires indexed completion mode",
+            "spec.maxFailedIndexes: Forbidden: requires indexed completion mode",
+        ]
+    );
+    assert_eq!(
+        with(json!({"completionMode": "Indexed", "completions": 2, "maxFailedIndexes": 3})),
+        vec![
+            "spec.maxFailedIndexes: Invalid value: 3: must be less than or equal to completions",
+            "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified",
+        ]
+    );
+    assert_eq!(
+        with(json!({"completionMode": "Indexed", "completions": 4,
+            "successPolicy": {"rules": [{}, {"succeededIndexes": "3-1"}, {"succeededIndexes": "0,1", "succeededCount": 3}]}})),
+        vec![
+            "spec.successPolicy.rules[0]: Required value: at least one of succeededCount or succeededIndexes must be specified",
+            "spec.successPolicy.rules[1].succeededIndexes: Invalid value: \"3-1\": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1",
+            "spec.successPolicy.rules[2].succeededCount: Invalid value: 3: must be less than or equal to 2 (the number of indexes in the specified succeededIndexes field)",
+        ]
+    );
+    assert_eq!(
+        with(json!({"successPolicy": {"rules": [{"succeededCount": 1}]}})),
+        vec![
+            "spec.completionMode: Invalid value: \"NonIndexed\": requires indexed completion mode"
+        ]
+    );
+    assert_eq!(
+        with(json!({"managedBy": "job-controller"})),
+        vec!["spec.managedBy: Invalid value: \"job-controller\": must be a domain-prefixed path (such as \"acme.io/foo\")"]
+    );
+    assert_eq!(
+        with(json!({"podFailurePolicy": {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [1]}}]},
+            "podReplacementPolicy": "TerminatingOrFailed"})),
+        vec![
+            "spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+            "spec.podReplacementPolicy: Unsupported value: \"TerminatingOrFailed\": supported values: \"Failed\"",
+        ]
+    );
+}
+
+#[test]
+fn job_update_messages() {
+    let meta = json!({"name": "pi", "uid": "u-1"});
+    let generated = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}});
+    let old = job(
+        meta.clone(),
+        json!({"selector": generated, "completions": 3}),
+    );
+    let mut changed = old.clone();
+    changed["spec"]["completions"] = json!(4);
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+    changed["spec"]["managedBy"] = json!("example.com/x");
+    let got = errs("batch", "v1", "jobs", changed, Some(old.clone()));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got[0],
+        "spec.completions: Invalid value: 4: field is immutable"
+    );
+    assert!(
+        got[1].starts_with("spec.template: Invalid value: ")
+            && got[1].ends_with("field is immutable")
+    );
+    assert_eq!(
+        got[2],
+        "spec.managedBy: Invalid value: \"example.com/x\": field is immutable"
+    );
+    // A suspended Job that never started may change where its pods go.
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    let mut moved = suspended.clone();
+    moved["spec"]["template"]["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+    assert!(errs("batch", "v1", "jobs", moved, Some(suspended)).is_empty());
+    // An elastic Indexed Job scales completions with parallelism.
+    let indexed = job(
+        meta,
+        json!({"selector": generated, "completionMode": "Indexed", "completions": 3, "parallelism": 3}),
+    );
+    let mut scaled = indexed.clone();
+    scaled["spec"]["completions"] = json!(5);
+    scaled["spec"]["parallelism"] = json!(5);
+    assert!(errs("batch", "v1", "jobs", scaled.clone(), Some(indexed.clone())).is_empty());
+    scaled["spec"]["parallelism"] = json!(3);
+    assert_eq!(
+        errs("batch", "v1", "jobs", scaled, Some(indexed)),
+        vec!["spec.completions: Invalid value: 5: can only be modified in tandem with spec.parallelism"]
+    );
+}
+
+#[test]
+fn cronjob_messages() {
+    let cj = |name: &str, spec: serde_json::Value| {
+        let mut s = json!({"schedule": "* * * * *", "concurrencyPolicy": "Allow",
+            "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}});
+        for (k, v) in spec.as_object().expect("spec") {
+            s[k] = v.clone();
+        }
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name}, "spec": s})
+    };
+    assert!(errs(
+        "batch",
+        "v1",
+        "cronjobs",
+        cj("tick", json!({"timeZone": "Europe/Berlin"})),
+        None
+    )
+    .is_empty());
+    let long = "a".repeat(53);
+    assert_eq!(
+        errs("batch", "v1", "cronjobs", cj(&long, json!({})), None),
+        vec![format!(
+            "metadata.name: Invalid value: \"{long}\": must be no more than 52 characters"
+        )]
+    );
+    assert_eq!(
+        errs("batch", "v1", "cronjobs", cj("tick", json!({"schedule": "TZ=Europe/Berlin 0 9 * * *"})), None),
+        vec!["spec.schedule: Invalid value: \"TZ=Europe/Berlin 0 9 * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"]
+    );
+    assert_eq!(
+        errs(
+            "batch",
+            "v1",
+            "cronjobs",
+            cj("tick", json!({"timeZone": "Mars/Olympus"})),
+            None
+        ),
+        vec!["spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"]
+    );
+    assert_eq!(
+        errs("batch", "v1", "cronjobs", cj("tick", json!({"concurrencyPolicy": "Sometimes",
+            "jobTemplate": {"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {
+                "restartPolicy": "Always", "containers": [{"name": "c", "image": "busybox"}]}}}}})), None),
+        vec![
+            "spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\"",
+            "spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
+            "spec.jobTemplate.spec.selector: Invalid value: \"&v1.LabelSelector{MatchLabels:map[string]string{\\\"a\\\":\\\"b\\\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}\": `selector` will be auto-generated",
+        ]
     );
 }

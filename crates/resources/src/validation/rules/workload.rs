@@ -8,7 +8,7 @@ use super::pod::validate_pod_template;
 use super::{arr, s, Errs};
 use crate::registry::ResourceInfo;
 
-fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+pub(super) fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     let ml = sel.get("matchLabels").and_then(Value::as_object);
     let labels_ok = ml
         .into_iter()
@@ -29,7 +29,7 @@ fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
     labels_ok && exprs_ok
 }
 
-fn selector_empty(sel: &Value) -> bool {
+pub(super) fn selector_empty(sel: &Value) -> bool {
     sel.get("matchLabels")
         .and_then(Value::as_object)
         .is_none_or(Map::is_empty)
@@ -37,7 +37,7 @@ fn selector_empty(sel: &Value) -> bool {
 }
 
 /// Go's `%#v` of a LabelSelector, as kube-apiserver prints it in messages.
-fn go_selector(sel: &Value) -> String {
+pub(super) fn go_selector(sel: &Value) -> String {
     let ml = match sel.get("matchLabels").and_then(Value::as_object) {
         Some(m) => super::super::go_value(&Value::Object(m.clone())),
         None => "map[string]string(nil)".into(),
@@ -179,117 +179,6 @@ pub(super) fn validate_workload(
         }
     }
 }
-
-/// A Job (kube's `ValidateJob`, `ValidateGeneratedSelector`): counts not negative, an
-/// Indexed Job's completions, the selector the API server generated unless
-/// `manualSelector`, matching the template, and immutable.
-pub(super) fn validate_job(obj: &Value, old: Option<&Value>, e: &mut Errs) {
-    for f in [
-        "parallelism",
-        "completions",
-        "backoffLimit",
-        "ttlSecondsAfterFinished",
-    ] {
-        if let Some(n) = obj.pointer(&format!("/spec/{f}")).and_then(Value::as_i64) {
-            if n < 0 {
-                e.push(FieldError::invalid(
-                    format!("spec.{f}"),
-                    json!(n),
-                    "must be greater than or equal to 0",
-                ));
-            }
-        }
-    }
-    if let Some(n) = obj
-        .pointer("/spec/activeDeadlineSeconds")
-        .and_then(Value::as_i64)
-    {
-        if n <= 0 {
-            e.push(FieldError::invalid(
-                "spec.activeDeadlineSeconds",
-                json!(n),
-                "must be greater than 0",
-            ));
-        }
-    }
-    match s(obj, "/spec/completionMode").unwrap_or("NonIndexed") {
-        "NonIndexed" => {}
-        "Indexed" => {
-            if obj.pointer("/spec/completions").is_none_or(Value::is_null) {
-                e.push(FieldError::required(
-                    "spec.completions",
-                    "when completion mode is Indexed",
-                ));
-            }
-        }
-        other => e.push(FieldError::not_supported(
-            "spec.completionMode",
-            json!(other),
-            &["NonIndexed", "Indexed"],
-        )),
-    }
-    let labels = obj
-        .pointer("/spec/template/metadata/labels")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let Some(sel) = obj.pointer("/spec/selector").filter(|v| !v.is_null()) else {
-        e.push(FieldError::required("spec.selector", ""));
-        return;
-    };
-    let manual = obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
-    if let (false, Some(uid)) = (manual, s(obj, "/metadata/uid")) {
-        let generated = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-        let ours = sel.get("matchLabels") == generated.get("matchLabels")
-            && arr(sel, "/matchExpressions").is_empty();
-        if !ours {
-            e.push(FieldError {
-                path: "spec.selector".into(),
-                kind: super::super::FieldErrorKind::Invalid,
-                message: "`selector` not auto-generated".into(),
-                bad_value: Some(Value::String(go_selector(sel))),
-            });
-        }
-    }
-    if selector_empty(sel) {
-        e.push(FieldError {
-            path: "spec.selector".into(),
-            kind: super::super::FieldErrorKind::Invalid,
-            message: "empty selector is invalid for job".into(),
-            bad_value: Some(Value::String(go_selector(sel))),
-        });
-    } else if !selector_matches(sel, &labels) {
-        e.push(FieldError::invalid(
-            "spec.template.metadata.labels",
-            Value::Object(labels),
-            "`selector` does not match template `labels`",
-        ));
-    }
-    if let Some(old_sel) = old.and_then(|o| o.pointer("/spec/selector")) {
-        if old_sel != sel {
-            e.push(FieldError {
-                path: "spec.selector".into(),
-                kind: super::super::FieldErrorKind::Invalid,
-                message: "field is immutable".into(),
-                bad_value: Some(Value::String(go_selector(sel))),
-            });
-        }
-    }
-}
-
-/// A CronJob's schedule (kube's `validateScheduleFormat`): required, and one the
-/// controller can parse (the message is the parser's, as robfig/cron's in kube).
-pub(super) fn validate_cronjob(obj: &Value, e: &mut Errs) {
-    match obj.pointer("/spec/schedule").and_then(Value::as_str) {
-        None | Some("") => e.push(FieldError::required("spec.schedule", "")),
-        Some(sched) => {
-            if let Err(msg) = skiff_api::cron::Schedule::parse(sched) {
-                e.push(FieldError::invalid("spec.schedule", json!(sched), msg));
-            }
-        }
-    }
-}
-
 /// What kube's `ValidateStatefulSetSpec` checks beyond [`validate_workload`], and
 /// `ValidateStatefulSetUpdate`'s rule that only some of the spec may change.
 pub(super) fn validate_statefulset(obj: &Value, old: Option<&Value>, e: &mut Errs) {
