@@ -478,21 +478,7 @@ impl Scheduler {
         if already {
             return;
         }
-        let api: Api<Pod> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"status": {"conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
-            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()), "lastProbeTime": null,
-        }]}});
-        let name = pod.name_any();
-        tokio::spawn(async move {
-            if let Err(e) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::debug!(pod = %name, error = %e, "setting PodScheduled condition");
-            }
-        });
+        self.set_unscheduled(pod, "Unschedulable", msg);
     }
 
     /// VolumeBinding's PreBind: gives each claim the node (the selected-node
@@ -591,10 +577,16 @@ impl Scheduler {
     fn scheduler_error(&self, pod: &Arc<Pod>, msg: String) {
         self.recorder
             .publish(pod.as_ref(), WARNING, "FailedScheduling", msg.clone());
+        self.set_unscheduled(pod, "SchedulerError", msg);
+    }
+
+    /// Sets the pod's PodScheduled condition to False with `reason` and `msg`, in the
+    /// background (a failed write is retried by the next scheduling attempt).
+    fn set_unscheduled(&self, pod: &Pod, reason: &str, msg: String) {
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let patch = serde_json::json!({"status": {"conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "SchedulerError", "message": msg,
+            "type": "PodScheduled", "status": "False", "reason": reason, "message": msg,
             "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()), "lastProbeTime": null,
         }]}});
         let name = pod.name_any();
