@@ -235,21 +235,36 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         state.extra.push(p);
     }
 
+    let urls = server_urls.join(",");
     for (i, node) in names.iter().enumerate() {
-        let args = agent_args(opts, node, i, i < servers, &server_urls.join(","));
-        let log = dir.join(node).join("agent.log");
-        let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
-        state.nodes.push(NodeState {
-            name: node.clone(),
-            ip: layout::node_ip(i),
-            netns: layout::node_netns(name, node),
-            agent_pid,
-            agent_args: args,
-        });
+        start_agent(opts, &mut state, node, i, i < servers, &urls)?;
     }
     state.save()?;
     wait_until_ready(&state, &client, deadline).await?;
     Ok(state)
+}
+
+/// Starts node `node`'s (the `i`-th) agent, joining the servers at `urls`, and records it
+/// in `state` (not yet saved).
+fn start_agent(
+    opts: &UpOptions,
+    state: &mut ClusterState,
+    node: &str,
+    i: usize,
+    server: bool,
+    urls: &str,
+) -> anyhow::Result<()> {
+    let args = agent_args(opts, node, i, server, urls);
+    let log = ClusterState::dir(&state.name).join(node).join("agent.log");
+    let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
+    state.nodes.push(NodeState {
+        name: node.to_string(),
+        ip: layout::node_ip(i),
+        netns: layout::node_netns(&state.name, node),
+        agent_pid,
+        agent_args: args,
+    });
+    Ok(())
 }
 
 /// The arguments of node `node`'s (the `i`-th) agent, joining the servers at `servers`
@@ -330,16 +345,7 @@ async fn grow(
             layout::lan_gateway(),
         )?;
         crate::files::private_dir(&dir.join(node))?;
-        let args = agent_args(opts, node, i, false, &urls);
-        let log = dir.join(node).join("agent.log");
-        let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
-        state.nodes.push(NodeState {
-            name: node.clone(),
-            ip: layout::node_ip(i),
-            netns: layout::node_netns(name, node),
-            agent_pid,
-            agent_args: args,
-        });
+        start_agent(opts, &mut state, node, i, false, &urls)?;
         state.save()?;
     }
     let client = wait_for_api(&state, hooks, deadline).await?;
