@@ -558,6 +558,31 @@ async fn scenario_body(
             .then_some(())
     })
     .await;
+    // A finished pod gives its network back at once (its address returns to the node's
+    // range, so finished Job pods do not exhaust it) and keeps its status and logs
+    // until it is deleted.
+    let counter = pods.get("counter").await.unwrap();
+    let uid = counter.metadata.uid.clone().unwrap();
+    let counter_ip = counter
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a finished pod keeps its IP in its status");
+    let counter_ns = format!("{prefix}p-{}", &uid[..13]);
+    poll(
+        "the finished pod's network released",
+        Duration::from_secs(10),
+        async || {
+            let ns_gone = !netns::list(&format!("{prefix}p-")).contains(&counter_ns);
+            (ns_gone && !ip_reserved(data, &counter_ip)).then_some(())
+        },
+    )
+    .await;
+    let (ok, out) = kubectl(&kubeconfig, &["logs", "counter"], None).await;
+    assert!(
+        ok && out == "line-1\nline-2\nline-3\n",
+        "logs of a finished pod: {out}"
+    );
 
     // Readiness probes drive Ready: a failing httpGet keeps the pod unready, a passing
     // exec probe makes it ready.
@@ -626,6 +651,13 @@ async fn scenario_body(
     assert!(std::fs::read_dir(data.join("agent/pods"))
         .map(|d| d.count() == 0)
         .unwrap_or(true));
+}
+
+/// Whether host-local IPAM (under the agent's data dir) holds `ip` for a pod.
+fn ip_reserved(data: &Path, ip: &str) -> bool {
+    std::fs::read_dir(data.join("agent/cni/ipam"))
+        .map(|nets| nets.flatten().any(|n| n.path().join(ip).exists()))
+        .unwrap_or(false)
 }
 
 /// The API server in process and the agent as a process of its own (the `agent_dev`

@@ -1,7 +1,8 @@
 //! Small Kubernetes rules more than one component applies, as Kubernetes keeps them in
 //! `k8s.io/component-helpers` and `pkg/apis/core/v1/helper`: whether a toleration
 //! tolerates a taint, whether a node passes a pod's nodeSelector and required node
-//! affinity, whether a pod is Ready, a pod's QoS class.
+//! affinity, whether labels match a label selector, whether a pod is Ready, a pod's QoS
+//! class.
 
 use std::collections::BTreeMap;
 
@@ -155,6 +156,36 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// Whether `labels` match `selector` (matchLabels and matchExpressions). An empty
+/// selector matches everything, as `metav1.LabelSelectorAsSelector` makes it.
+pub fn selector_matches(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if let Some(ml) = &selector.match_labels {
+        for (k, v) in ml {
+            if labels.get(k) != Some(v) {
+                return false;
+            }
+        }
+    }
+    for req in selector.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or(&[]);
+        let have = labels.get(&req.key);
+        let ok = match req.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

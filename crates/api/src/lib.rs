@@ -12,5 +12,6 @@ pub mod helpers;
 pub mod names;
 pub mod quantity;
 pub mod tz;
+pub mod volumes;
 
 pub use k8s_openapi;

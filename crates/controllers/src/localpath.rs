@@ -202,7 +202,7 @@ async fn provision(client: &Client, c: &Caches, rec: &Recorder, key: &str) -> an
     if !wants_volume(&claim) {
         return Ok(());
     }
-    let class_name = crate::pvbinder::plan::claim_class(&claim);
+    let class_name = skiff_api::volumes::claim_class(&claim);
     let Some(class) = c.classes.store().get(&ObjectRef::new(&class_name)) else {
         return Ok(());
     };
@@ -293,7 +293,7 @@ pub fn helper_pod(pv: &PersistentVolume) -> anyhow::Result<Pod> {
         .filter(|p| !p.is_empty() && *p != "/")
         .context("the volume's directory has no parent to mount")?
         .to_string();
-    let bytes = crate::pvbinder::plan::capacity(pv) as u64;
+    let bytes = skiff_api::volumes::capacity(pv) as u64;
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("{HELPER_PREFIX}{}", pv.name_any()), "namespace": HELPER_NAMESPACE},
@@ -343,7 +343,7 @@ async fn delete(
         .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
     if !is_ours(&pv)
         || policy != Some("Delete")
-        || crate::pvbinder::plan::volume_phase(&pv) != "Released"
+        || skiff_api::volumes::volume_phase(&pv) != "Released"
     {
         return Ok(None);
     }
@@ -384,7 +384,7 @@ async fn delete(
                 Err(e) => return Err(e).with_context(|| format!("getting volume {key}")),
             };
             if live.metadata.deletion_timestamp.is_some()
-                || crate::pvbinder::plan::volume_phase(&live) != "Released"
+                || skiff_api::volumes::volume_phase(&live) != "Released"
             {
                 return Ok(None);
             }

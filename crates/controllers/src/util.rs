@@ -1,8 +1,6 @@
 //! Small helpers every controller uses: object keys, label selectors, owner references,
 //! pod state, API error classification.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -59,32 +57,7 @@ pub fn now() -> Time {
     Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
 }
 
-/// Whether `labels` match `selector` (matchLabels and matchExpressions). An empty
-/// selector matches everything, as `metav1.LabelSelectorAsSelector` makes it.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &selector.match_labels {
-        for (k, v) in ml {
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-        }
-    }
-    for req in selector.match_expressions.iter().flatten() {
-        let values = req.values.as_deref().unwrap_or(&[]);
-        let have = labels.get(&req.key);
-        let ok = match req.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use skiff_api::helpers::selector_matches;
 
 /// Whether a selector selects nothing (nil or without any requirement). ReplicaSets and
 /// Deployments with such a selector manage no pods, as in Kubernetes.
@@ -188,6 +161,7 @@ pub fn is_conflict(e: &kube::Error) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use std::collections::BTreeMap;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         kv.iter()

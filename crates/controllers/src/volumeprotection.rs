@@ -51,7 +51,7 @@ pub fn claim_in_use<'a>(name: &str, pods: impl IntoIterator<Item = &'a Pod>) -> 
 
 /// Whether a volume may lose its protection: it is not Bound.
 pub fn volume_in_use(pv: &PersistentVolume) -> bool {
-    crate::pvbinder::plan::volume_phase(pv) == "Bound"
+    skiff_api::volumes::volume_phase(pv) == "Bound"
 }
 
 /// Starts both controllers.

@@ -126,6 +126,9 @@ impl volumes::Volumes for InformerVolumes<'_> {
     fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
         self.sched.classes.store().get(&ObjectRef::new(name))
     }
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.sched.pvs.store().state()
+    }
 }
 
 /// The scheduler's view of the cluster, kept current from pod and node events rather
@@ -348,23 +351,45 @@ impl Scheduler {
                 return;
             }
             let info = PodInfo::new(&pod);
+            let rwop_conflict = claims.is_some()
+                && volumes::read_write_once_pod_conflict(
+                    &pod,
+                    &vols,
+                    cache
+                        .nodes
+                        .values()
+                        .flat_map(|ni| ni.pods.iter().map(|p| &**p)),
+                );
             let mut rejections: Vec<Rejection> = Vec::new();
             let mut feasible: Vec<&NodeInfo> = Vec::new();
             for ni in cache.nodes.values() {
-                let fits = filter_with(&pod, &info, ni).and_then(|()| match &claims {
-                    Some(c) => {
-                        let reasons = volumes::filter(c, &vols, &ni.node);
-                        if reasons.is_empty() {
-                            Ok(())
-                        } else {
-                            Err(Rejection {
-                                reasons: reasons.into_iter().map(String::from).collect(),
-                                resolvable: false,
-                            })
-                        }
+                // VolumeRestrictions, then VolumeBinding, after the node's own filters.
+                let restricted = || {
+                    if rwop_conflict {
+                        Err(Rejection {
+                            reasons: vec![volumes::RWOP_CONFLICT.to_string()],
+                            resolvable: true,
+                        })
+                    } else {
+                        Ok(())
                     }
-                    None => Ok(()),
-                });
+                };
+                let fits = filter_with(&pod, &info, ni)
+                    .and_then(|()| restricted())
+                    .and_then(|()| match &claims {
+                        Some(c) => {
+                            let reasons = volumes::filter(c, &vols, &ni.node);
+                            if reasons.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(Rejection {
+                                    reasons: reasons.into_iter().map(String::from).collect(),
+                                    resolvable: false,
+                                })
+                            }
+                        }
+                        None => Ok(()),
+                    });
                 match fits {
                     Ok(()) => feasible.push(ni),
                     Err(r) => rejections.push(r),

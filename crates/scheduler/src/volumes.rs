@@ -2,11 +2,13 @@
 //! informers hold ([`Volumes`]): PreFilter ([`pre_filter`]: the pod's claims exist, are
 //! not being deleted, and none of an Immediate class is unbound), Filter ([`filter`]: a
 //! bound claim's PersistentVolume node affinity; an unbound WaitForFirstConsumer claim
-//! can be provisioned for the node), and the PreBind check ([`check_provisioned`]: the
-//! claims the scheduler gave a node to are bound, or why scheduling must start over).
+//! has an Available PersistentVolume the node can use, or can be provisioned for the
+//! node), and the PreBind check ([`check_provisioned`]: the claims the scheduler gave a
+//! node to are bound, or why scheduling must start over).
 //!
-//! Only dynamic provisioning binds a WaitForFirstConsumer claim here: kube-scheduler
-//! would first look for an Available PersistentVolume to pre-bind it to.
+//! PreBind gives the claim the node (`volume.kubernetes.io/selected-node`) in both
+//! cases: the PersistentVolume binder then binds it to a volume that node can use, where
+//! kube-scheduler would write the volume's `claimRef` itself.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 use skiff_api::names::{BIND_COMPLETED_ANNOTATION, SELECTED_NODE_ANNOTATION};
+use skiff_api::volumes::{claim_class, find_match, volume_fits_node};
 
 /// A class whose volumes are made by hand (`volume.NotSupportedProvisioner`).
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
@@ -25,6 +28,10 @@ pub const BIND_CONFLICT: &str = "node(s) didn't find available persistent volume
 /// Filter reason: a claim is bound to a volume that does not exist.
 pub const PV_NOT_EXIST: &str =
     "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
+/// Filter reason (VolumeRestrictions): another pod uses a ReadWriteOncePod claim of
+/// this pod.
+pub const RWOP_CONFLICT: &str =
+    "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode";
 /// PreFilter message: a claim of an Immediate class is not bound yet.
 pub const UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
 
@@ -36,6 +43,8 @@ pub trait Volumes {
     fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>>;
     /// The StorageClass `name`.
     fn class(&self, name: &str) -> Option<Arc<StorageClass>>;
+    /// Every PersistentVolume.
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>>;
 }
 
 /// A pod's claims, sorted as PreFilter sorts them.
@@ -79,20 +88,13 @@ pub fn fully_bound(pvc: &PersistentVolumeClaim) -> bool {
     named && completed
 }
 
-fn class_name(pvc: &PersistentVolumeClaim) -> &str {
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.as_deref())
-        .unwrap_or("")
-}
-
 /// Whether the claim waits for its first consumer (`IsDelayBindingMode`): its class
 /// says WaitForFirstConsumer. No class, or one not found, binds at once.
 pub fn delay_binding(pvc: &PersistentVolumeClaim, vols: &dyn Volumes) -> bool {
-    let name = class_name(pvc);
+    let name = claim_class(pvc);
     !name.is_empty()
         && vols
-            .class(name)
+            .class(&name)
             .is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"))
 }
 
@@ -147,6 +149,40 @@ pub fn pre_filter(pod: &Pod, vols: &dyn Volumes) -> Result<Option<PodClaims>, St
     Ok(Some(out))
 }
 
+/// VolumeRestrictions' ReadWriteOncePod rule: whether one of `others` (the pods the
+/// scheduler counts, bound or assumed, on any node) uses a claim of `pod` whose access
+/// modes include `ReadWriteOncePod`. kube-scheduler then rejects every node with
+/// [`RWOP_CONFLICT`] (preemption could free the claim).
+pub fn read_write_once_pod_conflict<'a>(
+    pod: &Pod,
+    vols: &dyn Volumes,
+    others: impl IntoIterator<Item = &'a Pod>,
+) -> bool {
+    let ns = pod.namespace().unwrap_or_default();
+    let exclusive: Vec<String> = claim_names(pod)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            vols.claim(&ns, name).is_some_and(|c| {
+                c.spec
+                    .as_ref()
+                    .and_then(|s| s.access_modes.as_ref())
+                    .is_some_and(|m| m.iter().any(|m| m == "ReadWriteOncePod"))
+            })
+        })
+        .collect();
+    if exclusive.is_empty() {
+        return false;
+    }
+    others.into_iter().any(|other| {
+        other.uid() != pod.uid()
+            && other.namespace().unwrap_or_default() == ns
+            && claim_names(other)
+                .iter()
+                .any(|(name, _)| exclusive.contains(name))
+    })
+}
+
 /// Whether the node's labels are in the class's `allowedTopologies` (none: anywhere).
 pub fn topology_allows(class: &StorageClass, node: &Node) -> bool {
     let Some(terms) = class.allowed_topologies.as_ref().filter(|t| !t.is_empty()) else {
@@ -159,19 +195,6 @@ pub fn topology_allows(class: &StorageClass, node: &Node) -> bool {
             .flatten()
             .all(|e| labels.get(&e.key).is_some_and(|v| e.values.contains(v)))
     })
-}
-
-/// Whether the volume may be used on the node (its `nodeAffinity.required`).
-pub fn volume_fits(pv: &PersistentVolume, node: &Node) -> bool {
-    match pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_affinity.as_ref())
-        .and_then(|a| a.required.as_ref())
-    {
-        Some(sel) => skiff_api::helpers::node_selector_matches(sel, node),
-        None => true,
-    }
 }
 
 /// VolumeBinding's Filter for one node: the reasons it cannot run the pod, in
@@ -192,7 +215,7 @@ pub fn filter(claims: &PodClaims, vols: &dyn Volumes, node: &Node) -> Vec<&'stat
                 pvs_found = false;
                 break;
             }
-            Some(pv) if !volume_fits(&pv, node) => {
+            Some(pv) if !volume_fits_node(&pv, node) => {
                 bound_ok = false;
                 break;
             }
@@ -206,7 +229,13 @@ pub fn filter(claims: &PodClaims, vols: &dyn Volumes, node: &Node) -> Vec<&'stat
                 break;
             }
         }
-        let class = vols.class(class_name(pvc));
+        // A volume made beforehand that this node can use (`FindMatchingVolume`), else
+        // one the class's provisioner can make for it.
+        let pvs = vols.volumes();
+        if find_match(pvc, pvs.iter().map(|pv| &**pv), true, Some(node)).is_some() {
+            continue;
+        }
+        let class = vols.class(&claim_class(pvc));
         let provisions = class.as_ref().is_some_and(|c| {
             !c.provisioner.is_empty() && c.provisioner != NO_PROVISIONER && topology_allows(c, node)
         });
@@ -261,7 +290,7 @@ pub fn check_provisioned(
                     all = false;
                     continue;
                 }
-                Some(pv) if !volume_fits(&pv, node) => {
+                Some(pv) if !volume_fits_node(&pv, node) => {
                     return Err(format!(
                         "pv {pv_name:?} node affinity doesn't match node {node_name:?}: no matching NodeSelectorTerms"
                     ));
@@ -298,6 +327,9 @@ mod tests {
         }
         fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
             self.classes.get(name).cloned()
+        }
+        fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+            self.pvs.values().cloned().collect()
         }
     }
 
@@ -449,6 +481,68 @@ mod tests {
             .expect("ok")
             .expect("claims");
         assert_eq!(filter(&c, &f, &node("n1")), vec![BIND_CONFLICT]);
+        // ... but a volume made by hand for a node serves the claim there (a local PV):
+        // big enough, of its class and access modes, not claimed by another.
+        let local = |name: &str, node: &str, size: &str, claimed: bool| {
+            let mut pv = json!({"metadata": {"name": name},
+                "spec": {"storageClassName": "manual", "capacity": {"storage": size},
+                    "accessModes": ["ReadWriteOnce"], "local": {"path": "/mnt/disk"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
+                "status": {"phase": "Available"}});
+            if claimed {
+                pv["spec"]["claimRef"] = json!({"namespace": "default", "name": "other"});
+            }
+            Arc::new(serde_json::from_value::<PersistentVolume>(pv).expect("pv"))
+        };
+        f.add_claim(
+            "manual",
+            json!({"spec": {"storageClassName": "manual", "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "5Gi"}}}}),
+        );
+        let c = pre_filter(&pod(&["manual"]), &f)
+            .expect("ok")
+            .expect("claims");
+        f.pvs
+            .insert("small".into(), local("small", "n1", "1Gi", false));
+        f.pvs
+            .insert("taken".into(), local("taken", "n1", "10Gi", true));
+        f.pvs
+            .insert("disk-n2".into(), local("disk-n2", "n2", "10Gi", false));
+        assert_eq!(filter(&c, &f, &node("n1")), vec![BIND_CONFLICT]);
+        assert!(filter(&c, &f, &node("n2")).is_empty());
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_has_one_user() {
+        let mut f = Fake::standard();
+        f.add_claim(
+            "solo",
+            json!({"spec": {"accessModes": ["ReadWriteOncePod"]}}),
+        );
+        f.add_claim(
+            "shared",
+            json!({"spec": {"accessModes": ["ReadWriteOnce"]}}),
+        );
+        let with_uid = |claims: &[&str], uid: &str| {
+            let mut p = pod(claims);
+            p.metadata.uid = Some(uid.into());
+            p
+        };
+        let me = with_uid(&["solo"], "me");
+        assert!(!read_write_once_pod_conflict(&me, &f, []));
+        // The pod itself (assumed) does not count.
+        assert!(!read_write_once_pod_conflict(&me, &f, [&me]));
+        let other = with_uid(&["solo"], "other");
+        assert!(read_write_once_pod_conflict(&me, &f, [&other]));
+        // ReadWriteOnce claims may be shared (on one node, which VolumeBinding sees to).
+        let a = with_uid(&["shared"], "a");
+        let b = with_uid(&["shared"], "b");
+        assert!(!read_write_once_pod_conflict(&a, &f, [&b]));
+        // Another namespace's claim of the same name is another claim.
+        let mut elsewhere = with_uid(&["solo"], "x");
+        elsewhere.metadata.namespace = Some("other".into());
+        assert!(!read_write_once_pod_conflict(&me, &f, [&elsewhere]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What pods leave on the node, removed: a pod's sandbox once its worker is done
-//! ([`cleanup_dir`]: containers, mounts, CNI attachment, netns, cgroups, files), and at
+//! What pods leave on the node, removed: a finished pod's network ([`release_network`]),
+//! a pod's sandbox once its worker is done ([`cleanup_dir`]: containers, mounts, CNI
+//! attachment, netns, cgroups, files), and at
 //! the agent's start whatever no pod owns any more ([`clean_orphans`]: pod directories,
 //! cgroups and network namespaces of earlier runs).
 
@@ -55,22 +56,7 @@ pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
             }
         }
     }
-    let netns_name = sandbox
-        .as_ref()
-        .and_then(|s| s.netns.clone())
-        .unwrap_or_else(|| k.netns_name(uid));
-    let path = netns::path(&netns_name);
-    let cni = k.cni.borrow().clone();
-    if let Some(cni) = cni {
-        if cni.cached_ids().contains(&uid.to_string()) {
-            if let Err(e) = cni.del(uid, &path).await {
-                tracing::warn!(error = %e, "CNI DEL");
-            }
-        }
-    }
-    if let Err(e) = netns::delete(&netns_name).await {
-        tracing::warn!(error = %format!("{e:#}"), "deleting the pod netns");
-    }
+    release_network(k, sandbox.as_ref(), uid).await;
     remove_cgroups(&k.cfg.node_name, uid);
     // The pod's tmpfs volumes go with it (a claim's data is not under the pod dir).
     super::volumes::unmount_all(dir);
@@ -86,6 +72,29 @@ pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
         .unwrap_or(true);
     if !still_mounted {
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Gives a pod's network back: the CNI attachment (DEL returns its address to the pool,
+/// removes its host ports) and its network namespace. Done at removal, and as soon as a
+/// pod has finished for good, as kubelet stops a terminal pod's sandbox: a finished Job
+/// pod keeps its logs, status and volumes until it is deleted, not an address of the
+/// node's range. Idempotent.
+pub async fn release_network(k: &Kubelet, sandbox: Option<&SandboxState>, uid: &str) {
+    let netns_name = sandbox
+        .and_then(|s| s.netns.clone())
+        .unwrap_or_else(|| k.netns_name(uid));
+    let path = netns::path(&netns_name);
+    let cni = k.cni.borrow().clone();
+    if let Some(cni) = cni {
+        if cni.cached_ids().contains(&uid.to_string()) {
+            if let Err(e) = cni.del(uid, &path).await {
+                tracing::warn!(error = %e, "CNI DEL");
+            }
+        }
+    }
+    if let Err(e) = netns::delete(&netns_name).await {
+        tracing::warn!(error = %format!("{e:#}"), "deleting the pod netns");
     }
 }
 

@@ -83,6 +83,8 @@ struct Worker {
     evicted: Option<String>,
     /// The next housekeeping pass (emptyDir usage against `sizeLimit`).
     housekeeping_at: Instant,
+    /// The pod finished for good and its network was given back.
+    network_released: bool,
 }
 
 /// How often a pod's emptyDir usage is measured against its `sizeLimit` (kubelet's
@@ -137,6 +139,7 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         mount_wait: None,
         evicted: None,
         housekeeping_at: Instant::now() + HOUSEKEEPING,
+        network_released: false,
     };
     w.adopting = w.dir.join(orphans::FILE).exists();
     let mut setup_backoff = Backoff::default();
@@ -165,12 +168,14 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
         if let Some(msg) = w.evicted.clone() {
             // Evicted: nothing runs again; the Failed status stays until deletion.
             w.post_evicted_status(&pod, &msg).await;
+            w.release_network().await;
             if rx.changed().await.is_err() {
                 w.teardown(None, &w.running()).await;
                 return;
             }
             continue;
         }
+        let finished = actions.finished.is_some();
         if actions.finished != Some(plan::Finished::Before) {
             // A new pod keeps its start slot from sandbox to containers, so pods
             // started together come up in order.
@@ -232,6 +237,10 @@ pub async fn run(k: Arc<Kubelet>, entry: Arc<PodEntry>, mut rx: watch::Receiver<
             if w.sandbox_ready || !w.adopting {
                 w.post_status(&pod).await;
             }
+        }
+        if finished {
+            // Nothing of it runs again: its address goes back to the node's range.
+            w.release_network().await;
         }
         let mut next = plan::wake_at(&w.observe(network_ready, setup_not_before), Instant::now());
         if !w.volumes.limits.is_empty() {
@@ -1295,6 +1304,18 @@ impl Worker {
                 tracing::warn!(pod = %self.entry.name, error = %e, "posting the evicted status")
             }
         }
+    }
+
+    /// Gives the network of a pod that finished for good back (once): its status keeps
+    /// the pod IP it had, as kubelet's does.
+    async fn release_network(&mut self) {
+        if self.network_released {
+            return;
+        }
+        self.network_released = true;
+        let sandbox = SandboxState::read(&self.dir);
+        orphans::release_network(&self.k, sandbox.as_ref(), &self.entry.uid).await;
+        *self.entry.netns.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Stops everything (gracefully when the pod is being deleted through the API),

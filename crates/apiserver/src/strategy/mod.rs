@@ -11,7 +11,6 @@ mod node;
 mod pod;
 mod rbac;
 mod service;
-mod statefulset;
 mod volume;
 
 use serde_json::Value;
@@ -133,7 +132,6 @@ pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
         | ("storage.k8s.io", "StorageClass" | "CSIDriver" | "CSINode" | "CSIStorageCapacity")
         | ("events.k8s.io", "Event") => &NoGeneration,
         ("rbac.authorization.k8s.io", _) => &rbac::Rbac,
-        ("apps", "StatefulSet") => &statefulset::StatefulSet,
         _ => &Generic,
     }
 }

@@ -113,7 +113,7 @@ async fn sync_claim(client: &Client, c: &Caches, rec: &Recorder, key: &str) -> a
         return Ok(());
     };
     let volumes = owned(c.pvs.list());
-    let class_name = plan::claim_class(&claim);
+    let class_name = skiff_api::volumes::claim_class(&claim);
     let class = (!class_name.is_empty())
         .then(|| c.classes.store().get(&ObjectRef::new(&class_name)))
         .flatten();
@@ -203,21 +203,21 @@ async fn bind(
         .and_then(|s| s.claim_ref.as_ref())
         .and_then(|r| r.uid.clone())
         .unwrap_or_default();
-    if ref_uid.is_empty() || !plan::bound_to(pv, claim) {
+    if ref_uid.is_empty() || !skiff_api::volumes::bound_to(pv, claim) {
         let mut patch = json!({
             "metadata": {"resourceVersion": pv.resource_version()},
             "spec": {"claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
                 "namespace": ns, "name": name, "uid": claim.uid(),
                 "resourceVersion": claim.resource_version()}}});
         // The controller made this binding unless the user pre-bound the volume.
-        if !plan::bound_to(pv, claim) {
+        if !skiff_api::volumes::bound_to(pv, claim) {
             patch["metadata"]["annotations"] = json!({BOUND_BY_CONTROLLER_ANNOTATION: "yes"});
         }
         pvs.patch(&pv_name, &pp, &Patch::Merge(&patch))
             .await
             .with_context(|| format!("binding volume {pv_name} to claim {ns}/{name}"))?;
     }
-    if plan::volume_phase(pv) != "Bound" {
+    if skiff_api::volumes::volume_phase(pv) != "Bound" {
         pvs.patch_status(
             &pv_name,
             &pp,

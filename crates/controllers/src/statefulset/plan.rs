@@ -784,6 +784,46 @@ pub fn plan(input: &Input) -> Plan {
             .unwrap_or(0)
             .max(0) as usize;
         let mut phase = Vec::new();
+        let max_unavailable = strategy
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.as_ref());
+        if let Some(max) = max_unavailable {
+            // `maxUnavailable` (kube's MaxUnavailableStatefulSet, on by default from
+            // 1.35): up to that many pods are replaced at once, highest ordinals first,
+            // counting every unavailable pod of the set against it.
+            let max = crate::rollout::scaled_value(max, replica_count, true).max(1) as usize;
+            let unavailable = slots
+                .iter()
+                .filter(|s| {
+                    s.pod().is_none_or(|p| {
+                        is_deleting(p) || !running_and_available(p, min_ready, input.now)
+                    })
+                })
+                .count();
+            let mut budget = max.saturating_sub(unavailable);
+            for target in (update_min..slots.len()).rev() {
+                if budget == 0 {
+                    break;
+                }
+                let Some(p) = slots[target].pod() else {
+                    continue;
+                };
+                if revision_of(p) != input.update.name && !is_deleting(p) {
+                    phase.push(Action::DeletePod {
+                        name: p.name_any(),
+                        uid: p.uid().unwrap_or_default(),
+                        warning: None,
+                    });
+                    status.current_replicas = status.current_replicas.map(|c| c - 1);
+                    budget -= 1;
+                }
+            }
+            out.phases.push(phase);
+            out.status = complete(set, status);
+            out.requeue = requeue(set, &out.status);
+            return out;
+        }
         for target in (update_min..slots.len()).rev() {
             let Some(p) = slots[target].pod() else {
                 break;

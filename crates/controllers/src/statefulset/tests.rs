@@ -323,6 +323,44 @@ fn rolling_update_replaces_from_the_top_down_to_the_partition() {
 }
 
 #[test]
+fn max_unavailable_replaces_several_at_once() {
+    let cur = |o| pod(o, "web-cur", "Running", true);
+    let upd = |o| pod(o, "web-upd", "Running", true);
+    let mut c = Case {
+        set: set(
+            json!({"spec": {"replicas": 5, "podManagementPolicy": "Parallel",
+            "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}}),
+        ),
+        pods: (0..5).map(cur).collect(),
+        claims: claims_of(5),
+    };
+    let p = run(&c);
+    assert_eq!(lines(&p), ["delete web-4", "delete web-3"]);
+    assert_eq!(p.status.current_replicas, Some(3));
+    // One of the two back but not Ready: one more may go, not two.
+    c.pods = vec![
+        cur(0),
+        cur(1),
+        cur(2),
+        upd(3),
+        pod(4, "web-upd", "Running", false),
+    ];
+    assert_eq!(lines(&run(&c)), ["delete web-2"]);
+    // Two unavailable (one not Ready, one missing): wait, but recreate the missing one.
+    c.pods = vec![cur(0), cur(1), upd(3), pod(4, "web-upd", "Running", false)];
+    assert_eq!(lines(&run(&c)), ["create web-2 []"]);
+    // A percentage rounds up (40% of 5 = 2); the partition still holds.
+    c.set = set(
+        json!({"spec": {"replicas": 5, "podManagementPolicy": "Parallel",
+        "updateStrategy": {"rollingUpdate": {"maxUnavailable": "40%", "partition": 3}}}}),
+    );
+    c.pods = (0..5).map(cur).collect();
+    assert_eq!(lines(&run(&c)), ["delete web-4", "delete web-3"]);
+    c.pods = vec![cur(0), cur(1), cur(2), upd(3), upd(4)];
+    assert!(lines(&run(&c)).is_empty());
+}
+
+#[test]
 fn status_counts_and_completes_the_rollout() {
     let mut c = Case {
         set: set(json!({})),

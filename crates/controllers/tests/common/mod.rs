@@ -125,6 +125,14 @@ pub async fn add_node(client: &Client, name: &str, ip: &str, control_plane: bool
 }
 
 pub async fn set_node_ready(client: &Client, name: &str, ip: &str) {
+    try_set_node_ready(client, name, ip)
+        .await
+        .expect("node status");
+}
+
+/// Posts Ready status for `name`; fails (rather than panics) when the node does not exist
+/// yet, so heartbeats can name nodes a test adds later.
+pub async fn try_set_node_ready(client: &Client, name: &str, ip: &str) -> kube::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({"status": {
@@ -137,7 +145,7 @@ pub async fn set_node_ready(client: &Client, name: &str, ip: &str) {
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .expect("node status");
+        .map(drop)
 }
 
 /// Posts Ready status for `nodes` every second, as their kubelets would.
@@ -160,7 +168,7 @@ pub fn heartbeats_every(
             futures::future::join_all(
                 nodes
                     .iter()
-                    .map(|(name, ip)| set_node_ready(&client, name, ip)),
+                    .map(|(name, ip)| try_set_node_ready(&client, name, ip)),
             )
             .await;
             tokio::time::sleep(period).await;
