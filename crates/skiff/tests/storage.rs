@@ -1,8 +1,9 @@
 //! End-to-end: storage on a real local cluster (`skiff up`), driven by the oldest and
 //! newest supported kubectl: a claim of the default StorageClass bound on its first
 //! pod's node (`get pv,pvc`), its data kept across pods and removed with the claim, a
-//! `medium: Memory` emptyDir as a tmpfs in the container, and a pod evicted for going
-//! over its emptyDir `sizeLimit`. Needs root, as `cluster.rs`.
+//! `medium: Memory` emptyDir as a tmpfs in the container, a pod evicted for going
+//! over its emptyDir `sizeLimit`; a local volume made by hand that decides its pod's
+//! node, and a ReadWriteOncePod claim. Needs root, as `cluster.rs`.
 
 mod common;
 
@@ -262,4 +263,92 @@ fn claims_memory_volumes_and_size_limits_with_kubectl_old_and_new() {
         assert_eq!(events, message, "{version}");
         k.ok_quiet(&["delete", "pod", &hog, "--wait=true"]);
     }
+}
+
+/// A local volume made by hand (a class without provisioner, WaitForFirstConsumer):
+/// the scheduler places the claim's pod on the volume's node and the binder binds the
+/// claim there; a ReadWriteOncePod claim serves one pod at a time, the second waits
+/// with kube-scheduler's reason until the first is gone.
+#[test]
+#[ignore = "needs root"]
+fn a_local_volume_made_by_hand_decides_the_node_and_read_write_once_pod_holds() {
+    assert_tools();
+    let c = Cluster::up("lv", 3, &[]);
+    let k = Kubectl::new(kubectl::versions(&[NEWEST]).remove(0), &c.kubeconfig);
+    let disk = c.scratch().join("disk-n2");
+    std::fs::create_dir_all(&disk).expect("the volume's directory");
+    let manifest = format!(
+        r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: manual}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: disk-n2}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOncePod]
+  storageClassName: manual
+  local: {{path: {disk:?}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [k8s-n2]}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: solo}}
+spec:
+  storageClassName: manual
+  accessModes: [ReadWriteOncePod]
+  resources: {{requests: {{storage: 100Mi}}}}
+---
+{}"#,
+        pod_with_claim("solo", "first", "echo mine > /data/f && sleep 3600")
+    );
+    apply(&c, &k, "local", &manifest);
+    k.ok_quiet(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/first",
+        "--timeout=120s",
+    ]);
+    assert_eq!(get(&k, &["pod", "first"], "{.spec.nodeName}"), "k8s-n2");
+    assert_eq!(get(&k, &["pvc", "solo"], "{.spec.volumeName}"), "disk-n2");
+    assert_eq!(
+        std::fs::read_to_string(disk.join("f")).expect("written through the volume"),
+        "mine\n"
+    );
+
+    // A second pod of the same claim waits.
+    apply(
+        &c,
+        &k,
+        "second",
+        &pod_with_claim("solo", "second", "cat /data/f; sleep 3600"),
+    );
+    let reason = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode";
+    wait_for("the second pod refused", Duration::from_secs(60), || {
+        let events = k.ok_quiet(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=second,reason=FailedScheduling",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        events.contains("0/3 nodes are available: ") && events.contains(&format!("2 {reason}"))
+    });
+    assert_eq!(get(&k, &["pod", "second"], "{.status.phase}"), "Pending");
+    k.ok_quiet(&["delete", "pod", "first", "--wait=true"]);
+    k.ok_quiet(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/second",
+        "--timeout=120s",
+    ]);
+    assert_eq!(k.ok_quiet(&["logs", "second"]), "mine\n");
+    k.ok_quiet(&["delete", "pod", "second", "--wait=true"]);
 }
