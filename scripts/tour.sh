@@ -13,7 +13,7 @@ CLUSTER=${CLUSTER:-tour}
 HOST_PORT=${HOST_PORT:-8080}
 PAGE='<html><body><h1>It works!</h1></body></html>'
 k() { echo "\$ kubectl $*" >&2; "$KUBECTL" --context "skiff-$CLUSTER" "$@"; }
-on_node() { "$SKIFF" node exec --cluster "$CLUSTER" "$@"; }
+on_node() { local node=$1; shift; "$SKIFF" node exec --cluster "$CLUSTER" "$node" -- "$@"; }
 step() { printf '\n== %s\n' "$*"; }
 check() { # check WHAT GOT WANT
   if [ "$2" = "$3" ]; then echo "ok: $1"; else echo "FAILED: $1: got '$2'"; exit 1; fi
