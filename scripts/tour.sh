@@ -39,7 +39,7 @@ cip=$(k get svc httpd-svc -o jsonpath='{.spec.clusterIP}')
 check "curl $cip:8080 from k8s-n1" "$(on_node k8s-n1 curl -s -m 5 "$cip:8080")" "$PAGE"
 
 step "What kube-proxy wrote on k8s-n1"
-on_node k8s-n1 iptables-save -t nat | grep -E 'httpd-svc|^-A KUBE-SVC-' | grep -v KUBE-EXT
+on_node k8s-n1 iptables-save -t nat | grep -E 'httpd-svc|^-A KUBE-SVC-RL3JAE4GN7VOGDGP'
 
 step "Cluster DNS: a busybox pod fetches httpd-svc.default:8080 by name"
 got=$(k run busybox --rm -i --image=busybox --restart=Never -- wget -qO- httpd-svc.default:8080 2>/dev/null | grep -F "$PAGE" || true)
