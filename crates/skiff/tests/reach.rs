@@ -171,6 +171,8 @@ impl Outside {
             "--bind-interfaces",
             &format!("--listen-address={OUTSIDE_IP}"),
             &format!("--address=/{OUTSIDE_NAME}/{OUTSIDE_IP}"),
+            // Authoritative for the test's domain: no REFUSED for AAAA queries.
+            "--local=/outside.test/",
             "--pid-file=",
             "--user=root",
         ]));
@@ -276,7 +278,7 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
         let (lan_a, lan_b) = (a.state()["lan"].clone(), b.state()["lan"].clone());
         assert_ne!(lan_a, lan_b, "two clusters share a LAN");
         for c in [&a, &b] {
-            let ls = String::from_utf8_lossy(&c.skiff(&["ls"]).stdout).into_owned();
+            let ls = ok(env!("CARGO_BIN_EXE_skiff"), &["ls"]);
             let line = ls
                 .lines()
                 .find(|l| l.starts_with(&c.name))
@@ -311,7 +313,7 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
         // A pod resolves the outside's name (cluster DNS forwards to the outside's
         // dnsmasq through the node's and the host's NAT) and fetches its page.
         let script = format!(
-            "nslookup {OUTSIDE_NAME} && wget -qO- http://{OUTSIDE_NAME}/ && echo && wget -qO- http://{OUTSIDE_IP}/"
+            "nslookup {OUTSIDE_NAME}; wget -qO- http://{OUTSIDE_NAME}/; echo; wget -qO- http://{OUTSIDE_IP}/"
         );
         let mut last = String::new();
         let fetched = (0..3).any(|i| {
