@@ -8,14 +8,14 @@
 //! chains and the table, all named from the cluster's name, so it also works after
 //! `kill -9` of everything and never touches another rule.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context};
 use ipnet::Ipv4Net;
 
 use crate::layout;
+use crate::process::run;
 
 /// Where the value of `net.ipv4.ip_forward` from before the first host link is kept,
 /// until the last cluster with a host link goes down.
@@ -356,33 +356,6 @@ fn write_note(path: &str, text: &str) -> anyhow::Result<()> {
         crate::files::private_dir(dir)?;
     }
     crate::files::write_private(path, text.as_bytes())
-}
-
-/// Runs `program args` with `input` on its standard input; its standard error is the
-/// error when it fails.
-pub fn run(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input.as_bytes())
-        .with_context(|| format!("writing to {program}"))?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed: {}\ninput:\n{input}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The standard output of `program args`, which must succeed.

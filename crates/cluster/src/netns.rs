@@ -295,6 +295,6 @@ pub fn host_networks() -> anyhow::Result<Vec<ipnet::Ipv4Net>> {
 /// with its standard error if it fails.
 pub fn run_in(netns: &str, program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
     in_netns(netns, |_| async move {
-        crate::hostnet::run(program, args, input)
+        crate::process::run(program, args, input)
     })
 }

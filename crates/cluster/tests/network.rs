@@ -150,11 +150,17 @@ fn the_host_link_reaches_the_nodes_and_down_removes_exactly_it() {
             .args(["-c1", "-W2", &layout::node_ip(net, 0).to_string()])
             .output()
             .unwrap();
-        assert!(ping.status.success(), "{fw:?}: the host cannot reach the node");
+        assert!(
+            ping.status.success(),
+            "{fw:?}: the host cannot reach the node"
+        );
         let gw = layout::lan_gateway(net).to_string();
         assert!(in_ns(&node, &["ping", "-c1", "-W2", &gw]).status.success());
         let during = host_network();
-        assert!(during.contains(&format!("{net} dev {link} proto kernel")), "{during}");
+        assert!(
+            during.contains(&format!("{net} dev {link} proto kernel")),
+            "{during}"
+        );
         match fw {
             Firewall::Iptables => {
                 assert!(during.contains(&format!("-j {}", layout::nat_chain(&name))))
