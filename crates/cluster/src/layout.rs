@@ -112,6 +112,11 @@ pub fn host_link(cluster: &str) -> String {
     format!("skf{hash:08x}")
 }
 
+/// Whether `link` is named as [`host_link`] names a cluster's link.
+pub fn is_host_link(link: &str) -> bool {
+    link.len() == 11 && link.starts_with("skf") && link[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The iptables chain (table `nat`) that masquerades the cluster's traffic leaving the
 /// host, jumped to from `POSTROUTING` (at most 28 bytes: names hold 20).
 pub fn nat_chain(cluster: &str) -> String {
@@ -358,6 +363,8 @@ mod tests {
         assert!(host_link(&longest).len() <= 15);
         assert_ne!(host_link("a"), host_link("b"));
         assert_eq!(host_link("a"), host_link("a"));
+        assert!(is_host_link(&host_link(&longest)));
+        assert!(!is_host_link("skfnothex123") && !is_host_link("eth0"));
         assert!(nat_chain(&longest).len() <= 28);
         assert!(forward_chain(&longest).len() <= 28);
     }

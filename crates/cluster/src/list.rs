@@ -148,9 +148,9 @@ mod tests {
         ]);
         assert_eq!(
             table,
-            "NAME   STATUS    NODES    LAN             NODE IPS     API                      HOST LINK\n\
+            "NAME   STATUS    NODES    LAN             NODE IPS     API                       HOST LINK\n\
              demo   running   1        172.18.1.0/24   172.18.1.2   https://127.0.0.1:40123   skf0011aabb\n\
-             gone   broken    <none>   <none>          <none>       <none>                   <none>\n"
+             gone   broken    <none>   <none>          <none>       <none>                    <none>\n"
         );
     }
 }

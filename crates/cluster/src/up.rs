@@ -991,19 +991,16 @@ fn cleanup(name: &str, hooks: &Hooks) {
     }
 }
 
-/// Whether another cluster than `name` still has its link on the host.
+/// Whether another cluster than `name` still has its link on the host: any link named as
+/// [`layout::host_link`] names them (a cluster whose directory is gone still counts).
 fn others_linked(name: &str) -> bool {
-    std::fs::read_dir(crate::CLUSTERS_DIR)
+    let ours = layout::host_link(name);
+    std::fs::read_dir("/sys/class/net")
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|other| other != name)
-        .any(|other| {
-            Path::new("/sys/class/net")
-                .join(layout::host_link(&other))
-                .exists()
-        })
+        .any(|link| link != ours && layout::is_host_link(&link))
 }
 
 fn pids_in_netns(inodes: &[u64]) -> Vec<u32> {

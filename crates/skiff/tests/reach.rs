@@ -302,12 +302,12 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
             wait_for(
                 &format!("{url} from the host"),
                 Duration::from_secs(90),
-                || curl(&url) == PAGE,
+                || curl(&url).trim() == PAGE,
             );
         }
         let url = format!("http://127.0.0.1:{port}/");
         wait_for(&format!("{url} (--port)"), Duration::from_secs(10), || {
-            curl(&url) == PAGE
+            curl(&url).trim() == PAGE
         });
 
         // A pod resolves the outside's name (cluster DNS forwards to the outside's
@@ -397,7 +397,7 @@ fn a_browser_on_the_host_opens_the_node_port() {
     apply_seed(&c);
     let ip = node_ips(&c)[1].clone();
     let url = format!("http://{ip}:31688/");
-    wait_for(&url, Duration::from_secs(90), || curl(&url) == PAGE);
+    wait_for(&url, Duration::from_secs(90), || curl(&url).trim() == PAGE);
 
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
