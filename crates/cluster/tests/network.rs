@@ -105,9 +105,11 @@ fn host_network() -> String {
             if line.starts_with('#') || line.contains("_lft") {
                 continue;
             }
+            // An IPv6 address's duplicate detection ends by itself.
+            let line = line.replace(" tentative", "");
             let line = match line.rfind(" [") {
                 Some(i) if line.starts_with(':') => &line[..i],
-                _ => line,
+                _ => &line,
             };
             out.push_str(line);
             out.push('\n');
