@@ -2,11 +2,12 @@
 # Installs what skiff needs on a fresh Debian machine (as root): the kernel-facing tools a
 # node uses (iptables, nftables, iproute2, conntrack, runc, the CNI plugins, busybox for the
 # built-in images), the peers the tests and benchmarks compare against, etcd (the store's
-# tests run real clusters) and protoc with its well-known types (etcd-client's build).
+# tests run real clusters), protoc with its well-known types (etcd-client's build) and
+# headless Chromium (a test opens a node port in a real browser).
 set -euo pipefail
 pkgs=(iptables nftables iproute2 conntrack runc containernetworking-plugins busybox-static
       iputils-ping curl dnsutils dnsperf dnsmasq unbound python3
-      etcd-server etcd-client protobuf-compiler libprotobuf-dev)
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         cni_bin_dir: "/usr/lib/cni".into(),
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: "/bin/busybox".into(),
+        resolv_conf: None,
         credentials: None,
     };
     skiff_agent::run(cfg).await

@@ -70,6 +70,9 @@ pub struct AgentConfig {
     pub kubelet_port: u16,
     /// The skiff binary, for the built-in `skiff` image.
     pub skiff_binary: PathBuf,
+    /// The resolv.conf that pods with `dnsPolicy: Default` get (and cluster DNS forwards
+    /// to), as kubelet's `--resolv-conf`; none: `/etc/resolv.conf`.
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The kube client the kubelet uses: its node certificate (the join token before it has
@@ -267,7 +270,12 @@ pub async fn run_after_proxy(
         },
         images: ImageStore::new(&cfg.data_dir, &cfg.skiff_binary),
         cni: cni_rx,
-        host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        host_resolv: std::fs::read_to_string(
+            cfg.resolv_conf
+                .as_deref()
+                .unwrap_or(Path::new("/etc/resolv.conf")),
+        )
+        .unwrap_or_default(),
         pods: Mutex::new(Default::default()),
         start_slots: tokio::sync::Semaphore::new(kubelet::start_slots()),
         services: Default::default(),

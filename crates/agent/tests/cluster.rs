@@ -295,6 +295,7 @@ async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
         cni_bin_dir: "/usr/lib/cni".into(),
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
+        resolv_conf: None,
         credentials: None,
     };
     let agent = tokio::spawn(async move {

@@ -26,10 +26,23 @@ where
     F: FnOnce(Handle) -> Fut + Send,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let ns_path = path(netns);
+    on_thread(Some(netns), work).with_context(|| format!("in network namespace {netns}"))
+}
+
+/// Runs `work` as [`in_netns`] does, in `netns`, or with `None` in the namespace of the
+/// caller (the host's, for `skiff up`).
+fn on_thread<T, F, Fut>(netns: Option<&str>, work: F) -> anyhow::Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let ns_path = netns.map(path);
     std::thread::scope(|s| {
         s.spawn(|| {
-            enter(&ns_path)?;
+            if let Some(p) = &ns_path {
+                enter(p)?;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -44,9 +57,8 @@ where
             })
         })
         .join()
-        .map_err(|_| anyhow!("the netlink thread for {netns} panicked"))?
+        .map_err(|_| anyhow!("a netlink thread panicked"))?
     })
-    .with_context(|| format!("in network namespace {netns}"))
 }
 
 /// Index of the link named `name`.
@@ -168,4 +180,121 @@ pub fn create_node(
             .with_context(|| format!("adding the default route via {gateway}"))
     })?;
     sysctl(node_ns, "net.ipv4.ip_forward", "1")
+}
+
+/// Name of the LAN namespace's end of the link to the host.
+const UPLINK: &str = "uplink";
+
+/// Links the host to a cluster's LAN: a veth whose end `uplink` joins the LAN's bridge
+/// and whose end `host_link` stays in the caller's namespace (the host's) with
+/// `gateway/prefix_len`, which also gives the host its route to the LAN.
+pub fn link_host(
+    lan: &str,
+    host_link: &str,
+    gateway: Ipv4Addr,
+    prefix_len: u8,
+) -> anyhow::Result<()> {
+    // The caller's namespace, as this thread sees it (the netlink thread enters the LAN's).
+    let host_ns = std::fs::File::open("/proc/thread-self/ns/net")
+        .context("opening the host's network namespace")?;
+    let name = host_link.to_string();
+    in_netns(lan, |h| async move {
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(&name)
+            .setns_by_fd(host_ns.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(UPLINK.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        h.link()
+            .add(veth)
+            .execute()
+            .await
+            .with_context(|| format!("adding veth {UPLINK} (peer {name} on the host)"))?;
+        drop(host_ns);
+        let leg = link_index(&h, UPLINK).await?;
+        let br = link_index(&h, "br0").await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(leg).controller(br).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("attaching {UPLINK} to br0"))
+    })?;
+    let name = host_link.to_string();
+    on_thread(None, |h| async move {
+        let link = link_index(&h, &name).await?;
+        add_address(&h, link, gateway, prefix_len).await?;
+        link_up(&h, link).await
+    })
+    .with_context(|| format!("setting up {host_link} on the host"))
+}
+
+/// Deletes the host's link `name` if there is one (its peer goes with it). Deleting the
+/// LAN's namespace removes it too, but only once the kernel has torn that namespace down,
+/// which happens after `down` returned.
+pub fn unlink_host(name: &str) -> anyhow::Result<()> {
+    let name = name.to_string();
+    on_thread(None, |h| async move {
+        let Some(link) = h
+            .link()
+            .get()
+            .match_name(name.clone())
+            .execute()
+            .try_next()
+            .await
+            .ok()
+            .flatten()
+        else {
+            return Ok(());
+        };
+        h.link()
+            .del(link.header.index)
+            .execute()
+            .await
+            .with_context(|| format!("deleting link {name}"))
+    })
+}
+
+/// Every IPv4 network the host routes or holds an address in (the default route aside):
+/// what a new cluster's LAN must not overlap.
+pub fn host_networks() -> anyhow::Result<Vec<ipnet::Ipv4Net>> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    on_thread(None, |h| async move {
+        let mut nets = Vec::new();
+        let mut routes = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(r) = routes.try_next().await.context("listing routes")? {
+            let len = r.header.destination_prefix_length;
+            let dest = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let (Some(ip), true) = (dest, len > 0) {
+                nets.extend(ipnet::Ipv4Net::new(ip, len).ok().map(|n| n.trunc()));
+            }
+        }
+        let mut addrs = h.address().get().execute();
+        while let Some(a) = addrs.try_next().await.context("listing addresses")? {
+            let len = a.header.prefix_len;
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                    nets.extend(ipnet::Ipv4Net::new(*ip, len).ok().map(|n| n.trunc()));
+                }
+            }
+        }
+        Ok(nets)
+    })
+    .context("reading the host's routes and addresses")
+}
+
+/// Runs `program args` inside a namespace with `input` on its standard input, and fails
+/// with its standard error if it fails.
+pub fn run_in(netns: &str, program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    in_netns(netns, |_| async move {
+        crate::process::run(program, args, input)
+    })
 }

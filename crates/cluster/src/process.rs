@@ -1,11 +1,13 @@
-//! Detached processes of a local cluster, and finding them again.
+//! Detached processes of a local cluster, and finding them again; and the short-lived
+//! programs `up` runs (`iptables-restore`, `nft`).
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -69,4 +71,31 @@ pub fn stop_all(pids: &[u32], grace: Duration) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
+}
+
+/// Runs `program args` with `input` on its standard input; its standard error is the
+/// error when it fails.
+pub fn run(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())
+        .with_context(|| format!("writing to {program}"))?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}\ninput:\n{input}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

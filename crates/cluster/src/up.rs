@@ -12,7 +12,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 
-use crate::layout::{self, ClusterState, NodeState, ProcessState};
+use ipnet::Ipv4Net;
+
+use crate::hostnet::{self, Firewall};
+use crate::layout::{self, ClusterState, HostLink, NodeState, ProcessState};
+use crate::progress::Progress;
 use crate::{kubeconfig, netns, process};
 
 /// Builds the admin kubeconfig from the server's data dir, for a server URL, with cluster,
@@ -48,6 +52,15 @@ pub struct UpOptions {
     pub agent_args: Vec<String>,
     /// Extra arguments for the server (e.g. `--node-monitor-grace-period 15`).
     pub server_args: Vec<String>,
+    /// The LAN's subnet (`--subnet`); none: the first of [`layout::candidate_lans`] that
+    /// collides with no route or address of the host and no other cluster.
+    pub subnet: Option<Ipv4Net>,
+    /// No link to the host (`--isolated`): node IPs unreachable from it, no way out.
+    pub isolated: bool,
+    /// Which firewall gets the host's rules; none: [`Firewall::detect`].
+    pub firewall: Option<Firewall>,
+    /// Ports on the host's loopback forwarded to a node port: `(host port, node port)`.
+    pub ports: Vec<(u16, u16)>,
 }
 
 /// Brings a local cluster up and returns once every node is Ready and `coredns` is
@@ -55,6 +68,9 @@ pub struct UpOptions {
 pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> {
     let started = Instant::now();
     layout::validate_name(&opts.name)?;
+    if let Some(subnet) = opts.subnet {
+        layout::check_lan(subnet, opts.nodes)?;
+    }
     anyhow::ensure!(
         (1..=200).contains(&opts.nodes),
         "--nodes must be between 1 and 200"
@@ -97,8 +113,10 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
     // Whatever a crashed earlier cluster of this name left behind goes first.
     cleanup(&opts.name, hooks);
 
-    match start(&opts, hooks).await {
+    let mut progress = Progress::new();
+    match start(&opts, hooks, &mut progress).await {
         Ok(state) => {
+            progress.done();
             let context = kubeconfig::context_name(&opts.name);
             let admin = (hooks.admin_kubeconfig)(
                 &ClusterState::server_dir(&opts.name),
@@ -118,34 +136,184 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             Ok(state)
         }
         Err(e) => {
+            let phase = progress.failed().unwrap_or_default();
             let dir = ClusterState::dir(&opts.name);
             let logs = tail_logs(&dir);
+            let kept = keep_logs(&opts.name, &dir)
+                .map(|d| format!(" (logs kept in {})", d.display()))
+                .unwrap_or_default();
             cleanup(&opts.name, hooks);
-            Err(e.context(format!("bringing cluster {:?} up{logs}", opts.name)))
+            Err(e.context(format!(
+                "bringing cluster {:?} up failed at \"{phase}\"{kept}{logs}",
+                opts.name
+            )))
         }
     }
 }
 
-async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> {
+/// Copies a failed cluster's logs out of its directory (which goes with it) to a
+/// directory under the system's temporary one, and returns that (none: no logs yet).
+fn keep_logs(name: &str, dir: &Path) -> Option<PathBuf> {
+    let kept = std::env::temp_dir().join(format!("skiff-up-{name}"));
+    let _ = std::fs::remove_dir_all(&kept);
+    let mut any = false;
+    let nodes = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for node in nodes.filter(|e| e.path().is_dir()) {
+        for log in ["server.log", "agent.log", "etcd.log"] {
+            let from = node.path().join(log);
+            if from.exists() {
+                let _ = crate::files::private_dir(&kept);
+                let to = kept.join(format!("{}-{log}", node.file_name().to_string_lossy()));
+                any |= std::fs::copy(&from, &to).is_ok();
+            }
+        }
+    }
+    any.then_some(kept)
+}
+
+/// The file under the cluster's directory that reserves its LAN from the moment `up`
+/// chose it (the state file comes later).
+const LAN_FILE: &str = "lan";
+
+/// Locks what clusters share on the host (LAN choices, forwarding, iptables tables) until
+/// the returned file is dropped: clusters coming up at the same time choose different
+/// LANs, and one going down does not put forwarding back under one coming up.
+fn lock_host() -> anyhow::Result<std::fs::File> {
+    let root = Path::new(crate::CLUSTERS_DIR);
+    crate::files::private_dir(root)?;
+    let lock = std::fs::File::create(root.join(".host.lock")).context("opening the host lock")?;
+    lock.lock().context("locking the host lock")?;
+    Ok(lock)
+}
+
+/// Chooses the cluster's LAN (or checks `--subnet`) and reserves it (under
+/// [`lock_host`]).
+fn reserve_lan(name: &str, subnet: Option<Ipv4Net>) -> anyhow::Result<Ipv4Net> {
+    let root = Path::new(crate::CLUSTERS_DIR);
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(root)?.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if other == name || !entry.path().is_dir() {
+            continue;
+        }
+        let lan = std::fs::read_to_string(entry.path().join(LAN_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<Ipv4Net>().ok())
+            .or_else(|| ClusterState::load(&other).ok().map(|s| s.lan));
+        others.extend(lan.map(|l| (other, l)));
+    }
+    let host = netns::host_networks()?;
+    let lan = match subnet {
+        Some(lan) => {
+            if let Some((other, _)) = others.iter().find(|(_, l)| layout::overlaps(*l, lan)) {
+                bail!("--subnet {lan} overlaps the LAN of cluster {other:?}");
+            }
+            if let Some(net) = host.iter().find(|n| layout::overlaps(**n, lan)) {
+                bail!(
+                    "--subnet {lan} overlaps {net}, which the host routes or holds an address in"
+                );
+            }
+            lan
+        }
+        None => {
+            let mut taken = host;
+            taken.extend(others.iter().map(|(_, l)| *l));
+            layout::choose_lan(&taken).context(
+                "no free subnet for the cluster's LAN in 172.18.0.0-172.31.255.0/24 or 192.168.0.0/16 (give one with --subnet)",
+            )?
+        }
+    };
+    let dir = ClusterState::dir(name);
+    crate::files::private_dir(&dir)?;
+    crate::files::write_private(&dir.join(LAN_FILE), lan.to_string().as_bytes())?;
+    Ok(lan)
+}
+
+/// Links the host to the cluster's LAN and adds its rules; what it added.
+fn link_host(name: &str, lan: Ipv4Net, fw: Firewall) -> anyhow::Result<HostLink> {
+    let link = layout::host_link(name);
+    netns::link_host(
+        &layout::lan_netns(name),
+        &link,
+        layout::lan_gateway(lan),
+        lan.prefix_len(),
+    )?;
+    hostnet::enable_forwarding()?;
+    hostnet::add(name, lan, &link, fw)?;
+    Ok(HostLink {
+        link,
+        firewall: fw.name().to_string(),
+    })
+}
+
+/// Makes node `node` (the `i`-th) on the cluster's LAN: its namespace, and with a host
+/// link the masquerade of its pods' outbound traffic.
+fn make_node(
+    name: &str,
+    node: &str,
+    i: usize,
+    lan: Ipv4Net,
+    host: Option<&HostLink>,
+) -> anyhow::Result<()> {
+    let ns = layout::node_netns(name, node);
+    netns::create_node(
+        &layout::lan_netns(name),
+        &ns,
+        i,
+        layout::node_ip(lan, i),
+        lan.prefix_len(),
+        layout::lan_gateway(lan),
+    )?;
+    if let Some(h) = host {
+        hostnet::add_node(&ns, lan, Firewall::parse(&h.firewall)?)
+            .with_context(|| format!("on node {node}"))?;
+    }
+    crate::files::private_dir(&ClusterState::dir(name).join(node))
+}
+
+async fn start(
+    opts: &UpOptions,
+    hooks: &Hooks,
+    progress: &mut Progress,
+) -> anyhow::Result<ClusterState> {
     let name = &opts.name;
     let dir = ClusterState::dir(name);
     crate::files::private_dir(&dir)?;
 
+    progress.phase("Preparing the network");
+    let host_lock = lock_host()?;
+    let lan_net = reserve_lan(name, opts.subnet)?;
+    anyhow::ensure!(
+        layout::lan_capacity(lan_net) >= opts.nodes,
+        "the cluster's LAN {lan_net} holds {} nodes",
+        layout::lan_capacity(lan_net)
+    );
     let lan = layout::lan_netns(name);
-    netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN)?;
+    // With a host link the host holds the gateway; the LAN namespace keeps an address of
+    // its own to reach the nodes from (the API balancer, the port forwarders).
+    let lan_addr = if opts.isolated {
+        layout::lan_gateway(lan_net)
+    } else {
+        layout::bridge_ip(lan_net)
+    };
+    netns::create_lan(&lan, lan_addr, lan_net.prefix_len())?;
+    let host = if opts.isolated {
+        None
+    } else {
+        let fw = opts.firewall.unwrap_or_else(Firewall::detect);
+        Some(link_host(name, lan_net, fw)?)
+    };
+    drop(host_lock);
     let servers = opts.servers.clamp(1, opts.nodes);
     let names = layout::node_names_with_servers(opts.nodes, servers);
     for (i, node) in names.iter().enumerate() {
-        netns::create_node(
-            &lan,
-            &layout::node_netns(name, node),
-            i,
-            layout::node_ip(i),
-            layout::LAN_PREFIX_LEN,
-            layout::lan_gateway(),
-        )?;
-        crate::files::private_dir(&dir.join(node))?;
+        make_node(name, node, i, lan_net, host.as_ref())?;
     }
+    for (host_port, _) in &opts.ports {
+        TcpListener::bind(("127.0.0.1", *host_port))
+            .with_context(|| format!("--port {host_port}: 127.0.0.1:{host_port} is in use"))?;
+    }
+    progress.phase("Starting the control plane");
 
     let api_port = free_loopback_port()?;
     let mut extra = Vec::new();
@@ -156,12 +324,12 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
                 opts,
                 "etcd",
                 node,
-                etcd_args(name, &names[..servers], i),
+                etcd_args(name, lan_net, &names[..servers], i),
                 dir.join(node).join("etcd.log"),
             )?);
         }
         let members: Vec<String> = (0..servers)
-            .map(|i| format!("{}:{ETCD_CLIENT_PORT}", layout::node_ip(i)))
+            .map(|i| format!("{}:{ETCD_CLIENT_PORT}", layout::node_ip(lan_net, i)))
             .collect();
         Some(format!("etcd://{}", members.join(",")))
     } else {
@@ -181,7 +349,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
             "--bind".into(),
             format!("0.0.0.0:{}", skiff_api::defaults::API_SERVER_PORT),
             "--advertise-address".into(),
-            layout::node_ip(i).to_string(),
+            layout::node_ip(lan_net, i).to_string(),
         ];
         match &datastore {
             Some(ds) => args.extend(["--datastore".to_string(), ds.clone()]),
@@ -195,7 +363,7 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         .map(|i| {
             format!(
                 "https://{}:{}",
-                layout::node_ip(i),
+                layout::node_ip(lan_net, i),
                 skiff_api::defaults::API_SERVER_PORT
             )
         })
@@ -216,12 +384,19 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         ];
         extra.push(spawn_extra(opts, "lb", "lan", args, dir.join("lb.log"))?);
     }
+    for (host_port, node_port) in &opts.ports {
+        let args = port_args(name, lan_net, opts.nodes, *host_port, *node_port);
+        let log = dir.join(format!("port-{host_port}.log"));
+        extra.push(spawn_extra(opts, "port", "lan", args, log)?);
+    }
     let mut state = ClusterState {
         name: name.clone(),
         api_port,
         server_pid,
         server_args: first_args,
         nodes: Vec::new(),
+        lan: lan_net,
+        host,
         extra,
     };
     state.save()?;
@@ -235,13 +410,38 @@ async fn start(opts: &UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
         state.extra.push(p);
     }
 
+    progress.phase("Starting the nodes");
     let urls = server_urls.join(",");
     for (i, node) in names.iter().enumerate() {
         start_agent(opts, &mut state, node, i, i < servers, &urls)?;
     }
     state.save()?;
-    wait_until_ready(&state, &client, deadline).await?;
+    wait_until_ready(&state, &client, deadline, Some(progress)).await?;
     Ok(state)
+}
+
+/// Arguments of the skiff binary that forward `127.0.0.1:<host_port>` on the host to
+/// `node_port` on the first of the `nodes` nodes that answers (`skiff lb` in the LAN's
+/// namespace, so `--isolated` clusters have them too and `down` ends them).
+fn port_args(
+    name: &str,
+    lan: Ipv4Net,
+    nodes: usize,
+    host_port: u16,
+    node_port: u16,
+) -> Vec<String> {
+    let targets: Vec<String> = (0..nodes)
+        .map(|i| format!("{}:{node_port}", layout::node_ip(lan, i)))
+        .collect();
+    vec![
+        "--netns".to_string(),
+        netns::path(&layout::lan_netns(name)).display().to_string(),
+        "lb".into(),
+        "--host-listen".into(),
+        format!("127.0.0.1:{host_port}"),
+        "--server".into(),
+        targets.join(","),
+    ]
 }
 
 /// Starts node `node`'s (the `i`-th) agent, joining the servers at `urls`, and records it
@@ -254,12 +454,12 @@ fn start_agent(
     server: bool,
     urls: &str,
 ) -> anyhow::Result<()> {
-    let args = agent_args(opts, node, i, server, urls);
+    let args = agent_args(opts, state.lan, node, i, server, urls);
     let log = ClusterState::dir(&state.name).join(node).join("agent.log");
     let agent_pid = process::spawn_detached(&opts.skiff_binary, &args, &log)?;
     state.nodes.push(NodeState {
         name: node.to_string(),
-        ip: layout::node_ip(i),
+        ip: layout::node_ip(state.lan, i),
         netns: layout::node_netns(&state.name, node),
         agent_pid,
         agent_args: args,
@@ -271,6 +471,7 @@ fn start_agent(
 /// (comma-separated URLs).
 fn agent_args(
     opts: &UpOptions,
+    lan: Ipv4Net,
     node: &str,
     i: usize,
     control_plane: bool,
@@ -293,7 +494,7 @@ fn agent_args(
         "--node-name".into(),
         node.to_string(),
         "--node-ip".into(),
-        layout::node_ip(i).to_string(),
+        layout::node_ip(lan, i).to_string(),
         "--data-dir".into(),
         ClusterState::agent_dir(name, node).display().to_string(),
         "--netns-prefix".into(),
@@ -316,7 +517,6 @@ async fn grow(
     started: Instant,
 ) -> anyhow::Result<ClusterState> {
     let name = &opts.name;
-    let dir = ClusterState::dir(name);
     let deadline = Instant::now() + opts.timeout;
     let servers = state
         .nodes
@@ -333,23 +533,20 @@ async fn grow(
         .cloned()
         .context("the first agent's --server")?;
     let names = layout::node_names_with_servers(opts.nodes, servers);
-    let lan = layout::lan_netns(name);
     let have = state.nodes.len();
+    anyhow::ensure!(
+        layout::lan_capacity(state.lan) >= opts.nodes,
+        "the cluster's LAN {} holds {} nodes",
+        state.lan,
+        layout::lan_capacity(state.lan)
+    );
     for (i, node) in names.iter().enumerate().skip(have) {
-        netns::create_node(
-            &lan,
-            &layout::node_netns(name, node),
-            i,
-            layout::node_ip(i),
-            layout::LAN_PREFIX_LEN,
-            layout::lan_gateway(),
-        )?;
-        crate::files::private_dir(&dir.join(node))?;
+        make_node(name, node, i, state.lan, state.host.as_ref())?;
         start_agent(opts, &mut state, node, i, false, &urls)?;
         state.save()?;
     }
     let client = wait_for_api(&state, hooks, deadline).await?;
-    wait_until_ready(&state, &client, deadline).await?;
+    wait_until_ready(&state, &client, deadline, None).await?;
     println!(
         "Cluster \"{}\" now has {} node(s) (added {}) in {:.2}s, API at {}",
         state.name,
@@ -368,12 +565,12 @@ const ETCD_PEER_PORT: u16 = 2380;
 
 /// Arguments of the skiff binary that run etcd member `i` of the server nodes `servers`
 /// on its node (`skiff node exec` enters the node's namespace and becomes etcd).
-fn etcd_args(cluster: &str, servers: &[String], i: usize) -> Vec<String> {
-    let ip = layout::node_ip(i);
+fn etcd_args(cluster: &str, lan: Ipv4Net, servers: &[String], i: usize) -> Vec<String> {
+    let ip = layout::node_ip(lan, i);
     let members: Vec<String> = servers
         .iter()
         .enumerate()
-        .map(|(j, n)| format!("{n}=http://{}:{ETCD_PEER_PORT}", layout::node_ip(j)))
+        .map(|(j, n)| format!("{n}=http://{}:{ETCD_PEER_PORT}", layout::node_ip(lan, j)))
         .collect();
     let node = &servers[i];
     [
@@ -470,7 +667,7 @@ async fn restart(
         }
     }
     state.save()?;
-    wait_until_ready(&state, &client, deadline).await?;
+    wait_until_ready(&state, &client, deadline, None).await?;
     println!(
         "Cluster \"{}\" is running again: {} node(s) in {:.2}s, API at {}",
         state.name,
@@ -486,6 +683,7 @@ async fn wait_until_ready(
     state: &ClusterState,
     client: &Client,
     deadline: Instant,
+    mut progress: Option<&mut Progress>,
 ) -> anyhow::Result<()> {
     wait_until(deadline, "every node to be Ready", || {
         let client = client.clone();
@@ -502,12 +700,18 @@ async fn wait_until_ready(
         })
         .await?;
     }
+    if let Some(p) = progress.as_deref_mut() {
+        p.phase("Starting cluster DNS");
+    }
     wait_until(deadline, "kube-system/coredns to be available", || {
         let client = client.clone();
         async move { coredns_available(&client).await }
     })
     .await?;
     let dns_pods = ready_dns_pods(client).await?;
+    if let Some(p) = progress {
+        p.phase("Checking Services from every node");
+    }
     check_services_from_every_node(state, &dns_pods, deadline).await
 }
 
@@ -731,6 +935,20 @@ fn cleanup(name: &str, hooks: &Hooks) {
     let dir = ClusterState::dir(name);
     let namespaces = cluster_netns(name);
 
+    // What the host got (link, rules, forwarding), found by the names the cluster's name
+    // gives, whether or not a state file says so.
+    let host_lock = lock_host();
+    if let Err(e) = netns::unlink_host(&layout::host_link(name)) {
+        eprintln!("warning: {e:#}");
+    }
+    if let Err(e) = hostnet::remove(name) {
+        eprintln!("warning: {e:#}");
+    }
+    if let Err(e) = hostnet::restore_host(others_linked(name)) {
+        eprintln!("warning: {e:#}");
+    }
+    drop(host_lock);
+
     // Every process living in one of the cluster's namespaces (server, agents, containers)
     // or started with the cluster's directory on its command line.
     let inodes: Vec<u64> = namespaces
@@ -771,6 +989,18 @@ fn cleanup(name: &str, hooks: &Hooks) {
             eprintln!("warning: removing {}: {e}", dir.display());
         }
     }
+}
+
+/// Whether another cluster than `name` still has its link on the host: any link named as
+/// [`layout::host_link`] names them (a cluster whose directory is gone still counts).
+fn others_linked(name: &str) -> bool {
+    let ours = layout::host_link(name);
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .any(|link| link != ours && layout::is_host_link(&link))
 }
 
 fn pids_in_netns(inodes: &[u64]) -> Vec<u32> {

@@ -33,20 +33,24 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
     let name = format!("t{}", std::process::id());
     let _cleanup = Cleanup(name.clone());
     let lan = layout::lan_netns(&name);
-    netns::create_lan(&lan, layout::lan_gateway(), layout::LAN_PREFIX_LEN).unwrap();
+    let net = layout::default_lan();
+    netns::create_lan(&lan, layout::lan_gateway(net), net.prefix_len()).unwrap();
     for (i, node) in layout::node_names(2).iter().enumerate() {
         netns::create_node(
             &lan,
             &layout::node_netns(&name, node),
             i,
-            layout::node_ip(i),
-            layout::LAN_PREFIX_LEN,
-            layout::lan_gateway(),
+            layout::node_ip(net, i),
+            net.prefix_len(),
+            layout::lan_gateway(net),
         )
         .unwrap();
     }
     let m = layout::node_netns(&name, "k8s-m");
-    let out = in_ns(&m, &["ping", "-c1", "-W2", &layout::node_ip(1).to_string()]);
+    let out = in_ns(
+        &m,
+        &["ping", "-c1", "-W2", &layout::node_ip(net, 1).to_string()],
+    );
     assert!(
         out.status.success(),
         "k8s-m cannot reach k8s-n1: {}",
@@ -57,8 +61,10 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
     // The default route goes through the LAN gateway; loopback is up.
     let route = in_ns(&m, &["ip", "-4", "route", "show", "default"]);
     assert!(
-        String::from_utf8_lossy(&route.stdout)
-            .starts_with(&format!("default via {} dev eth0", layout::lan_gateway())),
+        String::from_utf8_lossy(&route.stdout).starts_with(&format!(
+            "default via {} dev eth0",
+            layout::lan_gateway(net)
+        )),
         "{}",
         String::from_utf8_lossy(&route.stdout)
     );
@@ -81,4 +87,100 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
         .filter(|n| n.starts_with(&format!("{name}-")))
         .collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
+}
+
+/// The host's network as `ip route`, `ip addr`, `iptables-save` and `nft list ruleset`
+/// show it, without what changes by itself (counters, dates, address lifetimes).
+fn host_network() -> String {
+    let mut out = String::new();
+    for args in [
+        &["ip", "-4", "route"][..],
+        &["ip", "addr"][..],
+        &["iptables-save"][..],
+        &["nft", "list", "ruleset"][..],
+    ] {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if line.starts_with('#') || line.contains("_lft") {
+                continue;
+            }
+            // An IPv6 address's duplicate detection ends by itself.
+            let line = line.replace(" tentative", "");
+            let line = match line.rfind(" [") {
+                Some(i) if line.starts_with(':') => &line[..i],
+                _ => &line,
+            };
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out + &std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_host_link_reaches_the_nodes_and_down_removes_exactly_it() {
+    use skiff_cluster::hostnet::{self, Firewall};
+    for fw in [Firewall::Iptables, Firewall::Nftables] {
+        let name = format!("h{}{}", std::process::id(), &fw.name()[..1]);
+        let before = host_network();
+        let cleanup = Cleanup(name.clone());
+        let mut taken = netns::host_networks().unwrap();
+        taken.push(layout::default_lan()); // leave the usual first one to real clusters
+        let net = layout::choose_lan(&taken).unwrap();
+        let lan = layout::lan_netns(&name);
+        let link = layout::host_link(&name);
+        netns::create_lan(&lan, layout::bridge_ip(net), net.prefix_len()).unwrap();
+        netns::link_host(&lan, &link, layout::lan_gateway(net), net.prefix_len()).unwrap();
+        hostnet::enable_forwarding().unwrap();
+        hostnet::add(&name, net, &link, fw).unwrap();
+        let node = layout::node_netns(&name, "k8s-m");
+        netns::create_node(
+            &lan,
+            &node,
+            0,
+            layout::node_ip(net, 0),
+            net.prefix_len(),
+            layout::lan_gateway(net),
+        )
+        .unwrap();
+        hostnet::add_node(&node, net, fw).unwrap();
+
+        // The host reaches the node, and the node its gateway, the host.
+        let ping = Command::new("ping")
+            .args(["-c1", "-W2", &layout::node_ip(net, 0).to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "{fw:?}: the host cannot reach the node"
+        );
+        let gw = layout::lan_gateway(net).to_string();
+        assert!(in_ns(&node, &["ping", "-c1", "-W2", &gw]).status.success());
+        let during = host_network();
+        assert!(
+            during.contains(&format!("{net} dev {link} proto kernel")),
+            "{during}"
+        );
+        match fw {
+            Firewall::Iptables => {
+                assert!(during.contains(&format!("-j {}", layout::nat_chain(&name))))
+            }
+            Firewall::Nftables => {
+                assert!(during.contains(&format!("table ip {}", layout::nft_table(&name))))
+            }
+        }
+        assert!(
+            String::from_utf8_lossy(&in_ns(&node, &["iptables-save", "-t", "nat"]).stdout)
+                .contains("SKIFF-POD-MASQ")
+                || String::from_utf8_lossy(&in_ns(&node, &["nft", "list", "ruleset"]).stdout)
+                    .contains("skiff-node"),
+            "no pod masquerade on the node"
+        );
+
+        skiff_cluster::down(&name, &hooks()).unwrap();
+        drop(cleanup);
+        assert_eq!(before, host_network(), "{fw:?}: down left the host changed");
+    }
 }

@@ -26,6 +26,12 @@ pub enum Command {
     Up(UpArgs),
     /// Stop a local cluster and remove everything it made.
     Down(ClusterArg),
+    /// List the local clusters: nodes, IPs, API port, state.
+    #[command(alias = "list")]
+    Ls,
+    /// Show things on this machine (`skiff get clusters`, as `kind get clusters`).
+    #[command(subcommand)]
+    Get(GetCommand),
     /// Print the admin kubeconfig of a local cluster or of a server's data dir.
     Kubeconfig(KubeconfigArgs),
     /// Commands on the nodes of a local cluster.
@@ -45,8 +51,9 @@ pub enum Command {
     /// Manage a node's image store.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Balance connections from a host loopback port over several API servers (run by
-    /// `skiff up --servers N` in the cluster's LAN namespace).
+    /// Forward connections from a host loopback port to the first of several addresses
+    /// that answers (run in the cluster's LAN namespace by `skiff up --servers N` for the
+    /// API servers, and by `skiff up --port` for node ports).
     #[command(hide = true)]
     Lb(LbArgs),
 }
@@ -60,6 +67,13 @@ pub struct LbArgs {
     /// The API servers' URLs, separated by commas.
     #[arg(long)]
     pub server: String,
+}
+
+/// `skiff get ...`.
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// The local clusters (as `skiff ls`).
+    Clusters,
 }
 
 /// `--cluster NAME`.
@@ -93,6 +107,58 @@ pub struct UpArgs {
     /// agents' 10 s lease renewal).
     #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
     pub node_monitor_grace_period: u64,
+    /// The nodes' LAN (default: the first /24 from 172.18.0.0 upward that no route or
+    /// address of the host and no other cluster uses, as Docker picks its networks).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<ipnet::Ipv4Net>,
+    /// Give the host no link to the cluster: node IPs are unreachable from it and pods
+    /// reach nothing outside the cluster (nothing is added to the host's network).
+    #[arg(long)]
+    pub isolated: bool,
+    /// Forward a port on the host's loopback to a node port: `HOST:NODEPORT` (as k3d's
+    /// `-p`), e.g. `--port 8080:31688`; repeatable.
+    #[arg(long = "port", short = 'p', value_name = "HOST:NODEPORT", value_parser = parse_port_mapping)]
+    pub ports: Vec<(u16, u16)>,
+    /// Which firewall gets the host's NAT and forward rules (default: iptables when the
+    /// host has it, else nftables).
+    #[arg(long, value_enum)]
+    pub host_firewall: Option<HostFirewallArg>,
+    /// The resolv.conf the nodes give pods with `dnsPolicy: Default`, and so cluster
+    /// DNS's upstream servers (default: the host's /etc/resolv.conf).
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+}
+
+/// Firewalls for `skiff up --host-firewall`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HostFirewallArg {
+    /// The `iptables` program (legacy or nf_tables backend).
+    Iptables,
+    /// An nft table of the cluster's own.
+    Nftables,
+}
+
+/// Parses `HOST:NODEPORT` of `--port`.
+fn parse_port_mapping(s: &str) -> Result<(u16, u16), String> {
+    let (host, node) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:NODEPORT (e.g. 8080:31688)"))?;
+    let port = |p: &str, what: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{what} {p:?} in {s:?} is not a port (1-65535)"))
+    };
+    let (host, node) = (port(host, "host port")?, port(node, "node port")?);
+    let range = skiff_api::defaults::NODE_PORT_MIN..=skiff_api::defaults::NODE_PORT_MAX;
+    if !range.contains(&node) {
+        return Err(format!(
+            "node port {node} in {s:?} is outside the node port range {}-{}",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok((host, node))
 }
 
 /// Arguments of `skiff kubeconfig`.
@@ -218,6 +284,10 @@ pub struct AgentArgs {
     /// address).
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], skiff_api::defaults::PROXY_METRICS_PORT)))]
     pub proxy_metrics_bind_address: SocketAddr,
+    /// The resolv.conf pods with `dnsPolicy: Default` get, and so the servers cluster DNS
+    /// forwards to (as kubelet's and k3s's `--resolv-conf`; default: /etc/resolv.conf).
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Proxy dataplanes.

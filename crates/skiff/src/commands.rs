@@ -12,8 +12,8 @@ use kube::{Api, Client};
 use skiff_runtime::leader::{run_leading, Component, LeaseLock, Timing};
 
 use crate::cli::{
-    AgentArgs, Cli, Command, DnsArgs, ImageCommand, KubeconfigArgs, LbArgs, NodeCommand, ProxyArgs,
-    ProxyModeArg, ServerArgs, UpArgs,
+    AgentArgs, Cli, Command, DnsArgs, GetCommand, HostFirewallArg, ImageCommand, KubeconfigArgs,
+    LbArgs, NodeCommand, ProxyArgs, ProxyModeArg, ServerArgs, UpArgs,
 };
 use crate::cli::{DatastoreCommand, MigrateArgs};
 
@@ -55,6 +55,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Down(args) => skiff_cluster::down(&args.cluster, &cluster_hooks()),
+            Command::Ls | Command::Get(GetCommand::Clusters) => {
+                print!(
+                    "{}",
+                    skiff_cluster::list::table(&skiff_cluster::list::clusters())
+                );
+                Ok(())
+            }
             Command::Kubeconfig(args) => kubeconfig(args),
             Command::Node(NodeCommand::Ls(args)) => node_ls(&args.cluster),
             Command::Node(NodeCommand::Exec { .. }) => unreachable!("handled above"),
@@ -91,6 +98,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let ProxyModeArg::Nftables = args.proxy_mode {
         agent_args.extend(["--proxy-mode".to_string(), "nftables".to_string()]);
     }
+    if let Some(path) = &args.resolv_conf {
+        // The agents read it when they start (and again after a restart): an absolute
+        // path, checked now rather than by every node.
+        let path = std::fs::canonicalize(path)
+            .with_context(|| format!("--resolv-conf {}", path.display()))?;
+        agent_args.extend(["--resolv-conf".to_string(), path.display().to_string()]);
+    }
     let opts = skiff_cluster::UpOptions {
         name: args.cluster,
         nodes: args.nodes,
@@ -102,6 +116,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             "--node-monitor-grace-period".to_string(),
             args.node_monitor_grace_period.to_string(),
         ],
+        subnet: args.subnet,
+        isolated: args.isolated,
+        firewall: args.host_firewall.map(|f| match f {
+            HostFirewallArg::Iptables => skiff_cluster::Firewall::Iptables,
+            HostFirewallArg::Nftables => skiff_cluster::Firewall::Nftables,
+        }),
+        ports: args.ports,
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())
@@ -371,6 +392,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         credentials: None,
+        resolv_conf: args.resolv_conf.clone(),
     };
     // The join token buys the node's identities; the kubelet (with the pod routes) and
     // the proxy each run under their own, as kube's do.
