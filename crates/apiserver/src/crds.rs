@@ -52,8 +52,15 @@ fn desired(crd: &Value, others: &[&Value]) -> Value {
     let mut out = crd.clone();
     match crd::names_conflict(crd, others) {
         Ok(()) => {
-            out["status"]["acceptedNames"] = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-            set_condition(&mut out, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
+            out["status"]["acceptedNames"] =
+                crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+            set_condition(
+                &mut out,
+                "NamesAccepted",
+                "True",
+                "NoConflicts",
+                "no conflicts found",
+            );
             set_condition(
                 &mut out,
                 "Established",
@@ -65,7 +72,13 @@ fn desired(crd: &Value, others: &[&Value]) -> Value {
         Err((reason, message)) => {
             set_condition(&mut out, "NamesAccepted", "False", reason, &message);
             if !crd::condition_true(crd, "Established") {
-                set_condition(&mut out, "Established", "False", "NotAccepted", "not all names are accepted");
+                set_condition(
+                    &mut out,
+                    "Established",
+                    "False",
+                    "NotAccepted",
+                    "not all names are accepted",
+                );
             }
         }
     }
@@ -99,13 +112,27 @@ async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<()> {
     skiff_resources::registry::set_dynamic(owner.0, infos);
     let info = crd_info();
     for ((old, rev), new) in stored.iter().zip(wanted) {
-        let name = old.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let name = old
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             finalize(state, old, *rev).await?;
         } else if new.get("status") != old.get("status") {
             let mut opts = WriteOpts::internal();
             opts.subresource = Some("status".into());
-            match update_object(state, info, None, name, new, UpdateMode::Status, Some(*rev), &opts).await {
+            match update_object(
+                state,
+                info,
+                None,
+                name,
+                new,
+                UpdateMode::Status,
+                Some(*rev),
+                &opts,
+            )
+            .await
+            {
                 Ok(_) => {}
                 // Someone wrote it meanwhile: the watch brings the next pass.
                 Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => {}
@@ -126,8 +153,14 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
     if !has {
         return Ok(());
     }
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !group.is_empty() && !plural.is_empty() {
         let (kvs, _) = state.store.list(&custom_prefix(group, plural))?;
         for kv in kvs {
@@ -138,11 +171,28 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
         }
     }
     let mut new = crd.clone();
-    if let Some(a) = new.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+    if let Some(a) = new
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
+    {
         a.retain(|f| f != CLEANUP_FINALIZER);
     }
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    match update_object(state, crd_info(), None, name, new, UpdateMode::Main, Some(rev), &WriteOpts::internal()).await {
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match update_object(
+        state,
+        crd_info(),
+        None,
+        name,
+        new,
+        UpdateMode::Main,
+        Some(rev),
+        &WriteOpts::internal(),
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => Ok(()),
         Err(e) => Err(e),

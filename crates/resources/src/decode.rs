@@ -400,7 +400,15 @@ fn special(name: &str) -> Option<Special> {
         "io.k8s.apimachinery.pkg.apis.meta.v1.Time" => Special::Time,
         "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime" => Special::MicroTime,
         "io.k8s.apimachinery.pkg.runtime.RawExtension"
-        | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => Special::Raw,
+        | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1"
+        // A CRD's schema values (`default`, `enum`...) and the either-or schema nodes
+        // (`items`, `additionalProperties`) are free-form JSON in Go too.
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray" => {
+            Special::Raw
+        }
         _ => return None,
     })
 }

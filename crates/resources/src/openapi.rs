@@ -126,7 +126,10 @@ fn custom_document(group: &str, version: &str) -> Option<Value> {
                 p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
                 p.insert("metadata".into(), json!({"allOf": [schema_ref(&format!("{meta}.ObjectMeta"))], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
             }
-            o.insert("x-kubernetes-group-version-kind".into(), gvk(r.group, r.version, r.kind));
+            o.insert(
+                "x-kubernetes-group-version-kind".into(),
+                gvk(r.group, r.version, r.kind),
+            );
         }
         comps.insert(name.clone(), schema);
         comps.insert(
@@ -141,7 +144,10 @@ fn custom_document(group: &str, version: &str) -> Option<Value> {
                    "x-kubernetes-group-version-kind": gvk(r.group, r.version, &c.list_kind)}),
         );
         let coll = if r.namespaced {
-            format!("/apis/{group}/{version}/namespaces/{{namespace}}/{}", r.plural)
+            format!(
+                "/apis/{group}/{version}/namespaces/{{namespace}}/{}",
+                r.plural
+            )
         } else {
             format!("/apis/{group}/{version}/{}", r.plural)
         };

@@ -272,7 +272,9 @@ fn dynamic() -> Arc<Vec<&'static ResourceInfo>> {
 /// built-in resource always winning.
 pub fn set_dynamic(owner: u64, infos: Vec<ResourceInfo>) {
     let interned: Vec<&'static ResourceInfo> = infos.into_iter().map(intern_info).collect();
-    let mut d = dynamic_set().write().unwrap_or_else(PoisonError::into_inner);
+    let mut d = dynamic_set()
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
     if interned.is_empty() {
         d.by_owner.remove(&owner);
     } else {

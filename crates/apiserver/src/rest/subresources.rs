@@ -77,11 +77,19 @@ fn scale_paths(info: &ResourceInfo) -> (String, String, Option<String>) {
 fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let (spec_path, status_path, selector_path) = scale_paths(info);
     let selector = match (&selector_path, info.custom.is_some()) {
-        (Some(p), _) => obj.pointer(p).and_then(Value::as_str).unwrap_or("").to_string(),
+        (Some(p), _) => obj
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         (None, true) => String::new(),
         (None, false) => selector_string(obj.pointer("/spec/selector").unwrap_or(&Value::Null)),
     };
-    let default_replicas = if info.custom.is_some() { json!(0) } else { json!(1) };
+    let default_replicas = if info.custom.is_some() {
+        json!(0)
+    } else {
+        json!(1)
+    };
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut meta = json!({});
     for f in [

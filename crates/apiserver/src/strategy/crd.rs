@@ -94,8 +94,10 @@ pub(crate) fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &st
             c["reason"] = json!(reason);
             c["message"] = json!(message);
         }
-        None => conds.push(json!({"type": ty, "status": status, "lastTransitionTime": now,
-                                  "reason": reason, "message": message})),
+        None => conds.push(
+            json!({"type": ty, "status": status, "lastTransitionTime": now,
+                                  "reason": reason, "message": message}),
+        ),
     }
 }
 

@@ -126,9 +126,18 @@ fn lifecycle(k: &Kubectl) {
     let who = k.who();
     let (ok, out, err) = apply(k, CRD);
     assert!(ok, "{who}: {err}");
-    assert_eq!(out.trim(), "customresourcedefinition.apiextensions.k8s.io/widgets.skiff-test.example.com created", "{who}");
+    assert_eq!(
+        out.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/widgets.skiff-test.example.com created",
+        "{who}"
+    );
     assert_eq!(err, "", "{who}");
-    let out = k.ok_quiet(&["wait", "--for=condition=Established", "--timeout=20s", "crd/widgets.skiff-test.example.com"]);
+    let out = k.ok_quiet(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=20s",
+        "crd/widgets.skiff-test.example.com",
+    ]);
     assert!(out.contains("condition met"), "{who}: {out}");
     let names = k.ok_quiet(&["get", "crd", "widgets.skiff-test.example.com", "-o", "jsonpath={.status.acceptedNames.kind} {.status.conditions[?(@.type==\"NamesAccepted\")].status}"]);
     assert_eq!(names, "Widget True", "{who}");
@@ -136,23 +145,62 @@ fn lifecycle(k: &Kubectl) {
     // Served at once: create, get by every name, list with columns.
     let (ok, out, err) = apply(k, "apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  labels: {tier: a}\nspec:\n  size: M\n");
     assert!(ok && err.is_empty(), "{who}: {out} {err}");
-    assert_eq!(out.trim(), "widget.skiff-test.example.com/w1 created", "{who}");
-    for name in ["widgets", "widget", "wdg", "widgets.skiff-test.example.com", "Widget"] {
-        let got = k.ok_quiet(&["get", name, "w1", "-o", "jsonpath={.metadata.name} {.spec.replicas}"]);
+    assert_eq!(
+        out.trim(),
+        "widget.skiff-test.example.com/w1 created",
+        "{who}"
+    );
+    for name in [
+        "widgets",
+        "widget",
+        "wdg",
+        "widgets.skiff-test.example.com",
+        "Widget",
+    ] {
+        let got = k.ok_quiet(&[
+            "get",
+            name,
+            "w1",
+            "-o",
+            "jsonpath={.metadata.name} {.spec.replicas}",
+        ]);
         assert_eq!(got, "w1 1", "{who}: {name} (replicas defaulted)");
     }
     let table = k.ok_quiet(&["get", "widgets"]);
-    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["NAME", "SIZE", "REPLICAS"], "{who}: {table}");
     assert_eq!(lines[1], ["w1", "M", "1"], "{who}: {table}");
     let all = k.ok_quiet(&["get", "all"]);
-    assert!(all.contains("widget.skiff-test.example.com/w1"), "{who}: {all}");
+    assert!(
+        all.contains("widget.skiff-test.example.com/w1"),
+        "{who}: {all}"
+    );
 
     // Selectors.
     let (ok, _, err) = k.run_with(&["create", "-f", "-"], Some("apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: w2\n  labels: {tier: b}\nspec:\n  size: S\n  replicas: 2\n")).parts();
     assert!(ok && err.is_empty(), "{who}: {err}");
-    assert_eq!(k.ok_quiet(&["get", "widgets", "-l", "tier=b", "-o", "name"]).trim(), "widget.skiff-test.example.com/w2", "{who}");
-    assert_eq!(k.ok_quiet(&["get", "widgets", "--field-selector", "metadata.name=w1", "-o", "name"]).trim(), "widget.skiff-test.example.com/w1", "{who}");
+    assert_eq!(
+        k.ok_quiet(&["get", "widgets", "-l", "tier=b", "-o", "name"])
+            .trim(),
+        "widget.skiff-test.example.com/w2",
+        "{who}"
+    );
+    assert_eq!(
+        k.ok_quiet(&[
+            "get",
+            "widgets",
+            "--field-selector",
+            "metadata.name=w1",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "widget.skiff-test.example.com/w1",
+        "{who}"
+    );
 
     // Bad objects: kube's 422 messages.
     let (ok, _, err) = k.run_with(&["create", "-f", "-"], Some("apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  size: XL\n  replicas: 11\n  name: ABC\n")).parts();
@@ -166,44 +214,155 @@ fn lifecycle(k: &Kubectl) {
         assert!(err.contains(want), "{who}: missing {want:?} in {err}");
     }
     let (ok, _, err) = k.run_with(&["create", "-f", "-"], Some("apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  replicas: 1\n")).parts();
-    assert!(!ok && err.contains("spec.size: Required value"), "{who}: {err}");
+    assert!(
+        !ok && err.contains("spec.size: Required value"),
+        "{who}: {err}"
+    );
+
+    // Unknown fields: refused with kubectl's default (Strict), warned with Warn, pruned.
+    let unknown = "apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: w4\nspec:\n  size: S\n  bogus: 1\n";
+    let (ok, _, err) = k.run_with(&["create", "-f", "-"], Some(unknown)).parts();
+    assert!(
+        !ok && err.contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{who}: {err}"
+    );
+    let (ok, _, err) = k
+        .run_with(&["create", "--validate=warn", "-f", "-"], Some(unknown))
+        .parts();
+    assert!(
+        ok && err.contains("unknown field \"spec.bogus\""),
+        "{who}: {err}"
+    );
+    assert_eq!(
+        k.ok_quiet(&["get", "widget", "w4", "-o", "jsonpath={.spec}"]),
+        r#"{"replicas":1,"size":"S"}"#,
+        "{who}"
+    );
+
+    // A CRD that breaks the structural-schema rules: kube-apiserver's message.
+    let bad_crd = CRD
+        .replace("widgets", "badwidgets")
+        .replace("Widget", "BadWidget")
+        .replace("wdg", "bwdg")
+        .replace(
+            "                type: integer\n                minimum: 0",
+            "                minimum: 0",
+        );
+    let (ok, _, err) = apply(k, &bad_crd);
+    assert!(!ok && err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[replicas].type: Required value: must not be empty for specified object fields"), "{who}: {err}");
 
     // Patches: merge and JSON; strategic merge is refused as kube-apiserver refuses it.
-    k.ok_quiet(&["patch", "widget", "w1", "--type=merge", "-p", r#"{"spec":{"size":"L"}}"#]);
-    k.ok_quiet(&["patch", "widget", "w1", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#]);
-    assert_eq!(k.ok_quiet(&["get", "widget", "w1", "-o", "jsonpath={.spec.size}{.spec.replicas}"]), "L3", "{who}");
-    let (ok, _, err) = k.run(&["patch", "widget", "w1", "-p", r#"{"spec":{"size":"S"}}"#]).parts();
-    assert!(!ok && err.contains("application/merge-patch+json"), "{who}: {err}");
+    k.ok_quiet(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":"L"}}"#,
+    ]);
+    k.ok_quiet(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#,
+    ]);
+    assert_eq!(
+        k.ok_quiet(&[
+            "get",
+            "widget",
+            "w1",
+            "-o",
+            "jsonpath={.spec.size}{.spec.replicas}"
+        ]),
+        "L3",
+        "{who}"
+    );
+    let (ok, _, err) = k
+        .run(&["patch", "widget", "w1", "-p", r#"{"spec":{"size":"S"}}"#])
+        .parts();
+    assert!(
+        !ok && err.contains("application/merge-patch+json"),
+        "{who}: {err}"
+    );
 
     // Scale and status subresources.
     k.ok_quiet(&["scale", "widget", "w1", "--replicas=5"]);
-    assert_eq!(k.ok_quiet(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]), "5", "{who}");
-    k.ok_quiet(&["patch", "widget", "w1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":5}}"#]);
-    assert_eq!(k.ok_quiet(&["get", "widget", "w1", "-o", "jsonpath={.status.replicas}"]), "5", "{who}");
+    assert_eq!(
+        k.ok_quiet(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]),
+        "5",
+        "{who}"
+    );
+    k.ok_quiet(&[
+        "patch",
+        "widget",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":5}}"#,
+    ]);
+    assert_eq!(
+        k.ok_quiet(&["get", "widget", "w1", "-o", "jsonpath={.status.replicas}"]),
+        "5",
+        "{who}"
+    );
 
     // Server-side apply.
     let (ok, out, err) = k.run_with(&["apply", "--server-side", "-f", "-"], Some("apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: w3\nspec:\n  size: S\n")).parts();
     assert!(ok && err.is_empty(), "{who}: {out} {err}");
-    assert_eq!(out.trim(), "widget.skiff-test.example.com/w3 serverside-applied", "{who}");
+    assert_eq!(
+        out.trim(),
+        "widget.skiff-test.example.com/w3 serverside-applied",
+        "{who}"
+    );
 
     // Cluster scope.
     let (ok, _, err) = apply(k, CLUSTER_CRD);
     assert!(ok && err.is_empty(), "{who}: {err}");
-    k.ok_quiet(&["wait", "--for=condition=Established", "--timeout=20s", "crd/gizmos.skiff-test.example.com"]);
+    k.ok_quiet(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=20s",
+        "crd/gizmos.skiff-test.example.com",
+    ]);
     let (ok, _, err) = apply(k, "apiVersion: skiff-test.example.com/v1\nkind: Gizmo\nmetadata:\n  name: g1\nanything:\n  goes: true\n");
     assert!(ok && err.is_empty(), "{who}: {err}");
-    assert_eq!(k.ok_quiet(&["get", "gizmo", "g1", "-o", "jsonpath={.anything.goes}"]), "true", "{who}");
+    assert_eq!(
+        k.ok_quiet(&["get", "gizmo", "g1", "-o", "jsonpath={.anything.goes}"]),
+        "true",
+        "{who}"
+    );
 
     // Deleting the CRD deletes its objects, and the resource leaves discovery.
-    k.ok_quiet(&["delete", "crd", "widgets.skiff-test.example.com", "--timeout=30s"]);
+    k.ok_quiet(&[
+        "delete",
+        "crd",
+        "widgets.skiff-test.example.com",
+        "--timeout=30s",
+    ]);
     eventually("the CRD to go", Duration::from_secs(20), || {
-        !k.run(&["get", "crd", "widgets.skiff-test.example.com"]).success
+        !k.run(&["get", "crd", "widgets.skiff-test.example.com"])
+            .success
     });
     let (ok, _, err) = k.run(&["get", "widgets"]).parts();
-    assert!(!ok && err.contains("the server doesn't have a resource type \"widgets\""), "{who}: {err}");
+    assert!(
+        !ok && err.contains("the server doesn't have a resource type \"widgets\""),
+        "{who}: {err}"
+    );
     let (ok, out, err) = apply(k, CRD);
     assert!(ok, "{who}: {out} {err}");
-    k.ok_quiet(&["wait", "--for=condition=Established", "--timeout=20s", "crd/widgets.skiff-test.example.com"]);
+    k.ok_quiet(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=20s",
+        "crd/widgets.skiff-test.example.com",
+    ]);
     let out = k.ok(&["get", "widgets", "-o", "name"]);
-    assert_eq!(out.trim(), "", "{who}: objects of the deleted CRD came back: {out}");
+    assert_eq!(
+        out.trim(),
+        "",
+        "{who}: objects of the deleted CRD came back: {out}"
+    );
 }

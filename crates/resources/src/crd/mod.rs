@@ -40,10 +40,21 @@ pub fn default_crd(crd: &mut Value) {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        if names.get("singular").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if names
+            .get("singular")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             names.insert("singular".into(), json!(kind.to_lowercase()));
         }
-        if names.get("listKind").and_then(Value::as_str).unwrap_or("").is_empty() && !kind.is_empty() {
+        if names
+            .get("listKind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            && !kind.is_empty()
+        {
             names.insert("listKind".into(), json!(format!("{kind}List")));
         }
     }
@@ -66,8 +77,10 @@ pub fn condition_true(crd: &Value, ty: &str) -> bool {
     crd.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.get("type").and_then(Value::as_str) == Some(ty) && c.get("status").and_then(Value::as_str) == Some("True"))
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(ty)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
         })
 }
 
@@ -76,7 +89,13 @@ pub fn condition_true(crd: &Value, ty: &str) -> bool {
 pub fn served(crd: &Value) -> Vec<ResourceInfo> {
     let group = s(crd, "/spec/group");
     let names = match crd.pointer("/status/acceptedNames") {
-        Some(n) if n.get("plural").and_then(Value::as_str).is_some_and(|p| !p.is_empty()) => n,
+        Some(n)
+            if n.get("plural")
+                .and_then(Value::as_str)
+                .is_some_and(|p| !p.is_empty()) =>
+        {
+            n
+        }
         _ => return Vec::new(),
     };
     let Some(storage) = storage_version(crd) else {
@@ -122,7 +141,9 @@ pub fn served(crd: &Value) -> Vec<ResourceInfo> {
                 schema: v
                     .pointer("/schema/openAPIV3Schema")
                     .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+                    .unwrap_or_else(
+                        || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                    ),
                 columns: v
                     .get("additionalPrinterColumns")
                     .and_then(Value::as_array)
@@ -212,7 +233,11 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
             "must have exactly one version marked as storage version",
         ));
     }
-    if !vs.is_empty() && !vs.iter().any(|v| v.get("served") == Some(&Value::Bool(true))) {
+    if !vs.is_empty()
+        && !vs
+            .iter()
+            .any(|v| v.get("served") == Some(&Value::Bool(true)))
+    {
         e.push(FieldError::invalid(
             "spec.versions",
             Value::Array(vs.to_vec()),
@@ -224,7 +249,11 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let p = format!("spec.versions[{i}]");
         let vname = s(v, "/name");
         if seen.contains(&vname) {
-            e.push(FieldError::invalid(format!("{p}.name"), json!(vname), "must appear only once"));
+            e.push(FieldError::invalid(
+                format!("{p}.name"),
+                json!(vname),
+                "must appear only once",
+            ));
         }
         seen.push(vname);
         for m in is_dns1035_label(vname) {
@@ -274,7 +303,11 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
             if ty.is_empty() {
                 e.push(FieldError::required(format!("{cp}.type"), ""));
             } else if !TYPES.contains(&ty) {
-                e.push(FieldError::not_supported(format!("{cp}.type"), json!(ty), TYPES));
+                e.push(FieldError::not_supported(
+                    format!("{cp}.type"),
+                    json!(ty),
+                    TYPES,
+                ));
             }
             if s(c, "/jsonPath").is_empty() {
                 e.push(FieldError::required(format!("{cp}.jsonPath"), ""));
@@ -290,12 +323,19 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
         ));
     }
     if let Some(old) = old {
-        for (field, ptr) in [("spec.scope", "/spec/scope"), ("spec.group", "/spec/group"), ("spec.names.plural", "/spec/names/plural")] {
-            let was = s(old, ptr);
-            if ptr == "/spec/scope" && condition_true(old, "Established") && was != s(crd, ptr) {
-                e.push(FieldError::invalid(field, json!(s(crd, ptr)), "field is immutable"));
-            } else if ptr != "/spec/scope" && was != s(crd, ptr) {
-                e.push(FieldError::invalid(field, json!(s(crd, ptr)), "field is immutable"));
+        for (field, ptr) in [
+            ("spec.scope", "/spec/scope"),
+            ("spec.group", "/spec/group"),
+            ("spec.names.plural", "/spec/names/plural"),
+        ] {
+            // The scope may change until the CRD is established (kube's update rule).
+            let checked = ptr != "/spec/scope" || condition_true(old, "Established");
+            if checked && s(old, ptr) != s(crd, ptr) {
+                e.push(FieldError::invalid(
+                    field,
+                    json!(s(crd, ptr)),
+                    "field is immutable",
+                ));
             }
         }
     }
@@ -337,7 +377,11 @@ fn validate_names(crd: &Value, e: &mut Vec<FieldError>) {
         .iter()
         .enumerate()
     {
-        label(e, &format!("spec.names.shortNames[{i}]"), sn.as_str().unwrap_or(""));
+        label(
+            e,
+            &format!("spec.names.shortNames[{i}]"),
+            sn.as_str().unwrap_or(""),
+        );
     }
 }
 
@@ -357,16 +401,23 @@ pub fn names_conflict(crd: &Value, others: &[&Value]) -> Result<(), (&'static st
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     for other in others {
-        if s(other, "/spec/group") != group || s(other, "/metadata/name") == s(crd, "/metadata/name") {
+        if s(other, "/spec/group") != group
+            || s(other, "/metadata/name") == s(crd, "/metadata/name")
+        {
             continue;
         }
-        let n = other.pointer("/status/acceptedNames").unwrap_or(&Value::Null);
+        let n = other
+            .pointer("/status/acceptedNames")
+            .unwrap_or(&Value::Null);
         let on = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("");
         if on("plural") == plural || on("singular") == plural {
             return Err(("PluralConflict", format!("\"{plural}\" is already in use")));
         }
         if !singular.is_empty() && (on("plural") == singular || on("singular") == singular) {
-            return Err(("SingularConflict", format!("\"{singular}\" is already in use")));
+            return Err((
+                "SingularConflict",
+                format!("\"{singular}\" is already in use"),
+            ));
         }
         let oshort: Vec<&str> = n
             .get("shortNames")
@@ -382,7 +433,10 @@ pub fn names_conflict(crd: &Value, others: &[&Value]) -> Result<(), (&'static st
             return Err(("KindConflict", format!("\"{kind}\" is already in use")));
         }
         if on("listKind") == list_kind {
-            return Err(("ListKindConflict", format!("\"{list_kind}\" is already in use")));
+            return Err((
+                "ListKindConflict",
+                format!("\"{list_kind}\" is already in use"),
+            ));
         }
     }
     if crate::registry::resources()

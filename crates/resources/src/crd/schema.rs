@@ -51,14 +51,22 @@ fn structural(s: &Value, lvl: Level, path: &str, out: &mut Vec<FieldError>) {
     }
     let t = ty(s);
     if t == "array" && s.get("items").is_none() {
-        out.push(FieldError::required(child(path, "items"), "must be specified"));
+        out.push(FieldError::required(
+            child(path, "items"),
+            "must be specified",
+        ));
     }
     if let Some(items) = s.get("items") {
         structural(items, Level::Item, &child(path, "items"), out);
     }
     if let Some(p) = props(s) {
         for (k, v) in p {
-            structural(v, Level::Field, &format!("{}[{k}]", child(path, "properties")), out);
+            structural(
+                v,
+                Level::Field,
+                &format!("{}[{k}]", child(path, "properties")),
+                out,
+            );
         }
     }
     if let Some(ap) = s.get("additionalProperties") {
@@ -250,7 +258,11 @@ fn value(s: &Value, v: &Value, path: &str, out: &mut Vec<FieldError>) {
         if !en.contains(v) {
             let supported: Vec<String> = en
                 .iter()
-                .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+                .map(|e| {
+                    e.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| e.to_string())
+                })
                 .collect();
             let refs: Vec<&str> = supported.iter().map(String::as_str).collect();
             out.push(FieldError::not_supported(path, v.clone(), &refs));
@@ -299,7 +311,11 @@ fn value(s: &Value, v: &Value, path: &str, out: &mut Vec<FieldError>) {
             }
             if flag(s, "x-kubernetes-embedded-resource") {
                 for f in ["apiVersion", "kind"] {
-                    if !o.get(f).and_then(Value::as_str).is_some_and(|x| !x.is_empty()) {
+                    if !o
+                        .get(f)
+                        .and_then(Value::as_str)
+                        .is_some_and(|x| !x.is_empty())
+                    {
                         out.push(FieldError::required(child(path, f), "must not be empty"));
                     }
                 }
@@ -358,13 +374,15 @@ fn format_ok(format: &str, text: &str) -> bool {
         "int64" => text.parse::<i64>().is_ok(),
         "ipv4" => text.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => text.parse::<std::net::Ipv6Addr>().is_ok(),
-        "cidr" => text
-            .split_once('/')
-            .is_some_and(|(ip, bits)| ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok()),
+        "cidr" => text.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok()
+        }),
         "uuid" => {
             let parts: Vec<&str> = text.split('-').collect();
             parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
-                && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+                && parts
+                    .iter()
+                    .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
         }
         _ => true,
     }
@@ -376,7 +394,11 @@ fn number(s: &Value, n: f64, v: &Value, path: &str, out: &mut Vec<FieldError>) {
         let m = max.as_f64().unwrap_or(f64::MAX);
         let excl = flag(s, "exclusiveMaximum");
         if (excl && n >= m) || (!excl && n > m) {
-            let word = if excl { "less than" } else { "less than or equal to" };
+            let word = if excl {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
             out.push(FieldError::invalid(
                 path,
                 v.clone(),
@@ -388,7 +410,11 @@ fn number(s: &Value, n: f64, v: &Value, path: &str, out: &mut Vec<FieldError>) {
         let m = min.as_f64().unwrap_or(f64::MIN);
         let excl = flag(s, "exclusiveMinimum");
         if (excl && n <= m) || (!excl && n < m) {
-            let word = if excl { "greater than" } else { "greater than or equal to" };
+            let word = if excl {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
             out.push(FieldError::invalid(
                 path,
                 v.clone(),
@@ -401,7 +427,10 @@ fn number(s: &Value, n: f64, v: &Value, path: &str, out: &mut Vec<FieldError>) {
             out.push(FieldError::invalid(
                 path,
                 v.clone(),
-                format!("{path} in body should be a multiple of {}", show(&s["multipleOf"])),
+                format!(
+                    "{path} in body should be a multiple of {}",
+                    show(&s["multipleOf"])
+                ),
             ));
         }
     }
@@ -482,7 +511,9 @@ pub fn apply_defaults(schema: &Value, obj: &mut Value) {
         }
     }
     if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-        let declared: Vec<String> = props(schema).map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        let declared: Vec<String> = props(schema)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
         for (k, fv) in o.iter_mut() {
             if !declared.contains(k) {
                 apply_defaults(ap, fv);

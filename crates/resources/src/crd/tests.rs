@@ -48,7 +48,11 @@ fn defaults_fill_singular_list_kind_and_conversion() {
     assert_eq!(c["spec"]["names"]["singular"], "widget");
     assert_eq!(c["spec"]["names"]["listKind"], "WidgetList");
     assert_eq!(c["spec"]["conversion"]["strategy"], "None");
-    assert!(validate_crd(&c, None).is_empty(), "{:?}", validate_crd(&c, None));
+    assert!(
+        validate_crd(&c, None).is_empty(),
+        "{:?}",
+        validate_crd(&c, None)
+    );
 }
 
 #[test]
@@ -58,11 +62,17 @@ fn crd_rules_have_kube_messages() {
     c["metadata"]["name"] = json!("gadgets.example.com");
     c["spec"]["scope"] = json!("Galaxy");
     c["spec"]["versions"][0]["storage"] = json!(false);
-    c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["bad"] = json!({"properties": {}});
+    c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["bad"] = json!({"properties": {}});
     let m = msgs(&validate_crd(&c, None));
     assert!(m.contains(&"metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group".to_string()), "{m:?}");
     assert!(m.contains(&"spec.scope: Unsupported value: \"Galaxy\": supported values: \"Cluster\", \"Namespaced\"".to_string()), "{m:?}");
-    assert!(m.iter().any(|x| x.starts_with("spec.versions: Invalid value") && x.ends_with("must have exactly one version marked as storage version")), "{m:?}");
+    assert!(
+        m.iter()
+            .any(|x| x.starts_with("spec.versions: Invalid value")
+                && x.ends_with("must have exactly one version marked as storage version")),
+        "{m:?}"
+    );
     assert!(m.contains(&"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[bad].type: Required value: must not be empty for specified object fields".to_string()), "{m:?}");
 
     let mut c = crd();
@@ -70,13 +80,28 @@ fn crd_rules_have_kube_messages() {
     c["spec"]["versions"][0]["schema"] = json!({"openAPIV3Schema": {"type": "string"}});
     let m = msgs(&validate_crd(&c, None));
     assert!(m.contains(&"spec.versions[0].schema.openAPIV3Schema.type: Invalid value: \"string\": must be object at the root".to_string()), "{m:?}");
-    c["spec"]["versions"][0].as_object_mut().unwrap().remove("schema");
+    c["spec"]["versions"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("schema");
     let m = msgs(&validate_crd(&c, None));
-    assert!(m.contains(&"spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required".to_string()), "{m:?}");
+    assert!(
+        m.contains(
+            &"spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"
+                .to_string()
+        ),
+        "{m:?}"
+    );
     c["spec"]["group"] = json!("nodot");
     c["metadata"]["name"] = json!("widgets.nodot");
     let m = msgs(&validate_crd(&c, None));
-    assert!(m.contains(&"spec.group: Invalid value: \"nodot\": should be a domain with at least one dot".to_string()), "{m:?}");
+    assert!(
+        m.contains(
+            &"spec.group: Invalid value: \"nodot\": should be a domain with at least one dot"
+                .to_string()
+        ),
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -96,18 +121,27 @@ fn metadata_in_schema_may_only_restrict_the_name() {
 fn served_resources_follow_accepted_names() {
     let mut c = crd();
     default_crd(&mut c);
-    assert!(served(&c).is_empty(), "nothing served before the names are accepted");
+    assert!(
+        served(&c).is_empty(),
+        "nothing served before the names are accepted"
+    );
     c["status"] = json!({"acceptedNames": c["spec"]["names"].clone()});
     let rs = served(&c);
     assert_eq!(rs.len(), 1);
     let r = &rs[0];
-    assert_eq!((r.group, r.version, r.kind, r.plural, r.singular), ("example.com", "v1", "Widget", "widgets", "widget"));
+    assert_eq!(
+        (r.group, r.version, r.kind, r.plural, r.singular),
+        ("example.com", "v1", "Widget", "widgets", "widget")
+    );
     assert!(r.namespaced);
     assert_eq!(r.short_names, &["wd"]);
     assert_eq!(r.categories, &["all"]);
     assert_eq!(r.subresources, &["scale", "status"]);
     let custom = r.custom.expect("custom");
-    assert_eq!(custom.scale.as_ref().map(|s| s.spec_replicas.as_str()), Some(".spec.replicas"));
+    assert_eq!(
+        custom.scale.as_ref().map(|s| s.spec_replicas.as_str()),
+        Some(".spec.replicas")
+    );
     // The same definition interns to the same leaked data.
     assert!(std::ptr::eq(custom, served(&c)[0].custom.unwrap()));
 }
@@ -124,10 +158,19 @@ fn name_conflicts_are_reported() {
     b["spec"]["names"]["singular"] = json!("widget2");
     let mut a_singular = b.clone();
     a_singular["spec"]["names"]["singular"] = json!("widget");
-    assert_eq!(names_conflict(&a_singular, &[&a]), Err(("SingularConflict", "\"widget\" is already in use".into())));
-    assert_eq!(names_conflict(&b, &[&a]), Err(("ShortNamesConflict", "\"wd\" is already in use".into())));
+    assert_eq!(
+        names_conflict(&a_singular, &[&a]),
+        Err(("SingularConflict", "\"widget\" is already in use".into()))
+    );
+    assert_eq!(
+        names_conflict(&b, &[&a]),
+        Err(("ShortNamesConflict", "\"wd\" is already in use".into()))
+    );
     b["spec"]["names"]["shortNames"] = json!([]);
-    assert_eq!(names_conflict(&b, &[&a]), Err(("KindConflict", "\"Widget\" is already in use".into())));
+    assert_eq!(
+        names_conflict(&b, &[&a]),
+        Err(("KindConflict", "\"Widget\" is already in use".into()))
+    );
     b["spec"]["names"]["kind"] = json!("Widget2");
     b["spec"]["names"]["listKind"] = json!("Widget2List");
     assert_eq!(names_conflict(&b, &[&a]), Ok(()));
@@ -144,7 +187,11 @@ fn objects_are_validated_with_kube_openapi_messages() {
                     "spec": {"size": "M", "replicas": 3, "port": "http", "note": null,
                              "when": "2024-01-01T00:00:00Z", "labels": {"a": "b"},
                              "template": {"apiVersion": "v1", "kind": "Pod"}}});
-    assert!(schema::validate(&s, &ok).is_empty(), "{:?}", schema::validate(&s, &ok));
+    assert!(
+        schema::validate(&s, &ok).is_empty(),
+        "{:?}",
+        schema::validate(&s, &ok)
+    );
     let bad = json!({"spec": {"size": "XL", "replicas": "three", "name": "ABCDEFG", "port": 1.5,
                               "when": "yesterday", "tags": ["a", "b", "c"], "labels": {"a": 1},
                               "template": {"kind": "Pod"}}});
@@ -163,9 +210,15 @@ fn objects_are_validated_with_kube_openapi_messages() {
         assert!(m.contains(&want.to_string()), "missing {want:?} in {m:?}");
     }
     let m = msgs(&schema::validate(&s, &json!({"spec": {"replicas": 0}})));
-    assert!(m.contains(&"spec.size: Required value".to_string()), "{m:?}");
+    assert!(
+        m.contains(&"spec.size: Required value".to_string()),
+        "{m:?}"
+    );
     assert!(m.contains(&"spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1".to_string()), "{m:?}");
-    let m = msgs(&schema::validate(&s, &json!({"spec": {"size": "S", "name": null}})));
+    let m = msgs(&schema::validate(
+        &s,
+        &json!({"spec": {"size": "S", "name": null}}),
+    ));
     assert!(m.contains(&"spec.name: Invalid value: \"null\": spec.name in body must be of type string: \"null\"".to_string()), "{m:?}");
 }
 
@@ -206,7 +259,12 @@ fn tables_show_printer_columns() {
     let info = served(&c).remove(0);
     let o = json!({"metadata": {"name": "w1", "creationTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"replicas": 3}});
     let t = crate::table(&info, &[o], crate::IncludeObject::None, chrono::Utc::now());
-    let names: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Name", "Replicas"]);
     assert_eq!(t["rows"][0]["cells"], json!(["w1", 3]));
 }

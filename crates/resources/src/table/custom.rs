@@ -12,8 +12,10 @@ const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 /// The printer columns of a CRD version, with the default `Age` when it declares none.
 fn printer_columns(c: &Custom) -> Vec<Value> {
     if c.columns.is_empty() {
-        vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
-                    "description": doc(META, "creationTimestamp")})]
+        vec![
+            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+                    "description": doc(META, "creationTimestamp")}),
+        ]
     } else {
         c.columns.clone()
     }
@@ -59,9 +61,9 @@ fn cell(ty: &str, v: &Value, now: DateTime<Utc>) -> Value {
             Err(_) => json!("<invalid>"),
         },
         ("integer", Value::Number(n)) if n.is_i64() => v.clone(),
-        ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) | ("string", Value::String(_)) => {
-            v.clone()
-        }
+        ("number", Value::Number(_))
+        | ("boolean", Value::Bool(_))
+        | ("string", Value::String(_)) => v.clone(),
         (_, Value::String(s)) => json!(s),
         _ => json!(v.to_string()),
     }
