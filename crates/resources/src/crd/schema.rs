@@ -311,11 +311,7 @@ fn value(s: &Value, v: &Value, path: &str, out: &mut Vec<FieldError>) {
             }
             if flag(s, "x-kubernetes-embedded-resource") {
                 for f in ["apiVersion", "kind"] {
-                    if !o
-                        .get(f)
-                        .and_then(Value::as_str)
-                        .is_some_and(|x| !x.is_empty())
-                    {
+                    if o.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
                         out.push(FieldError::required(child(path, f), "must not be empty"));
                     }
                 }
