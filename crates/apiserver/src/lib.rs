@@ -9,6 +9,7 @@ mod admission;
 mod authn;
 mod authz;
 mod bootstrap;
+mod crds;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
@@ -249,9 +250,13 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("writing the kubernetes endpoints: {}", e.message))?;
 
+        // Custom resources are served from the first request on.
+        let crd_controllers = crds::start(state.clone()).await?;
+
         let tls = serve::tls_config(&pki)?;
         let mut tasks = vec![
             rbac_sync,
+            crd_controllers,
             tokio::spawn(serve::accept_loop(listener, tls.clone(), state.clone())),
             tokio::spawn(masterleases::run(state.clone())),
         ];

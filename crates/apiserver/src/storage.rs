@@ -52,6 +52,12 @@ pub(crate) fn prefix(info: &'static ResourceInfo, ns: Option<&str>) -> String {
     }
 }
 
+/// The key prefix of every object of a custom resource (`group`/`plural` of its CRD),
+/// whatever its version: what deleting a CRD removes.
+pub(crate) fn custom_prefix(group: &str, plural: &str) -> String {
+    format!("/registry/{group}/{plural}/")
+}
+
 /// A stored object with its `resourceVersion` (the key's modification revision).
 pub(crate) fn decode(kv: &KeyValue) -> ApiResult<Value> {
     decode_bytes(&kv.value, kv.mod_revision)

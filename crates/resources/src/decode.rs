@@ -41,7 +41,22 @@ pub struct Decoded {
 
 /// Decodes `obj` as the kind of `info` (its group/version/kind schema). Kinds without a
 /// schema pass unchanged.
-pub fn decode(info: &ResourceInfo, obj: Value) -> Result<Decoded, TypeError> {
+pub fn decode(info: &ResourceInfo, mut obj: Value) -> Result<Decoded, TypeError> {
+    if let Some(c) = info.custom {
+        // A custom resource is unstructured JSON: kube-apiserver prunes what its schema
+        // does not declare; types are the schema validation's business (422).
+        if !obj.is_object() {
+            return Err(TypeError(format!(
+                "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                json_kind(&obj)
+            )));
+        }
+        let unknown = crate::crd::schema::prune(&c.schema, &mut obj);
+        return Ok(Decoded {
+            object: obj,
+            unknown,
+        });
+    }
     decode_kind(info.group, info.version, info.kind, obj)
 }
 
@@ -385,7 +400,15 @@ fn special(name: &str) -> Option<Special> {
         "io.k8s.apimachinery.pkg.apis.meta.v1.Time" => Special::Time,
         "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime" => Special::MicroTime,
         "io.k8s.apimachinery.pkg.runtime.RawExtension"
-        | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => Special::Raw,
+        | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1"
+        // A CRD's schema values (`default`, `enum`...) and the either-or schema nodes
+        // (`items`, `additionalProperties`) are free-form JSON in Go too.
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool"
+        | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray" => {
+            Special::Raw
+        }
         _ => return None,
     })
 }

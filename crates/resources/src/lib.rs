@@ -1,7 +1,8 @@
 //! skiff-resources: what the API server knows about each resource kind, as pure functions.
 //!
 //! No IO happens here. The API server (`skiff-apiserver`) calls into this crate for:
-//! - the registry of served resources ([`resources`], [`lookup`]),
+//! - the registry of served resources ([`resources`], [`lookup`]), built-in and, from
+//!   CustomResourceDefinitions, installed at run time ([`registry::set_dynamic`], [`crd`]),
 //! - discovery documents ([`discovery`]) and OpenAPI v3 documents ([`openapi`]),
 //! - defaulting ([`default_object`]) and version conversion ([`convert`]),
 //! - typed decoding of request bodies with kube-apiserver's messages ([`decode`]),
@@ -13,6 +14,7 @@
 //! kube-apiserver's behaviour for the built-in kinds.
 
 pub mod convert;
+pub mod crd;
 pub mod decode;
 pub mod defaults;
 pub mod discovery;

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha512};
 
 use crate::discovery::subresource_info;
-use crate::registry::{resources, ResourceInfo};
+use crate::registry::{all_resources, resources, ResourceInfo};
 use crate::schema::{closure, kind_schema_name, schemas, REF_PREFIX};
 
 struct Documents {
@@ -63,6 +63,26 @@ pub fn v3_root() -> Value {
             json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}),
         );
     }
+    let mut gvs: Vec<(&str, &str)> = Vec::new();
+    for r in all_resources().filter(|r| r.custom.is_some()) {
+        if !gvs.contains(&(r.group, r.version)) {
+            gvs.push((r.group, r.version));
+        }
+    }
+    for (g, v) in gvs {
+        if let Some(doc) = custom_document(g, v) {
+            let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+            let hash: String = Sha512::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect();
+            let key = path_key(g, v);
+            paths.insert(
+                key.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}),
+            );
+        }
+    }
     json!({ "paths": paths })
 }
 
@@ -72,6 +92,114 @@ pub fn v3_document(group: &str, version: &str) -> Option<Value> {
         .docs
         .get(&path_key(group, version))
         .map(|(d, _, _)| d.clone())
+        .or_else(|| custom_document(group, version))
+}
+
+/// The schema name kube-apiserver gives a custom kind: the group reversed, the version,
+/// the kind (`com.example.v1.Widget`).
+fn custom_schema_name(r: &ResourceInfo) -> String {
+    let rev: Vec<&str> = r.group.split('.').rev().collect();
+    format!("{}.{}.{}", rev.join("."), r.version, r.kind)
+}
+
+/// The document of a group-version served by CRDs: each kind's schema from its CRD (with
+/// the standard `apiVersion`, `kind` and `metadata`), its list, and the paths kubectl
+/// looks at (the PATCH operation accepting `fieldValidation`, for `--validate=strict`).
+fn custom_document(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&'static ResourceInfo> = all_resources()
+        .filter(|r| r.group == group && r.version == version && r.custom.is_some())
+        .collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let meta = "io.k8s.apimachinery.pkg.apis.meta.v1";
+    let mut comps = Map::new();
+    let mut paths = Map::new();
+    for r in rs {
+        let Some(c) = r.custom else { continue };
+        let name = custom_schema_name(r);
+        let mut schema = c.schema.clone();
+        if let Some(o) = schema.as_object_mut() {
+            let props = o.entry("properties").or_insert_with(|| json!({}));
+            if let Some(p) = props.as_object_mut() {
+                p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+                p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+                p.insert("metadata".into(), json!({"allOf": [schema_ref(&format!("{meta}.ObjectMeta"))], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+            }
+            o.insert(
+                "x-kubernetes-group-version-kind".into(),
+                gvk(r.group, r.version, r.kind),
+            );
+        }
+        comps.insert(name.clone(), schema);
+        comps.insert(
+            format!("{name}List"),
+            json!({"type": "object", "required": ["items"],
+                   "description": format!("{} is a list of {}", c.list_kind, r.kind),
+                   "properties": {
+                       "apiVersion": {"type": "string"},
+                       "items": {"type": "array", "items": schema_ref(&name)},
+                       "kind": {"type": "string"},
+                       "metadata": {"allOf": [schema_ref(&format!("{meta}.ListMeta"))]}},
+                   "x-kubernetes-group-version-kind": gvk(r.group, r.version, &c.list_kind)}),
+        );
+        let coll = if r.namespaced {
+            format!(
+                "/apis/{group}/{version}/namespaces/{{namespace}}/{}",
+                r.plural
+            )
+        } else {
+            format!("/apis/{group}/{version}/{}", r.plural)
+        };
+        let ctx = OpCtx {
+            tag: tag(group, version),
+            gvk: gvk(r.group, r.version, r.kind),
+            schema: &name,
+        };
+        let kind = r.kind;
+        let gv = format!("{}{}", group_camel(group), capitalize(version));
+        let ns_word = if r.namespaced { "Namespaced" } else { "" };
+        paths.insert(
+            coll.clone(),
+            json!({"get": op(&ctx, "list", format!("list{gv}{ns_word}{kind}"),
+                              format!("list objects of kind {kind}"), list_params(), None,
+                              json!({"200": ok(&format!("{name}List"))})),
+                   "post": op(&ctx, "post", format!("create{gv}{ns_word}{kind}"),
+                              format!("create {} {kind}", article(kind)),
+                              vec![dry_run(), field_manager(), field_validation()], Some(body_of(ctx.schema)),
+                              json!({"200": ok(ctx.schema)}))}),
+        );
+        paths.insert(
+            format!("{coll}/{{name}}"),
+            json!({"get": op(&ctx, "get", format!("read{gv}{ns_word}{kind}"),
+                             format!("read the specified {kind}"), vec![], None, json!({"200": ok(ctx.schema)})),
+                   "put": op(&ctx, "put", format!("replace{gv}{ns_word}{kind}"),
+                             format!("replace the specified {kind}"),
+                             vec![dry_run(), field_manager(), field_validation()], Some(body_of(ctx.schema)),
+                             json!({"200": ok(ctx.schema)})),
+                   "patch": op(&ctx, "patch", format!("patch{gv}{ns_word}{kind}"),
+                               format!("partially update the specified {kind}"),
+                               vec![dry_run(), field_manager(), field_validation(),
+                                    qparam("force", "boolean", "Force is going to \"force\" Apply requests.")],
+                               Some(patch_body()), json!({"200": ok(ctx.schema)}))}),
+        );
+    }
+    let roots: Vec<String> = ["ObjectMeta", "ListMeta", "Status", "Patch", "DeleteOptions"]
+        .iter()
+        .map(|t| format!("{meta}.{t}"))
+        .collect();
+    let root_refs: Vec<&str> = roots.iter().map(String::as_str).collect();
+    for n in closure(&root_refs) {
+        if let Some(s) = schemas().components.get(&n) {
+            comps.insert(n, s.clone());
+        }
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": comps},
+    }))
 }
 
 /// The document of one group-version already serialized as JSON (computed once; saves

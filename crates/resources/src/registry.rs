@@ -1,5 +1,16 @@
 //! The registry: every resource the API server serves, with the facts discovery, routing
 //! and storage need (group, version, kind, plural, scope, verbs, subresources).
+//!
+//! Two parts: the built-in kinds (a static table) and the resources of established
+//! CustomResourceDefinitions, which the API server installs at run time with
+//! [`set_dynamic`]. Every [`ResourceInfo`] is `&'static`: a custom resource's is
+//! leaked once per distinct definition (interned, so re-installing the same CRD version
+//! leaks nothing; the set is bounded by the CRD edits a process sees).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use serde_json::Value;
 
 /// What the API server knows about one resource at one group/version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +38,35 @@ pub struct ResourceInfo {
     pub subresources: &'static [&'static str],
     /// Version objects are stored in (and converted to before storing).
     pub storage_version: &'static str,
+    /// What a CustomResourceDefinition says of this version (`None` for built-in kinds).
+    pub custom: Option<&'static Custom>,
+}
+
+/// One served version of a CustomResourceDefinition: what validation, pruning,
+/// defaulting, printing and the subresources need beyond the registry facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Custom {
+    /// `spec.versions[].schema.openAPIV3Schema` (structural; checked when the CRD was written).
+    pub schema: Value,
+    /// `additionalPrinterColumns` of the version (`name`, `type`, `jsonPath`, ...).
+    pub columns: Vec<Value>,
+    /// `subresources.scale`: `specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`.
+    pub scale: Option<ScalePaths>,
+    /// The CRD's name (`<plural>.<group>`).
+    pub crd: String,
+    /// `spec.names.listKind`.
+    pub list_kind: String,
+}
+
+/// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// Where the desired replicas are (`.spec.replicas`).
+    pub spec_replicas: String,
+    /// Where the observed replicas are (`.status.replicas`).
+    pub status_replicas: String,
+    /// Where the serialized label selector is, if anywhere.
+    pub label_selector: Option<String>,
 }
 
 impl ResourceInfo {
@@ -80,6 +120,7 @@ const CREATE_ONLY: &[&str] = &["create"];
 /// Verbs of read-only resources.
 const GET_LIST: &[&str] = &["get", "list"];
 const ALL: &[&str] = &["all"];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
 
 /// Shorthand for building the table below.
@@ -109,6 +150,7 @@ const fn r(
         verbs,
         subresources,
         storage_version,
+        custom: None,
     }
 }
 
@@ -171,6 +213,8 @@ static RESOURCES: &[ResourceInfo] = &[
     r("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, ALL_VERBS, NONE, "v1"),
     r("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, ALL_VERBS, &["status"], "v1"),
+    // apiextensions
+    r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, &["crd", "crds"], API_EXTENSIONS, ALL_VERBS, &["status"], "v1"),
     // rbac
     r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
@@ -178,24 +222,131 @@ static RESOURCES: &[ResourceInfo] = &[
     r("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
 ];
 
-/// Every registered resource, in a stable order (core first, then by group).
+/// Every built-in resource, in a stable order (core first, then by group).
 pub fn resources() -> &'static [ResourceInfo] {
     RESOURCES
 }
 
-/// The resource served at `group/version/plural` (`""` group for core).
-pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+/// Every served resource: the built-in ones, then those of established CRDs.
+pub fn all_resources() -> impl Iterator<Item = &'static ResourceInfo> {
+    let dynamic = dynamic();
     RESOURCES
         .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .chain((0..dynamic.len()).map(move |i| dynamic[i]))
+}
+
+/// The resource served at `group/version/plural` (`""` group for core).
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    all_resources().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource for an object's `apiVersion` and `kind` (e.g. `apps/v1`, `Deployment`).
 pub fn lookup_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
     let (group, version) = split_api_version(api_version);
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
+    all_resources().find(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
+/// The resources installed at run time, per owner (one API server), and their union.
+#[derive(Default)]
+struct Dynamic {
+    by_owner: BTreeMap<u64, Vec<&'static ResourceInfo>>,
+    all: Arc<Vec<&'static ResourceInfo>>,
+}
+
+fn dynamic_set() -> &'static RwLock<Dynamic> {
+    static D: OnceLock<RwLock<Dynamic>> = OnceLock::new();
+    D.get_or_init(Default::default)
+}
+
+/// The resources of established CRDs (all owners), in installation order.
+fn dynamic() -> Arc<Vec<&'static ResourceInfo>> {
+    dynamic_set()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .all
+        .clone()
+}
+
+/// Replaces the custom resources `owner` (an API server of this process) serves. Several
+/// servers in one process (tests) each install their own; lookups see the union, a
+/// built-in resource always winning.
+pub fn set_dynamic(owner: u64, infos: Vec<ResourceInfo>) {
+    let interned: Vec<&'static ResourceInfo> = infos.into_iter().map(intern_info).collect();
+    let mut d = dynamic_set()
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if interned.is_empty() {
+        d.by_owner.remove(&owner);
+    } else {
+        d.by_owner.insert(owner, interned);
+    }
+    let mut all: Vec<&'static ResourceInfo> = Vec::new();
+    for r in d.by_owner.values().flatten() {
+        if !all.iter().any(|a| std::ptr::eq(*a, *r)) {
+            all.push(r);
+        }
+    }
+    d.all = Arc::new(all);
+}
+
+/// A `&'static str` equal to `s`, leaked once per distinct string.
+pub fn intern_str(s: &str) -> &'static str {
+    static STRS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = STRS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = set.get(s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// A `&'static [&'static str]` equal to `v`, leaked once per distinct list.
+pub fn intern_strs(v: &[&str]) -> &'static [&'static str] {
+    static LISTS: OnceLock<Mutex<Vec<&'static [&'static str]>>> = OnceLock::new();
+    let mut lists = LISTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = lists.iter().find(|l| **l == v) {
+        return found;
+    }
+    let owned: Vec<&'static str> = v.iter().map(|s| intern_str(s)).collect();
+    let leaked: &'static [&'static str] = Box::leak(owned.into_boxed_slice());
+    lists.push(leaked);
+    leaked
+}
+
+/// A `&'static Custom` equal to `c`, leaked once per distinct definition.
+pub fn intern_custom(c: Custom) -> &'static Custom {
+    static CUSTOM: OnceLock<Mutex<Vec<&'static Custom>>> = OnceLock::new();
+    let mut all = CUSTOM
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = all.iter().find(|x| ***x == c) {
+        return found;
+    }
+    let leaked: &'static Custom = Box::leak(Box::new(c));
+    all.push(leaked);
+    leaked
+}
+
+fn intern_info(r: ResourceInfo) -> &'static ResourceInfo {
+    static INFOS: OnceLock<Mutex<Vec<&'static ResourceInfo>>> = OnceLock::new();
+    let mut all = INFOS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = all.iter().find(|x| ***x == r) {
+        return found;
+    }
+    let leaked: &'static ResourceInfo = Box::leak(Box::new(r));
+    all.push(leaked);
+    leaked
 }
 
 /// Splits `apps/v1` into `("apps", "v1")` and `v1` into `("", "v1")`.
@@ -233,9 +384,9 @@ pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = GROUP_ORDER
         .iter()
         .copied()
-        .filter(|g| RESOURCES.iter().any(|r| r.group == *g))
+        .filter(|g| all_resources().any(|r| r.group == *g))
         .collect();
-    for r in RESOURCES {
+    for r in all_resources() {
         if !r.group.is_empty() && !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -246,7 +397,7 @@ pub fn groups() -> Vec<&'static str> {
 /// Versions served for a group, preferred first (stable before beta before alpha).
 pub fn group_versions(group: &str) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group) {
+    for r in all_resources().filter(|r| r.group == group) {
         if !out.contains(&r.version) {
             out.push(r.version);
         }
@@ -257,7 +408,7 @@ pub fn group_versions(group: &str) -> Vec<&'static str> {
 
 /// Sort key following Kubernetes' version priority: GA, then beta, then alpha, newer
 /// major first.
-fn version_priority(v: &str) -> (u8, i64, i64) {
+pub fn version_priority(v: &str) -> (u8, i64, i64) {
     let rest = v.trim_start_matches('v');
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     let major: i64 = digits.parse().unwrap_or(0);
@@ -279,9 +430,7 @@ pub fn resources_of<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    all_resources().filter(move |r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]

@@ -438,6 +438,13 @@ fn generate() -> Schemas {
     add::<net::NetworkPolicy>(g, k, "networking.k8s.io", "v1", "NetworkPolicy");
     add::<policy::PodDisruptionBudget>(g, k, "policy", "v1", "PodDisruptionBudget");
     add::<policy::Eviction>(g, k, "policy", "v1", "Eviction");
+    add::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
+        g,
+        k,
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+    );
     add::<rbac::ClusterRoleBinding>(
         g,
         k,

@@ -91,6 +91,15 @@ pub(crate) async fn patch(
     _q: &Query,
 ) -> ApiResult<Reply> {
     let kind = patch_kind(ct)?;
+    if kind == PatchKind::Strategic && t.info.custom.is_some() {
+        // Custom resources have no patch strategies (kube-apiserver's CRD handler
+        // leaves strategic merge patch out of the accepted types).
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     if kind == PatchKind::Apply {
         return server_side_apply(state, t, name, body, mode, opts).await;
     }

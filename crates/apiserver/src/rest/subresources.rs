@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use skiff_resources::ResourceInfo;
 use skiff_store::Store;
 
 use super::patch::apply_patch;
@@ -53,7 +54,42 @@ fn selector_string(sel: &Value) -> String {
     parts.join(",")
 }
 
-fn scale_of(obj: &Value) -> Value {
+/// `.spec.replicas` → `/spec/replicas` (the simple JSON paths a CRD's scale names).
+fn pointer(path: &str) -> String {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .fold(String::new(), |acc, s| format!("{acc}/{s}"))
+}
+
+/// Where the replicas and selector of a resource are: built-in kinds' fields or a CRD's
+/// `subresources.scale` paths.
+fn scale_paths(info: &ResourceInfo) -> (String, String, Option<String>) {
+    match info.custom.and_then(|c| c.scale.as_ref()) {
+        Some(sc) => (
+            pointer(&sc.spec_replicas),
+            pointer(&sc.status_replicas),
+            sc.label_selector.as_deref().map(pointer),
+        ),
+        None => ("/spec/replicas".into(), "/status/replicas".into(), None),
+    }
+}
+
+fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let (spec_path, status_path, selector_path) = scale_paths(info);
+    let selector = match (&selector_path, info.custom.is_some()) {
+        (Some(p), _) => obj
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        (None, true) => String::new(),
+        (None, false) => selector_string(obj.pointer("/spec/selector").unwrap_or(&Value::Null)),
+    };
+    let default_replicas = if info.custom.is_some() {
+        json!(0)
+    } else {
+        json!(1)
+    };
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut meta = json!({});
     for f in [
@@ -71,17 +107,33 @@ fn scale_of(obj: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": meta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "spec": {"replicas": obj.pointer(&spec_path).cloned().unwrap_or(default_replicas)},
         "status": {
-            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": selector_string(obj.pointer("/spec/selector").unwrap_or(&Value::Null)),
+            "replicas": obj.pointer(&status_path).cloned().unwrap_or(json!(0)),
+            "selector": selector,
         },
     })
 }
 
+/// Sets the value at a JSON pointer, creating the objects on the way.
+fn set_at(obj: &mut Value, ptr: &str, v: Value) {
+    let mut cur = obj;
+    let segs: Vec<&str> = ptr.split('/').filter(|s| !s.is_empty()).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        if i + 1 == segs.len() {
+            cur[*seg] = v;
+            return;
+        }
+        cur = &mut cur[*seg];
+    }
+}
+
 /// GET `.../scale`.
 pub(crate) fn get_scale(state: &ApiState, t: &RequestInfo, name: &str) -> ApiResult<Value> {
-    Ok(scale_of(&load(state, t, name)?.0))
+    Ok(scale_of(t.info, &load(state, t, name)?.0))
 }
 
 async fn set_replicas(
@@ -94,7 +146,8 @@ async fn set_replicas(
     opts: &WriteOpts,
 ) -> ApiResult<Reply> {
     let mut obj = obj;
-    obj["spec"]["replicas"] = replicas;
+    let (spec_path, _, _) = scale_paths(t.info);
+    set_at(&mut obj, &spec_path, replicas);
     let out = update_object(
         state,
         t.info,
@@ -106,7 +159,7 @@ async fn set_replicas(
         opts,
     )
     .await?;
-    Ok(Reply::ok(200, scale_of(&to_version(t.info, out))))
+    Ok(Reply::ok(200, scale_of(t.info, &to_version(t.info, out))))
 }
 
 /// PUT `.../scale`.
@@ -138,7 +191,7 @@ pub(crate) async fn patch_scale(
 ) -> ApiResult<Reply> {
     for _ in 0..8 {
         let (obj, rev) = load(state, t, name)?;
-        let scale = apply_patch(t.info, ct, &scale_of(&obj), body)?;
+        let scale = apply_patch(t.info, ct, &scale_of(t.info, &obj), body)?;
         let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
         match set_replicas(state, t, name, obj, rev, replicas, opts).await {
             Err(e) if e.reason == "Conflict" => continue,

@@ -6,6 +6,7 @@
 //! Defaulting, validation rules and conversions are data-driven in skiff-resources; the
 //! strategy decides when and how they apply.
 
+mod crd;
 mod namespace;
 mod node;
 mod pod;
@@ -17,6 +18,8 @@ use serde_json::Value;
 use skiff_resources::ResourceInfo;
 
 use crate::status::ApiError;
+
+pub(crate) use crd::set_condition;
 
 /// What a resource's registry does beyond the generic create, update and delete.
 /// Every method has the default most kinds want.
@@ -119,7 +122,11 @@ impl Strategy for NoGeneration {
 
 /// The strategy of a resource (by its storage version's group and kind).
 pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
+    if info.custom.is_some() {
+        return &crd::CustomResource;
+    }
     match (info.group, info.kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => &crd::CustomResourceDefinition,
         ("", "Pod") => &pod::Pod,
         ("", "Service") => &service::Service,
         ("", "Namespace") => &namespace::Namespace,

@@ -3,6 +3,7 @@
 
 mod authz;
 mod common;
+mod crd;
 mod ha;
 mod hostile;
 mod kube_api;

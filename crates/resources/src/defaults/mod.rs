@@ -31,6 +31,14 @@ use workloads::{
 /// set, else `info`'s version); call it on the object as received and again after
 /// conversion to the storage version, or only on the storage version.
 pub fn default_object(info: &ResourceInfo, obj: &mut Value) {
+    if let Some(c) = info.custom {
+        crate::crd::schema::apply_defaults(&c.schema, obj);
+        return;
+    }
+    if (info.group, info.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
+        crate::crd::default_crd(obj);
+        return;
+    }
     let Some(o) = obj.as_object_mut() else {
         return;
     };

@@ -11,6 +11,7 @@ use crate::registry::ResourceInfo;
 mod access;
 mod cells;
 mod columns;
+mod custom;
 mod pod;
 mod storage;
 
@@ -50,17 +51,23 @@ pub fn table(
     include_object: IncludeObject,
     now: DateTime<Utc>,
 ) -> Value {
-    let cols: Vec<Value> = columns::columns(info.group, info.kind)
-        .into_iter()
-        .map(|c| {
-            json!({"name": c.name, "type": c.ty, "format": c.format,
-                   "description": c.description, "priority": c.priority})
-        })
-        .collect();
+    let cols: Vec<Value> = match info.custom {
+        Some(c) => custom::columns(c),
+        None => columns::columns(info.group, info.kind)
+            .into_iter()
+            .map(|c| {
+                json!({"name": c.name, "type": c.ty, "format": c.format,
+                       "description": c.description, "priority": c.priority})
+            })
+            .collect(),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
-            let (cells, conditions) = cells::cells(info, o, now);
+            let (cells, conditions) = match info.custom {
+                Some(c) => (custom::cells(c, o, now), None),
+                None => cells::cells(info, o, now),
+            };
             let mut row = Map::new();
             row.insert("cells".into(), Value::Array(cells));
             if let Some(c) = conditions {
