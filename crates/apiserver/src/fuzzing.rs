@@ -138,7 +138,7 @@ pub fn label_selector(s: &str) -> Result<bool, String> {
 
 /// Parses a field selector and matches it against [`sample_pod`].
 pub fn field_selector(s: &str) -> Result<bool, String> {
-    let sel = crate::selectors::FieldSelector::parse(s)?;
+    let sel = crate::selectors::FieldSelector::parse(s)?.for_kind("", "v1", "Pod")?;
     Ok(sel.matches_object(&sample_pod()))
 }
 

@@ -20,8 +20,57 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// An object serialized with Go's field order at its top level (and in a list's items or
+/// a watch event's object): `kind`, `apiVersion` (TypeMeta comes first in every Go
+/// kind), `metadata`, `spec`, then the other fields as they are. kube-apiserver writes
+/// objects so; clients' decode errors name byte offsets in that order.
+pub(crate) struct GoOrder<'a>(pub &'a Value);
+
+/// The fields Go writes first, in order.
+const FIRST: [&str; 4] = ["kind", "apiVersion", "metadata", "spec"];
+
+impl serde::Serialize for GoOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(m) = self.0 else {
+            return self.0.serialize(ser);
+        };
+        let typed = m.contains_key("kind") || m.contains_key("apiVersion");
+        let mut out = ser.serialize_map(Some(m.len()))?;
+        let nested = |k: &str, v: &Value| -> bool {
+            typed && ((k == "items" && v.is_array()) || (k == "object" && v.is_object()))
+        };
+        let mut put = |k: &String, v: &Value| -> Result<(), S::Error> {
+            match v {
+                Value::Array(items) if nested(k, v) => {
+                    let list: Vec<GoOrder<'_>> = items.iter().map(GoOrder).collect();
+                    out.serialize_entry(k, &list)
+                }
+                _ if nested(k, v) => out.serialize_entry(k, &GoOrder(v)),
+                _ => out.serialize_entry(k, v),
+            }
+        };
+        for f in FIRST {
+            if let Some((k, v)) = m.get_key_value(f) {
+                put(k, v)?;
+            }
+        }
+        for (k, v) in m {
+            if !FIRST.contains(&k.as_str()) {
+                put(k, v)?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// `v` as JSON in Go's field order ([`GoOrder`]).
+pub(crate) fn to_json(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(&GoOrder(v)).unwrap_or_default()
+}
+
 pub(crate) fn json_response_ct(code: u16, v: &Value, content_type: &str) -> Response<Body> {
-    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    let mut body = to_json(v);
     body.push(b'\n');
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
@@ -180,6 +229,29 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("run=httpd"));
         assert_eq!(q.get("fieldSelector"), Some("a b"));
         assert!(q.flag("watch"));
+    }
+
+    #[test]
+    fn objects_are_written_in_gos_field_order() {
+        let pod = serde_json::json!({"apiVersion": "v1", "status": {"phase": "Running"},
+            "spec": {"b": 1, "a": 2}, "metadata": {"name": "p"}, "kind": "Pod"});
+        assert_eq!(
+            String::from_utf8(to_json(&pod)).unwrap(),
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p"},"spec":{"b":1,"a":2},"status":{"phase":"Running"}}"#
+        );
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{"apiVersion": "v1", "kind": "Pod", "metadata": {}}]});
+        assert_eq!(
+            String::from_utf8(to_json(&list)).unwrap(),
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"kind":"Pod","apiVersion":"v1","metadata":{}}]}"#
+        );
+        let event =
+            serde_json::json!({"type": "ADDED", "object": {"apiVersion": "v1", "kind": "Pod"}});
+        assert_eq!(
+            String::from_utf8(to_json(&event)).unwrap(),
+            r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod"}}"#,
+            "only typed objects are reordered"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The REST handlers: GET, LIST, POST, PUT, PATCH, DELETE and deletecollection of every
 //! registered resource, plus the small subresources (status, scale, binding, eviction,
-//! token, finalize). Objects are stored as JSON in their storage version under
+//! token, finalize) and the computed `componentstatuses`. Objects are stored as JSON in their storage version under
 //! `/registry/<group|core>/<plural>/[<namespace>/]<name>`; the store's revision is the
 //! `resourceVersion`.
 
 pub(crate) mod body;
+mod componentstatus;
 mod eviction;
 mod objects;
 mod patch;
@@ -20,7 +21,7 @@ use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
 
 use crate::authn::Identity;
-use crate::http::{error_response, json_response, Body, Query};
+use crate::http::{error_response, json_response, representation, Body, Query};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
@@ -40,6 +41,27 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    if t.info.group.is_empty() && t.info.kind == "ComponentStatus" && t.sub.is_none() {
+        // Computed, not stored; the whole API is deprecated, as kube-apiserver warns.
+        let result = if method == Method::GET {
+            componentstatus::serve(&state, &t, &q, &headers)
+        } else {
+            Err(ApiError::method_not_allowed())
+        };
+        return match result {
+            Ok(v) => {
+                let mut r = json_response(200, &v);
+                if let Ok(w) = http::HeaderValue::from_str(&format!(
+                    "299 - \"{}\"",
+                    componentstatus::DEPRECATED
+                )) {
+                    r.headers_mut().append("warning", w);
+                }
+                r
+            }
+            Err(e) => error_response(&e),
+        };
+    }
     if method == Method::GET && t.name.is_none() && t.sub.is_none() {
         // LIST is encoded straight from the stored bytes (objects::serve_list).
         if let Err(e) = verb_allowed(&t) {
@@ -77,6 +99,7 @@ pub(crate) async fn dispatch(
             body,
             warnings,
         }) => {
+            let body = respond_as(&t, &method, &headers, code, body);
             let mut r = json_response(code, &body);
             for w in warnings {
                 if let Ok(v) =
@@ -89,6 +112,37 @@ pub(crate) async fn dispatch(
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// What kube-apiserver's handlers do to a write's result before writing it: a `Status`
+/// that a create returns carries the answer's code (`createHandler`: eviction and
+/// binding answer 201 with `"code": 201`), and the object is given in the representation
+/// `Accept` asks for (`transformResponseObject`: `as=PartialObjectMetadata` of a PATCH,
+/// PUT or POST, as of a GET).
+fn respond_as(
+    t: &RequestInfo,
+    method: &Method,
+    headers: &HeaderMap,
+    code: u16,
+    mut body: Value,
+) -> Value {
+    if body["kind"] == "Status" {
+        if *method == Method::POST && body.get("code").is_none() {
+            body["code"] = json!(code);
+        }
+        return body;
+    }
+    if *method == Method::GET || t.sub.as_deref().is_some_and(|s| s == "scale") {
+        // GET answers in its representation already; Scale is its own kind.
+        return body;
+    }
+    if t.name.is_some()
+        && body.get("metadata").is_some()
+        && representation(headers) == crate::http::Representation::PartialMetadata
+    {
+        return crate::http::partial_metadata(&body);
+    }
+    body
 }
 
 /// A successful answer.
@@ -304,7 +358,7 @@ async fn delete_collection(
     dopts: &Value,
     opts: &WriteOpts,
 ) -> ApiResult<Reply> {
-    let filter = Filter::from_query(q)?;
+    let filter = Filter::from_query(q, t.info)?;
     let (items, rev) = list_objects(state.store.as_ref(), t, &filter)?;
     let mut deleted = Vec::new();
     for (_, obj) in items {

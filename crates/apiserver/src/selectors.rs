@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use skiff_resources::ResourceInfo;
 
 use crate::http::Query;
 use crate::status::{ApiError, ApiResult};
@@ -118,11 +119,182 @@ impl LabelSelector {
     }
 }
 
-/// A parsed field selector: `path=value` / `path==value` / `path!=value` terms.
+/// Which selectable fields an object offers beyond its metadata: kube's per-kind
+/// `GetAttrs`/`ToSelectableFields` (`pkg/registry/*/strategy.go`) and the labels its
+/// `AddFieldLabelConversionFunc` accepts (`pkg/apis/*/v1/conversion.go`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Selectable {
+    /// A kind without a conversion function: `metadata.name` and `metadata.namespace`
+    /// (kube's `DefaultMetaV1FieldSelectorConversion`).
+    #[default]
+    Meta,
+    Pod,
+    Node,
+    ReplicationController,
+    Event,
+    Namespace,
+    Secret,
+    Service,
+    Job,
+    CertificateSigningRequest,
+    /// apps/v1beta1 and v1beta2 StatefulSets accept `status.successful` (which no
+    /// StatefulSet has, so it reads as empty), as kube's conversion functions do.
+    BetaStatefulSet,
+}
+
+impl Selectable {
+    fn of(group: &str, version: &str, kind: &str) -> Self {
+        match (group, version, kind) {
+            ("", "v1", "Pod") => Selectable::Pod,
+            ("", "v1", "Node") => Selectable::Node,
+            ("", "v1", "ReplicationController") => Selectable::ReplicationController,
+            ("", "v1", "Event") => Selectable::Event,
+            ("", "v1", "Namespace") => Selectable::Namespace,
+            ("", "v1", "Secret") => Selectable::Secret,
+            ("", "v1", "Service") => Selectable::Service,
+            ("batch", "v1", "Job") => Selectable::Job,
+            ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+                Selectable::CertificateSigningRequest
+            }
+            ("apps", "v1beta1" | "v1beta2", "StatefulSet") => Selectable::BetaStatefulSet,
+            _ => Selectable::Meta,
+        }
+    }
+
+    /// The labels the kind's conversion function accepts besides the metadata ones.
+    fn labels(self) -> &'static [&'static str] {
+        match self {
+            Selectable::Meta => &[],
+            Selectable::Pod => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+            ],
+            Selectable::Node => &["spec.unschedulable"],
+            Selectable::ReplicationController => &["status.replicas"],
+            Selectable::Event => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            Selectable::Namespace => &["status.phase"],
+            Selectable::Secret => &["type"],
+            Selectable::Service => &["spec.clusterIP", "spec.type"],
+            Selectable::Job | Selectable::BetaStatefulSet => &["status.successful"],
+            Selectable::CertificateSigningRequest => &["spec.signerName"],
+        }
+    }
+
+    /// Whether the conversion function accepts `metadata.namespace` (kube's Node,
+    /// Namespace and CertificateSigningRequest functions do not).
+    fn takes_namespace(self) -> bool {
+        !matches!(
+            self,
+            Selectable::Node | Selectable::Namespace | Selectable::CertificateSigningRequest
+        )
+    }
+
+    /// kube's `ConvertFieldLabel`: the label to match (old clients' `spec.host` is
+    /// `spec.nodeName`), or kube-apiserver's error for a label the kind does not offer.
+    fn convert(self, label: &str) -> Result<String, String> {
+        if self == Selectable::Pod && label == "spec.host" {
+            return Ok("spec.nodeName".into());
+        }
+        if label == "metadata.name"
+            || (label == "metadata.namespace" && self.takes_namespace())
+            || self.labels().contains(&label)
+        {
+            return Ok(label.to_string());
+        }
+        match self {
+            Selectable::Meta => Err(format!(
+                "{label:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+            )),
+            Selectable::BetaStatefulSet => Err(format!(
+                "field label not supported for appsv1beta1.StatefulSet: {label}"
+            )),
+            _ => Err(format!("field label not supported: {label}")),
+        }
+    }
+
+    /// The value of a selectable field in `obj`, as kube's field set holds it: absent
+    /// strings are empty, booleans and counts are printed with their zero defaults.
+    fn value(self, obj: &Value, label: &str) -> String {
+        let text = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let flag = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string()
+        };
+        let count = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .to_string()
+        };
+        match (self, label) {
+            (_, "metadata.name") => text("/metadata/name"),
+            (_, "metadata.namespace") => text("/metadata/namespace"),
+            (Selectable::Pod, "spec.hostNetwork") => flag("/spec/hostNetwork"),
+            (Selectable::Pod, "status.podIP") => {
+                // The internal pod keeps only `podIPs`; its first is the pod IP.
+                let first = text("/status/podIPs/0/ip");
+                if first.is_empty() {
+                    text("/status/podIP")
+                } else {
+                    first
+                }
+            }
+            // Accepted by the conversion but not in the pod's field set.
+            (Selectable::Pod, "status.podIPs") => String::new(),
+            (Selectable::Node, "spec.unschedulable") => flag("/spec/unschedulable"),
+            (Selectable::ReplicationController, "status.replicas") => count("/status/replicas"),
+            (Selectable::Job, "status.successful") => count("/status/succeeded"),
+            (Selectable::BetaStatefulSet, _) => String::new(),
+            (Selectable::Event, "source") => {
+                let s = text("/source/component");
+                if s.is_empty() {
+                    text("/reportingComponent")
+                } else {
+                    s
+                }
+            }
+            (_, label) => text(&format!("/{}", label.replace('.', "/"))),
+        }
+    }
+}
+
+/// A parsed field selector: `path=value` / `path==value` / `path!=value` terms, read
+/// from the objects of one kind ([`FieldSelector::for_kind`]).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
+pub(crate) struct FieldSelector {
+    terms: Vec<(String, bool, String)>,
+    kind: Selectable,
+}
 
 impl FieldSelector {
+    /// Parses the selector's terms; which of them the kind offers is checked by
+    /// [`FieldSelector::for_kind`].
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -139,30 +311,30 @@ impl FieldSelector {
             };
             terms.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
-        Ok(FieldSelector(terms))
+        Ok(FieldSelector {
+            terms,
+            kind: Selectable::Meta,
+        })
     }
 
-    /// The value a field selector compares for `path` (dotted) in `obj`, as a string;
-    /// missing fields compare as the empty string, as kube-apiserver's field sets do.
-    fn field(obj: &Value, path: &str) -> String {
-        let mut cur = obj;
-        for seg in path.split('.') {
-            match cur.get(seg) {
-                Some(v) => cur = v,
-                None => return String::new(),
-            }
+    /// The selector applied to objects of `group/version` `kind`: each label converted as
+    /// kube-apiserver's `ConvertFieldLabel` does, or its error for an unsupported one.
+    pub fn for_kind(mut self, group: &str, version: &str, kind: &str) -> Result<Self, String> {
+        self.kind = Selectable::of(group, version, kind);
+        for (label, _, _) in &mut self.terms {
+            *label = self.kind.convert(label)?;
         }
-        match cur {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            Value::Bool(b) => b.to_string(),
-            other => other.to_string(),
-        }
+        Ok(self)
+    }
+
+    /// Whether the selector has no terms (every object matches).
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
     }
 
     pub fn matches_object(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(path, eq, want)| {
-            let got = Self::field(obj, path);
+        self.terms.iter().all(|(label, eq, want)| {
+            let got = self.kind.value(obj, label);
             (got == *want) == *eq
         })
     }
@@ -175,11 +347,22 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    pub fn from_query(q: &Query) -> ApiResult<Self> {
+    /// The selectors of a request for objects of `info`'s kind; a field the kind does
+    /// not offer is a 400 with kube-apiserver's message.
+    pub fn from_query(q: &Query, info: &ResourceInfo) -> ApiResult<Self> {
+        Self::parse(
+            q.get("labelSelector").unwrap_or(""),
+            q.get("fieldSelector").unwrap_or(""),
+            info,
+        )
+    }
+
+    /// [`Filter::from_query`] of the two selectors' text.
+    pub fn parse(labels: &str, fields: &str, info: &ResourceInfo) -> ApiResult<Self> {
         Ok(Filter {
-            labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
-                .map_err(ApiError::bad_request)?,
-            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            labels: LabelSelector::parse(labels).map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(fields)
+                .and_then(|f| f.for_kind(info.group, info.version, info.kind))
                 .map_err(ApiError::bad_request)?,
         })
     }
@@ -188,7 +371,7 @@ impl Filter {
     }
     /// Whether every object matches (no selector terms).
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields == FieldSelector::default()
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -243,5 +426,88 @@ mod tests {
                 "{sel}"
             );
         }
+    }
+
+    fn kind_selector(
+        group: &str,
+        version: &str,
+        kind: &str,
+        sel: &str,
+    ) -> Result<FieldSelector, String> {
+        FieldSelector::parse(sel)?.for_kind(group, version, kind)
+    }
+
+    #[test]
+    fn each_kind_offers_kube_apiservers_fields() {
+        let node = json!({"metadata": {"name": "n1"}, "spec": {}});
+        let cordoned = json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}});
+        let sel = kind_selector("", "v1", "Node", "spec.unschedulable=false").unwrap();
+        assert!(sel.matches_object(&node), "a missing flag is false");
+        assert!(!sel.matches_object(&cordoned));
+
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": "n1", "restartPolicy": "Always"},
+            "status": {"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]}});
+        for (sel, want) in [
+            ("status.podIP=10.244.1.5", true),
+            ("spec.restartPolicy=Always", true),
+            ("spec.hostNetwork=false", true),
+            ("spec.hostNetwork=true", false),
+            ("spec.host=n1", true),
+            ("status.podIPs=", true),
+            ("metadata.namespace=ns,status.phase!=Pending", true),
+        ] {
+            assert_eq!(
+                kind_selector("", "v1", "Pod", sel)
+                    .unwrap()
+                    .matches_object(&pod),
+                want,
+                "{sel}"
+            );
+        }
+
+        let event = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"},
+            "reason": "Started", "type": "Normal", "reportingComponent": "kubelet"});
+        let sel = kind_selector(
+            "",
+            "v1",
+            "Event",
+            "involvedObject.kind=Pod,reason=Started,source=kubelet",
+        )
+        .unwrap();
+        assert!(
+            sel.matches_object(&event),
+            "source falls back to the reporting component"
+        );
+
+        let job = json!({"metadata": {"name": "j"}, "status": {"succeeded": 2}});
+        assert!(kind_selector("batch", "v1", "Job", "status.successful=2")
+            .unwrap()
+            .matches_object(&job));
+        let secret = json!({"metadata": {"name": "s"}, "type": "Opaque"});
+        assert!(kind_selector("", "v1", "Secret", "type=Opaque")
+            .unwrap()
+            .matches_object(&secret));
+    }
+
+    #[test]
+    fn unsupported_fields_get_kube_apiservers_errors() {
+        assert_eq!(
+            kind_selector("", "v1", "Pod", "status.hostIP=1.2.3.4").unwrap_err(),
+            "field label not supported: status.hostIP"
+        );
+        assert_eq!(
+            kind_selector("", "v1", "Node", "metadata.namespace=x").unwrap_err(),
+            "field label not supported: metadata.namespace"
+        );
+        assert_eq!(
+            kind_selector("", "v1", "ConfigMap", "data.x=y").unwrap_err(),
+            "\"data.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        );
+        assert_eq!(
+            kind_selector("apps", "v1", "Deployment", "status.replicas=1").unwrap_err(),
+            "\"status.replicas\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        );
+        assert!(kind_selector("apps", "v1", "Deployment", "metadata.name=d").is_ok());
     }
 }

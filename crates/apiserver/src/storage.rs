@@ -79,7 +79,9 @@ pub(crate) fn encode(obj: &Value) -> Vec<u8> {
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    serde_json::to_vec(&o).unwrap_or_default()
+    // In Go's field order, so that LIST and WATCH, which splice stored bytes, write
+    // `kind` first as kube-apiserver does.
+    crate::http::to_json(&o)
 }
 
 /// The object in the version of `info` (the request's).

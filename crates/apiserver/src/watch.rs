@@ -31,7 +31,7 @@ use skiff_resources::IncludeObject;
 
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
-use crate::selectors::{FieldSelector, Filter};
+use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{
@@ -238,10 +238,7 @@ impl Render {
                 table
             }
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        line.push(b'\n');
-        Bytes::from(line)
+        event_line(kind, &object)
     }
 
     fn bookmark(&self, rev: i64, initial_end: bool) -> Bytes {
@@ -263,6 +260,23 @@ impl Render {
     }
 }
 
+/// One watch event, its object in Go's field order ([`crate::http::GoOrder`]).
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: crate::http::GoOrder<'a>,
+    }
+    let mut line = serde_json::to_vec(&Event {
+        kind,
+        object: crate::http::GoOrder(object),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
 fn error_event(e: &ApiError) -> Bytes {
     let mut line =
         serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
@@ -277,20 +291,20 @@ pub(crate) async fn serve(
     q: Query,
     headers: HeaderMap,
 ) -> ApiResult<Response<Body>> {
-    let mut filter = Filter::from_query(&q)?;
-    if let Some(name) = &t.name {
+    let filter = match &t.name {
         // A watch on one object (legacy `/watch/.../<name>` path).
-        let extra = FieldSelector::parse(&format!("metadata.name={name}"))
-            .map_err(ApiError::bad_request)?;
-        filter.fields = FieldSelector::parse(&format!(
-            "{}{}",
-            q.get("fieldSelector")
-                .map(|s| format!("{s},"))
-                .unwrap_or_default(),
-            format_args!("metadata.name={name}")
-        ))
-        .unwrap_or(extra);
-    }
+        Some(name) => Filter::parse(
+            q.get("labelSelector").unwrap_or(""),
+            &format!(
+                "{}metadata.name={name}",
+                q.get("fieldSelector")
+                    .map(|s| format!("{s},"))
+                    .unwrap_or_default()
+            ),
+            t.info,
+        )?,
+        None => Filter::from_query(&q, t.info)?,
+    };
     let mut render = Render {
         rep: representation(&headers),
         include: include_object(&q),

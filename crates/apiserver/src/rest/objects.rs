@@ -9,7 +9,7 @@ use skiff_resources::IncludeObject;
 
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
-use crate::selectors::{FieldSelector, Filter};
+use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{
@@ -52,7 +52,7 @@ pub(crate) fn list(
     headers: &HeaderMap,
     at: Option<super::rvmatch::Snapshot>,
 ) -> ApiResult<Value> {
-    let filter = Filter::from_query(q)?;
+    let filter = Filter::from_query(q, t.info)?;
     let (mut items, mut rev) = match at {
         Some(snapshot) => snapshot.objects(t, &filter)?,
         None => list_objects(state.store.as_ref(), t, &filter)?,
@@ -134,7 +134,7 @@ pub(crate) async fn serve_list(
     if rep == Representation::PartialMetadata {
         return Ok(None);
     }
-    let filter = Filter::from_query(q)?;
+    let filter = Filter::from_query(q, t.info)?;
     let at = super::rvmatch::snapshot(state, t, q).await?;
     let (kvs, mut rev) = match at {
         Some(s) => (s.kvs, s.rev),
@@ -154,7 +154,7 @@ pub(crate) async fn serve_list(
     let selective = !filter.is_empty();
     let convert = storage_info(t.info).api_version() != t.info.api_version();
     // Labels alone can be read without building the whole object.
-    let labels_only = selective && !convert && filter.fields == FieldSelector::default();
+    let labels_only = selective && !convert && filter.fields.is_empty();
 
     // The page: matching objects after the continue key, up to the limit. Objects are
     // decoded here only when they must be (conversion, field selectors); a Table

@@ -145,9 +145,15 @@ async fn evictions_honour_disruption_budgets() {
     // One disruption allowed: the eviction takes it, records the pod, and deletes it
     // (gracefully: it is bound to a node) with the DisruptionTarget condition.
     budget_status(&pdbs, "web", 3, 1).await;
-    pods.evict("web-1", &EvictParams::default())
+    let done = pods
+        .evict("web-1", &EvictParams::default())
         .await
         .expect("evict web-1");
+    // kube-apiserver's create handler gives the Status the answer's code.
+    assert_eq!(
+        (done.status, done.code),
+        (Some(kube::core::response::StatusSummary::Success), 201)
+    );
     let b = pdbs.get("web").await.expect("pdb");
     let status = b.status.expect("status");
     assert_eq!(status.disruptions_allowed, 0);
