@@ -1,5 +1,6 @@
 //! Objects the server keeps on every start: the system namespaces, the
-//! `default/kubernetes` Service, the default StorageClass `standard`, and its Endpoints and EndpointSlice pointing at every
+//! `default/kubernetes` Service, the default StorageClass `standard`, the system
+//! PriorityClasses, the mandatory flow-control configuration, and its Endpoints and EndpointSlice pointing at every
 //! live server (kept by `masterleases`, which the server runs right after this); and the
 //! default RBAC policy (kube's `ensureRBACPolicy` post-start hook), reconciled as
 //! `authz::rbac::reconcile` says.
@@ -115,7 +116,84 @@ pub(crate) async fn run(state: &ApiState) -> ApiResult<()> {
         &[],
     )
     .await?;
+    // kube-apiserver's `scheduling/bootstrap-system-priority-classes` post-start hook.
+    let pc = info("scheduling.k8s.io", "v1", "priorityclasses")?;
+    for class in system_priority_classes() {
+        ensure(state, pc, None, class, &[]).await?;
+    }
+    // The mandatory API priority and fairness configuration (read-only in skiff).
+    let (fs, plc) = (
+        info("flowcontrol.apiserver.k8s.io", "v1", "flowschemas")?,
+        info(
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "prioritylevelconfigurations",
+        )?,
+    );
+    let (schemas, levels) = flow_control();
+    for l in levels {
+        ensure(state, plc, None, l, &[]).await?;
+    }
+    for f in schemas {
+        ensure(state, fs, None, f, &[]).await?;
+    }
     rbac_policy(state).await
+}
+
+/// `system-node-critical` and `system-cluster-critical`, as kube-apiserver creates them.
+fn system_priority_classes() -> [Value; 2] {
+    let class = |name: &str, value: i64, description: &str| {
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+               "metadata": {"name": name}, "value": value, "description": description,
+               "preemptionPolicy": "PreemptLowerPriority"})
+    };
+    [
+        class(
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        class(
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ]
+}
+
+/// kube-apiserver's mandatory FlowSchemas and PriorityLevelConfigurations (`exempt`,
+/// `catch-all`; `apf_configuration`'s `mandatory` objects), with the annotation that
+/// marks them as maintained by the server.
+fn flow_control() -> (Vec<Value>, Vec<Value>) {
+    let meta = |name: &str| json!({"name": name, "annotations": {"apf.kubernetes.io/autoupdate-spec": "true"}});
+    let levels = vec![
+        json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+               "metadata": meta("exempt"),
+               "spec": {"type": "Exempt", "exempt": {"nominalConcurrencyShares": 0, "lendablePercent": 0}}}),
+        json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+               "metadata": meta("catch-all"),
+               "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 5,
+                        "lendablePercent": 0, "limitResponse": {"type": "Reject"}}}}),
+    ];
+    let schemas = vec![
+        json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+               "metadata": meta("exempt"),
+               "spec": {"priorityLevelConfiguration": {"name": "exempt"}, "matchingPrecedence": 1,
+                        "rules": [{"subjects": [{"kind": "Group", "group": {"name": "system:masters"}}],
+                                   "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                                                      "clusterScope": true, "namespaces": ["*"]}],
+                                   "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]}}),
+        json!({"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+               "metadata": meta("catch-all"),
+               "spec": {"priorityLevelConfiguration": {"name": "catch-all"}, "matchingPrecedence": 10000,
+                        "distinguisherMethod": {"type": "ByUser"},
+                        "rules": [{"subjects": [{"kind": "Group", "group": {"name": "system:unauthenticated"}},
+                                                {"kind": "Group", "group": {"name": "system:authenticated"}}],
+                                   "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                                                      "clusterScope": true, "namespaces": ["*"]}],
+                                   "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]}}),
+    ];
+    (schemas, levels)
 }
 
 /// The default StorageClass `standard`, provisioned by the built-in local-path

@@ -119,6 +119,8 @@ const NAMESPACE_VERBS: &[&str] = &[
 const CREATE_ONLY: &[&str] = &["create"];
 /// Verbs of read-only resources.
 const GET_LIST: &[&str] = &["get", "list"];
+/// Verbs of read-only resources that can be watched.
+const READ_ONLY: &[&str] = &["get", "list", "watch"];
 const ALL: &[&str] = &["all"];
 const API_EXTENSIONS: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
@@ -192,6 +194,8 @@ static RESOURCES: &[ResourceInfo] = &[
     r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
     r("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
     r("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
+    // autoscaling: v2 only (autoscaling/v1's conversion is not implemented)
+    r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, ALL_VERBS, &["status"], "v2"),
     // batch
     r("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, ALL_VERBS, &["status"], "v1"),
     r("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, ALL_VERBS, &["status"], "v1"),
@@ -201,12 +205,20 @@ static RESOURCES: &[ResourceInfo] = &[
     r("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     // events.k8s.io is stored separately from core events (own storage version).
     r("events.k8s.io", "v1", "Event", "events", "event", true, &["ev"], NONE, ALL_VERBS, NONE, "v1"),
+    // flowcontrol: read-only, kube-apiserver's mandatory configuration (no API priority
+    // and fairness is applied)
+    r("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", false, NONE, NONE, READ_ONLY, NONE, "v1"),
+    r("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", false, NONE, NONE, READ_ONLY, NONE, "v1"),
     // networking
     r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, ALL_VERBS, &["status"], "v1"),
     r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], NONE, ALL_VERBS, NONE, "v1"),
+    // node
+    r("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     // policy
     r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, ALL_VERBS, &["status"], "v1"),
+    // scheduling
+    r("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], NONE, ALL_VERBS, NONE, "v1"),
     // storage
     r("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, NONE, NONE, ALL_VERBS, NONE, "v1"),

@@ -376,9 +376,11 @@ fn generate() -> Schemas {
     let g = &mut gen;
     use api::{
         apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
-        autoscaling::v1 as autoscaling, batch::v1 as batch, coordination::v1 as coord,
-        core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
-        policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
+        autoscaling::v1 as autoscaling, autoscaling::v2 as autoscaling2, batch::v1 as batch,
+        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
+        flowcontrol::v1 as flowcontrol, networking::v1 as net, node::v1 as node,
+        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+        storage::v1 as storage,
     };
     add::<core::Binding>(g, k, "", "v1", "Binding");
     add::<core::ComponentStatus>(g, k, "", "v1", "ComponentStatus");
@@ -428,14 +430,30 @@ fn generate() -> Schemas {
     );
     add::<authz::SubjectAccessReview>(g, k, "authorization.k8s.io", "v1", "SubjectAccessReview");
     add::<autoscaling::Scale>(g, k, "autoscaling", "v1", "Scale");
+    add::<autoscaling2::HorizontalPodAutoscaler>(
+        g,
+        k,
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+    );
     add::<batch::CronJob>(g, k, "batch", "v1", "CronJob");
     add::<batch::Job>(g, k, "batch", "v1", "Job");
     add::<coord::Lease>(g, k, "coordination.k8s.io", "v1", "Lease");
     add::<disc::EndpointSlice>(g, k, "discovery.k8s.io", "v1", "EndpointSlice");
     add::<events::Event>(g, k, "events.k8s.io", "v1", "Event");
+    add::<flowcontrol::FlowSchema>(g, k, "flowcontrol.apiserver.k8s.io", "v1", "FlowSchema");
+    add::<flowcontrol::PriorityLevelConfiguration>(
+        g,
+        k,
+        "flowcontrol.apiserver.k8s.io",
+        "v1",
+        "PriorityLevelConfiguration",
+    );
     add::<net::IngressClass>(g, k, "networking.k8s.io", "v1", "IngressClass");
     add::<net::Ingress>(g, k, "networking.k8s.io", "v1", "Ingress");
     add::<net::NetworkPolicy>(g, k, "networking.k8s.io", "v1", "NetworkPolicy");
+    add::<node::RuntimeClass>(g, k, "node.k8s.io", "v1", "RuntimeClass");
     add::<policy::PodDisruptionBudget>(g, k, "policy", "v1", "PodDisruptionBudget");
     add::<policy::Eviction>(g, k, "policy", "v1", "Eviction");
     add::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
@@ -455,6 +473,7 @@ fn generate() -> Schemas {
     add::<rbac::ClusterRole>(g, k, "rbac.authorization.k8s.io", "v1", "ClusterRole");
     add::<rbac::RoleBinding>(g, k, "rbac.authorization.k8s.io", "v1", "RoleBinding");
     add::<rbac::Role>(g, k, "rbac.authorization.k8s.io", "v1", "Role");
+    add::<scheduling::PriorityClass>(g, k, "scheduling.k8s.io", "v1", "PriorityClass");
     add::<storage::CSIDriver>(g, k, "storage.k8s.io", "v1", "CSIDriver");
     add::<storage::CSINode>(g, k, "storage.k8s.io", "v1", "CSINode");
     add::<storage::CSIStorageCapacity>(g, k, "storage.k8s.io", "v1", "CSIStorageCapacity");

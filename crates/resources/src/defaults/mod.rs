@@ -103,6 +103,9 @@ pub fn default_object(info: &ResourceInfo, obj: &mut Value) {
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             default_rbac_subjects(o)
         }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            set(o, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         _ => {}
     }
 }

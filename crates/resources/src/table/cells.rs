@@ -316,6 +316,17 @@ pub(super) fn cells(
                 age(o, now),
             ]
         }
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            name(o),
+            json!(i(o, "/value")),
+            json!(o
+                .pointer("/globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
+            age(o, now),
+            json!(s(o, "/preemptionPolicy")),
+        ],
+        ("node.k8s.io", "RuntimeClass") => vec![name(o), json!(s(o, "/handler")), age(o, now)],
         ("networking.k8s.io", "IngressClass") => {
             let params = match o.pointer("/spec/parameters").filter(|p| p.is_object()) {
                 Some(p) => {

@@ -290,6 +290,18 @@ pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
             col("Allowed Disruptions", "integer", 0, "Calculated number of pods that may be disrupted at this time."),
             age_col(),
         ],
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            name_col(),
+            col("Value", "integer", 0, doc("io.k8s.api.scheduling.v1.PriorityClass", "value")),
+            col("Global-Default", "boolean", 0, doc("io.k8s.api.scheduling.v1.PriorityClass", "globalDefault")),
+            age_col(),
+            col("PreemptionPolicy", "string", 0, doc("io.k8s.api.scheduling.v1.PriorityClass", "preemptionPolicy")),
+        ],
+        ("node.k8s.io", "RuntimeClass") => vec![
+            name_col(),
+            col("Handler", "string", 0, doc("io.k8s.api.node.v1.RuntimeClass", "handler")),
+            age_col(),
+        ],
         ("networking.k8s.io", "IngressClass") => vec![
             name_col(),
             col("Controller", "string", 0, "Controller that is responsible for handling this class"),
