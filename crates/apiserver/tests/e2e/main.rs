@@ -11,6 +11,7 @@ mod kubectl;
 mod kubectl_beta2;
 mod list_encoding;
 mod nodeproxy;
+mod papercuts;
 mod pdb;
 mod pod_security;
 mod rbac_writes;
