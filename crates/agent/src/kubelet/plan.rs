@@ -375,6 +375,61 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// What the worker does about a container whose image the node does not have
+/// (kubelet's `EnsureImageExists` when no pull is possible).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingImage {
+    /// The container's waiting reason and message.
+    pub reason: &'static str,
+    pub message: String,
+    /// The event to record: its type (`Normal`/`Warning`), reason and message.
+    pub event: (&'static str, &'static str, String),
+    /// Whether the next attempt waits for the pull back-off (not so for `Never`:
+    /// kubelet checks again at every sync).
+    pub backoff: bool,
+}
+
+/// kubelet's answer for a missing image: `imagePullPolicy: Never` is
+/// `ErrImageNeverPull` ("is not present with pull policy of Never"), any other policy
+/// a pull, which skiff cannot do: `ErrImagePull` the first time, then
+/// `ImagePullBackOff`. `previous` is the container's waiting reason so far; `detail`
+/// says why the node's image store could not resolve it, if it failed.
+pub fn missing_image(
+    image: &str,
+    pull_policy: Option<&str>,
+    previous: Option<&str>,
+    detail: &str,
+) -> MissingImage {
+    if pull_policy == Some("Never") {
+        let message =
+            format!("Container image \"{image}\" is not present with pull policy of Never");
+        return MissingImage {
+            reason: "ErrImageNeverPull",
+            message: message.clone(),
+            event: ("Warning", "ErrImageNeverPull", message),
+            backoff: false,
+        };
+    }
+    if matches!(previous, Some("ErrImagePull" | "ImagePullBackOff")) {
+        let message = format!("Back-off pulling image \"{image}\"");
+        return MissingImage {
+            reason: "ImagePullBackOff",
+            message: message.clone(),
+            event: ("Normal", "BackOff", message),
+            backoff: true,
+        };
+    }
+    let message = format!(
+        "Failed to pull image \"{image}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
+    );
+    MissingImage {
+        reason: "ErrImagePull",
+        message: message.clone(),
+        event: ("Warning", "Failed", message),
+        backoff: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,5 +731,26 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(40)), "40s");
         assert_eq!(fmt_duration(Duration::from_secs(80)), "1m20s");
         assert_eq!(fmt_duration(Duration::from_secs(300)), "5m0s");
+    }
+
+    #[test]
+    fn a_missing_image_with_pull_policy_never_is_err_image_never_pull() {
+        let never = missing_image("busybox:9", Some("Never"), None, "");
+        assert_eq!(never.reason, "ErrImageNeverPull");
+        assert_eq!(
+            never.message,
+            "Container image \"busybox:9\" is not present with pull policy of Never"
+        );
+        assert_eq!(never.event.0, "Warning");
+        assert!(!never.backoff);
+        // It stays so: no pull, so no pull back-off.
+        let again = missing_image("busybox:9", Some("Never"), Some("ErrImageNeverPull"), "");
+        assert_eq!(again.reason, "ErrImageNeverPull");
+
+        let first = missing_image("x", Some("IfNotPresent"), None, "");
+        assert_eq!(first.reason, "ErrImagePull");
+        let next = missing_image("x", None, Some(first.reason), "");
+        assert_eq!(next.reason, "ImagePullBackOff");
+        assert_eq!(next.message, "Back-off pulling image \"x\"");
     }
 }

@@ -902,7 +902,7 @@ impl Worker {
     }
 
     /// The container's image, or None (with the container waiting on ErrImagePull /
-    /// ImagePullBackOff) if the node does not have it.
+    /// ImagePullBackOff, or ErrImageNeverPull) if the node does not have it.
     async fn image_for(&mut self, pod: &Pod, c: &ContainerSpecK8s) -> Option<Image> {
         let image_ref = c.image.clone().unwrap_or_default();
         let resolved = {
@@ -926,25 +926,28 @@ impl Worker {
             _ => String::new(),
         };
         let st = self.states.entry(c.name.clone()).or_default();
-        let first = st
-            .waiting
-            .as_ref()
-            .is_none_or(|(r, _)| r != "ErrImagePull" && r != "ImagePullBackOff");
-        let message = format!(
-            "Failed to pull image \"{image_ref}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
+        let previous = st.waiting.as_ref().map(|(r, _)| r.as_str());
+        let decided = super::plan::missing_image(
+            &image_ref,
+            c.image_pull_policy.as_deref(),
+            previous,
+            &detail,
         );
-        let delay = st
-            .pull_backoff
-            .on_exit(Duration::ZERO)
-            .max(Duration::from_secs(1));
-        st.not_before = Some(Instant::now() + delay);
-        if first {
-            st.waiting = Some(("ErrImagePull".into(), message.clone()));
-            event(&self.k, pod, Some(&c.name), WARNING, "Failed", message);
+        // kubelet records ErrImageNeverPull at every sync; one event per episode here.
+        let repeated = !decided.backoff && previous == Some(decided.reason);
+        let delay = if decided.backoff {
+            st.pull_backoff
+                .on_exit(Duration::ZERO)
+                .max(Duration::from_secs(1))
         } else {
-            let backoff = format!("Back-off pulling image \"{image_ref}\"");
-            st.waiting = Some(("ImagePullBackOff".into(), backoff.clone()));
-            event(&self.k, pod, Some(&c.name), NORMAL, "BackOff", backoff);
+            Duration::from_secs(1)
+        };
+        st.not_before = Some(Instant::now() + delay);
+        st.waiting = Some((decided.reason.into(), decided.message));
+        if !repeated {
+            let (kind, reason, message) = decided.event;
+            let kind = if kind == "Warning" { WARNING } else { NORMAL };
+            event(&self.k, pod, Some(&c.name), kind, reason, message);
         }
         None
     }
