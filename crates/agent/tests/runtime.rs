@@ -89,6 +89,44 @@ async fn ws_exec(port: u16, query: &str, stdin: Option<&[u8]>) -> (Vec<u8>, Stri
     (out, status, code)
 }
 
+/// Runs a command through the WebSocket exec handler as the Python `kubernetes` client
+/// does: `v4.channel.k8s.io`, stdin in *text* frames (channel byte then the text);
+/// returns stdout.
+async fn ws_exec_text_stdin(port: u16, query: &str, stdin: &str) -> Vec<u8> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = format!("ws://127.0.0.1:{port}/exec/ns/pod1/web?{query}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("Authorization", "Bearer secret".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    ws.send(Message::Text(format!("\u{0}{stdin}").into()))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Binary(b) if b.first() == Some(&1) => out.extend_from_slice(&b[1..]),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("exec with text-frame stdin ends");
+    out
+}
+
 /// Removes everything the test made, also when it fails.
 struct Cleanup {
     prefix: String,
@@ -347,6 +385,14 @@ fn runtime_end_to_end() {
                 ws_exec(port, "command=cat&stdin=true&stdout=true", Some(b"piped")).await;
             assert_eq!(out, b"piped");
             assert!(status.contains("Success"));
+            // Stdin in text frames (the Python client's), as kubelet accepts it.
+            let out = ws_exec_text_stdin(
+                port,
+                "command=head&command=-n1&stdin=true&stdout=true",
+                "from text frames\n",
+            )
+            .await;
+            assert_eq!(String::from_utf8_lossy(&out), "from text frames\n");
             let (_, status, _) = ws_exec(
                 port,
                 "command=sh&command=-c&command=exit%205&stdout=true",

@@ -594,7 +594,8 @@ async fn port_forward_channels(socket: WebSocket, target: portforward::Target, p
     }
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
-            Message::Binary(b) if !b.is_empty() => {
+            Message::Binary(_) | Message::Text(_) if !websocket::payload(&msg).is_empty() => {
+                let b = websocket::payload(&msg);
                 let ch = b[0] as usize;
                 if ch.is_multiple_of(2) {
                     if let Some(Some(w)) = conns.get_mut(ch / 2) {

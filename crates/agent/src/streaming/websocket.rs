@@ -1,5 +1,5 @@
 //! remotecommand sessions over WebSocket (`v5.channel.k8s.io` .. `channel.k8s.io`): binary
-//! messages whose first byte names the stream, the status as JSON on stream 3, then a
+//! (or, from some clients, text) messages whose first byte names the stream, the status as JSON on stream 3, then a
 //! normal close.
 
 use std::future::Future;
@@ -42,7 +42,7 @@ where
     let input = tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             let ev = match msg {
-                Message::Binary(b) => match channel::decode(&b) {
+                Message::Binary(_) | Message::Text(_) => match channel::decode(payload(&msg)) {
                     Incoming::Stdin(d) => ClientEvent::Stdin(Bytes::copy_from_slice(d)),
                     Incoming::Close(channel::STDIN) => ClientEvent::StdinClosed,
                     Incoming::Resize { width, height } => ClientEvent::Resize { width, height },
@@ -63,6 +63,17 @@ where
     let _ = encoder.await;
     let _ = writer_task.await;
     finish_reading(input).await;
+}
+
+/// The bytes of a data message. Clients may send them in text frames as well as binary
+/// ones (the Python `kubernetes` client writes stdin as text): kubelet's `wsstream`
+/// reads both the same way, and so does skiff.
+pub fn payload(msg: &Message) -> &[u8] {
+    match msg {
+        Message::Binary(b) => b,
+        Message::Text(t) => t.as_bytes(),
+        _ => &[],
+    }
 }
 
 /// Sends one frame of `data` on `stream`.
@@ -121,7 +132,11 @@ pub fn byte_stream(socket: WebSocket) -> tokio::io::DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
             match m {
-                Message::Binary(d) if wr.write_all(&d).await.is_err() => break,
+                Message::Binary(_) | Message::Text(_)
+                    if wr.write_all(payload(&m)).await.is_err() =>
+                {
+                    break
+                }
                 Message::Close(_) => break,
                 _ => {}
             }
