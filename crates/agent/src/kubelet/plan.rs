@@ -379,8 +379,9 @@ fn fmt_duration(d: Duration) -> String {
 /// (kubelet's `EnsureImageExists` when no pull is possible).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingImage {
-    /// The container's waiting reason and message.
+    /// The container's waiting reason.
     pub reason: &'static str,
+    /// The container's waiting message.
     pub message: String,
     /// The event to record: its type (`Normal`/`Warning`), reason and message.
     pub event: (&'static str, &'static str, String),
