@@ -389,5 +389,8 @@ async fn kubectl_debug_copy_to_keeps_every_field() {
         Some(&json!("settings")),
         "{text}"
     );
-    assert!(copy.pointer("/spec/volumes/0/volumeSource").is_none(), "{text}");
+    assert!(
+        copy.pointer("/spec/volumes/0/volumeSource").is_none(),
+        "{text}"
+    );
 }
