@@ -141,29 +141,9 @@ pub fn create_node(
     let lan_leg = format!("veth{index}");
     let node_file = std::fs::File::open(path(node_ns))
         .with_context(|| format!("opening network namespace {node_ns}"))?;
+    // The peer is made straight in the node's namespace (by fd), named eth0 there.
     in_netns(lan, |h| async move {
-        // The peer is made straight in the node's namespace (by fd), named eth0 there.
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name("eth0")
-            .setns_by_fd(node_file.as_raw_fd())
-            .build();
-        let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-            .name(lan_leg.clone())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
-        h.link()
-            .add(veth)
-            .execute()
-            .await
-            .with_context(|| format!("adding veth {lan_leg} (peer eth0 in {node_ns})"))?;
-        drop(node_file);
-        let leg = link_index(&h, &lan_leg).await?;
-        let br = link_index(&h, "br0").await?;
-        h.link()
-            .set(LinkUnspec::new_with_index(leg).controller(br).up().build())
-            .execute()
-            .await
-            .with_context(|| format!("attaching {lan_leg} to br0"))
+        bridge_port(&h, &lan_leg, "eth0", node_file, node_ns).await
     })?;
     in_netns(node_ns, |h| async move {
         let eth0 = link_index(&h, "eth0").await?;
@@ -180,6 +160,44 @@ pub fn create_node(
             .with_context(|| format!("adding the default route via {gateway}"))
     })?;
     sysctl(node_ns, "net.ipv4.ip_forward", "1")
+}
+
+/// Adds a veth to the LAN's bridge `br0` (in the namespace of `h`): its end `leg` is a
+/// port of the bridge, up; its peer `peer` is made straight in the namespace `peer_ns`
+/// (named `peer_ns_name` in errors), where its owner sets it up.
+async fn bridge_port(
+    h: &Handle,
+    leg: &str,
+    peer: &str,
+    peer_ns: std::fs::File,
+    peer_ns_name: &str,
+) -> anyhow::Result<()> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer)
+        .setns_by_fd(peer_ns.as_raw_fd())
+        .build();
+    let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+        .name(leg.to_string())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    h.link()
+        .add(veth)
+        .execute()
+        .await
+        .with_context(|| format!("adding veth {leg} (peer {peer} in {peer_ns_name})"))?;
+    drop(peer_ns);
+    let index = link_index(h, leg).await?;
+    let br = link_index(h, "br0").await?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(br)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| format!("attaching {leg} to br0"))
 }
 
 /// Name of the LAN namespace's end of the link to the host.
@@ -199,27 +217,7 @@ pub fn link_host(
         .context("opening the host's network namespace")?;
     let name = host_link.to_string();
     in_netns(lan, |h| async move {
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(&name)
-            .setns_by_fd(host_ns.as_raw_fd())
-            .build();
-        let veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-            .name(UPLINK.to_string())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .build();
-        h.link()
-            .add(veth)
-            .execute()
-            .await
-            .with_context(|| format!("adding veth {UPLINK} (peer {name} on the host)"))?;
-        drop(host_ns);
-        let leg = link_index(&h, UPLINK).await?;
-        let br = link_index(&h, "br0").await?;
-        h.link()
-            .set(LinkUnspec::new_with_index(leg).controller(br).up().build())
-            .execute()
-            .await
-            .with_context(|| format!("attaching {UPLINK} to br0"))
+        bridge_port(&h, UPLINK, &name, host_ns, "the host").await
     })?;
     let name = host_link.to_string();
     on_thread(None, |h| async move {

@@ -784,6 +784,20 @@ pub fn plan(input: &Input) -> Plan {
             .unwrap_or(0)
             .max(0) as usize;
         let mut phase = Vec::new();
+        // Deletes a pod not of the update revision (nor going already), to be made
+        // again of it; whether it did.
+        let replace = |p: &Pod, phase: &mut Vec<Action>, status: &mut StatefulSetStatus| {
+            if revision_of(p) == input.update.name || is_deleting(p) {
+                return false;
+            }
+            phase.push(Action::DeletePod {
+                name: p.name_any(),
+                uid: p.uid().unwrap_or_default(),
+                warning: None,
+            });
+            status.current_replicas = status.current_replicas.map(|c| c - 1);
+            true
+        };
         let max_unavailable = strategy
             .rolling_update
             .as_ref()
@@ -809,13 +823,7 @@ pub fn plan(input: &Input) -> Plan {
                 let Some(p) = slots[target].pod() else {
                     continue;
                 };
-                if revision_of(p) != input.update.name && !is_deleting(p) {
-                    phase.push(Action::DeletePod {
-                        name: p.name_any(),
-                        uid: p.uid().unwrap_or_default(),
-                        warning: None,
-                    });
-                    status.current_replicas = status.current_replicas.map(|c| c - 1);
+                if replace(p, &mut phase, &mut status) {
                     budget -= 1;
                 }
             }
@@ -828,13 +836,7 @@ pub fn plan(input: &Input) -> Plan {
             let Some(p) = slots[target].pod() else {
                 break;
             };
-            if revision_of(p) != input.update.name && !is_deleting(p) {
-                phase.push(Action::DeletePod {
-                    name: p.name_any(),
-                    uid: p.uid().unwrap_or_default(),
-                    warning: None,
-                });
-                status.current_replicas = status.current_replicas.map(|c| c - 1);
+            if replace(p, &mut phase, &mut status) {
                 break;
             }
             if !healthy(p) {
