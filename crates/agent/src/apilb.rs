@@ -50,27 +50,32 @@ pub async fn start(bind: SocketAddr, servers: Vec<String>) -> io::Result<SocketA
     }
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener, servers));
+    tokio::spawn(serve(listener, servers, API_LB));
     Ok(addr)
 }
 
+/// What the logs call the balancer [`start`] runs.
+pub const API_LB: &str = "API load balancer";
+
 /// Balances the connections `listener` accepts over `servers` (`host:port`), forever.
-pub async fn serve(listener: TcpListener, servers: Vec<String>) {
+/// `label` names it in the logs (the API balancer, or a `--port` forwarder).
+pub async fn serve(listener: TcpListener, servers: Vec<String>, label: &str) {
     let servers: Arc<Vec<String>> = Arc::new(servers);
+    let label: Arc<str> = Arc::from(label);
     let preferred = Arc::new(AtomicUsize::new(0));
     loop {
         let (client, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("API load balancer: accept: {e}");
+                tracing::warn!("{label}: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (servers, preferred) = (servers.clone(), preferred.clone());
+        let (servers, preferred, label) = (servers.clone(), preferred.clone(), label.clone());
         tokio::spawn(async move {
-            let Some(mut upstream) = connect_any(&servers, &preferred).await else {
-                tracing::warn!("API load balancer: no API server answers");
+            let Some(mut upstream) = connect_any(&servers, &preferred, &label).await else {
+                tracing::warn!("{label}: none of {} answers", servers.join(", "));
                 return;
             };
             let mut client = client;
@@ -81,7 +86,11 @@ pub async fn serve(listener: TcpListener, servers: Vec<String>) {
 
 /// Connects to the first server that answers, starting with the preferred one, and makes
 /// it the preferred one.
-async fn connect_any(servers: &[String], preferred: &AtomicUsize) -> Option<TcpStream> {
+async fn connect_any(
+    servers: &[String],
+    preferred: &AtomicUsize,
+    label: &str,
+) -> Option<TcpStream> {
     let start = preferred.load(Ordering::Relaxed);
     for i in 0..servers.len() {
         let idx = (start + i) % servers.len();
@@ -89,14 +98,14 @@ async fn connect_any(servers: &[String], preferred: &AtomicUsize) -> Option<TcpS
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
             Ok(Ok(s)) => {
                 if idx != start {
-                    tracing::info!(server = %target, "API load balancer: switched server");
+                    tracing::info!(server = %target, "{label}: switched server");
                     preferred.store(idx, Ordering::Relaxed);
                 }
                 let _ = s.set_nodelay(true);
                 return Some(s);
             }
-            Ok(Err(e)) => tracing::debug!(server = %target, "API load balancer: {e}"),
-            Err(_) => tracing::debug!(server = %target, "API load balancer: connect timed out"),
+            Ok(Err(e)) => tracing::debug!(server = %target, "{label}: {e}"),
+            Err(_) => tracing::debug!(server = %target, "{label}: connect timed out"),
         }
     }
     None

@@ -270,12 +270,7 @@ pub async fn run_after_proxy(
         },
         images: ImageStore::new(&cfg.data_dir, &cfg.skiff_binary),
         cni: cni_rx,
-        host_resolv: std::fs::read_to_string(
-            cfg.resolv_conf
-                .as_deref()
-                .unwrap_or(Path::new("/etc/resolv.conf")),
-        )
-        .unwrap_or_default(),
+        host_resolv: host_resolv(cfg.resolv_conf.as_deref()),
         pods: Mutex::new(Default::default()),
         start_slots: tokio::sync::Semaphore::new(kubelet::start_slots()),
         services: Default::default(),
@@ -295,6 +290,25 @@ pub async fn run_after_proxy(
         _ = server => {}
     }
     anyhow::bail!("the agent's pod watch ended")
+}
+
+/// The resolv.conf pods with `dnsPolicy: Default` get: `--resolv-conf`'s, or the host's
+/// (systemd-resolved's real one where `/etc/resolv.conf` names only its loopback stub).
+fn host_resolv(configured: Option<&Path>) -> String {
+    if let Some(path) = configured {
+        return std::fs::read_to_string(path).unwrap_or_default();
+    }
+    let etc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolved = std::fs::read_to_string(kubelet::dns::SYSTEMD_RESOLVED_CONF).ok();
+    let (text, from) = kubelet::dns::default_host_resolv(&etc, resolved.as_deref());
+    if kubelet::dns::only_loopback_nameservers(&text) {
+        tracing::warn!(
+            "{from} names only loopback nameservers, which pods cannot reach: names outside the cluster will not resolve (give --resolv-conf a file with reachable servers)"
+        );
+    } else if from != "/etc/resolv.conf" {
+        tracing::info!("/etc/resolv.conf names a loopback stub: pods get {from}");
+    }
+    text
 }
 
 /// Imports an image tarball into a data dir's store (what `skiff image import` does).

@@ -57,7 +57,8 @@ pub fn find_by_cmdline(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Sends SIGTERM to every pid, waits up to `grace` for them to exit, then SIGKILLs the rest.
+/// Sends SIGTERM to every pid, waits up to `grace` for them to exit, then SIGKILLs the rest
+/// (and waits a moment for those to be gone).
 pub fn stop_all(pids: &[u32], grace: Duration) {
     for &pid in pids {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
@@ -70,6 +71,11 @@ pub fn stop_all(pids: &[u32], grace: Duration) {
         if alive(pid) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
+    }
+    // A killed process lets go of its ports and files only once it is gone.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && pids.iter().any(|&p| alive(p)) {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

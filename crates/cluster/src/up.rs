@@ -441,6 +441,8 @@ fn port_args(
         format!("127.0.0.1:{host_port}"),
         "--server".into(),
         targets.join(","),
+        "--label".into(),
+        format!("port forwarder 127.0.0.1:{host_port} to node port {node_port}"),
     ]
 }
 
@@ -545,6 +547,8 @@ async fn grow(
         start_agent(opts, &mut state, node, i, false, &urls)?;
         state.save()?;
     }
+    retarget_ports(&mut state, opts)?;
+    state.save()?;
     let client = wait_for_api(&state, hooks, deadline).await?;
     wait_until_ready(&state, &client, deadline, None).await?;
     println!(
@@ -556,6 +560,41 @@ async fn grow(
         state.host_url()
     );
     Ok(state)
+}
+
+/// Starts the `--port` forwarders of `state` again over all its nodes (after nodes were
+/// added), so a port still answers while any node does.
+fn retarget_ports(state: &mut ClusterState, opts: &UpOptions) -> anyhow::Result<()> {
+    for p in state.extra.iter_mut().filter(|p| p.role == "port") {
+        let Some((host_port, node_port)) = forwarded_ports(&p.args) else {
+            continue;
+        };
+        // The old forwarder holds the host port: it must be gone before the new one binds.
+        process::stop_all(&[p.pid], Duration::from_secs(2));
+        let args = port_args(
+            &state.name,
+            state.lan,
+            state.nodes.len(),
+            host_port,
+            node_port,
+        );
+        *p = spawn_extra(opts, "port", "lan", args, p.log.clone())?;
+    }
+    Ok(())
+}
+
+/// The host port and node port a forwarder made by [`port_args`] serves.
+fn forwarded_ports(args: &[String]) -> Option<(u16, u16)> {
+    let value = |flag: &str| {
+        args.iter()
+            .skip_while(|a| *a != flag)
+            .nth(1)
+            .map(String::as_str)
+    };
+    let host_port = value("--host-listen")?.rsplit(':').next()?.parse().ok()?;
+    let first = value("--server")?.split(',').next()?;
+    let node_port = first.rsplit(':').next()?.parse().ok()?;
+    Some((host_port, node_port))
 }
 
 /// etcd's client port.
@@ -1053,4 +1092,17 @@ pub fn node_exec(cluster: &str, node: &str, cmd: &[String]) -> anyhow::Error {
     }
     let err = std::process::Command::new(program).args(args).exec();
     anyhow::Error::new(err).context(format!("running {program}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarder_s_ports_are_read_back_from_its_arguments() {
+        let lan: Ipv4Net = "172.18.0.0/24".parse().unwrap();
+        let args = port_args("c", lan, 3, 8080, 31688);
+        assert_eq!(forwarded_ports(&args), Some((8080, 31688)));
+        assert_eq!(forwarded_ports(&["lb".to_string()]), None);
+    }
 }

@@ -67,6 +67,9 @@ pub struct LbArgs {
     /// The API servers' URLs, separated by commas.
     #[arg(long)]
     pub server: String,
+    /// What the logs call it (a local cluster's `--port` forwarders name their ports).
+    #[arg(long, hide = true, default_value = skiff_agent::apilb::API_LB)]
+    pub label: String,
 }
 
 /// `skiff get ...`.

@@ -128,14 +128,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `skiff lb`: the host's way in to a cluster with several servers.
+/// `skiff lb`: the host's way in to a cluster with several servers, and the `--port`
+/// forwarders.
 async fn lb(args: LbArgs, listener: Option<TcpListener>) -> anyhow::Result<()> {
     let listener = listener.context("no host listener")?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let servers = skiff_agent::apilb::parse_servers(&args.server);
     anyhow::ensure!(!servers.is_empty(), "--server names no API server");
-    skiff_agent::apilb::serve(listener, servers).await;
+    skiff_agent::apilb::serve(listener, servers, &args.label).await;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! A cluster the host reaches and whose pods reach out (issue 18), end to end: node IPs
-//! and node ports from the host, `--port` on the host's loopback, a pod resolving a name
+//! A cluster the host reaches and whose pods reach out (issue 18), end to end: node IPs,
+//! node ports and LoadBalancer IPs from the host, `--port` on the host's loopback (also
+//! over nodes added later), a pod resolving a name
 //! and fetching a page from "the outside", two clusters side by side on different LANs,
 //! `down` leaving the host's network as it found it, and a real browser (headless
 //! Chromium) opening the seed's node port. Needs root, and chromium for the last.
@@ -20,6 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{assert_tools, text, wait_for, Cluster, PAGE};
+use skiff_testkit::hostnet;
 
 /// Held by each test: they add links, routes and rules to the host.
 static HOST: Mutex<()> = Mutex::new(());
@@ -47,51 +49,6 @@ fn ok(program: &str, args: &[&str]) -> String {
     let out = run(program, args);
     assert!(out.status.success(), "{program} {args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The host's network as `ip route`, `ip addr`, `iptables-save` and `nft list ruleset`
-/// show it, without what changes by itself (packet counters, dates, address lifetimes).
-fn host_network() -> String {
-    let mut out = String::new();
-    for (program, args) in [
-        ("ip", &["-4", "route"][..]),
-        ("ip", &["-6", "route"][..]),
-        ("ip", &["addr"][..]),
-        ("iptables-save", &[][..]),
-        ("nft", &["list", "ruleset"][..]),
-    ] {
-        out.push_str(&format!("== {program} {}\n", args.join(" ")));
-        for line in ok(program, args).lines() {
-            if line.starts_with('#') || line.contains("_lft") {
-                continue;
-            }
-            // An IPv6 address's duplicate detection ends by itself.
-            let line = line.replace(" tentative", "");
-            // `:INPUT ACCEPT [12:345]`: chain counters.
-            let line = match line.rfind(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => &line,
-            };
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str(&format!(
-        "ip_forward={}",
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
-    ));
-    out
-}
-
-/// Fails with the lines that differ when the host's network changed.
-#[track_caller]
-fn assert_same(before: &str, after: &str) {
-    let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
-    let added: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
-    assert!(
-        before == after,
-        "the host's network changed:\nremoved: {gone:#?}\nadded: {added:#?}\nnow:\n{after}"
-    );
 }
 
 /// The test's "outside world": a namespace linked to the host at 198.51.100.0/24 with an
@@ -259,7 +216,7 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
     let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     assert_tools();
     let outside = Outside::start();
-    let before = host_network();
+    let before = hostnet::snapshot();
 
     let port = free_port();
     let resolv = outside.resolv_conf();
@@ -312,6 +269,60 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
             curl(&url).trim() == PAGE
         });
 
+        // A LoadBalancer Service: its ingress IPs answer on its port from the host.
+        a.ok(&[
+            "expose",
+            "deployment",
+            "httpd",
+            "--name",
+            "httpd-lb",
+            "--type",
+            "LoadBalancer",
+            "--port",
+            "8081",
+            "--target-port",
+            "80",
+        ]);
+        let mut ingress = Vec::new();
+        wait_for("httpd-lb's ingress", Duration::from_secs(30), || {
+            let ips = a.ok_quiet(&[
+                "get",
+                "svc",
+                "httpd-lb",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ]);
+            ingress = ips.split_whitespace().map(String::from).collect();
+            !ingress.is_empty()
+        });
+        for ip in &ingress {
+            let url = format!("http://{ip}:8081/");
+            wait_for(
+                &format!("{url} from the host"),
+                Duration::from_secs(30),
+                || curl(&url).trim() == PAGE,
+            );
+        }
+
+        // A node added later joins the `--port` forwarder's targets.
+        let out = a.skiff(&["up", "--nodes", "4"]);
+        assert!(out.status.success(), "growing: {}", text(&out));
+        let fourth = node_ips(&a)[3].clone();
+        let forwarder = a.state()["extra"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == "port")
+            .cloned()
+            .expect("the --port forwarder");
+        let args = forwarder["args"].to_string();
+        assert!(args.contains(&format!("{fourth}:31688")), "{args}");
+        wait_for(
+            &format!("{url} (--port, after growing)"),
+            Duration::from_secs(10),
+            || curl(&url).trim() == PAGE,
+        );
+
         // A pod resolves the outside's name (cluster DNS forwards to the outside's
         // dnsmasq through the node's and the host's NAT) and fetches its page.
         let script = format!(
@@ -339,8 +350,8 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
         assert!(fetched, "a pod cannot reach the outside: {last}");
     }
     // Both clusters are down: the host is as it was.
-    let after = host_network();
-    assert_same(&before, &after);
+    let after = hostnet::snapshot();
+    hostnet::assert_unchanged(&before, &after, "up and down");
     drop(outside);
 }
 
@@ -349,7 +360,7 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
 fn bad_host_options_are_refused_and_leave_nothing() {
     let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     assert_tools();
-    let before = host_network();
+    let before = hostnet::snapshot();
     let bin = env!("CARGO_BIN_EXE_skiff");
     let name = format!("reachbad{}", std::process::id());
     let refuse = |args: &[&str], want: &str| {
@@ -379,7 +390,7 @@ fn bad_host_options_are_refused_and_leave_nothing() {
     refuse(&["--port", "8080:80"], "outside the node port range");
     refuse(&["--port", "8080"], "is not HOST:NODEPORT");
     assert!(!Path::new("/var/lib/skiff/clusters").join(&name).exists());
-    assert_same(&before, &host_network());
+    hostnet::assert_unchanged(&before, &hostnet::snapshot(), "refused options");
 }
 
 #[test]

@@ -106,6 +106,38 @@ pub fn hostname(spec: &PodSpec, pod_name: &str) -> String {
         .to_string()
 }
 
+/// Where systemd-resolved keeps the resolv.conf that names the real upstream servers
+/// (`/etc/resolv.conf` then names only its stub at 127.0.0.53).
+pub const SYSTEMD_RESOLVED_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
+/// Whether a resolv.conf names at least one nameserver and only loopback ones: a pod
+/// (with a loopback of its own) cannot use it.
+pub fn only_loopback_nameservers(text: &str) -> bool {
+    let servers = parse_resolv(text).nameservers;
+    !servers.is_empty()
+        && servers.iter().all(|s| {
+            s.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
+/// The node's resolv.conf for pods when none was configured: `/etc/resolv.conf`, unless it
+/// names only a loopback stub (systemd-resolved, a local dnsmasq) and systemd-resolved's
+/// own file names real servers; that one, then, as kubeadm configures the kubelet and k3s
+/// does. Returns the text and the path it came from.
+pub fn default_host_resolv(etc: &str, systemd_resolved: Option<&str>) -> (String, &'static str) {
+    match systemd_resolved {
+        Some(upstream)
+            if only_loopback_nameservers(etc)
+                && !only_loopback_nameservers(upstream)
+                && !parse_resolv(upstream).nameservers.is_empty() =>
+        {
+            (upstream.to_string(), SYSTEMD_RESOLVED_CONF)
+        }
+        _ => (etc.to_string(), "/etc/resolv.conf"),
+    }
+}
+
 /// The kubelet-managed /etc/hosts.
 pub fn hosts_file(
     spec: &PodSpec,
@@ -143,6 +175,26 @@ pub fn hosts_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_stub_gives_way_to_systemd_resolved_s_servers() {
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        let real = "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan\n";
+        assert!(only_loopback_nameservers(stub));
+        assert!(!only_loopback_nameservers(real));
+        assert!(!only_loopback_nameservers(""));
+        assert_eq!(
+            default_host_resolv(stub, Some(real)),
+            (real.to_string(), SYSTEMD_RESOLVED_CONF)
+        );
+        // Nothing better to offer: the host's own file stays.
+        assert_eq!(default_host_resolv(stub, None).1, "/etc/resolv.conf");
+        assert_eq!(default_host_resolv(stub, Some(stub)).1, "/etc/resolv.conf");
+        assert_eq!(default_host_resolv(stub, Some("")).1, "/etc/resolv.conf");
+        // A usable /etc/resolv.conf is kept even where systemd-resolved runs.
+        let plain = "nameserver 198.51.100.1\n";
+        assert_eq!(default_host_resolv(plain, Some(real)).0, plain);
+    }
     use k8s_openapi::api::core::v1::PodDNSConfigOption;
 
     fn dns() -> ClusterDns {
