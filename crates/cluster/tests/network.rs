@@ -89,42 +89,13 @@ fn nodes_reach_each_other_over_the_lan_and_down_removes_everything() {
     assert!(left.is_empty(), "namespaces left: {left:?}");
 }
 
-/// The host's network as `ip route`, `ip addr`, `iptables-save` and `nft list ruleset`
-/// show it, without what changes by itself (counters, dates, address lifetimes).
-fn host_network() -> String {
-    let mut out = String::new();
-    for args in [
-        &["ip", "-4", "route"][..],
-        &["ip", "addr"][..],
-        &["iptables-save"][..],
-        &["nft", "list", "ruleset"][..],
-    ] {
-        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "{args:?}");
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
-            if line.starts_with('#') || line.contains("_lft") {
-                continue;
-            }
-            // An IPv6 address's duplicate detection ends by itself.
-            let line = line.replace(" tentative", "");
-            let line = match line.rfind(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => &line,
-            };
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out + &std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
-}
-
 #[test]
 #[ignore = "needs root"]
 fn the_host_link_reaches_the_nodes_and_down_removes_exactly_it() {
     use skiff_cluster::hostnet::{self, Firewall};
     for fw in [Firewall::Iptables, Firewall::Nftables] {
         let name = format!("h{}{}", std::process::id(), &fw.name()[..1]);
-        let before = host_network();
+        let before = skiff_testkit::hostnet::snapshot();
         let cleanup = Cleanup(name.clone());
         let mut taken = netns::host_networks().unwrap();
         taken.push(layout::default_lan()); // leave the usual first one to real clusters
@@ -158,7 +129,7 @@ fn the_host_link_reaches_the_nodes_and_down_removes_exactly_it() {
         );
         let gw = layout::lan_gateway(net).to_string();
         assert!(in_ns(&node, &["ping", "-c1", "-W2", &gw]).status.success());
-        let during = host_network();
+        let during = skiff_testkit::hostnet::snapshot();
         assert!(
             during.contains(&format!("{net} dev {link} proto kernel")),
             "{during}"
@@ -181,6 +152,10 @@ fn the_host_link_reaches_the_nodes_and_down_removes_exactly_it() {
 
         skiff_cluster::down(&name, &hooks()).unwrap();
         drop(cleanup);
-        assert_eq!(before, host_network(), "{fw:?}: down left the host changed");
+        skiff_testkit::hostnet::assert_unchanged(
+            &before,
+            &skiff_testkit::hostnet::snapshot(),
+            &format!("{fw:?}: up and down"),
+        );
     }
 }

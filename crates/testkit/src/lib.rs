@@ -8,8 +8,10 @@
 //!   tests, removed on drop.
 //! - [`fakeapi`]: a `kube::Client` backed by a recording fake of the API, for unit tests
 //!   of reconcilers.
+//! - [`hostnet`]: a snapshot of the host's network, for tests that must leave it as it was.
 
 pub mod etcd;
 pub mod fakeapi;
 pub mod golden;
+pub mod hostnet;
 pub mod kubectl;

@@ -1183,28 +1183,35 @@ impl Worker {
 
     async fn post_status(&mut self, pod: &Pod) {
         self.collect_exits(pod);
-        let prev: Vec<PodCondition> = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let mut status = status::build(&self.view(pod), &prev, Utc::now());
-        // Conditions keep their transition times across our own updates too.
-        if let Some(last) = &self.last_status {
-            keep_transition_times(&mut status, last);
-        }
-        if self.last_status.as_ref() == Some(&status) {
-            return;
-        }
-        let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
-        let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
-        let t = Instant::now();
+        let status = status::build(&self.view(pod), &prev_conditions(pod), Utc::now());
         let all_running = !self.states.is_empty()
             && spec_of(pod).containers.iter().all(|c| {
                 self.states
                     .get(&c.name)
                     .is_some_and(|s| s.current.is_some())
             });
+        if self.send_status(status, "updating the pod status").await
+            && all_running
+            && !self.running_posted
+        {
+            self.running_posted = true;
+            timing::lap("worker-running", self.began);
+        }
+    }
+
+    /// Patches the pod's status to `status` unless that is what was posted last
+    /// (conditions keep their transition times across our own updates); whether it
+    /// patched. `what` names the update in the log when it fails.
+    async fn send_status(&mut self, mut status: serde_json::Value, what: &str) -> bool {
+        if let Some(last) = &self.last_status {
+            keep_transition_times(&mut status, last);
+        }
+        if self.last_status.as_ref() == Some(&status) {
+            return false;
+        }
+        let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
+        let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
+        let t = Instant::now();
         match api
             .patch_status(
                 &self.entry.name,
@@ -1215,13 +1222,13 @@ impl Worker {
         {
             Ok(_) => {
                 timing::lap("status-patch", t);
-                if all_running && !self.running_posted {
-                    self.running_posted = true;
-                    timing::lap("worker-running", self.began);
-                }
-                self.last_status = Some(status)
+                self.last_status = Some(status);
+                true
             }
-            Err(e) => tracing::warn!(pod = %self.entry.name, error = %e, "updating the pod status"),
+            Err(e) => {
+                tracing::warn!(pod = %self.entry.name, error = %e, "{what}");
+                false
+            }
         }
     }
 
@@ -1275,38 +1282,14 @@ impl Worker {
     /// Posts the evicted pod's status: phase Failed, reason `Evicted`, the containers
     /// terminated, and the `DisruptionTarget` condition kubelet adds.
     async fn post_evicted_status(&mut self, pod: &Pod, msg: &str) {
-        let prev: Vec<PodCondition> = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
+        let prev = prev_conditions(pod);
         let mut view = self.view(pod);
         view.sandbox_ready = false;
         // Finished: the phase below is Failed whatever the restart policy says.
         view.restart_policy = "Never".into();
         let mut status = status::build(&view, &prev, Utc::now());
         status::mark_evicted(&mut status, &prev, msg, Utc::now());
-        if let Some(last) = &self.last_status {
-            keep_transition_times(&mut status, last);
-        }
-        if self.last_status.as_ref() == Some(&status) {
-            return;
-        }
-        let api: Api<Pod> = Api::namespaced(self.k.client.clone(), self.ns());
-        let patch = serde_json::json!({"metadata": {"uid": self.entry.uid}, "status": status});
-        match api
-            .patch_status(
-                &self.entry.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => self.last_status = Some(status),
-            Err(e) => {
-                tracing::warn!(pod = %self.entry.name, error = %e, "posting the evicted status")
-            }
-        }
+        self.send_status(status, "posting the evicted status").await;
     }
 
     /// Gives the network of a pod that finished for good back (once): its status keeps
@@ -1483,6 +1466,14 @@ fn terminated(c: &Container, exit: &Exit) -> State {
         finished_at: exit.finished_at,
         container_id: format!("skiff://{}", c.id),
     }
+}
+
+/// The pod's conditions as the API has them.
+fn prev_conditions(pod: &Pod) -> Vec<PodCondition> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
 }
 
 fn keep_transition_times(status: &mut serde_json::Value, last: &serde_json::Value) {
