@@ -430,7 +430,9 @@ mod tests {
             let t = Instant::now();
             assert!(parse(Media::Yaml, &body).is_err());
             assert!(parse(Media::Json, &body).is_err());
-            assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+            // A bound far above the few ms it takes, so a loaded machine passes: what it
+            // catches is a parser that walks the whole depth (seconds).
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         }
     }
 
@@ -448,7 +450,8 @@ mod tests {
         let t = Instant::now();
         let e = parse_yaml(doc.as_bytes()).unwrap_err();
         assert!(e.contains("excessive aliasing"), "{e}");
-        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        // Expanded, it would be 9^10 nodes: minutes. Refused, a few ms (bound for load).
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]
