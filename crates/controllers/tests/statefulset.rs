@@ -276,6 +276,61 @@ async fn ordered_ready_sets_create_in_order_scale_down_from_the_top_and_roll_upd
 }
 
 #[tokio::test]
+async fn max_unavailable_replaces_several_pods_at_once() {
+    let cl = start_sts().await;
+    let ns = "sts-max-unavailable";
+    namespace(&cl.client, ns).await;
+    let sets: Api<StatefulSet> = Api::namespaced(cl.client.clone(), ns);
+    let spec = json!({"replicas": 4, "podManagementPolicy": "Parallel",
+        "volumeClaimTemplates": null,
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}});
+    sets.create(&PostParams::default(), &web(spec))
+        .await
+        .expect("create");
+    let all = ["web-0", "web-1", "web-2", "web-3"];
+    wait_names(&cl.client, ns, &all).await;
+    for pod in all {
+        set_phase(&cl.client, ns, pod, "Running", true).await;
+    }
+    let rev1 = eventually(20, "4 ready replicas", || async {
+        let st = status(&sets).await;
+        (st["readyReplicas"] == 4).then(|| st["updateRevision"].as_str().map(String::from))?
+    })
+    .await;
+
+    // With no replaced pod Ready yet, the two highest ordinals go at once, and no more.
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "httpd:2"}]}}}});
+    sets.patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("update template");
+    let pods = eventually(20, "web-2 and web-3 replaced", || async {
+        let pods = live_pods(&cl.client, ns).await;
+        let replaced: Vec<String> = pods
+            .iter()
+            .filter(|p| p.labels().get("controller-revision-hash") != Some(&rev1))
+            .map(|p| p.name_any())
+            .collect();
+        (replaced == ["web-2", "web-3"]).then_some(pods)
+    })
+    .await;
+    assert_eq!(names(&pods), all, "every ordinal is there");
+    let st = status(&sets).await;
+    assert_eq!(st["currentRevision"], rev1.as_str(), "{st}");
+
+    // Once they are Ready, the rest follow.
+    let kubelet = auto_ready(cl.client.clone(), ns);
+    eventually(30, "the rollout", || async {
+        let st = status(&sets).await;
+        (st["updatedReplicas"] == 4
+            && st["readyReplicas"] == 4
+            && st["currentRevision"] == st["updateRevision"])
+            .then_some(())
+    })
+    .await;
+    kubelet.abort();
+}
+
+#[tokio::test]
 async fn parallel_sets_create_at_once_and_recreate_failed_pods() {
     let cl = start_sts().await;
     let ns = "sts-parallel";
