@@ -3,7 +3,8 @@
 # node uses (iptables, nftables, iproute2, conntrack, runc, the CNI plugins, busybox for the
 # built-in images), the peers the tests and benchmarks compare against, etcd (the store's
 # tests run real clusters), protoc with its well-known types (etcd-client's build) and
-# headless Chromium (a test opens a node port in a real browser).
+# headless Chromium (a test opens a node port in a real browser), and the official Python
+# client (a test drives a cluster with it).
 set -euo pipefail
 pkgs=(iptables nftables iproute2 conntrack runc containernetworking-plugins busybox-static
       iputils-ping curl dnsutils dnsperf dnsmasq unbound python3
@@ -20,4 +21,8 @@ for s in unbound dnsmasq; do
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$s" >/dev/null 2>&1 || true; fi
   pkill -x "$s" 2>/dev/null || true
 done
+# The official Python client, for the client suite (crates/skiff/tests/clients.rs).
+if ! python3 -c "import kubernetes" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes==37.0.3
+fi
 echo "dependencies installed"

@@ -592,7 +592,17 @@ async fn port_forward_channels(socket: WebSocket, target: portforward::Target, p
             }
         }
     }
-    while let Some(Ok(msg)) = stream.next().await {
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    // Every pod connection over (the pod closed it, or none could be dialled): the
+    // session ends and the client sees its sockets close, as kubelet's does.
+    let pods_done = futures::future::join_all(readers);
+    tokio::pin!(pods_done);
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = &mut pods_done => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
         match msg {
             Message::Binary(_) | Message::Text(_) if !websocket::payload(&msg).is_empty() => {
                 let b = websocket::payload(&msg);
@@ -611,8 +621,8 @@ async fn port_forward_channels(socket: WebSocket, target: portforward::Target, p
             _ => {}
         }
     }
-    for r in readers {
-        r.abort();
+    for a in aborts {
+        a.abort();
     }
     drop(tx);
     let _ = writer_task.await;
