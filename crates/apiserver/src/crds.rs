@@ -5,6 +5,7 @@
 //! installed before `Established` is written, so a client that waited for it is served)
 //! and the `customresourcecleanup` finalizer (a deleted CRD's objects go, then the CRD).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use skiff_resources::crd::{self, CLEANUP_FINALIZER};
 use skiff_resources::ResourceInfo;
 use skiff_store::StoreError;
 
-use crate::rest::{update_object, UpdateMode, WriteOpts};
+use crate::http::Query;
+use crate::rest::{delete_object, update_object, UpdateMode, WriteOpts};
 use crate::state::ApiState;
 use crate::status::ApiResult;
 use crate::storage::{custom_prefix, decode};
@@ -86,8 +88,9 @@ fn desired(crd: &Value, others: &[&Value]) -> Value {
 }
 
 /// One pass over every CRD: install what is served, write statuses that changed, finish
-/// the deletions.
-async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<()> {
+/// the deletions. Whether a deletion waits for objects' finalizers (and so another pass
+/// is due without a CRD changing).
+async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<bool> {
     let (kvs, _) = state.store.list(PREFIX)?;
     let stored: Vec<(Value, i64)> = kvs
         .iter()
@@ -111,13 +114,14 @@ async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<()> {
         .collect();
     skiff_resources::registry::set_dynamic(owner.0, infos);
     let info = crd_info();
+    let mut waiting = false;
     for ((old, rev), new) in stored.iter().zip(wanted) {
         let name = old
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
         if old.pointer("/metadata/deletionTimestamp").is_some() {
-            finalize(state, old, *rev).await?;
+            waiting |= finalize(state, old, *rev).await?;
         } else if new.get("status") != old.get("status") {
             let mut opts = WriteOpts::internal();
             opts.subresource = Some("status".into());
@@ -140,18 +144,54 @@ async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<()> {
             }
         }
     }
-    Ok(())
+    Ok(waiting)
 }
 
-/// The cleanup finalizer: every object of the CRD is deleted, then the finalizer (and
-/// with the last finalizer, the CRD).
-async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
+/// The cleanup finalizer, as kube's CRD finalizer: the CRD is marked `Terminating`, every
+/// object of it is deleted as a client's DELETE would (objects with finalizers of their
+/// own stay, marked for deletion, until their controllers let go), and once none is
+/// left, the finalizer goes (and with the last finalizer, the CRD). Whether it waits for
+/// objects still there.
+async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<bool> {
     let has = crd
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|f| f == CLEANUP_FINALIZER));
     if !has {
-        return Ok(());
+        return Ok(false);
+    }
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !crd::condition_true(crd, "Terminating") {
+        let mut new = crd.clone();
+        set_condition(
+            &mut new,
+            "Terminating",
+            "True",
+            "InstanceDeletionInProgress",
+            "CustomResource deletion is in progress",
+        );
+        let mut opts = WriteOpts::internal();
+        opts.subresource = Some("status".into());
+        return match update_object(
+            state,
+            crd_info(),
+            None,
+            name,
+            new,
+            UpdateMode::Status,
+            Some(rev),
+            &opts,
+        )
+        .await
+        {
+            // Our own write brings the next pass, which deletes the objects.
+            Ok(_) => Ok(false),
+            Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => Ok(false),
+            Err(e) => Err(e),
+        };
     }
     let group = crd
         .pointer("/spec/group")
@@ -161,13 +201,53 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
         .pointer("/spec/names/plural")
         .and_then(Value::as_str)
         .unwrap_or("");
+    let version = crd::storage_version(crd).unwrap_or("");
     if !group.is_empty() && !plural.is_empty() {
-        let (kvs, _) = state.store.list(&custom_prefix(group, plural))?;
-        for kv in kvs {
-            match state.store.delete(&kv.key, None) {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+        let prefix = custom_prefix(group, plural);
+        let (kvs, _) = state.store.list(&prefix)?;
+        let info = skiff_resources::lookup(group, version, plural);
+        let mut left = 0;
+        for kv in &kvs {
+            let obj = decode(kv)?;
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                left += 1;
+                continue;
             }
+            let meta = |f: &str| {
+                obj.pointer(&format!("/metadata/{f}"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let (ns, obj_name) = (meta("namespace"), meta("name").unwrap_or_default());
+            let deleted = match info {
+                Some(info) => delete_object(
+                    state,
+                    info,
+                    ns.as_deref(),
+                    &obj_name,
+                    &json!({}),
+                    &Query(HashMap::new()),
+                    &WriteOpts::internal(),
+                )
+                .await
+                // Gone, unless it came back marked for deletion.
+                .map(|(_, obj)| obj.pointer("/metadata/deletionTimestamp").is_none()),
+                // Not served (never established): nothing can hold it.
+                None => match state.store.delete(&kv.key, None) {
+                    Ok(_) | Err(StoreError::NotFound(_)) => Ok(true),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match deleted {
+                Ok(true) => {}
+                // Marked for deletion, its finalizers pending.
+                Ok(false) => left += 1,
+                Err(e) if e.reason == "NotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if left > 0 {
+            return Ok(true);
         }
     }
     let mut new = crd.clone();
@@ -177,10 +257,6 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
     {
         a.retain(|f| f != CLEANUP_FINALIZER);
     }
-    let name = crd
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
     match update_object(
         state,
         crd_info(),
@@ -193,8 +269,8 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
     )
     .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => Ok(()),
+        Ok(_) => Ok(false),
+        Err(e) if e.reason == "Conflict" || e.reason == "NotFound" => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -204,37 +280,58 @@ async fn finalize(state: &ApiState, crd: &Value, rev: i64) -> ApiResult<()> {
 pub(crate) async fn start(state: Arc<ApiState>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let owner = Owner::new();
     let rev = state.store.current_revision()?;
-    reconcile(&state, &owner)
+    let waiting = reconcile(&state, &owner)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling CustomResourceDefinitions: {}", e.message))?;
-    Ok(tokio::spawn(run(state, owner, rev)))
+    Ok(tokio::spawn(run(state, owner, rev, waiting)))
 }
 
 /// Follows the CRDs forever: one pass per batch of events, and a relist when the watch
-/// ends (or a pass failed).
-async fn run(state: Arc<ApiState>, owner: Owner, mut rev: i64) {
+/// ends (or a pass failed). While a deletion waits for objects' finalizers, a pass also
+/// runs every [`FINALIZER_POLL`].
+async fn run(state: Arc<ApiState>, owner: Owner, mut rev: i64, mut waiting: bool) {
     loop {
         match state.store.watch(PREFIX, rev) {
-            Ok(mut rx) => {
-                while let Some(ev) = rx.recv().await {
-                    let Ok(ev) = ev else { break };
-                    rev = ev.revision;
-                    while let Ok(Ok(more)) = rx.try_recv() {
-                        rev = more.revision;
+            Ok(mut rx) => loop {
+                let next = if waiting {
+                    match tokio::time::timeout(FINALIZER_POLL, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            waiting = pass(&state, &owner).await;
+                            continue;
+                        }
                     }
-                    if let Err(e) = reconcile(&state, &owner).await {
-                        tracing::warn!(error = %e.message, "reconciling CustomResourceDefinitions");
-                    }
+                } else {
+                    rx.recv().await
+                };
+                let Some(Ok(ev)) = next else { break };
+                rev = ev.revision;
+                while let Ok(Ok(more)) = rx.try_recv() {
+                    rev = more.revision;
                 }
-            }
+                waiting = pass(&state, &owner).await;
+            },
             Err(e) => tracing::warn!(error = %e, "watching CustomResourceDefinitions"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Ok(r) = state.store.current_revision() {
             rev = r;
         }
-        if let Err(e) = reconcile(&state, &owner).await {
+        waiting = pass(&state, &owner).await;
+    }
+}
+
+/// How often a CRD deletion that waits for its objects' finalizers looks again.
+const FINALIZER_POLL: Duration = Duration::from_secs(1);
+
+/// One [`reconcile`], its failure logged; whether a deletion waits (or the pass failed,
+/// so another is due).
+async fn pass(state: &ApiState, owner: &Owner) -> bool {
+    match reconcile(state, owner).await {
+        Ok(waiting) => waiting,
+        Err(e) => {
             tracing::warn!(error = %e.message, "reconciling CustomResourceDefinitions");
+            true
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Custom {
     pub crd: String,
     /// `spec.names.listKind`.
     pub list_kind: String,
+    /// The CRD is being deleted: its objects are still served (so their finalizers can
+    /// be removed) but no new one may be created.
+    pub terminating: bool,
 }
 
 /// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.

@@ -198,7 +198,7 @@ async fn server_side_apply(
     let api_version = t.info.api_version();
     // Fields the schema does not declare are refused whatever fieldValidation says,
     // with structured-merge-diff's words (a plain error: 500 without a reason).
-    let ty = skiff_resources::managedfields::Ty::of_kind(t.info.group, t.info.version, t.info.kind);
+    let ty = skiff_resources::managedfields::Ty::of_info(t.info);
     let undeclared = skiff_resources::managedfields::walk::undeclared_fields(&ty, &config);
     if !undeclared.is_empty() {
         let errs: Vec<String> = undeclared

@@ -354,6 +354,14 @@ pub(crate) async fn create_object(
             "the body of the request must be an object",
         ));
     }
+    if info.custom.is_some_and(|c| c.terminating) {
+        // kube-apiserver's answer while a deleted CRD's objects are being removed.
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     let (mut obj, mut warnings) = decode_request(info, obj, opts)?;
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);

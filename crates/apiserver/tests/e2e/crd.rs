@@ -58,6 +58,16 @@ spec:
               name:
                 type: string
                 pattern: '^[a-z]+$'
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
           status:
             type: object
             properties:
@@ -317,6 +327,37 @@ fn lifecycle(k: &Kubectl) {
         "widget.skiff-test.example.com/w3 serverside-applied",
         "{who}"
     );
+    // The schema's list types: two managers each own an item of a `map` list.
+    let ports = |manager: &str, name: &str, port: u16| {
+        let yaml = format!("apiVersion: skiff-test.example.com/v1\nkind: Widget\nmetadata:\n  name: w3\nspec:\n  size: S\n  ports:\n  - name: {name}\n    port: {port}\n");
+        let (ok, out, err) = k
+            .run_with(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--field-manager",
+                    manager,
+                    "-f",
+                    "-",
+                ],
+                Some(&yaml),
+            )
+            .parts();
+        assert!(ok && err.is_empty(), "{who}: {manager}: {out} {err}");
+    };
+    ports("alice", "http", 80);
+    ports("bob", "metrics", 9090);
+    assert_eq!(
+        k.ok_quiet(&[
+            "get",
+            "widget",
+            "w3",
+            "-o",
+            "jsonpath={.spec.ports[*].name}"
+        ]),
+        "http metrics",
+        "{who}"
+    );
 
     // Cluster scope.
     let (ok, _, err) = apply(k, CLUSTER_CRD);
@@ -334,6 +375,62 @@ fn lifecycle(k: &Kubectl) {
         "true",
         "{who}"
     );
+
+    // An object's own finalizer holds its CRD's deletion: the CRD is Terminating, the
+    // object marked for deletion, new objects refused, until the finalizer goes.
+    let (ok, _, err) = apply(k, "apiVersion: skiff-test.example.com/v1\nkind: Gizmo\nmetadata:\n  name: held\n  finalizers: [skiff-test.example.com/hold]\n");
+    assert!(ok && err.is_empty(), "{who}: {err}");
+    k.ok_quiet(&[
+        "delete",
+        "crd",
+        "gizmos.skiff-test.example.com",
+        "--wait=false",
+    ]);
+    k.ok_quiet(&[
+        "wait",
+        "--for=condition=Terminating",
+        "--timeout=20s",
+        "crd/gizmos.skiff-test.example.com",
+    ]);
+    eventually(
+        "the held gizmo marked for deletion",
+        Duration::from_secs(20),
+        || {
+            !k.ok_quiet(&[
+                "get",
+                "gizmo",
+                "held",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ])
+            .is_empty()
+        },
+    );
+    let (ok, _, err) = apply(
+        k,
+        "apiVersion: skiff-test.example.com/v1\nkind: Gizmo\nmetadata:\n  name: late\n",
+    );
+    assert!(
+        !ok && err.contains("create not allowed while custom resource definition is terminating"),
+        "{who}: {err}"
+    );
+    assert!(
+        k.run(&["get", "crd", "gizmos.skiff-test.example.com"])
+            .success,
+        "{who}"
+    );
+    k.ok_quiet(&[
+        "patch",
+        "gizmo",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    eventually("the gizmos CRD to go", Duration::from_secs(20), || {
+        !k.run(&["get", "crd", "gizmos.skiff-test.example.com"])
+            .success
+    });
 
     // Deleting the CRD deletes its objects, and the resource leaves discovery.
     k.ok_quiet(&[

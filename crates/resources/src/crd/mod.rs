@@ -156,6 +156,7 @@ pub fn served(crd: &Value) -> Vec<ResourceInfo> {
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{kind}List")),
+                terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
             };
             ResourceInfo {
                 group: intern_str(group),

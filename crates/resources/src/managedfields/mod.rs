@@ -226,7 +226,7 @@ fn without_managed_fields(v: &Value) -> Value {
 /// the result into `new`'s `metadata.managedFields`. Entries come from `new` when the
 /// client sent some (an empty list resets them), else from `live`.
 pub fn record_update(info: &ResourceInfo, live: Option<&Value>, new: &mut Value, op: &Operation) {
-    let ty = Ty::of_kind(info.group, info.version, info.kind);
+    let ty = Ty::of_info(info);
     let sent = new.pointer("/metadata/managedFields");
     // `[]` or `[{}]` resets the entries (kube's isResetManagedFields).
     let reset = sent.and_then(Value::as_array).is_some_and(|a| {
@@ -397,7 +397,7 @@ pub fn apply(
     op: &Operation,
     force: bool,
 ) -> Result<Value, ApplyError> {
-    let ty = Ty::of_kind(info.group, info.version, info.kind);
+    let ty = Ty::of_info(info);
     let mut entries: Vec<Entry> = match live {
         Some(l) => match decode(l).filter(|e| !e.is_empty()) {
             Some(e) => e,

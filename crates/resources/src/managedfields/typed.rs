@@ -5,8 +5,12 @@
 //! (lists without a marker follow their patch strategy, as kube-openapi's conversion
 //! does: merge with a key is associative, merge without one a set, else atomic).
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
+use serde_json::{json, Value};
+
+use crate::registry::{Custom, ResourceInfo};
 use crate::schema;
 
 /// The key fields of an associative list.
@@ -131,6 +135,36 @@ const ATOMIC_STRUCTS: &[&str] = &[
     "io.k8s.api.discovery.v1.EndpointPort",
 ];
 
+/// A custom resource's schema as field management types it: its CRD's, with `apiVersion`
+/// and `kind` strings and `metadata` the ObjectMeta schema. Made once per version of a
+/// CRD (a [`Custom`] is interned, so its address names it) and kept.
+fn custom_root(c: &'static Custom) -> &'static Value {
+    static ROOTS: OnceLock<Mutex<HashMap<usize, &'static Value>>> = OnceLock::new();
+    let mut roots = ROOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let key = c as *const Custom as usize;
+    roots.entry(key).or_insert_with(|| {
+        let mut root = c.schema.clone();
+        if !root.is_object() {
+            root = json!({});
+        }
+        root["type"] = json!("object");
+        let props = &mut root["properties"];
+        if !props.is_object() {
+            *props = json!({});
+        }
+        props["apiVersion"] = json!({"type": "string"});
+        props["kind"] = json!({"type": "string"});
+        props["metadata"] = json!({"$ref": format!("{}{OBJECT_META}", schema::REF_PREFIX)});
+        Box::leak(Box::new(root))
+    })
+}
+
+/// The schema name of ObjectMeta.
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
 /// Follows `$ref`s (directly or as the first `allOf`), returning the last name seen.
 fn resolve_named(raw: &'static Value) -> (Option<&'static str>, &'static Value) {
     let mut s = raw;
@@ -165,6 +199,15 @@ impl Ty {
         }
     }
 
+    /// The type of a resource's objects: its kind's schema, or a custom resource's
+    /// (from its CRD) with `metadata` typed as ObjectMeta, as kube-apiserver types them.
+    pub fn of_info(info: &ResourceInfo) -> Ty {
+        match info.custom {
+            Some(c) => Ty::from_schema(custom_root(c), None, None),
+            None => Ty::of_kind(info.group, info.version, info.kind),
+        }
+    }
+
     /// The type described by a raw (property, item or value) schema; `parent`/`field`
     /// name the struct field it belongs to, for the marker tables.
     fn from_schema(raw: &'static Value, parent: Option<&str>, field: Option<&str>) -> Ty {
@@ -183,14 +226,45 @@ impl Ty {
             }
         }
         let (name, s) = resolve_named(raw);
+        // A structural schema's extensions (CRDs; kube's `+listType` and friends).
+        let marker = |m: &str| s.get(m).and_then(Value::as_str);
+        if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            || s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true))
+        {
+            // Any field may be there: typed by its value.
+            return Ty::Untyped;
+        }
+        if s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+            return Ty::Scalar;
+        }
+        let atomic_map = marker("x-kubernetes-map-type") == Some("atomic");
         if s.get("properties").is_some_and(Value::is_object) {
             return Ty::Struct {
                 name,
                 schema: s,
-                atomic: name.is_some_and(|n| ATOMIC_STRUCTS.contains(&n)),
+                atomic: atomic_map || name.is_some_and(|n| ATOMIC_STRUCTS.contains(&n)),
             };
         }
         let ty = s.get("type").and_then(Value::as_str);
+        if let Some(list_type) = marker("x-kubernetes-list-type") {
+            let keys: Vec<&'static str> = s
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let kind = match (list_type, keys.as_slice()) {
+                ("set", _) => ListKind::Set,
+                ("map", [one]) => ListKind::Assoc(Keys::One(one)),
+                ("map", many) if !many.is_empty() => {
+                    ListKind::Assoc(Keys::Many(crate::registry::intern_strs(many)))
+                }
+                _ => ListKind::Atomic,
+            };
+            return Ty::List {
+                item: s.get("items"),
+                kind,
+            };
+        }
         if ty == Some("array") || s.get("items").is_some() {
             let (strategies, key) = schema::patch_meta(raw);
             let kind = if strategies.contains(&"merge") {
@@ -209,13 +283,13 @@ impl Ty {
         if let Some(ap) = s.get("additionalProperties").filter(|v| v.is_object()) {
             return Ty::Map {
                 elem: Some(ap),
-                atomic: false,
+                atomic: atomic_map,
             };
         }
         if ty == Some("object") {
             return Ty::Map {
                 elem: None,
-                atomic: false,
+                atomic: atomic_map,
             };
         }
         Ty::Scalar
@@ -365,6 +439,66 @@ mod tests {
         assert!(matches!(labels, Ty::Map { atomic: false, .. }));
         let (_, declared) = labels.field("app");
         assert!(!declared);
+    }
+
+    #[test]
+    fn custom_resources_are_typed_by_their_schema_markers() {
+        let crd = json!({"metadata": {"name": "gadgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "gadgets", "kind": "Gadget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                                "x-kubernetes-list-map-keys": ["port", "protocol"],
+                                "items": {"type": "object", "properties": {
+                                    "port": {"type": "integer"}, "protocol": {"type": "string"}}}},
+                            "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                                "items": {"type": "string"}},
+                            "args": {"type": "array", "items": {"type": "string"}},
+                            "selector": {"type": "object", "x-kubernetes-map-type": "atomic",
+                                "additionalProperties": {"type": "string"}},
+                            "size": {"x-kubernetes-int-or-string": true},
+                            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}}}]}});
+        let info = crate::crd::served(&crd).pop().expect("served");
+        let root = Ty::of_info(&info);
+        let (spec, declared) = root.field("spec");
+        assert!(declared);
+        let field = |name| spec.field(name).0;
+        assert!(matches!(
+            field("ports"),
+            Ty::List {
+                kind: ListKind::Assoc(Keys::Many(&["port", "protocol"])),
+                ..
+            }
+        ));
+        assert!(matches!(
+            field("tags"),
+            Ty::List {
+                kind: ListKind::Set,
+                ..
+            }
+        ));
+        // Lists without a marker are atomic in a structural schema.
+        assert!(matches!(
+            field("args"),
+            Ty::List {
+                kind: ListKind::Atomic,
+                ..
+            }
+        ));
+        assert!(matches!(field("selector"), Ty::Map { atomic: true, .. }));
+        assert!(matches!(field("size"), Ty::Scalar));
+        assert!(matches!(field("extra"), Ty::Untyped));
+        // metadata is ObjectMeta, as for every kind.
+        let (meta, _) = root.field("metadata");
+        assert_eq!(meta.name(), Some(OBJECT_META));
+        assert!(root.field("apiVersion").1);
+        // One schema per CRD version, not one per call.
+        assert!(std::ptr::eq(
+            custom_root(info.custom.expect("custom")),
+            custom_root(info.custom.expect("custom"))
+        ));
     }
 
     #[test]
