@@ -215,6 +215,10 @@ pub async fn run_after_proxy(
         }
     };
     tracing::info!(node = %cfg.node_name, ip = %node_ip, "node registered");
+    node::record_start(
+        &skiff_runtime::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name),
+        &cfg.node_name,
+    );
     // The pod CIDR once known, for registering the Node again should it be deleted.
     let (cidr_tx, cidr_rx) = watch::channel(None);
     tokio::spawn(node::heartbeat(

@@ -303,6 +303,34 @@ fn not_found(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Records the events kubelet records when it starts on its node (`Starting`, the node's
+/// conditions, `NodeReady`), about the node as kubelet names it: an involvedObject
+/// whose uid is the node's name, which `kubectl describe node` looks for.
+pub fn record_start(events: &skiff_runtime::events::Recorder, node_name: &str) {
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(node_name.to_string()),
+        uid: Some(node_name.to_string()),
+        ..Default::default()
+    };
+    let normal = |reason: &str, message: String| {
+        events.publish_ref(node_ref.clone(), "Normal", reason, message);
+    };
+    normal("Starting", "Starting kubelet.".into());
+    normal(
+        "NodeAllocatableEnforced",
+        "Updated Node Allocatable limit across pods".into(),
+    );
+    for reason in [
+        "NodeHasSufficientMemory",
+        "NodeHasNoDiskPressure",
+        "NodeHasSufficientPID",
+        "NodeReady",
+    ] {
+        normal(reason, format!("Node {node_name} status is now: {reason}"));
+    }
+}
+
 /// Heartbeats forever: status and Lease every 10 s. When the Node is deleted through
 /// the API (seen at once by a watch on it, or by a status update answered 404), the agent
 /// registers it again as it did at start, with the pod CIDR its pods use (`pod_cidr`),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use skiff_agent::containers::netns;
@@ -257,6 +257,25 @@ async fn scenario(data: &Path, prefix: &str, node_name: &str) {
         kubeconfig,
         agent,
     } = start(data, prefix, node_name).await;
+    // kubelet's start events, found as `kubectl describe node` looks for them.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let selector = format!(
+        "involvedObject.kind=Node,involvedObject.name={node_name},involvedObject.uid={node_name}"
+    );
+    poll(
+        "the node's start events",
+        Duration::from_secs(20),
+        async || {
+            let list = events
+                .list(&ListParams::default().fields(&selector))
+                .await
+                .ok()?;
+            let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+            (reasons.iter().any(|r| r == "Starting") && reasons.iter().any(|r| r == "NodeReady"))
+                .then_some(())
+        },
+    )
+    .await;
     scenario_body(data, prefix, node_name, admin, &kubeconfig).await;
     agent.abort();
 }

@@ -86,6 +86,8 @@ pub fn eviction_delay(pod: &Pod, taints: &[Taint], default_secs: i64) -> Option<
 struct Health {
     seen: String,
     probe: Option<Instant>,
+    /// The uid of the Node this controller has announced (`RegisteredNode`).
+    registered: Option<String>,
 }
 
 struct Ctx {
@@ -152,15 +154,27 @@ async fn sync(ctx: &Ctx, name: &str) -> anyhow::Result<Option<Duration>> {
             .and_then(|s| s.renew_time.clone()),
         ready_condition(&node).map(|c| (c.last_heartbeat_time.clone(), c.status.clone()))
     );
-    let silent_for = {
+    let (silent_for, new_node) = {
         let mut health = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
         let h = health.entry(name.to_string()).or_default();
+        let uid = node.uid();
+        let new_node = h.registered != uid;
+        h.registered = uid;
         if h.probe.is_none() || h.seen != seen {
             h.seen = seen;
             h.probe = Some(Instant::now());
         }
-        h.probe.map(|p| p.elapsed()).unwrap_or_default()
+        (h.probe.map(|p| p.elapsed()).unwrap_or_default(), new_node)
     };
+    if new_node {
+        // As kube's node lifecycle controller announces every node it starts to watch.
+        ctx.recorder.publish(
+            node.as_ref(),
+            NORMAL,
+            "RegisteredNode",
+            format!("Node {name} event: Registered Node {name} in Controller"),
+        );
+    }
     let nodes_api: Api<Node> = Api::all(ctx.client.clone());
     let ready_status = ready_condition(&node).map(|c| c.status.clone());
     if silent_for > ctx.grace && ready_status.as_deref() != Some("Unknown") {

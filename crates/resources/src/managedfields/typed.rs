@@ -444,6 +444,7 @@ mod tests {
     #[test]
     fn custom_resources_are_typed_by_their_schema_markers() {
         let crd = json!({"metadata": {"name": "gadgets.example.com"},
+            "status": {"acceptedNames": {"plural": "gadgets", "kind": "Gadget"}},
             "spec": {"group": "example.com", "scope": "Namespaced",
                 "names": {"plural": "gadgets", "kind": "Gadget"},
                 "versions": [{"name": "v1", "served": true, "storage": true,
