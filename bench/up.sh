@@ -3,7 +3,8 @@
 # connection to the API used to hang 30 s now and then). Prints:
 #  - each of RUNS sequential `skiff up` / `skiff down` (NODES nodes) with its duration;
 #  - ROUNDS rounds of CONCURRENT `skiff up` at once, with distinct cluster names;
-#  - p50 / p99 / max of each series.
+#  - p50 / p99 / max of each series, and of each phase `skiff up` prints (issue 21:
+#    where a slow run spends its time).
 # Fails (exit 1) if a sequential up took more than LIMIT_MS, or a concurrent one more
 # than CONCURRENT_LIMIT_MS (several clusters share the cores, so each takes longer, but
 # a 30 s stall still shows).
@@ -40,6 +41,7 @@ stats() {
 fail=0
 : >"$WORK/up.txt"
 : >"$WORK/down.txt"
+: >"$WORK/phases.txt"
 for i in $(seq 1 "$RUNS"); do
   t=$(now_ms)
   if ! "$SKIFF" up --cluster "$PREFIX-0" --nodes "$NODES" >"$WORK/out" 2>&1; then
@@ -52,12 +54,20 @@ for i in $(seq 1 "$RUNS"); do
   down=$(( $(now_ms) - t ))
   echo "$up" >>"$WORK/up.txt"
   echo "$down" >>"$WORK/down.txt"
+  # The phase lines `skiff up` prints (" ✓ Starting the nodes (0.41s)"), as ms per phase.
+  sed -n 's/^ ✓ \(.*\) (\([0-9.]*\)s)$/\1|\2/p' "$WORK/out" |
+    awk -F'|' '{ printf "%s|%d\n", $1, $2 * 1000 }' >>"$WORK/phases.txt"
   flag=""
   if [ "$up" -gt "$LIMIT_MS" ]; then flag="  <-- above ${LIMIT_MS} ms"; fail=1; fi
   echo "run $i: up $up ms, down $down ms$flag"
 done
 echo "skiff up, $NODES nodes, sequential: $(stats "$WORK/up.txt")"
 echo "skiff down, $NODES nodes, sequential: $(stats "$WORK/down.txt")"
+# Where the time goes: each phase's p50 / p99 / max over the sequential runs.
+cut -d'|' -f1 "$WORK/phases.txt" | awk '!seen[$0]++' | while read -r phase; do
+  awk -F'|' -v p="$phase" '$1 == p { print $2 }' "$WORK/phases.txt" >"$WORK/phase.txt"
+  echo "  phase \"$phase\": $(stats "$WORK/phase.txt")"
+done
 
 : >"$WORK/cup.txt"
 for r in $(seq 1 "$ROUNDS"); do

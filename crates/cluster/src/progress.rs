@@ -1,6 +1,7 @@
 //! `skiff up`'s progress, as kind prints it: one line per phase with its time, a spinner
 //! while a phase runs on a terminal, plain lines otherwise (logs, CI), and a failed
-//! phase named with the log to read.
+//! phase named with the log to read. The same lines go to the cluster's `up.log`, so a
+//! slow start can be explained after the fact.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ const FRAMES: [&str; 8] = ["⠈⠁", "⠈⠑", "⠈⠱", "⠈⡱", "⢀⡱", "�
 pub struct Progress {
     tty: bool,
     current: Option<Phase>,
+    log: Option<std::fs::File>,
 }
 
 /// A phase under way.
@@ -29,7 +31,17 @@ impl Progress {
         Progress {
             tty: std::io::stderr().is_terminal(),
             current: None,
+            log: None,
         }
+    }
+
+    /// Also appends each finished phase, with the time it ended, to `path`.
+    pub fn log_to(&mut self, path: &std::path::Path) {
+        self.log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok();
     }
 
     /// Ends the current phase (as done) and starts `title`.
@@ -68,10 +80,15 @@ impl Progress {
             eprint!("\r\x1b[2K");
         }
         let secs = phase.started.elapsed().as_secs_f64();
-        if ok {
-            eprintln!(" ✓ {} ({secs:.2}s)", phase.title);
+        let line = if ok {
+            format!(" ✓ {} ({secs:.2}s)", phase.title)
         } else {
-            eprintln!(" ✗ {} (failed after {secs:.2}s)", phase.title);
+            format!(" ✗ {} (failed after {secs:.2}s)", phase.title)
+        };
+        eprintln!("{line}");
+        if let Some(log) = &mut self.log {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let _ = writeln!(log, "{now:.3}{line}");
         }
     }
 

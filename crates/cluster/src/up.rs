@@ -279,6 +279,7 @@ async fn start(
     let name = &opts.name;
     let dir = ClusterState::dir(name);
     crate::files::private_dir(&dir)?;
+    progress.log_to(&dir.join("up.log"));
 
     progress.phase("Preparing the network");
     let host_lock = lock_host()?;

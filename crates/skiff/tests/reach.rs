@@ -232,6 +232,9 @@ fn the_host_reaches_the_cluster_and_pods_reach_the_outside() {
                 &port_arg,
             ],
         );
+        // `up` kept its phases, with their durations, in the cluster's log.
+        let up_log = std::fs::read_to_string(a.dir().join("up.log")).expect("up.log");
+        assert!(up_log.contains(" ✓ Starting the nodes ("), "{up_log}");
         // A second cluster at the same time, its rules in an nft table of its own.
         let b = Cluster::up("reachb", 1, &["--host-firewall", "nftables"]);
         let (lan_a, lan_b) = (a.state()["lan"].clone(), b.state()["lan"].clone());
