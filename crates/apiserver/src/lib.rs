@@ -239,6 +239,7 @@ impl Server {
                 Box::new(admission::StorageObjectInUseProtection),
                 Box::new(admission::PodSecurity::new(store.clone())),
             ]),
+            webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));

@@ -25,6 +25,8 @@ pub(crate) struct ApiState {
     pub port: u16,
     /// The admission layer of the write path.
     pub admission: admission::Chain,
+    /// The admission webhooks, called after the chain's plugins in each stage.
+    pub webhooks: admission::Webhooks,
     /// Counters of the watch handlers (watchers closed for not reading).
     pub watch_metrics: WatchMetrics,
 }

@@ -228,6 +228,9 @@ static RESOURCES: &[ResourceInfo] = &[
     r("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, ALL_VERBS, NONE, "v1"),
     r("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, ALL_VERBS, &["status"], "v1"),
+    // admissionregistration
+    r("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", false, NONE, API_EXTENSIONS, ALL_VERBS, NONE, "v1"),
+    r("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", false, NONE, API_EXTENSIONS, ALL_VERBS, NONE, "v1"),
     // apiextensions
     r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, &["crd", "crds"], API_EXTENSIONS, ALL_VERBS, &["status"], "v1"),
     // rbac

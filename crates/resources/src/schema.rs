@@ -362,6 +362,18 @@ const PATCH_META: &[(&str, &str, &str, &str)] = &[
         "type",
     ),
     (
+        "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration",
+        "webhooks",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration",
+        "webhooks",
+        "merge",
+        "name",
+    ),
+    (
         "io.k8s.api.networking.v1.IngressStatus",
         "loadBalancer",
         "",
@@ -456,6 +468,20 @@ fn generate() -> Schemas {
     add::<node::RuntimeClass>(g, k, "node.k8s.io", "v1", "RuntimeClass");
     add::<policy::PodDisruptionBudget>(g, k, "policy", "v1", "PodDisruptionBudget");
     add::<policy::Eviction>(g, k, "policy", "v1", "Eviction");
+    add::<api::admissionregistration::v1::MutatingWebhookConfiguration>(
+        g,
+        k,
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+    );
+    add::<api::admissionregistration::v1::ValidatingWebhookConfiguration>(
+        g,
+        k,
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+    );
     add::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
         g,
         k,

@@ -2,7 +2,7 @@
 //! delete after decoding and defaulting, as kube-apiserver's admission chain does.
 //! Mutating plugins ([`Plugin::admit`]) run first and may change the object; the
 //! resource's strategy then validates it; validating plugins ([`Plugin::validate`]) run
-//! last and may only refuse it. Admission webhooks are one more [`Plugin`].
+//! last and may only refuse it.
 //!
 //! Plugins today, in the order they run:
 //! - [`NamespaceLifecycle`]: no new objects in a missing or terminating namespace;
@@ -16,6 +16,11 @@
 //!   finalizers;
 //! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn).
 //!
+//! Then the admission webhooks ([`Webhooks`], async, outside the [`Chain`]): mutating
+//! webhooks after the built-in mutating plugins, validating webhooks after the built-in
+//! validating plugins, as kube-apiserver orders `MutatingAdmissionWebhook` and
+//! `ValidatingAdmissionWebhook` last in each stage.
+//!
 //! Validating plugins may also warn ([`Plugin::warnings`]): the warnings reach the client
 //! as HTTP `Warning` headers, as kube-apiserver's admission warnings do.
 
@@ -28,6 +33,7 @@ mod reservations;
 mod service_account;
 mod service_ips;
 mod storage;
+mod webhook;
 
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
 pub(crate) use node_restriction::NodeRestriction;
@@ -36,6 +42,7 @@ pub(crate) use rbac_escalation::RbacEscalation;
 pub(crate) use service_account::ServiceAccount;
 pub(crate) use service_ips::ServiceIps;
 pub(crate) use storage::{DefaultStorageClass, StorageObjectInUseProtection};
+pub(crate) use webhook::Webhooks;
 
 use serde_json::Value;
 use skiff_resources::ResourceInfo;

@@ -456,11 +456,21 @@ pub(crate) async fn create_object(
     for attempt in 1.. {
         strategy.prepare_for_create(&mut obj);
         state.admission.admit(&attrs, &mut obj, None)?;
+        admission_warnings = state
+            .webhooks
+            .admit(&attrs, &mut obj, None, opts.dry_run)
+            .await?;
         let errs = strategy.validate(sinfo, &obj, None);
         if !errs.is_empty() {
             return Err(strategy::invalid(info, &name, errs));
         }
-        admission_warnings = state.admission.validate(&attrs, &obj, None)?;
+        admission_warnings.append(&mut state.admission.validate(&attrs, &obj, None)?);
+        admission_warnings.append(
+            &mut state
+                .webhooks
+                .validate(&attrs, Some(&obj), None, opts.dry_run)
+                .await?,
+        );
         check_typed(sinfo, &name, &obj)?;
         if opts.dry_run {
             warnings.append(&mut admission_warnings);
@@ -684,6 +694,10 @@ pub(crate) async fn update_object_with_warnings(
     };
     strategy.prepare_for_update(&mut obj, &old);
     state.admission.admit(&attrs, &mut obj, Some(&old))?;
+    let mut warnings = state
+        .webhooks
+        .admit(&attrs, &mut obj, Some(&old), opts.dry_run)
+        .await?;
     if strategy.has_generation() && spec_part(&obj) != spec_part(&old) {
         let g = old
             .pointer("/metadata/generation")
@@ -695,7 +709,13 @@ pub(crate) async fn update_object_with_warnings(
     if !errs.is_empty() {
         return Err(strategy::invalid(info, name, errs));
     }
-    let warnings = state.admission.validate(&attrs, &obj, Some(&old))?;
+    warnings.append(&mut state.admission.validate(&attrs, &obj, Some(&old))?);
+    warnings.append(
+        &mut state
+            .webhooks
+            .validate(&attrs, Some(&obj), Some(&old), opts.dry_run)
+            .await?,
+    );
     check_typed(sinfo, name, &obj)?;
     if obj == old {
         // No change: no write, no new resourceVersion (as kube-apiserver).
@@ -768,6 +788,15 @@ pub(crate) async fn delete_object(
         user: opts.user.as_ref(),
     };
     state.admission.validate_delete(&attrs, &old)?;
+    let dry_run = opts.dry_run
+        || dopts
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    state
+        .webhooks
+        .validate(&attrs, None, Some(&old), dry_run)
+        .await?;
     if let Some(uid) = dopts.pointer("/preconditions/uid").and_then(Value::as_str) {
         if Some(uid) != meta_str(&old, "uid") {
             return Err(ApiError::conflict_msg(
@@ -807,11 +836,6 @@ pub(crate) async fn delete_object(
                 _ => None,
             },
         );
-    let dry_run = opts.dry_run
-        || dopts
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v == "All"));
 
     let mut obj = old.clone();
     let mut finalizers: Vec<Value> = obj

@@ -18,3 +18,4 @@ mod rbac_writes;
 mod ssa;
 mod tokens;
 mod typed;
+mod webhooks;

@@ -103,10 +103,45 @@ pub fn default_object(info: &ResourceInfo, obj: &mut Value) {
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             default_rbac_subjects(o)
         }
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            default_webhooks(o, true)
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            default_webhooks(o, false)
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             set(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         _ => {}
+    }
+}
+
+/// The defaults of `admissionregistration/v1` webhooks (`SetDefaults_*Webhook`).
+fn default_webhooks(o: &mut Map<String, Value>, mutating: bool) {
+    let Some(hooks) = o.get_mut("webhooks").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for h in hooks.iter_mut().filter_map(Value::as_object_mut) {
+        set(h, "failurePolicy", json!("Fail"));
+        set(h, "matchPolicy", json!("Equivalent"));
+        set(h, "namespaceSelector", json!({}));
+        set(h, "objectSelector", json!({}));
+        set(h, "timeoutSeconds", json!(10));
+        if mutating {
+            set(h, "reinvocationPolicy", json!("Never"));
+        }
+        if let Some(rules) = h.get_mut("rules").and_then(Value::as_array_mut) {
+            for r in rules.iter_mut().filter_map(Value::as_object_mut) {
+                set(r, "scope", json!("*"));
+            }
+        }
+        if let Some(svc) = h
+            .get_mut("clientConfig")
+            .and_then(|c| c.get_mut("service"))
+            .and_then(Value::as_object_mut)
+        {
+            set(svc, "port", json!(443));
+        }
     }
 }
 

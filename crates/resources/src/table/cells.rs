@@ -326,6 +326,10 @@ pub(super) fn cells(
             age(o, now),
             json!(s(o, "/preemptionPolicy")),
         ],
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
+            let n = o.get("webhooks").and_then(Value::as_array).map_or(0, Vec::len);
+            vec![name(o), json!(n), age(o, now)]
+        }
         ("node.k8s.io", "RuntimeClass") => vec![name(o), json!(s(o, "/handler")), age(o, now)],
         ("networking.k8s.io", "IngressClass") => {
             let params = match o.pointer("/spec/parameters").filter(|p| p.is_object()) {

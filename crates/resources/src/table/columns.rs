@@ -297,6 +297,11 @@ pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
             age_col(),
             col("PreemptionPolicy", "string", 0, doc("io.k8s.api.scheduling.v1.PriorityClass", "preemptionPolicy")),
         ],
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => vec![
+            name_col(),
+            col("Webhooks", "integer", 0, "Webhooks indicates the number of webhooks registered in this configuration."),
+            age_col(),
+        ],
         ("node.k8s.io", "RuntimeClass") => vec![
             name_col(),
             col("Handler", "string", 0, doc("io.k8s.api.node.v1.RuntimeClass", "handler")),

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::FieldError;
 use crate::registry::ResourceInfo;
 
+mod admissionregistration;
 mod batch;
 mod meta;
 mod pod;
@@ -91,6 +92,12 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
             validate_workload(info, obj, old, &mut e)
         }
         ("batch", "CronJob") => validate_cronjob(obj, old, &mut e),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            admissionregistration::validate_webhook_configuration(obj, old, true, &mut e)
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            admissionregistration::validate_webhook_configuration(obj, old, false, &mut e)
+        }
         ("batch", "Job") => validate_job(obj, old, &mut e),
         _ => {}
     }
