@@ -113,6 +113,8 @@ async fn reconcile(state: &ApiState, owner: &Owner) -> ApiResult<bool> {
         .flat_map(crd::served)
         .collect();
     skiff_resources::registry::set_dynamic(owner.0, infos);
+    // The served group/versions changed: their APIServices follow.
+    crate::apiservices::sync(state).await?;
     let info = crd_info();
     let mut waiting = false;
     for ((old, rev), new) in stored.iter().zip(wanted) {

@@ -6,6 +6,7 @@
 //! (discovery, OpenAPI, defaults, validation, patching, tables) come from skiff-resources.
 
 mod admission;
+mod apiservices;
 mod authn;
 mod authz;
 mod bootstrap;
@@ -238,6 +239,7 @@ impl Server {
                 Box::new(admission::DefaultStorageClass::new(store.clone())),
                 Box::new(admission::StorageObjectInUseProtection),
                 Box::new(admission::PodSecurity::new(store.clone())),
+                Box::new(admission::CertificateRequester),
             ]),
             webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),

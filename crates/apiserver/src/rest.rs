@@ -5,6 +5,7 @@
 //! `resourceVersion`.
 
 pub(crate) mod body;
+mod certificates;
 mod componentstatus;
 mod eviction;
 mod objects;
@@ -305,14 +306,21 @@ async fn route(
         (
             Method::PUT,
             Some(n),
-            sub @ (None | Some("status") | Some("finalize") | Some("ephemeralcontainers")),
+            sub @ (None
+            | Some("status")
+            | Some("finalize")
+            | Some("ephemeralcontainers")
+            | Some("approval")),
         ) => {
             let mode = UpdateMode::from_sub(sub);
             let obj = input.take()?;
             if obj.is_object() {
                 body::check_kind(t.info, &obj)?;
             }
-            let (out, warnings) = write::put(state, t, n, obj, mode, &opts).await?;
+            let (mut out, warnings) = write::put(state, t, n, obj, mode, &opts).await?;
+            if mode == UpdateMode::Approval {
+                out = certificates::sign_if_approved(state, t.info, n, out).await?;
+            }
             Ok(Reply {
                 code: 200,
                 body: to_version(t.info, out),

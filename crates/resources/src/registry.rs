@@ -180,6 +180,8 @@ static RESOURCES: &[ResourceInfo] = &[
     r("", "v1", "Secret", "secrets", "secret", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, ALL_VERBS, &["token"], "v1"),
     r("", "v1", "Service", "services", "service", true, &["svc"], ALL, ALL_VERBS, &["proxy", "status"], "v1"),
+    // apiregistration
+    r("apiregistration.k8s.io", "v1", "APIService", "apiservices", "apiservice", false, NONE, API_EXTENSIONS, ALL_VERBS, &["status"], "v1"),
     // apps
     r("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, ALL_VERBS, &["status"], "v1"),
@@ -202,6 +204,8 @@ static RESOURCES: &[ResourceInfo] = &[
     // batch
     r("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, ALL_VERBS, &["status"], "v1"),
     r("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, ALL_VERBS, &["status"], "v1"),
+    // certificates
+    r("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, &["csr"], NONE, ALL_VERBS, &["approval", "status"], "v1"),
     // coordination
     r("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, ALL_VERBS, NONE, "v1"),
     // discovery
@@ -377,6 +381,7 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 
 /// Groups in the order kube-apiserver lists them at `/apis` (by priority), then any others.
 pub(crate) const GROUP_ORDER: &[&str] = &[
+    "apiregistration.k8s.io",
     "apps",
     "events.k8s.io",
     "authentication.k8s.io",

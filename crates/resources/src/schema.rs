@@ -411,6 +411,13 @@ fn generate() -> Schemas {
     add::<core::Secret>(g, k, "", "v1", "Secret");
     add::<core::ServiceAccount>(g, k, "", "v1", "ServiceAccount");
     add::<core::Service>(g, k, "", "v1", "Service");
+    add::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>(
+        g,
+        k,
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+    );
     add::<apps::ControllerRevision>(g, k, "apps", "v1", "ControllerRevision");
     add::<apps::DaemonSet>(g, k, "apps", "v1", "DaemonSet");
     add::<apps::Deployment>(g, k, "apps", "v1", "Deployment");
@@ -451,6 +458,13 @@ fn generate() -> Schemas {
     );
     add::<batch::CronJob>(g, k, "batch", "v1", "CronJob");
     add::<batch::Job>(g, k, "batch", "v1", "Job");
+    add::<api::certificates::v1::CertificateSigningRequest>(
+        g,
+        k,
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+    );
     add::<coord::Lease>(g, k, "coordination.k8s.io", "v1", "Lease");
     add::<disc::EndpointSlice>(g, k, "discovery.k8s.io", "v1", "EndpointSlice");
     add::<events::Event>(g, k, "events.k8s.io", "v1", "Event");

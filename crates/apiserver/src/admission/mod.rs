@@ -14,7 +14,8 @@
 //! - [`DefaultStorageClass`]: a claim that names no class gets the default one;
 //! - [`StorageObjectInUseProtection`]: new claims and volumes carry the protection
 //!   finalizers;
-//! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn).
+//! - [`PodSecurity`]: the Pod Security Standards of the namespace labels (enforce, warn);
+//! - [`CertificateRequester`]: a CertificateSigningRequest names who created it.
 //!
 //! Then the admission webhooks ([`Webhooks`], async, outside the [`Chain`]): mutating
 //! webhooks after the built-in mutating plugins, validating webhooks after the built-in
@@ -25,6 +26,7 @@
 //! as HTTP `Warning` headers, as kube-apiserver's admission warnings do.
 
 mod allocator;
+mod certificates;
 mod namespace_lifecycle;
 mod node_restriction;
 mod pod_security;
@@ -35,6 +37,7 @@ mod service_ips;
 mod storage;
 mod webhook;
 
+pub(crate) use certificates::CertificateRequester;
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;
 pub(crate) use node_restriction::NodeRestriction;
 pub(crate) use pod_security::PodSecurity;

@@ -208,6 +208,8 @@ pub(crate) enum UpdateMode {
     Finalize,
     /// The pod `ephemeralcontainers` subresource: only `spec.ephemeralContainers`.
     EphemeralContainers,
+    /// The CertificateSigningRequest `approval` subresource: only `status.conditions`.
+    Approval,
 }
 
 impl UpdateMode {
@@ -216,6 +218,7 @@ impl UpdateMode {
             Some("status") => UpdateMode::Status,
             Some("finalize") => UpdateMode::Finalize,
             Some("ephemeralcontainers") => UpdateMode::EphemeralContainers,
+            Some("approval") => UpdateMode::Approval,
             _ => UpdateMode::Main,
         }
     }
@@ -622,6 +625,18 @@ pub(crate) async fn update_object_with_warnings(
                     }
                 }
             }
+            n
+        }
+        UpdateMode::Approval => {
+            let mut n = old.clone();
+            let conds = new
+                .pointer("/status/conditions")
+                .cloned()
+                .unwrap_or(json!([]));
+            if !n.get("status").is_some_and(Value::is_object) {
+                n["status"] = json!({});
+            }
+            n["status"]["conditions"] = conds;
             n
         }
         UpdateMode::EphemeralContainers => {

@@ -6,6 +6,7 @@
 //! Defaulting, validation rules and conversions are data-driven in skiff-resources; the
 //! strategy decides when and how they apply.
 
+mod certificates;
 mod crd;
 mod namespace;
 mod node;
@@ -127,6 +128,9 @@ pub(crate) fn for_resource(info: &ResourceInfo) -> &'static dyn Strategy {
     }
     match (info.group, info.kind) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => &crd::CustomResourceDefinition,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &certificates::CertificateSigningRequest
+        }
         ("", "Pod") => &pod::Pod,
         ("", "Service") => &service::Service,
         ("", "Namespace") => &namespace::Namespace,

@@ -1,9 +1,11 @@
 //! End-to-end tests: a real server on a free loopback port with a temporary data
 //! directory, driven by kube-rs and by the real kubectl.
 
+mod apiservices;
 mod authz;
 mod common;
 mod crd;
+mod csr;
 mod ha;
 mod hostile;
 mod kube_api;

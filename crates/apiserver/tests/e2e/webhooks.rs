@@ -197,11 +197,16 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         .parts();
     assert!(ok && err.is_empty(), "{who}: {out} {err}");
     assert!(
-        out.contains("mutatingwebhookconfiguration.admissionregistration.k8s.io/skiff-test-mutate created"),
+        out.contains(
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/skiff-test-mutate created"
+        ),
         "{who}: {out}"
     );
     let table = k.ok_quiet(&["get", "mutatingwebhookconfigurations"]);
-    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["NAME", "WEBHOOKS", "AGE"], "{who}: {table}");
     assert_eq!(lines[1][..2], ["skiff-test-mutate", "1"], "{who}: {table}");
     // Defaults as kube-apiserver sets them.
@@ -220,11 +225,26 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
 
     // Mutated, with the webhook's warning on kubectl's stderr.
     let (ok, out, err) = k
-        .run(&["create", "configmap", "c1", "-n", "wh-on", "--from-literal=a=b"])
+        .run(&[
+            "create",
+            "configmap",
+            "c1",
+            "-n",
+            "wh-on",
+            "--from-literal=a=b",
+        ])
         .parts();
     assert!(ok, "{who}: {out} {err}");
     assert_eq!(err.trim(), "Warning: mutated by the test webhook", "{who}");
-    let labels = k.ok_quiet(&["get", "configmap", "c1", "-n", "wh-on", "-o", "jsonpath={.metadata.labels}"]);
+    let labels = k.ok_quiet(&[
+        "get",
+        "configmap",
+        "c1",
+        "-n",
+        "wh-on",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
     assert_eq!(labels, r#"{"mutated":"yes"}"#, "{who}");
     {
         let seen = seen.lock().unwrap();
@@ -235,40 +255,96 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         let req = &mutate["request"];
         assert_eq!(req["operation"], "CREATE", "{who}");
         assert_eq!(req["namespace"], "wh-on", "{who}");
-        assert_eq!(req["kind"], json!({"group": "", "version": "v1", "kind": "ConfigMap"}));
+        assert_eq!(
+            req["kind"],
+            json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+        );
         assert_eq!(req["resource"]["resource"], "configmaps");
         assert_eq!(req["object"]["data"], json!({"a": "b"}));
         assert_eq!(req["dryRun"], false);
-        assert!(req["userInfo"]["username"].as_str().is_some_and(|u| !u.is_empty()));
+        assert!(req["userInfo"]["username"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()));
     }
     // The namespace selector leaves other namespaces alone.
-    k.ok_quiet(&["create", "configmap", "c2", "-n", "wh-off", "--from-literal=a=b"]);
-    let labels = k.ok_quiet(&["get", "configmap", "c2", "-n", "wh-off", "-o", "jsonpath={.metadata.labels}"]);
+    k.ok_quiet(&[
+        "create",
+        "configmap",
+        "c2",
+        "-n",
+        "wh-off",
+        "--from-literal=a=b",
+    ]);
+    let labels = k.ok_quiet(&[
+        "get",
+        "configmap",
+        "c2",
+        "-n",
+        "wh-off",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
     assert_eq!(labels, "", "{who}");
 
     // Denied, with kube-apiserver's words, also on update and in a dry run.
     let denied = "admission webhook \"validate.skiff-test.example.com\" denied the request: the key forbidden is not allowed";
     let (ok, _, err) = k
-        .run(&["create", "configmap", "bad", "-n", "wh-off", "--from-literal=forbidden=x"])
+        .run(&[
+            "create",
+            "configmap",
+            "bad",
+            "-n",
+            "wh-off",
+            "--from-literal=forbidden=x",
+        ])
         .parts();
     assert!(!ok, "{who}");
-    assert_eq!(err.trim(), format!("error: failed to create configmap: {denied}"), "{who}");
+    assert_eq!(
+        err.trim(),
+        format!("error: failed to create configmap: {denied}"),
+        "{who}"
+    );
     let (ok, _, err) = k
-        .run(&["create", "configmap", "bad", "-n", "wh-off", "--from-literal=forbidden=x", "--dry-run=server"])
+        .run(&[
+            "create",
+            "configmap",
+            "bad",
+            "-n",
+            "wh-off",
+            "--from-literal=forbidden=x",
+            "--dry-run=server",
+        ])
         .parts();
     assert!(!ok && err.contains(denied), "{who}: {err}");
     assert!(
-        seen.lock().unwrap().iter().any(|r| r["request"]["dryRun"] == true),
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| r["request"]["dryRun"] == true),
         "{who}: the dry run reached the webhook"
     );
     let (ok, _, err) = k
-        .run(&["patch", "configmap", "c2", "-n", "wh-off", "-p", r#"{"data":{"forbidden":"y"}}"#])
+        .run(&[
+            "patch",
+            "configmap",
+            "c2",
+            "-n",
+            "wh-off",
+            "-p",
+            r#"{"data":{"forbidden":"y"}}"#,
+        ])
         .parts();
     assert!(!ok, "{who}");
-    assert_eq!(err.trim(), format!("Error from server (Forbidden): {denied}"), "{who}");
+    assert_eq!(
+        err.trim(),
+        format!("Error from server (Forbidden): {denied}"),
+        "{who}"
+    );
 
     // failurePolicy: Fail refuses what the webhook cannot judge; Ignore lets it through.
-    let (ok, _, err) = k.run_with(&["apply", "-f", "-"], Some(&unreachable("Fail"))).parts();
+    let (ok, _, err) = k
+        .run_with(&["apply", "-f", "-"], Some(&unreachable("Fail")))
+        .parts();
     assert!(ok, "{who}: {err}");
     let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\n  namespace: wh-off\n  labels: {down: \"yes\"}\nstringData: {a: b}\n";
     let (ok, _, err) = k.run_with(&["create", "-f", "-"], Some(secret)).parts();
@@ -278,8 +354,18 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         "{who}: {err}"
     );
     // The object selector: a secret without the label is not sent.
-    k.ok_quiet(&["create", "secret", "generic", "s0", "-n", "wh-off", "--from-literal=a=b"]);
-    let (ok, _, err) = k.run_with(&["apply", "-f", "-"], Some(&unreachable("Ignore"))).parts();
+    k.ok_quiet(&[
+        "create",
+        "secret",
+        "generic",
+        "s0",
+        "-n",
+        "wh-off",
+        "--from-literal=a=b",
+    ]);
+    let (ok, _, err) = k
+        .run_with(&["apply", "-f", "-"], Some(&unreachable("Ignore")))
+        .parts();
     assert!(ok, "{who}: {err}");
     let (ok, out, err) = k.run_with(&["create", "-f", "-"], Some(secret)).parts();
     assert!(ok && err.is_empty(), "{who}: {out} {err}");
@@ -292,6 +378,17 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     assert!(err.contains("webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds"), "{who}: {err}");
 
     // Deleting the configurations stops the calls.
-    k.ok_quiet(&["delete", "validatingwebhookconfiguration", "skiff-test-validate"]);
-    k.ok_quiet(&["create", "configmap", "fine-now", "-n", "wh-off", "--from-literal=forbidden=x"]);
+    k.ok_quiet(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "skiff-test-validate",
+    ]);
+    k.ok_quiet(&[
+        "create",
+        "configmap",
+        "fine-now",
+        "-n",
+        "wh-off",
+        "--from-literal=forbidden=x",
+    ]);
 }

@@ -326,9 +326,45 @@ pub(super) fn cells(
             age(o, now),
             json!(s(o, "/preemptionPolicy")),
         ],
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
-            let n = o.get("webhooks").and_then(Value::as_array).map_or(0, Vec::len);
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => {
+            let n = o
+                .get("webhooks")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             vec![name(o), json!(n), age(o, now)]
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            let duration = match o.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+                Some(secs) => human_duration(chrono::Duration::seconds(secs)),
+                None => "<none>".to_string(),
+            };
+            vec![
+                name(o),
+                age(o, now),
+                json!(s(o, "/spec/signerName")),
+                json!(s(o, "/spec/username")),
+                json!(duration),
+                json!(csr_condition(o)),
+            ]
+        }
+        ("apiregistration.k8s.io", "APIService") => {
+            let service = match o.pointer("/spec/service").filter(|v| v.is_object()) {
+                Some(svc) => format!("{}/{}", s(svc, "/namespace"), s(svc, "/name")),
+                None => "Local".to_string(),
+            };
+            let available = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+                .map(|c| match (s(c, "/status"), s(c, "/reason")) {
+                    (st, r) if st != "True" && !r.is_empty() => format!("{st} ({r})"),
+                    (st, _) => st.to_string(),
+                })
+                .unwrap_or_else(|| "Unknown".to_string());
+            vec![name(o), json!(service), json!(available), age(o, now)]
         }
         ("node.k8s.io", "RuntimeClass") => vec![name(o), json!(s(o, "/handler")), age(o, now)],
         ("networking.k8s.io", "IngressClass") => {
@@ -379,6 +415,34 @@ pub(super) fn cells(
         _ => vec![name(o), json!(s(o, "/metadata/creationTimestamp"))],
     };
     (c, None)
+}
+
+/// kube's `extractCSRStatus`: `Pending`, `Approved` or `Denied`, then `,Failed` and
+/// `,Issued`.
+fn csr_condition(o: &Value) -> String {
+    let conds = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let has = |t: &str| conds.iter().any(|c| c["type"] == t);
+    let mut out = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        out.push_str(",Failed");
+    }
+    if o.pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        out.push_str(",Issued");
+    }
+    out
 }
 
 fn job_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {

@@ -302,6 +302,20 @@ pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
             col("Webhooks", "integer", 0, "Webhooks indicates the number of webhooks registered in this configuration."),
             age_col(),
         ],
+        ("certificates.k8s.io", "CertificateSigningRequest") => vec![
+            name_col(),
+            age_col(),
+            col("SignerName", "string", 0, doc("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "signerName")),
+            col("Requestor", "string", 0, "Name of the user that created the certificate signing request."),
+            col("RequestedDuration", "string", 0, doc("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "expirationSeconds")),
+            col("Condition", "string", 0, "The current state of the certificate signing request."),
+        ],
+        ("apiregistration.k8s.io", "APIService") => vec![
+            name_col(),
+            col("Service", "string", 0, "The reference to the service that hosts this API endpoint."),
+            col("Available", "string", 0, "Whether this service is available."),
+            age_col(),
+        ],
         ("node.k8s.io", "RuntimeClass") => vec![
             name_col(),
             col("Handler", "string", 0, doc("io.k8s.api.node.v1.RuntimeClass", "handler")),

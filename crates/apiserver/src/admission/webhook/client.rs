@@ -96,9 +96,7 @@ fn roots(ca_bundle: Option<&str>) -> Result<rustls::RootCertStore, String> {
     let mut store = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         let c = c.map_err(|e| format!("invalid caBundle: {e}"))?;
-        store
-            .add(c)
-            .map_err(|e| format!("invalid caBundle: {e}"))?;
+        store.add(c).map_err(|e| format!("invalid caBundle: {e}"))?;
     }
     Ok(store)
 }
@@ -160,8 +158,7 @@ pub(crate) async fn call(
     let (status, bytes) = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => {
             return Err(fail(
-                "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-                    .into(),
+                "context deadline exceeded (Client.Timeout exceeded while awaiting headers)".into(),
             ))
         }
         Ok(r) => r.map_err(fail)?,
@@ -193,9 +190,15 @@ mod tests {
     #[test]
     fn targets() {
         let t = url_target("https://127.0.0.1:9443/mutate").unwrap();
-        assert_eq!((t.connect_host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 9443, "/mutate"));
+        assert_eq!(
+            (t.connect_host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 9443, "/mutate")
+        );
         let t = url_target("https://hooks.example.com").unwrap();
-        assert_eq!((t.server_name.as_str(), t.port, t.path.as_str()), ("hooks.example.com", 443, "/"));
+        assert_eq!(
+            (t.server_name.as_str(), t.port, t.path.as_str()),
+            ("hooks.example.com", 443, "/")
+        );
         let t = service_target("webhooks", "hook", "/validate", 443, "10.96.0.20");
         assert_eq!(t.server_name, "hook.webhooks.svc");
         assert_eq!(t.connect_host, "10.96.0.20");

@@ -78,8 +78,7 @@ pub(crate) fn matched_version<'a>(
     hook: &Value,
     r: &Request<'_>,
     versions: impl IntoIterator<Item = &'a ResourceInfo>,
-) -> Option<&'a ResourceInfo>
-{
+) -> Option<&'a ResourceInfo> {
     let mut versions = versions.into_iter().peekable();
     let requested = versions.peek().copied()?;
     if rules_match(hook, r) {
@@ -88,15 +87,9 @@ pub(crate) fn matched_version<'a>(
     if hook.get("matchPolicy").and_then(Value::as_str) == Some("Exact") {
         return None;
     }
-    versions.skip(1).find(|info| {
-        rules_match(
-            hook,
-            &Request {
-                info,
-                ..*r
-            },
-        )
-    })
+    versions
+        .skip(1)
+        .find(|info| rules_match(hook, &Request { info, ..*r }))
 }
 
 /// A label selector of the configuration (`None`: match everything).
@@ -156,7 +149,13 @@ pub(crate) fn namespace_selector_matches(
 pub(crate) fn has_namespace_selector(hook: &Value) -> bool {
     hook.get("namespaceSelector")
         .and_then(Value::as_object)
-        .is_some_and(|m| m.values().any(|v| !v.is_null() && v != &Value::Object(Default::default()) && v != &Value::Array(vec![])))
+        .is_some_and(|m| {
+            m.values().any(|v| {
+                !v.is_null()
+                    && v != &Value::Object(Default::default())
+                    && v != &Value::Array(vec![])
+            })
+        })
 }
 
 #[cfg(test)]
@@ -202,7 +201,10 @@ mod tests {
         assert!(rule_matches(&status, &req("UPDATE", pods, "status")));
         assert!(!rule_matches(&status, &req("UPDATE", pods, "")));
         let pods_any = rule(&["UPDATE"], &[""], &["v1"], &["pods/*"]);
-        assert!(rule_matches(&pods_any, &req("UPDATE", pods, "ephemeralcontainers")));
+        assert!(rule_matches(
+            &pods_any,
+            &req("UPDATE", pods, "ephemeralcontainers")
+        ));
         // `pods/*` covers the pod itself too, as kube's matcher splits it.
         assert!(rule_matches(&pods_any, &req("UPDATE", pods, "")));
     }

@@ -184,10 +184,14 @@ impl Webhooks {
         let Some(info) = matching::matched_version(&h.hook, &req, Self::versions(a)) else {
             return Ok(None);
         };
-        let bad_selector = |e: String| ApiError::internal(format!("invalid selector of webhook {:?}: {e}", h.name()));
+        let bad_selector = |e: String| {
+            ApiError::internal(format!("invalid selector of webhook {:?}: {e}", h.name()))
+        };
         if matching::has_namespace_selector(&h.hook) {
             let labels = self.namespace_labels(a, obj, old)?;
-            if !matching::namespace_selector_matches(&h.hook, labels.as_ref()).map_err(bad_selector)? {
+            if !matching::namespace_selector_matches(&h.hook, labels.as_ref())
+                .map_err(bad_selector)?
+            {
                 return Ok(None);
             }
         }
@@ -228,7 +232,10 @@ impl Webhooks {
         let has_port = service
             .pointer("/spec/ports")
             .and_then(Value::as_array)
-            .is_some_and(|ps| ps.iter().any(|p| p.get("port").and_then(Value::as_u64) == Some(port as u64)));
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.get("port").and_then(Value::as_u64) == Some(port as u64))
+            });
         if !has_port {
             return Err(format!("unable to find service port {port}"));
         }
@@ -352,9 +359,8 @@ impl Webhooks {
         warnings.extend(verdict.warnings);
         if let Some(patch) = verdict.patch {
             let mut v = to_version(m.info, obj.clone());
-            review::apply_patch(&mut v, &patch).map_err(|e| {
-                ApiError::internal(format!("Internal error occurred: {e}"))
-            })?;
+            review::apply_patch(&mut v, &patch)
+                .map_err(|e| ApiError::internal(format!("Internal error occurred: {e}")))?;
             let mut patched = to_storage(m.info, v);
             // The patched object is decoded again with defaulting, as kube does.
             skiff_resources::default_object(a.info, &mut patched);

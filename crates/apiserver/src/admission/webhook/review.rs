@@ -111,7 +111,12 @@ pub(crate) fn read_response(
     let warnings: Vec<String> = resp
         .get("warnings")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(sanitize_warning).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(sanitize_warning)
+                .collect()
+        })
         .unwrap_or_default();
     if resp.get("allowed").and_then(Value::as_bool) != Some(true) {
         return Err(Ok(denied(hook, resp.get("status"))));
@@ -209,7 +214,10 @@ mod tests {
             old: None,
             dry_run: true,
         });
-        assert_eq!(r["request"]["kind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
+        assert_eq!(
+            r["request"]["kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
         assert_eq!(r["request"]["requestResource"]["version"], "v1beta1");
         assert_eq!(r["request"]["oldObject"], Value::Null);
         assert_eq!(r["request"]["dryRun"], true);
@@ -224,8 +232,10 @@ mod tests {
         let v = read_response(
             "h.example.com",
             "u",
-            &response(json!({"uid": "u", "allowed": true, "patchType": "JSONPatch",
-                             "patch": patch, "warnings": ["careful\nnow"]})),
+            &response(
+                json!({"uid": "u", "allowed": true, "patchType": "JSONPatch",
+                             "patch": patch, "warnings": ["careful\nnow"]}),
+            ),
         )
         .unwrap();
         let mut obj = json!({"metadata": {}});
@@ -246,19 +256,33 @@ mod tests {
         .unwrap();
         assert_eq!(e.code, 403);
         assert_eq!(e.reason, "Forbidden");
-        assert_eq!(e.message, "admission webhook \"deny.example.com\" denied the request: no pods today");
-        let e = read_response("d.example.com", "u", &response(json!({"uid": "u", "allowed": false})))
-            .unwrap_err()
-            .unwrap();
+        assert_eq!(
+            e.message,
+            "admission webhook \"deny.example.com\" denied the request: no pods today"
+        );
+        let e = read_response(
+            "d.example.com",
+            "u",
+            &response(json!({"uid": "u", "allowed": false})),
+        )
+        .unwrap_err()
+        .unwrap();
         assert_eq!(e.code, 400);
-        assert_eq!(e.message, "admission webhook \"d.example.com\" denied the request without explanation");
+        assert_eq!(
+            e.message,
+            "admission webhook \"d.example.com\" denied the request without explanation"
+        );
     }
 
     #[test]
     fn malformed_answers_are_call_failures() {
-        let why = read_response("h.example.com", "u", &response(json!({"uid": "x", "allowed": true})))
-            .unwrap_err()
-            .unwrap_err();
+        let why = read_response(
+            "h.example.com",
+            "u",
+            &response(json!({"uid": "x", "allowed": true})),
+        )
+        .unwrap_err()
+        .unwrap_err();
         assert_eq!(why, "expected response.uid=\"u\", got \"x\"");
         let why = read_response(
             "h.example.com",
@@ -268,7 +292,10 @@ mod tests {
         .unwrap_err()
         .unwrap_err();
         assert_eq!(why, "patchType must be set if patch is set");
-        let e = call_failed("h.example.com", "failed to call webhook: connection refused");
+        let e = call_failed(
+            "h.example.com",
+            "failed to call webhook: connection refused",
+        );
         assert_eq!(e.code, 500);
         assert_eq!(
             e.message,

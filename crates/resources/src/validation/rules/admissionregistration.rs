@@ -24,7 +24,10 @@ pub(super) fn validate_webhook_configuration(
     let old_hooks = old.map(|o| arr(o, "/webhooks")).unwrap_or(&[]);
     let old_unique = {
         let mut seen = HashSet::new();
-        old.is_none() || old_hooks.iter().all(|h| seen.insert(s(h, "/name").unwrap_or("")))
+        old.is_none()
+            || old_hooks
+                .iter()
+                .all(|h| seen.insert(s(h, "/name").unwrap_or("")))
     };
     let old_versions_ok = old.is_none()
         || old_hooks.iter().all(|h| {
@@ -168,7 +171,11 @@ fn validate_review_versions(h: &Value, p: &str, strict: bool, e: &mut Errs) {
             e.push(FieldError::invalid(format!("{path}[{i}]"), json!(v), msg));
         }
         if !seen.insert(v) {
-            e.push(FieldError::invalid(format!("{path}[{i}]"), json!(v), "duplicate version"));
+            e.push(FieldError::invalid(
+                format!("{path}[{i}]"),
+                json!(v),
+                "duplicate version",
+            ));
         }
         known |= REVIEW_VERSIONS.contains(&v);
     }
@@ -176,7 +183,10 @@ fn validate_review_versions(h: &Value, p: &str, strict: bool, e: &mut Errs) {
         e.push(FieldError::invalid(
             path,
             Value::Array(versions.to_vec()),
-            format!("must include at least one of {}", REVIEW_VERSIONS.join(", ")),
+            format!(
+                "must include at least one of {}",
+                REVIEW_VERSIONS.join(", ")
+            ),
         ));
     }
 }
@@ -197,7 +207,11 @@ fn validate_rule(r: &Value, p: &str, e: &mut Errs) {
     for (i, o) in ops.iter().enumerate() {
         let o = o.as_str().unwrap_or("");
         if !OPS.contains(&o) {
-            e.push(FieldError::not_supported(format!("{p}.operations[{i}]"), json!(o), OPS));
+            e.push(FieldError::not_supported(
+                format!("{p}.operations[{i}]"),
+                json!(o),
+                OPS,
+            ));
         }
     }
     for (field, what) in [("apiGroups", "group"), ("apiVersions", "version")] {
@@ -310,7 +324,10 @@ fn validate_client_config(cc: &Value, p: &str, e: &mut Errs) {
             }
         }
         (None, Some(svc)) => validate_service_ref(svc, &format!("{p}.service"), e),
-        _ => e.push(FieldError::required(p, "exactly one of url or service is required")),
+        _ => e.push(FieldError::required(
+            p,
+            "exactly one of url or service is required",
+        )),
     }
 }
 
@@ -340,20 +357,27 @@ fn url_errors(url: &str) -> Vec<String> {
         errs.push("host must be provided".into());
     }
     if let Some(u) = user {
-        errs.push(format!("user information is not permitted in the URL: {u:?}"));
+        errs.push(format!(
+            "user information is not permitted in the URL: {u:?}"
+        ));
     }
     if let Some(f) = fragment {
         errs.push(format!("fragments are not permitted in the URL: {f:?}"));
     }
     if let Some(q) = query {
-        errs.push(format!("query parameters are not permitted in the URL: {q:?}"));
+        errs.push(format!(
+            "query parameters are not permitted in the URL: {q:?}"
+        ));
     }
     errs
 }
 
 fn validate_service_ref(svc: &Value, p: &str, e: &mut Errs) {
     if s(svc, "/name").unwrap_or("").is_empty() {
-        e.push(FieldError::required(format!("{p}.name"), "service name is required"));
+        e.push(FieldError::required(
+            format!("{p}.name"),
+            "service name is required",
+        ));
     }
     if s(svc, "/namespace").unwrap_or("").is_empty() {
         e.push(FieldError::required(
@@ -420,7 +444,9 @@ mod tests {
     fn errs(hooks: Vec<Value>) -> Vec<String> {
         let mut e = Errs::new();
         validate_webhook_configuration(&json!({"webhooks": hooks}), None, true, &mut e);
-        e.iter().map(|e| format!("{}: {}", e.path, e.body())).collect()
+        e.iter()
+            .map(|e| format!("{}: {}", e.path, e.body()))
+            .collect()
     }
 
     #[test]

@@ -15,12 +15,15 @@ enum NameRule {
     Dns1035,
     /// Path segment names (RBAC, events): anything but `.`/`..`/`/`/`%`.
     PathSegment,
+    /// APIServices: a path segment that is `spec.version + "." + spec.group`.
+    ApiService,
 }
 
 fn name_rule(info: &ResourceInfo) -> NameRule {
     match (info.group, info.kind) {
         ("", "Namespace") => NameRule::Label,
         ("", "Service") => NameRule::Dns1035,
+        ("apiregistration.k8s.io", "APIService") => NameRule::ApiService,
         ("rbac.authorization.k8s.io", _) | ("", "Event") | ("events.k8s.io", _) => {
             NameRule::PathSegment
         }
@@ -44,6 +47,20 @@ pub(super) fn validate_meta(info: &ResourceInfo, obj: &Value, old: Option<&Value
             NameRule::Label => is_dns1123_label(name),
             NameRule::Dns1035 => is_dns1035_label(name),
             NameRule::PathSegment => path_segment(name),
+            NameRule::ApiService => {
+                let required = format!(
+                    "{}.{}",
+                    s(obj, "/spec/version").unwrap_or(""),
+                    s(obj, "/spec/group").unwrap_or("")
+                );
+                let mut m = path_segment(name);
+                if m.is_empty() && name != required {
+                    m.push(format!(
+                        "must be `spec.version+\".\"+spec.group`: {required:?}"
+                    ));
+                }
+                m
+            }
         };
         for m in msgs {
             e.push(FieldError::invalid("metadata.name", json!(name), m));

@@ -7,6 +7,7 @@ use crate::registry::ResourceInfo;
 
 mod admissionregistration;
 mod batch;
+mod certificates;
 mod meta;
 mod pod;
 mod service;
@@ -92,6 +93,9 @@ pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) ->
             validate_workload(info, obj, old, &mut e)
         }
         ("batch", "CronJob") => validate_cronjob(obj, old, &mut e),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            certificates::validate_csr(obj, &mut e)
+        }
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
             admissionregistration::validate_webhook_configuration(obj, old, true, &mut e)
         }
