@@ -1,7 +1,8 @@
 //! Admission webhooks through the real kubectl (1.27 and 1.33): a webhook server started
 //! by the test (HTTPS with its own CA, given as `caBundle`) mutates ConfigMaps with a
 //! JSONPatch and a warning, denies some, and sees each AdmissionReview; namespace
-//! selectors limit it; `failurePolicy` Fail and Ignore on a webhook that cannot be
+//! selectors limit it; a webhook with `reinvocationPolicy: IfNeeded` is called again
+//! after a later one changed the object; `failurePolicy` Fail and Ignore on a webhook that cannot be
 //! reached; dry runs; the configurations' validation and table.
 
 use std::net::Ipv4Addr;
@@ -27,6 +28,7 @@ fn answer(path: &str, review: &Value) -> Value {
     let uid = req["uid"].clone();
     let obj = &req["object"];
     let response = match path {
+        "/observe" => json!({"uid": uid, "allowed": true}),
         "/mutate" => {
             let patch = if obj.pointer("/metadata/labels").is_some() {
                 json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}])
@@ -85,7 +87,9 @@ async fn start_webhook(seen: Seen) -> (u16, String) {
                         let path = r.uri().path().to_string();
                         let body = r.into_body().collect().await?.to_bytes();
                         let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        seen.lock().unwrap().push(review.clone());
+                        let mut noted = review.clone();
+                        noted["path"] = json!(path);
+                        seen.lock().unwrap().push(noted);
                         let out = answer(&path, &review).to_string();
                         Ok::<_, hyper::Error>(
                             hyper::Response::builder()
@@ -208,7 +212,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(lines[0], ["NAME", "WEBHOOKS", "AGE"], "{who}: {table}");
-    assert_eq!(lines[1][..2], ["skiff-test-mutate", "1"], "{who}: {table}");
+    assert_eq!(lines[2][..2], ["skiff-test-mutate", "1"], "{who}: {table}");
     // Defaults as kube-apiserver sets them.
     let got = k.ok_quiet(&[
         "get",
@@ -265,6 +269,18 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         assert!(req["userInfo"]["username"]
             .as_str()
             .is_some_and(|u| !u.is_empty()));
+    }
+    // The observer ran first (configurations by name) and, the object having changed
+    // after it, once more with the mutated object (reinvocationPolicy: IfNeeded).
+    {
+        let seen = seen.lock().unwrap();
+        let observed: Vec<&Value> = seen
+            .iter()
+            .filter(|r| r["path"] == "/observe" && r["request"]["name"] == "c1")
+            .collect();
+        assert_eq!(observed.len(), 2, "{who}");
+        assert!(observed[0]["request"]["object"]["metadata"]["labels"].is_null(), "{who}");
+        assert_eq!(observed[1]["request"]["object"]["metadata"]["labels"]["mutated"], "yes", "{who}");
     }
     // The namespace selector leaves other namespaces alone.
     k.ok_quiet(&[
