@@ -114,6 +114,24 @@ fn configurations(port: u16, ca_pem: &str) -> String {
         r#"apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata:
+  name: skiff-test-a-observe
+webhooks:
+- name: observe.skiff-test.example.com
+  clientConfig:
+    url: https://127.0.0.1:{port}/observe
+    caBundle: {ca}
+  rules:
+  - operations: [CREATE]
+    apiGroups: [""]
+    apiVersions: [v1]
+    resources: [configmaps]
+  reinvocationPolicy: IfNeeded
+  sideEffects: None
+  admissionReviewVersions: [v1]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
   name: skiff-test-mutate
 webhooks:
 - name: mutate.skiff-test.example.com
@@ -279,8 +297,14 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
             .filter(|r| r["path"] == "/observe" && r["request"]["name"] == "c1")
             .collect();
         assert_eq!(observed.len(), 2, "{who}");
-        assert!(observed[0]["request"]["object"]["metadata"]["labels"].is_null(), "{who}");
-        assert_eq!(observed[1]["request"]["object"]["metadata"]["labels"]["mutated"], "yes", "{who}");
+        assert!(
+            observed[0]["request"]["object"]["metadata"]["labels"].is_null(),
+            "{who}"
+        );
+        assert_eq!(
+            observed[1]["request"]["object"]["metadata"]["labels"]["mutated"], "yes",
+            "{who}"
+        );
     }
     // The namespace selector leaves other namespaces alone.
     k.ok_quiet(&[
