@@ -285,7 +285,7 @@ async fn pulls_by_tag_and_digest_with_whiteouts_once() {
     let amd = layout.image(&busybox_layers(), "amd64", &["sh"]);
     let arm = layout.image(&[(tar_of(&[("arm", Some(b"arm"))]), false)], "arm64", &["arm"]);
     layout.tag("v1", vec![amd.clone()]);
-    layout.tag("multi", vec![arm, amd]);
+    layout.tag("multi", vec![arm, amd.clone()]);
     registry.push(&layout.dir, "v1", "test/bb", None);
     registry.push(&layout.dir, "multi", "test/bb", None);
 

@@ -310,14 +310,18 @@ fn pods_run_images_from_registries() {
     let ev = events(&c, "bad-password");
     assert!(ev.contains("failed to authorize"), "{ev}");
 
-    // The Node lists what it pulled.
-    let images = c.ok(&[
-        "get",
-        "node",
-        &worker,
-        "-o",
-        "jsonpath={range .status.images[*]}{.names}{\"\\n\"}{end}",
-    ]);
-    assert!(images.contains("docker.io/test/bb@sha256:"), "{images}");
-    assert!(images.contains("private.test/team/app:v1"), "{images}");
+    // The Node lists what it pulled (at its next status update).
+    let images = || {
+        c.ok(&[
+            "get",
+            "node",
+            &worker,
+            "-o",
+            "jsonpath={range .status.images[*]}{.names}{\"\\n\"}{end}",
+        ])
+    };
+    wait_for("the worker's status.images", Duration::from_secs(30), || {
+        let i = images();
+        i.contains("docker.io/test/bb@sha256:") && i.contains("private.test/team/app:v1")
+    });
 }
