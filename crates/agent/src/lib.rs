@@ -266,6 +266,8 @@ pub async fn run_after_proxy(
         });
     }
 
+    let images = ImageStore::new(&cfg.data_dir, &cfg.skiff_binary);
+    images.layers.remove_partial();
     let k = Arc::new(Kubelet {
         client: client.clone(),
         cfg: cfg.clone(),
@@ -274,7 +276,7 @@ pub async fn run_after_proxy(
             binary: "runc".into(),
             root: cfg.data_dir.join("runc"),
         },
-        images: ImageStore::new(&cfg.data_dir, &cfg.skiff_binary),
+        images,
         puller: containers::registry::Puller::new(cfg.registries.clone()),
         cni: cni_rx,
         host_resolv: host_resolv(cfg.resolv_conf.as_deref()),

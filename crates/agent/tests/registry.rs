@@ -165,10 +165,12 @@ impl Layout {
                     "application/vnd.oci.image.layer.v1.tar+zstd",
                 )
             } else {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 std::io::Write::write_all(&mut gz, tar).unwrap();
-                (gz.finish().unwrap(), "application/vnd.oci.image.layer.v1.tar+gzip")
+                (
+                    gz.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
             };
             descs.push(serde_json::json!({"mediaType": media, "digest": self.blob(&data), "size": data.len()}));
         }
@@ -212,8 +214,10 @@ impl Layout {
         self.manifests.push(desc);
         std::fs::write(
             self.dir.join("index.json"),
-            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": self.manifests}))
-                .unwrap(),
+            serde_json::to_vec(
+                &serde_json::json!({"schemaVersion": 2, "manifests": self.manifests}),
+            )
+            .unwrap(),
         )
         .unwrap();
     }
@@ -255,7 +259,11 @@ fn busybox_layers() -> Vec<(Vec<u8>, bool)> {
         ("etc/deleted", Some(b"gone\n")),
         ("etc/kept", Some(b"kept\n")),
     ]);
-    let top = tar_of(&[("etc/", None), ("etc/.wh.deleted", Some(b"")), ("etc/added", Some(b"new\n"))]);
+    let top = tar_of(&[
+        ("etc/", None),
+        ("etc/.wh.deleted", Some(b"")),
+        ("etc/added", Some(b"new\n")),
+    ]);
     vec![(base, false), (top, true)]
 }
 
@@ -283,7 +291,11 @@ async fn pulls_by_tag_and_digest_with_whiteouts_once() {
     let scratch = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&scratch.path().join("layout"));
     let amd = layout.image(&busybox_layers(), "amd64", &["sh"]);
-    let arm = layout.image(&[(tar_of(&[("arm", Some(b"arm"))]), false)], "arm64", &["arm"]);
+    let arm = layout.image(
+        &[(tar_of(&[("arm", Some(b"arm"))]), false)],
+        "arm64",
+        &["arm"],
+    );
     layout.tag("v1", vec![amd.clone()]);
     layout.tag("multi", vec![arm, amd.clone()]);
     registry.push(&layout.dir, "v1", "test/bb", None);
@@ -302,7 +314,10 @@ async fn pulls_by_tag_and_digest_with_whiteouts_once() {
     assert_eq!(img.lowers.len(), 2);
     assert_eq!(img.read_file("etc/kept").unwrap(), b"kept\n");
     assert_eq!(img.read_file("etc/added").unwrap(), b"new\n");
-    assert!(img.read_file("etc/deleted").is_none(), "the whiteout hides it");
+    assert!(
+        img.read_file("etc/deleted").is_none(),
+        "the whiteout hides it"
+    );
     assert!(img.read_file("bin/busybox").is_some());
     // The store now has it under its reference.
     let found = images.resolve(&image).unwrap().unwrap();
@@ -377,17 +392,17 @@ async fn a_corrupted_blob_is_refused_and_leaves_nothing() {
     let data = scratch.path().join("node");
     let images = store(&data);
     let image = format!("{}/test/bad:v1", registry.host());
-    let err = puller("{}")
-        .pull(&images, &image, &[])
-        .await
-        .unwrap_err();
+    let err = puller("{}").pull(&images, &image, &[]).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("failed to pull and unpack image"), "{text}");
     assert!(text.to_lowercase().contains("digest"), "{text}");
     assert!(images.resolve(&image).unwrap().is_none());
     let layer_dirs = data.join("images/layers/sha256");
     assert!(
-        std::fs::read_dir(&layer_dirs).map(|rd| rd.count()).unwrap_or(0) == 0,
+        std::fs::read_dir(&layer_dirs)
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+            == 0,
         "no layer stored"
     );
     assert_no_partial_layers(&data);
@@ -399,7 +414,11 @@ async fn htpasswd_auth_with_pull_secrets_and_node_config() {
     let registry = Registry::start(Some("s3cret"));
     let scratch = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&scratch.path().join("layout"));
-    let desc = layout.image(&[(tar_of(&[("hello", Some(b"hi"))]), false)], "amd64", &["x"]);
+    let desc = layout.image(
+        &[(tar_of(&[("hello", Some(b"hi"))]), false)],
+        "amd64",
+        &["x"],
+    );
     layout.tag("v1", vec![desc]);
     registry.push(&layout.dir, "v1", "private/app", Some("user:s3cret"));
     let image = format!("{}/private/app:v1", registry.host());
@@ -407,22 +426,30 @@ async fn htpasswd_auth_with_pull_secrets_and_node_config() {
     let images = store(&data);
     let puller_anon = puller("{}");
 
-    let err = format!("{:#}", puller_anon.pull(&images, &image, &[]).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        puller_anon.pull(&images, &image, &[]).await.unwrap_err()
+    );
     assert!(err.contains("failed to authorize"), "{err}");
     let bad = Credential {
         registry: registry.host(),
         username: "user".into(),
         password: "wrong".into(),
     };
-    let err = format!("{:#}", puller_anon.pull(&images, &image, &[bad]).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        puller_anon.pull(&images, &image, &[bad]).await.unwrap_err()
+    );
     assert!(err.contains("failed to authorize"), "{err}");
     assert!(images.resolve(&image).unwrap().is_none());
 
     // A pod's pull secret (`.dockerconfigjson`).
-    let secret = serde_json::json!({"auths": {registry.host(): {"username": "user", "password": "s3cret"}}});
-    let creds =
-        skiff_agent::containers::registry::parse_docker_config(&serde_json::to_vec(&secret).unwrap())
-            .unwrap();
+    let secret =
+        serde_json::json!({"auths": {registry.host(): {"username": "user", "password": "s3cret"}}});
+    let creds = skiff_agent::containers::registry::parse_docker_config(
+        &serde_json::to_vec(&secret).unwrap(),
+    )
+    .unwrap();
     let pulled = puller_anon.pull(&images, &image, &creds).await.unwrap();
     assert_eq!(pulled.image.read_file("hello").unwrap(), b"hi");
 
@@ -442,7 +469,11 @@ async fn a_mirror_serves_docker_hub_references() {
     let registry = Registry::start(None);
     let scratch = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&scratch.path().join("layout"));
-    let desc = layout.image(&[(tar_of(&[("m", Some(b"mirror"))]), false)], "amd64", &["x"]);
+    let desc = layout.image(
+        &[(tar_of(&[("m", Some(b"mirror"))]), false)],
+        "amd64",
+        &["x"],
+    );
     layout.tag("1.27", vec![desc]);
     registry.push(&layout.dir, "1.27", "library/nginx", None);
     let data = scratch.path().join("node");
@@ -453,7 +484,10 @@ async fn a_mirror_serves_docker_hub_references() {
     ));
     let pulled = puller.pull(&images, "nginx:1.27", &[]).await.unwrap();
     // Not in the mirror: an error, and Docker Hub is never asked.
-    let err = format!("{:#}", puller.pull(&images, "nginx:nope", &[]).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        puller.pull(&images, "nginx:nope", &[]).await.unwrap_err()
+    );
     assert!(err.contains("not found"), "{err}");
     assert_eq!(pulled.image.read_file("m").unwrap(), b"mirror");
     assert!(images

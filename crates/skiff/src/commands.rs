@@ -150,7 +150,11 @@ fn registries(
     };
     for m in mirrors {
         let (registry, endpoint) = parse_mirror(m)?;
-        cfg.mirrors.entry(registry).or_default().endpoint.push(endpoint);
+        cfg.mirrors
+            .entry(registry)
+            .or_default()
+            .endpoint
+            .push(endpoint);
     }
     Ok(cfg)
 }

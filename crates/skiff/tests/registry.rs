@@ -150,8 +150,10 @@ fn layout(dir: &Path) -> (PathBuf, String) {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, l).unwrap();
         let gz = gz.finish().unwrap();
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": blob(&gz), "size": gz.len()}));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": blob(&gz), "size": gz.len()}),
+        );
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
@@ -258,8 +260,20 @@ fn pods_run_images_from_registries() {
         "IfNotPresent",
         None,
     );
-    manifest += &pod("private", &worker, "private.test/team/app:v1", "IfNotPresent", Some("pull"));
-    manifest += &pod("bad-password", &node, "private.test/team/app:v1", "Always", Some("badpull"));
+    manifest += &pod(
+        "private",
+        &worker,
+        "private.test/team/app:v1",
+        "IfNotPresent",
+        Some("pull"),
+    );
+    manifest += &pod(
+        "bad-password",
+        &node,
+        "private.test/team/app:v1",
+        "Always",
+        Some("badpull"),
+    );
     manifest += &pod("unknown-tag", &node, "test/bb:nope", "IfNotPresent", None);
     c.apply(&manifest);
     for p in ["by-tag", "by-digest", "private"] {
@@ -273,9 +287,11 @@ fn pods_run_images_from_registries() {
     let ev = events(&c, "by-tag");
     assert!(ev.contains("Pulling: Pulling image \"test/bb:v1\""), "{ev}");
     assert!(
-        ev.lines().any(|l| l.starts_with("Pulled: Successfully pulled image \"test/bb:v1\" in ")
-            && l.contains(" including waiting). Image size: ")
-            && l.ends_with(" bytes.")),
+        ev.lines().any(
+            |l| l.starts_with("Pulled: Successfully pulled image \"test/bb:v1\" in ")
+                && l.contains(" including waiting). Image size: ")
+                && l.ends_with(" bytes.")
+        ),
         "{ev}"
     );
 
@@ -293,7 +309,8 @@ fn pods_run_images_from_registries() {
 
     // Failures: the registry's reason, then the back-off.
     wait_for("unknown-tag backing off", Duration::from_secs(60), || {
-        waiting(&c, "unknown-tag").starts_with("ImagePullBackOff: Back-off pulling image \"test/bb:nope\"")
+        waiting(&c, "unknown-tag")
+            .starts_with("ImagePullBackOff: Back-off pulling image \"test/bb:nope\"")
     });
     let ev = events(&c, "unknown-tag");
     assert!(
@@ -303,7 +320,10 @@ fn pods_run_images_from_registries() {
         "{ev}"
     );
     assert!(ev.contains("Failed: Error: ErrImagePull"), "{ev}");
-    assert!(ev.contains("BackOff: Back-off pulling image \"test/bb:nope\""), "{ev}");
+    assert!(
+        ev.contains("BackOff: Back-off pulling image \"test/bb:nope\""),
+        "{ev}"
+    );
     wait_for("bad-password backing off", Duration::from_secs(60), || {
         waiting(&c, "bad-password").starts_with("ImagePullBackOff")
     });
@@ -320,8 +340,12 @@ fn pods_run_images_from_registries() {
             "jsonpath={range .status.images[*]}{.names}{\"\\n\"}{end}",
         ])
     };
-    wait_for("the worker's status.images", Duration::from_secs(30), || {
-        let i = images();
-        i.contains("docker.io/test/bb@sha256:") && i.contains("private.test/team/app:v1")
-    });
+    wait_for(
+        "the worker's status.images",
+        Duration::from_secs(30),
+        || {
+            let i = images();
+            i.contains("docker.io/test/bb@sha256:") && i.contains("private.test/team/app:v1")
+        },
+    );
 }

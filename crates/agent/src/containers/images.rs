@@ -448,7 +448,6 @@ fn read_stored(dir: &Path) -> Result<Stored> {
     serde_json::from_slice(&b).context("parsing image.json")
 }
 
-
 /// Lists the images of the store under `data_dir`: imported ones and the built-ins
 /// (which are always available; their size is 0 until first used).
 pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
@@ -458,7 +457,7 @@ pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
     for (r, id) in refs {
         by_id.entry(id).or_default().push(r);
     }
-    let layers = LayerStore::new_readonly(&images);
+    let layers = LayerStore::new(&images);
     let mut out: Vec<ImageInfo> = by_id
         .into_iter()
         .map(|(id, repo_tags)| {
@@ -820,11 +819,17 @@ pub fn load(data_dirs: &[PathBuf], source: &Path) -> Result<Vec<Loaded>> {
                 serde_json::from_slice(&src.config).context("parsing the image config")?;
             let diff_ids = config.rootfs.diff_ids;
             if diff_ids.len() != src.layers.len() {
-                bail!("the image config lists {} layers, its manifest {}", diff_ids.len(), src.layers.len());
+                bail!(
+                    "the image config lists {} layers, its manifest {}",
+                    diff_ids.len(),
+                    src.layers.len()
+                );
             }
             for (diff_id, file) in diff_ids.iter().zip(&src.layers) {
                 if store.layers.has(diff_id) {
-                    first_with.entry(diff_id.clone()).or_insert_with(|| store.layers.path(diff_id));
+                    first_with
+                        .entry(diff_id.clone())
+                        .or_insert_with(|| store.layers.path(diff_id));
                     continue;
                 }
                 match first_with.get(diff_id) {
@@ -851,7 +856,9 @@ pub fn load(data_dirs: &[PathBuf], source: &Path) -> Result<Vec<Loaded>> {
                 src.refs.clone()
             };
             store.record_layered(&src.config, &diff_ids, size, &refs)?;
-            loaded.references.extend(refs.iter().map(|r| reference::normalize(r)));
+            loaded
+                .references
+                .extend(refs.iter().map(|r| reference::normalize(r)));
         }
         out.push(loaded);
     }
@@ -904,8 +911,9 @@ fn oci_sources(root: &Path) -> Result<Vec<Source>> {
                 serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)?;
             let entries: Vec<oci_client::manifest::ImageIndexEntry> =
                 serde_json::from_value(nested["manifests"].clone()).unwrap_or_default();
-            let Some(digest) = super::registry::pick_platform(&entries, super::registry::node_arch())
-                .or_else(|| entries.first().map(|e| e.digest.clone()))
+            let Some(digest) =
+                super::registry::pick_platform(&entries, super::registry::node_arch())
+                    .or_else(|| entries.first().map(|e| e.digest.clone()))
             else {
                 continue;
             };
@@ -922,7 +930,11 @@ fn oci_sources(root: &Path) -> Result<Vec<Source>> {
         out.push(Source {
             config: fs::read(blob_path(root, &manifest.config.digest))
                 .context("reading the image config")?,
-            layers: manifest.layers.iter().map(|l| blob_path(root, &l.digest)).collect(),
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| blob_path(root, &l.digest))
+                .collect(),
             refs,
         });
     }
@@ -1089,7 +1101,15 @@ mod tests {
         assert_eq!(img.read_file("etc/os").unwrap(), b"test\n");
         // The second node's layer files are the first's (hard links).
         use std::os::unix::fs::MetadataExt;
-        let ino = |n: &Path| fs::metadata(n.join("images/layers/sha256").join(diff(&app).trim_start_matches("sha256:")).join("app")).unwrap().ino();
+        let ino = |n: &Path| {
+            fs::metadata(
+                n.join("images/layers/sha256")
+                    .join(diff(&app).trim_start_matches("sha256:"))
+                    .join("app"),
+            )
+            .unwrap()
+            .ino()
+        };
         assert_eq!(ino(&nodes[0]), ino(&nodes[1]));
         // Again: nothing new.
         let again = load(&nodes, &archive).unwrap();
@@ -1101,10 +1121,17 @@ mod tests {
         .unwrap();
         let layout = dir.path().join("bad");
         fs::create_dir_all(&layout).unwrap();
-        fs::write(layout.join("manifest.json"), br#"[{"Config":"c.json","RepoTags":["bad:v1"],"Layers":["l.tar"]}]"#).unwrap();
+        fs::write(
+            layout.join("manifest.json"),
+            br#"[{"Config":"c.json","RepoTags":["bad:v1"],"Layers":["l.tar"]}]"#,
+        )
+        .unwrap();
         fs::write(layout.join("c.json"), bad_config).unwrap();
         fs::write(layout.join("l.tar"), &app).unwrap();
         let err = load(&nodes[..1], &layout).unwrap_err();
-        assert!(format!("{err:#}").contains("layer digest mismatch"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("layer digest mismatch"),
+            "{err:#}"
+        );
     }
 }

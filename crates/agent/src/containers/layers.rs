@@ -5,8 +5,8 @@
 //! whiteouts (`.wh.NAME` → a 0/0 character device `NAME`; `.wh..wh..opq` → the
 //! directory's `trusted.overlay.opaque` xattr). A layer is unpacked into
 //! `layers/tmp/`, its digest checked, then renamed into place: a failure or a kill
-//! leaves nothing under `sha256/`, and what it left in `tmp/` is removed at the next
-//! start.
+//! leaves nothing under `sha256/`, and what it left in `tmp/` is removed when the agent
+//! starts again.
 
 use std::fs;
 use std::io::{self, Read};
@@ -22,18 +22,17 @@ pub struct LayerStore {
 }
 
 impl LayerStore {
-    /// The store under `<images>/layers`; removes what an interrupted unpack left.
+    /// The store under `<images>/layers`.
     pub fn new(images: &Path) -> Self {
-        let dir = images.join("layers");
-        let _ = fs::remove_dir_all(dir.join("tmp"));
-        LayerStore { dir }
-    }
-
-    /// The store under `<images>/layers`, for reading only (nothing removed).
-    pub fn new_readonly(images: &Path) -> Self {
         LayerStore {
             dir: images.join("layers"),
         }
+    }
+
+    /// Removes what interrupted unpacks and downloads left (the agent, at start: no
+    /// pull of its runs then).
+    pub fn remove_partial(&self) {
+        let _ = fs::remove_dir_all(self.tmp_dir());
     }
 
     /// Where the layer with this diff ID (`sha256:<hex>`) lives once unpacked.
@@ -375,10 +374,14 @@ mod tests {
     fn a_digest_mismatch_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = LayerStore::new(dir.path());
+        store.remove_partial();
         let tar = tar_of(&[("a", Some(b"1"))]);
         let wrong = diff_id(b"something else");
         let err = store.unpack(&wrong, &tar[..]).unwrap_err();
-        assert!(format!("{err:#}").contains("layer digest mismatch"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("layer digest mismatch"),
+            "{err:#}"
+        );
         assert!(!store.has(&wrong));
         let left: Vec<_> = fs::read_dir(dir.path().join("layers/tmp"))
             .unwrap()
@@ -411,7 +414,11 @@ mod tests {
         assert_eq!(read_file(&lowers, "a/z").unwrap(), b"5");
         assert!(read_file(&lowers, "b").is_none());
         assert!(read_file(&lowers, "a/x").is_none());
-        let wh = store.path(&diff_id(&top)).join("b").symlink_metadata().unwrap();
+        let wh = store
+            .path(&diff_id(&top))
+            .join("b")
+            .symlink_metadata()
+            .unwrap();
         assert!(is_whiteout(&wh));
     }
 }

@@ -63,7 +63,10 @@ mod tests {
             normalize("quay.io/a/b:v@sha256:abc"),
             "quay.io/a/b@sha256:abc"
         );
-        assert_eq!(normalize("nginx@sha256:abc"), "docker.io/library/nginx@sha256:abc");
+        assert_eq!(
+            normalize("nginx@sha256:abc"),
+            "docker.io/library/nginx@sha256:abc"
+        );
     }
 
     #[test]

@@ -213,7 +213,8 @@ pub fn parse_docker_config(json: &[u8]) -> Result<Vec<Credential>> {
         #[serde(default)]
         auth: String,
     }
-    let value: serde_json::Value = serde_json::from_slice(json).context("parsing the docker config")?;
+    let value: serde_json::Value =
+        serde_json::from_slice(json).context("parsing the docker config")?;
     // `.dockerconfigjson` wraps the map in `auths`; `.dockercfg` is the map.
     let map = value.get("auths").cloned().unwrap_or(value);
     let entries: BTreeMap<String, Entry> =
@@ -316,10 +317,7 @@ impl Puller {
         let start = Instant::now();
         let mut errors = Vec::new();
         for endpoint in self.config.endpoints(reference.registry()) {
-            match self
-                .pull_from(store, &reference, &endpoint, creds)
-                .await
-            {
+            match self.pull_from(store, &reference, &endpoint, creds).await {
                 Ok((image, size, downloaded_layers)) => {
                     return Ok(Pulled {
                         image,
@@ -337,7 +335,9 @@ impl Puller {
         }
         // The last endpoint is the registry itself: its answer is the reason.
         let e = errors.pop().unwrap_or_else(|| anyhow!("no endpoint"));
-        Err(anyhow!("failed to pull and unpack image \"{whole}\": {e:#}"))
+        Err(anyhow!(
+            "failed to pull and unpack image \"{whole}\": {e:#}"
+        ))
     }
 
     async fn pull_from(
@@ -348,7 +348,12 @@ impl Puller {
         creds: &[Credential],
     ) -> Result<(Image, u64, usize)> {
         let whole = reference.whole();
-        let host_cfg = self.config.configs.get(&endpoint.host).cloned().unwrap_or_default();
+        let host_cfg = self
+            .config
+            .configs
+            .get(&endpoint.host)
+            .cloned()
+            .unwrap_or_default();
         let client = client_for(endpoint, &host_cfg)?;
         // The reference as this endpoint knows it (a mirror keeps the repository).
         let at = match (reference.digest(), reference.tag()) {
@@ -372,7 +377,13 @@ impl Puller {
         client
             .pull_blob(&at, &manifest.config, &mut config_blob)
             .await
-            .map_err(|e| anyhow!("failed to fetch the config {}: {}", manifest.config.digest, e))?;
+            .map_err(|e| {
+                anyhow!(
+                    "failed to fetch the config {}: {}",
+                    manifest.config.digest,
+                    e
+                )
+            })?;
         #[derive(Deserialize)]
         struct RootFs {
             #[serde(default)]
@@ -402,11 +413,16 @@ impl Puller {
             if store.layers.has(diff_id) {
                 continue;
             }
-            self.fetch_layer(&client, &at, store, layer, diff_id).await?;
+            self.fetch_layer(&client, &at, store, layer, diff_id)
+                .await?;
             downloaded += 1;
         }
         let size = manifest.config.size.max(0) as u64
-            + manifest.layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
+            + manifest
+                .layers
+                .iter()
+                .map(|l| l.size.max(0) as u64)
+                .sum::<u64>();
         let repo_digest = format!(
             "{}/{}@{}",
             reference.registry(),
@@ -419,7 +435,8 @@ impl Puller {
             refs.push(repo_digest.clone());
         }
         // Two small files written: not worth a blocking thread.
-        let store_image = store.record_pulled(&config_blob, &diff_ids, size, &refs, &repo_digest)?;
+        let store_image =
+            store.record_pulled(&config_blob, &diff_ids, size, &refs, &repo_digest)?;
         Ok((store_image, size, downloaded))
     }
 
@@ -469,9 +486,12 @@ fn resolve_error(whole: &str, e: OciDistributionError) -> anyhow::Error {
         _ => Vec::new(),
     };
     let not_found = matches!(e, OciDistributionError::ImageManifestNotFoundError(_))
-        || codes
-            .iter()
-            .any(|c| matches!(c, Code::ManifestUnknown | Code::NameUnknown | Code::NotFound));
+        || codes.iter().any(|c| {
+            matches!(
+                c,
+                Code::ManifestUnknown | Code::NameUnknown | Code::NotFound
+            )
+        });
     let unauthorized = matches!(
         e,
         OciDistributionError::UnauthorizedError { .. }
@@ -590,9 +610,15 @@ mod tests {
         let creds = parse_docker_config(json).unwrap();
         assert_eq!(creds.len(), 2);
         assert_eq!(creds[0].registry, "127.0.0.1:5000");
-        assert_eq!((creds[0].username.as_str(), creds[0].password.as_str()), ("a", "b:c"));
+        assert_eq!(
+            (creds[0].username.as_str(), creds[0].password.as_str()),
+            ("a", "b:c")
+        );
         assert_eq!(creds[1].registry, "docker.io");
-        assert_eq!((creds[1].username.as_str(), creds[1].password.as_str()), ("u", "p"));
+        assert_eq!(
+            (creds[1].username.as_str(), creds[1].password.as_str()),
+            ("u", "p")
+        );
         // The legacy `.dockercfg` has no `auths`.
         let legacy = parse_docker_config(br#"{"quay.io":{"auth":"dTpw"}}"#).unwrap();
         assert_eq!(legacy[0].registry, "quay.io");
@@ -669,7 +695,12 @@ mod tests {
             RegistryAuth::Basic("node".into(), "n".into())
         );
         assert_eq!(
-            auth_for("other.example", "other.example", &creds, &HostConfig::default()),
+            auth_for(
+                "other.example",
+                "other.example",
+                &creds,
+                &HostConfig::default()
+            ),
             RegistryAuth::Anonymous
         );
     }
@@ -685,8 +716,14 @@ mod tests {
              "platform": {"os": "linux", "architecture": "amd64"}}
         ]))
         .unwrap();
-        assert_eq!(pick_platform(&index, "amd64").as_deref(), Some("sha256:amd"));
-        assert_eq!(pick_platform(&index, "arm64").as_deref(), Some("sha256:arm"));
+        assert_eq!(
+            pick_platform(&index, "amd64").as_deref(),
+            Some("sha256:amd")
+        );
+        assert_eq!(
+            pick_platform(&index, "arm64").as_deref(),
+            Some("sha256:arm")
+        );
         assert_eq!(pick_platform(&index, "s390x"), None);
     }
 }

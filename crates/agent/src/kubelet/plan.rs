@@ -827,19 +827,31 @@ mod tests {
         use ImageStep::*;
         // A pulled image (Some(true)), a local one (Some(false)), none (None).
         assert_eq!(image_step("x:1", Some("Never"), None, false), NeverPulled);
-        assert_eq!(image_step("x:1", Some("Never"), Some(true), false), UsePresent);
-        assert_eq!(image_step("x:1", Some("IfNotPresent"), Some(true), false), UsePresent);
+        assert_eq!(
+            image_step("x:1", Some("Never"), Some(true), false),
+            UsePresent
+        );
+        assert_eq!(
+            image_step("x:1", Some("IfNotPresent"), Some(true), false),
+            UsePresent
+        );
         assert_eq!(image_step("x:1", Some("IfNotPresent"), None, false), Pull);
         assert_eq!(image_step("x:1", Some("IfNotPresent"), None, true), BackOff);
         assert_eq!(image_step("x:1", Some("Always"), Some(true), false), Pull);
-        assert_eq!(image_step("x:1", Some("Always"), Some(false), false), UsePresent);
+        assert_eq!(
+            image_step("x:1", Some("Always"), Some(false), false),
+            UsePresent
+        );
         assert_eq!(image_step("x:1", Some("Always"), Some(true), true), BackOff);
         // No policy: defaulted from the tag.
         assert_eq!(image_step("x", None, Some(true), false), Pull);
         assert_eq!(image_step("r:5000/x:latest", None, Some(true), false), Pull);
         assert_eq!(image_step("r:5000/x", None, Some(true), false), Pull);
         assert_eq!(image_step("x:1", None, Some(true), false), UsePresent);
-        assert_eq!(image_step("x@sha256:ab", None, Some(true), false), UsePresent);
+        assert_eq!(
+            image_step("x@sha256:ab", None, Some(true), false),
+            UsePresent
+        );
     }
 
     #[test]
@@ -850,7 +862,10 @@ mod tests {
             never.message,
             "Container image \"busybox:9\" is not present with pull policy of Never"
         );
-        let failed = pull_failed("x:1", "failed to pull and unpack image \"docker.io/library/x:1\": nope");
+        let failed = pull_failed(
+            "x:1",
+            "failed to pull and unpack image \"docker.io/library/x:1\": nope",
+        );
         assert_eq!(failed.reason, "ErrImagePull");
         assert_eq!(
             failed.events[0].2,

@@ -28,8 +28,8 @@ use super::{dns, env, plan, probe, timing, volumes, ContainerEntry, Kubelet, Pod
 use crate::containers::cni::PortMapping;
 use crate::containers::container::{self, Container, ContainerSpec, Exit};
 use crate::containers::images::Image;
-use crate::containers::registry::{parse_docker_config, Credential};
 use crate::containers::netns;
+use crate::containers::registry::{parse_docker_config, Credential};
 
 struct Instance {
     container: Arc<Container>,
