@@ -192,7 +192,7 @@ fn images(cfg: &AgentConfig) -> Value {
         .into_iter()
         .filter(|i| i.size > 0)
         .collect();
-    list.sort_by(|a, b| b.size.cmp(&a.size));
+    list.sort_by_key(|i| std::cmp::Reverse(i.size));
     Value::Array(
         list.into_iter()
             .take(MAX_IMAGES)

@@ -314,9 +314,9 @@ fn pods_run_images_from_registries() {
     });
     let ev = events(&c, "unknown-tag");
     assert!(
-        ev.contains(&format!(
+        ev.contains(
             "Failed: Failed to pull image \"test/bb:nope\": failed to pull and unpack image \"docker.io/test/bb:nope\": failed to resolve reference \"docker.io/test/bb:nope\": docker.io/test/bb:nope: not found"
-        )),
+        ),
         "{ev}"
     );
     assert!(ev.contains("Failed: Error: ErrImagePull"), "{ev}");

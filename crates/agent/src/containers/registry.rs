@@ -129,9 +129,8 @@ impl RegistryConfig {
             },
             http: is_loopback(registry),
         };
-        if !(self.disable_default_endpoint && !out.is_empty())
-            && !out.iter().any(|e| e.host == own.host)
-        {
+        let fallback = !self.disable_default_endpoint || out.is_empty();
+        if fallback && !out.iter().any(|e| e.host == own.host) {
             out.push(own);
         }
         out
