@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
+        registries: Default::default(),
         credentials: None,
     };
     skiff_agent::run(cfg).await

@@ -73,6 +73,8 @@ pub struct AgentConfig {
     /// The resolv.conf that pods with `dnsPolicy: Default` get (and cluster DNS forwards
     /// to), as kubelet's `--resolv-conf`; none: `/etc/resolv.conf`.
     pub resolv_conf: Option<PathBuf>,
+    /// Mirrors, credentials and TLS of image registries (`--registry-config`).
+    pub registries: containers::registry::RegistryConfig,
 }
 
 /// The kube client the kubelet uses: its node certificate (the join token before it has
@@ -264,6 +266,8 @@ pub async fn run_after_proxy(
         });
     }
 
+    let images = ImageStore::new(&cfg.data_dir, &cfg.skiff_binary);
+    images.layers.remove_partial();
     let k = Arc::new(Kubelet {
         client: client.clone(),
         cfg: cfg.clone(),
@@ -272,7 +276,8 @@ pub async fn run_after_proxy(
             binary: "runc".into(),
             root: cfg.data_dir.join("runc"),
         },
-        images: ImageStore::new(&cfg.data_dir, &cfg.skiff_binary),
+        images,
+        puller: containers::registry::Puller::new(cfg.registries.clone()),
         cni: cni_rx,
         host_resolv: host_resolv(cfg.resolv_conf.as_deref()),
         pods: Mutex::new(Default::default()),

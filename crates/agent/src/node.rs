@@ -165,6 +165,7 @@ pub fn status(
             {"type": "Hostname", "address": cfg.node_name},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
+        "images": images(cfg),
         "nodeInfo": {
             "machineID": read_trim("/etc/machine-id"),
             "systemUUID": read_trim("/sys/class/dmi/id/product_uuid"),
@@ -178,6 +179,29 @@ pub fn status(
             "architecture": arch(),
         },
     })
+}
+
+/// Most images a Node lists, as kubelet's `--node-status-max-images` default.
+const MAX_IMAGES: usize = 50;
+
+/// The Node's `status.images`, as kubelet lists them: the biggest first, each named by
+/// its repo digests then its tags; built-in images once made.
+fn images(cfg: &AgentConfig) -> Value {
+    let mut list: Vec<_> = crate::containers::images::list(&cfg.data_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.size > 0)
+        .collect();
+    list.sort_by_key(|i| std::cmp::Reverse(i.size));
+    Value::Array(
+        list.into_iter()
+            .take(MAX_IMAGES)
+            .map(|i| {
+                let names: Vec<String> = i.repo_digests.into_iter().chain(i.repo_tags).collect();
+                json!({"names": names, "sizeBytes": i.size})
+            })
+            .collect(),
+    )
 }
 
 /// The Node's labels.

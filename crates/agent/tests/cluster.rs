@@ -315,6 +315,7 @@ async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
+        registries: Default::default(),
         credentials: None,
     };
     let agent = tokio::spawn(async move {

@@ -269,7 +269,7 @@ fn runtime_end_to_end() {
                 ContainerSpec {
                     id: "skt-web".into(),
                     bundle: bundle.clone(),
-                    lower: httpd.rootfs.clone(),
+                    lower: httpd.lowers.clone(),
                     config: config(
                         &httpd
                             .config
@@ -423,7 +423,7 @@ fn runtime_end_to_end() {
                 ContainerSpec {
                     id: "skt-sh".into(),
                     bundle: sh_bundle,
-                    lower: busybox.rootfs.clone(),
+                    lower: busybox.lowers.clone(),
                     config: config(&["sh"], &pod_ns, &format!("{cgroup_base}/pod1/sh")),
                     log_path: sh_log.clone(),
                     stdin: true,
@@ -469,7 +469,7 @@ fn runtime_end_to_end() {
                 ContainerSpec {
                     id: "skt-sk".into(),
                     bundle: sk_bundle,
-                    lower: skiff.rootfs.clone(),
+                    lower: skiff.lowers.clone(),
                     config: config(
                         &["/usr/local/bin/skiff", "--list"],
                         &pod_ns,

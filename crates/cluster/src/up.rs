@@ -506,8 +506,37 @@ fn agent_args(
     if control_plane {
         args.push("--control-plane".into());
     }
-    args.extend(opts.agent_args.iter().cloned());
+    let gateway = layout::lan_gateway(lan);
+    let mut mirror = false;
+    for a in &opts.agent_args {
+        args.push(if mirror {
+            loopback_to(a, gateway)
+        } else {
+            a.clone()
+        });
+        mirror = a == "--registry-mirror";
+    }
     args
+}
+
+/// A `--registry-mirror REGISTRY=URL` as the nodes reach it: a URL on the host's
+/// loopback (`127.0.0.1`, `localhost`) names the host, which the nodes reach at their
+/// LAN's gateway.
+fn loopback_to(mirror: &str, gateway: std::net::Ipv4Addr) -> String {
+    let Some((registry, url)) = mirror.split_once('=') else {
+        return mirror.to_string();
+    };
+    for host in ["127.0.0.1", "localhost"] {
+        for scheme in ["http://", "https://"] {
+            let prefix = format!("{scheme}{host}");
+            if let Some(rest) = url.strip_prefix(&prefix) {
+                if rest.is_empty() || rest.starts_with(':') || rest.starts_with('/') {
+                    return format!("{registry}={scheme}{gateway}{rest}");
+                }
+            }
+        }
+    }
+    mirror.to_string()
 }
 
 /// Adds nodes to a running cluster up to `opts.nodes` (`skiff up --nodes N` of a
@@ -1105,5 +1134,26 @@ mod tests {
         let args = port_args("c", lan, 3, 8080, 31688);
         assert_eq!(forwarded_ports(&args), Some((8080, 31688)));
         assert_eq!(forwarded_ports(&["lb".to_string()]), None);
+    }
+
+    #[test]
+    fn loopback_mirrors_are_the_hosts_lan_address() {
+        let gw = std::net::Ipv4Addr::new(172, 18, 0, 1);
+        assert_eq!(
+            super::loopback_to("docker.io=http://127.0.0.1:5000", gw),
+            "docker.io=http://172.18.0.1:5000"
+        );
+        assert_eq!(
+            super::loopback_to("quay.io=https://localhost/x", gw),
+            "quay.io=https://172.18.0.1/x"
+        );
+        assert_eq!(
+            super::loopback_to("docker.io=http://127.0.0.10:5000", gw),
+            "docker.io=http://127.0.0.10:5000"
+        );
+        assert_eq!(
+            super::loopback_to("docker.io=https://mirror.local:5000", gw),
+            "docker.io=https://mirror.local:5000"
+        );
     }
 }

@@ -130,6 +130,14 @@ pub struct UpArgs {
     /// DNS's upstream servers (default: the host's /etc/resolv.conf).
     #[arg(long, value_name = "FILE")]
     pub resolv_conf: Option<PathBuf>,
+    /// Every node's image registry config (`skiff agent --registry-config`).
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+    /// A mirror of an image registry for every node, `REGISTRY=URL`
+    /// (`docker.io=http://127.0.0.1:5000`: a registry on the host's loopback is reached
+    /// from the nodes at the host's LAN address; repeatable).
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
 }
 
 /// Firewalls for `skiff up --host-firewall`.
@@ -291,6 +299,15 @@ pub struct AgentArgs {
     /// forwards to (as kubelet's and k3s's `--resolv-conf`; default: /etc/resolv.conf).
     #[arg(long)]
     pub resolv_conf: Option<PathBuf>,
+    /// Image registries' mirrors, credentials and TLS: a YAML file in the shape of k3s's
+    /// `registries.yaml` (`mirrors.<registry>.endpoint`, `configs.<host>.auth`/`.tls`).
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// A mirror of an image registry, `REGISTRY=URL` (`docker.io=http://10.0.0.1:5000`;
+    /// repeatable), tried before the registry itself, after those of
+    /// `--registry-config`.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
 }
 
 /// Proxy dataplanes.
@@ -356,6 +373,38 @@ pub enum ImageCommand {
         /// The agent's data directory (without --cluster).
         #[arg(long, default_value = "/var/lib/skiff/agent")]
         data_dir: PathBuf,
+    },
+    /// Load the images of a `docker save`/`podman save` archive or an OCI image layout
+    /// (directory or tar) onto nodes, skipping the layers each node has.
+    Load {
+        /// The archive or layout.
+        source: PathBuf,
+        /// Load onto the nodes of this local cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only these nodes of the cluster (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// The agent's data directory (without --cluster).
+        #[arg(long, default_value = "/var/lib/skiff/agent")]
+        data_dir: PathBuf,
+    },
+    /// Pull an image from its registry into a node's store (as the kubelet would).
+    Pull {
+        /// The image reference (`nginx:1.27`, `registry:5000/app@sha256:...`).
+        reference: String,
+        /// Pull into every node of this local cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The agent's data directory (without --cluster).
+        #[arg(long, default_value = "/var/lib/skiff/agent")]
+        data_dir: PathBuf,
+        /// Registry mirrors, credentials and TLS (as `skiff agent --registry-config`).
+        #[arg(long)]
+        registry_config: Option<PathBuf>,
+        /// A registry mirror, `REGISTRY=URL` (repeatable).
+        #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+        registry_mirrors: Vec<String>,
     },
     /// List images.
     Ls {

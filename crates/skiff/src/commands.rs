@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Agent(args) => agent(args).await,
             Command::Proxy(args) => proxy(args).await,
             Command::Dns(args) => dns(args).await,
-            Command::Image(cmd) => image(cmd),
+            Command::Image(cmd) => image(cmd).await,
             Command::Lb(args) => lb(args, host_listener).await,
         }
     })
@@ -105,6 +105,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--resolv-conf {}", path.display()))?;
         agent_args.extend(["--resolv-conf".to_string(), path.display().to_string()]);
     }
+    if let Some(path) = &args.registry_config {
+        let path = std::fs::canonicalize(path)
+            .with_context(|| format!("--registry-config {}", path.display()))?;
+        skiff_agent::containers::registry::RegistryConfig::load(&path)?;
+        agent_args.extend(["--registry-config".to_string(), path.display().to_string()]);
+    }
+    for m in &args.registry_mirrors {
+        skiff_agent::containers::registry::parse_mirror(m)?;
+        agent_args.extend(["--registry-mirror".to_string(), m.clone()]);
+    }
     let opts = skiff_cluster::UpOptions {
         name: args.cluster,
         nodes: args.nodes,
@@ -126,6 +136,27 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())
+}
+
+/// The agent's registry config: the file's, then the `--registry-mirror` endpoints.
+fn registries(
+    file: Option<&Path>,
+    mirrors: &[String],
+) -> anyhow::Result<skiff_agent::containers::registry::RegistryConfig> {
+    use skiff_agent::containers::registry::{parse_mirror, RegistryConfig};
+    let mut cfg = match file {
+        Some(path) => RegistryConfig::load(path)?,
+        None => RegistryConfig::default(),
+    };
+    for m in mirrors {
+        let (registry, endpoint) = parse_mirror(m)?;
+        cfg.mirrors
+            .entry(registry)
+            .or_default()
+            .endpoint
+            .push(endpoint);
+    }
+    Ok(cfg)
 }
 
 /// `skiff lb`: the host's way in to a cluster with several servers, and the `--port`
@@ -394,6 +425,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         credentials: None,
         resolv_conf: args.resolv_conf.clone(),
+        registries: registries(args.registry_config.as_deref(), &args.registry_mirrors)?,
     };
     // The join token buys the node's identities; the kubelet (with the pod routes) and
     // the proxy each run under their own, as kube's do.
@@ -471,7 +503,7 @@ async fn dns(args: DnsArgs) -> anyhow::Result<()> {
     skiff_dns::run(client, cfg).await
 }
 
-fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+async fn image(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Import {
             file,
@@ -490,6 +522,77 @@ fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 for name in skiff_agent::images::import(&dir, &file)? {
                     println!("imported {name} into {}", dir.display());
                 }
+            }
+            Ok(())
+        }
+        ImageCommand::Load {
+            source,
+            cluster,
+            nodes,
+            data_dir,
+        } => {
+            let started = std::time::Instant::now();
+            let dirs: Vec<std::path::PathBuf> = match cluster {
+                Some(c) => {
+                    let state = skiff_cluster::ClusterState::load(&c)?;
+                    for n in &nodes {
+                        anyhow::ensure!(
+                            state.nodes.iter().any(|s| &s.name == n),
+                            "cluster {c} has no node {n}"
+                        );
+                    }
+                    state
+                        .nodes
+                        .iter()
+                        .filter(|n| nodes.is_empty() || nodes.contains(&n.name))
+                        .map(|n| skiff_cluster::ClusterState::agent_dir(&c, &n.name))
+                        .collect()
+                }
+                None => vec![data_dir],
+            };
+            for loaded in skiff_agent::images::load(&dirs, &source)? {
+                for r in &loaded.references {
+                    println!(
+                        "loaded {r} into {} ({} new layers)",
+                        loaded.data_dir.display(),
+                        loaded.new_layers
+                    );
+                }
+            }
+            eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        ImageCommand::Pull {
+            reference,
+            cluster,
+            data_dir,
+            registry_config,
+            registry_mirrors,
+        } => {
+            let dirs: Vec<std::path::PathBuf> = match cluster {
+                Some(c) => skiff_cluster::ClusterState::load(&c)?
+                    .nodes
+                    .iter()
+                    .map(|n| skiff_cluster::ClusterState::agent_dir(&c, &n.name))
+                    .collect(),
+                None => vec![data_dir],
+            };
+            let puller = skiff_agent::containers::registry::Puller::new(registries(
+                registry_config.as_deref(),
+                &registry_mirrors,
+            )?);
+            let skiff = std::env::current_exe().context("finding the skiff binary")?;
+            for dir in dirs {
+                let store = skiff_agent::images::ImageStore::new(&dir, &skiff);
+                let pulled = puller.pull(&store, &reference, &[]).await?;
+                println!(
+                    "pulled {} into {} in {:.3}s: {} bytes, {} layers downloaded",
+                    pulled.image.reference,
+                    dir.display(),
+                    pulled.took.as_secs_f64(),
+                    pulled.size,
+                    pulled.downloaded_layers
+                );
             }
             Ok(())
         }

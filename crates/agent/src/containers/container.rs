@@ -127,8 +127,8 @@ pub struct ContainerSpec {
     pub id: String,
     /// Bundle directory (made if missing).
     pub bundle: PathBuf,
-    /// The image's rootfs (overlay lower dir).
-    pub lower: PathBuf,
+    /// The image's layers, topmost first (overlay lower dirs).
+    pub lower: Vec<PathBuf>,
     /// The process, namespaces, mounts, limits.
     pub config: ContainerConfig,
     /// CRI log file.
@@ -196,7 +196,7 @@ impl std::fmt::Debug for Container {
     }
 }
 
-fn mount_overlay(lower: &Path, bundle: &Path) -> Result<PathBuf> {
+fn mount_overlay(lower: &[PathBuf], bundle: &Path) -> Result<PathBuf> {
     let rootfs = bundle.join("rootfs");
     for d in ["rootfs", "upper", "work"] {
         fs::create_dir_all(bundle.join(d))
@@ -205,9 +205,10 @@ fn mount_overlay(lower: &Path, bundle: &Path) -> Result<PathBuf> {
     if is_mountpoint(&rootfs) {
         return Ok(rootfs);
     }
+    let lowerdir: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lowerdir.join(":"),
         bundle.join("upper").display(),
         bundle.join("work").display()
     );

@@ -1,7 +1,10 @@
 //! The node's image store under `<data>/images/`: the built-in images (`httpd`,
-//! `busybox`, `skiff`) made lazily from local binaries, and images imported from OCI or
-//! docker-archive tarballs. Each image is a directory `<id hex>/` with an unpacked
-//! `rootfs/` and `image.json` (its config); `refs.json` maps normalized references to IDs.
+//! `busybox`, `skiff`) made lazily from local binaries, images imported from OCI or
+//! docker-archive tarballs, and images pulled from registries (`containers::registry`).
+//! Each image is a directory `<id hex>/` with `image.json` (its config) and either an
+//! unpacked `rootfs/` (built-in and imported images) or the list of its layers, each
+//! unpacked once in the shared [`LayerStore`] (pulled images); `refs.json` maps
+//! normalized references to IDs.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::layers::{dir_size, LayerStore};
 use super::reference;
 
 /// Where Debian's busybox-static lives; the built-in images are made from it.
@@ -43,6 +47,19 @@ pub struct ImageConfig {
 struct Stored {
     config: ImageConfig,
     builtin: bool,
+    /// The diff IDs of its layers in the layer store, bottom first (a pulled image);
+    /// empty for an image with its own `rootfs/`.
+    #[serde(default)]
+    layers: Vec<String>,
+    /// Bytes of its blobs as the registry served them (a pulled image).
+    #[serde(default)]
+    size: u64,
+    /// `repo@sha256:<manifest digest>` of each registry it was pulled from.
+    #[serde(default)]
+    repo_digests: Vec<String>,
+    /// Loaded from an archive (`skiff image load`): never pulled again.
+    #[serde(default)]
+    loaded: bool,
 }
 
 /// An image ready to be used as a container's lower layer.
@@ -52,10 +69,24 @@ pub struct Image {
     pub id: String,
     /// The normalized reference it was found under.
     pub reference: String,
-    /// The unpacked root filesystem.
-    pub rootfs: PathBuf,
+    /// Its root filesystem as overlay lower dirs, topmost first: its layers in the
+    /// layer store, or its one unpacked `rootfs/`.
+    pub lowers: Vec<PathBuf>,
     /// How its containers run by default.
     pub config: ImageConfig,
+    /// Pulled from a registry (not built in or imported), so `imagePullPolicy: Always`
+    /// pulls it again.
+    pub pulled: bool,
+    /// Bytes of the image as its registry served it (0 if not pulled).
+    pub size: u64,
+}
+
+impl Image {
+    /// Reads a file of the image's root filesystem (`etc/passwd`), as the container
+    /// would see it.
+    pub fn read_file(&self, rel: &str) -> Option<Vec<u8>> {
+        super::layers::read_file(&self.lowers, rel)
+    }
 }
 
 /// One line of `skiff image ls`.
@@ -69,12 +100,16 @@ pub struct ImageInfo {
     pub size: u64,
     /// Built from local binaries rather than imported.
     pub builtin: bool,
+    /// `repo@sha256:<manifest digest>` for a pulled image.
+    pub repo_digests: Vec<String>,
 }
 
 /// The image store of one agent.
 #[derive(Debug)]
 pub struct ImageStore {
     dir: PathBuf,
+    /// The unpacked layers of pulled images.
+    pub layers: LayerStore,
     skiff_binary: PathBuf,
     /// Serializes building and importing within this process.
     lock: Mutex<()>,
@@ -85,6 +120,7 @@ impl ImageStore {
     pub fn new(data_dir: &Path, skiff_binary: &Path) -> Self {
         ImageStore {
             dir: data_dir.join("images"),
+            layers: LayerStore::new(&data_dir.join("images")),
             skiff_binary: skiff_binary.to_path_buf(),
             lock: Mutex::new(()),
         }
@@ -99,12 +135,11 @@ impl ImageStore {
         if let Some(id) = refs.get(&reference) {
             let hex = id.trim_start_matches("sha256:");
             let stored = read_stored(&self.dir.join(hex))?;
-            return Ok(Some(Image {
-                id: id.clone(),
-                reference,
-                rootfs: self.dir.join(hex).join("rootfs"),
-                config: stored.config,
-            }));
+            // A pulled image whose layers went away (removed by hand) is not present.
+            if !stored.layers.iter().all(|l| self.layers.has(l)) {
+                return Ok(None);
+            }
+            return Ok(Some(self.image(id, reference, stored)));
         }
         let Some(name) = reference::builtin(image) else {
             return Ok(None);
@@ -119,10 +154,116 @@ impl ImageStore {
         Ok(Some(Image {
             id,
             reference,
-            rootfs: dir.join("rootfs"),
+            lowers: vec![dir.join("rootfs")],
             config,
+            pulled: false,
+            size: 0,
         }))
     }
+
+    fn image(&self, id: &str, reference: String, stored: Stored) -> Image {
+        let hex = id.trim_start_matches("sha256:");
+        let lowers = if stored.layers.is_empty() {
+            vec![self.dir.join(hex).join("rootfs")]
+        } else {
+            stored
+                .layers
+                .iter()
+                .rev()
+                .map(|l| self.layers.path(l))
+                .collect()
+        };
+        Image {
+            id: id.to_string(),
+            reference,
+            lowers,
+            config: stored.config,
+            pulled: !stored.layers.is_empty() && !stored.loaded,
+            size: stored.size,
+        }
+    }
+
+    /// Records an image pulled from a registry whose layers (`diff_ids`, bottom first)
+    /// are all in the layer store, under `references` (normalized here); returns it.
+    pub fn record_pulled(
+        &self,
+        config_blob: &[u8],
+        diff_ids: &[String],
+        size: u64,
+        references: &[String],
+        repo_digest: &str,
+    ) -> Result<Image> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let hex = format!("{:x}", Sha256::digest(config_blob));
+        let id = format!("sha256:{hex}");
+        let dir = self.dir.join(&hex);
+        let mut repo_digests = read_stored(&dir)
+            .map(|s| s.repo_digests)
+            .unwrap_or_default();
+        if !repo_digest.is_empty() && !repo_digests.iter().any(|d| d == repo_digest) {
+            repo_digests.push(repo_digest.to_string());
+        }
+        let stored = Stored {
+            config: parse_config(config_blob)?,
+            builtin: false,
+            layers: diff_ids.to_vec(),
+            size,
+            repo_digests,
+            loaded: false,
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".image.json.{}", uuid::Uuid::new_v4().simple()));
+        fs::write(&tmp, serde_json::to_vec_pretty(&stored)?)?;
+        fs::rename(&tmp, dir.join("image.json")).context("writing image.json")?;
+        let mut all = read_refs(&self.dir)?;
+        for r in references {
+            all.insert(reference::normalize(r), id.clone());
+        }
+        write_refs(&self.dir, &all)?;
+        let reference = references
+            .first()
+            .map(|r| reference::normalize(r))
+            .unwrap_or_default();
+        Ok(self.image(&id, reference, stored))
+    }
+
+    /// Records an image loaded from an archive whose layers are in the layer store: as
+    /// a pulled one, but local (never pulled again) and with no registry digest.
+    pub fn record_layered(
+        &self,
+        config_blob: &[u8],
+        diff_ids: &[String],
+        size: u64,
+        references: &[String],
+    ) -> Result<Image> {
+        let mut image = self.record_pulled(config_blob, diff_ids, size, references, "")?;
+        image.pulled = false;
+        let dir = self.dir.join(image.id.trim_start_matches("sha256:"));
+        let mut stored = read_stored(&dir)?;
+        stored.loaded = true;
+        fs::write(dir.join("image.json"), serde_json::to_vec_pretty(&stored)?)?;
+        Ok(image)
+    }
+
+    /// Every image the store holds (built-ins once made), for the Node's
+    /// `status.images`.
+    pub fn list(&self) -> Result<Vec<ImageInfo>> {
+        list(self.dir.parent().unwrap_or(Path::new("/")))
+    }
+}
+
+/// The config of an OCI/Docker image config blob, as its containers run.
+pub fn parse_config(config_blob: &[u8]) -> Result<ImageConfig> {
+    let parsed: ConfigFile =
+        serde_json::from_slice(config_blob).context("parsing the image config")?;
+    let inner = parsed.config.unwrap_or_default();
+    Ok(ImageConfig {
+        entrypoint: inner.entrypoint.unwrap_or_default(),
+        cmd: inner.cmd.unwrap_or_default(),
+        env: inner.env.unwrap_or_default(),
+        working_dir: inner.working_dir.unwrap_or_default(),
+        user: inner.user.unwrap_or_default(),
+    })
 }
 
 /// The config and ID of a built-in image. The ID covers the source binary's size and
@@ -241,6 +382,10 @@ fn build_builtin(
     let stored = Stored {
         config: config.clone(),
         builtin: true,
+        layers: Vec::new(),
+        size: 0,
+        repo_digests: Vec::new(),
+        loaded: false,
     };
     fs::write(tmp.join("image.json"), serde_json::to_vec_pretty(&stored)?)?;
     let dst = images.join(hex);
@@ -303,18 +448,6 @@ fn read_stored(dir: &Path) -> Result<Stored> {
     serde_json::from_slice(&b).context("parsing image.json")
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let Ok(meta) = p.symlink_metadata() else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
-}
-
 /// Lists the images of the store under `data_dir`: imported ones and the built-ins
 /// (which are always available; their size is 0 until first used).
 pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
@@ -324,15 +457,26 @@ pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
     for (r, id) in refs {
         by_id.entry(id).or_default().push(r);
     }
+    let layers = LayerStore::new(&images);
     let mut out: Vec<ImageInfo> = by_id
         .into_iter()
         .map(|(id, repo_tags)| {
-            let size = dir_size(&images.join(id.trim_start_matches("sha256:")).join("rootfs"));
+            let dir = images.join(id.trim_start_matches("sha256:"));
+            let stored = read_stored(&dir).ok();
+            let (size, repo_digests) = match stored {
+                Some(s) if !s.layers.is_empty() => (
+                    s.layers.iter().map(|l| layers.size(l)).sum(),
+                    s.repo_digests,
+                ),
+                _ => (dir_size(&dir.join("rootfs")), Vec::new()),
+            };
+            let repo_tags = repo_tags.into_iter().filter(|r| !r.contains('@')).collect();
             ImageInfo {
                 id,
                 repo_tags,
                 size,
                 builtin: false,
+                repo_digests,
             }
         })
         .collect();
@@ -345,6 +489,7 @@ pub fn list(data_dir: &Path) -> Result<Vec<ImageInfo>> {
                 repo_tags: vec![reference::normalize(name)],
                 size,
                 builtin: true,
+                repo_digests: Vec::new(),
             });
         }
     }
@@ -422,16 +567,7 @@ fn store_image(
 ) -> Result<String> {
     let hex = format!("{:x}", Sha256::digest(config_blob));
     let id = format!("sha256:{hex}");
-    let parsed: ConfigFile =
-        serde_json::from_slice(config_blob).context("parsing the image config")?;
-    let inner = parsed.config.unwrap_or_default();
-    let config = ImageConfig {
-        entrypoint: inner.entrypoint.unwrap_or_default(),
-        cmd: inner.cmd.unwrap_or_default(),
-        env: inner.env.unwrap_or_default(),
-        working_dir: inner.working_dir.unwrap_or_default(),
-        user: inner.user.unwrap_or_default(),
-    };
+    let config = parse_config(config_blob)?;
     let dir = images.join(&hex);
     if !dir.join("image.json").exists() {
         let tmp = images.join(format!(".tmp-{hex}-{}", std::process::id()));
@@ -447,6 +583,10 @@ fn store_image(
             serde_json::to_vec_pretty(&Stored {
                 config,
                 builtin: false,
+                layers: Vec::new(),
+                size: 0,
+                repo_digests: Vec::new(),
+                loaded: false,
             })?,
         )?;
         let _ = fs::remove_dir_all(&dir);
@@ -611,6 +751,212 @@ fn import_docker(images: &Path, root: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// One image of an archive or layout, as [`load`] reads it: its config blob, its
+/// layer files (bottom first) and the references it names.
+struct Source {
+    config: Vec<u8>,
+    layers: Vec<PathBuf>,
+    refs: Vec<String>,
+}
+
+/// What [`load`] did on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The node's data dir.
+    pub data_dir: PathBuf,
+    /// The references it now has.
+    pub references: Vec<String>,
+    /// Layers unpacked or linked in (0: it had them all).
+    pub new_layers: usize,
+}
+
+/// Loads the images of a `docker save`/`podman save` archive (optionally gzipped), or of
+/// an OCI image layout (a directory or its tar) into the stores of several nodes
+/// (`data_dirs`), layer by layer: a layer a node has is skipped; one unpacked for a
+/// node is hard-linked into the next nodes' stores (one filesystem), not unpacked
+/// again. Each layer's digest is checked against the config's diff IDs.
+pub fn load(data_dirs: &[PathBuf], source: &Path) -> Result<Vec<Loaded>> {
+    let work = tempfile_dir(data_dirs.first().map(|d| d.join("images")))?;
+    let root = if source.is_dir() {
+        source.to_path_buf()
+    } else {
+        let mut archive = tar::Archive::new(open_maybe_gzip(source)?);
+        archive
+            .unpack(work.path())
+            .with_context(|| format!("unpacking {}", source.display()))?;
+        work.path().to_path_buf()
+    };
+    let sources = if root.join("index.json").exists() {
+        oci_sources(&root)?
+    } else if root.join("manifest.json").exists() {
+        docker_sources(&root)?
+    } else {
+        bail!(
+            "{} is neither an OCI image layout nor a docker archive",
+            source.display()
+        )
+    };
+    let mut out = Vec::new();
+    let mut first_with: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for dir in data_dirs {
+        let store = ImageStore::new(dir, Path::new(BUSYBOX));
+        let mut loaded = Loaded {
+            data_dir: dir.clone(),
+            references: Vec::new(),
+            new_layers: 0,
+        };
+        for src in &sources {
+            #[derive(Deserialize)]
+            struct RootFs {
+                #[serde(default)]
+                diff_ids: Vec<String>,
+            }
+            #[derive(Deserialize)]
+            struct Config {
+                rootfs: RootFs,
+            }
+            let config: Config =
+                serde_json::from_slice(&src.config).context("parsing the image config")?;
+            let diff_ids = config.rootfs.diff_ids;
+            if diff_ids.len() != src.layers.len() {
+                bail!(
+                    "the image config lists {} layers, its manifest {}",
+                    diff_ids.len(),
+                    src.layers.len()
+                );
+            }
+            for (diff_id, file) in diff_ids.iter().zip(&src.layers) {
+                if store.layers.has(diff_id) {
+                    first_with
+                        .entry(diff_id.clone())
+                        .or_insert_with(|| store.layers.path(diff_id));
+                    continue;
+                }
+                match first_with.get(diff_id) {
+                    Some(from) => store.layers.link_from(diff_id, from)?,
+                    None => {
+                        let f = fs::File::open(file)
+                            .with_context(|| format!("opening {}", file.display()))?;
+                        store.layers.unpack(diff_id, f)?;
+                        first_with.insert(diff_id.clone(), store.layers.path(diff_id));
+                    }
+                }
+                loaded.new_layers += 1;
+            }
+            let size = src
+                .layers
+                .iter()
+                .filter_map(|l| fs::metadata(l).ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+                + src.config.len() as u64;
+            let refs = if src.refs.is_empty() {
+                vec![format!("sha256:{:x}", Sha256::digest(&src.config))]
+            } else {
+                src.refs.clone()
+            };
+            store.record_layered(&src.config, &diff_ids, size, &refs)?;
+            loaded
+                .references
+                .extend(refs.iter().map(|r| reference::normalize(r)));
+        }
+        out.push(loaded);
+    }
+    Ok(out)
+}
+
+/// A temporary directory beside the store (one filesystem, so renames work), or in /tmp.
+fn tempfile_dir(near: Option<PathBuf>) -> Result<TempDir> {
+    if let Some(dir) = near {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!(".load-{}", uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&path)?;
+        return Ok(TempDir(path));
+    }
+    let path = std::env::temp_dir().join(format!("skiff-load-{}", uuid::Uuid::new_v4().simple()));
+    fs::create_dir_all(&path)?;
+    Ok(TempDir(path))
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn oci_sources(root: &Path) -> Result<Vec<Source>> {
+    let index: OciIndex = serde_json::from_slice(&fs::read(root.join("index.json"))?)
+        .context("parsing index.json")?;
+    let mut out = Vec::new();
+    for desc in index.manifests {
+        let name = desc
+            .annotations
+            .get("io.containerd.image.name")
+            .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
+            .cloned();
+        let mut manifest_desc = desc;
+        if manifest_desc.media_type.contains("index")
+            || manifest_desc.media_type.contains("manifest.list")
+        {
+            let nested: serde_json::Value =
+                serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)?;
+            let entries: Vec<oci_client::manifest::ImageIndexEntry> =
+                serde_json::from_value(nested["manifests"].clone()).unwrap_or_default();
+            let Some(digest) =
+                super::registry::pick_platform(&entries, super::registry::node_arch())
+                    .or_else(|| entries.first().map(|e| e.digest.clone()))
+            else {
+                continue;
+            };
+            manifest_desc.digest = digest;
+        }
+        let manifest: OciManifest =
+            serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)
+                .context("parsing an image manifest")?;
+        // A bare tag (`v1`, as `skopeo copy oci:DIR:v1` writes) names no repository.
+        let refs = name
+            .filter(|n| n.contains('/') || n.contains(':'))
+            .into_iter()
+            .collect();
+        out.push(Source {
+            config: fs::read(blob_path(root, &manifest.config.digest))
+                .context("reading the image config")?,
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| blob_path(root, &l.digest))
+                .collect(),
+            refs,
+        });
+    }
+    Ok(out)
+}
+
+fn docker_sources(root: &Path) -> Result<Vec<Source>> {
+    let manifests: Vec<DockerManifest> =
+        serde_json::from_slice(&fs::read(root.join("manifest.json"))?)
+            .context("parsing manifest.json")?;
+    manifests
+        .into_iter()
+        .map(|m| {
+            Ok(Source {
+                config: fs::read(root.join(&m.config)).context("reading the image config")?,
+                layers: m.layers.iter().map(|l| root.join(l)).collect(),
+                refs: m.repo_tags.unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,14 +1045,14 @@ mod tests {
         let store = ImageStore::new(&data, Path::new(BUSYBOX));
         let img = store.resolve("example.com/motd:v1").unwrap().unwrap();
         assert_eq!(img.config.cmd, vec!["cat", "/etc/motd"]);
-        assert_eq!(fs::read(img.rootfs.join("etc/motd")).unwrap(), b"hello\n");
+        assert_eq!(img.read_file("etc/motd").unwrap(), b"hello\n");
         assert!(store.resolve("nginx").unwrap().is_none());
         let httpd = store.resolve("httpd:2.4").unwrap().unwrap();
         assert_eq!(
-            fs::read_to_string(httpd.rootfs.join("var/www/index.html")).unwrap(),
+            String::from_utf8(httpd.read_file("var/www/index.html").unwrap()).unwrap(),
             HTTPD_PAGE
         );
-        assert!(httpd.rootfs.join("bin/sh").symlink_metadata().is_ok());
+        assert!(httpd.lowers[0].join("bin/sh").symlink_metadata().is_ok());
         let again = store.resolve("docker.io/library/httpd").unwrap().unwrap();
         assert_eq!(again.id, httpd.id);
         let listed = list(&data).unwrap();
@@ -714,5 +1060,78 @@ mod tests {
             .iter()
             .any(|i| i.repo_tags == vec!["example.com/motd:v1".to_string()]));
         assert!(listed.iter().any(|i| i.builtin && i.id == httpd.id));
+    }
+
+    #[test]
+    fn loads_onto_nodes_skipping_and_linking_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = layer(&[("etc/", None), ("etc/os", Some(b"test\n"))]);
+        let app = layer(&[("app", Some(b"v1"))]);
+        let diff = |b: &[u8]| format!("sha256:{:x}", Sha256::digest(b));
+        let config = serde_json::to_vec(&serde_json::json!({
+            "config": {"Cmd": ["/app"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff(&base), diff(&app)]},
+        }))
+        .unwrap();
+        let manifest = br#"[{"Config":"c.json","RepoTags":["example.com/app:v1"],"Layers":["a/layer.tar","b/layer.tar"]}]"#;
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, d) in [
+            ("manifest.json", &manifest[..]),
+            ("c.json", &config[..]),
+            ("a/layer.tar", &base[..]),
+            ("b/layer.tar", &app[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            b.append_data(&mut h, p, d).unwrap();
+        }
+        let archive = dir.path().join("img.tar");
+        fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        let nodes = vec![dir.path().join("n1"), dir.path().join("n2")];
+        let loaded = load(&nodes, &archive).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].references, vec!["example.com/app:v1".to_string()]);
+        assert_eq!((loaded[0].new_layers, loaded[1].new_layers), (2, 2));
+        let store = ImageStore::new(&nodes[1], Path::new(BUSYBOX));
+        let img = store.resolve("example.com/app:v1").unwrap().unwrap();
+        assert!(!img.pulled, "a loaded image is never pulled");
+        assert_eq!(img.read_file("app").unwrap(), b"v1");
+        assert_eq!(img.read_file("etc/os").unwrap(), b"test\n");
+        // The second node's layer files are the first's (hard links).
+        use std::os::unix::fs::MetadataExt;
+        let ino = |n: &Path| {
+            fs::metadata(
+                n.join("images/layers/sha256")
+                    .join(diff(&app).trim_start_matches("sha256:"))
+                    .join("app"),
+            )
+            .unwrap()
+            .ino()
+        };
+        assert_eq!(ino(&nodes[0]), ino(&nodes[1]));
+        // Again: nothing new.
+        let again = load(&nodes, &archive).unwrap();
+        assert_eq!((again[0].new_layers, again[1].new_layers), (0, 0));
+        // A layer whose digest is not the config's is refused.
+        let bad_config = serde_json::to_vec(&serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": [diff(b"x")]},
+        }))
+        .unwrap();
+        let layout = dir.path().join("bad");
+        fs::create_dir_all(&layout).unwrap();
+        fs::write(
+            layout.join("manifest.json"),
+            br#"[{"Config":"c.json","RepoTags":["bad:v1"],"Layers":["l.tar"]}]"#,
+        )
+        .unwrap();
+        fs::write(layout.join("c.json"), bad_config).unwrap();
+        fs::write(layout.join("l.tar"), &app).unwrap();
+        let err = load(&nodes[..1], &layout).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("layer digest mismatch"),
+            "{err:#}"
+        );
     }
 }

@@ -9,6 +9,8 @@ pub mod container;
 pub mod crilog;
 pub mod exec;
 pub mod images;
+pub mod layers;
 pub mod netns;
 pub mod oci;
 pub mod reference;
+pub mod registry;

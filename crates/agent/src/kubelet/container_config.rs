@@ -122,7 +122,7 @@ pub fn container_config(
 
 /// `uid[:gid]` of an image USER (numeric, or a name from the rootfs's /etc/passwd and
 /// /etc/group).
-pub fn image_user(user: &str, rootfs: &Path) -> (u32, u32) {
+pub fn image_user(user: &str, read: impl Fn(&str) -> Option<Vec<u8>>) -> (u32, u32) {
     if user.is_empty() {
         return (0, 0);
     }
@@ -130,7 +130,8 @@ pub fn image_user(user: &str, rootfs: &Path) -> (u32, u32) {
         .split_once(':')
         .map(|(u, g)| (u, Some(g)))
         .unwrap_or((user, None));
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let text = |rel: &str| String::from_utf8(read(rel).unwrap_or_default()).unwrap_or_default();
+    let passwd = text("etc/passwd");
     let lookup = |name: &str| -> Option<(u32, u32)> {
         passwd.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -148,7 +149,7 @@ pub fn image_user(user: &str, rootfs: &Path) -> (u32, u32) {
         if let Ok(n) = g.parse() {
             gid = n;
         } else {
-            let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+            let group = text("etc/group");
             if let Some(n) = group.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
                 (f.first() == Some(&g))
@@ -288,10 +289,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        assert_eq!(image_user("", dir.path()), (0, 0));
-        assert_eq!(image_user("www", dir.path()), (33, 34));
-        assert_eq!(image_user("www:staff", dir.path()), (33, 50));
-        assert_eq!(image_user("7:8", dir.path()), (7, 8));
-        assert_eq!(image_user("nobody", dir.path()), (0, 0));
+        let read = |rel: &str| std::fs::read(dir.path().join(rel)).ok();
+        assert_eq!(image_user("", read), (0, 0));
+        assert_eq!(image_user("www", read), (33, 34));
+        assert_eq!(image_user("www:staff", read), (33, 50));
+        assert_eq!(image_user("7:8", read), (7, 8));
+        assert_eq!(image_user("nobody", read), (0, 0));
     }
 }

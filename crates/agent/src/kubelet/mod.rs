@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use crate::containers::cni::Cni;
 use crate::containers::container::{Container, Runc};
 use crate::containers::images::ImageStore;
+use crate::containers::registry::Puller;
 use crate::AgentConfig;
 
 /// How many pods may set up their sandbox and start containers at once: twice the
@@ -125,6 +126,8 @@ pub struct Kubelet {
     pub runc: Runc,
     /// The image store.
     pub images: ImageStore,
+    /// Pulls images from registries into [`Kubelet::images`].
+    pub puller: Puller,
     /// The pod network, once the node has its pod CIDR.
     pub cni: watch::Receiver<Option<Cni>>,
     /// The node's own resolv.conf (for dnsPolicy Default).

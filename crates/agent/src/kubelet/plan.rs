@@ -375,59 +375,147 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// What the worker does about a container whose image the node does not have
-/// (kubelet's `EnsureImageExists` when no pull is possible).
+/// What the worker does about a container's image (kubelet's `EnsureImageExists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStep {
+    /// Run the image the node has (event `Container image "x" already present on
+    /// machine`).
+    UsePresent,
+    /// Pull it now.
+    Pull,
+    /// A pull failed a moment ago: wait for the pull back-off (`ImagePullBackOff`).
+    BackOff,
+    /// Missing with `imagePullPolicy: Never` (`ErrImageNeverPull`).
+    NeverPulled,
+}
+
+/// kubelet's pull decision: `Never` uses what the node has, `IfNotPresent` pulls what
+/// it lacks, `Always` pulls every time (no policy: as the API server defaults it, from
+/// the tag). `present` is whether the node has the image and whether it came from a
+/// registry: built-in and imported images have no registry to ask, so they count as
+/// pulled already. `backing_off`: a pull failed and its back-off has not passed.
+pub fn image_step(
+    image: &str,
+    policy: Option<&str>,
+    present: Option<bool>,
+    backing_off: bool,
+) -> ImageStep {
+    let policy = match policy {
+        Some(p) => p,
+        None if image_tag_is_latest(image) => "Always",
+        None => "IfNotPresent",
+    };
+    match (policy, present) {
+        ("Never", Some(_)) => ImageStep::UsePresent,
+        ("Never", None) => ImageStep::NeverPulled,
+        ("Always", Some(false)) => ImageStep::UsePresent,
+        ("Always", _) | (_, None) if backing_off => ImageStep::BackOff,
+        ("Always", _) | (_, None) => ImageStep::Pull,
+        (_, Some(_)) => ImageStep::UsePresent,
+    }
+}
+
+/// Whether a reference means `:latest` (no tag, or that tag; a digest pins it).
+fn image_tag_is_latest(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
+}
+
+/// What the worker shows for a container whose image it could not get: its waiting
+/// reason and message, and the events to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingImage {
     /// The container's waiting reason.
     pub reason: &'static str,
     /// The container's waiting message.
     pub message: String,
-    /// The event to record: its type (`Normal`/`Warning`), reason and message.
-    pub event: (&'static str, &'static str, String),
-    /// Whether the next attempt waits for the pull back-off (not so for `Never`:
-    /// kubelet checks again at every sync).
-    pub backoff: bool,
+    /// The events to record: type (`Normal`/`Warning`), reason and message.
+    pub events: Vec<(&'static str, &'static str, String)>,
 }
 
-/// kubelet's answer for a missing image: `imagePullPolicy: Never` is
-/// `ErrImageNeverPull` ("is not present with pull policy of Never"), any other policy
-/// a pull, which skiff cannot do: `ErrImagePull` the first time, then
-/// `ImagePullBackOff`. `previous` is the container's waiting reason so far; `detail`
-/// says why the node's image store could not resolve it, if it failed.
-pub fn missing_image(
-    image: &str,
-    pull_policy: Option<&str>,
-    previous: Option<&str>,
-    detail: &str,
-) -> MissingImage {
-    if pull_policy == Some("Never") {
-        let message =
-            format!("Container image \"{image}\" is not present with pull policy of Never");
-        return MissingImage {
-            reason: "ErrImageNeverPull",
-            message: message.clone(),
-            event: ("Warning", "ErrImageNeverPull", message),
-            backoff: false,
-        };
+/// `ErrImageNeverPull`, as kubelet says it.
+pub fn never_pulled(image: &str) -> MissingImage {
+    let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+    MissingImage {
+        reason: "ErrImageNeverPull",
+        message: message.clone(),
+        events: vec![
+            ("Warning", "ErrImageNeverPull", message),
+            ("Warning", "Failed", "Error: ErrImageNeverPull".into()),
+        ],
     }
-    if matches!(previous, Some("ErrImagePull" | "ImagePullBackOff")) {
-        let message = format!("Back-off pulling image \"{image}\"");
-        return MissingImage {
-            reason: "ImagePullBackOff",
-            message: message.clone(),
-            event: ("Normal", "BackOff", message),
-            backoff: true,
-        };
-    }
-    let message = format!(
-        "Failed to pull image \"{image}\": skiff cannot reach registries; import it with 'skiff image import FILE'{detail}"
-    );
+}
+
+/// A failed pull (`ErrImagePull`): `error` is the puller's reason.
+pub fn pull_failed(image: &str, error: &str) -> MissingImage {
     MissingImage {
         reason: "ErrImagePull",
+        message: error.to_string(),
+        events: vec![
+            (
+                "Warning",
+                "Failed",
+                format!("Failed to pull image \"{image}\": {error}"),
+            ),
+            ("Warning", "Failed", "Error: ErrImagePull".into()),
+        ],
+    }
+}
+
+/// Waiting out the pull back-off (`ImagePullBackOff`).
+pub fn pull_backoff(image: &str) -> MissingImage {
+    let message = format!("Back-off pulling image \"{image}\"");
+    MissingImage {
+        reason: "ImagePullBackOff",
         message: message.clone(),
-        event: ("Warning", "Failed", message),
-        backoff: true,
+        events: vec![
+            ("Normal", "BackOff", message),
+            ("Warning", "Failed", "Error: ImagePullBackOff".into()),
+        ],
+    }
+}
+
+/// The event of a pull that succeeded, in kubelet's words: durations as Go prints them,
+/// truncated to the millisecond.
+pub fn pulled_message(image: &str, took: Duration, with_waiting: Duration, size: u64) -> String {
+    format!(
+        "Successfully pulled image \"{image}\" in {} ({} including waiting). Image size: {size} bytes.",
+        go_duration_ms(took),
+        go_duration_ms(with_waiting)
+    )
+}
+
+/// Go's `time.Duration.String()` of a duration truncated to milliseconds (`523ms`,
+/// `1.5s`, `2m0.03s`, `1h0m0s`).
+pub fn go_duration_ms(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, frac) = (rest / 1000, rest % 1000);
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:03}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
+    };
+    if h > 0 {
+        format!("{h}h{m}m{secs}")
+    } else if m > 0 {
+        format!("{m}m{secs}")
+    } else {
+        secs
     }
 }
 
@@ -735,23 +823,65 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_image_with_pull_policy_never_is_err_image_never_pull() {
-        let never = missing_image("busybox:9", Some("Never"), None, "");
+    fn pull_policies_as_kubelet() {
+        use ImageStep::*;
+        // A pulled image (Some(true)), a local one (Some(false)), none (None).
+        assert_eq!(image_step("x:1", Some("Never"), None, false), NeverPulled);
+        assert_eq!(
+            image_step("x:1", Some("Never"), Some(true), false),
+            UsePresent
+        );
+        assert_eq!(
+            image_step("x:1", Some("IfNotPresent"), Some(true), false),
+            UsePresent
+        );
+        assert_eq!(image_step("x:1", Some("IfNotPresent"), None, false), Pull);
+        assert_eq!(image_step("x:1", Some("IfNotPresent"), None, true), BackOff);
+        assert_eq!(image_step("x:1", Some("Always"), Some(true), false), Pull);
+        assert_eq!(
+            image_step("x:1", Some("Always"), Some(false), false),
+            UsePresent
+        );
+        assert_eq!(image_step("x:1", Some("Always"), Some(true), true), BackOff);
+        // No policy: defaulted from the tag.
+        assert_eq!(image_step("x", None, Some(true), false), Pull);
+        assert_eq!(image_step("r:5000/x:latest", None, Some(true), false), Pull);
+        assert_eq!(image_step("r:5000/x", None, Some(true), false), Pull);
+        assert_eq!(image_step("x:1", None, Some(true), false), UsePresent);
+        assert_eq!(
+            image_step("x@sha256:ab", None, Some(true), false),
+            UsePresent
+        );
+    }
+
+    #[test]
+    fn image_messages_as_kubelet() {
+        let never = never_pulled("busybox:9");
         assert_eq!(never.reason, "ErrImageNeverPull");
         assert_eq!(
             never.message,
             "Container image \"busybox:9\" is not present with pull policy of Never"
         );
-        assert_eq!(never.event.0, "Warning");
-        assert!(!never.backoff);
-        // It stays so: no pull, so no pull back-off.
-        let again = missing_image("busybox:9", Some("Never"), Some("ErrImageNeverPull"), "");
-        assert_eq!(again.reason, "ErrImageNeverPull");
-
-        let first = missing_image("x", Some("IfNotPresent"), None, "");
-        assert_eq!(first.reason, "ErrImagePull");
-        let next = missing_image("x", None, Some(first.reason), "");
-        assert_eq!(next.reason, "ImagePullBackOff");
-        assert_eq!(next.message, "Back-off pulling image \"x\"");
+        let failed = pull_failed(
+            "x:1",
+            "failed to pull and unpack image \"docker.io/library/x:1\": nope",
+        );
+        assert_eq!(failed.reason, "ErrImagePull");
+        assert_eq!(
+            failed.events[0].2,
+            "Failed to pull image \"x:1\": failed to pull and unpack image \"docker.io/library/x:1\": nope"
+        );
+        assert_eq!(failed.events[1].2, "Error: ErrImagePull");
+        let back = pull_backoff("x:1");
+        assert_eq!(back.reason, "ImagePullBackOff");
+        assert_eq!(back.message, "Back-off pulling image \"x:1\"");
+        assert_eq!(
+            pulled_message("x:1", Duration::from_millis(1234), Duration::from_micros(1_500_900), 42),
+            "Successfully pulled image \"x:1\" in 1.234s (1.5s including waiting). Image size: 42 bytes."
+        );
+        assert_eq!(go_duration_ms(Duration::from_micros(523_900)), "523ms");
+        assert_eq!(go_duration_ms(Duration::from_millis(120_030)), "2m0.03s");
+        assert_eq!(go_duration_ms(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration_ms(Duration::ZERO), "0s");
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
-    Container as ContainerSpecK8s, ContainerStatus, Pod, PodCondition, Service,
+    Container as ContainerSpecK8s, ContainerStatus, Pod, PodCondition, Secret, Service,
 };
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::Api;
@@ -29,6 +29,7 @@ use crate::containers::cni::PortMapping;
 use crate::containers::container::{self, Container, ContainerSpec, Exit};
 use crate::containers::images::Image;
 use crate::containers::netns;
+use crate::containers::registry::{parse_docker_config, Credential};
 
 struct Instance {
     container: Arc<Container>,
@@ -47,6 +48,8 @@ struct CState {
     waiting: Option<(String, String)>,
     backoff: Backoff,
     pull_backoff: Backoff,
+    /// When a failed pull may be tried again (ImagePullBackOff until then).
+    pull_retry_at: Option<Instant>,
     not_before: Option<Instant>,
     ready: bool,
     started: bool,
@@ -865,7 +868,7 @@ impl Worker {
             &self.dir,
             Resolved {
                 env,
-                image_user: image_user(&image.config.user, &image.rootfs),
+                image_user: image_user(&image.config.user, |rel| image.read_file(rel)),
                 hostname,
                 netns: self.netns.clone(),
                 volume_mounts: volumes::mounts_for(c, &self.volumes),
@@ -883,7 +886,7 @@ impl Worker {
                 .dir
                 .join("containers")
                 .join(format!("{}-{attempt}", c.name)),
-            lower: image.rootfs.clone(),
+            lower: image.lowers.clone(),
             config,
             log_path: log_path.clone(),
             stdin: c.stdin.unwrap_or(false),
@@ -901,8 +904,9 @@ impl Worker {
         }
     }
 
-    /// The container's image, or None (with the container waiting on ErrImagePull /
-    /// ImagePullBackOff, or ErrImageNeverPull) if the node does not have it.
+    /// The container's image as its pull policy says: the node's, or pulled now; None
+    /// (with the container waiting on ErrImagePull / ImagePullBackOff, or
+    /// ErrImageNeverPull) if it cannot have it yet.
     async fn image_for(&mut self, pod: &Pod, c: &ContainerSpecK8s) -> Option<Image> {
         let image_ref = c.image.clone().unwrap_or_default();
         let resolved = {
@@ -910,46 +914,151 @@ impl Worker {
             let r = image_ref.clone();
             tokio::task::spawn_blocking(move || k.images.resolve(&r)).await
         };
-        let detail = match resolved {
-            Ok(Ok(Some(img))) => {
+        let present = match resolved {
+            Ok(Ok(img)) => img,
+            Ok(Err(e)) => {
+                tracing::warn!(image = %image_ref, error = %format!("{e:#}"), "reading the image store");
+                None
+            }
+            Err(_) => None,
+        };
+        let st = self.states.entry(c.name.clone()).or_default();
+        let backing_off = st.pull_retry_at.is_some_and(|t| Instant::now() < t);
+        let step = plan::image_step(
+            &image_ref,
+            c.image_pull_policy.as_deref(),
+            present.as_ref().map(|i| i.pulled),
+            backing_off,
+        );
+        let missing = match step {
+            plan::ImageStep::UsePresent => {
+                if let Some(img) = present {
+                    event(
+                        &self.k,
+                        pod,
+                        Some(&c.name),
+                        NORMAL,
+                        "Pulled",
+                        format!("Container image \"{image_ref}\" already present on machine"),
+                    );
+                    return Some(img);
+                }
+                return None;
+            }
+            plan::ImageStep::NeverPulled => {
+                let m = plan::never_pulled(&image_ref);
+                // kubelet records ErrImageNeverPull at every sync; one event per episode here.
+                let repeated = st.waiting.as_ref().is_some_and(|(r, _)| r == m.reason);
+                st.not_before = Some(Instant::now() + Duration::from_secs(1));
+                st.waiting = Some((m.reason.into(), m.message.clone()));
+                if repeated {
+                    return None;
+                }
+                m
+            }
+            plan::ImageStep::BackOff => {
+                let m = plan::pull_backoff(&image_ref);
+                st.not_before = st.pull_retry_at;
+                st.waiting = Some((m.reason.into(), m.message.clone()));
+                m
+            }
+            plan::ImageStep::Pull => {
                 event(
                     &self.k,
                     pod,
                     Some(&c.name),
                     NORMAL,
-                    "Pulled",
-                    format!("Container image \"{image_ref}\" already present on machine"),
+                    "Pulling",
+                    format!("Pulling image \"{image_ref}\""),
                 );
-                return Some(img);
+                let creds = self.pull_credentials(pod).await;
+                match self.k.puller.pull(&self.k.images, &image_ref, &creds).await {
+                    Ok(pulled) => {
+                        event(
+                            &self.k,
+                            pod,
+                            Some(&c.name),
+                            NORMAL,
+                            "Pulled",
+                            plan::pulled_message(
+                                &image_ref,
+                                pulled.took,
+                                pulled.with_waiting,
+                                pulled.size,
+                            ),
+                        );
+                        let st = self.states.entry(c.name.clone()).or_default();
+                        st.pull_backoff = Backoff::default();
+                        st.pull_retry_at = None;
+                        return Some(pulled.image);
+                    }
+                    Err(e) => {
+                        let m = plan::pull_failed(&image_ref, &format!("{e:#}"));
+                        let st = self.states.entry(c.name.clone()).or_default();
+                        let delay = st
+                            .pull_backoff
+                            .on_exit(Duration::ZERO)
+                            .max(super::backoff::INITIAL);
+                        st.pull_retry_at = Some(Instant::now() + delay);
+                        // Shown as ErrImagePull a moment, then ImagePullBackOff until
+                        // the retry, as kubelet's next syncs do.
+                        st.not_before = Some(Instant::now() + Duration::from_secs(1));
+                        st.waiting = Some((m.reason.into(), m.message.clone()));
+                        m
+                    }
+                }
             }
-            Ok(Err(e)) => format!(": {e:#}"),
-            _ => String::new(),
         };
-        let st = self.states.entry(c.name.clone()).or_default();
-        let previous = st.waiting.as_ref().map(|(r, _)| r.as_str());
-        let decided = super::plan::missing_image(
-            &image_ref,
-            c.image_pull_policy.as_deref(),
-            previous,
-            &detail,
-        );
-        // kubelet records ErrImageNeverPull at every sync; one event per episode here.
-        let repeated = !decided.backoff && previous == Some(decided.reason);
-        let delay = if decided.backoff {
-            st.pull_backoff
-                .on_exit(Duration::ZERO)
-                .max(Duration::from_secs(1))
-        } else {
-            Duration::from_secs(1)
-        };
-        st.not_before = Some(Instant::now() + delay);
-        st.waiting = Some((decided.reason.into(), decided.message));
-        if !repeated {
-            let (kind, reason, message) = decided.event;
+        for (kind, reason, message) in missing.events {
             let kind = if kind == "Warning" { WARNING } else { NORMAL };
             event(&self.k, pod, Some(&c.name), kind, reason, message);
         }
         None
+    }
+
+    /// The registry credentials of the pod's `imagePullSecrets`, read through the API
+    /// as kubelet does; a Secret it cannot read is an event
+    /// (`FailedToRetrieveImagePullSecret`) and the pull goes on without it.
+    async fn pull_credentials(&self, pod: &Pod) -> Vec<Credential> {
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.k.client.clone(), &ns);
+        let mut creds = Vec::new();
+        for name in names {
+            let parsed = match api.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    let data = secret.data.unwrap_or_default();
+                    let doc = match secret.type_.as_deref() {
+                        Some("kubernetes.io/dockerconfigjson") => data.get(".dockerconfigjson"),
+                        Some("kubernetes.io/dockercfg") => data.get(".dockercfg"),
+                        _ => None,
+                    };
+                    doc.map(|d| parse_docker_config(&d.0))
+                }
+                _ => None,
+            };
+            match parsed {
+                Some(Ok(c)) => creds.extend(c),
+                _ => event(
+                    &self.k,
+                    pod,
+                    None,
+                    WARNING,
+                    "FailedToRetrieveImagePullSecret",
+                    format!(
+                        "Unable to retrieve some image pull secrets ({name}); attempting to pull the image may not succeed."
+                    ),
+                ),
+            }
+        }
+        creds
     }
 
     /// A new instance runs: its probes start, the streaming endpoint sees it.
