@@ -16,6 +16,7 @@ mod http;
 mod masterleases;
 mod metrics;
 mod nodecreds;
+mod nodemetrics;
 mod nodeproxy;
 pub mod pki;
 mod proto;
@@ -240,6 +241,7 @@ impl Server {
                 Box::new(admission::PodSecurity::new(store.clone())),
             ]),
             watch_metrics: Default::default(),
+            node_stats: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));
         bootstrap::run(&state)
