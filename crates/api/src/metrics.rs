@@ -80,7 +80,7 @@ pub fn cpu_quantity(nanocores: u64) -> String {
     }
     let mut n = nanocores;
     for suffix in ["n", "u", "m"] {
-        if n % 1000 != 0 {
+        if !n.is_multiple_of(1000) {
             return format!("{n}{suffix}");
         }
         n /= 1000;
@@ -97,7 +97,7 @@ pub fn memory_quantity(bytes: u64) -> String {
     let mut n = bytes;
     let mut suffix = "";
     for s in ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"] {
-        if n % 1024 != 0 {
+        if !n.is_multiple_of(1024) {
             break;
         }
         n /= 1024;

@@ -289,7 +289,7 @@ fn hpa_rows_as_kubectl_get_hpa_prints_them() {
         "status": {"currentReplicas": 2, "desiredReplicas": 2,
                    "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu",
                                         "current": {"averageUtilization": 93, "averageValue": "93m"}}}]}});
-    let t = table(info, &[hpa.clone()], IncludeObject::None, now());
+    let t = table(info, std::slice::from_ref(&hpa), IncludeObject::None, now());
     let names: Vec<&str> = t["columnDefinitions"]
         .as_array()
         .expect("columns")
