@@ -7,6 +7,8 @@
 //! - [`node`] registers the Node and keeps its status and Lease fresh.
 //! - [`podroutes`] routes the other nodes' pod CIDRs via their InternalIPs (host-gw).
 //! - [`streaming`] serves logs/exec/attach/port-forward on :10250.
+//! - [`stats`] samples the node's, pods' and containers' CPU and memory for
+//!   `/stats/summary` and `/metrics/resource` on :10250.
 //!
 //! [`run`] wires them together; the `skiff agent` command calls it.
 
@@ -16,6 +18,7 @@ pub mod credentials;
 pub mod kubelet;
 pub mod node;
 pub mod podroutes;
+pub mod stats;
 pub mod streaming;
 
 use std::collections::BTreeMap;
@@ -145,6 +148,66 @@ impl streaming::server::Streams for Kubelet {
     }
     fn runc(&self) -> &Runc {
         &self.runc
+    }
+    fn stats(&self) -> Option<&stats::Stats> {
+        Some(&self.stats)
+    }
+}
+
+/// What the sampler reads: every pod's cgroup and those of its running containers.
+fn stats_targets(k: &Kubelet) -> Vec<stats::Target> {
+    let pods: Vec<Arc<kubelet::PodEntry>> = k
+        .pods
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let node = &k.cfg.node_name;
+    pods.iter()
+        .map(|p| {
+            let containers = p
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter_map(|(name, e)| {
+                    let c = e.current.as_ref().filter(|c| c.exit().is_none())?;
+                    Some(stats::ContainerTarget {
+                        name: name.clone(),
+                        cgroup: format!("/skiff/{node}/pod{}/{}", p.uid, c.id),
+                        started_at: c.started_at,
+                    })
+                })
+                .collect();
+            stats::Target {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                cgroup: format!("/skiff/{node}/pod{}", p.uid),
+                containers,
+            }
+        })
+        .collect()
+}
+
+/// Samples the node's and the pods' counters every [`stats::SAMPLE_INTERVAL`].
+async fn sample_stats(k: Arc<Kubelet>) {
+    let mut tick = tokio::time::interval(stats::SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let targets = stats_targets(&k);
+        let k = k.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            k.stats.record(
+                chrono::Utc::now(),
+                stats::cgroup::read_node(),
+                Path::new("/sys/fs/cgroup"),
+                targets,
+            )
+        })
+        .await;
     }
 }
 
@@ -285,7 +348,9 @@ pub async fn run_after_proxy(
         services: Default::default(),
         events: skiff_runtime::events::Recorder::new(client.clone(), "kubelet")
             .with_host(&cfg.node_name),
+        stats: stats::Stats::new(&cfg.node_name, since),
     });
+    tokio::spawn(sample_stats(k.clone()));
     let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
     let router = streaming::server::router(k.clone(), cfg.token.clone());
     let addr = SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port));

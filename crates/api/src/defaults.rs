@@ -32,6 +32,10 @@ pub const NODE_PORT_STATIC_BAND_MAX: u16 = 30085;
 pub const API_SERVER_PORT: u16 = 6443;
 /// Port the agent's kubelet endpoint listens on.
 pub const KUBELET_PORT: u16 = 10250;
+/// How often the agent samples its pods' and node's CPU and memory; a CPU rate is the
+/// usage over this window, which `metrics.k8s.io` reports as `window` (cAdvisor's
+/// housekeeping interval, as metrics-server's `--metric-resolution` was the window).
+pub const METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// Port of the proxy's metrics endpoint.
 pub const PROXY_METRICS_PORT: u16 = 10249;
 

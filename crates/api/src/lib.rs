@@ -9,6 +9,7 @@
 pub mod cron;
 pub mod defaults;
 pub mod helpers;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod tz;

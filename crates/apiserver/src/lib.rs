@@ -17,6 +17,7 @@ mod http;
 mod masterleases;
 mod metrics;
 mod nodecreds;
+mod nodemetrics;
 mod nodeproxy;
 pub mod pki;
 mod proto;
@@ -243,6 +244,7 @@ impl Server {
             ]),
             webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),
+            node_stats: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));
         bootstrap::run(&state)

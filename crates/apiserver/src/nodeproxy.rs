@@ -5,7 +5,8 @@
 //! kube-rs use passes: WebSocket `v5.channel.k8s.io`..`channel.k8s.io` and
 //! `SPDY/3.1+portforward.k8s.io` (SPDY frames in WebSocket messages, unwrapped by the
 //! agent rather than here), and `Upgrade: SPDY/3.1` with its `X-Stream-Protocol-Version`
-//! offers (kubectl 1.27-1.29, and newer ones falling back).
+//! offers (kubectl 1.27-1.29, and newer ones falling back). It also fetches an agent's
+//! `/stats/summary` for `metrics.k8s.io` (`stats_summary`).
 //!
 //! The agent's certificate is not verified (as kube-apiserver's default
 //! `--kubelet-certificate-authority` unset); the server authenticates with the join token.
@@ -128,12 +129,18 @@ async fn locate(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?
         .to_string();
+    let (addr, port) = node_endpoint(state, &node)?;
+    Ok((addr, port, container))
+}
+
+/// The kubelet endpoint of a node: its InternalIP and `daemonEndpoints` port.
+fn node_endpoint(state: &ApiState, node: &str) -> ApiResult<(String, u16)> {
     let node_info = skiff_resources::lookup("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes not registered"))?;
     let nkv = state
         .store
-        .get(&key(node_info, None, &node))?
-        .ok_or_else(|| ApiError::not_found("", "nodes", &node))?;
+        .get(&key(node_info, None, node))?
+        .ok_or_else(|| ApiError::not_found("", "nodes", node))?;
     let nobj = decode(&nkv)?;
     let addr = nobj
         .pointer("/status/addresses")
@@ -150,7 +157,48 @@ async fn locate(
         .and_then(Value::as_u64)
         .filter(|p| *p > 0)
         .unwrap_or(skiff_api::defaults::KUBELET_PORT as u64) as u16;
-    Ok((addr, port, container))
+    Ok((addr, port))
+}
+
+/// GET the agent's `/stats/summary` of node `node` (for `metrics.k8s.io`).
+pub(crate) async fn stats_summary(state: &ApiState, node: &str) -> ApiResult<Value> {
+    let (addr, port) = node_endpoint(state, node)?;
+    let mut sender = connect(&addr, port).await?;
+    let req = Request::get("/stats/summary")
+        .header("host", format!("{addr}:{port}"))
+        .header("authorization", format!("Bearer {}", state.pki.join_token))
+        .body(empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let failed = |e: String| {
+        ApiError::new(
+            502,
+            "InternalError",
+            format!("unable to fetch metrics from node {node}: {e}"),
+        )
+    };
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(failed(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        serde_json::from_slice::<Value>(&body).map_err(|e| failed(e.to_string()))
+    })
+    .await
+    .map_err(|_| failed("timed out".into()))??;
+    Ok(resp)
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<

@@ -1,6 +1,6 @@
 //! The REST handlers: GET, LIST, POST, PUT, PATCH, DELETE and deletecollection of every
 //! registered resource, plus the small subresources (status, scale, binding, eviction,
-//! token, finalize) and the computed `componentstatuses`. Objects are stored as JSON in their storage version under
+//! token, finalize), the computed `componentstatuses` and `metrics.k8s.io`. Objects are stored as JSON in their storage version under
 //! `/registry/<group|core>/<plural>/[<namespace>/]<name>`; the store's revision is the
 //! `resourceVersion`.
 
@@ -8,6 +8,7 @@ pub(crate) mod body;
 mod certificates;
 mod componentstatus;
 mod eviction;
+mod metrics;
 mod objects;
 mod patch;
 mod reviews;
@@ -60,6 +61,18 @@ pub(crate) async fn dispatch(
                 }
                 r
             }
+            Err(e) => error_response(&e),
+        };
+    }
+    if t.info.group == skiff_api::metrics::GROUP && t.sub.is_none() {
+        // Computed from the agents' statistics, not stored.
+        let result = if method == Method::GET {
+            metrics::serve(&state, &t, &q, &headers).await
+        } else {
+            Err(ApiError::method_not_allowed())
+        };
+        return match result {
+            Ok(v) => json_response(200, &v),
             Err(e) => error_response(&e),
         };
     }

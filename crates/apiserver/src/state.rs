@@ -29,4 +29,6 @@ pub(crate) struct ApiState {
     pub webhooks: admission::Webhooks,
     /// Counters of the watch handlers (watchers closed for not reading).
     pub watch_metrics: WatchMetrics,
+    /// The agents' statistics summaries, cached briefly for `metrics.k8s.io`.
+    pub node_stats: crate::nodemetrics::Cache,
 }

@@ -16,6 +16,7 @@ pub mod endpointslice;
 pub use skiff_runtime::events;
 pub mod gc;
 pub mod hash;
+pub mod hpa;
 pub use skiff_runtime::informer;
 pub mod ipam;
 pub mod job;
@@ -78,7 +79,7 @@ pub struct ControllersConfig {
     /// `endpointslice`, `endpointslicemirroring`, `replicaset`, `deployment`, `daemonset`,
     /// `garbage-collector`, `namespace`, `nodeipam`, `nodelifecycle`, `serviceaccount`,
     /// `service-lb-controller`, `clusterrole-aggregation`, `job`, `cronjob`, `ttl-after-finished`,
-    /// `disruption`, `persistentvolume-binder`, `pvc-protection`, `pv-protection`,
+    /// `disruption`, `horizontalpodautoscaling`, `persistentvolume-binder`, `pvc-protection`, `pv-protection`,
     /// `statefulset`; and skiff's `local-path-provisioner`).
     pub controllers: Vec<String>,
 }
@@ -274,6 +275,9 @@ pub async fn run_as(
     }
     if on("local-path-provisioner") {
         localpath::run(client_for("local-path-provisioner")?, &inf);
+    }
+    if on("horizontalpodautoscaling") {
+        hpa::run(client_for("horizontal-pod-autoscaler")?);
     }
     if on("namespace") {
         namespace::run(client_for("namespace-controller")?, &inf);

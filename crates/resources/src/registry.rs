@@ -216,6 +216,10 @@ static RESOURCES: &[ResourceInfo] = &[
     // and fairness is applied)
     r("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", false, NONE, NONE, READ_ONLY, NONE, "v1"),
     r("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", false, NONE, NONE, READ_ONLY, NONE, "v1"),
+    // metrics: computed from the agents' statistics at each request, never stored, as
+    // metrics-server serves it (its singular names are `node` and `pod`)
+    r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", "node", false, NONE, NONE, GET_LIST, NONE, "v1beta1"),
+    r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", "pod", true, NONE, NONE, GET_LIST, NONE, "v1beta1"),
     // networking
     r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, NONE, NONE, ALL_VERBS, NONE, "v1"),
     r("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, ALL_VERBS, &["status"], "v1"),

@@ -476,6 +476,8 @@ fn generate() -> Schemas {
         "v1",
         "PriorityLevelConfiguration",
     );
+    add::<skiff_api::metrics::NodeMetrics>(g, k, "metrics.k8s.io", "v1beta1", "NodeMetrics");
+    add::<skiff_api::metrics::PodMetrics>(g, k, "metrics.k8s.io", "v1beta1", "PodMetrics");
     add::<net::IngressClass>(g, k, "networking.k8s.io", "v1", "IngressClass");
     add::<net::Ingress>(g, k, "networking.k8s.io", "v1", "Ingress");
     add::<net::NetworkPolicy>(g, k, "networking.k8s.io", "v1", "NetworkPolicy");

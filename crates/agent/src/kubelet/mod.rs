@@ -142,6 +142,8 @@ pub struct Kubelet {
     /// Events about pods, as kubelet records them: source component `kubelet`, host
     /// this node; repeats folded into a count, a pod's flood cut as client-go does.
     pub events: Recorder,
+    /// The sampled CPU and memory of the node and its pods (`/stats/summary`).
+    pub stats: crate::stats::Stats,
 }
 
 impl std::fmt::Debug for Kubelet {

@@ -1,5 +1,6 @@
 //! The kubelet's HTTPS endpoint (:10250): `/containerLogs`, `/exec`, `/attach`,
-//! `/portForward` and `/healthz`, behind a bearer-token check. The streaming endpoints
+//! `/portForward`, `/stats/summary`, `/metrics/resource` and `/healthz`, behind a
+//! bearer-token check. The streaming endpoints
 //! take WebSocket upgrades (remotecommand/portforward channel protocols, and SPDY
 //! tunnelled in binary messages for port-forward) and SPDY/3.1 upgrades.
 
@@ -48,6 +49,10 @@ pub trait Streams: Send + Sync + 'static {
     }
     /// runc, for exec.
     fn runc(&self) -> &Runc;
+    /// The sampled resource usage (None: not collected; the stats endpoints answer 404).
+    fn stats(&self) -> Option<&crate::stats::Stats> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -128,6 +133,8 @@ pub fn router(streams: Arc<dyn Streams>, token: String) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(resource_metrics))
         .route(
             "/exec/{ns}/{pod}/{container}",
             get(exec_handler).post(exec_handler),
@@ -158,6 +165,29 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
         next.run(req).await
     } else {
         (StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
+    }
+}
+
+/// `GET /stats/summary`: the node's, pods' and containers' CPU and memory (JSON).
+async fn stats_summary(State(s): State<AppState>) -> Response {
+    match s.streams.stats() {
+        Some(st) => axum::Json(st.summary()).into_response(),
+        None => not_found("stats are not collected".into()),
+    }
+}
+
+/// `GET /metrics/resource`: the same counters in the Prometheus text format.
+async fn resource_metrics(State(s): State<AppState>) -> Response {
+    match s.streams.stats() {
+        Some(st) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            st.resource_metrics(),
+        )
+            .into_response(),
+        None => not_found("stats are not collected".into()),
     }
 }
 

@@ -199,6 +199,33 @@ pub(super) fn cells(
                 + obj(o, "/binaryData").map(Map::len).unwrap_or(0);
             vec![name(o), json!(n), age(o, now)]
         }
+        // metrics-server's table: a pod's usage is its containers' sum.
+        ("metrics.k8s.io", "NodeMetrics" | "PodMetrics") => {
+            let usages: Vec<&Value> = match o.get("usage") {
+                Some(u) => vec![u],
+                None => arr(o, "/containers")
+                    .iter()
+                    .filter_map(|c| c.get("usage"))
+                    .collect(),
+            };
+            let sum = |r: &str| -> f64 {
+                usages
+                    .iter()
+                    .filter_map(|u| u.get(r)?.as_str())
+                    .filter_map(skiff_api::quantity::parse)
+                    .sum()
+            };
+            vec![
+                name(o),
+                json!(skiff_api::metrics::cpu_quantity(
+                    (sum("cpu") * 1e9).round() as u64
+                )),
+                json!(skiff_api::metrics::memory_quantity(
+                    sum("memory").round() as u64
+                )),
+                json!(s(o, "/window")),
+            ]
+        }
         ("", "ComponentStatus") => {
             let mut status = "Unknown".to_string();
             let mut message = String::new();
@@ -299,6 +326,29 @@ pub(super) fn cells(
                 json!(hosts),
                 json!(addrs.join(",")),
                 json!(ports),
+                age(o, now),
+            ]
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let min = o
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "<unset>".into());
+            vec![
+                name(o),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/spec/scaleTargetRef/kind"),
+                    s(o, "/spec/scaleTargetRef/name")
+                )),
+                json!(hpa_metrics(
+                    arr(o, "/spec/metrics"),
+                    arr(o, "/status/currentMetrics")
+                )),
+                json!(min),
+                json!(i(o, "/spec/maxReplicas")),
+                json!(i(o, "/status/currentReplicas")),
                 age(o, now),
             ]
         }
@@ -443,6 +493,95 @@ fn csr_condition(o: &Value) -> String {
         out.push_str(",Issued");
     }
     out
+}
+
+/// The Targets cell of an HPA (`formatHPAMetrics`): `current/target` per metric, at
+/// most two, then `+ N more...`.
+fn hpa_metrics(specs: &[Value], statuses: &[Value]) -> String {
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let mut list: Vec<String> = Vec::new();
+    let mut count = 0;
+    let mut more = false;
+    for (at, spec) in specs.iter().enumerate() {
+        let status = statuses.get(at);
+        let current = |ptr: &str, pct: bool| -> String {
+            match status.and_then(|st| st.pointer(ptr)) {
+                Some(Value::Number(n)) if pct => format!("{n}%"),
+                Some(Value::String(q)) => q.clone(),
+                _ => "<unknown>".into(),
+            }
+        };
+        let entry = match s(spec, "/type") {
+            "Pods" => format!(
+                "{}/{}",
+                current("/pods/current/averageValue", false),
+                s(spec, "/pods/target/averageValue")
+            ),
+            "Object" => {
+                let (cur, target) = if spec.pointer("/object/target/averageValue").is_some() {
+                    (
+                        "/object/current/averageValue",
+                        "/object/target/averageValue",
+                    )
+                } else {
+                    ("/object/current/value", "/object/target/value")
+                };
+                format!("{}/{}", current(cur, false), s(spec, target))
+            }
+            "External" => {
+                let (cur, target) = if spec.pointer("/external/target/averageValue").is_some() {
+                    (
+                        "/external/current/averageValue",
+                        "/external/target/averageValue",
+                    )
+                } else {
+                    ("/external/current/value", "/external/target/value")
+                };
+                format!("{}/{}", current(cur, false), s(spec, target))
+            }
+            kind @ ("Resource" | "ContainerResource") => {
+                let key = if kind == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
+                let name = s(spec, &format!("/{key}/name"));
+                if let Some(v) = spec.pointer(&format!("/{key}/target/averageValue")) {
+                    format!(
+                        "{name}: {}/{}",
+                        current(&format!("/{key}/current/averageValue"), false),
+                        v.as_str().unwrap_or_default()
+                    )
+                } else {
+                    let target = spec
+                        .pointer(&format!("/{key}/target/averageUtilization"))
+                        .and_then(Value::as_i64)
+                        .map(|t| format!("{t}%"))
+                        .unwrap_or_else(|| "<auto>".into());
+                    format!(
+                        "{name}: {}/{target}",
+                        current(&format!("/{key}/current/averageUtilization"), true)
+                    )
+                }
+            }
+            _ => "<unknown type>".into(),
+        };
+        list.push(entry);
+        if list.len() > 2 {
+            list.truncate(2);
+            more = true;
+            break;
+        }
+        count += 1;
+    }
+    let ret = list.join(", ");
+    if more {
+        format!("{ret} + {} more...", specs.len() - count)
+    } else {
+        ret
+    }
 }
 
 fn job_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {

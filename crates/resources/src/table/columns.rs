@@ -253,6 +253,12 @@ pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
             col("Data", "string", 0, doc(&core("ConfigMap"), "data")),
             age_col(),
         ],
+        ("metrics.k8s.io", "NodeMetrics" | "PodMetrics") => vec![
+            name_col(),
+            col("CPU", "string", 0, "CPU usage"),
+            col("Memory", "string", 0, "Memory usage"),
+            col("Window", "string", 0, "Interval"),
+        ],
         ("", "ComponentStatus") => vec![
             name_col(),
             col("Status", "string", 0, "Status of the component conditions"),
@@ -283,6 +289,18 @@ pub(super) fn columns(group: &str, kind: &str) -> Vec<Col> {
             col("Ports", "string", 0, "Ports of TLS configurations that open"),
             age_col(),
         ],
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            let spec = "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec";
+            vec![
+                name_col(),
+                col("Reference", "string", 0, doc(spec, "scaleTargetRef")),
+                col("Targets", "string", 0, doc(spec, "metrics")),
+                col("MinPods", "string", 0, doc(spec, "minReplicas")),
+                col("MaxPods", "integer", 0, doc(spec, "maxReplicas")),
+                col("Replicas", "integer", 0, doc("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "currentReplicas")),
+                age_col(),
+            ]
+        }
         ("policy", "PodDisruptionBudget") => vec![
             name_col(),
             col("Min Available", "string", 0, "The minimum number of pods that must be available."),

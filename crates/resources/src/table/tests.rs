@@ -275,3 +275,53 @@ fn selectors_format_like_kubernetes() {
     assert_eq!(selector_string(Some(&sel)), "a=1,b=2,c in (x,y),!d");
     assert_eq!(format_label_selector(None), "<none>");
 }
+
+#[test]
+fn hpa_rows_as_kubectl_get_hpa_prints_them() {
+    let info = crate::registry::lookup("autoscaling", "v2", "horizontalpodautoscalers")
+        .expect("registered");
+    let metric = |name: &str, target: Value| json!({"type": "Resource", "resource": {"name": name, "target": target}});
+    let hpa = json!({"metadata": {"name": "web", "creationTimestamp": "2026-11-25T11:58:00Z"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5,
+                 "metrics": [metric("cpu", json!({"type": "Utilization", "averageUtilization": 50})),
+                             metric("memory", json!({"type": "AverageValue", "averageValue": "100Mi"})),
+                             metric("cpu", json!({"type": "Utilization", "averageUtilization": 70}))]},
+        "status": {"currentReplicas": 2, "desiredReplicas": 2,
+                   "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                        "current": {"averageUtilization": 93, "averageValue": "93m"}}}]}});
+    let t = table(info, std::slice::from_ref(&hpa), IncludeObject::None, now());
+    let names: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Reference",
+            "Targets",
+            "MinPods",
+            "MaxPods",
+            "Replicas",
+            "Age"
+        ]
+    );
+    assert_eq!(
+        t["rows"][0]["cells"],
+        json!([
+            "web",
+            "Deployment/web",
+            "cpu: 93%/50%, memory: <unknown>/100Mi + 1 more...",
+            "<unset>",
+            5,
+            2,
+            "2m"
+        ])
+    );
+    let mut none = hpa;
+    none["spec"]["metrics"] = json!([]);
+    let t = table(info, &[none], IncludeObject::None, now());
+    assert_eq!(t["rows"][0]["cells"][2], "<none>");
+}

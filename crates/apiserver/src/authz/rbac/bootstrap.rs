@@ -799,6 +799,23 @@ fn controller_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             ],
         ),
         (
+            "horizontal-pod-autoscaler",
+            vec![
+                r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+                r(
+                    &["update"],
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers/status"],
+                ),
+                r(&["get", "update"], &["*"], &["*/scale"]),
+                r(&["list"], &[""], &["pods"]),
+                r(&["list"], &["metrics.k8s.io"], &["pods"]),
+                r(&["get", "list"], &["custom.metrics.k8s.io"], &["*"]),
+                r(&["get", "list"], &["external.metrics.k8s.io"], &["*"]),
+                events(),
+            ],
+        ),
+        (
             "job-controller",
             vec![
                 r(
