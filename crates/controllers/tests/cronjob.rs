@@ -179,11 +179,15 @@ async fn a_cronjob_in_a_named_time_zone_fires_at_that_zones_minute() {
         jobs.get_opt(&name).await.expect("get job")
     })
     .await;
-    let cj = cjs.get("kathmandu").await.expect("cronjob");
-    let last = cj
-        .status
-        .and_then(|s| s.last_schedule_time)
-        .expect("lastScheduleTime");
+    // The controller writes the status after it made the Job.
+    let last = eventually(10, "lastScheduleTime", || async {
+        cjs.get("kathmandu")
+            .await
+            .expect("cronjob")
+            .status
+            .and_then(|s| s.last_schedule_time)
+    })
+    .await;
     assert_eq!(last.0.as_second(), next);
 }
 
