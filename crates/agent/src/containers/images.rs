@@ -961,30 +961,7 @@ fn docker_sources(root: &Path) -> Result<Vec<Source>> {
 mod tests {
     use super::*;
 
-    fn layer(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            match data {
-                Some(d) => {
-                    h.set_size(d.len() as u64);
-                    h.set_mode(0o644);
-                    h.set_entry_type(tar::EntryType::Regular);
-                    b.append_data(&mut h, path, *d).unwrap();
-                }
-                None => {
-                    h.set_size(0);
-                    h.set_mode(0o755);
-                    h.set_entry_type(tar::EntryType::Directory);
-                    b.append_data(&mut h, path, &[][..]).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::containers::layers::tests::tar_of as layer;
 
     #[test]
     fn whiteouts() {

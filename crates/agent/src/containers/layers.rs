@@ -317,10 +317,11 @@ fn is_whiteout(m: &fs::Metadata) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A tar of `(path, Some(content))` files and `(path, None)` directories.
+    /// A tar of `(path, Some(content))` files and `(path, None)` directories (the other
+    /// image modules' tests build their layers with it too).
     pub(crate) fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, data) in entries {
