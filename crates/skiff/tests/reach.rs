@@ -1,9 +1,10 @@
 //! A cluster the host reaches and whose pods reach out (issue 18), end to end: node IPs,
 //! node ports and LoadBalancer IPs from the host, `--port` on the host's loopback (also
-//! over nodes added later), a pod resolving a name
-//! and fetching a page from "the outside", two clusters side by side on different LANs,
-//! `down` leaving the host's network as it found it, and a real browser (headless
-//! Chromium) opening the seed's node port. Needs root, and chromium for the last.
+//! over nodes added later), a pod resolving a name and fetching a page from "the
+//! outside", two clusters side by side on different LANs, `down` leaving the host's
+//! network as it found it, an `--isolated` cluster adding nothing to it, and a real
+//! browser (headless Chromium) opening the seed's node port. Needs root, and chromium
+//! for the last.
 //!
 //! Nothing leaves the machine: "the outside" is a network namespace the test makes and
 //! the host routes to, at TEST-NET-2 addresses (198.51.100.0/24), holding an HTTP server
@@ -452,4 +453,47 @@ fn a_browser_on_the_host_opens_the_node_port() {
     browse(&format!("--screenshot={}", shot.display()));
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{} is no PNG", shot.display());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_isolated_cluster_adds_nothing_to_the_host() {
+    let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    assert_tools();
+    let before = hostnet::snapshot();
+    let port = free_port();
+    let port_arg = format!("{port}:31688");
+    {
+        let c = Cluster::up("iso", 2, &["--isolated", "--port", &port_arg]);
+        // Up and running, the host's network is as it was: no link, route, address,
+        // rule or forwarding setting.
+        hostnet::assert_unchanged(&before, &hostnet::snapshot(), "an --isolated cluster");
+        assert!(c.state()["host"].is_null(), "{}", c.state());
+        let ls = ok(env!("CARGO_BIN_EXE_skiff"), &["ls"]);
+        let row = ls
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(c.name.as_str()))
+            .unwrap_or_else(|| panic!("{} not in `skiff ls`: {ls}", c.name));
+        assert!(row.ends_with("<isolated>"), "{ls}");
+
+        // Inside, the cluster works as any other: a node reaches the node port on the
+        // other node's IP, and the API and `--port` are reached over the host's loopback
+        // only.
+        apply_seed(&c);
+        let ips = node_ips(&c);
+        let url = format!("http://{}:31688/", ips[1]);
+        wait_for(&url, Duration::from_secs(90), || {
+            let out = c.node_exec("k8s-m", &["curl", "-s", "-m", "3", &url]);
+            String::from_utf8_lossy(&out.stdout).trim() == PAGE
+        });
+        let local = format!("http://127.0.0.1:{port}/");
+        wait_for(&local, Duration::from_secs(30), || {
+            curl(&local).trim() == PAGE
+        });
+    }
+    hostnet::assert_unchanged(
+        &before,
+        &hostnet::snapshot(),
+        "an --isolated cluster's down",
+    );
 }
