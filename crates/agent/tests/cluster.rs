@@ -653,10 +653,14 @@ async fn scenario_body(
         .unwrap();
     assert_eq!(ready_cond.reason.as_deref(), Some("ContainersNotReady"));
 
+    post_start_hooks(&pods, &admin, &kubeconfig).await;
+
     // Graceful deletion: the agent stops the containers, tears the sandbox down and
     // finalizes the deletion quickly.
     let t = Instant::now();
-    for name in ["web", "crash", "ready", "unready", "counter"] {
+    for name in [
+        "web", "crash", "ready", "unready", "counter", "hooked", "badhook",
+    ] {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
     poll("pods gone", Duration::from_secs(20), async || {
@@ -672,6 +676,81 @@ async fn scenario_body(
     assert!(std::fs::read_dir(data.join("agent/pods"))
         .map(|d| d.count() == 0)
         .unwrap_or(true));
+}
+
+/// postStart hooks as kubelet runs them: the container counts as running only once its
+/// hook is done (so what the hook wrote is there as soon as the status says Running),
+/// and a failing hook kills the container, with kubelet's `FailedPostStartHook` event.
+async fn post_start_hooks(pods: &Api<Pod>, admin: &Client, kubeconfig: &Path) {
+    let node_name = pods
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .node_name
+        .unwrap();
+    for (name, hook) in [
+        ("hooked", "sleep 1; echo done > /tmp/hook"),
+        ("badhook", "echo nope; exit 3"),
+    ] {
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {
+                "nodeName": node_name, "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                    "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", hook]}}}}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    poll("hooked running", Duration::from_secs(20), async || {
+        let p = pods.get("hooked").await.ok()?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        cs.state?.running.map(|_| ())
+    })
+    .await;
+    let (ok, out) = kubectl(
+        kubeconfig,
+        &["exec", "hooked", "--", "cat", "/tmp/hook"],
+        None,
+    )
+    .await;
+    assert!(ok && out == "done\n", "the hook's file once running: {out}");
+
+    // The failed hook: the container is killed, and with restartPolicy Never the pod
+    // fails.
+    let bad = poll("badhook failed", Duration::from_secs(20), async || {
+        let p = pods.get("badhook").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
+    })
+    .await;
+    let uid = bad.metadata.uid.unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let want = format!(
+        "Exec lifecycle hook ([sh -c echo nope; exit 3]) for Container \"c\" in Pod \"badhook_default({uid})\" failed - error: "
+    );
+    poll(
+        "FailedPostStartHook and Killing events",
+        Duration::from_secs(10),
+        async || {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=badhook"))
+                .await
+                .ok()?;
+            let has = |reason: &str, msg: &dyn Fn(&str) -> bool| {
+                list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some(reason) && msg(e.message.as_deref().unwrap_or(""))
+                })
+            };
+            (has("FailedPostStartHook", &|m| m.starts_with(&want))
+                && has("Killing", &|m| m == "FailedPostStartHook"))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Whether host-local IPAM (under the agent's data dir) holds `ip` for a pod.

@@ -730,12 +730,18 @@ impl Worker {
                 "Pod sandbox changed, it will be killed and re-created.".to_string(),
             ),
         }
+        let ctr = inst.container.clone();
+        self.stop_instance(pod, ctr);
+    }
+
+    /// Stops a running instance as a kill does: TERM, then KILL after the pod's grace
+    /// period. Its exit is then handled as any other (restart policy, back-off).
+    fn stop_instance(&self, pod: &Pod, ctr: Arc<Container>) {
         let grace = spec_of(pod)
             .termination_grace_period_seconds
             .unwrap_or(30)
             .max(0) as u64;
         let runc = self.k.runc.clone();
-        let ctr = inst.container.clone();
         tokio::spawn(async move {
             let _ = runc.kill(&ctr.id, "TERM").await;
             if tokio::time::timeout(Duration::from_secs(grace), ctr.wait())
@@ -898,9 +904,38 @@ impl Worker {
         let t = timing::lap("bundle-config", t);
         let started = Container::start(&self.k.runc, spec_run).await;
         timing::lap("runc", t);
-        match started {
-            Ok(ctr) => self.started(pod, c, image, ctr, log_path),
-            Err(e) => self.start_failed(pod, c, &id, format!("{e:#}")),
+        let ctr = match started {
+            Ok(ctr) => ctr,
+            Err(e) => return self.start_failed(pod, c, &id, format!("{e:#}")),
+        };
+        // As kubelet: the postStart hook runs before the container counts as running
+        // (its probes start once the hook is done), and a failed hook kills it.
+        let hook = match c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            Some(h) => {
+                let ip = IpAddr::V4(self.ip.unwrap_or(self.k.node_ip));
+                run_post_start(h, pod, c, ip, &self.k.runc, &ctr).await
+            }
+            None => Ok(()),
+        };
+        self.started(pod, c, image, ctr.clone(), log_path);
+        if let Err(msg) = hook {
+            event(
+                &self.k,
+                pod,
+                Some(&c.name),
+                WARNING,
+                "FailedPostStartHook",
+                msg,
+            );
+            event(
+                &self.k,
+                pod,
+                Some(&c.name),
+                NORMAL,
+                "Killing",
+                "FailedPostStartHook".to_string(),
+            );
+            self.stop_instance(pod, ctr);
         }
     }
 
@@ -1599,6 +1634,56 @@ fn keep_transition_times(status: &mut serde_json::Value, last: &serde_json::Valu
             c["lastTransitionTime"] = l["lastTransitionTime"].clone();
         }
     }
+}
+
+/// How long a postStart hook may run. kubelet sets no limit (its pod worker waits as
+/// long as the hook does); skiff bounds it so that a hung hook cannot hold the pod's
+/// worker, and so its deletion, forever.
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a container's postStart hook; on failure, kubelet's message for the
+/// `FailedPostStartHook` event (`pkg/kubelet/lifecycle/handlers.go`).
+async fn run_post_start(
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    pod: &Pod,
+    c: &ContainerSpecK8s,
+    ip: IpAddr,
+    runc: &crate::containers::container::Runc,
+    ctr: &Container,
+) -> Result<(), String> {
+    if let Some(s) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+        return Ok(());
+    }
+    let probe = k8s_openapi::api::core::v1::Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        timeout_seconds: Some(POST_START_LIMIT.as_secs() as i32),
+        ..Default::default()
+    };
+    let err = match probe::run_once(&probe, c, ip, runc, ctr).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let pod_name = format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let name = &c.name;
+    Err(match (&hook.exec, &hook.http_get) {
+        (Some(e), _) => format!(
+            "Exec lifecycle hook ([{}]) for Container {name:?} in Pod {pod_name:?} failed - error: {err}, message: \"\"",
+            e.command.iter().flatten().cloned().collect::<Vec<_>>().join(" ")
+        ),
+        (None, Some(h)) => format!(
+            "HTTP lifecycle hook ({}) for Container {name:?} in Pod {pod_name:?} failed - error: {err}",
+            h.path.as_deref().unwrap_or_default()
+        ),
+        _ => format!("Cannot run handler: {err}"),
+    })
 }
 
 async fn run_pre_stop(
