@@ -132,6 +132,14 @@ pub fn deployment() -> Value {
                         "readinessProbe": {
                             "httpGet": { "path": "/ready", "port": 8181, "scheme": "HTTP" },
                             "periodSeconds": 1
+                        },
+                        // The kubelet probes once the hook is done: without it the first
+                        // probe comes before the server has synced, fails, and Ready waits
+                        // a whole period (most of `skiff up`'s time). The hook never fails.
+                        "lifecycle": {
+                            "postStart": {
+                                "exec": { "command": ["skiff", "dns", "--wait-ready", "10"] }
+                            }
                         }
                     }],
                     "dnsPolicy": "Default"

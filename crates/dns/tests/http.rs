@@ -71,3 +71,32 @@ async fn health_ready_metrics() {
     );
     assert!(body.contains("coredns_cache_misses_total{"), "{body}");
 }
+
+/// `wait_ready` (the addon's postStart hook): false within its limit while nothing
+/// listens or `/ready` answers 503, true as soon as it answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ready_returns_once_ready_and_gives_up_at_its_limit() {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let limit = Duration::from_millis(300);
+    let t = Instant::now();
+    assert!(
+        !skiff_dns::http::wait_ready(addr, limit).await,
+        "nothing listens"
+    );
+    assert!(t.elapsed() < limit * 10, "gave up after {:?}", t.elapsed());
+
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(skiff_dns::http::serve_ready(addr, ready.clone()));
+    assert_eq!(get(addr, "/ready").await.0, 503);
+    assert!(!skiff_dns::http::wait_ready(addr, limit).await, "503");
+
+    let waiter = tokio::spawn(skiff_dns::http::wait_ready(addr, Duration::from_secs(30)));
+    ready.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    assert!(waiter.await.expect("joined"), "ready");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+}

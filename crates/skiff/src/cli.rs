@@ -358,6 +358,11 @@ pub struct DnsArgs {
     /// Kubeconfig (default: in-cluster service-account credentials).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Do not serve: wait up to SECONDS for the DNS server beside this one (same
+    /// network namespace) to be ready (`/ready` on 127.0.0.1:8181 answering 200), then
+    /// exit 0 either way. The cluster DNS addon runs this as its postStart hook.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait_ready: Option<u64>,
 }
 
 /// `skiff image ...`.

@@ -483,6 +483,16 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 }
 
 async fn dns(args: DnsArgs) -> anyhow::Result<()> {
+    if let Some(secs) = args.wait_ready {
+        let addr = std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            skiff_dns::DnsConfig::default().ready_bind.port(),
+        ));
+        if !skiff_dns::http::wait_ready(addr, Duration::from_secs(secs)).await {
+            eprintln!("{addr} was not ready within {secs}s");
+        }
+        return Ok(());
+    }
     let config = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)

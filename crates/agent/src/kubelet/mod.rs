@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -203,8 +204,11 @@ impl Kubelet {
         pods.insert(uid.clone(), entry.clone());
         drop(pods);
         let k = self.clone();
+        // The pod names every line its worker logs (e.g. the steps of its start).
+        let span =
+            tracing::info_span!("pod", pod = %format_args!("{}/{}", entry.namespace, entry.name));
         tokio::spawn(async move {
-            worker::run(k.clone(), entry, rx).await;
+            worker::run(k.clone(), entry, rx).instrument(span).await;
             k.pods
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -11,6 +11,9 @@ static STEPS: Mutex<BTreeMap<&'static str, Vec<Duration>>> = Mutex::new(BTreeMap
 
 /// Records one sample of a step.
 pub fn record(step: &'static str, d: Duration) {
+    // Also in the agent's log (`SKIFF_LOG=skiff_agent::kubelet::timing=debug`), so a slow
+    // start shows its slow step without the benchmark.
+    tracing::debug!(step, took_us = d.as_micros() as u64, "pod start step");
     STEPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
