@@ -351,6 +351,19 @@ pub async fn run_after_proxy(
         stats: stats::Stats::new(&cfg.node_name, since),
     });
     tokio::spawn(sample_stats(k.clone()));
+    // The built-in images are built on first use (a copy of the binary and its
+    // libraries, busybox's applet links): build them now, while the node waits for its
+    // pod CIDR, rather than in the first pods' start (the cluster DNS's among them).
+    {
+        let k = k.clone();
+        tokio::task::spawn_blocking(move || {
+            for name in ["skiff", "busybox"] {
+                if let Err(e) = k.images.resolve(name) {
+                    tracing::warn!(image = name, error = %format!("{e:#}"), "building a built-in image");
+                }
+            }
+        });
+    }
     let tls = streaming::server::self_signed(&cfg.node_name, node_ip)?;
     let router = streaming::server::router(k.clone(), cfg.token.clone());
     let addr = SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port));
