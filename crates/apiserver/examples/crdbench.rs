@@ -45,7 +45,12 @@ async fn main() -> Result<()> {
     run(objects).await
 }
 
-async fn call(c: &kube::Client, method: &str, uri: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes)> {
+async fn call(
+    c: &kube::Client,
+    method: &str,
+    uri: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes)> {
     let mut b = Request::builder()
         .method(method)
         .uri(uri)
@@ -53,7 +58,9 @@ async fn call(c: &kube::Client, method: &str, uri: &str, body: Option<Vec<u8>>) 
     if body.is_some() {
         b = b.header("content-type", "application/json");
     }
-    let resp = c.send(b.body(Body::from(body.unwrap_or_default()))?).await?;
+    let resp = c
+        .send(b.body(Body::from(body.unwrap_or_default()))?)
+        .await?;
     let code = resp.status().as_u16();
     Ok((code, resp.into_body().collect().await?.to_bytes()))
 }
@@ -118,7 +125,8 @@ async fn creates(
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(WRITERS) {
-                let (code, b) = call(&c, "POST", &path, Some(serde_json::to_vec(&body(i))?)).await?;
+                let (code, b) =
+                    call(&c, "POST", &path, Some(serde_json::to_vec(&body(i))?)).await?;
                 if code != 201 {
                     bail!("create {i}: {code} {}", String::from_utf8_lossy(&b));
                 }
@@ -152,12 +160,20 @@ async fn lists(c: &kube::Client, path: &str, n: usize) -> Result<(f64, f64)> {
 async fn run(n: usize) -> Result<()> {
     println!(
         "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let (server, cfg) = ServerProcess::start("crdbench").await?;
     let c = kube::Client::try_from(cfg.clone())?;
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}});
-    call(&c, "POST", "/api/v1/namespaces", Some(serde_json::to_vec(&ns)?)).await?;
+    call(
+        &c,
+        "POST",
+        "/api/v1/namespaces",
+        Some(serde_json::to_vec(&ns)?),
+    )
+    .await?;
     let rules = json!([
         {"rule": "self.f01 <= self.f05 + 1000000", "message": "f01 too large"},
         {"rule": "self.f00.startsWith('value-') && size(self.f04) < 64", "message": "bad f00"}
@@ -203,9 +219,21 @@ async fn run(n: usize) -> Result<()> {
         }
     };
     let rows = [
-        ("ConfigMaps (20 keys)", "/api/v1/namespaces/bench/configmaps", None),
-        ("custom objects (20-field schema)", "/apis/bench.example.com/v1/namespaces/bench/plains", Some("Plain")),
-        ("custom objects (schema + 2 CEL rules)", "/apis/bench.example.com/v1/namespaces/bench/celds", Some("Celd")),
+        (
+            "ConfigMaps (20 keys)",
+            "/api/v1/namespaces/bench/configmaps",
+            None,
+        ),
+        (
+            "custom objects (20-field schema)",
+            "/apis/bench.example.com/v1/namespaces/bench/plains",
+            Some("Plain"),
+        ),
+        (
+            "custom objects (schema + 2 CEL rules)",
+            "/apis/bench.example.com/v1/namespaces/bench/celds",
+            Some("Celd"),
+        ),
     ];
     for (label, path, kind) in rows {
         let cpu0 = server.cpu_secs();

@@ -449,6 +449,44 @@ mod tests {
         assert!(LabelSelector::parse("a in b").is_err());
     }
 
+    fn custom(fields: &[&str], namespaced: bool, sel: &str) -> Result<FieldSelector, String> {
+        let fields: &'static [String] = Box::leak(
+            fields
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let mut f = FieldSelector::parse(sel)?;
+        f.kind = Selectable::Custom { namespaced, fields };
+        f.convert()
+    }
+
+    #[test]
+    fn custom_resources_select_on_their_selectable_fields() {
+        let o = json!({"metadata": {"name": "a", "namespace": "ns"},
+                       "spec": {"color": "red", "n": 3, "on": true}});
+        let fields = ["spec.color", "spec.n", "spec.on", "spec.missing"];
+        for (sel, want) in [
+            ("spec.color=red,spec.n=3,spec.on=true", true),
+            ("spec.color!=red", false),
+            ("spec.missing=", true),
+            ("metadata.namespace=ns,metadata.name=a", true),
+        ] {
+            let f = custom(&fields, true, sel).expect(sel);
+            assert_eq!(f.matches_object(&o), want, "{sel}");
+        }
+        assert_eq!(
+            custom(&fields, true, "spec.other=1").unwrap_err(),
+            "field label not supported: spec.other"
+        );
+        // A cluster-scoped resource has no namespace to select on (kube's crConverter).
+        assert_eq!(
+            custom(&fields, false, "metadata.namespace=x").unwrap_err(),
+            "field label not supported: metadata.namespace"
+        );
+    }
+
     #[test]
     fn field_selectors() {
         let o = obj();

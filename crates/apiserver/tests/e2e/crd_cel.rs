@@ -93,9 +93,15 @@ fn cel(k: &Kubectl) {
     ]);
 
     // Valid objects are created; failing rules give kube-apiserver's 422.
-    let (ok, _, err) = apply(k, &gadget("g1", "{color: red, replicas: 1, max: 3, tags: [a, b]}"));
+    let (ok, _, err) = apply(
+        k,
+        &gadget("g1", "{color: red, replicas: 1, max: 3, tags: [a, b]}"),
+    );
     assert!(ok && err.is_empty(), "{who}: {err}");
-    let (ok, _, err) = apply(k, &gadget("x1", "{color: red, replicas: 5, max: 3, tags: [b, a, C]}"));
+    let (ok, _, err) = apply(
+        k,
+        &gadget("x1", "{color: red, replicas: 5, max: 3, tags: [b, a, C]}"),
+    );
     assert!(!ok, "{who}");
     for want in [
         "The Gadget \"x1\" is invalid: ",
@@ -111,7 +117,9 @@ fn cel(k: &Kubectl) {
     let (ok, _, err) = apply(k, &gadget("g1", "{color: blue, replicas: 1, max: 3}"));
     assert!(!ok, "{who}");
     assert!(
-        err.contains("The Gadget \"g1\" is invalid: spec: Invalid value: \"object\": color is immutable"),
+        err.contains(
+            "The Gadget \"g1\" is invalid: spec: Invalid value: \"object\": color is immutable"
+        ),
         "{who}: {err}"
     );
     let (ok, _, err) = apply(k, &gadget("g1", "{color: red, replicas: 2, max: 3}"));

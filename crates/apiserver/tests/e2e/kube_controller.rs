@@ -58,9 +58,13 @@ struct Ctx {
 async fn reconcile(c: Arc<Counter>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let api: Api<Counter> = Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
     let status = json!({"status": {"doubled": c.spec.count * 2}});
-    api.patch_status(&c.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .map_err(Error)?;
+    api.patch_status(
+        &c.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .map_err(Error)?;
     Ok(Action::await_change())
 }
 
@@ -110,11 +114,23 @@ async fn kube_rs_controller_writes_status_of_its_custom_resources() {
     let counters: Api<Counter> = Api::namespaced(client.clone(), "default");
     let controller = tokio::spawn(
         Controller::new(counters.clone(), watcher::Config::default())
-            .run(reconcile, error_policy, Arc::new(Ctx { client: client.clone() }))
+            .run(
+                reconcile,
+                error_policy,
+                Arc::new(Ctx {
+                    client: client.clone(),
+                }),
+            )
             .for_each(|_| async {}),
     );
 
-    let c1 = Counter::new("c1", CounterSpec { count: 21, label: None });
+    let c1 = Counter::new(
+        "c1",
+        CounterSpec {
+            count: 21,
+            label: None,
+        },
+    );
     counters
         .create(&PostParams::default(), &c1)
         .await
@@ -142,6 +158,7 @@ async fn kube_rs_controller_writes_status_of_its_custom_resources() {
             &PatchParams::apply("counter-test"),
             &Patch::Apply(json!({
                 "apiVersion": "ctl-test.example.com/v1", "kind": "Counter",
+                "metadata": {"name": "c1"},
                 "spec": {"count": 5, "label": "five"}
             })),
         )

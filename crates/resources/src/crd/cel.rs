@@ -143,7 +143,12 @@ fn node(s: &Value, resource_root: bool) -> Option<Node> {
             n.map_keys = Some(
                 s.get("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             );
         }
@@ -293,7 +298,11 @@ fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<String>) {
     }
 }
 
-fn entries(es: &[kube_cel::cel::common::ast::IdedEntryExpr], b: &mut Vec<String>, o: &mut Vec<String>) {
+fn entries(
+    es: &[kube_cel::cel::common::ast::IdedEntryExpr],
+    b: &mut Vec<String>,
+    o: &mut Vec<String>,
+) {
     for en in es {
         match &en.expr {
             EntryExpr::MapEntry(m) => {
@@ -323,10 +332,14 @@ fn measure(e: &IdedExpr) -> (u64, u32) {
         Expr::Map(m) => sub(&mut m.entries.iter().flat_map(entry_exprs)),
         Expr::Struct(s) => sub(&mut s.entries.iter().flat_map(entry_exprs)),
         Expr::Comprehension(c) => {
-            let (n, d) = sub(
-                &mut [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
-                    .into_iter(),
-            );
+            let (n, d) = sub(&mut [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ]
+            .into_iter());
             (n, d + 1)
         }
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => (0, 0),
@@ -461,10 +474,9 @@ fn check_rule(
         }
     }
     match compile_rule(r) {
-        Err(e) if e.required => out.push(FieldError::required(
-            format!("{rp}.{}", e.field),
-            e.message,
-        )),
+        Err(e) if e.required => {
+            out.push(FieldError::required(format!("{rp}.{}", e.field), e.message))
+        }
         Err(e) => out.push(FieldError::invalid(
             format!("{rp}.{}", e.field),
             r.clone(),
@@ -618,9 +630,9 @@ fn walk(
                 let olds = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
                     let io = match (&n.map_keys, olds) {
-                        (Some(keys), Some(olds)) => olds.iter().find(|o| {
-                            keys.iter().all(|k| o.get(k) == item.get(k))
-                        }),
+                        (Some(keys), Some(olds)) => olds
+                            .iter()
+                            .find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
                         _ => None,
                     };
                     walk(is, item, io, &format!("{}[{i}]", path), base, budget, out);

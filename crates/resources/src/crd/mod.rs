@@ -378,7 +378,11 @@ fn validate_selectable_fields(v: &Value, p: &str, e: &mut Vec<FieldError>) {
         let (names, found) = match cel::valid_field_path(schema, path, false) {
             Ok(r) => r,
             Err(why) => {
-                e.push(FieldError::invalid(jp, json!(path), format!("is an invalid path: {why}")));
+                e.push(FieldError::invalid(
+                    jp,
+                    json!(path),
+                    format!("is an invalid path: {why}"),
+                ));
                 continue;
             }
         };

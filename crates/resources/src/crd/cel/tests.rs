@@ -54,7 +54,11 @@ fn a_false_rule_gives_kubes_invalid_error_with_the_message_or_the_rule() {
         {"rule": "self.replicas >= self.min", "message": "replicas must be at least min"},
         {"rule": "self.name.startsWith('x')"}
     ]);
-    let errs = run(rules.clone(), obj(json!({"replicas": 1, "min": 2, "name": "y"})), None);
+    let errs = run(
+        rules.clone(),
+        obj(json!({"replicas": 1, "min": 2, "name": "y"})),
+        None,
+    );
     assert_eq!(
         errs,
         [
@@ -62,7 +66,12 @@ fn a_false_rule_gives_kubes_invalid_error_with_the_message_or_the_rule() {
             "spec: Invalid value: \"object\": failed rule: self.name.startsWith('x')",
         ]
     );
-    assert!(run(rules, obj(json!({"replicas": 3, "min": 2, "name": "xy"})), None).is_empty());
+    assert!(run(
+        rules,
+        obj(json!({"replicas": 3, "min": 2, "name": "xy"})),
+        None
+    )
+    .is_empty());
 }
 
 #[test]
@@ -110,7 +119,11 @@ fn transition_rules_run_only_on_update_with_a_correlated_old_value() {
     let rules = json!([{"rule": "self.name == oldSelf.name", "message": "name is immutable"}]);
     assert!(run(rules.clone(), obj(json!({"name": "a"})), None).is_empty());
     assert_eq!(
-        run(rules.clone(), obj(json!({"name": "b"})), Some(obj(json!({"name": "a"})))),
+        run(
+            rules.clone(),
+            obj(json!({"name": "b"})),
+            Some(obj(json!({"name": "a"})))
+        ),
         ["spec: Invalid value: \"object\": name is immutable"]
     );
     // Items of a map list correlate by their keys, wherever they moved.
@@ -128,7 +141,11 @@ fn optional_old_self_runs_on_create_with_an_empty_optional() {
                         "optionalOldSelf": true, "message": "immutable"}]);
     assert!(run(rules.clone(), obj(json!({"name": "a"})), None).is_empty());
     assert_eq!(
-        run(rules, obj(json!({"name": "b"})), Some(obj(json!({"name": "a"})))),
+        run(
+            rules,
+            obj(json!({"name": "b"})),
+            Some(obj(json!({"name": "a"})))
+        ),
         ["spec: Invalid value: \"object\": immutable"]
     );
 }
@@ -156,7 +173,8 @@ fn runtime_errors_name_the_rule() {
 
 #[test]
 fn a_rule_whose_cost_is_too_high_stops_validation() {
-    let rules = json!([{"rule": "self.tags.all(a, self.tags.all(b, self.tags.all(c, a != b || b == c)))"}]);
+    let rules =
+        json!([{"rule": "self.tags.all(a, self.tags.all(b, self.tags.all(c, a != b || b == c)))"}]);
     let tags: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
     let errs = run(rules, obj(json!({"tags": tags})), None);
     assert_eq!(errs.len(), 1);
@@ -187,20 +205,39 @@ fn crd_checks_refuse_bad_rules_with_kubes_messages() {
     let p = "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations";
     let has = |prefix: &str, needle: &str| {
         assert!(
-            text.iter().any(|t| t.starts_with(prefix) && t.contains(needle)),
+            text.iter()
+                .any(|t| t.starts_with(prefix) && t.contains(needle)),
             "no {prefix} … {needle} in {text:#?}"
         )
     };
-    has(&format!("{p}[0].rule: Invalid value"), "compilation failed: ERROR: <input>:1:");
+    has(
+        &format!("{p}[0].rule: Invalid value"),
+        "compilation failed: ERROR: <input>:1:",
+    );
     has(
         &format!("{p}[1].rule: Invalid value"),
         "compilation failed: ERROR: <input>:1:1: undeclared reference to 'foo' (in container '')",
     );
-    has(&format!("{p}[2].rule: Required value"), "rule is not specified");
-    has(&format!("{p}[3].message: Invalid value"), "message must be non-empty if specified");
-    has(&format!("{p}[4].reason: Unsupported value: \"Nope\""), "FieldValueDuplicate");
-    has(&format!("{p}[5].fieldPath: Invalid value"), "fieldPath must be a valid path");
-    has(&format!("{p}[6].messageExpression: Invalid value"), "messageExpression compilation failed");
+    has(
+        &format!("{p}[2].rule: Required value"),
+        "rule is not specified",
+    );
+    has(
+        &format!("{p}[3].message: Invalid value"),
+        "message must be non-empty if specified",
+    );
+    has(
+        &format!("{p}[4].reason: Unsupported value: \"Nope\""),
+        "FieldValueDuplicate",
+    );
+    has(
+        &format!("{p}[5].fieldPath: Invalid value"),
+        "fieldPath must be a valid path",
+    );
+    has(
+        &format!("{p}[6].messageExpression: Invalid value"),
+        "messageExpression compilation failed",
+    );
     has(
         "spec.versions[0].schema.openAPIV3Schema.properties[list].items.x-kubernetes-validations[0].rule",
         "oldSelf cannot be used on the uncorrelatable portion of the schema within spec.versions[0].schema.openAPIV3Schema.properties[list]",
