@@ -140,6 +140,12 @@ enum Selectable {
     /// apps/v1beta1 and v1beta2 StatefulSets accept `status.successful` (which no
     /// StatefulSet has, so it reads as empty), as kube's conversion functions do.
     BetaStatefulSet,
+    /// A custom resource: its version's `selectableFields` (kube's `crConverter`;
+    /// `metadata.namespace` only when namespaced).
+    Custom {
+        namespaced: bool,
+        fields: &'static [String],
+    },
 }
 
 impl Selectable {
@@ -196,16 +202,20 @@ impl Selectable {
             Selectable::Service => &["spec.clusterIP", "spec.type"],
             Selectable::Job | Selectable::BetaStatefulSet => &["status.successful"],
             Selectable::CertificateSigningRequest => &["spec.signerName"],
+            Selectable::Custom { .. } => &[],
         }
     }
 
     /// Whether the conversion function accepts `metadata.namespace` (kube's Node,
     /// Namespace and CertificateSigningRequest functions do not).
     fn takes_namespace(self) -> bool {
-        !matches!(
-            self,
-            Selectable::Node | Selectable::Namespace | Selectable::CertificateSigningRequest
-        )
+        match self {
+            Selectable::Node | Selectable::Namespace | Selectable::CertificateSigningRequest => {
+                false
+            }
+            Selectable::Custom { namespaced, .. } => namespaced,
+            _ => true,
+        }
     }
 
     /// kube's `ConvertFieldLabel`: the label to match (old clients' `spec.host` is
@@ -217,6 +227,7 @@ impl Selectable {
         if label == "metadata.name"
             || (label == "metadata.namespace" && self.takes_namespace())
             || self.labels().contains(&label)
+            || matches!(self, Selectable::Custom { fields, .. } if fields.iter().any(|f| f == label))
         {
             return Ok(label.to_string());
         }
@@ -271,6 +282,15 @@ impl Selectable {
             (Selectable::ReplicationController, "status.replicas") => count("/status/replicas"),
             (Selectable::Job, "status.successful") => count("/status/succeeded"),
             (Selectable::BetaStatefulSet, _) => String::new(),
+            // A selectable field of a custom resource: strings, booleans and integers as
+            // text, absent ones empty.
+            (Selectable::Custom { .. }, label) => {
+                match obj.pointer(&format!("/{}", label.replace('.', "/"))) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v @ (Value::Bool(_) | Value::Number(_))) => v.to_string(),
+                    _ => String::new(),
+                }
+            }
             (Selectable::Event, "source") => {
                 let s = text("/source/component");
                 if s.is_empty() {
@@ -321,6 +341,25 @@ impl FieldSelector {
     /// kube-apiserver's `ConvertFieldLabel` does, or its error for an unsupported one.
     pub fn for_kind(mut self, group: &str, version: &str, kind: &str) -> Result<Self, String> {
         self.kind = Selectable::of(group, version, kind);
+        self.convert()
+    }
+
+    /// The selector applied to a resource: a custom resource's `selectableFields`, or
+    /// the built-in kind's labels ([`FieldSelector::for_kind`]).
+    pub fn for_resource(mut self, info: &ResourceInfo) -> Result<Self, String> {
+        match info.custom {
+            Some(c) => {
+                self.kind = Selectable::Custom {
+                    namespaced: info.namespaced,
+                    fields: &c.selectable,
+                };
+                self.convert()
+            }
+            None => self.for_kind(info.group, info.version, info.kind),
+        }
+    }
+
+    fn convert(mut self) -> Result<Self, String> {
         for (label, _, _) in &mut self.terms {
             *label = self.kind.convert(label)?;
         }
@@ -362,7 +401,7 @@ impl Filter {
         Ok(Filter {
             labels: LabelSelector::parse(labels).map_err(ApiError::bad_request)?,
             fields: FieldSelector::parse(fields)
-                .and_then(|f| f.for_kind(info.group, info.version, info.kind))
+                .and_then(|f| f.for_resource(info))
                 .map_err(ApiError::bad_request)?,
         })
     }
@@ -408,6 +447,44 @@ mod tests {
             );
         }
         assert!(LabelSelector::parse("a in b").is_err());
+    }
+
+    fn custom(fields: &[&str], namespaced: bool, sel: &str) -> Result<FieldSelector, String> {
+        let fields: &'static [String] = Box::leak(
+            fields
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let mut f = FieldSelector::parse(sel)?;
+        f.kind = Selectable::Custom { namespaced, fields };
+        f.convert()
+    }
+
+    #[test]
+    fn custom_resources_select_on_their_selectable_fields() {
+        let o = json!({"metadata": {"name": "a", "namespace": "ns"},
+                       "spec": {"color": "red", "n": 3, "on": true}});
+        let fields = ["spec.color", "spec.n", "spec.on", "spec.missing"];
+        for (sel, want) in [
+            ("spec.color=red,spec.n=3,spec.on=true", true),
+            ("spec.color!=red", false),
+            ("spec.missing=", true),
+            ("metadata.namespace=ns,metadata.name=a", true),
+        ] {
+            let f = custom(&fields, true, sel).expect(sel);
+            assert_eq!(f.matches_object(&o), want, "{sel}");
+        }
+        assert_eq!(
+            custom(&fields, true, "spec.other=1").unwrap_err(),
+            "field label not supported: spec.other"
+        );
+        // A cluster-scoped resource has no namespace to select on (kube's crConverter).
+        assert_eq!(
+            custom(&fields, false, "metadata.namespace=x").unwrap_err(),
+            "field label not supported: metadata.namespace"
+        );
     }
 
     #[test]

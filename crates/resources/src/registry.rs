@@ -59,6 +59,9 @@ pub struct Custom {
     /// The CRD is being deleted: its objects are still served (so their finalizers can
     /// be removed) but no new one may be created.
     pub terminating: bool,
+    /// `selectableFields` of the version: the JSON paths (`spec.color`, without the leading
+    /// dot) field selectors may name besides `metadata.name`/`metadata.namespace`.
+    pub selectable: Vec<String>,
 }
 
 /// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.

@@ -1,6 +1,6 @@
 //! The benchmarks' server: a real `skiff-apiserver` in a child process (the example's
 //! own binary run with `--serve DIR`), so that its memory and CPU are measured apart
-//! from the load generator's. Shared by `apibench` and `slowwatch`.
+//! from the load generator's. Shared by `apibench`, `crdbench` and `slowwatch`.
 
 #![allow(dead_code)] // Each example uses a part.
 

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use skiff_resources::crd::{self, CLEANUP_FINALIZER};
+use skiff_resources::validation::FieldErrorKind;
 use skiff_resources::ResourceInfo;
 
 use super::{from_resources, FieldError, Strategy};
@@ -109,6 +110,15 @@ impl Strategy for CustomResource {
         let mut errs = skiff_resources::validate(info, obj, old);
         if let Some(c) = info.custom {
             errs.extend(crd::schema::validate(&c.schema, obj));
+            let rules = crd::cel::rules_for(&c.schema);
+            if !rules.is_empty() {
+                // kube evaluates no rule of an object whose fields have the wrong types.
+                if errs.iter().any(|e| e.kind == FieldErrorKind::TypeInvalid) {
+                    errs.push(crd::cel::not_checked());
+                } else {
+                    errs.extend(crd::cel::validate(rules, obj, old));
+                }
+            }
         }
         from_resources(errs)
     }

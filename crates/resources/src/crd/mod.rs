@@ -2,8 +2,10 @@
 //! its defaults and validation with kube-apiserver's messages
 //! (`apiextensions-apiserver/pkg/apis/apiextensions/validation`), the resources an
 //! established CRD serves ([`served`]), and, per version, the schema rules applied to its
-//! objects ([`schema`]: validation, pruning, defaulting).
+//! objects ([`schema`]: validation, pruning, defaulting; [`cel`]: the CEL rules of
+//! `x-kubernetes-validations`).
 
+pub mod cel;
 pub mod schema;
 
 use serde_json::{json, Value};
@@ -157,6 +159,14 @@ pub fn served(crd: &Value) -> Vec<ResourceInfo> {
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{kind}List")),
                 terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
+                selectable: v
+                    .get("selectableFields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_string())
+                    .collect(),
             };
             ResourceInfo {
                 group: intern_str(group),
@@ -266,9 +276,12 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
                 "schemas are required",
             )),
             Some(schema) => {
-                schema::validate_structural(schema, &format!("{p}.schema.openAPIV3Schema"), &mut e)
+                let sp = format!("{p}.schema.openAPIV3Schema");
+                schema::validate_structural(schema, &sp, &mut e);
+                cel::check(schema, &sp, &mut e);
             }
         }
+        validate_selectable_fields(v, &p, &mut e);
         if let Some(sc) = v.pointer("/subresources/scale") {
             let sp = format!("{p}.subresources.scale");
             for (field, required) in [
@@ -341,6 +354,67 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
         }
     }
     e
+}
+
+/// The most `selectableFields` a version may have (kube's `MaxSelectableFields`).
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// kube's `ValidateCustomResourceSelectableFields`: each `jsonPath` names a string,
+/// boolean or integer field of the schema outside `metadata`, once; at most 8.
+fn validate_selectable_fields(v: &Value, p: &str, e: &mut Vec<FieldError>) {
+    let Some(fields) = v.get("selectableFields").and_then(Value::as_array) else {
+        return;
+    };
+    let fp = format!("{p}.selectableFields");
+    let schema = v.pointer("/schema/openAPIV3Schema").unwrap_or(&Value::Null);
+    let mut unique: Vec<String> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let jp = format!("{fp}[{i}].jsonPath");
+        let path = s(f, "/jsonPath");
+        if path.is_empty() {
+            e.push(FieldError::required(jp, ""));
+            continue;
+        }
+        let (names, found) = match cel::valid_field_path(schema, path, false) {
+            Ok(r) => r,
+            Err(why) => {
+                e.push(FieldError::invalid(
+                    jp,
+                    json!(path),
+                    format!("is an invalid path: {why}"),
+                ));
+                continue;
+            }
+        };
+        if names.first().map(String::as_str) == Some("metadata") {
+            e.push(FieldError::invalid(
+                jp.clone(),
+                json!(path),
+                "must not point to fields in metadata",
+            ));
+        }
+        if !matches!(s(found, "/type"), "string" | "boolean" | "integer") {
+            e.push(FieldError::invalid(
+                jp.clone(),
+                json!(path),
+                "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+            ));
+        }
+        let joined = names.join(".");
+        if unique.contains(&joined) {
+            e.push(FieldError::duplicate(jp, json!(path)));
+        } else {
+            unique.push(joined);
+        }
+    }
+    if unique.len() > MAX_SELECTABLE_FIELDS {
+        e.push(FieldError {
+            path: fp,
+            kind: crate::validation::FieldErrorKind::TooMany,
+            message: format!("must have at most {MAX_SELECTABLE_FIELDS} items"),
+            bad_value: Some(json!(unique.len())),
+        });
+    }
 }
 
 fn validate_names(crd: &Value, e: &mut Vec<FieldError>) {

@@ -268,3 +268,39 @@ fn tables_show_printer_columns() {
     assert_eq!(names, ["Name", "Replicas"]);
     assert_eq!(t["rows"][0]["cells"], json!(["w1", 3]));
 }
+
+#[test]
+fn selectable_fields_are_checked_as_kube_does_and_served() {
+    let mut c = crd();
+    c["spec"]["versions"][0]["selectableFields"] = json!([
+        {"jsonPath": ".spec.size"},
+        {"jsonPath": ".spec.replicas"},
+        {"jsonPath": ".spec.tags"},
+        {"jsonPath": ".metadata.name"},
+        {"jsonPath": ".spec.nothere"},
+        {"jsonPath": "spec.size"},
+        {"jsonPath": ".spec.size"},
+        {"jsonPath": ""}
+    ]);
+    let p = "spec.versions[0].selectableFields";
+    assert_eq!(
+        msgs(&validate_crd(&c, None)),
+        [
+            format!("{p}[2].jsonPath: Invalid value: \".spec.tags\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."),
+            format!("{p}[3].jsonPath: Invalid value: \".metadata.name\": is an invalid path: does not refer to a valid field"),
+            format!("{p}[4].jsonPath: Invalid value: \".spec.nothere\": is an invalid path: does not refer to a valid field"),
+            format!("{p}[5].jsonPath: Invalid value: \"spec.size\": is an invalid path: expected [ or . but got: spec"),
+            format!("{p}[6].jsonPath: Duplicate value: \".spec.size\""),
+            format!("{p}[7].jsonPath: Required value"),
+        ]
+    );
+    c["spec"]["versions"][0]["selectableFields"] =
+        json!([{"jsonPath": ".spec.size"}, {"jsonPath": ".spec.replicas"}]);
+    assert!(validate_crd(&c, None).is_empty());
+    c["status"] = json!({"acceptedNames": {"plural": "widgets", "kind": "Widget"}});
+    let served = served(&c);
+    assert_eq!(
+        served[0].custom.map(|c| c.selectable.clone()),
+        Some(vec!["spec.size".to_string(), "spec.replicas".to_string()])
+    );
+}
