@@ -155,11 +155,11 @@ mod tests {
         assert_eq!(ann["a"], "b");
         assert_eq!(
             ann["autoscaling.alpha.kubernetes.io/metrics"],
-            r#"[{"resource":{"name":"memory","targetAverageValue":"100Mi"},"type":"Resource"}]"#
+            r#"[{"type":"Resource","resource":{"name":"memory","targetAverageValue":"100Mi"}}]"#
         );
         assert_eq!(
             ann["autoscaling.alpha.kubernetes.io/current-metrics"],
-            r#"[{"resource":{"currentAverageUtilization":70,"currentAverageValue":"70m","name":"cpu"},"type":"Resource"}]"#
+            r#"[{"type":"Resource","resource":{"name":"cpu","currentAverageUtilization":70,"currentAverageValue":"70m"}}]"#
         );
         assert_eq!(
             ann["autoscaling.alpha.kubernetes.io/behavior"],

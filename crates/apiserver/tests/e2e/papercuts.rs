@@ -577,7 +577,7 @@ async fn autoscaling_v1_is_served_beside_v2() {
     let ann = &v1["metadata"]["annotations"];
     assert_eq!(
         ann["autoscaling.alpha.kubernetes.io/metrics"],
-        r#"[{"resource":{"name":"memory","targetAverageValue":"100Mi"},"type":"Resource"}]"#
+        r#"[{"type":"Resource","resource":{"name":"memory","targetAverageValue":"100Mi"}}]"#
     );
     let behavior: Value = serde_json::from_str(
         ann["autoscaling.alpha.kubernetes.io/behavior"]
