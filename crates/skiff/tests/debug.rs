@@ -35,6 +35,7 @@ fn unexpected(stderr: &str) -> Vec<&str> {
             !l.starts_with("Targeting container")
                 && !l.starts_with("If you don't see a command prompt")
                 && !l.starts_with("All commands and output from this session")
+                && !l.starts_with("Session ended")
         })
         .collect()
 }
