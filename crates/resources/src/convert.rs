@@ -6,7 +6,10 @@
 //! its `apiVersion` changes; its defaults are apps/v1's and apply after conversion. `events.k8s.io/v1` Events
 //! and core `v1` Events are the same objects in kube-apiserver (stored as core Events);
 //! [`convert`] maps between them for a server that wants the same, field by field as
-//! `pkg/apis/events/v1/conversion.go`.
+//! `pkg/apis/events/v1/conversion.go`. HorizontalPodAutoscalers are served as
+//! `autoscaling/v1` and stored as `autoscaling/v2` ([`autoscaling`]).
+
+mod autoscaling;
 
 use serde_json::{json, Map, Value};
 
@@ -41,6 +44,18 @@ pub fn convert(obj: Value, to_api_version: &str) -> Value {
     }
     if kind == "Event" && from == "v1" && to_api_version == "events.k8s.io/v1" {
         rename_fields(o, EVENT_FIELDS, true);
+    }
+    if kind == "HorizontalPodAutoscaler"
+        && from == "autoscaling/v2"
+        && to_api_version == "autoscaling/v1"
+    {
+        autoscaling::v2_to_v1(o);
+    }
+    if kind == "HorizontalPodAutoscaler"
+        && from == "autoscaling/v1"
+        && to_api_version == "autoscaling/v2"
+    {
+        autoscaling::v1_to_v2(o);
     }
     o.insert("apiVersion".into(), json!(to_api_version));
     obj
@@ -110,6 +125,62 @@ mod tests {
         assert_eq!(core["count"], 2);
         assert!(core.get("note").is_none());
         assert_eq!(convert(core, "events.k8s.io/v1"), new);
+    }
+
+    #[test]
+    fn hpa_converts_between_v1_and_v2_with_kube_annotations() {
+        let v2 = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "annotations": {"a": "b"}},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "minReplicas": 1, "maxReplicas": 5,
+                     "metrics": [
+                        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+                        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}},
+            "status": {"currentReplicas": 2, "desiredReplicas": 3,
+                       "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 70, "averageValue": "70m"}}}],
+                       "conditions": [{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"}]}});
+        let v1 = convert(v2.clone(), "autoscaling/v1");
+        assert_eq!(v1["apiVersion"], "autoscaling/v1");
+        assert_eq!(
+            v1["spec"],
+            json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                   "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50})
+        );
+        assert_eq!(
+            v1["status"],
+            json!({"currentReplicas": 2, "desiredReplicas": 3, "currentCPUUtilizationPercentage": 70})
+        );
+        let ann = &v1["metadata"]["annotations"];
+        assert_eq!(ann["a"], "b");
+        assert_eq!(
+            ann["autoscaling.alpha.kubernetes.io/metrics"],
+            r#"[{"type":"Resource","resource":{"name":"memory","targetAverageValue":"100Mi"}}]"#
+        );
+        assert_eq!(
+            ann["autoscaling.alpha.kubernetes.io/current-metrics"],
+            r#"[{"type":"Resource","resource":{"name":"cpu","currentAverageUtilization":70,"currentAverageValue":"70m"}}]"#
+        );
+        assert_eq!(
+            ann["autoscaling.alpha.kubernetes.io/behavior"],
+            r#"{"scaleDown":{"stabilizationWindowSeconds":60}}"#
+        );
+        assert!(ann["autoscaling.alpha.kubernetes.io/conditions"]
+            .as_str()
+            .is_some_and(|c| c.contains("ReadyForNewScale")));
+        // And back: nothing lost, the round-trip annotations gone.
+        assert_eq!(convert(v1, "autoscaling/v2"), v2);
+        // A plain v1 object: its CPU target is a v2 metric.
+        let plain = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 3,
+                     "targetCPUUtilizationPercentage": 80}});
+        let v2 = convert(plain.clone(), "autoscaling/v2");
+        assert_eq!(
+            v2["spec"]["metrics"],
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}])
+        );
+        assert_eq!(convert(v2, "autoscaling/v1"), plain);
     }
 
     #[test]

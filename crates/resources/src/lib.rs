@@ -35,4 +35,6 @@ pub use registry::{lookup, lookup_kind, resources, split_api_version, ResourceIn
 pub use smp::{strategic_merge_patch, PatchError};
 pub use table::{table, IncludeObject};
 pub use unknown::unknown_fields;
-pub use validation::{invalid_status, validate, FieldError, FieldErrorKind};
+pub use validation::{
+    invalid_status, validate, validate_ephemeral_containers_update, FieldError, FieldErrorKind,
+};

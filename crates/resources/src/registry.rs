@@ -202,8 +202,9 @@ static RESOURCES: &[ResourceInfo] = &[
     r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
     r("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
     r("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false, NONE, NONE, CREATE_ONLY, NONE, "v1"),
-    // autoscaling: v2 only (autoscaling/v1's conversion is not implemented)
+    // autoscaling: v2 stored, v1 converted (`convert::autoscaling`)
     r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, ALL_VERBS, &["status"], "v2"),
+    r("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, ALL_VERBS, &["status"], "v2"),
     // batch
     r("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, ALL_VERBS, &["status"], "v1"),
     r("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, ALL_VERBS, &["status"], "v1"),

@@ -449,6 +449,13 @@ fn generate() -> Schemas {
     );
     add::<authz::SubjectAccessReview>(g, k, "authorization.k8s.io", "v1", "SubjectAccessReview");
     add::<autoscaling::Scale>(g, k, "autoscaling", "v1", "Scale");
+    add::<autoscaling::HorizontalPodAutoscaler>(
+        g,
+        k,
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+    );
     add::<autoscaling2::HorizontalPodAutoscaler>(
         g,
         k,

@@ -130,6 +130,16 @@ impl FieldError {
         }
     }
 
+    /// A `Not found` error.
+    pub fn not_found(path: impl Into<String>, value: Value) -> FieldError {
+        FieldError {
+            path: path.into(),
+            kind: FieldErrorKind::NotFound,
+            message: String::new(),
+            bad_value: Some(value),
+        }
+    }
+
     /// A `Forbidden` error.
     pub fn forbidden(path: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
@@ -216,6 +226,18 @@ impl fmt::Display for FieldError {
 /// valid.
 pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     rules::validate(info, obj, old)
+}
+
+/// What the pod `ephemeralcontainers` subresource checks (kube's
+/// `ValidatePodEphemeralContainersUpdate`): the pod's metadata and spec, and that
+/// existing ephemeral containers are neither removed nor changed. A pod update's own
+/// restrictions do not apply.
+pub fn validate_ephemeral_containers_update(
+    info: &ResourceInfo,
+    obj: &Value,
+    old: &Value,
+) -> Vec<FieldError> {
+    rules::validate_ephemeral_containers_update(info, obj, old)
 }
 
 /// The 422 `Status` kube-apiserver answers for validation failures:

@@ -94,6 +94,11 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     /// Network namespace to join; None shares the agent's (hostNetwork).
     pub netns: Option<PathBuf>,
+    /// The PID namespace: a new one, the host's (hostPID) or another container's (an
+    /// ephemeral container's `targetContainerName`).
+    pub pid_ns: Namespace,
+    /// The IPC namespace, likewise (hostIPC; an ephemeral container joins the pod's).
+    pub ipc_ns: Namespace,
     /// User ID.
     pub uid: u32,
     /// Group ID.
@@ -120,6 +125,29 @@ pub struct ContainerConfig {
     pub pids_limit: Option<i64>,
     /// cgroup path (`/skiff/<node>/<pod uid>/<container id>`).
     pub cgroups_path: String,
+}
+
+/// Which namespace of a kind a container runs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Namespace {
+    /// A namespace of its own.
+    #[default]
+    New,
+    /// The agent's, i.e. the node's (`hostPID`, `hostIPC`).
+    Host,
+    /// An existing one (`/proc/<pid>/ns/<kind>` of another container).
+    Join(PathBuf),
+}
+
+impl Namespace {
+    /// The `linux.namespaces` entry of `kind`, or None to share the runtime's.
+    fn entry(&self, kind: &str) -> Option<Value> {
+        match self {
+            Namespace::New => Some(json!({"type": kind})),
+            Namespace::Host => None,
+            Namespace::Join(p) => Some(json!({"type": kind, "path": p})),
+        }
+    }
 }
 
 /// CFS period runc uses with the quota.
@@ -162,11 +190,11 @@ pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Vec<St
 /// Builds `config.json`.
 pub fn config_json(c: &ContainerConfig) -> Value {
     let caps = capabilities(c.privileged, &c.cap_add, &c.cap_drop);
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "mount"}),
-    ];
+    let mut namespaces: Vec<Value> = [c.pid_ns.entry("pid"), c.ipc_ns.entry("ipc")]
+        .into_iter()
+        .flatten()
+        .collect();
+    namespaces.push(json!({"type": "mount"}));
     if c.hostname.is_some() {
         namespaces.push(json!({"type": "uts"}));
     }
@@ -276,6 +304,46 @@ mod tests {
             vec!["CAP_CHOWN"]
         );
         assert_eq!(capabilities(true, &[], &[]).len(), ALL_CAPABILITIES.len());
+    }
+
+    #[test]
+    fn namespaces_new_host_or_joined() {
+        let kinds = |c: &ContainerConfig| -> Vec<Value> {
+            config_json(c)["linux"]["namespaces"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let fresh = ContainerConfig::default();
+        assert_eq!(
+            kinds(&fresh),
+            vec![
+                json!({"type": "pid"}),
+                json!({"type": "ipc"}),
+                json!({"type": "mount"})
+            ]
+        );
+        // hostPID/hostIPC: no entry, so runc leaves the process in the node's.
+        let host = ContainerConfig {
+            pid_ns: Namespace::Host,
+            ipc_ns: Namespace::Host,
+            ..Default::default()
+        };
+        assert_eq!(kinds(&host), vec![json!({"type": "mount"})]);
+        // An ephemeral container in its target's PID namespace.
+        let joined = ContainerConfig {
+            pid_ns: Namespace::Join("/proc/42/ns/pid".into()),
+            ipc_ns: Namespace::Join("/proc/42/ns/ipc".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(&joined),
+            vec![
+                json!({"type": "pid", "path": "/proc/42/ns/pid"}),
+                json!({"type": "ipc", "path": "/proc/42/ns/ipc"}),
+                json!({"type": "mount"})
+            ]
+        );
     }
 
     #[test]

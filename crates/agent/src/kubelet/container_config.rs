@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::{env, quantity};
 use crate::containers::images::ImageConfig;
-use crate::containers::oci::{BindMount, ContainerConfig};
+use crate::containers::oci::{BindMount, ContainerConfig, Namespace};
 
 /// What the node resolved for one container before its configuration is built.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,11 @@ pub struct Resolved {
     pub volume_mounts: Vec<BindMount>,
     /// The container's cgroup (`/skiff/<node>/pod<uid>/<container id>`).
     pub cgroups_path: String,
+    /// The PID namespace to join (an ephemeral container's target container's).
+    pub join_pid: Option<PathBuf>,
+    /// The IPC namespace to join (an ephemeral container joins the pod's, which is its
+    /// first running container's: skiff pods have no pause container).
+    pub join_ipc: Option<PathBuf>,
 }
 
 /// The configuration of `c`, a container of `pod` whose sandbox files are under
@@ -87,7 +92,14 @@ pub fn container_config(
         })
         .collect();
     mounts.extend(resolved.volume_mounts);
+    let ns = |host: Option<bool>, join: Option<PathBuf>| match (host, join) {
+        (Some(true), _) => Namespace::Host,
+        (_, Some(p)) => Namespace::Join(p),
+        _ => Namespace::New,
+    };
     ContainerConfig {
+        pid_ns: ns(spec.host_pid, resolved.join_pid),
+        ipc_ns: ns(spec.host_ipc, resolved.join_ipc),
         args,
         terminal: c.tty.unwrap_or(false),
         env: resolved.env,
@@ -220,6 +232,7 @@ mod tests {
                 readonly: true,
             }],
             cgroups_path: "/skiff/n1/podu1/ctr".into(),
+            ..Default::default()
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, PodSpec};
 
 use super::backoff::Backoff;
 use super::probe;
@@ -162,6 +162,37 @@ pub fn restart_wanted(policy: &str, is_init: bool, code: i32) -> bool {
     }
 }
 
+/// The pod's ephemeral containers as the containers they run as (an
+/// `EphemeralContainer` is a `Container` plus `targetContainerName`, whose fields the API
+/// server already restricted).
+pub fn ephemeral_containers(spec: &PodSpec) -> Vec<Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .map(ephemeral_as_container)
+        .collect()
+}
+
+/// One ephemeral container as a `Container`.
+pub fn ephemeral_as_container(ec: &EphemeralContainer) -> Container {
+    let mut v = serde_json::to_value(ec).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("targetContainerName");
+    }
+    serde_json::from_value(v).unwrap_or_else(|_| Container {
+        name: ec.name.clone(),
+        ..Default::default()
+    })
+}
+
+/// Whether `name` is one of the pod's ephemeral containers.
+pub fn is_ephemeral(spec: &PodSpec, name: &str) -> bool {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name)
+}
+
 fn policy(spec: &PodSpec) -> &str {
     spec.restart_policy.as_deref().unwrap_or("Always")
 }
@@ -267,6 +298,20 @@ pub fn plan(pod: Option<&Pod>, observed: &Observed, now: Instant) -> Actions {
         }
     }
     let waits = |nb: Option<Instant>| nb.is_some_and(|t| t > now);
+    // Ephemeral containers start once and are never restarted; like kubelet, before
+    // the init containers, so that a pod whose init container fails can be debugged.
+    if !posted_finished {
+        for ec in spec.ephemeral_containers.iter().flatten() {
+            if let (Run::Idle, nb) = state(&ec.name) {
+                if !waits(nb) {
+                    actions.start.push(Start {
+                        name: ec.name.clone(),
+                        init: false,
+                    });
+                }
+            }
+        }
+    }
     // Init containers one at a time, in order; the app containers once all succeeded.
     for ic in spec.init_containers.iter().flatten() {
         match state(&ic.name) {
@@ -316,6 +361,16 @@ pub fn exits(pod: &Pod, observed: &Observed, now: Instant) -> Vec<(String, After
     let init = spec.init_containers.iter().flatten().map(|c| (c, true));
     let app = spec.containers.iter().map(|c| (c, false));
     let mut out = Vec::new();
+    // An ephemeral container that exited stays terminated, whatever the policy.
+    for ec in spec.ephemeral_containers.iter().flatten() {
+        if let Some(Seen {
+            run: Run::Exited { .. },
+            ..
+        }) = observed.containers.get(&ec.name)
+        {
+            out.push((ec.name.clone(), AfterExit::Done));
+        }
+    }
     for (c, is_init) in init.chain(app) {
         let Some(seen) = observed.containers.get(&c.name) else {
             continue;
@@ -606,6 +661,59 @@ mod tests {
         assert_eq!(starts(&a), vec!["web", "side"]);
         assert!(a.start.iter().all(|s| !s.init));
         assert_eq!(a.finished, None);
+    }
+
+    #[test]
+    fn ephemeral_containers_start_once_and_never_restart() {
+        let mut p = pod("Always", &["init"], &["web"]);
+        p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![EphemeralContainer {
+            name: "debugger".into(),
+            image: Some("busybox".into()),
+            target_container_name: Some("web".into()),
+            ..Default::default()
+        }]);
+        // Started with the sandbox up, even while an init container is pending.
+        let a = plan(Some(&p), &observed(&[]), t0());
+        assert_eq!(starts(&a), vec!["debugger", "init"]);
+        // Its exit is final under an Always pod.
+        let done = seen(Run::Done { succeeded: true });
+        let a = plan(
+            Some(&p),
+            &observed(&[
+                ("init", done.clone()),
+                ("web", running()),
+                ("debugger", exited(1)),
+            ]),
+            t0(),
+        );
+        assert_eq!(a.exits, vec![("debugger".to_string(), AfterExit::Done)]);
+        assert!(a.start.is_empty());
+        let a = plan(
+            Some(&p),
+            &observed(&[
+                ("init", done.clone()),
+                ("web", running()),
+                ("debugger", seen(Run::Done { succeeded: false })),
+            ]),
+            t0(),
+        );
+        assert!(a.start.is_empty());
+        assert_eq!(a.finished, None);
+        // It runs as a container, without its target.
+        let c = ephemeral_as_container(
+            &p.spec
+                .as_ref()
+                .unwrap()
+                .ephemeral_containers
+                .as_ref()
+                .unwrap()[0],
+        );
+        assert_eq!(
+            (c.name.as_str(), c.image.as_deref()),
+            ("debugger", Some("busybox"))
+        );
+        assert!(is_ephemeral(p.spec.as_ref().unwrap(), "debugger"));
+        assert!(!is_ephemeral(p.spec.as_ref().unwrap(), "web"));
     }
 
     #[test]

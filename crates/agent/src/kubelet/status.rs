@@ -121,6 +121,8 @@ pub struct PodView {
     pub init: Vec<ContainerView>,
     /// App containers in spec order.
     pub main: Vec<ContainerView>,
+    /// Ephemeral containers in spec order (they count for neither phase nor readiness).
+    pub ephemeral: Vec<ContainerView>,
     /// Always, OnFailure or Never.
     pub restart_policy: String,
     /// The netns is wired.
@@ -328,6 +330,13 @@ pub fn build(v: &PodView, prev: &[PodCondition], now: DateTime<Utc>) -> Value {
             .map(ContainerView::to_json)
             .collect::<Vec<_>>());
     }
+    if !v.ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(v
+            .ephemeral
+            .iter()
+            .map(ContainerView::to_json)
+            .collect::<Vec<_>>());
+    }
     if let Some(ip) = &v.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
@@ -394,6 +403,7 @@ mod tests {
         PodView {
             init,
             main,
+            ephemeral: Vec::new(),
             restart_policy: policy.into(),
             sandbox_ready: true,
             pod_ip: Some("10.244.1.2".into()),

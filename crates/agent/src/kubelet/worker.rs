@@ -403,11 +403,13 @@ impl Worker {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
+        let ephemeral = plan::ephemeral_containers(&spec);
         let all: Vec<&ContainerSpecK8s> = spec
             .init_containers
             .iter()
             .flatten()
             .chain(spec.containers.iter())
+            .chain(ephemeral.iter())
             .collect();
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let pod_ready = pod
@@ -485,6 +487,18 @@ impl Worker {
                         container_id: format!("skiff://{id}"),
                     })
                 });
+                if plan::is_ephemeral(&spec, &c.name) {
+                    // An ephemeral container never runs again, its end seen or not.
+                    st.last = Some(ended.unwrap_or_else(|| State::Terminated {
+                        exit_code: 0,
+                        reason: "Completed".into(),
+                        started_at: Utc::now(),
+                        finished_at: Utc::now(),
+                        container_id: format!("skiff://{id}"),
+                    }));
+                    st.done = true;
+                    continue;
+                }
                 if let Some(ended) = ended {
                     let code = match &ended {
                         State::Terminated { exit_code, .. } => *exit_code,
@@ -545,6 +559,33 @@ impl Worker {
                 _ => {}
             }
         }
+    }
+
+    /// The PID and IPC namespaces an ephemeral container joins: its target's (the
+    /// `targetContainerName` running now), else for IPC the first running app
+    /// container's, the nearest skiff has to a pod's shared IPC namespace. (None, None)
+    /// for other containers.
+    fn ephemeral_namespaces(&self, pod: &Pod, name: &str) -> (Option<PathBuf>, Option<PathBuf>) {
+        let spec = spec_of(pod);
+        let Some(ec) = spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+        else {
+            return (None, None);
+        };
+        let pid_of = |n: &str| {
+            self.states
+                .get(n)
+                .and_then(|st| st.current.as_ref())
+                .map(|inst| inst.container.pid)
+                .filter(|pid| *pid > 0)
+        };
+        let ns = |pid: i32, kind: &str| PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+        let target = ec.target_container_name.as_deref().and_then(pid_of);
+        let ipc_from = target.or_else(|| spec.containers.iter().find_map(|c| pid_of(&c.name)));
+        (target.map(|p| ns(p, "pid")), ipc_from.map(|p| ns(p, "ipc")))
     }
 
     fn cgroup_path(&self, id: &str) -> String {
@@ -674,12 +715,14 @@ impl Worker {
             self.kill(pod, kill);
         }
         let spec = spec_of(pod);
+        let ephemeral = plan::ephemeral_containers(&spec);
         for start in &actions.start {
             let all = spec
                 .init_containers
                 .iter()
                 .flatten()
-                .chain(&spec.containers);
+                .chain(&spec.containers)
+                .chain(&ephemeral);
             let Some(c) = all.into_iter().find(|c| c.name == start.name) else {
                 continue;
             };
@@ -860,6 +903,7 @@ impl Worker {
             }
         };
         let t = timing::lap("env", t);
+        let (join_pid, join_ipc) = self.ephemeral_namespaces(pod, &c.name);
         let st = self.states.entry(c.name.clone()).or_default();
         let attempt = st.attempts;
         let id = container_id(&self.entry.uid, &c.name, attempt);
@@ -879,6 +923,8 @@ impl Worker {
                 netns: self.netns.clone(),
                 volume_mounts: volumes::mounts_for(c, &self.volumes),
                 cgroups_path: self.cgroup_path(&id),
+                join_pid,
+                join_ipc,
             },
         );
         let log_path = self
@@ -1313,6 +1359,7 @@ impl Worker {
         PodView {
             init: spec.init_containers.iter().flatten().map(mk).collect(),
             main: spec.containers.iter().map(mk).collect(),
+            ephemeral: plan::ephemeral_containers(&spec).iter().map(mk).collect(),
             restart_policy: spec
                 .restart_policy
                 .clone()
@@ -1533,7 +1580,8 @@ impl Worker {
 }
 
 /// Records an event about the pod, or one of its containers when `container` is set
-/// (`involvedObject.fieldPath` `spec.containers{name}` or `spec.initContainers{name}`).
+/// (`involvedObject.fieldPath` `spec.containers{name}`, `spec.initContainers{name}` or
+/// `spec.ephemeralContainers{name}`).
 fn event(
     k: &Kubelet,
     pod: &Pod,
@@ -1549,8 +1597,11 @@ fn event(
             .as_ref()
             .and_then(|s| s.init_containers.as_ref())
             .is_some_and(|ics| ics.iter().any(|ic| ic.name == c));
+        let ephemeral = pod.spec.as_ref().is_some_and(|s| plan::is_ephemeral(s, c));
         if init {
             format!("spec.initContainers{{{c}}}")
+        } else if ephemeral {
+            format!("spec.ephemeralContainers{{{c}}}")
         } else {
             format!("spec.containers{{{c}}}")
         }
@@ -1572,6 +1623,7 @@ fn posted_status<'a>(pod: &'a Pod, name: &str, id: &str) -> Option<&'a Container
         .iter()
         .flatten()
         .chain(status.init_container_statuses.iter().flatten())
+        .chain(status.ephemeral_container_statuses.iter().flatten())
         .find(|c| c.name == name && c.container_id.as_deref() == Some(want.as_str()))
 }
 

@@ -720,7 +720,14 @@ pub(crate) async fn update_object_with_warnings(
             .unwrap_or(1);
         meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
     }
-    let errs = strategy.validate(sinfo, &obj, Some(&old));
+    let errs = match mode {
+        // The subresource has its own rules (kube's EphemeralContainersStrategy), not
+        // a pod update's.
+        UpdateMode::EphemeralContainers => strategy::from_resources(
+            skiff_resources::validate_ephemeral_containers_update(sinfo, &obj, &old),
+        ),
+        _ => strategy.validate(sinfo, &obj, Some(&old)),
+    };
     if !errs.is_empty() {
         return Err(strategy::invalid(info, name, errs));
     }

@@ -87,7 +87,7 @@ pub(crate) struct FieldError {
 }
 
 /// skiff-resources' field errors as a strategy reports them.
-fn from_resources(errs: Vec<skiff_resources::FieldError>) -> Vec<FieldError> {
+pub(crate) fn from_resources(errs: Vec<skiff_resources::FieldError>) -> Vec<FieldError> {
     errs.into_iter()
         .map(|e| FieldError {
             field: e.path.clone(),

@@ -394,3 +394,284 @@ async fn kubectl_debug_copy_to_keeps_every_field() {
         "{text}"
     );
 }
+
+/// The `ephemeralcontainers` subresource: a strategic merge patch adds one (what
+/// `kubectl debug` sends), checked by kube's rules for it rather than a pod update's:
+/// additions only, no ports, a target that exists; kube-apiserver's 422 otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_containers_are_added_through_their_subresource() {
+    let s = common::start().await;
+    let c = s.client();
+    create(
+        &c,
+        "/api/v1/namespaces/default/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
+    let uri = "/api/v1/namespaces/default/pods/app/ephemeralcontainers";
+    let smp = [("content-type", "application/strategic-merge-patch+json")];
+    let add = |name: &str, extra: Value| {
+        let mut ec = json!({"name": name, "image": "busybox", "targetContainerName": "c",
+                            "stdin": true, "tty": true});
+        if let (Some(m), Some(x)) = (ec.as_object_mut(), extra.as_object()) {
+            m.extend(x.clone());
+        }
+        json!({"spec": {"ephemeralContainers": [ec]}})
+    };
+    let (code, text) = call(&c, "PATCH", uri, &smp, Some(add("dbg", json!({})))).await;
+    assert_eq!(code, 200, "{text}");
+    let pod: Value = serde_json::from_str(&text).expect("pod");
+    assert_eq!(pod["kind"], "Pod");
+    let ec = &pod["spec"]["ephemeralContainers"][0];
+    assert_eq!(ec["targetContainerName"], "c");
+    // Defaulted as a container is.
+    assert_eq!(ec["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(ec["imagePullPolicy"], "Always");
+    // GET of the subresource is the pod.
+    let (code, text) = call(&c, "GET", uri, &[], None).await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("\"ephemeralContainers\""), "{text}");
+
+    // A second one merges by name beside the first.
+    let (code, text) = call(&c, "PATCH", uri, &smp, Some(add("dbg2", json!({})))).await;
+    assert_eq!(code, 200, "{text}");
+    let pod: Value = serde_json::from_str(&text).expect("pod");
+    assert_eq!(
+        pod["spec"]["ephemeralContainers"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // Bad ones: kube's messages.
+    let (code, text) = call(
+        &c,
+        "PATCH",
+        uri,
+        &smp,
+        Some(add(
+            "web",
+            json!({"ports": [{"containerPort": 80}], "targetContainerName": "nope"}),
+        )),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    let st: Value = serde_json::from_str(&text).expect("status");
+    assert_eq!(
+        st["message"],
+        "Pod \"app\" is invalid: [spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\", spec.ephemeralContainers[2].ports: Forbidden: cannot be set for an Ephemeral Container]"
+    );
+    assert_eq!(st["details"]["causes"][0]["reason"], "FieldValueNotFound");
+    // Changing an existing one through the subresource.
+    let (code, text) = call(
+        &c,
+        "PATCH",
+        uri,
+        &smp,
+        Some(add("dbg", json!({"image": "alpine"}))),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    assert!(
+        text.contains("existing ephemeral containers \\\"dbg\\\" may not be changed"),
+        "{text}"
+    );
+    // Removing one with a replacing PUT.
+    let (_, text) = call(&c, "GET", uri, &[], None).await;
+    let mut pod: Value = serde_json::from_str(&text).expect("pod");
+    pod["spec"]["ephemeralContainers"] = json!([]);
+    let (code, text) = call(
+        &c,
+        "PUT",
+        uri,
+        &[("content-type", "application/json")],
+        Some(pod),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    assert!(
+        text.contains("existing ephemeral containers \\\"dbg\\\" may not be removed"),
+        "{text}"
+    );
+    // Through the pod itself, the pod update's rule refuses any change.
+    let (code, text) = call(
+        &c,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/app",
+        &smp,
+        Some(add("dbg3", json!({}))),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    assert!(text.contains("pod updates may not change fields"), "{text}");
+}
+
+/// HorizontalPodAutoscalers in `autoscaling/v1` beside v2: listed by `kubectl
+/// api-versions`, converted both ways (v2-only fields in kube's annotations), defaulted
+/// by the API server as kube's v2 defaults; `kubectl autoscale` and `kubectl get hpa` of
+/// the oldest and newest kubectl print no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_v1_is_served_beside_v2() {
+    let s = common::start().await;
+    let c = s.client();
+    create(
+        &c,
+        "/apis/apps/v1/namespaces/default/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "busybox"}]}}}}),
+    )
+    .await;
+    // v1 create; v2 read, defaulted.
+    create(
+        &c,
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+        json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": "one"},
+               "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                        "maxReplicas": 4, "targetCPUUtilizationPercentage": 60}}),
+    )
+    .await;
+    let (_, text) = call(
+        &c,
+        "GET",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/one",
+        &[],
+        None,
+    )
+    .await;
+    let v2: Value = serde_json::from_str(&text).expect("hpa");
+    assert_eq!(v2["spec"]["minReplicas"], 1, "{text}");
+    assert_eq!(
+        v2["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 60}}}])
+    );
+    // v2 create with what v1 cannot say; v1 read carries it in annotations.
+    create(
+        &c,
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": "two"},
+               "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                        "maxReplicas": 4,
+                        "metrics": [{"type": "Resource", "resource": {"name": "memory",
+                            "target": {"type": "AverageValue", "averageValue": "100Mi"}}}],
+                        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}),
+    )
+    .await;
+    let (_, text) = call(
+        &c,
+        "GET",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/two",
+        &[],
+        None,
+    )
+    .await;
+    let v1: Value = serde_json::from_str(&text).expect("hpa");
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert!(
+        v1["spec"].get("targetCPUUtilizationPercentage").is_none(),
+        "{text}"
+    );
+    let ann = &v1["metadata"]["annotations"];
+    assert_eq!(
+        ann["autoscaling.alpha.kubernetes.io/metrics"],
+        r#"[{"type":"Resource","resource":{"name":"memory","targetAverageValue":"100Mi"}}]"#
+    );
+    let behavior: Value = serde_json::from_str(
+        ann["autoscaling.alpha.kubernetes.io/behavior"]
+            .as_str()
+            .expect("behavior annotation"),
+    )
+    .expect("JSON");
+    assert_eq!(behavior["scaleDown"]["stabilizationWindowSeconds"], 30);
+    assert_eq!(behavior["scaleUp"]["selectPolicy"], "Max");
+    // A v1 update of that object keeps the memory metric (the annotation comes back).
+    let (code, text) = call(
+        &c,
+        "PUT",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/two",
+        &[("content-type", "application/json")],
+        Some({
+            let mut o = v1.clone();
+            o["spec"]["maxReplicas"] = json!(6);
+            o
+        }),
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let (_, text) = call(
+        &c,
+        "GET",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/two",
+        &[],
+        None,
+    )
+    .await;
+    let v2: Value = serde_json::from_str(&text).expect("hpa");
+    assert_eq!(v2["spec"]["maxReplicas"], 6);
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["name"], "memory",
+        "{text}"
+    );
+    assert!(v2["metadata"].get("annotations").is_none(), "{text}");
+
+    for version in [kubectl::OLDEST, kubectl::NEWEST] {
+        let bin = kubectl::version(version).expect("kubectl");
+        let k = s.kubectl(bin);
+        let name = format!("auto{}", version.replace('.', ""));
+        let outs = tokio::task::spawn_blocking(move || {
+            vec![
+                k.run(&["api-versions"]),
+                k.run(&[
+                    "autoscale",
+                    "deployment/web",
+                    &format!("--name={name}"),
+                    "--max=5",
+                    "--cpu-percent=50",
+                ]),
+                k.run(&["get", "hpa"]),
+                k.run(&[
+                    "get",
+                    "hpa.v1.autoscaling",
+                    &name,
+                    "-o",
+                    "jsonpath={.spec.targetCPUUtilizationPercentage}",
+                ]),
+            ]
+        })
+        .await
+        .expect("kubectl");
+        for out in &outs {
+            assert!(out.success, "{version}: {}", out.describe());
+            assert!(out.stderr.is_empty(), "{version}: {}", out.describe());
+        }
+        assert!(
+            outs[0].stdout.lines().any(|l| l == "autoscaling/v1"),
+            "{}",
+            outs[0].stdout
+        );
+        assert!(outs[0].stdout.lines().any(|l| l == "autoscaling/v2"));
+        let header: Vec<&str> = outs[2]
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS",
+                "AGE"
+            ]
+        );
+        assert_eq!(outs[3].stdout, "50", "{version}");
+    }
+}

@@ -112,7 +112,52 @@ pub fn default_object(info: &ResourceInfo, obj: &mut Value) {
         ("scheduling.k8s.io", "PriorityClass") => {
             set(o, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        ("autoscaling", "HorizontalPodAutoscaler") => default_hpa(o, &version),
         _ => {}
+    }
+}
+
+/// `pkg/apis/autoscaling/{v1,v2}/defaults.go`: `minReplicas: 1`; in v2, no metrics
+/// means 80% CPU utilisation, and a `behavior` given gets its missing rules and fields
+/// (`GenerateHPAScaleUpRules`, `GenerateHPAScaleDownRules`).
+fn default_hpa(o: &mut Map<String, Value>, version: &str) {
+    let spec = obj_at(o, "spec");
+    set(spec, "minReplicas", json!(1));
+    if version != "v2" {
+        return;
+    }
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        );
+    }
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let rules = [
+        (
+            "scaleUp",
+            0,
+            json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+                   {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        ),
+        (
+            "scaleDown",
+            300,
+            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        ),
+    ];
+    for (key, window, policies) in rules {
+        let r = obj_at(behavior, key);
+        set(r, "stabilizationWindowSeconds", json!(window));
+        set(r, "selectPolicy", json!("Max"));
+        set(r, "policies", policies);
     }
 }
 

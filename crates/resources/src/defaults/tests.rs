@@ -210,3 +210,41 @@ fn namespace_and_secret_defaults() {
     );
     assert_eq!(s["type"], "Opaque");
 }
+
+#[test]
+fn hpa_defaults_as_kube_v2() {
+    let hpa = defaulted(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 4,
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}}),
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 1);
+    assert_eq!(
+        hpa["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 80}}}])
+    );
+    assert_eq!(
+        hpa["spec"]["behavior"],
+        json!({"scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                  "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                               {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+               "scaleDown": {"stabilizationWindowSeconds": 60, "selectPolicy": "Max",
+                  "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}})
+    );
+    // No behavior: none is invented (the controller applies kube's rules).
+    let plain = defaulted(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 4, "minReplicas": 2}}),
+    );
+    assert_eq!(plain["spec"]["minReplicas"], 2);
+    assert!(plain["spec"].get("behavior").is_none());
+}

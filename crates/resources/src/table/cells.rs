@@ -330,6 +330,14 @@ pub(super) fn cells(
             ]
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
+            // Printed from v2, as kube prints from its internal version.
+            let v2;
+            let o = if o["apiVersion"] == "autoscaling/v1" {
+                v2 = crate::convert(o.clone(), "autoscaling/v2");
+                &v2
+            } else {
+                o
+            };
             let min = o
                 .pointer("/spec/minReplicas")
                 .and_then(Value::as_i64)

@@ -16,7 +16,10 @@ mod workload;
 
 use batch::{validate_cronjob, validate_job};
 use meta::{validate_data, validate_meta};
-use pod::{validate_pod_spec, validate_pod_update};
+use pod::{
+    validate_ephemeral_containers_update as ephemeral_update, validate_pod_spec,
+    validate_pod_update,
+};
 use service::validate_service;
 use workload::{validate_statefulset, validate_workload};
 
@@ -30,6 +33,25 @@ pub(super) fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The `ephemeralcontainers` subresource's validation (see
+/// [`super::validate_ephemeral_containers_update`]).
+pub(super) fn validate_ephemeral_containers_update(
+    info: &ResourceInfo,
+    obj: &Value,
+    old: &Value,
+) -> Errs {
+    let mut e = Errs::new();
+    validate_meta(info, obj, Some(old), &mut e);
+    validate_pod_spec(
+        obj.get("spec").unwrap_or(&Value::Null),
+        "spec",
+        true,
+        &mut e,
+    );
+    ephemeral_update(obj, old, &mut e);
+    e
 }
 
 pub(super) fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Errs {

@@ -115,6 +115,7 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, require_image: bool, e
             }
         }
     }
+    validate_ephemeral_containers(spec, path, &mut names, e);
     if let Some(rp) = s(spec, "/restartPolicy") {
         const RP: &[&str] = &["Always", "OnFailure", "Never"];
         if !RP.contains(&rp) {
@@ -151,6 +152,172 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, require_image: bool, e
             vols.push(name);
         }
     }
+}
+
+/// The fields of an `EphemeralContainer` that may not be set, in the order of Go's
+/// `EphemeralContainerCommon` (kube's `allowedEphemeralContainerFields` lists the
+/// others as allowed).
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+
+/// Whether a JSON value is its Go type's zero value (an unset field).
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.values().all(is_zero),
+    }
+}
+
+/// kube's `validateEphemeralContainers`: each is a container whose name is unique
+/// among all the pod's containers, whose `targetContainerName` names an app or init
+/// container, and which sets none of the fields an ephemeral container may not have
+/// (ports, probes, resources, lifecycle; no volume `subPath`).
+fn validate_ephemeral_containers<'a>(
+    spec: &'a Value,
+    path: &str,
+    names: &mut Vec<&'a str>,
+    e: &mut Errs,
+) {
+    let others: Vec<&str> = ["/containers", "/initContainers"]
+        .iter()
+        .flat_map(|p| arr(spec, p))
+        .filter_map(|c| s(c, "/name"))
+        .collect();
+    for (i, c) in arr(spec, "/ephemeralContainers").iter().enumerate() {
+        let cp = format!("{path}.ephemeralContainers[{i}]");
+        let name = s(c, "/name").unwrap_or("");
+        if name.is_empty() {
+            e.push(FieldError::required(format!("{cp}.name"), ""));
+        } else {
+            for m in is_dns1123_label(name) {
+                e.push(FieldError::invalid(format!("{cp}.name"), json!(name), m));
+            }
+            if names.contains(&name) {
+                e.push(FieldError::duplicate(format!("{cp}.name"), json!(name)));
+            } else {
+                names.push(name);
+            }
+        }
+        if s(c, "/image").unwrap_or("").trim().is_empty() {
+            e.push(FieldError::required(format!("{cp}.image"), ""));
+        }
+        if let Some(pol) = s(c, "/imagePullPolicy") {
+            const POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+            if !POLICIES.contains(&pol) {
+                e.push(FieldError::not_supported(
+                    format!("{cp}.imagePullPolicy"),
+                    json!(pol),
+                    POLICIES,
+                ));
+            }
+        }
+        if let Some(t) = s(c, "/targetContainerName").filter(|t| !t.is_empty()) {
+            if !others.contains(&t) {
+                e.push(FieldError::not_found(
+                    format!("{cp}.targetContainerName"),
+                    json!(t),
+                ));
+            }
+        }
+        for f in EPHEMERAL_FORBIDDEN {
+            if c.get(*f).is_some_and(|v| !is_zero(v)) {
+                e.push(FieldError::forbidden(
+                    format!("{cp}.{f}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        for (j, m) in arr(c, "/volumeMounts").iter().enumerate() {
+            for f in ["subPath", "subPathExpr"] {
+                if s(m, &format!("/{f}")).is_some_and(|v| !v.is_empty()) {
+                    e.push(FieldError::forbidden(
+                        format!("{cp}.volumeMounts[{j}].{f}"),
+                        "cannot be set for an Ephemeral Container",
+                    ));
+                }
+            }
+        }
+        for (j, env) in arr(c, "/env").iter().enumerate() {
+            if s(env, "/name").unwrap_or("").is_empty() {
+                e.push(FieldError::required(format!("{cp}.env[{j}].name"), ""));
+            }
+        }
+    }
+}
+
+/// kube's `ValidatePodEphemeralContainersUpdate` (what the `ephemeralcontainers`
+/// subresource checks instead of a pod update): static pods have none; existing
+/// ephemeral containers may be neither removed nor changed (each is found by name, as
+/// a patch need not keep the order).
+pub(super) fn validate_ephemeral_containers_update(new: &Value, old: &Value, e: &mut Errs) {
+    if old
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some()
+    {
+        e.clear();
+        e.push(FieldError::forbidden(
+            "",
+            "static pods do not support ephemeral containers",
+        ));
+        return;
+    }
+    let new_ecs = arr(new, "/spec/ephemeralContainers");
+    for o in arr(old, "/spec/ephemeralContainers") {
+        let name = s(o, "/name").unwrap_or("");
+        match new_ecs.iter().find(|n| s(n, "/name") == Some(name)) {
+            None => e.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers {name:?} may not be removed\n"),
+            )),
+            Some(n) if n != o => e.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                format!(
+                    "existing ephemeral containers {name:?} may not be changed\n{}",
+                    field_diff(o, n)
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The fields that differ between two objects, one `-`/`+` line pair each (where Go
+/// prints `cmp.Diff` of the structs).
+fn field_diff(old: &Value, new: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = String::new();
+    for k in keys {
+        let (a, b) = (o.get(k), n.get(k));
+        if a == b {
+            continue;
+        }
+        if let Some(a) = a {
+            out.push_str(&format!("- {k}: {a}\n"));
+        }
+        if let Some(b) = b {
+            out.push_str(&format!("+ {k}: {b}\n"));
+        }
+    }
+    out
 }
 
 /// Pod spec updates may change only images, `activeDeadlineSeconds`, additions to

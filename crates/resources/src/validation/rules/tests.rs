@@ -134,6 +134,72 @@ fn pod_updates_are_restricted() {
 }
 
 #[test]
+fn ephemeral_containers_subresource_rules() {
+    let info = lookup("", "v1", "pods").expect("pods");
+    let pod = |ecs: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}],
+                 "ephemeralContainers": ecs}})
+    };
+    let check = |new: serde_json::Value, old: serde_json::Value| -> Vec<String> {
+        crate::validation::validate_ephemeral_containers_update(info, &new, &old)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let dbg = json!({"name": "dbg", "image": "busybox", "targetContainerName": "c", "stdin": true, "tty": true});
+    // An addition is fine (a pod update would refuse it).
+    assert_eq!(
+        check(pod(json!([dbg])), pod(json!([]))),
+        Vec::<String>::new()
+    );
+    let e = errs("", "v1", "pods", pod(json!([dbg])), Some(pod(json!([]))));
+    assert!(e[0].starts_with("spec: Forbidden: pod updates may not change fields other than"));
+    // Removal and change of an existing one.
+    assert_eq!(
+        check(pod(json!([])), pod(json!([dbg]))),
+        vec!["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed\n"]
+    );
+    let mut changed = dbg.clone();
+    changed["image"] = json!("alpine");
+    assert_eq!(
+        check(pod(json!([changed])), pod(json!([dbg]))),
+        vec!["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be changed\n- image: \"busybox\"\n+ image: \"alpine\"\n"]
+    );
+    // Fields an ephemeral container may not have, names, targets.
+    let bad = json!([
+        {"name": "c", "image": "busybox"},
+        {"name": "e1", "image": "busybox", "targetContainerName": "nope",
+         "ports": [{"containerPort": 80}], "resources": {"limits": {"cpu": "1"}},
+         "readinessProbe": {"exec": {"command": ["true"]}}, "lifecycle": {"preStop": {"exec": {"command": ["true"]}}},
+         "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]},
+        {"name": "e1", "image": "busybox", "resources": {}}
+    ]);
+    assert_eq!(
+        check(pod(bad), pod(json!([]))),
+        vec![
+            "spec.ephemeralContainers[0].name: Duplicate value: \"c\"",
+            "spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"",
+            "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].resources: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].lifecycle: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].volumeMounts[0].subPath: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[2].name: Duplicate value: \"e1\"",
+        ]
+    );
+    // Static pods have none.
+    let mut mirror = pod(json!([]));
+    mirror["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "x"});
+    let mut with = mirror.clone();
+    with["spec"]["ephemeralContainers"] = json!([dbg]);
+    assert_eq!(
+        check(with, mirror),
+        vec![": Forbidden: static pods do not support ephemeral containers"]
+    );
+}
+
+#[test]
 fn invalid_status_shape() {
     let info = lookup("apps", "v1", "deployments").expect("deployments");
     let errs = vec![crate::validation::FieldError::required("spec.selector", "")];
