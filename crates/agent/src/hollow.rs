@@ -249,7 +249,7 @@ impl HollowPods {
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok())
             .filter(|ip| self.ips.take(*ip));
-        let Some(ip) = posted_ip.or_else(|| self.ips.next()) else {
+        let Some(ip) = posted_ip.or_else(|| self.ips.allocate()) else {
             tracing::warn!(node = %self.node_name, pod = ?pod.metadata.name, "no pod address left in the node's CIDR");
             return;
         };
@@ -471,7 +471,7 @@ impl IpPool {
     }
 
     /// The next free address, if any.
-    pub fn next(&mut self) -> Option<Ipv4Addr> {
+    pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         let size = self.size();
         for step in 0..size {
             let ip = Ipv4Addr::from(self.first() + (self.cursor + step) % size);
@@ -502,12 +502,12 @@ mod tests {
     #[test]
     fn pool_skips_network_and_gateway_and_goes_round() {
         let mut pool = IpPool::new("10.244.3.0/29".parse().unwrap());
-        let got: Vec<Ipv4Addr> = std::iter::from_fn(|| pool.next()).collect();
+        let got: Vec<Ipv4Addr> = std::iter::from_fn(|| pool.allocate()).collect();
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 244, 3, i)).collect();
         assert_eq!(got, want);
         pool.release(Ipv4Addr::new(10, 244, 3, 3));
-        assert_eq!(pool.next(), Some(Ipv4Addr::new(10, 244, 3, 3)));
-        assert_eq!(pool.next(), None);
+        assert_eq!(pool.allocate(), Some(Ipv4Addr::new(10, 244, 3, 3)));
+        assert_eq!(pool.allocate(), None);
     }
 
     #[test]

@@ -571,14 +571,13 @@ async fn watch_pods(client: Client, run: String, log: Arc<Mutex<PodLog>>) {
                     l.live += 1;
                 }
             }
-            Ok(Event::Delete(p)) => {
+            Ok(Event::Delete(p))
                 if p.metadata
                     .uid
                     .as_ref()
-                    .is_some_and(|u| l.by_uid.contains_key(u))
-                {
-                    l.live = l.live.saturating_sub(1);
-                }
+                    .is_some_and(|u| l.by_uid.contains_key(u)) =>
+            {
+                l.live = l.live.saturating_sub(1);
             }
             _ => {}
         }
