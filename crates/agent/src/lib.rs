@@ -4,6 +4,7 @@
 //!   built-in images, pod network namespaces wired by the CNI plugins, containers under
 //!   runc over overlayfs with CRI log files, exec.
 //! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
+//! - [`hollow`] runs many hollow nodes in one process (no containers), for density tests.
 //! - [`node`] registers the Node and keeps its status and Lease fresh.
 //! - [`podroutes`] routes the other nodes' pod CIDRs via their InternalIPs (host-gw).
 //! - [`streaming`] serves logs/exec/attach/port-forward on :10250.
@@ -15,6 +16,7 @@
 pub mod apilb;
 pub mod containers;
 pub mod credentials;
+pub mod hollow;
 pub mod kubelet;
 pub mod node;
 pub mod podroutes;

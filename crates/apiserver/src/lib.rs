@@ -244,6 +244,7 @@ impl Server {
             ]),
             webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),
+            request_metrics: Default::default(),
             node_stats: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));

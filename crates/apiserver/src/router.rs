@@ -159,7 +159,30 @@ pub(crate) async fn handle(
         if let Err(e) = state.authz.check(&Attributes::resource(&ident, &ri)) {
             return finish_unread(req, error_response(&e)).await;
         }
-        return resource(state, ident, ri, query, req).await;
+        // Latency until the response is ready, as kube's metric; watches and streamed
+        // subresources (logs, exec...) last as long as the client wants, so they are
+        // not timed.
+        let key =
+            (ri.verb != "watch" && !ri.watch_path && !streamed(ri.sub.as_deref())).then(|| {
+                crate::metrics::RequestKey {
+                    verb: crate::metrics::verb_label(ri.verb, is_apply(&req)),
+                    group: ri.info.group,
+                    version: ri.info.version,
+                    resource: ri.info.plural,
+                    subresource: ri.sub.clone().unwrap_or_default(),
+                    scope: match (&ri.namespace, &ri.name) {
+                        (_, Some(_)) => "resource",
+                        (Some(_), None) => "namespace",
+                        (None, None) => "cluster",
+                    },
+                }
+            });
+        let started = std::time::Instant::now();
+        let resp = resource(state.clone(), ident, ri, query, req).await;
+        if let Some(key) = key {
+            state.request_metrics.observe(key, started.elapsed());
+        }
+        return resp;
     }
     let verb = match method {
         Method::GET | Method::HEAD => "get",
@@ -189,6 +212,22 @@ pub(crate) async fn handle(
     finish_unread(req, resp).await
 }
 
+/// Subresources whose responses stream for as long as the client keeps them open.
+fn streamed(sub: Option<&str>) -> bool {
+    matches!(
+        sub,
+        Some("log" | "exec" | "attach" | "portforward" | "proxy")
+    )
+}
+
+/// A server-side apply patch (kube labels its latency `APPLY`, not `PATCH`).
+fn is_apply<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/apply-patch"))
+}
+
 /// Discovery, OpenAPI and metrics.
 fn non_resource(state: &ApiState, segs: &[&str], req: &Request<Incoming>) -> Response<Body> {
     use skiff_resources::discovery as d;
@@ -211,7 +250,9 @@ fn non_resource(state: &ApiState, segs: &[&str], req: &Request<Incoming>) -> Res
         ["metrics"] => Response::builder()
             .status(200)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(crate::http::full(state.watch_metrics.render()))
+            .body(crate::http::full(
+                state.watch_metrics.render() + &state.request_metrics.render(),
+            ))
             .unwrap_or_else(|_| Response::new(crate::http::full(""))),
         _ => error_response(&ApiError::path_not_found()),
     }

@@ -371,6 +371,27 @@ impl FieldSelector {
         self.terms.is_empty()
     }
 
+    /// What the stored JSON of a matching object must contain: `"<value>"` for each
+    /// `metadata.name=` / `spec.nodeName=` term (string fields, stored as they are
+    /// compared) whose value JSON writes unescaped. A watch checks these bytes before
+    /// decoding an event: with one `spec.nodeName` watch per node, every pod event would
+    /// otherwise be decoded once per node (kube-apiserver's cacher indexes these fields
+    /// for the same reason).
+    pub fn needles(&self) -> Vec<Vec<u8>> {
+        let plain = |v: &str| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        };
+        self.terms
+            .iter()
+            .filter(|(label, eq, want)| {
+                *eq && matches!(label.as_str(), "metadata.name" | "spec.nodeName") && plain(want)
+            })
+            .map(|(_, _, want)| format!("\"{want}\"").into_bytes())
+            .collect()
+    }
+
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(label, eq, want)| {
             let got = self.kind.value(obj, label);
@@ -412,11 +433,47 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }
+
+    /// False when the stored bytes of an object show it cannot match, without decoding
+    /// them (`needles`: [`FieldSelector::needles`] of this filter); true when it may.
+    pub fn may_match_bytes(needles: &[Vec<u8>], stored: &[u8]) -> bool {
+        needles
+            .iter()
+            .all(|n| stored.windows(n.len()).any(|w| w == n.as_slice()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_name_watches_skip_other_nodes_pods_without_decoding() {
+        let f = FieldSelector::parse("spec.nodeName=n-1")
+            .and_then(|f| f.for_kind("", "v1", "Pod"))
+            .unwrap();
+        let needles = f.needles();
+        assert_eq!(needles, vec![b"\"n-1\"".to_vec()]);
+        assert!(Filter::may_match_bytes(
+            &needles,
+            br#"{"spec":{"nodeName":"n-1"}}"#
+        ));
+        assert!(!Filter::may_match_bytes(
+            &needles,
+            br#"{"spec":{"nodeName":"n-12"}}"#
+        ));
+        // Terms the bytes cannot decide give no needle: the object is decoded.
+        for sel in [
+            "spec.nodeName=",
+            "spec.nodeName!=n-1",
+            "status.phase=Running",
+        ] {
+            let f = FieldSelector::parse(sel)
+                .and_then(|f| f.for_kind("", "v1", "Pod"))
+                .unwrap();
+            assert!(f.needles().is_empty(), "{sel}");
+        }
+    }
     use serde_json::json;
 
     fn obj() -> Value {

@@ -9,7 +9,7 @@ use skiff_store::Store;
 use crate::admission;
 use crate::authn::Authenticator;
 use crate::authz;
-use crate::metrics::WatchMetrics;
+use crate::metrics::{RequestMetrics, WatchMetrics};
 use crate::pki::Pki;
 
 /// Shared state of the server.
@@ -29,6 +29,8 @@ pub(crate) struct ApiState {
     pub webhooks: admission::Webhooks,
     /// Counters of the watch handlers (watchers closed for not reading).
     pub watch_metrics: WatchMetrics,
+    /// Latencies of resource requests, served on `/metrics`.
+    pub request_metrics: RequestMetrics,
     /// The agents' statistics summaries, cached briefly for `metrics.k8s.io`.
     pub node_stats: crate::nodemetrics::Cache,
 }

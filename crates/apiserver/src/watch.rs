@@ -417,6 +417,7 @@ impl Run<'_> {
             let line = self.render.bookmark(from, true);
             self.send(line).await?;
         }
+        let needles = self.filter.fields.needles();
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -442,7 +443,7 @@ impl Run<'_> {
                         None => return Ok(()),
                     };
                     last = ev.revision;
-                    let Some(line) = translate(&ev, self.info, self.filter, self.render) else { continue };
+                    let Some(line) = translate(&ev, self.info, self.filter, &needles, self.render) else { continue };
                     self.send(line).await?;
                 }
             }
@@ -456,6 +457,7 @@ fn translate(
     ev: &skiff_store::Event,
     info: &'static skiff_resources::ResourceInfo,
     filter: &Filter,
+    needles: &[Vec<u8>],
     render: &mut Render,
 ) -> Option<Bytes> {
     if render.rep == Representation::Object
@@ -477,6 +479,16 @@ fn translate(
             line.extend_from_slice(b"}\n");
             return Some(Bytes::from(line));
         }
+    }
+    // Neither the object nor its previous version can match: no decoding needed.
+    if !needles.is_empty()
+        && !Filter::may_match_bytes(needles, &ev.value)
+        && !ev
+            .prev_value
+            .as_ref()
+            .is_some_and(|p| Filter::may_match_bytes(needles, p))
+    {
+        return None;
     }
     let new = decode_bytes(&ev.value, ev.revision)
         .ok()

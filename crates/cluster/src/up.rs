@@ -61,6 +61,19 @@ pub struct UpOptions {
     pub firewall: Option<Firewall>,
     /// Ports on the host's loopback forwarded to a node port: `(host port, node port)`.
     pub ports: Vec<(u16, u16)>,
+    /// Hollow nodes (`skiff agent --hollow N`) run beside the real ones, in the
+    /// control-plane node's namespace: Nodes `<cluster>-hollow-<i>` for density tests.
+    pub hollow_nodes: usize,
+}
+
+/// Most hollow nodes `up` runs: the pod network (10.244.0.0/16) split into /29 blocks.
+pub const MAX_HOLLOW_NODES: usize = 8192;
+
+/// The node CIDR mask that gives `total` nodes a block each out of the /16 pod network
+/// (none: the default /24 is enough).
+pub fn node_cidr_mask_for(total: usize) -> Option<u8> {
+    let bits = usize::BITS - total.saturating_sub(1).leading_zeros();
+    (bits > 8).then(|| 16 + bits as u8)
 }
 
 /// Brings a local cluster up and returns once every node is Ready and `coredns` is
@@ -74,6 +87,10 @@ pub async fn up(opts: UpOptions, hooks: &Hooks) -> anyhow::Result<ClusterState> 
     anyhow::ensure!(
         (1..=200).contains(&opts.nodes),
         "--nodes must be between 1 and 200"
+    );
+    anyhow::ensure!(
+        opts.hollow_nodes + opts.nodes <= MAX_HOLLOW_NODES,
+        "--hollow-nodes and --nodes together must be at most {MAX_HOLLOW_NODES}"
     );
     anyhow::ensure!(
         (1..=opts.nodes.min(7)).contains(&opts.servers),
@@ -357,6 +374,9 @@ async fn start(
             // One server: the host reaches it through a loopback listener of its own.
             None => args.extend(["--host-listen".to_string(), format!("127.0.0.1:{api_port}")]),
         }
+        if let Some(mask) = node_cidr_mask_for(opts.nodes + opts.hollow_nodes) {
+            args.extend(["--node-cidr-mask-size".to_string(), mask.to_string()]);
+        }
         args.extend(opts.server_args.iter().cloned());
         args
     };
@@ -417,7 +437,24 @@ async fn start(
         start_agent(opts, &mut state, node, i, i < servers, &urls)?;
     }
     state.save()?;
-    wait_until_ready(&state, &client, deadline, Some(progress)).await?;
+    wait_until_ready(&state, &client, deadline, Some(&mut *progress)).await?;
+    if opts.hollow_nodes > 0 {
+        // After cluster DNS is placed, so that its pods run on real nodes.
+        progress.phase("Starting the hollow nodes");
+        let cp = layout::CONTROL_PLANE_NODE;
+        let args = hollow_args(opts, state.lan, &urls);
+        let log = dir.join(cp).join("hollow.log");
+        state
+            .extra
+            .push(spawn_extra(opts, HOLLOW_ROLE, cp, args, log)?);
+        state.save()?;
+        let want = state.nodes.len() + opts.hollow_nodes;
+        wait_until(deadline, "every hollow node to be Ready", || {
+            let client = client.clone();
+            async move { Ok(ready_nodes(&client).await? == want) }
+        })
+        .await?;
+    }
     Ok(state)
 }
 
@@ -445,6 +482,51 @@ fn port_args(
         "--label".into(),
         format!("port forwarder 127.0.0.1:{host_port} to node port {node_port}"),
     ]
+}
+
+/// The role of the hollow nodes' process among a cluster's extra processes.
+const HOLLOW_ROLE: &str = "hollow";
+
+/// The arguments of the hollow nodes' process: `skiff agent --hollow N` in the
+/// control-plane node's namespace, with that node's IP as every hollow node's.
+fn hollow_args(opts: &UpOptions, lan: Ipv4Net, servers: &str) -> Vec<String> {
+    let name = &opts.name;
+    let cp = layout::CONTROL_PLANE_NODE;
+    let server_dir = ClusterState::server_dir(name);
+    vec![
+        "--netns".to_string(),
+        netns::path(&layout::node_netns(name, cp))
+            .display()
+            .to_string(),
+        "agent".into(),
+        "--hollow".into(),
+        opts.hollow_nodes.to_string(),
+        "--server".into(),
+        servers.to_string(),
+        "--token-file".into(),
+        server_dir.join("token").display().to_string(),
+        "--ca-file".into(),
+        server_dir.join("pki").join("ca.crt").display().to_string(),
+        "--node-name".into(),
+        format!("{name}-hollow"),
+        "--node-ip".into(),
+        layout::node_ip(lan, 0).to_string(),
+        "--data-dir".into(),
+        ClusterState::dir(name).join("hollow").display().to_string(),
+    ]
+}
+
+/// How many hollow nodes the cluster's hollow process runs (0: none).
+fn hollow_count(state: &ClusterState) -> usize {
+    state
+        .extra
+        .iter()
+        .filter(|p| p.role == HOLLOW_ROLE)
+        .filter_map(|p| {
+            let i = p.args.iter().position(|a| a == "--hollow")?;
+            p.args.get(i + 1)?.parse::<usize>().ok()
+        })
+        .sum()
 }
 
 /// Starts node `node`'s (the `i`-th) agent, joining the servers at `urls`, and records it
@@ -756,7 +838,7 @@ async fn wait_until_ready(
 ) -> anyhow::Result<()> {
     wait_until(deadline, "every node to be Ready", || {
         let client = client.clone();
-        let want = state.nodes.len();
+        let want = state.nodes.len() + hollow_count(state);
         async move { Ok(ready_nodes(&client).await? == want) }
     })
     .await?;
@@ -1141,6 +1223,16 @@ pub fn node_exec(cluster: &str, node: &str, cmd: &[String]) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hollow_nodes_get_smaller_pod_cidrs_only_when_needed() {
+        assert_eq!(node_cidr_mask_for(1), None);
+        assert_eq!(node_cidr_mask_for(256), None);
+        assert_eq!(node_cidr_mask_for(257), Some(25));
+        assert_eq!(node_cidr_mask_for(1000), Some(26));
+        assert_eq!(node_cidr_mask_for(5003), Some(29));
+        assert_eq!(node_cidr_mask_for(MAX_HOLLOW_NODES), Some(29));
+    }
 
     #[test]
     fn a_forwarder_s_ports_are_read_back_from_its_arguments() {

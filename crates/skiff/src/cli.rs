@@ -138,6 +138,12 @@ pub struct UpArgs {
     /// from the nodes at the host's LAN address; repeatable).
     #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
     pub registry_mirrors: Vec<String>,
+    /// Also run N hollow nodes (`skiff agent --hollow N` in the control-plane node, Nodes
+    /// `<cluster>-hollow-<i>`): Nodes with their Leases and pods but no containers, for
+    /// density tests (the cluster's pod network then spans 10.128.0.0/9, room for
+    /// 32,768 nodes).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub hollow_nodes: usize,
 }
 
 /// Firewalls for `skiff up --host-firewall`.
@@ -233,6 +239,10 @@ pub struct ServerArgs {
     /// Range of cluster IPs.
     #[arg(long, default_value = skiff_api::defaults::SERVICE_CIDR)]
     pub service_cidr: String,
+    /// Prefix length of each node's pod CIDR block (kube-controller-manager's
+    /// `--node-cidr-mask-size`): /24 gives 256 nodes of 254 pods in a /16.
+    #[arg(long, default_value_t = skiff_api::defaults::NODE_CIDR_MASK)]
+    pub node_cidr_mask_size: u8,
     /// Seconds a node may be silent before it is marked NotReady/Unknown.
     #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
     pub node_monitor_grace_period: u64,
@@ -308,6 +318,12 @@ pub struct AgentArgs {
     /// `--registry-config`.
     #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
     pub registry_mirrors: Vec<String>,
+    /// Run N hollow nodes instead of a real one, as kubemark and kwok do for density
+    /// tests: Nodes `<node-name>-0`..`<node-name>-<N-1>`, each with its own identity,
+    /// Lease and pod watch, whose pods get an address and a Running status but no
+    /// process. No proxy runs and nothing on the machine is changed.
+    #[arg(long, value_name = "N")]
+    pub hollow: Option<usize>,
 }
 
 /// Proxy dataplanes.

@@ -133,6 +133,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             HostFirewallArg::Nftables => skiff_cluster::Firewall::Nftables,
         }),
         ports: args.ports,
+        hollow_nodes: args.hollow_nodes,
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())
@@ -216,6 +217,7 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
 
     let controllers = skiff_controllers::ControllersConfig {
         cluster_cidr: args.cluster_cidr.clone(),
+        node_cidr_mask: args.node_cidr_mask_size,
         node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
         ..Default::default()
     };
@@ -427,6 +429,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         resolv_conf: args.resolv_conf.clone(),
         registries: registries(args.registry_config.as_deref(), &args.registry_mirrors)?,
     };
+    if let Some(count) = args.hollow {
+        let node_ip = args
+            .node_ip
+            .or_else(skiff_agent::node::default_node_ip)
+            .context("no --node-ip given and this network namespace has no IPv4 address")?;
+        return skiff_agent::hollow::run(config, node_ip, count).await;
+    }
     // The join token buys the node's identities; the kubelet (with the pod routes) and
     // the proxy each run under their own, as kube's do.
     let creds = skiff_agent::credentials::fetch(&config).await?;

@@ -1,0 +1,14 @@
+#!/bin/sh
+# Density benchmark (clusterloader2's density/load on hollow nodes; bench/README.md):
+# a `skiff server` on SQLite and `skiff agent --hollow N`, 30 pods per node in Deployments
+# of 250/30/5 behind Services, a rolling update of 10% of them, deletion. Reports pod
+# startup p50/p99, API call p99 per verb and resource, scheduler throughput, the servers'
+# CPU and RSS, the hollow nodes' RSS, the datastore's size.
+#   bench/density.sh                       # 100 nodes, 3,000 pods at 100 pods/s
+#   DENSITY_NODES=1000 bench/density.sh    # 1,000 nodes, 30,000 pods
+#   DENSITY_NODES=5000 DENSITY_READY_ONLY=1 bench/density.sh   # time to 5,000 nodes Ready
+# Also DENSITY_PODS_PER_NODE, DENSITY_POD_RATE (pods/s), DENSITY_TIMEOUT (s).
+set -eu
+cd "$(dirname "$0")/.."
+echo "load: $(uptime)"
+exec cargo test --release -p skiff --test density bench_density -- --ignored --nocapture
