@@ -429,6 +429,8 @@ fn view(pod: &Pod, p: &HollowPod, host_ip: &str) -> PodView {
     PodView {
         init,
         main,
+        // `kubectl debug` has nothing to attach to on a node without processes.
+        ephemeral: Vec::new(),
         restart_policy: spec
             .restart_policy
             .clone()
