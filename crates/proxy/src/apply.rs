@@ -3,10 +3,9 @@
 //! spawns them, or records them in unit tests). The backends ([`crate::backend`]) and
 //! the engine ([`crate::sync`]) reach the kernel only through these.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use crate::iptables::{jumps, CANARY_CHAIN};
+use crate::iptables::CANARY_CHAIN;
 use crate::model::Protocol;
 use crate::runner::{ApplyError, Runner};
 
@@ -32,33 +31,6 @@ pub async fn iptables_restore(runner: &dyn Runner, input: &str) -> Result<(), Ap
         )
         .await
         .map(|_| ())
-}
-
-/// Creates the canary chains and the jumps from the built-in chains (inserted first,
-/// only when missing). Needs the target chains to exist: call after a full restore.
-pub async fn ensure_base_rules(runner: &dyn Runner) -> Result<(), ApplyError> {
-    for table in ["mangle", "nat", "filter"] {
-        if !chain_exists(runner, table, CANARY_CHAIN).await? {
-            runner
-                .run(
-                    "iptables",
-                    &["-w", XTABLES_WAIT, "-t", table, "-N", CANARY_CHAIN],
-                    None,
-                )
-                .await?;
-        }
-    }
-    for j in jumps() {
-        let args: Vec<&str> = j.args.iter().map(String::as_str).collect();
-        let mut probe = vec!["-w", XTABLES_WAIT, "-t", j.table, "-C", j.from];
-        probe.extend_from_slice(&args);
-        if !check(runner, "iptables", &probe).await? {
-            let mut insert = vec!["-w", XTABLES_WAIT, "-t", j.table, "-I", j.from];
-            insert.extend_from_slice(&args);
-            runner.run("iptables", &insert, None).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Whether `chain` exists in `table`.
@@ -99,15 +71,9 @@ pub async fn iptables_save(
     Ok(runner.run("iptables-save", &args, None).await?.stdout)
 }
 
-/// Names of the chains in the nat table.
-pub async fn nat_chains(runner: &dyn Runner) -> Result<BTreeSet<String>, ApplyError> {
-    let saved = iptables_save(runner, "nat", false).await?;
-    Ok(saved
-        .lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect())
+/// `iptables-save` of every table, as a full sync reads the kernel once.
+pub async fn iptables_save_all(runner: &dyn Runner) -> Result<String, ApplyError> {
+    Ok(runner.run("iptables-save", &[], None).await?.stdout)
 }
 
 /// Applies an nft script as one transaction.

@@ -570,17 +570,15 @@ mod tests {
     async fn iptables_first_sync_is_full() {
         let (mut engine, kernel, metrics) = engine(ProxyMode::Iptables);
         // A chain left by an earlier run, which the full sync deletes.
-        kernel.stdout(
-            "iptables-save",
-            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-GONEGONEGONEGONE - [0:0]\nCOMMIT\n",
-        );
+        let saved = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-GONEGONEGONEGONE - [0:0]\nCOMMIT\n";
+        kernel.stdout("iptables-save", saved);
         let ports = two_services();
         assert!(engine.full_due());
         let report = engine.sync(&ports, false).await.expect("sync");
         assert!(report.full);
 
         let calls = kernel.take();
-        assert_eq!(calls[0].line(), "iptables-save -t nat");
+        assert_eq!(calls[0].line(), "iptables-save");
         let restores: Vec<&Call> = calls.iter().filter(|c| c.line() == RESTORE).collect();
         let frags: Vec<_> = ports
             .values()
@@ -589,18 +587,15 @@ mod tests {
         let existing = ["KUBE-SERVICES", "KUBE-SVC-GONEGONEGONEGONE"]
             .map(String::from)
             .into();
-        let want = iptables::render_full(frags.iter(), &existing, &rules());
+        let mut want = iptables::render_full(frags.iter(), &existing, &rules());
+        // Last, the canaries and jumps the kernel lacks (here all of them).
+        want.extend(iptables::render_base(saved));
         let got: Vec<&str> = restores.iter().map(|c| c.input()).collect();
         assert_eq!(got, want);
         assert_eq!(report.input, want.concat());
         assert!(report.input.contains("-X KUBE-SVC-GONEGONEGONEGONE"));
-        // After the restores: the canaries and the jumps, which all exist here.
-        let rest = lines(&calls[1 + restores.len()..]);
-        assert_eq!(rest.len(), 3 + iptables::jumps().len(), "{rest:#?}");
-        assert!(rest[..3]
-            .iter()
-            .all(|l| l.ends_with("-n -L KUBE-PROXY-CANARY")));
-        assert!(rest[3..].iter().all(|l| l.contains(" -C ")), "{rest:#?}");
+        // One look at the kernel, then restores only.
+        assert_eq!(calls.len(), 1 + restores.len(), "{:#?}", lines(&calls));
         assert_eq!(metrics.syncs(), (1, 0));
 
         // Nothing changed: nothing is written.
@@ -612,32 +607,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn iptables_full_sync_creates_missing_canaries_and_jumps() {
+    async fn iptables_full_sync_adds_only_missing_canaries_and_jumps() {
         let (mut engine, kernel, _) = engine(ProxyMode::Iptables);
-        kernel.fail_when("-L KUBE-PROXY-CANARY");
-        kernel.fail_when(" -C ");
+        // An empty kernel: the last restore creates the canaries and every jump.
         engine.sync(&two_services(), false).await.expect("sync");
-        let calls = lines(&kernel.take());
-        let created: Vec<&String> = calls.iter().filter(|l| l.contains(" -N ")).collect();
-        assert_eq!(
-            created,
-            [
-                "iptables -w 5 -t mangle -N KUBE-PROXY-CANARY",
-                "iptables -w 5 -t nat -N KUBE-PROXY-CANARY",
-                "iptables -w 5 -t filter -N KUBE-PROXY-CANARY",
-            ]
-        );
-        let inserted = calls.iter().filter(|l| l.contains(" -I ")).count();
-        assert_eq!(inserted, iptables::jumps().len());
-        for j in iptables::jumps() {
-            let line = format!(
-                "iptables -w 5 -t {} -I {} {}",
-                j.table,
-                j.from,
-                j.args.join(" ")
-            );
-            assert!(calls.contains(&line), "{line} missing from {calls:#?}");
+        let calls = kernel.take();
+        let last = calls.last().expect("calls").input();
+        assert_eq!(Some(last.to_string()), iptables::render_base(""));
+        assert_eq!(last.matches(":KUBE-PROXY-CANARY - [0:0]").count(), 3);
+        assert_eq!(last.matches("\n-I ").count(), iptables::jumps().len());
+
+        // A kernel holding them all (as the restore above leaves it): nothing is added.
+        let mut saved = String::new();
+        for table in ["mangle", "nat", "filter"] {
+            saved += &format!("*{table}\n:KUBE-PROXY-CANARY - [0:0]\n");
+            let base = iptables::render_base("").expect("base");
+            for l in iptables::saved_table(&base, table) {
+                if let Some(rule) = l.strip_prefix("-I ") {
+                    saved += &format!("-A {rule}\n");
+                }
+            }
+            saved += "COMMIT\n";
         }
+        assert_eq!(iptables::render_base(&saved), None);
+        kernel.stdout("iptables-save", &saved);
+        engine.sync(&two_services(), true).await.expect("sync");
+        let calls = kernel.take();
+        let all: String = calls.iter().map(Call::input).collect();
+        assert!(!all.contains("KUBE-PROXY-CANARY"), "{all}");
+        assert!(!all.contains("\n-I "), "{all}");
     }
 
     #[tokio::test]
@@ -693,12 +691,13 @@ mod tests {
         let report = engine.sync(&after, false).await.expect("sync");
         assert!(report.full);
         let calls = kernel.take();
-        assert_eq!(calls[0].line(), "iptables-save -t nat");
+        assert_eq!(calls[0].line(), "iptables-save");
         let frags: Vec<_> = after
             .values()
             .map(|sp| iptables::port_rules(sp, &rules()))
             .collect();
-        let want = iptables::render_full(frags.iter(), &Default::default(), &rules());
+        let mut want = iptables::render_full(frags.iter(), &Default::default(), &rules());
+        want.extend(iptables::render_base(""));
         let got: Vec<&str> = calls
             .iter()
             .filter(|c| c.line() == RESTORE)
@@ -730,7 +729,7 @@ mod tests {
         kernel.take();
         let report = engine.sync(&ports, false).await.expect("sync");
         assert!(report.full);
-        assert_eq!(kernel.take()[0].line(), "iptables-save -t nat");
+        assert_eq!(kernel.take()[0].line(), "iptables-save");
     }
 
     #[tokio::test]

@@ -341,6 +341,21 @@ async fn iptables_seed_rules_traffic_partial_sync_and_canary() {
     ] {
         assert!(nat.lines().any(|s| s == l), "missing {l}\n{nat}");
     }
+    // The canaries and jumps are recognised in the kernel's own spelling: a second full
+    // sync adds none of them again.
+    let all = sh(&format!("ip netns exec {} iptables-save", t.node));
+    assert_eq!(skiff_proxy::iptables::render_base(&all), None, "{all}");
+    let again = engine
+        .sync(&ports(std::slice::from_ref(&svc), &slices), true)
+        .await
+        .expect("second full sync");
+    assert!(!again.input.contains("-I "), "{}", again.input);
+    let nat = t.iptables_save("nat");
+    let jumps = nat
+        .lines()
+        .filter(|l| l.starts_with("-A PREROUTING "))
+        .count();
+    assert_eq!(jumps, 1, "{nat}");
 
     // Traffic to the cluster IP reaches both pods, from the node and from outside.
     let seen = spread(&t, &t.node, &format!("{CLUSTER_IP}:8080"), 30);

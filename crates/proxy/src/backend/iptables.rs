@@ -56,12 +56,16 @@ impl Iptables {
         }
         let input = if full {
             // Chains left by an earlier run (or by services deleted while we were down).
-            let existing = apply::nat_chains(runner).await?;
-            let txs = iptables::render_full(self.frags.values(), &existing, &self.cfg);
+            // One look at the kernel: chains left by an earlier run (or by services
+            // deleted while we were down), and which canaries and jumps exist.
+            let saved = apply::iptables_save_all(runner).await?;
+            let existing = iptables::saved_chains(&saved, "nat");
+            let mut txs = iptables::render_full(self.frags.values(), &existing, &self.cfg);
+            // Last: the jumps need their target chains.
+            txs.extend(iptables::render_base(&saved));
             for t in &txs {
                 apply::iptables_restore(runner, t).await?;
             }
-            apply::ensure_base_rules(runner).await?;
             txs.concat()
         } else {
             let refs: Vec<(Option<&Ruleset>, Option<&Ruleset>)> = pairs
