@@ -152,6 +152,10 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
                 .cloned()
                 .collect();
             allocation_order(&mut todo);
+            // Blocks are chosen in order, one worker at a time; the patches go out
+            // together (a cluster's nodes register at once, and each waits for its block
+            // before it can start a pod).
+            let mut picked = Vec::new();
             for node in todo {
                 let Some(block) = alloc.next_free(&used, is_control_plane(&node)) else {
                     recorder.publish(
@@ -162,22 +166,41 @@ pub fn run(client: Client, nodes: Arc<Informer<Node>>, alloc: RangeAllocator) {
                     );
                     continue;
                 };
-                let patch = serde_json::json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}});
-                api.patch(
-                    &node.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .with_context(|| format!("assigning {block} to node {}", node.name_any()))?;
-                tracing::info!(node = %node.name_any(), cidr = %block, "assigned pod CIDR");
                 if let Some(i) = alloc.index_of(&block.to_string()) {
                     used.insert(i);
-                    assigned
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(node.name_any(), i);
                 }
+                picked.push((node.name_any(), block));
+            }
+            let patches = picked.iter().map(|(name, block)| {
+                let patch = serde_json::json!({"spec": {"podCIDR": block.to_string(), "podCIDRs": [block.to_string()]}});
+                let api = api.clone();
+                async move {
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .with_context(|| format!("assigning {block} to node {name}"))
+                }
+            });
+            let results = futures::future::join_all(patches).await;
+            let mut first_err = None;
+            for ((name, block), result) in picked.iter().zip(results) {
+                match result {
+                    Ok(_) => {
+                        tracing::info!(node = %name, cidr = %block, "assigned pod CIDR");
+                        if let Some(i) = alloc.index_of(&block.to_string()) {
+                            assigned
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), i);
+                        }
+                    }
+                    // The block stays free: the retry chooses again.
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
             Ok(None)
         }
