@@ -7,8 +7,9 @@
 #   bench/density.sh                       # 100 nodes, 3,000 pods at 100 pods/s
 #   DENSITY_NODES=1000 bench/density.sh    # 1,000 nodes, 30,000 pods
 #   DENSITY_NODES=5000 DENSITY_READY_ONLY=1 bench/density.sh   # time to 5,000 nodes Ready
+#   DENSITY_DATASTORE=etcd3 DENSITY_SERVERS=3 bench/density.sh  # 3 servers on 3-member etcd
 # Also DENSITY_PODS_PER_NODE, DENSITY_POD_RATE (pods/s), DENSITY_TIMEOUT (s).
 set -eu
 cd "$(dirname "$0")/.."
 echo "load: $(uptime)"
-exec cargo test --release -p skiff --test density bench_density -- --ignored --nocapture
+exec cargo test --release --workspace --test density bench_density -- --ignored --nocapture

@@ -1,5 +1,6 @@
-//! Density, modelled on clusterloader2's `testing/density` and `load`: a `skiff server`
-//! (SQLite) and one `skiff agent --hollow N` process, both the binary under test; 30 pods
+//! Density, modelled on clusterloader2's `testing/density` and `load`: `skiff server`
+//! (one on SQLite, or one or more on an etcd cluster of 1 or 3 members on loopback) and
+//! one `skiff agent --hollow N` process, both the binary under test; 30 pods
 //! per node in Deployments of varied sizes (250, 30 and 5 replicas, each behind a
 //! Service) created at a steady pace, a rolling update of 10% of the Deployments, then
 //! deletion. It reports what clusterloader2 reports: pod startup latency p50/p99 (pod
@@ -11,8 +12,9 @@
 //! (mutating API calls p99 ≤ 1 s, pod startup p99 ≤ 5 s); in a debug build (CI's) it
 //! runs 10 pods a node rather than 30. `bench_density` is the
 //! benchmark (`bench/density.sh`), sized by `DENSITY_NODES`, `DENSITY_PODS_PER_NODE`,
-//! `DENSITY_POD_RATE` (pods created per second) and `DENSITY_READY_ONLY=1` (only the time
-//! to N nodes Ready); `SKIFF` names another binary (a release build).
+//! `DENSITY_POD_RATE` (pods created per second), `DENSITY_READY_ONLY=1` (only the time
+//! to N nodes Ready), `DENSITY_DATASTORE` (`sqlite`, `etcd` or `etcd3`: members) and
+//! `DENSITY_SERVERS` (API servers, on etcd); `SKIFF` names another binary (a release build).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +46,8 @@ async fn density_slo_100_nodes_3000_pods() {
         ready_only: false,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_skiff")),
         deadline: Duration::from_secs(170),
+        etcd_members: 0,
+        servers: 1,
     }
     .run()
     .await;
@@ -85,6 +89,13 @@ async fn bench_density() {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff"))),
         deadline: Duration::from_secs(env("DENSITY_TIMEOUT", 1800.0) as u64),
+        etcd_members: match std::env::var("DENSITY_DATASTORE").as_deref() {
+            Ok("etcd") => 1,
+            Ok("etcd3") => 3,
+            Ok("sqlite") | Err(_) => 0,
+            Ok(other) => panic!("DENSITY_DATASTORE={other}: sqlite, etcd or etcd3"),
+        },
+        servers: env("DENSITY_SERVERS", 1.0) as usize,
     }
     .run()
     .await;
@@ -102,25 +113,30 @@ struct Density {
     binary: PathBuf,
     /// The whole run's deadline.
     deadline: Duration,
+    /// Members of the etcd cluster the servers share; 0: one server on SQLite.
+    etcd_members: usize,
+    /// API servers (more than one needs etcd).
+    servers: usize,
 }
 
-/// The server and the hollow nodes, killed on drop (also when the test fails).
+/// The servers, the hollow nodes and etcd, killed on drop (also when the test fails).
 struct Processes {
     dir: tempfile::TempDir,
-    port: u16,
-    server: Child,
+    /// Each server's port on loopback.
+    ports: Vec<u16>,
+    servers: Vec<Child>,
     hollow: Option<Child>,
+    etcd: Option<skiff_testkit::etcd::EtcdCluster>,
 }
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for c in [Some(&mut self.server), self.hollow.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for c in self.hollow.iter_mut().chain(&mut self.servers) {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // etcd last: the servers hold connections to it.
+        self.etcd.take();
         if std::thread::panicking() {
             // Keep the logs of a failed run.
             let kept = self.dir.path().with_extension("kept");
@@ -144,6 +160,9 @@ struct Report {
     hollow_rss_kib: u64,
     hollow_cpu: Duration,
     datastore_bytes: u64,
+    /// API servers, and etcd members (0: SQLite).
+    servers: usize,
+    etcd_members: usize,
     wall: Duration,
 }
 
@@ -210,7 +229,8 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "density: server CPU {:.1} s, RSS {} MiB at the end, peak {} MiB",
+            "density: {} server(s) CPU {:.1} s, RSS {} MiB at the end, peak {} MiB",
+            self.servers,
             self.server_cpu.as_secs_f64(),
             self.server_rss_kib / 1024,
             self.server_peak_kib / 1024
@@ -222,9 +242,13 @@ impl std::fmt::Display for Report {
             self.hollow_rss_kib / 1024,
             self.hollow_rss_kib / self.nodes.max(1) as u64
         )?;
+        let store = match self.etcd_members {
+            0 => "SQLite, with its WAL".to_string(),
+            n => format!("etcd, {n} member(s), every data dir"),
+        };
         writeln!(
             f,
-            "density: datastore (SQLite, with its WAL) {} MiB",
+            "density: datastore ({store}) {} MiB",
             self.datastore_bytes >> 20
         )?;
         write!(f, "density: whole run {:.1} s", self.wall.as_secs_f64())
@@ -251,7 +275,8 @@ impl Density {
         let deadline = wall + self.deadline;
         let run = format!("d{}", std::process::id());
         let (mut procs, client) = self.start_server().await;
-        let cpu0 = (proc_cpu(procs.server.id()), procs.server.id());
+        let server_pids: Vec<u32> = procs.servers.iter().map(Child::id).collect();
+        let cpu0: Duration = server_pids.iter().map(|p| proc_cpu(*p)).sum();
         let mut report = Report {
             nodes: self.nodes,
             ..Default::default()
@@ -263,84 +288,117 @@ impl Density {
         if !self.ready_only {
             report.results = Some(self.pods(&client, &run, deadline).await);
         }
-        let metrics = client
-            .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
-            .await
-            .expect("/metrics");
+        // Every server's histogram: the hollow nodes and the leader's loops may talk to
+        // different servers.
+        let mut metrics = String::new();
+        for (i, port) in procs.ports.iter().enumerate() {
+            let c = if i == 0 {
+                client.clone()
+            } else {
+                server_client(&procs.dir.path().join("server-0"), *port).await
+            };
+            metrics += &c
+                .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
+                .await
+                .expect("/metrics");
+        }
         report.api_p99 = api_p99(&metrics);
-        report.server_cpu = proc_cpu(cpu0.1) - cpu0.0;
-        (report.server_rss_kib, report.server_peak_kib) = proc_rss(procs.server.id());
+        report.server_cpu = server_pids.iter().map(|p| proc_cpu(*p)).sum::<Duration>() - cpu0;
+        for pid in &server_pids {
+            let (rss, peak) = proc_rss(*pid);
+            report.server_rss_kib += rss;
+            report.server_peak_kib += peak;
+        }
+        report.servers = server_pids.len();
+        report.etcd_members = self.etcd_members;
         report.hollow_rss_kib = proc_rss(hollow_pid).0;
         report.hollow_cpu = proc_cpu(hollow_pid);
-        report.datastore_bytes = ["state.db", "state.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(procs.dir.path().join("server").join(f)).ok())
-            .map(|m| m.len())
-            .sum();
+        report.datastore_bytes = match &procs.etcd {
+            // Every member's data directory.
+            Some(etcd) => dir_size(etcd.dir()),
+            None => ["state.db", "state.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(procs.dir.path().join("server-0").join(f)).ok())
+                .map(|m| m.len())
+                .sum(),
+        };
         report.wall = wall.elapsed();
         drop(procs);
         report
     }
 
-    /// `skiff server` on a free loopback port, its pod network wide enough for 32,768
-    /// nodes' /24 blocks; returns once it answers.
+    /// The servers, each on a free loopback port, their pod network wide enough for
+    /// 32,768 nodes' /24 blocks (and etcd first when they share one); returns once they
+    /// answer, with a client of the first.
     async fn start_server(&self) -> (Processes, Client) {
+        assert!(
+            self.servers == 1 || self.etcd_members > 0,
+            "several servers need etcd (DENSITY_DATASTORE=etcd or etcd3)"
+        );
         let dir = tempfile::Builder::new()
             .prefix("skiff-density-")
             .tempdir()
             .expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let server = child(&self.binary)
-            .args(["server", "--data-dir"])
-            .arg(dir.path().join("server"))
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args(["--cluster-cidr", "10.128.0.0/9", "--no-dns"])
-            .stdin(Stdio::null())
-            .stdout(log_file(dir.path(), "server.log"))
-            .stderr(log_file(dir.path(), "server.log"))
-            .spawn()
-            .expect("starting skiff server");
-        let procs = Processes {
+        let etcd = (self.etcd_members > 0).then(|| {
+            skiff_testkit::etcd::EtcdCluster::start(self.etcd_members).expect("starting etcd")
+        });
+        let mut procs = Processes {
             dir,
-            port,
-            server,
+            ports: Vec::new(),
+            servers: Vec::new(),
             hollow: None,
+            etcd,
         };
-        let url = format!("https://127.0.0.1:{port}");
-        let server_dir = procs.dir.path().join("server");
-        let kubeconfig = poll(
-            "the server's kubeconfig",
-            Duration::from_secs(60),
-            async || skiff_apiserver::pki::admin_kubeconfig(&server_dir, &url, "density").ok(),
-        )
-        .await;
-        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("client config");
-        config.read_timeout = Some(Duration::from_secs(60));
-        let client = Client::try_from(config).expect("client");
-        poll(
-            "the server to answer",
-            Duration::from_secs(60),
-            async || {
-                let ns: Api<Namespace> = Api::all(client.clone());
-                ns.get_opt("default").await.ok().flatten()
-            },
-        )
-        .await;
-        (procs, client)
+        let mut first = None;
+        for i in 0..self.servers {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let log = format!("server-{i}.log");
+            let mut cmd = child(&self.binary);
+            cmd.args(["server", "--data-dir"])
+                .arg(procs.dir.path().join(format!("server-{i}")))
+                .args(["--bind", &format!("127.0.0.1:{port}")])
+                .args(["--cluster-cidr", "10.128.0.0/9", "--no-dns"]);
+            if let Some(etcd) = &procs.etcd {
+                cmd.args(["--datastore", &etcd.url("/density")]);
+            }
+            let server = cmd
+                .stdin(Stdio::null())
+                .stdout(log_file(procs.dir.path(), &log))
+                .stderr(log_file(procs.dir.path(), &log))
+                .spawn()
+                .expect("starting skiff server");
+            procs.ports.push(port);
+            procs.servers.push(server);
+            // The others join once the first has put the cluster's secrets in the
+            // datastore; their credentials are the first's.
+            let client = server_client(&procs.dir.path().join("server-0"), port).await;
+            poll(
+                "the server to answer",
+                Duration::from_secs(60),
+                async || {
+                    let ns: Api<Namespace> = Api::all(client.clone());
+                    ns.get_opt("default").await.ok().flatten()
+                },
+            )
+            .await;
+            first.get_or_insert(client);
+        }
+        (procs, first.expect("one server"))
     }
 
     fn start_hollow(&self, procs: &Processes, run: &str) -> Child {
-        let server = procs.dir.path().join("server");
-        let port = procs.port;
+        let server = procs.dir.path().join("server-0");
+        let urls: Vec<String> = procs
+            .ports
+            .iter()
+            .map(|p| format!("https://127.0.0.1:{p}"))
+            .collect();
         child(&self.binary)
             .args(["agent", "--hollow", &self.nodes.to_string()])
-            .args(["--server", &format!("https://127.0.0.1:{port}")])
+            .args(["--server", &urls.join(",")])
             .arg("--token-file")
             .arg(server.join("token"))
             .arg("--ca-file")
@@ -696,6 +754,38 @@ fn child(binary: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(binary);
     cmd
+}
+
+/// An admin client of the server on `port`, from the credentials in `server_dir` (once
+/// the server has written them).
+async fn server_client(server_dir: &Path, port: u16) -> Client {
+    let url = format!("https://127.0.0.1:{port}");
+    let kubeconfig = poll(
+        "the server's kubeconfig",
+        Duration::from_secs(60),
+        async || skiff_apiserver::pki::admin_kubeconfig(server_dir, &url, "density").ok(),
+    )
+    .await;
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("client config");
+    config.read_timeout = Some(Duration::from_secs(60));
+    Client::try_from(config).expect("client")
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
