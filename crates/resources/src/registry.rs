@@ -62,6 +62,9 @@ pub struct Custom {
     /// `selectableFields` of the version: the JSON paths (`spec.color`, without the leading
     /// dot) field selectors may name besides `metadata.name`/`metadata.namespace`.
     pub selectable: Vec<String>,
+    /// The CRD's conversion webhook (`spec.conversion.strategy: Webhook`): objects read
+    /// or written in another version than the stored one are converted through it.
+    pub conversion: Option<crate::crd::conversion::Webhook>,
 }
 
 /// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.
