@@ -34,7 +34,11 @@ fn webhook(info: &'static ResourceInfo) -> Option<&'static Webhook> {
 
 /// The object in the version of `info` (the request's), through the CRD's conversion
 /// webhook if it has one (`store`: where the webhook's Service is).
-pub(crate) fn to_version(store: &dyn Store, info: &'static ResourceInfo, obj: Value) -> ApiResult<Value> {
+pub(crate) fn to_version(
+    store: &dyn Store,
+    info: &'static ResourceInfo,
+    obj: Value,
+) -> ApiResult<Value> {
     if let Some(hook) = webhook(info) {
         return one(convert(store, hook, vec![obj], &info.api_version(), None)?);
     }
@@ -55,12 +59,18 @@ pub(crate) fn list_to_version(
         let list_kind = info.custom.map(|c| c.list_kind.as_str()).unwrap_or("");
         return convert(store, hook, objs, &info.api_version(), Some(list_kind));
     }
-    objs.into_iter().map(|o| to_version(store, info, o)).collect()
+    objs.into_iter()
+        .map(|o| to_version(store, info, o))
+        .collect()
 }
 
 /// The object in `info`'s storage version (through the CRD's conversion webhook if it
 /// has one).
-pub(crate) fn to_storage(store: &dyn Store, info: &'static ResourceInfo, obj: Value) -> ApiResult<Value> {
+pub(crate) fn to_storage(
+    store: &dyn Store,
+    info: &'static ResourceInfo,
+    obj: Value,
+) -> ApiResult<Value> {
     let s = storage_info(info);
     if let Some(hook) = webhook(info) {
         return one(convert(store, hook, vec![obj], &s.api_version(), None)?);
@@ -138,19 +148,26 @@ pub(crate) fn convert(
     let originals: Vec<&Value> = todo.iter().map(|&i| &objects[i]).collect();
     let uid = uuid::Uuid::new_v4().to_string();
     let review = conversion::request(hook.review_version, &uid, desired, &originals);
-    let failed = |why: &str| -> ApiError { ApiError::new(500, "", format!("conversion webhook for {from} failed: {why}")) };
+    let failed = |why: &str| -> ApiError {
+        ApiError::new(
+            500,
+            "",
+            format!("conversion webhook for {from} failed: {why}"),
+        )
+    };
     let target = resolve(store, &hook.client_config).map_err(|e| failed(&e))?;
     let ca = hook
         .client_config
         .get("caBundle")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let answer = block_on(async move { client::call(&target, ca.as_deref(), TIMEOUT, &review).await })
-        .map_err(|e| {
-            // The admission client words failures for admission (`failed to call
-            // webhook: Post ...`); kube's conversion errors carry Go's client error alone.
-            failed(e.strip_prefix("failed to call webhook: ").unwrap_or(&e))
-        })?;
+    let answer =
+        block_on(async move { client::call(&target, ca.as_deref(), TIMEOUT, &review).await })
+            .map_err(|e| {
+                // The admission client words failures for admission (`failed to call
+                // webhook: Post ...`); kube's conversion errors carry Go's client error alone.
+                failed(e.strip_prefix("failed to call webhook: ").unwrap_or(&e))
+            })?;
     let converted = conversion::read_response(
         hook.review_version,
         &uid,

@@ -23,12 +23,12 @@ use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
 
 use crate::authn::Identity;
+use crate::conversion::{list_objects, to_version};
 use crate::http::{error_response, json_response, representation, Body, Query};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::{list_objects, to_version};
 
 pub(crate) use patch::apply_patch;
 pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};

@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use skiff_resources::IncludeObject;
 
+use crate::conversion::{list_objects, to_version};
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::{list_objects, to_version};
 use crate::storage::{decode_bytes, prefix, splice_resource_version, storage_info};
 
 /// Most events queued for one watcher: kube-apiserver's cacher gives a watcher without

@@ -76,7 +76,13 @@ fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut dirs: Vec<String> = Vec::new();
     for (path, _) in files {
         let mut at = String::new();
-        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[]) {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, d)| d)
+            .unwrap_or(&[])
+        {
             at.push_str(part);
             at.push('/');
             if !dirs.contains(&at) {
@@ -85,8 +91,12 @@ fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
         }
     }
     for d in &dirs {
-        b.append_data(&mut header(tar::EntryType::Directory, 0), d, std::io::empty())
-            .unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Directory, 0),
+            d,
+            std::io::empty(),
+        )
+        .unwrap();
     }
     for (path, data) in files {
         b.append_data(
@@ -201,13 +211,17 @@ webhooks:
 "#
         )
     };
-    hook("MutatingWebhookConfiguration", "mutate", "/mutate", "CREATE")
-        + &hook(
-            "ValidatingWebhookConfiguration",
-            "validate",
-            "/validate",
-            "CREATE, UPDATE",
-        )
+    hook(
+        "MutatingWebhookConfiguration",
+        "mutate",
+        "/mutate",
+        "CREATE",
+    ) + &hook(
+        "ValidatingWebhookConfiguration",
+        "validate",
+        "/validate",
+        "CREATE, UPDATE",
+    )
 }
 
 /// A CRD stored in `v1`, served in `v1` and `v2`, converted by the pod.
@@ -239,7 +253,11 @@ fn webhooks_served_by_a_pod() {
         .arg(&layout)
         .output()
         .expect("running skiff image load");
-    assert!(out.status.success(), "skiff image load: {}", common::text(&out));
+    assert!(
+        out.status.success(),
+        "skiff image load: {}",
+        common::text(&out)
+    );
 
     // The server's certificate, for the name kube-apiserver uses: <service>.<ns>.svc.
     let key = rcgen::generate_simple_self_signed(vec!["hook.hooks.svc".to_string()]).unwrap();
@@ -275,32 +293,43 @@ fn webhooks_served_by_a_pod() {
 
     // Mutated by the pod (once the proxy of the server's node routes the cluster IP).
     let mut attempt = 0;
-    wait_for("a ConfigMap mutated by the pod", Duration::from_secs(60), || {
-        attempt += 1;
-        let name = format!("c{attempt}");
-        let out = c.kubectl(&["create", "configmap", &name, "-n", "wh-on", "--from-literal=a=b"]);
-        if !out.success {
-            eprintln!("{}", out.describe());
-            return false;
-        }
-        assert_eq!(
-            out.stderr.trim(),
-            "Warning: mutated by the webhook pod",
-            "{}",
-            out.describe()
-        );
-        let labels = c.ok(&[
-            "get",
-            "configmap",
-            &name,
-            "-n",
-            "wh-on",
-            "-o",
-            "jsonpath={.metadata.labels}",
-        ]);
-        assert_eq!(labels, r#"{"mutated":"yes"}"#);
-        true
-    });
+    wait_for(
+        "a ConfigMap mutated by the pod",
+        Duration::from_secs(60),
+        || {
+            attempt += 1;
+            let name = format!("c{attempt}");
+            let out = c.kubectl(&[
+                "create",
+                "configmap",
+                &name,
+                "-n",
+                "wh-on",
+                "--from-literal=a=b",
+            ]);
+            if !out.success {
+                eprintln!("{}", out.describe());
+                return false;
+            }
+            assert_eq!(
+                out.stderr.trim(),
+                "Warning: mutated by the webhook pod",
+                "{}",
+                out.describe()
+            );
+            let labels = c.ok(&[
+                "get",
+                "configmap",
+                &name,
+                "-n",
+                "wh-on",
+                "-o",
+                "jsonpath={.metadata.labels}",
+            ]);
+            assert_eq!(labels, r#"{"mutated":"yes"}"#);
+            true
+        },
+    );
     // Denied by the pod.
     let out = c.kubectl(&[
         "create",
@@ -354,15 +383,28 @@ fn webhooks_served_by_a_pod() {
     // The pod stopped: Fail refuses, Ignore lets writes through unmutated.
     c.ok(&["scale", "deployment/hook", "-n", "hooks", "--replicas=0"]);
     wait_for("the webhook pod gone", Duration::from_secs(60), || {
-        c.ok(&["get", "pods", "-n", "hooks", "-o", "name"]).trim().is_empty()
+        c.ok(&["get", "pods", "-n", "hooks", "-o", "name"])
+            .trim()
+            .is_empty()
     });
-    wait_for("writes refused by failurePolicy Fail", Duration::from_secs(30), || {
-        let out = c.kubectl(&["create", "configmap", "refused", "-n", "wh-on", "--from-literal=a=b"]);
-        !out.success
-            && out
-                .stderr
-                .contains("failed calling webhook \"mutate.skiff-test.example.com\"")
-    });
+    wait_for(
+        "writes refused by failurePolicy Fail",
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl(&[
+                "create",
+                "configmap",
+                "refused",
+                "-n",
+                "wh-on",
+                "--from-literal=a=b",
+            ]);
+            !out.success
+                && out
+                    .stderr
+                    .contains("failed calling webhook \"mutate.skiff-test.example.com\"")
+        },
+    );
     let out = c.kubectl(&["get", "paints.v2.pod-test.example.com", "p1"]);
     assert!(!out.success, "{}", out.describe());
     assert!(
@@ -372,10 +414,21 @@ fn webhooks_served_by_a_pod() {
         out.describe()
     );
     c.apply(&configurations(&ca, "Ignore"));
-    wait_for("writes let through by failurePolicy Ignore", Duration::from_secs(30), || {
-        c.kubectl(&["create", "configmap", "ignored", "-n", "wh-on", "--from-literal=forbidden=x"])
+    wait_for(
+        "writes let through by failurePolicy Ignore",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&[
+                "create",
+                "configmap",
+                "ignored",
+                "-n",
+                "wh-on",
+                "--from-literal=forbidden=x",
+            ])
             .success
-    });
+        },
+    );
     let labels = c.ok(&[
         "get",
         "configmap",

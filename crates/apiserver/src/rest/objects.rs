@@ -7,12 +7,12 @@ use skiff_store::{KeyValue, Store};
 
 use skiff_resources::IncludeObject;
 
+use crate::conversion::{converts_by_webhook, list_objects, to_version};
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::{converts_by_webhook, list_objects, to_version};
 use crate::storage::{decode, decode_bytes, key, prefix, splice, storage_info};
 
 // ---- GET and LIST ----

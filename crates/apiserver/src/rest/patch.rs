@@ -11,11 +11,11 @@ use super::write::{
     WriteOpts,
 };
 use super::Reply;
+use crate::conversion::to_version;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::to_version;
 use crate::storage::{decode, key, meta_str};
 
 /// The patch content types kube-apiserver accepts.

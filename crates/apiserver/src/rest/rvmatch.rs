@@ -6,12 +6,12 @@
 use serde_json::{json, Value};
 use skiff_store::{KeyValue, Store, StoreError};
 
+use crate::conversion::filtered;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::filtered;
 use crate::storage::prefix;
 
 /// The objects of a collection at one revision.

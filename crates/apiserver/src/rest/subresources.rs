@@ -9,10 +9,10 @@ use super::patch::apply_patch;
 use super::write::{update_object, UpdateMode, WriteOpts};
 use super::Reply;
 use crate::admission;
+use crate::conversion::to_version;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{success, ApiError, ApiResult};
-use crate::conversion::to_version;
 use crate::storage::{decode, key, meta_str, now_ts};
 
 fn load(state: &ApiState, t: &RequestInfo, name: &str) -> ApiResult<(Value, i64)> {
@@ -163,7 +163,10 @@ async fn set_replicas(
         opts,
     )
     .await?;
-    Ok(Reply::ok(200, scale_of(t.info, &to_version(state.store.as_ref(), t.info, out)?)))
+    Ok(Reply::ok(
+        200,
+        scale_of(t.info, &to_version(state.store.as_ref(), t.info, out)?),
+    ))
 }
 
 /// PUT `.../scale`.

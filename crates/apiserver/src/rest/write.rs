@@ -8,11 +8,11 @@ use skiff_store::{Store, StoreError};
 
 use crate::admission::{self, Operation};
 use crate::authn::Identity;
+use crate::conversion::{to_storage, to_version};
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::conversion::{to_storage, to_version};
 use crate::storage::{decode, encode, key, meta_mut, meta_str, now_ts, storage_info};
 use crate::strategy::{self, Strategy};
 

@@ -36,7 +36,10 @@ fn convert_one(obj: &Value, desired: &str) -> Value {
         if let Some(c) = spec.remove("color") {
             spec.insert("paint".into(), json!({"color": c}));
         }
-    } else if let Some(c) = spec.remove("paint").and_then(|mut p| p.get_mut("color").map(Value::take)) {
+    } else if let Some(c) = spec
+        .remove("paint")
+        .and_then(|mut p| p.get_mut("color").map(Value::take))
+    {
         spec.insert("color".into(), c);
     }
     out["spec"] = Value::Object(spec);
@@ -59,12 +62,17 @@ fn answer(path: &str, review: &Value) -> Value {
                               "convertedObjects": objects});
     match path {
         "/fail" => {
-            response["result"] = json!({"status": "Failure", "message": "the widget cannot be converted"});
+            response["result"] =
+                json!({"status": "Failure", "message": "the widget cannot be converted"});
             response["convertedObjects"] = json!([]);
         }
         "/wrong-uid" => response["uid"] = json!("not-the-request"),
         "/rename" => {
-            for o in response["convertedObjects"].as_array_mut().into_iter().flatten() {
+            for o in response["convertedObjects"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
                 o["metadata"]["name"] = json!("renamed");
             }
         }
@@ -192,15 +200,19 @@ fn point_webhook_at(k: &Kubectl, url: &str, expect_error: Option<&str>) {
         "-p",
         &patch.to_string(),
     ]);
-    eventually(&format!("reads through {url}"), Duration::from_secs(10), || {
-        let (ok, _, err) = k
-            .run(&["get", &format!("widgets.v2.{GROUP}"), "w1", "-o", "name"])
-            .parts();
-        match expect_error {
-            None => ok,
-            Some(e) => !ok && err.contains(e),
-        }
-    });
+    eventually(
+        &format!("reads through {url}"),
+        Duration::from_secs(10),
+        || {
+            let (ok, _, err) = k
+                .run(&["get", &format!("widgets.v2.{GROUP}"), "w1", "-o", "name"])
+                .parts();
+            match expect_error {
+                None => ok,
+                Some(e) => !ok && err.contains(e),
+            }
+        },
+    );
 }
 
 fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
@@ -213,7 +225,10 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         .replace("plural: widgets", "plural: badwidgets")
         .replace("kind: Widget}", "kind: BadWidget}")
         .replace("[v9, v1]", "[v9]")
-        .replace(&format!("url: {}", url("/convert")), "url: http://127.0.0.1/convert");
+        .replace(
+            &format!("url: {}", url("/convert")),
+            "url: http://127.0.0.1/convert",
+        );
     let (ok, _, err) = apply(k, &bad);
     assert!(!ok, "{who}");
     assert!(
@@ -326,7 +341,14 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     );
     let (ok, out, err) = k
         .run_with(
-            &["apply", "--server-side", "--force-conflicts", "--field-manager=conv-test", "-f", "-"],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=conv-test",
+                "-f",
+                "-",
+            ],
             Some(&w("w3", "white")),
         )
         .parts();
@@ -347,7 +369,12 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         "-p",
         r#"{"status":{"phase":"Ready","replicas":1}}"#,
     ]);
-    k.ok_quiet(&["scale", &format!("widgets.v2.{GROUP}"), "w1", "--replicas=4"]);
+    k.ok_quiet(&[
+        "scale",
+        &format!("widgets.v2.{GROUP}"),
+        "w1",
+        "--replicas=4",
+    ]);
     let got = k.ok_quiet(&[
         "get",
         &format!("widgets.v1.{GROUP}"),
@@ -391,15 +418,25 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         .find(|e| e["object"]["metadata"]["name"] == "w3")
         .unwrap_or_else(|| panic!("{who}: no event for w3 in {events}"));
     assert_eq!(event["type"], "MODIFIED", "{who}");
-    assert_eq!(event["object"]["apiVersion"], format!("{GROUP}/v2"), "{who}");
+    assert_eq!(
+        event["object"]["apiVersion"],
+        format!("{GROUP}/v2"),
+        "{who}"
+    );
     assert_eq!(event["object"]["spec"]["paint"]["color"], "purple", "{who}");
 
     // Webhooks that fail or misbehave: HTTP 500 with kube-apiserver's words; reads in
     // the stored version still work.
     let from = format!("conversion webhook for {GROUP}/v1, Kind=Widget");
     let cases = [
-        ("/fail", format!("{from} failed: the widget cannot be converted")),
-        ("/wrong-uid", format!("{from} failed: expected response.uid=")),
+        (
+            "/fail",
+            format!("{from} failed: the widget cannot be converted"),
+        ),
+        (
+            "/wrong-uid",
+            format!("{from} failed: expected response.uid="),
+        ),
         (
             "/rename",
             format!("{from} returned invalid object: must have the same name: w1 != renamed"),
@@ -409,38 +446,42 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     for (path, want) in &cases {
         point_webhook_at(k, &url(path), Some(want));
         let (ok, out, err) = k
-            .run(&[
-                "get",
-                &format!("widgets.v2.{GROUP}"),
-                "w1",
-                "-v=6",
-            ])
+            .run(&["get", &format!("widgets.v2.{GROUP}"), "w1", "-v=6"])
             .parts();
         assert!(!ok, "{who}: {path}: {out}");
         // kubectl 1.27 logs `GET <url> 500 Internal Server Error`, 1.33 `status="500 ..."`.
         assert!(
-            err.contains(" 500 Internal Server Error") || err.contains("\"500 Internal Server Error\""),
+            err.contains(" 500 Internal Server Error")
+                || err.contains("\"500 Internal Server Error\""),
             "{who}: {path}: {err}"
         );
         assert!(err.contains("\"code\": 500"), "{who}: {path}: {err}");
-        assert!(err.contains(&format!("Error from server: {want}")), "{who}: {path}: {err}");
+        assert!(
+            err.contains(&format!("Error from server: {want}")),
+            "{who}: {path}: {err}"
+        );
     }
     // A LIST names the list's kind; a write in v2 fails before anything is stored.
-    let (ok, _, err) = k
-        .run(&["get", &format!("widgets.v2.{GROUP}")])
-        .parts();
+    let (ok, _, err) = k.run(&["get", &format!("widgets.v2.{GROUP}")]).parts();
     assert!(!ok, "{who}");
     assert!(
-        err.contains(&format!("conversion webhook for {GROUP}/v1, Kind=WidgetList returned 0 objects, expected 3")),
+        err.contains(&format!(
+            "conversion webhook for {GROUP}/v1, Kind=WidgetList returned 0 objects, expected 3"
+        )),
         "{who}: {err}"
     );
     let (ok, _, err) = apply(k, &w("w4", "grey"));
     assert!(!ok, "{who}");
     assert!(
-        err.contains(&format!("conversion webhook for {GROUP}/v2, Kind=Widget returned 0 objects, expected 1")),
+        err.contains(&format!(
+            "conversion webhook for {GROUP}/v2, Kind=Widget returned 0 objects, expected 1"
+        )),
         "{who}: {err}"
     );
-    assert_eq!(spec_in(k, "v1", "w1"), format!(r#"{GROUP}/v1 {{"color":"red","replicas":4}}"#));
+    assert_eq!(
+        spec_in(k, "v1", "w1"),
+        format!(r#"{GROUP}/v1 {{"color":"red","replicas":4}}"#)
+    );
 
     // A webhook nobody listens at (port 1 of loopback refuses connections).
     point_webhook_at(

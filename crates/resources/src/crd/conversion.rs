@@ -89,7 +89,10 @@ pub fn read_response(
     if review_version == "v1" {
         // v1beta1 answers were never checked for their kind and uid (kube keeps that).
         let got = gvk(
-            answer.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+            answer
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
             answer.get("kind").and_then(Value::as_str).unwrap_or(""),
         );
         if got != expected_gvk {
@@ -431,7 +434,9 @@ mod tests {
     fn errs(conversion: Value) -> Vec<String> {
         let mut e = Vec::new();
         validate(&crd(conversion), true, &mut e);
-        e.iter().map(|e| format!("{}: {}", e.path, e.body())).collect()
+        e.iter()
+            .map(|e| format!("{}: {}", e.path, e.body()))
+            .collect()
     }
 
     #[test]
@@ -546,7 +551,9 @@ mod tests {
         bad_label["metadata"]["labels"]["a"] = json!("not ok!");
         assert!(read(&answer("u1", vec![bad_label]), false)
             .unwrap_err()
-            .starts_with(&format!("{pre} returned invalid metadata: metadata.labels: Invalid value: \"not ok!\"")));
+            .starts_with(&format!(
+                "{pre} returned invalid metadata: metadata.labels: Invalid value: \"not ok!\""
+            )));
         let failed = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
             "response": {"uid": "u1", "result": {"status": "Failure", "message": "cannot convert size"}}});
         assert_eq!(

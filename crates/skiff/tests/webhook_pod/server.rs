@@ -77,12 +77,20 @@ fn convert(review: &Value) -> Value {
 }
 
 fn tls_config(cert: &str, key: &str) -> Result<rustls::ServerConfig, String> {
-    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).map_err(|e| format!("{cert}: {e}"))?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{cert}: {e}"))?;
-    let key = rustls_pemfile::private_key(&mut std::fs::read(key).map_err(|e| format!("{key}: {e}"))?.as_slice())
-        .map_err(|e| format!("{key}: {e}"))?
-        .ok_or_else(|| format!("{key}: no private key"))?;
+    let certs = rustls_pemfile::certs(
+        &mut std::fs::read(cert)
+            .map_err(|e| format!("{cert}: {e}"))?
+            .as_slice(),
+    )
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| format!("{cert}: {e}"))?;
+    let key = rustls_pemfile::private_key(
+        &mut std::fs::read(key)
+            .map_err(|e| format!("{key}: {e}"))?
+            .as_slice(),
+    )
+    .map_err(|e| format!("{key}: {e}"))?
+    .ok_or_else(|| format!("{key}: no private key"))?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
