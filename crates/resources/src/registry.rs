@@ -64,7 +64,17 @@ pub struct Custom {
     pub selectable: Vec<String>,
     /// The CRD's conversion webhook (`spec.conversion.strategy: Webhook`): objects read
     /// or written in another version than the stored one are converted through it.
-    pub conversion: Option<crate::crd::conversion::Webhook>,
+    pub conversion: Option<ConversionWebhook>,
+}
+
+/// A CRD's conversion webhook (`spec.conversion.webhook`, read by
+/// `crd::conversion::webhook`): where it is and which review version it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionWebhook {
+    /// `spec.conversion.webhook.clientConfig` (`url` or `service`, `caBundle`).
+    pub client_config: Value,
+    /// The first of `conversionReviewVersions` the server speaks.
+    pub review_version: &'static str,
 }
 
 /// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.

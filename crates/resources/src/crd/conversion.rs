@@ -12,14 +12,7 @@ use crate::validation::{is_qualified_name, is_valid_label_value, FieldError};
 /// The ConversionReview versions kube-apiserver speaks (`apiextensions.k8s.io`).
 pub const REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
-/// A CRD's conversion webhook: where it is and which review version it gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Webhook {
-    /// `spec.conversion.webhook.clientConfig` (`url` or `service`, `caBundle`).
-    pub client_config: Value,
-    /// The first of `conversionReviewVersions` the server speaks.
-    pub review_version: &'static str,
-}
+pub use crate::registry::ConversionWebhook as Webhook;
 
 /// The conversion webhook of `crd` (`None` under `strategy: None`, or when no review
 /// version is spoken, which validation refuses).
