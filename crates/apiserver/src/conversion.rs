@@ -184,11 +184,11 @@ pub(crate) fn convert(
     Ok(objects)
 }
 
-/// Drives `f` to completion from synchronous code inside (or outside) a Tokio runtime.
-fn block_on<F>(f: F) -> F::Output
+/// Drives the webhook call `f` to completion from synchronous code inside (or outside)
+/// a Tokio runtime.
+fn block_on<F>(f: F) -> Result<Value, String>
 where
-    F: Future + Send,
-    F::Output: Send,
+    F: Future<Output = Result<Value, String>> + Send,
 {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
@@ -202,11 +202,11 @@ where
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .expect("a runtime for a conversion webhook call")
+                    .map_err(|e| format!("starting a runtime for the call: {e}"))?
                     .block_on(f)
             })
             .join()
-            .expect("the conversion webhook call does not panic")
+            .unwrap_or_else(|_| Err("the call panicked".into()))
         }),
     }
 }
