@@ -63,7 +63,7 @@ fn answer(path: &str, review: &Value) -> Value {
     match path {
         "/fail" => {
             response["result"] =
-                json!({"status": "Failure", "message": "the widget cannot be converted"});
+                json!({"status": "Failure", "message": "the convwidget cannot be converted"});
             response["convertedObjects"] = json!([]);
         }
         "/wrong-uid" => response["uid"] = json!("not-the-request"),
@@ -115,11 +115,11 @@ fn crd(url: &str, ca_pem: &str) -> String {
         r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: widgets.{GROUP}
+  name: convwidgets.{GROUP}
 spec:
   group: {GROUP}
   scope: Namespaced
-  names: {{plural: widgets, singular: widget, kind: Widget}}
+  names: {{plural: convwidgets, singular: convwidget, kind: ConvWidget}}
   conversion:
     strategy: Webhook
     webhook:
@@ -181,7 +181,7 @@ fn apply(k: &Kubectl, yaml: &str) -> (bool, String, String) {
 fn spec_in(k: &Kubectl, version: &str, name: &str) -> String {
     k.ok_quiet(&[
         "get",
-        &format!("widgets.{version}.{GROUP}"),
+        &format!("convwidgets.{version}.{GROUP}"),
         name,
         "-o",
         "jsonpath={.apiVersion} {.spec}",
@@ -195,7 +195,7 @@ fn point_webhook_at(k: &Kubectl, url: &str, expect_error: Option<&str>) {
     k.ok_quiet(&[
         "patch",
         "crd",
-        &format!("widgets.{GROUP}"),
+        &format!("convwidgets.{GROUP}"),
         "--type=merge",
         "-p",
         &patch.to_string(),
@@ -205,7 +205,13 @@ fn point_webhook_at(k: &Kubectl, url: &str, expect_error: Option<&str>) {
         Duration::from_secs(10),
         || {
             let (ok, _, err) = k
-                .run(&["get", &format!("widgets.v2.{GROUP}"), "w1", "-o", "name"])
+                .run(&[
+                    "get",
+                    &format!("convwidgets.v2.{GROUP}"),
+                    "w1",
+                    "-o",
+                    "name",
+                ])
                 .parts();
             match expect_error {
                 None => ok,
@@ -221,9 +227,9 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
 
     // The CRD's conversion settings are checked as kube-apiserver checks them.
     let bad = crd(&url("/convert"), ca)
-        .replace("name: widgets.", "name: badwidgets.")
-        .replace("plural: widgets", "plural: badwidgets")
-        .replace("kind: Widget}", "kind: BadWidget}")
+        .replace("name: convwidgets.", "name: badconvwidgets.")
+        .replace("plural: convwidgets", "plural: badconvwidgets")
+        .replace("kind: ConvWidget}", "kind: BadConvWidget}")
         .replace("[v9, v1]", "[v9]")
         .replace(
             &format!("url: {}", url("/convert")),
@@ -257,12 +263,12 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         "wait",
         "--for=condition=Established",
         "--timeout=20s",
-        &format!("crd/widgets.{GROUP}"),
+        &format!("crd/convwidgets.{GROUP}"),
     ]);
     let got = k.ok_quiet(&[
         "get",
         "crd",
-        &format!("widgets.{GROUP}"),
+        &format!("convwidgets.{GROUP}"),
         "-o",
         "jsonpath={.spec.conversion.strategy}",
     ]);
@@ -270,10 +276,12 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
 
     // Written in v2, stored in v1 (converted on the way in), read in both.
     let w = |name: &str, color: &str| {
-        format!("apiVersion: {GROUP}/v2\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  paint: {{color: {color}}}\n")
+        format!("apiVersion: {GROUP}/v2\nkind: ConvWidget\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  paint: {{color: {color}}}\n")
     };
     eventually("the v2 resource is served", Duration::from_secs(10), || {
-        k.run(&["get", &format!("widgets.v2.{GROUP}")]).parts().0
+        k.run(&["get", &format!("convwidgets.v2.{GROUP}")])
+            .parts()
+            .0
     });
     let (ok, out, err) = apply(k, &w("w1", "red"));
     assert!(ok && err.is_empty(), "{who}: {out} {err}");
@@ -298,7 +306,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     // v1 reads need no conversion: the webhook is not called.
     let before = seen.lock().unwrap().len();
     spec_in(k, "v1", "w1");
-    k.ok_quiet(&["get", &format!("widgets.v1.{GROUP}")]);
+    k.ok_quiet(&["get", &format!("convwidgets.v1.{GROUP}")]);
     assert_eq!(seen.lock().unwrap().len(), before, "{who}");
 
     // A LIST in v2 is converted in one review.
@@ -307,7 +315,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     let before = seen.lock().unwrap().len();
     let colors = k.ok_quiet(&[
         "get",
-        &format!("widgets.v2.{GROUP}"),
+        &format!("convwidgets.v2.{GROUP}"),
         "-o",
         "jsonpath={.items[*].spec.paint.color}",
     ]);
@@ -322,13 +330,13 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
             "{who}"
         );
     }
-    let table = k.ok_quiet(&["get", &format!("widgets.v2.{GROUP}")]);
+    let table = k.ok_quiet(&["get", &format!("convwidgets.v2.{GROUP}")]);
     assert!(table.contains("w3"), "{who}: {table}");
 
     // A merge patch in v2, server-side apply in v2.
     k.ok_quiet(&[
         "patch",
-        &format!("widgets.v2.{GROUP}"),
+        &format!("convwidgets.v2.{GROUP}"),
         "w2",
         "--type=merge",
         "-p",
@@ -362,7 +370,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     // The status and scale subresources in v2.
     k.ok_quiet(&[
         "patch",
-        &format!("widgets.v2.{GROUP}"),
+        &format!("convwidgets.v2.{GROUP}"),
         "w1",
         "--subresource=status",
         "--type=merge",
@@ -371,13 +379,13 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     ]);
     k.ok_quiet(&[
         "scale",
-        &format!("widgets.v2.{GROUP}"),
+        &format!("convwidgets.v2.{GROUP}"),
         "w1",
         "--replicas=4",
     ]);
     let got = k.ok_quiet(&[
         "get",
-        &format!("widgets.v1.{GROUP}"),
+        &format!("convwidgets.v1.{GROUP}"),
         "w1",
         "-o",
         "jsonpath={.status.phase} {.spec.replicas} {.spec.color}",
@@ -389,7 +397,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     let list: Value = serde_json::from_str(&k.ok_quiet(&[
         "get",
         "--raw",
-        &format!("/apis/{GROUP}/v2/namespaces/default/widgets"),
+        &format!("/apis/{GROUP}/v2/namespaces/default/convwidgets"),
     ]))
     .expect("a list");
     let rv = list["metadata"]["resourceVersion"]
@@ -399,13 +407,13 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     let watcher = {
         let k = k.clone();
         let path = format!(
-            "/apis/{GROUP}/v2/namespaces/default/widgets?watch=1&resourceVersion={rv}&timeoutSeconds=3"
+            "/apis/{GROUP}/v2/namespaces/default/convwidgets?watch=1&resourceVersion={rv}&timeoutSeconds=3"
         );
         std::thread::spawn(move || k.ok_quiet(&["get", "--raw", &path]))
     };
     k.ok_quiet(&[
         "patch",
-        &format!("widgets.v1.{GROUP}"),
+        &format!("convwidgets.v1.{GROUP}"),
         "w3",
         "--type=merge",
         "-p",
@@ -427,11 +435,11 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
 
     // Webhooks that fail or misbehave: HTTP 500 with kube-apiserver's words; reads in
     // the stored version still work.
-    let from = format!("conversion webhook for {GROUP}/v1, Kind=Widget");
+    let from = format!("conversion webhook for {GROUP}/v1, Kind=ConvWidget");
     let cases = [
         (
             "/fail",
-            format!("{from} failed: the widget cannot be converted"),
+            format!("{from} failed: the convwidget cannot be converted"),
         ),
         (
             "/wrong-uid",
@@ -446,7 +454,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     for (path, want) in &cases {
         point_webhook_at(k, &url(path), Some(want));
         let (ok, out, err) = k
-            .run(&["get", &format!("widgets.v2.{GROUP}"), "w1", "-v=6"])
+            .run(&["get", &format!("convwidgets.v2.{GROUP}"), "w1", "-v=6"])
             .parts();
         assert!(!ok, "{who}: {path}: {out}");
         // kubectl 1.27 logs `GET <url> 500 Internal Server Error`, 1.33 `status="500 ..."`.
@@ -462,11 +470,11 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         );
     }
     // A LIST names the list's kind; a write in v2 fails before anything is stored.
-    let (ok, _, err) = k.run(&["get", &format!("widgets.v2.{GROUP}")]).parts();
+    let (ok, _, err) = k.run(&["get", &format!("convwidgets.v2.{GROUP}")]).parts();
     assert!(!ok, "{who}");
     assert!(
         err.contains(&format!(
-            "conversion webhook for {GROUP}/v1, Kind=WidgetList returned 0 objects, expected 3"
+            "conversion webhook for {GROUP}/v1, Kind=ConvWidgetList returned 0 objects, expected 3"
         )),
         "{who}: {err}"
     );
@@ -474,7 +482,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     assert!(!ok, "{who}");
     assert!(
         err.contains(&format!(
-            "conversion webhook for {GROUP}/v2, Kind=Widget returned 0 objects, expected 1"
+            "conversion webhook for {GROUP}/v2, Kind=ConvWidget returned 0 objects, expected 1"
         )),
         "{who}: {err}"
     );
@@ -490,7 +498,7 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
         Some("connect: connection refused"),
     );
     let (_, _, err) = k
-        .run(&["get", &format!("widgets.v2.{GROUP}"), "w1"])
+        .run(&["get", &format!("convwidgets.v2.{GROUP}"), "w1"])
         .parts();
     assert!(
         err.contains(&format!("Error from server: {from} failed: Post \"https://127.0.0.1:1/convert?timeout=30s\": dial tcp 127.0.0.1:1: connect: connection refused")),
@@ -501,10 +509,10 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     point_webhook_at(k, &url("/convert"), None);
     let colors = k.ok_quiet(&[
         "get",
-        &format!("widgets.v2.{GROUP}"),
+        &format!("convwidgets.v2.{GROUP}"),
         "-o",
         "jsonpath={.items[*].spec.paint.color}",
     ]);
     assert_eq!(colors, "red black purple", "{who}");
-    k.ok_quiet(&["delete", "crd", &format!("widgets.{GROUP}")]);
+    k.ok_quiet(&["delete", "crd", &format!("convwidgets.{GROUP}")]);
 }

@@ -303,8 +303,17 @@ fn go_type(v: &Value) -> &'static str {
 /// kube's `validateCustomResourceConversion` for a v1 CRD, with its field paths (those
 /// of the internal type: `spec.conversion.webhookClientConfig`). `require_known`: at
 /// least one review version must be one the server speaks (on create, and on update
-/// unless the old CRD already had none).
-pub fn validate(crd: &Value, require_known: bool, e: &mut Vec<FieldError>) {
+/// unless the old CRD already had none). `old`: the CRD being updated; a `caBundle` is
+/// checked only on the update of an established CRD whose bundle was valid (kube's
+/// `allowInvalidCABundle`).
+pub fn validate(crd: &Value, old: Option<&Value>, e: &mut Vec<FieldError>) {
+    let require_known = old.is_none_or(old_requires_known);
+    let check_ca = old.is_some_and(|o| {
+        super::condition_true(o, "Established")
+            && o.pointer("/spec/conversion/webhook/clientConfig/caBundle")
+                .and_then(Value::as_str)
+                .is_some_and(|b| !b.is_empty() && ca_bundle_ok(b))
+    });
     let Some(conv) = crd.pointer("/spec/conversion").filter(|c| c.is_object()) else {
         return;
     };
@@ -338,7 +347,7 @@ pub fn validate(crd: &Value, require_known: bool, e: &mut Vec<FieldError>) {
             Some(cc) => {
                 crate::validation::validate_webhook_client_config(cc, &ccp, e);
                 if let Some(b) = cc.get("caBundle").and_then(Value::as_str) {
-                    if !b.is_empty() && !ca_bundle_ok(b) {
+                    if check_ca && !b.is_empty() && !ca_bundle_ok(b) {
                         e.push(FieldError::invalid(
                             format!("{ccp}.caBundle"),
                             json!(b),
@@ -397,7 +406,7 @@ pub fn validate(crd: &Value, require_known: bool, e: &mut Vec<FieldError>) {
 /// Whether an old CRD's review versions let an update keep unknown ones (kube's
 /// `hasValidConversionReviewVersionOrEmpty`): the update must then name a known one
 /// only if the old CRD did, or had none.
-pub fn old_requires_known(old: &Value) -> bool {
+fn old_requires_known(old: &Value) -> bool {
     let vs: Vec<&str> = old
         .pointer("/spec/conversion/webhook/conversionReviewVersions")
         .and_then(Value::as_array)
@@ -426,7 +435,7 @@ mod tests {
 
     fn errs(conversion: Value) -> Vec<String> {
         let mut e = Vec::new();
-        validate(&crd(conversion), true, &mut e);
+        validate(&crd(conversion), None, &mut e);
         e.iter()
             .map(|e| format!("{}: {}", e.path, e.body()))
             .collect()
@@ -466,6 +475,28 @@ mod tests {
                 "spec.conversion.conversionReviewVersions: Forbidden: should not be set when strategy is not set to Webhook",
             ]
         );
+    }
+
+    #[test]
+    fn a_bad_ca_bundle_is_refused_only_once_established_with_a_good_one() {
+        let hook = |ca: &str| {
+            json!({"strategy": "Webhook", "webhook": {
+                "clientConfig": {"url": "https://x", "caBundle": ca},
+                "conversionReviewVersions": ["v1"]}})
+        };
+        let good = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let mut old = crd(hook(&good));
+        let mut e = Vec::new();
+        validate(&crd(hook("bm9wZQ==")), None, &mut e);
+        validate(&crd(hook("bm9wZQ==")), Some(&old), &mut e);
+        assert!(e.is_empty(), "{e:?}");
+        old["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+        validate(&crd(hook("bm9wZQ==")), Some(&old), &mut e);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "spec.conversion.webhookClientConfig.caBundle");
     }
 
     #[test]

@@ -348,7 +348,7 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
             }
         }
     }
-    conversion::validate(crd, old.is_none_or(conversion::old_requires_known), &mut e);
+    conversion::validate(crd, old, &mut e);
     if let Some(old) = old {
         for (field, ptr) in [
             ("spec.scope", "/spec/scope"),
