@@ -10,6 +10,7 @@ mod apiservices;
 mod authn;
 mod authz;
 mod bootstrap;
+mod conversion;
 mod crds;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -31,6 +32,7 @@ mod status;
 mod storage;
 mod strategy;
 mod watch;
+mod webhookclient;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

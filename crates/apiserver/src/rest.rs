@@ -23,12 +23,12 @@ use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
 
 use crate::authn::Identity;
+use crate::conversion::{list_objects, to_version};
 use crate::http::{error_response, json_response, representation, Body, Query};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{list_objects, to_version};
 
 pub(crate) use patch::apply_patch;
 pub(crate) use write::{create_object, delete_object, update_object, UpdateMode, WriteOpts};
@@ -299,7 +299,7 @@ async fn route(
                 create_object(state, t.info, t.namespace.as_deref(), obj, &opts).await?;
             Ok(Reply {
                 code: 201,
-                body: to_version(t.info, out),
+                body: to_version(state.store.as_ref(), t.info, out)?,
                 warnings,
             })
         }
@@ -336,7 +336,7 @@ async fn route(
             }
             Ok(Reply {
                 code: 200,
-                body: to_version(t.info, out),
+                body: to_version(state.store.as_ref(), t.info, out)?,
                 warnings,
             })
         }

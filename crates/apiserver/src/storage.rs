@@ -1,6 +1,6 @@
 //! How objects are kept in the datastore: the key layout
-//! (`/registry/<group|core>/<plural>/[<namespace>/]<name>`), the storage version and the
-//! conversions to and from it, the encoding (JSON without `resourceVersion`: the store's
+//! (`/registry/<group|core>/<plural>/[<namespace>/]<name>`), the storage version (the
+//! conversions to and from it are `crate::conversion`'s), the encoding (JSON without `resourceVersion`: the store's
 //! revision is the `resourceVersion`), and small metadata accessors every layer uses.
 
 pub(crate) mod splice;
@@ -9,10 +9,8 @@ pub(crate) use splice::{splice_resource_version, without_managed_fields};
 
 use serde_json::{json, Value};
 use skiff_resources::ResourceInfo;
-use skiff_store::{KeyValue, Store};
+use skiff_store::KeyValue;
 
-use crate::request::RequestInfo;
-use crate::selectors::Filter;
 use crate::status::{ApiError, ApiResult};
 
 /// The resource objects are stored as: the same group at the storage version, except
@@ -84,23 +82,6 @@ pub(crate) fn encode(obj: &Value) -> Vec<u8> {
     crate::http::to_json(&o)
 }
 
-/// The object in the version of `info` (the request's).
-pub(crate) fn to_version(info: &'static ResourceInfo, obj: Value) -> Value {
-    if storage_info(info).api_version() == info.api_version() {
-        return obj;
-    }
-    skiff_resources::convert(obj, &info.api_version())
-}
-
-/// The object in `info`'s storage version.
-pub(crate) fn to_storage(info: &'static ResourceInfo, obj: Value) -> Value {
-    let s = storage_info(info);
-    if s.api_version() == info.api_version() {
-        return obj;
-    }
-    skiff_resources::convert(obj, &s.api_version())
-}
-
 /// `metadata.<field>` as a string.
 pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
@@ -121,21 +102,4 @@ pub(crate) fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
         // Just made an object above.
         _ => unreachable!("metadata is an object"),
     }
-}
-
-/// Objects of a LIST (requested version, filtered) and the list's revision.
-pub(crate) fn list_objects(
-    store: &dyn Store,
-    t: &RequestInfo,
-    filter: &Filter,
-) -> ApiResult<(Vec<(String, Value)>, i64)> {
-    let (kvs, rev) = store.list(&prefix(t.info, t.namespace.as_deref()))?;
-    let mut out = Vec::with_capacity(kvs.len());
-    for kv in &kvs {
-        let obj = to_version(t.info, decode(kv)?);
-        if filter.matches(&obj) {
-            out.push((kv.key.clone(), obj));
-        }
-    }
-    Ok((out, rev))
 }

@@ -29,14 +29,13 @@ use tokio_util::sync::CancellationToken;
 
 use skiff_resources::IncludeObject;
 
+use crate::conversion::{list_objects, to_version};
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{
-    decode_bytes, list_objects, prefix, splice_resource_version, storage_info, to_version,
-};
+use crate::storage::{decode_bytes, prefix, splice_resource_version, storage_info};
 
 /// Most events queued for one watcher: kube-apiserver's cacher gives a watcher without
 /// an index a channel of 100 events.
@@ -341,6 +340,7 @@ pub(crate) async fn serve(
             Ok(events) => {
                 let run = Run {
                     outbox: &outbox,
+                    store: state.store.as_ref(),
                     info,
                     filter: &filter,
                     render: &mut render,
@@ -384,6 +384,8 @@ pub(crate) async fn serve(
 /// One watcher's task: store events in, rendered lines out.
 struct Run<'a> {
     outbox: &'a Outbox,
+    /// Where a conversion webhook's Service is.
+    store: &'a dyn skiff_store::Store,
     info: &'static skiff_resources::ResourceInfo,
     filter: &'a Filter,
     render: &'a mut Render,
@@ -443,8 +445,16 @@ impl Run<'_> {
                         None => return Ok(()),
                     };
                     last = ev.revision;
-                    let Some(line) = translate(&ev, self.info, self.filter, &needles, self.render) else { continue };
-                    self.send(line).await?;
+                    match translate(self.store, &ev, self.info, self.filter, &needles, self.render) {
+                        Ok(Some(line)) => self.send(line).await?,
+                        Ok(None) => {}
+                        Err(e) => {
+                            // A conversion webhook failed: the watch ends with the error,
+                            // as kube-apiserver's does.
+                            self.send(error_event(&e)).await?;
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -452,14 +462,15 @@ impl Run<'_> {
 }
 
 /// A store event as this watcher sees it: objects leaving the selector are DELETED,
-/// objects entering it ADDED.
+/// objects entering it ADDED. `Err`: the object could not be converted.
 fn translate(
+    store: &dyn skiff_store::Store,
     ev: &skiff_store::Event,
     info: &'static skiff_resources::ResourceInfo,
     filter: &Filter,
     needles: &[Vec<u8>],
     render: &mut Render,
-) -> Option<Bytes> {
+) -> ApiResult<Option<Bytes>> {
     if render.rep == Representation::Object
         && filter.is_empty()
         && storage_info(info).api_version() == info.api_version()
@@ -477,7 +488,7 @@ fn translate(
         line.extend_from_slice(b"\",\"object\":");
         if splice_resource_version(&ev.value, ev.revision, &mut line) {
             line.extend_from_slice(b"}\n");
-            return Some(Bytes::from(line));
+            return Ok(Some(Bytes::from(line)));
         }
     }
     // Neither the object nor its previous version can match: no decoding needed.
@@ -488,28 +499,33 @@ fn translate(
             .as_ref()
             .is_some_and(|p| Filter::may_match_bytes(needles, p))
     {
-        return None;
+        return Ok(None);
     }
-    let new = decode_bytes(&ev.value, ev.revision)
-        .ok()
-        .map(|o| to_version(info, o))?;
-    let old_matches = ev
+    let Ok(new) = decode_bytes(&ev.value, ev.revision) else {
+        return Ok(None);
+    };
+    let new = to_version(store, info, new)?;
+    // Without selectors the previous object matched whatever it was (no conversion).
+    let old_matches = match ev
         .prev_value
         .as_ref()
         .and_then(|p| decode_bytes(p, ev.revision).ok())
-        .map(|o| filter.matches(&to_version(info, o)))
-        .unwrap_or(false);
+    {
+        Some(_) if filter.is_empty() => true,
+        Some(o) => filter.matches(&to_version(store, info, o)?),
+        None => false,
+    };
     let new_matches = filter.matches(&new);
     let kind = match ev.kind {
         EventKind::Deleted => {
             if !new_matches && !old_matches {
-                return None;
+                return Ok(None);
             }
             "DELETED"
         }
         EventKind::Added => {
             if !new_matches {
-                return None;
+                return Ok(None);
             }
             "ADDED"
         }
@@ -517,8 +533,8 @@ fn translate(
             (true, true) => "MODIFIED",
             (false, true) => "ADDED",
             (true, false) => "DELETED",
-            (false, false) => return None,
+            (false, false) => return Ok(None),
         },
     };
-    Some(render.event(kind, new))
+    Ok(Some(render.event(kind, new)))
 }

@@ -62,6 +62,19 @@ pub struct Custom {
     /// `selectableFields` of the version: the JSON paths (`spec.color`, without the leading
     /// dot) field selectors may name besides `metadata.name`/`metadata.namespace`.
     pub selectable: Vec<String>,
+    /// The CRD's conversion webhook (`spec.conversion.strategy: Webhook`): objects read
+    /// or written in another version than the stored one are converted through it.
+    pub conversion: Option<ConversionWebhook>,
+}
+
+/// A CRD's conversion webhook (`spec.conversion.webhook`, read by
+/// `crd::conversion::webhook`): where it is and which review version it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionWebhook {
+    /// `spec.conversion.webhook.clientConfig` (`url` or `service`, `caBundle`).
+    pub client_config: Value,
+    /// The first of `conversionReviewVersions` the server speaks.
+    pub review_version: &'static str,
 }
 
 /// The JSON paths (`.spec.replicas`) of a custom resource's scale subresource.

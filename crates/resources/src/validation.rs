@@ -11,6 +11,8 @@ use crate::registry::ResourceInfo;
 mod names;
 mod rules;
 
+pub(crate) use rules::validate_webhook_client_config;
+
 pub use names::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name,
     is_valid_label_value,

@@ -207,7 +207,7 @@ fn the_use_detector_sees_paths_macros_and_imports() {
 
 /// The top-level modules of the crate whose sources are in `src`, each with the other
 /// top-level modules it names (`crate::<module>`), leaving out comments and the unit
-/// tests that follow `#[cfg(test)]`.
+/// tests (those that follow `#[cfg(test)]`, and `tests.rs` files).
 fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in rust_files(src) {
@@ -219,6 +219,10 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             .unwrap_or_default();
         let module = first.trim_end_matches(".rs").to_string();
         if matches!(module.as_str(), "lib" | "main" | "bin") {
+            continue;
+        }
+        // A unit-test module of its own file (`mod tests;` under `#[cfg(test)]`).
+        if file.file_name().is_some_and(|n| n == "tests.rs") {
             continue;
         }
         let text = std::fs::read_to_string(&file).expect("read source");

@@ -35,7 +35,7 @@ mod reservations;
 mod service_account;
 mod service_ips;
 mod storage;
-mod webhook;
+pub(crate) mod webhook;
 
 pub(crate) use certificates::CertificateRequester;
 pub(crate) use namespace_lifecycle::NamespaceLifecycle;

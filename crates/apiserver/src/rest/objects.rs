@@ -7,14 +7,13 @@ use skiff_store::{KeyValue, Store};
 
 use skiff_resources::IncludeObject;
 
+use crate::conversion::{converts_by_webhook, list_objects, to_version};
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{
-    decode, decode_bytes, key, list_objects, prefix, splice, storage_info, to_version,
-};
+use crate::storage::{decode, decode_bytes, key, prefix, splice, storage_info};
 
 // ---- GET and LIST ----
 
@@ -28,7 +27,7 @@ pub(crate) fn get(
         .store
         .get(&key(t.info, t.namespace.as_deref(), name))?
         .ok_or_else(|| ApiError::not_found(t.info.group, t.info.plural, name))?;
-    let obj = to_version(t.info, decode(&kv)?);
+    let obj = to_version(state.store.as_ref(), t.info, decode(&kv)?)?;
     Ok(match representation(headers) {
         Representation::Object => obj,
         Representation::PartialMetadata => crate::http::partial_metadata(&obj),
@@ -54,7 +53,7 @@ pub(crate) fn list(
 ) -> ApiResult<Value> {
     let filter = Filter::from_query(q, t.info)?;
     let (mut items, mut rev) = match at {
-        Some(snapshot) => snapshot.objects(t, &filter)?,
+        Some(snapshot) => snapshot.objects(state.store.as_ref(), t, &filter)?,
         None => list_objects(state.store.as_ref(), t, &filter)?,
     };
     // Continue tokens: base64 of `<revision>/<last key>`.
@@ -131,7 +130,8 @@ pub(crate) async fn serve_list(
     headers: &HeaderMap,
 ) -> ApiResult<Option<Response<Body>>> {
     let rep = representation(headers);
-    if rep == Representation::PartialMetadata {
+    // A conversion webhook converts a LIST in one call: `list` does that.
+    if rep == Representation::PartialMetadata || converts_by_webhook(t.info) {
         return Ok(None);
     }
     let filter = Filter::from_query(q, t.info)?;
@@ -178,7 +178,7 @@ pub(crate) async fn serve_list(
             }
             None
         } else if selective || convert {
-            let o = to_version(t.info, decode(kv)?);
+            let o = to_version(state.store.as_ref(), t.info, decode(kv)?)?;
             if !filter.matches(&o) {
                 continue;
             }
@@ -209,7 +209,7 @@ pub(crate) async fn serve_list(
             + 256,
     );
     match rep {
-        Representation::Table => write_table(&mut out, t, q, &meta, page)?,
+        Representation::Table => write_table(state.store.as_ref(), &mut out, t, q, &meta, page)?,
         _ => {
             out.extend_from_slice(b"{\"kind\":");
             write_json(&mut out, &json!(format!("{}List", t.info.kind)));
@@ -276,6 +276,7 @@ fn stored_labels(kv: &KeyValue) -> ApiResult<std::collections::BTreeMap<String, 
 /// With `includeObject=Metadata` (kubectl's default) each row's partial object is
 /// spliced from the stored metadata rather than cloned and re-encoded.
 fn write_table(
+    store: &dyn skiff_store::Store,
     out: &mut Vec<u8>,
     t: &RequestInfo,
     q: &Query,
@@ -309,7 +310,7 @@ fn write_table(
                     for (kv, o) in chunk.iter_mut() {
                         objs.push(match o.take() {
                             Some(o) => o,
-                            None => to_version(t.info, decode_for_printing(kv)?),
+                            None => to_version(store, t.info, decode_for_printing(kv)?)?,
                         });
                     }
                     let table = skiff_resources::table(t.info, &objs, printed, now);

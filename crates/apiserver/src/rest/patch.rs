@@ -11,11 +11,12 @@ use super::write::{
     WriteOpts,
 };
 use super::Reply;
+use crate::conversion::to_version;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode, key, meta_str, to_version};
+use crate::storage::{decode, key, meta_str};
 
 /// The patch content types kube-apiserver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +114,7 @@ pub(crate) async fn patch(
         let Some(kv) = state.store.get(&key(t.info, ns, name))? else {
             return Err(ApiError::not_found(t.info.group, t.info.plural, name));
         };
-        let cur = to_version(t.info, decode(&kv)?);
+        let cur = to_version(state.store.as_ref(), t.info, decode(&kv)?)?;
         let new = apply_patch(t.info, ct, &cur, body)?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the patched object is not an object"));
@@ -145,7 +146,7 @@ pub(crate) async fn patch(
                 warnings.append(&mut admission_warnings);
                 return Ok(Reply {
                     code: 200,
-                    body: to_version(t.info, out),
+                    body: to_version(state.store.as_ref(), t.info, out)?,
                     warnings,
                 });
             }
@@ -256,7 +257,7 @@ async fn server_side_apply(
             let (out, warnings) = create_object(state, t.info, ns, obj, &done).await?;
             return Ok(Reply {
                 code: 201,
-                body: to_version(t.info, out),
+                body: to_version(state.store.as_ref(), t.info, out)?,
                 warnings,
             });
         };
@@ -266,7 +267,7 @@ async fn server_side_apply(
                 return Err(ApiError::conflict(t.info.group, t.info.plural, name));
             }
         }
-        let cur = to_version(t.info, decode(&kv)?);
+        let cur = to_version(state.store.as_ref(), t.info, decode(&kv)?)?;
         let new = skiff_resources::managedfields::apply(t.info, Some(&cur), &config, &op, force)
             .map_err(conflict)?;
         let (new, warnings) = decode_patched(t.info, new, opts)?;
@@ -289,7 +290,7 @@ async fn server_side_apply(
                 warnings.append(&mut admission_warnings);
                 return Ok(Reply {
                     code: 200,
-                    body: to_version(t.info, out),
+                    body: to_version(state.store.as_ref(), t.info, out)?,
                     warnings,
                 });
             }

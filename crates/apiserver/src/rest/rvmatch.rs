@@ -6,12 +6,13 @@
 use serde_json::{json, Value};
 use skiff_store::{KeyValue, Store, StoreError};
 
+use crate::conversion::filtered;
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode_bytes, prefix, to_version};
+use crate::storage::prefix;
 
 /// The objects of a collection at one revision.
 pub(crate) struct Snapshot {
@@ -25,17 +26,11 @@ impl Snapshot {
     /// The snapshot's objects in the request's version, filtered, with their keys.
     pub fn objects(
         &self,
+        store: &dyn skiff_store::Store,
         t: &RequestInfo,
         filter: &Filter,
     ) -> ApiResult<(Vec<(String, Value)>, i64)> {
-        let mut out = Vec::with_capacity(self.kvs.len());
-        for kv in &self.kvs {
-            let obj = to_version(t.info, decode_bytes(&kv.value, kv.mod_revision)?);
-            if filter.matches(&obj) {
-                out.push((kv.key.clone(), obj));
-            }
-        }
-        Ok((out, self.rev))
+        Ok((filtered(store, t, &self.kvs, filter)?, self.rev))
     }
 }
 

@@ -9,17 +9,21 @@ use super::patch::apply_patch;
 use super::write::{update_object, UpdateMode, WriteOpts};
 use super::Reply;
 use crate::admission;
+use crate::conversion::to_version;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{success, ApiError, ApiResult};
-use crate::storage::{decode, key, meta_str, now_ts, to_version};
+use crate::storage::{decode, key, meta_str, now_ts};
 
 fn load(state: &ApiState, t: &RequestInfo, name: &str) -> ApiResult<(Value, i64)> {
     let kv = state
         .store
         .get(&key(t.info, t.namespace.as_deref(), name))?
         .ok_or_else(|| ApiError::not_found(t.info.group, t.info.plural, name))?;
-    Ok((to_version(t.info, decode(&kv)?), kv.mod_revision))
+    Ok((
+        to_version(state.store.as_ref(), t.info, decode(&kv)?)?,
+        kv.mod_revision,
+    ))
 }
 
 /// `matchLabels` and `matchExpressions` as a selector string (Scale's status.selector).
@@ -159,7 +163,10 @@ async fn set_replicas(
         opts,
     )
     .await?;
-    Ok(Reply::ok(200, scale_of(t.info, &to_version(t.info, out))))
+    Ok(Reply::ok(
+        200,
+        scale_of(t.info, &to_version(state.store.as_ref(), t.info, out)?),
+    ))
 }
 
 /// PUT `.../scale`.

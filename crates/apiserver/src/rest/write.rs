@@ -8,13 +8,12 @@ use skiff_store::{Store, StoreError};
 
 use crate::admission::{self, Operation};
 use crate::authn::Identity;
+use crate::conversion::{to_storage, to_version};
 use crate::http::Query;
 use crate::request::RequestInfo;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{
-    decode, encode, key, meta_mut, meta_str, now_ts, storage_info, to_storage, to_version,
-};
+use crate::storage::{decode, encode, key, meta_mut, meta_str, now_ts, storage_info};
 use crate::strategy::{self, Strategy};
 
 /// `fieldValidation` of a write.
@@ -368,7 +367,7 @@ pub(crate) async fn create_object(
     let (mut obj, mut warnings) = decode_request(info, obj, opts)?;
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);
-    let mut obj = to_storage(info, obj);
+    let mut obj = to_storage(state.store.as_ref(), info, obj)?;
     // Defaults, admission and validation see the object as stored.
     let sinfo = storage_info(info);
     let strategy = strategy::for_resource(sinfo);
@@ -599,7 +598,7 @@ pub(crate) async fn update_object_with_warnings(
     let mut new = new;
     new["apiVersion"] = json!(info.api_version());
     new["kind"] = json!(info.kind);
-    let new = to_storage(info, new);
+    let new = to_storage(state.store.as_ref(), info, new)?;
     let mut obj = match mode {
         UpdateMode::Main => {
             let mut n = new;
@@ -895,12 +894,12 @@ pub(crate) async fn delete_object(
         let hold = graceful.is_some() || !finalizers_done(strategy, &obj);
         if hold {
             if obj == old || dry_run {
-                return Ok((200, to_version(info, obj)));
+                return Ok((200, to_version(state.store.as_ref(), info, obj)?));
             }
             return match state.store.update(&k, &encode(&obj), Some(kv.mod_revision)) {
                 Ok(rev) => {
                     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
-                    Ok((200, to_version(info, obj)))
+                    Ok((200, to_version(state.store.as_ref(), info, obj)?))
                 }
                 Err(StoreError::Conflict { .. }) => {
                     Err(ApiError::conflict(info.group, info.plural, name))
@@ -910,7 +909,7 @@ pub(crate) async fn delete_object(
         }
     }
     if dry_run {
-        return Ok((200, to_version(info, old)));
+        return Ok((200, to_version(state.store.as_ref(), info, old)?));
     }
     match state.store.delete(&k, Some(kv.mod_revision)) {
         Ok(_) => {}
@@ -923,5 +922,5 @@ pub(crate) async fn delete_object(
         Err(e) => return Err(e.into()),
     }
     state.admission.release(sinfo, &old);
-    Ok((200, to_version(info, old)))
+    Ok((200, to_version(state.store.as_ref(), info, old)?))
 }

@@ -2,6 +2,13 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
 
 use skiff_apiserver::{Server, ServerConfig, ServerHandle};
 use skiff_testkit::kubectl::Kubectl;
@@ -64,4 +71,62 @@ impl TestServer {
     pub fn kubectl(&self, bin: PathBuf) -> Kubectl {
         Kubectl::new(bin, self.kubeconfig()).cache_dir(self.dir.path().join("cache"))
     }
+}
+
+/// Starts an HTTPS webhook server on loopback (a self-signed certificate for
+/// 127.0.0.1) that answers each JSON review with `answer(path, review)`; its port and
+/// its CA (PEM), to give as `caBundle`.
+pub async fn start_https_hook(
+    answer: impl Fn(&str, &Value) -> Value + Send + Sync + 'static,
+) -> (u16, String) {
+    let answer = Arc::new(answer);
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_pem = key.cert.pem();
+    let certs = vec![key.cert.der().clone()];
+    let pk = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, pk)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let path = r.uri().path().to_string();
+                        let body = r.into_body().collect().await?.to_bytes();
+                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let out = answer(&path, &review).to_string();
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(out)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, ca_pem)
 }

@@ -6,6 +6,7 @@ mod authz;
 mod common;
 mod crd;
 mod crd_cel;
+mod crd_conversion;
 mod csr;
 mod ha;
 mod hostile;

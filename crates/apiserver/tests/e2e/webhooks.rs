@@ -5,14 +5,9 @@
 //! after a later one changed the object; `failurePolicy` Fail and Ignore on a webhook that cannot be
 //! reached; dry runs; the configurations' validation and table.
 
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use skiff_testkit::kubectl::{self, Kubectl};
 
@@ -54,58 +49,13 @@ fn answer(path: &str, review: &Value) -> Value {
 
 /// Starts the webhook server on loopback; its port and CA (PEM).
 async fn start_webhook(seen: Seen) -> (u16, String) {
-    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let ca_pem = key.cert.pem();
-    let certs = vec![key.cert.der().clone()];
-    let pk = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, pk)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = l.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = r.uri().path().to_string();
-                        let body = r.into_body().collect().await?.to_bytes();
-                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let mut noted = review.clone();
-                        noted["path"] = json!(path);
-                        seen.lock().unwrap().push(noted);
-                        let out = answer(&path, &review).to_string();
-                        Ok::<_, hyper::Error>(
-                            hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(out)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    (port, ca_pem)
+    common::start_https_hook(move |path, review| {
+        let mut noted = review.clone();
+        noted["path"] = json!(path);
+        seen.lock().unwrap().push(noted);
+        answer(path, review)
+    })
+    .await
 }
 
 fn configurations(port: u16, ca_pem: &str) -> String {

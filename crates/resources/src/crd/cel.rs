@@ -100,7 +100,7 @@ pub fn rules_for(schema: &'static Value) -> &'static Rules {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    *cache
+    cache
         .entry(key)
         .or_insert_with(|| Box::leak(Box::new(Rules::compile(schema))))
 }

@@ -3,9 +3,10 @@
 //! (`apiextensions-apiserver/pkg/apis/apiextensions/validation`), the resources an
 //! established CRD serves ([`served`]), and, per version, the schema rules applied to its
 //! objects ([`schema`]: validation, pruning, defaulting; [`cel`]: the CEL rules of
-//! `x-kubernetes-validations`).
+//! `x-kubernetes-validations`), and conversion webhooks ([`conversion`]).
 
 pub mod cel;
+pub mod conversion;
 pub mod schema;
 
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ fn versions(crd: &Value) -> &[Value] {
 }
 
 /// kube's v1 defaults of a CRD (`SetDefaults_CustomResourceDefinitionSpec`): singular and
-/// list kind from the kind, `conversion.strategy: None`.
+/// list kind from the kind, `conversion.strategy: None`, port 443 of a conversion Service.
 pub fn default_crd(crd: &mut Value) {
     let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
@@ -62,6 +63,24 @@ pub fn default_crd(crd: &mut Value) {
     }
     if !spec.get("conversion").is_some_and(Value::is_object) {
         spec.insert("conversion".into(), json!({"strategy": "None"}));
+    }
+    if let Some(conv) = spec.get_mut("conversion").and_then(Value::as_object_mut) {
+        if conv
+            .get("strategy")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            conv.insert("strategy".into(), json!("None"));
+        }
+        // `SetDefaults_ServiceReference`: a conversion Service is reached on port 443.
+        if let Some(svc) = conv
+            .get_mut("webhook")
+            .and_then(|w| w.get_mut("clientConfig"))
+            .and_then(|c| c.get_mut("service"))
+            .and_then(Value::as_object_mut)
+        {
+            svc.entry("port").or_insert(json!(443));
+        }
     }
 }
 
@@ -167,6 +186,7 @@ pub fn served(crd: &Value) -> Vec<ResourceInfo> {
                     .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
                     .map(|p| p.trim_start_matches('.').to_string())
                     .collect(),
+                conversion: conversion::webhook(crd),
             };
             ResourceInfo {
                 group: intern_str(group),
@@ -328,14 +348,7 @@ pub fn validate_crd(crd: &Value, old: Option<&Value>) -> Vec<FieldError> {
             }
         }
     }
-    let strategy = s(crd, "/spec/conversion/strategy");
-    if !strategy.is_empty() && strategy != "None" && strategy != "Webhook" {
-        e.push(FieldError::not_supported(
-            "spec.conversion.strategy",
-            json!(strategy),
-            &["None", "Webhook"],
-        ));
-    }
+    conversion::validate(crd, old, &mut e);
     if let Some(old) = old {
         for (field, ptr) in [
             ("spec.scope", "/spec/scope"),

@@ -13,7 +13,6 @@
 //! across servers); webhook configurations themselves are never sent to webhooks, as
 //! kube-apiserver exempts them so that a broken webhook can always be removed.
 
-mod client;
 mod matching;
 mod review;
 
@@ -26,8 +25,10 @@ use skiff_resources::ResourceInfo;
 use skiff_store::Store;
 
 use super::{Attributes, Operation};
+use crate::conversion::{to_storage, to_version};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode, key, prefix, to_storage, to_version};
+use crate::storage::{decode, key, prefix};
+use crate::webhookclient::{self as client, resolve};
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
@@ -204,42 +205,7 @@ impl Webhooks {
     /// Where a webhook's client configuration points.
     fn target(&self, h: &Hook) -> Result<client::Target, String> {
         let cc = h.hook.get("clientConfig").unwrap_or(&Value::Null);
-        if let Some(url) = cc.get("url").and_then(Value::as_str) {
-            return client::url_target(url);
-        }
-        let svc = cc.get("service").unwrap_or(&Value::Null);
-        let ns = svc.get("namespace").and_then(Value::as_str).unwrap_or("");
-        let name = svc.get("name").and_then(Value::as_str).unwrap_or("");
-        let path = svc.get("path").and_then(Value::as_str).unwrap_or("/");
-        let port = svc.get("port").and_then(Value::as_u64).unwrap_or(443) as u16;
-        let info = skiff_resources::lookup("", "v1", "services")
-            .ok_or_else(|| "services are not served".to_string())?;
-        let kv = self
-            .store
-            .get(&key(info, Some(ns), name))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("service \"{name}\" not found"))?;
-        let service = decode(&kv).map_err(|e| e.message)?;
-        // kube-apiserver's default resolver: the cluster IP, which the proxy of the
-        // server's node translates to a ready endpoint.
-        let ip = service
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if ip.is_empty() || ip == "None" {
-            return Err(format!("cannot route to service with ClusterIP {ip:?}"));
-        }
-        let has_port = service
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| p.get("port").and_then(Value::as_u64) == Some(port as u64))
-            });
-        if !has_port {
-            return Err(format!("unable to find service port {port}"));
-        }
-        Ok(client::service_target(ns, name, path, port, ip))
+        resolve(self.store.as_ref(), cc)
     }
 
     /// Calls one webhook; its verdict, or the error to return. A webhook that cannot
@@ -262,8 +228,13 @@ impl Webhooks {
             )));
         }
         let uid = uuid::Uuid::new_v4().to_string();
-        let obj_v = obj.map(|o| to_version(m.info, o.clone()));
-        let old_v = old.map(|o| to_version(m.info, o.clone()));
+        let store = self.store.as_ref();
+        let obj_v = obj
+            .map(|o| to_version(store, m.info, o.clone()))
+            .transpose()?;
+        let old_v = old
+            .map(|o| to_version(store, m.info, o.clone()))
+            .transpose()?;
         let body = review::request(&review::Call {
             uid: &uid,
             info: m.info,
@@ -358,10 +329,10 @@ impl Webhooks {
         };
         warnings.extend(verdict.warnings);
         if let Some(patch) = verdict.patch {
-            let mut v = to_version(m.info, obj.clone());
+            let mut v = to_version(self.store.as_ref(), m.info, obj.clone())?;
             review::apply_patch(&mut v, &patch)
                 .map_err(|e| ApiError::internal(format!("Internal error occurred: {e}")))?;
-            let mut patched = to_storage(m.info, v);
+            let mut patched = to_storage(self.store.as_ref(), m.info, v)?;
             // The patched object is decoded again with defaulting, as kube does.
             skiff_resources::default_object(a.info, &mut patched);
             *obj = patched;

@@ -314,7 +314,13 @@ fn validate_resources(list: &[Value], p: &str, e: &mut Errs) {
 }
 
 fn validate_client_config(cc: &Value, p: &str, e: &mut Errs) {
-    let p = format!("{p}.clientConfig");
+    validate_webhook_client_config(cc, &format!("{p}.clientConfig"), e);
+}
+
+/// kube's checks of a webhook `clientConfig` at path `p` (exactly one of `url` and
+/// `service`, each well formed): shared by admission webhooks and CRD conversion.
+pub(crate) fn validate_webhook_client_config(cc: &Value, p: &str, e: &mut Errs) {
+    let p = p.to_string();
     let url = s(cc, "/url");
     let svc = cc.get("service").filter(|v| v.is_object());
     match (url, svc) {

@@ -23,6 +23,8 @@ use pod::{
 use service::validate_service;
 use workload::{validate_statefulset, validate_workload};
 
+pub(crate) use admissionregistration::validate_webhook_client_config;
+
 pub(super) type Errs = Vec<FieldError>;
 
 pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {

@@ -1,4 +1,5 @@
-//! The HTTPS call to a webhook: where it is (a `url`, or a `service` resolved as
+//! The HTTPS call to a webhook (admission webhooks and CRD conversion webhooks): where
+//! it is (a `url`, or a `service` resolved as
 //! kube-apiserver's default service resolver does, to the Service's cluster IP, with
 //! the TLS name `<service>.<namespace>.svc`), TLS with the configuration's `caBundle`
 //! (the host's trust store without one), one POST of the review under the webhook's
@@ -12,6 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use skiff_store::Store;
+
+use crate::storage::{decode, key};
 
 /// Where to send the review.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +185,46 @@ fn go_io_error(e: &std::io::Error) -> String {
         std::io::ErrorKind::TimedOut => "i/o timeout".into(),
         _ => e.to_string(),
     }
+}
+
+/// Where a webhook `clientConfig` points (admission and CRD conversion webhooks): its
+/// `url`, or its `service` at the Service's cluster IP (read from `store`).
+pub(crate) fn resolve(store: &dyn Store, cc: &Value) -> Result<Target, String> {
+    if let Some(url) = cc.get("url").and_then(Value::as_str) {
+        return url_target(url);
+    }
+    let svc = cc.get("service").unwrap_or(&Value::Null);
+    let ns = svc.get("namespace").and_then(Value::as_str).unwrap_or("");
+    let name = svc.get("name").and_then(Value::as_str).unwrap_or("");
+    let path = svc.get("path").and_then(Value::as_str).unwrap_or("/");
+    let port = svc.get("port").and_then(Value::as_u64).unwrap_or(443) as u16;
+    let info = skiff_resources::lookup("", "v1", "services")
+        .ok_or_else(|| "services are not served".to_string())?;
+    let kv = store
+        .get(&key(info, Some(ns), name))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("service \"{name}\" not found"))?;
+    let service = decode(&kv).map_err(|e| e.message)?;
+    // kube-apiserver's default resolver: the cluster IP, which the proxy of the
+    // server's node translates to a ready endpoint.
+    let ip = service
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if ip.is_empty() || ip == "None" {
+        return Err(format!("cannot route to service with ClusterIP {ip:?}"));
+    }
+    let has_port = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p.get("port").and_then(Value::as_u64) == Some(port as u64))
+        });
+    if !has_port {
+        return Err(format!("unable to find service port {port}"));
+    }
+    Ok(service_target(ns, name, path, port, ip))
 }
 
 #[cfg(test)]
