@@ -272,6 +272,7 @@ fn tables_show_printer_columns() {
 #[test]
 fn selectable_fields_are_checked_as_kube_does_and_served() {
     let mut c = crd();
+    default_crd(&mut c);
     c["spec"]["versions"][0]["selectableFields"] = json!([
         {"jsonPath": ".spec.size"},
         {"jsonPath": ".spec.replicas"},
