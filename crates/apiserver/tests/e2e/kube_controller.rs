@@ -151,11 +151,30 @@ async fn kube_rs_controller_writes_status_of_its_custom_resources() {
     };
     eventually("status.doubled = 42", doubled(42)).await;
 
-    // A change of the spec is seen through the watch and reconciled again.
-    counters
+    // A change of the spec is seen through the watch and reconciled again. The create
+    // made the fields its manager's (an update): applying other values takes them over,
+    // as with kube-apiserver, only by force.
+    let five = json!({
+        "apiVersion": "ctl-test.example.com/v1", "kind": "Counter",
+        "metadata": {"name": "c1"},
+        "spec": {"count": 5, "label": "five"}
+    });
+    let err = counters
         .patch(
             "c1",
             &PatchParams::apply("counter-test"),
+            &Patch::Apply(&five),
+        )
+        .await
+        .expect_err("a conflict with the creator's fields");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.message.contains(".spec.count")),
+        "{err}"
+    );
+    counters
+        .patch(
+            "c1",
+            &PatchParams::apply("counter-test").force(),
             &Patch::Apply(json!({
                 "apiVersion": "ctl-test.example.com/v1", "kind": "Counter",
                 "metadata": {"name": "c1"},
