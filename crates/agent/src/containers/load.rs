@@ -408,6 +408,8 @@ pub struct EngineImage {
     pub id: String,
     /// Its layers' diff IDs.
     pub layers: Vec<String>,
+    /// Its names, as the engine writes them.
+    pub repo_tags: Vec<String>,
 }
 
 /// Finds the engine that has `name`: Docker first, then Podman. The error says what
@@ -416,7 +418,7 @@ pub fn find_in_engines(name: &str) -> Result<EngineImage> {
     let mut answers = Vec::new();
     for engine in ENGINES {
         let out = Command::new(engine)
-            .args(["image", "inspect", "--format", "{{json .}}", name])
+            .args(["image", "inspect", name])
             .stdin(Stdio::null())
             .output();
         let out = match out {
@@ -443,8 +445,10 @@ pub fn find_in_engines(name: &str) -> Result<EngineImage> {
         #[serde(rename_all = "PascalCase")]
         struct Inspect {
             id: String,
+            #[serde(default, rename = "RootFS")]
+            root_fs: Option<RootFs>,
             #[serde(default)]
-            root_f_s: Option<RootFs>,
+            repo_tags: Option<Vec<String>>,
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -452,11 +456,13 @@ pub fn find_in_engines(name: &str) -> Result<EngineImage> {
             #[serde(default)]
             layers: Vec<String>,
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        // `podman image inspect --format` prints one line per image; take the first.
-        let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        let parsed: Inspect = serde_json::from_str(line)
+        // Both print a JSON array of the images the name matches.
+        let parsed: Vec<Inspect> = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("parsing `{engine} image inspect {name}`"))?;
+        let Some(parsed) = parsed.into_iter().next() else {
+            answers.push(format!("{engine}: no such image"));
+            continue;
+        };
         let id = if parsed.id.contains(':') {
             parsed.id
         } else {
@@ -465,7 +471,8 @@ pub fn find_in_engines(name: &str) -> Result<EngineImage> {
         return Ok(EngineImage {
             engine: engine.to_string(),
             id,
-            layers: parsed.root_f_s.map(|r| r.layers).unwrap_or_default(),
+            layers: parsed.root_fs.map(|r| r.layers).unwrap_or_default(),
+            repo_tags: parsed.repo_tags.unwrap_or_default(),
         });
     }
     bail!(
@@ -487,7 +494,7 @@ pub fn load_from_engine(data_dirs: &[PathBuf], name: &str) -> Result<(EngineImag
             && s.has_image(&found.id)
     };
     if stores.iter().all(has_all) {
-        let refs = engine_refs(&found.engine, name)?;
+        let refs = engine_refs(&found.repo_tags, name);
         let _held = hold(&stores)?;
         let mut out = Vec::new();
         for s in &stores {
@@ -523,27 +530,18 @@ pub fn load_from_engine(data_dirs: &[PathBuf], name: &str) -> Result<(EngineImag
     Ok((found, loaded))
 }
 
-/// The names an engine's image has (its `RepoTags`) that `name` picks: the one it
-/// names, as the engine writes it.
-fn engine_refs(engine: &str, name: &str) -> Result<Vec<String>> {
-    let out = Command::new(engine)
-        .args(["image", "inspect", "--format", "{{json .RepoTags}}", name])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {engine} image inspect"))?;
-    let tags: Vec<String> = serde_json::from_slice(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("[]")
-            .as_bytes(),
-    )
-    .unwrap_or_default();
+/// The names of an engine's image (its `RepoTags`) that `name` picks: the one it
+/// names, as the engine writes it (Podman puts `localhost/` before a bare name).
+fn engine_refs(tags: &[String], name: &str) -> Vec<String> {
     let wanted = reference::normalize(name);
     let picked: Vec<String> = tags
         .iter()
         .filter(|t| reference::normalize(t) == wanted || t.ends_with(&format!("/{name}")))
         .cloned()
         .collect();
-    Ok(if picked.is_empty() { tags } else { picked })
+    if picked.is_empty() {
+        tags.to_vec()
+    } else {
+        picked
+    }
 }
