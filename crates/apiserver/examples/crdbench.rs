@@ -95,7 +95,7 @@ fn spec(i: usize) -> Value {
         let v = match f % 4 {
             0 => json!(format!("value-{i}-{f}")),
             1 => json!(i + f),
-            2 => json!(i % 2 == 0),
+            2 => json!(i.is_multiple_of(2)),
             _ => json!(["a", "b", "c"][(i + f) % 3]),
         };
         m.insert(format!("f{f:02}"), v);

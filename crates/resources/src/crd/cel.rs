@@ -100,9 +100,12 @@ pub fn rules_for(schema: &'static Value) -> &'static Rules {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    *cache
-        .entry(key)
-        .or_insert_with(|| Box::leak(Box::new(Rules::compile(schema))))
+    if let Some(rules) = cache.get(&key).copied() {
+        return rules;
+    }
+    let rules: &'static Rules = Box::leak(Box::new(Rules::compile(schema)));
+    cache.insert(key, rules);
+    rules
 }
 
 fn ty(s: &Value) -> &str {
