@@ -35,8 +35,8 @@ while [ "$i" -lt "$layers" ]; do
   i=$((i + 1))
 done
 podman build -q -t "$name" "$work/ctx" >/dev/null
-podman save -o "$work/image.tar" "$name" >/dev/null
-"$skiff" up --cluster "$cluster" --nodes 3 --isolated >/dev/null
+podman save -q -o "$work/image.tar" "$name" >/dev/null
+"$skiff" up --cluster "$cluster" --nodes 3 --isolated >/dev/null 2>&1
 now() { python3 -c 'import time; print(time.monotonic())'; }
 ms() { python3 -c "import sys; print(int((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$1" "$2"; }
 limit=2000
@@ -63,7 +63,7 @@ run "skiff image load NAME (podman), reload" "$skiff" image load --cluster "$clu
 clean_nodes
 t0=$(now)
 for n in k8s-m k8s-n1 k8s-n2; do
-  podman save -o "$work/again.tar" "$name" >/dev/null
+  podman save -q -o "$work/again.tar" "$name" >/dev/null
   "$skiff" image import --data-dir "/var/lib/skiff/clusters/$cluster/$n/agent" "$work/again.tar" >/dev/null
   rm -f "$work/again.tar"
 done
