@@ -5,12 +5,13 @@
 # tests run real clusters), protoc with its well-known types (etcd-client's build) and
 # headless Chromium (a test opens a node port in a real browser), the official Python
 # client (a test drives a cluster with it), the CNCF registry and skopeo (image pull
-# tests push to a registry on loopback).
+# tests push to a registry on loopback), podman (`skiff image load NAME` loads from it; its
+# test and bench/load.sh build images FROM scratch, nothing is pulled).
 set -euo pipefail
 pkgs=(iptables nftables iproute2 conntrack runc containernetworking-plugins busybox-static
       iputils-ping curl dnsutils dnsperf dnsmasq unbound python3
       etcd-server etcd-client protobuf-compiler libprotobuf-dev chromium
-      docker-registry skopeo)
+      docker-registry skopeo podman)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

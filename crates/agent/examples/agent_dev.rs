@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
         registries: Default::default(),
+        image_gc: Default::default(),
         credentials: None,
     };
     skiff_agent::run(cfg).await

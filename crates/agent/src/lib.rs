@@ -80,6 +80,8 @@ pub struct AgentConfig {
     pub resolv_conf: Option<PathBuf>,
     /// Mirrors, credentials and TLS of image registries (`--registry-config`).
     pub registries: containers::registry::RegistryConfig,
+    /// When unused images are removed (`--image-gc-high-threshold` and the others).
+    pub image_gc: kubelet::imagegc::Policy,
 }
 
 /// The kube client the kubelet uses: its node certificate (the join token before it has
@@ -353,6 +355,7 @@ pub async fn run_after_proxy(
         stats: stats::Stats::new(&cfg.node_name, since),
     });
     tokio::spawn(sample_stats(k.clone()));
+    tokio::spawn(kubelet::imagegc::run(k.clone(), cfg.image_gc));
     // The built-in images are built on first use (a copy of the binary and its
     // libraries, busybox's applet links): build them now, while the node waits for its
     // pod CIDR, rather than in the first pods' start (the cluster DNS's among them).

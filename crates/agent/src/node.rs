@@ -327,16 +327,22 @@ fn not_found(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Records the events kubelet records when it starts on its node (`Starting`, the node's
-/// conditions, `NodeReady`), about the node as kubelet names it: an involvedObject
-/// whose uid is the node's name, which `kubectl describe node` looks for.
-pub fn record_start(events: &skiff_runtime::events::Recorder, node_name: &str) {
-    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+/// The Node as kubelet's events name it: an involvedObject whose uid is the node's
+/// name, which `kubectl describe node` looks for.
+pub fn node_ref(node_name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
         kind: Some("Node".into()),
         name: Some(node_name.to_string()),
         uid: Some(node_name.to_string()),
         ..Default::default()
-    };
+    }
+}
+
+/// Records the events kubelet records when it starts on its node (`Starting`, the node's
+/// conditions, `NodeReady`), about the node as kubelet names it: an involvedObject
+/// whose uid is the node's name, which `kubectl describe node` looks for.
+pub fn record_start(events: &skiff_runtime::events::Recorder, node_name: &str) {
+    let node_ref = node_ref(node_name);
     let normal = |reason: &str, message: String| {
         events.publish_ref(node_ref.clone(), "Normal", reason, message);
     };

@@ -316,6 +316,7 @@ async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
         registries: Default::default(),
+        image_gc: Default::default(),
         credentials: None,
     };
     let agent = tokio::spawn(async move {

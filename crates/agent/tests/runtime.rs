@@ -270,6 +270,7 @@ fn runtime_end_to_end() {
                     id: "skt-web".into(),
                     bundle: bundle.clone(),
                     lower: httpd.lowers.clone(),
+                    image_id: String::new(),
                     config: config(
                         &httpd
                             .config
@@ -424,6 +425,7 @@ fn runtime_end_to_end() {
                     id: "skt-sh".into(),
                     bundle: sh_bundle,
                     lower: busybox.lowers.clone(),
+                    image_id: String::new(),
                     config: config(&["sh"], &pod_ns, &format!("{cgroup_base}/pod1/sh")),
                     log_path: sh_log.clone(),
                     stdin: true,
@@ -470,6 +472,7 @@ fn runtime_end_to_end() {
                     id: "skt-sk".into(),
                     bundle: sk_bundle,
                     lower: skiff.lowers.clone(),
+                    image_id: String::new(),
                     config: config(
                         &["/usr/local/bin/skiff", "--list"],
                         &pod_ns,

@@ -144,6 +144,31 @@ pub struct UpArgs {
     /// 32,768 nodes).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub hollow_nodes: usize,
+    /// Every node's image garbage collection (`skiff agent`'s flags).
+    #[command(flatten)]
+    pub image_gc: ImageGcArgs,
+}
+
+/// Image garbage collection, kubelet's flags: unused images are removed, least recently
+/// used first, when the filesystem holding the image store is this full.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageGcArgs {
+    /// Disk usage (percent of the image store's filesystem) at or above which unused
+    /// images are removed [default: 85; 100 with no maximum age turns collection off].
+    #[arg(long, value_name = "PERCENT")]
+    pub image_gc_high_threshold: Option<u32>,
+    /// The disk usage collection frees down to [default: 80].
+    #[arg(long, value_name = "PERCENT")]
+    pub image_gc_low_threshold: Option<u32>,
+    /// An image seen for less long is never removed [default: 2m].
+    #[arg(long, value_name = "DURATION")]
+    pub image_minimum_gc_age: Option<String>,
+    /// An image unused for longer is removed whatever the disk usage [default: 0, off].
+    #[arg(long, value_name = "DURATION")]
+    pub image_maximum_gc_age: Option<String>,
+    /// How often collection runs (kubelet: 5m; for tests).
+    #[arg(long, value_name = "DURATION", hide = true)]
+    pub image_gc_period: Option<String>,
 }
 
 /// Firewalls for `skiff up --host-firewall`.
@@ -324,6 +349,9 @@ pub struct AgentArgs {
     /// process. No proxy runs and nothing on the machine is changed.
     #[arg(long, value_name = "N")]
     pub hollow: Option<usize>,
+    /// Image garbage collection.
+    #[command(flatten)]
+    pub image_gc: ImageGcArgs,
 }
 
 /// Proxy dataplanes.
@@ -395,20 +423,14 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/skiff/agent")]
         data_dir: PathBuf,
     },
-    /// Load the images of a `docker save`/`podman save` archive or an OCI image layout
-    /// (directory or tar) onto nodes, skipping the layers each node has.
+    /// Load images onto nodes, skipping the layers each node has: from a `docker
+    /// save`/`podman save` archive or an OCI image layout (directory or tar), or by name
+    /// (`NAME[:TAG]`) from a running Docker or Podman, as `kind load docker-image`.
     Load {
-        /// The archive or layout.
-        source: PathBuf,
-        /// Load onto the nodes of this local cluster.
-        #[arg(long)]
-        cluster: Option<String>,
-        /// Only these nodes of the cluster (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        nodes: Vec<String>,
-        /// The agent's data directory (without --cluster).
-        #[arg(long, default_value = "/var/lib/skiff/agent")]
-        data_dir: PathBuf,
+        /// The archive or layout, or an image of Docker or Podman.
+        source: String,
+        #[command(flatten)]
+        nodes: NodesArgs,
     },
     /// Pull an image from its registry into a node's store (as the kubelet would).
     Pull {
@@ -427,15 +449,37 @@ pub enum ImageCommand {
         #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
         registry_mirrors: Vec<String>,
     },
-    /// List images.
+    /// List a node's images, as `crictl images`: one table per node with several.
     Ls {
-        /// List the images of this local cluster's control-plane node.
-        #[arg(long)]
-        cluster: Option<String>,
-        /// The agent's data directory (without --cluster).
-        #[arg(long, default_value = "/var/lib/skiff/agent")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        nodes: NodesArgs,
+        /// Only the image IDs.
+        #[arg(short, long)]
+        quiet: bool,
     },
+    /// Remove images (references, IDs or ID prefixes) from nodes, as `crictl rmi`; an
+    /// image a container on the node uses is refused.
+    Rm {
+        /// The images.
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+        #[command(flatten)]
+        nodes: NodesArgs,
+    },
+}
+
+/// Which nodes' image stores a `skiff image` command acts on.
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// Every node of this local cluster (or those of `--nodes`).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only these nodes of the cluster (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// The agent's data directory (without --cluster).
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    pub data_dir: PathBuf,
 }
 
 /// Client certificates for an etcd datastore (kube-apiserver's flags).

@@ -12,8 +12,8 @@ use kube::{Api, Client};
 use skiff_runtime::leader::{run_leading, Component, LeaseLock, Timing};
 
 use crate::cli::{
-    AgentArgs, Cli, Command, DnsArgs, GetCommand, HostFirewallArg, ImageCommand, KubeconfigArgs,
-    LbArgs, NodeCommand, ProxyArgs, ProxyModeArg, ServerArgs, UpArgs,
+    AgentArgs, Cli, Command, DnsArgs, GetCommand, HostFirewallArg, ImageCommand, ImageGcArgs,
+    KubeconfigArgs, LbArgs, NodeCommand, NodesArgs, ProxyArgs, ProxyModeArg, ServerArgs, UpArgs,
 };
 use crate::cli::{DatastoreCommand, MigrateArgs};
 
@@ -115,6 +115,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         skiff_agent::containers::registry::parse_mirror(m)?;
         agent_args.extend(["--registry-mirror".to_string(), m.clone()]);
     }
+    // Checked now rather than by every node.
+    image_gc_policy(&args.image_gc)?;
+    agent_args.extend(image_gc_flags(&args.image_gc));
     let opts = skiff_cluster::UpOptions {
         name: args.cluster,
         nodes: args.nodes,
@@ -137,6 +140,60 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     skiff_cluster::up(opts, &cluster_hooks()).await?;
     Ok(())
+}
+
+/// The agent's image garbage collection policy: kubelet's defaults, then the flags.
+fn image_gc_policy(args: &ImageGcArgs) -> anyhow::Result<skiff_agent::kubelet::imagegc::Policy> {
+    use skiff_agent::kubelet::imagegc::{parse_duration, Policy};
+    let mut p = Policy::default();
+    if let Some(v) = args.image_gc_high_threshold {
+        p.high_threshold_percent = v;
+    }
+    if let Some(v) = args.image_gc_low_threshold {
+        p.low_threshold_percent = v;
+    }
+    let duration = |flag: &str, v: &Option<String>, into: &mut Duration| -> anyhow::Result<()> {
+        if let Some(v) = v {
+            *into = parse_duration(v).with_context(|| format!("--{flag}"))?;
+        }
+        Ok(())
+    };
+    duration(
+        "image-minimum-gc-age",
+        &args.image_minimum_gc_age,
+        &mut p.min_age,
+    )?;
+    duration(
+        "image-maximum-gc-age",
+        &args.image_maximum_gc_age,
+        &mut p.max_age,
+    )?;
+    duration("image-gc-period", &args.image_gc_period, &mut p.period)?;
+    anyhow::ensure!(!p.period.is_zero(), "--image-gc-period must be positive");
+    p.validate().context("image garbage collection")?;
+    Ok(p)
+}
+
+/// The image garbage collection flags given to `skiff up`, for its agents.
+fn image_gc_flags(args: &ImageGcArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut flag = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.extend([format!("--{name}"), v]);
+        }
+    };
+    flag(
+        "image-gc-high-threshold",
+        args.image_gc_high_threshold.map(|v| v.to_string()),
+    );
+    flag(
+        "image-gc-low-threshold",
+        args.image_gc_low_threshold.map(|v| v.to_string()),
+    );
+    flag("image-minimum-gc-age", args.image_minimum_gc_age.clone());
+    flag("image-maximum-gc-age", args.image_maximum_gc_age.clone());
+    flag("image-gc-period", args.image_gc_period.clone());
+    out
 }
 
 /// The agent's registry config: the file's, then the `--registry-mirror` endpoints.
@@ -428,6 +485,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         credentials: None,
         resolv_conf: args.resolv_conf.clone(),
         registries: registries(args.registry_config.as_deref(), &args.registry_mirrors)?,
+        image_gc: image_gc_policy(&args.image_gc)?,
     };
     if let Some(count) = args.hollow {
         let node_ip = args
@@ -544,38 +602,21 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Load {
-            source,
-            cluster,
-            nodes,
-            data_dir,
-        } => {
+        ImageCommand::Load { source, nodes } => {
             let started = std::time::Instant::now();
-            let dirs: Vec<std::path::PathBuf> = match cluster {
-                Some(c) => {
-                    let state = skiff_cluster::ClusterState::load(&c)?;
-                    for n in &nodes {
-                        anyhow::ensure!(
-                            state.nodes.iter().any(|s| &s.name == n),
-                            "cluster {c} has no node {n}"
-                        );
-                    }
-                    state
-                        .nodes
-                        .iter()
-                        .filter(|n| nodes.is_empty() || nodes.contains(&n.name))
-                        .map(|n| skiff_cluster::ClusterState::agent_dir(&c, &n.name))
-                        .collect()
-                }
-                None => vec![data_dir],
+            let targets = node_dirs(&nodes)?;
+            let dirs: Vec<std::path::PathBuf> = targets.iter().map(|(_, d)| d.clone()).collect();
+            let path = Path::new(&source);
+            let loaded = if path.exists() {
+                skiff_agent::images::load(&dirs, path)?
+            } else {
+                let (found, loaded) = skiff_agent::images::load_from_engine(&dirs, &source)?;
+                eprintln!("image {source} ({}) from {}", found.id, found.engine);
+                loaded
             };
-            for loaded in skiff_agent::images::load(&dirs, &source)? {
+            for ((node, _), loaded) in targets.iter().zip(&loaded) {
                 for r in &loaded.references {
-                    println!(
-                        "loaded {r} into {} ({} new layers)",
-                        loaded.data_dir.display(),
-                        loaded.new_layers
-                    );
+                    println!("loaded {r} onto {node} ({} new layers)", loaded.new_layers);
                 }
             }
             eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
@@ -615,30 +656,87 @@ async fn image(cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Ls { cluster, data_dir } => {
-            let dir = match cluster {
-                Some(c) => skiff_cluster::ClusterState::agent_dir(
-                    &c,
-                    skiff_cluster::layout::CONTROL_PLANE_NODE,
-                ),
-                None => data_dir,
-            };
-            println!("{:<40} {:<20} {:>10}", "IMAGE", "ID", "SIZE");
-            for image in skiff_agent::images::list(&dir)? {
-                let id = image.id.trim_start_matches("sha256:");
-                let origin = if image.builtin { " (built-in)" } else { "" };
-                for tag in &image.repo_tags {
-                    println!(
-                        "{:<40} {:<20} {:>10}{origin}",
-                        tag,
-                        &id[..id.len().min(12)],
-                        image.size
-                    );
+        ImageCommand::Ls { nodes, quiet } => {
+            let targets = node_dirs(&nodes)?;
+            let several = targets.len() > 1;
+            let mut ids = std::collections::BTreeSet::new();
+            for (i, (node, dir)) in targets.iter().enumerate() {
+                let list = skiff_agent::images::list(dir)?;
+                if quiet {
+                    ids.extend(list.into_iter().map(|l| l.id));
+                    continue;
                 }
+                if several {
+                    if i > 0 {
+                        println!();
+                    }
+                    println!("NODE {node}");
+                }
+                print!("{}", skiff_agent::containers::crictl::images_table(&list));
+            }
+            for id in ids {
+                println!("{id}");
             }
             Ok(())
         }
+        ImageCommand::Rm { references, nodes } => {
+            use skiff_agent::containers::crictl::{remove, Removed};
+            let targets = node_dirs(&nodes)?;
+            let several = targets.len() > 1;
+            let mut failed = false;
+            for (node, dir) in &targets {
+                let prefix = if several {
+                    format!("{node}: ")
+                } else {
+                    String::new()
+                };
+                for r in remove(dir, &references)? {
+                    match r {
+                        Removed::Deleted(lines, _) => {
+                            for l in lines {
+                                println!("{prefix}{l}");
+                            }
+                        }
+                        Removed::Failed(message) => {
+                            eprintln!("{prefix}{message}");
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            anyhow::ensure!(!failed, "unable to remove the image(s)");
+            Ok(())
+        }
     }
+}
+
+/// The nodes a `skiff image` command acts on, with their agents' data dirs: the
+/// cluster's (all, or `--nodes`; `--nodes` alone means the cluster `skiff`), or the
+/// one `--data-dir`.
+fn node_dirs(args: &NodesArgs) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+    let cluster = match (&args.cluster, args.nodes.is_empty()) {
+        (Some(c), _) => c.clone(),
+        (None, false) => "skiff".to_string(),
+        (None, true) => return Ok(vec![("local".to_string(), args.data_dir.clone())]),
+    };
+    let state = skiff_cluster::ClusterState::load(&cluster)?;
+    for n in &args.nodes {
+        anyhow::ensure!(
+            state.nodes.iter().any(|s| &s.name == n),
+            "cluster {cluster} has no node {n}"
+        );
+    }
+    Ok(state
+        .nodes
+        .iter()
+        .filter(|n| args.nodes.is_empty() || args.nodes.contains(&n.name))
+        .map(|n| {
+            (
+                n.name.clone(),
+                skiff_cluster::ClusterState::agent_dir(&cluster, &n.name),
+            )
+        })
+        .collect())
 }
 
 /// `skiff datastore migrate`: copies every key from one datastore to another.

@@ -129,6 +129,10 @@ pub struct ContainerSpec {
     pub bundle: PathBuf,
     /// The image's layers, topmost first (overlay lower dirs).
     pub lower: Vec<PathBuf>,
+    /// The image's ID, written into the bundle (`images::BUNDLE_IMAGE_FILE`) so that
+    /// image garbage collection and `skiff image rm` see the image in use while the
+    /// bundle exists (empty: not recorded).
+    pub image_id: String,
     /// The process, namespaces, mounts, limits.
     pub config: ContainerConfig,
     /// CRI log file.
@@ -272,6 +276,13 @@ impl Container {
     pub async fn start(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
         let bundle = spec.bundle.clone();
         fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
+        if !spec.image_id.is_empty() {
+            fs::write(
+                bundle.join(super::images::BUNDLE_IMAGE_FILE),
+                &spec.image_id,
+            )
+            .context("recording the container's image")?;
+        }
         mount_overlay(&spec.lower, &bundle)?;
         let config = oci::config_json(&spec.config);
         fs::write(

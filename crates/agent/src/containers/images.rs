@@ -113,6 +113,11 @@ pub struct ImageStore {
     skiff_binary: PathBuf,
     /// Serializes building and importing within this process.
     lock: Mutex<()>,
+    /// The in-process half of [`ImageStore::exclusive`].
+    changes: Mutex<()>,
+    /// When each image was last resolved for a container: an image between its
+    /// resolution and its container's start is in use for the garbage collector.
+    resolved: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl ImageStore {
@@ -123,6 +128,8 @@ impl ImageStore {
             layers: LayerStore::new(&data_dir.join("images")),
             skiff_binary: skiff_binary.to_path_buf(),
             lock: Mutex::new(()),
+            changes: Mutex::new(()),
+            resolved: Mutex::new(Default::default()),
         }
     }
 
@@ -162,6 +169,10 @@ impl ImageStore {
     }
 
     fn image(&self, id: &str, reference: String, stored: Stored) -> Image {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), std::time::Instant::now());
         let hex = id.trim_start_matches("sha256:");
         let lowers = if stored.layers.is_empty() {
             vec![self.dir.join(hex).join("rootfs")]
@@ -185,6 +196,7 @@ impl ImageStore {
 
     /// Records an image pulled from a registry whose layers (`diff_ids`, bottom first)
     /// are all in the layer store, under `references` (normalized here); returns it.
+    /// The caller holds [`ImageStore::exclusive`].
     pub fn record_pulled(
         &self,
         config_blob: &[u8],
@@ -228,7 +240,8 @@ impl ImageStore {
     }
 
     /// Records an image loaded from an archive whose layers are in the layer store: as
-    /// a pulled one, but local (never pulled again) and with no registry digest.
+    /// a pulled one, but local (never pulled again) and with no registry digest. The
+    /// caller holds [`ImageStore::exclusive`].
     pub fn record_layered(
         &self,
         config_blob: &[u8],
@@ -250,6 +263,210 @@ impl ImageStore {
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
         list(self.dir.parent().unwrap_or(Path::new("/")))
     }
+
+    /// The images resolved within the last `within` (and so perhaps about to be a
+    /// container's).
+    pub fn recently_resolved(&self, within: std::time::Duration) -> Vec<String> {
+        let mut map = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, at| at.elapsed() < within);
+        map.keys().cloned().collect()
+    }
+
+    /// The store's directory (`<data>/images`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The images that may be removed (every image but the built-ins), with their
+    /// layers and own bytes, for the image garbage collector.
+    pub fn entries(&self) -> Result<Vec<StoreEntry>> {
+        let refs = read_refs(&self.dir)?;
+        let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (r, id) in refs {
+            by_id.entry(id).or_default().push(r);
+        }
+        let mut out = Vec::new();
+        for (id, references) in by_id {
+            let dir = self.dir.join(id.trim_start_matches("sha256:"));
+            let Ok(stored) = read_stored(&dir) else {
+                continue;
+            };
+            if stored.builtin {
+                continue;
+            }
+            let own_bytes = if stored.layers.is_empty() {
+                dir_size(&dir.join("rootfs"))
+            } else {
+                0
+            };
+            out.push(StoreEntry {
+                id,
+                references,
+                layers: stored.layers,
+                own_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The ID of the image a reference, an image ID (`sha256:<hex>`) or a prefix of at
+    /// least 4 hex digits of one names (as crictl takes them); built-ins included.
+    pub fn find(&self, name: &str) -> Result<Option<String>> {
+        let refs = read_refs(&self.dir)?;
+        if let Some(id) = refs.get(&reference::normalize(name)) {
+            return Ok(Some(id.clone()));
+        }
+        let hex = name.trim_start_matches("sha256:");
+        if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            let mut ids: Vec<&String> = refs
+                .values()
+                .filter(|id| id.trim_start_matches("sha256:").starts_with(hex))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if let [id] = ids[..] {
+                return Ok(Some(id.clone()));
+            }
+        }
+        if let Some(b) = reference::builtin(name) {
+            let (_, id) = builtin_config(b, &self.skiff_binary)?;
+            return Ok(Some(id));
+        }
+        Ok(None)
+    }
+
+    /// Removes an image: every reference to it, its directory, and the layers no
+    /// remaining image has (each renamed out of `sha256/` first, so no half-removed
+    /// layer is ever seen). Returns the bytes that freed. Built-in images are refused.
+    /// The caller holds [`ImageStore::exclusive`].
+    pub fn remove(&self, id: &str) -> Result<u64> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let hex = id.trim_start_matches("sha256:");
+        let dir = self.dir.join(hex);
+        let stored = read_stored(&dir).ok();
+        if stored.as_ref().is_some_and(|s| s.builtin) {
+            bail!("{id} is a built-in image");
+        }
+        let mut refs = read_refs(&self.dir)?;
+        refs.retain(|_, v| v != id);
+        write_refs(&self.dir, &refs)?;
+        let mut freed = dir_size(&dir);
+        remove_any(&dir);
+        let Some(stored) = stored else {
+            return Ok(freed);
+        };
+        // The layers the remaining images still have.
+        let mut kept = std::collections::HashSet::new();
+        for other in refs.values() {
+            if let Ok(s) = read_stored(&self.dir.join(other.trim_start_matches("sha256:"))) {
+                kept.extend(s.layers);
+            }
+        }
+        for layer in stored.layers.iter().filter(|l| !kept.contains(*l)) {
+            freed += self.layers.remove(layer)?;
+        }
+        Ok(freed)
+    }
+
+    /// The layers the recorded images have.
+    pub fn layers_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        let mut used = std::collections::HashSet::new();
+        for id in read_refs(&self.dir)?.values() {
+            if let Ok(s) = read_stored(&self.dir.join(id.trim_start_matches("sha256:"))) {
+                used.extend(s.layers);
+            }
+        }
+        Ok(used)
+    }
+
+    /// Whether the store has this image (its record and every layer).
+    pub fn has_image(&self, id: &str) -> bool {
+        read_stored(&self.dir.join(id.trim_start_matches("sha256:")))
+            .is_ok_and(|s| s.layers.iter().all(|l| self.layers.has(l)))
+    }
+
+    /// Gives an image the store has more names (the caller holds
+    /// [`ImageStore::exclusive`]).
+    pub fn tag(&self, id: &str, references: &[String]) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = read_refs(&self.dir)?;
+        for r in references {
+            all.insert(reference::normalize(r), id.to_string());
+        }
+        write_refs(&self.dir, &all)
+    }
+
+    /// Holds the store for a change of its images (recording, tagging or removing
+    /// them, a whole load, a whole garbage collection pass) against other changes in
+    /// this process and in others (`skiff image load`/`rm` beside the agent): an
+    /// in-process mutex and a `flock` on `<images>/.lock`. Not re-entrant: the record,
+    /// tag and remove methods expect their caller to hold it.
+    pub fn exclusive(&self) -> Result<StoreLock<'_>> {
+        let guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.dir.join(".lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let flock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))?;
+        Ok(StoreLock {
+            _flock: flock,
+            _guard: guard,
+        })
+    }
+}
+
+/// What [`ImageStore::exclusive`] holds until dropped.
+pub struct StoreLock<'a> {
+    _flock: nix::fcntl::Flock<fs::File>,
+    _guard: std::sync::MutexGuard<'a, ()>,
+}
+
+/// An image [`ImageStore::entries`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEntry {
+    /// Image ID, `sha256:<hex>`.
+    pub id: String,
+    /// The normalized references naming it.
+    pub references: Vec<String>,
+    /// Its layers' diff IDs, bottom first (none for an image with its own rootfs).
+    pub layers: Vec<String>,
+    /// Bytes of its own `rootfs/` (an imported image).
+    pub own_bytes: u64,
+}
+
+/// The file in a container's bundle that names its image ID.
+pub const BUNDLE_IMAGE_FILE: &str = "image";
+
+/// The images the containers on a node use, running or exited but not removed: each
+/// container's bundle (`<data>/pods/<uid>/containers/<name>-<n>/`) names its image in
+/// [`BUNDLE_IMAGE_FILE`]. Maps image ID → one container's ID.
+pub fn in_use(data_dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(pods) = fs::read_dir(data_dir.join("pods")) else {
+        return out;
+    };
+    for pod in pods.flatten() {
+        let Ok(containers) = fs::read_dir(pod.path().join("containers")) else {
+            continue;
+        };
+        for c in containers.flatten() {
+            if let Ok(id) = fs::read_to_string(c.path().join(BUNDLE_IMAGE_FILE)) {
+                let container = format!(
+                    "{}-{}",
+                    pod.file_name().to_string_lossy(),
+                    c.file_name().to_string_lossy()
+                );
+                out.entry(id.trim().to_string()).or_insert(container);
+            }
+        }
+    }
+    out
 }
 
 /// The config of an OCI/Docker image config blob, as its containers run.
@@ -437,7 +654,7 @@ fn read_refs(images: &Path) -> Result<BTreeMap<String, String>> {
 }
 
 fn write_refs(images: &Path, refs: &BTreeMap<String, String>) -> Result<()> {
-    let tmp = images.join(".refs.json.tmp");
+    let tmp = images.join(format!(".refs.json.{}", uuid::Uuid::new_v4().simple()));
     fs::write(&tmp, serde_json::to_vec_pretty(refs)?)?;
     fs::rename(&tmp, images.join("refs.json")).context("writing refs.json")
 }
@@ -524,7 +741,7 @@ pub fn import(data_dir: &Path, tarball: &Path) -> Result<Vec<String>> {
     result
 }
 
-fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>> {
+pub(super) fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>> {
     let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
@@ -655,29 +872,29 @@ fn remove_any(p: &Path) {
     }
 }
 
-fn blob_path(root: &Path, digest: &str) -> PathBuf {
+pub(super) fn blob_path(root: &Path, digest: &str) -> PathBuf {
     let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     root.join("blobs").join(alg).join(hex)
 }
 
 #[derive(Deserialize)]
-struct Descriptor {
+pub(super) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
+    pub(super) media_type: String,
+    pub(super) digest: String,
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    pub(super) annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
-struct OciIndex {
-    manifests: Vec<Descriptor>,
+pub(super) struct OciIndex {
+    pub(super) manifests: Vec<Descriptor>,
 }
 
 #[derive(Deserialize)]
-struct OciManifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+pub(super) struct OciManifest {
+    pub(super) config: Descriptor,
+    pub(super) layers: Vec<Descriptor>,
 }
 
 fn import_oci(images: &Path, root: &Path) -> Result<Vec<String>> {
@@ -725,11 +942,11 @@ fn import_oci(images: &Path, root: &Path) -> Result<Vec<String>> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DockerManifest {
-    config: String,
+pub(super) struct DockerManifest {
+    pub(super) config: String,
     #[serde(default)]
-    repo_tags: Option<Vec<String>>,
-    layers: Vec<String>,
+    pub(super) repo_tags: Option<Vec<String>>,
+    pub(super) layers: Vec<String>,
 }
 
 fn import_docker(images: &Path, root: &Path) -> Result<Vec<String>> {
@@ -751,211 +968,7 @@ fn import_docker(images: &Path, root: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// One image of an archive or layout, as [`load`] reads it: its config blob, its
-/// layer files (bottom first) and the references it names.
-struct Source {
-    config: Vec<u8>,
-    layers: Vec<PathBuf>,
-    refs: Vec<String>,
-}
-
-/// What [`load`] did on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
-    /// The node's data dir.
-    pub data_dir: PathBuf,
-    /// The references it now has.
-    pub references: Vec<String>,
-    /// Layers unpacked or linked in (0: it had them all).
-    pub new_layers: usize,
-}
-
-/// Loads the images of a `docker save`/`podman save` archive (optionally gzipped), or of
-/// an OCI image layout (a directory or its tar) into the stores of several nodes
-/// (`data_dirs`), layer by layer: a layer a node has is skipped; one unpacked for a
-/// node is hard-linked into the next nodes' stores (one filesystem), not unpacked
-/// again. Each layer's digest is checked against the config's diff IDs.
-pub fn load(data_dirs: &[PathBuf], source: &Path) -> Result<Vec<Loaded>> {
-    let work = tempfile_dir(data_dirs.first().map(|d| d.join("images")))?;
-    let root = if source.is_dir() {
-        source.to_path_buf()
-    } else {
-        let mut archive = tar::Archive::new(open_maybe_gzip(source)?);
-        archive
-            .unpack(work.path())
-            .with_context(|| format!("unpacking {}", source.display()))?;
-        work.path().to_path_buf()
-    };
-    let sources = if root.join("index.json").exists() {
-        oci_sources(&root)?
-    } else if root.join("manifest.json").exists() {
-        docker_sources(&root)?
-    } else {
-        bail!(
-            "{} is neither an OCI image layout nor a docker archive",
-            source.display()
-        )
-    };
-    let mut out = Vec::new();
-    let mut first_with: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for dir in data_dirs {
-        let store = ImageStore::new(dir, Path::new(BUSYBOX));
-        let mut loaded = Loaded {
-            data_dir: dir.clone(),
-            references: Vec::new(),
-            new_layers: 0,
-        };
-        for src in &sources {
-            #[derive(Deserialize)]
-            struct RootFs {
-                #[serde(default)]
-                diff_ids: Vec<String>,
-            }
-            #[derive(Deserialize)]
-            struct Config {
-                rootfs: RootFs,
-            }
-            let config: Config =
-                serde_json::from_slice(&src.config).context("parsing the image config")?;
-            let diff_ids = config.rootfs.diff_ids;
-            if diff_ids.len() != src.layers.len() {
-                bail!(
-                    "the image config lists {} layers, its manifest {}",
-                    diff_ids.len(),
-                    src.layers.len()
-                );
-            }
-            for (diff_id, file) in diff_ids.iter().zip(&src.layers) {
-                if store.layers.has(diff_id) {
-                    first_with
-                        .entry(diff_id.clone())
-                        .or_insert_with(|| store.layers.path(diff_id));
-                    continue;
-                }
-                match first_with.get(diff_id) {
-                    Some(from) => store.layers.link_from(diff_id, from)?,
-                    None => {
-                        let f = fs::File::open(file)
-                            .with_context(|| format!("opening {}", file.display()))?;
-                        store.layers.unpack(diff_id, f)?;
-                        first_with.insert(diff_id.clone(), store.layers.path(diff_id));
-                    }
-                }
-                loaded.new_layers += 1;
-            }
-            let size = src
-                .layers
-                .iter()
-                .filter_map(|l| fs::metadata(l).ok())
-                .map(|m| m.len())
-                .sum::<u64>()
-                + src.config.len() as u64;
-            let refs = if src.refs.is_empty() {
-                vec![format!("sha256:{:x}", Sha256::digest(&src.config))]
-            } else {
-                src.refs.clone()
-            };
-            store.record_layered(&src.config, &diff_ids, size, &refs)?;
-            loaded
-                .references
-                .extend(refs.iter().map(|r| reference::normalize(r)));
-        }
-        out.push(loaded);
-    }
-    Ok(out)
-}
-
-/// A temporary directory beside the store (one filesystem, so renames work), or in /tmp.
-fn tempfile_dir(near: Option<PathBuf>) -> Result<TempDir> {
-    if let Some(dir) = near {
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!(".load-{}", uuid::Uuid::new_v4().simple()));
-        fs::create_dir_all(&path)?;
-        return Ok(TempDir(path));
-    }
-    let path = std::env::temp_dir().join(format!("skiff-load-{}", uuid::Uuid::new_v4().simple()));
-    fs::create_dir_all(&path)?;
-    Ok(TempDir(path))
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn oci_sources(root: &Path) -> Result<Vec<Source>> {
-    let index: OciIndex = serde_json::from_slice(&fs::read(root.join("index.json"))?)
-        .context("parsing index.json")?;
-    let mut out = Vec::new();
-    for desc in index.manifests {
-        let name = desc
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
-            .cloned();
-        let mut manifest_desc = desc;
-        if manifest_desc.media_type.contains("index")
-            || manifest_desc.media_type.contains("manifest.list")
-        {
-            let nested: serde_json::Value =
-                serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)?;
-            let entries: Vec<oci_client::manifest::ImageIndexEntry> =
-                serde_json::from_value(nested["manifests"].clone()).unwrap_or_default();
-            let Some(digest) =
-                super::registry::pick_platform(&entries, super::registry::node_arch())
-                    .or_else(|| entries.first().map(|e| e.digest.clone()))
-            else {
-                continue;
-            };
-            manifest_desc.digest = digest;
-        }
-        let manifest: OciManifest =
-            serde_json::from_slice(&fs::read(blob_path(root, &manifest_desc.digest))?)
-                .context("parsing an image manifest")?;
-        // A bare tag (`v1`, as `skopeo copy oci:DIR:v1` writes) names no repository.
-        let refs = name
-            .filter(|n| n.contains('/') || n.contains(':'))
-            .into_iter()
-            .collect();
-        out.push(Source {
-            config: fs::read(blob_path(root, &manifest.config.digest))
-                .context("reading the image config")?,
-            layers: manifest
-                .layers
-                .iter()
-                .map(|l| blob_path(root, &l.digest))
-                .collect(),
-            refs,
-        });
-    }
-    Ok(out)
-}
-
-fn docker_sources(root: &Path) -> Result<Vec<Source>> {
-    let manifests: Vec<DockerManifest> =
-        serde_json::from_slice(&fs::read(root.join("manifest.json"))?)
-            .context("parsing manifest.json")?;
-    manifests
-        .into_iter()
-        .map(|m| {
-            Ok(Source {
-                config: fs::read(root.join(&m.config)).context("reading the image config")?,
-                layers: m.layers.iter().map(|l| root.join(l)).collect(),
-                refs: m.repo_tags.unwrap_or_default(),
-            })
-        })
-        .collect()
-}
+pub use super::load::{load, load_from_engine, load_stream, Loaded};
 
 #[cfg(test)]
 mod tests {

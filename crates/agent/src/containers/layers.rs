@@ -62,10 +62,25 @@ impl LayerStore {
         let Some(expected) = diff_id.strip_prefix("sha256:") else {
             bail!("unsupported layer digest {diff_id}");
         };
+        self.unpack_as(Some(expected), reader).map(|(_, size)| size)
+    }
+
+    /// Unpacks a layer whose diff ID is not known beforehand (a `docker save` stream
+    /// lists its layers after them): the digest of its uncompressed tar names it.
+    /// Returns its diff ID; a layer the store has already is not replaced.
+    pub fn unpack_unknown(&self, reader: impl Read) -> Result<String> {
+        self.unpack_as(None, reader).map(|(id, _)| id)
+    }
+
+    fn unpack_as(&self, expected: Option<&str>, reader: impl Read) -> Result<(String, u64)> {
         let tmp_root = self.dir.join("tmp");
         fs::create_dir_all(&tmp_root)
             .with_context(|| format!("creating {}", tmp_root.display()))?;
-        let tmp = tmp_root.join(format!("{expected}-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = tmp_root.join(format!(
+            "{}-{}",
+            expected.unwrap_or("new"),
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| {
             fs::create_dir_all(&tmp)?;
             let mut hashing = Hashing::new(decompress(reader)?);
@@ -73,17 +88,20 @@ impl LayerStore {
             // The tar may end before the stream does (padding after the end blocks).
             io::copy(&mut hashing, &mut io::sink())?;
             let (actual, size) = hashing.finish();
-            if actual != expected {
-                bail!("layer digest mismatch: expected {diff_id}, got sha256:{actual}");
+            if let Some(expected) = expected {
+                if actual != expected {
+                    bail!("layer digest mismatch: expected sha256:{expected}, got sha256:{actual}");
+                }
             }
-            let dst = self.path(diff_id);
+            let diff_id = format!("sha256:{actual}");
+            let dst = self.path(&diff_id);
             if let Some(parent) = dst.parent() {
                 fs::create_dir_all(parent)?;
             }
             match fs::rename(&tmp, &dst) {
-                Ok(()) => Ok(size),
-                // Another process unpacked it first.
-                Err(_) if dst.is_dir() => Ok(size),
+                Ok(()) => Ok((diff_id, size)),
+                // Another process unpacked it first, or it was there (an unknown one).
+                Err(_) if dst.is_dir() => Ok((diff_id, size)),
                 Err(e) => Err(e).with_context(|| format!("moving the layer to {}", dst.display())),
             }
         })();
@@ -114,6 +132,34 @@ impl LayerStore {
         })();
         let _ = fs::remove_dir_all(&tmp);
         result
+    }
+
+    /// The diff IDs of the layers unpacked.
+    pub fn list(&self) -> Vec<String> {
+        fs::read_dir(self.dir.join("sha256"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes a layer: renamed out of `sha256/` first, so that a half-removed layer
+    /// is never seen. Returns its bytes.
+    pub fn remove(&self, diff_id: &str) -> Result<u64> {
+        let path = self.path(diff_id);
+        if !path.is_dir() {
+            return Ok(0);
+        }
+        let bytes = dir_size(&path);
+        let trash = self.tmp_dir();
+        fs::create_dir_all(&trash).with_context(|| format!("creating {}", trash.display()))?;
+        let gone = trash.join(format!("rm-{}", uuid::Uuid::new_v4().simple()));
+        fs::rename(&path, &gone)
+            .with_context(|| format!("removing the layer {}", path.display()))?;
+        let _ = fs::remove_dir_all(&gone);
+        Ok(bytes)
     }
 
     /// Bytes on disk of an unpacked layer.

@@ -6,10 +6,12 @@
 pub mod cni;
 pub mod console;
 pub mod container;
+pub mod crictl;
 pub mod crilog;
 pub mod exec;
 pub mod images;
 pub mod layers;
+pub mod load;
 pub mod netns;
 pub mod oci;
 pub mod reference;

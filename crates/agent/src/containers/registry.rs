@@ -434,8 +434,10 @@ impl Puller {
             refs.push(repo_digest.clone());
         }
         // Two small files written: not worth a blocking thread.
-        let store_image =
-            store.record_pulled(&config_blob, &diff_ids, size, &refs, &repo_digest)?;
+        let store_image = {
+            let _held = store.exclusive()?;
+            store.record_pulled(&config_blob, &diff_ids, size, &refs, &repo_digest)?
+        };
         Ok((store_image, size, downloaded))
     }
 

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod container_config;
 pub mod dns;
 pub mod env;
+pub mod imagegc;
 pub mod orphans;
 pub mod plan;
 pub mod probe;
@@ -164,6 +165,19 @@ impl Kubelet {
             .values()
             .find(|p| p.namespace == namespace && p.name == name)
             .cloned()
+    }
+
+    /// The images containers on this node use (running, or exited and not removed),
+    /// and those just resolved for a container about to start.
+    pub fn images_in_use(&self) -> HashSet<String> {
+        let mut used: HashSet<String> = crate::containers::images::in_use(&self.cfg.data_dir)
+            .into_keys()
+            .collect();
+        used.extend(
+            self.images
+                .recently_resolved(std::time::Duration::from_secs(60)),
+        );
+        used
     }
 
     /// Directory of a pod's files.

@@ -462,6 +462,14 @@ impl Worker {
             if let Some((Ok(ctr), _)) = &adopted {
                 self.watch_exit(ctr);
             }
+            // A container started before bundles named their image: name it now, so
+            // that image garbage collection sees its image in use.
+            if let Some((_, Ok(Some(image)))) = &adopted {
+                let file = bundle.join(crate::containers::images::BUNDLE_IMAGE_FILE);
+                if !file.exists() {
+                    let _ = std::fs::write(&file, &image.id);
+                }
+            }
             let ip = self
                 .ip
                 .map(IpAddr::V4)
@@ -939,6 +947,7 @@ impl Worker {
                 .join("containers")
                 .join(format!("{}-{attempt}", c.name)),
             lower: image.lowers.clone(),
+            image_id: image.id.clone(),
             config,
             log_path: log_path.clone(),
             stdin: c.stdin.unwrap_or(false),
