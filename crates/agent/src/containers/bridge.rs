@@ -246,7 +246,8 @@ async fn ensure_bridge(node: &Netlink) -> Result<LinkMessage, BridgeError> {
     match node
         .handle
         .link()
-        .add(LinkBridge::new(BRIDGE).build())
+        // Made down: set up once its sysctl is written, as the plugin does.
+        .add(LinkMessageBuilder::<LinkBridge>::new(BRIDGE).build())
         .execute()
         .await
     {
