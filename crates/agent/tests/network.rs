@@ -151,7 +151,7 @@ fn bridge_ports() -> Vec<String> {
 #[test]
 #[ignore = "needs root"]
 fn builtin_pods_reach_each_other_and_the_gateway() {
-    on_node("b", "10.250.8.0/24", async |node| {
+    on_node("b", "10.250.8.0/24", async |node: Node| {
         let cni = node.cni(Network::Builtin);
         let (a_ns, b_ns) = (node.pod("a").await, node.pod("b").await);
         let t = Instant::now();
@@ -199,7 +199,7 @@ fn builtin_pods_reach_each_other_and_the_gateway() {
         cni.del("pod-a", &a_ns).await.expect("DEL a");
         cni.del("pod-b", &b_ns).await.expect("DEL b");
         assert_eq!(bridge_ports(), Vec::<String>::new());
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert!(!node.cached("pod-a") && !node.cached("pod-b"));
         // DEL is idempotent.
         cni.del("pod-a", &a_ns).await.expect("DEL a again");
@@ -209,7 +209,7 @@ fn builtin_pods_reach_each_other_and_the_gateway() {
 #[test]
 #[ignore = "needs root"]
 fn paths_share_addresses_and_tear_down_each_other() {
-    on_node("s", "10.250.9.0/24", async |node| {
+    on_node("s", "10.250.9.0/24", async |node: Node| {
         let plugins = node.cni(Network::Plugins);
         let builtin = node.cni(Network::Builtin);
         let (a_ns, b_ns, c_ns) = (
@@ -245,7 +245,7 @@ fn paths_share_addresses_and_tear_down_each_other() {
         assert_eq!(d, Ipv4Addr::new(10, 250, 9, 5));
         builtin.del("pod-c", &c_ns).await.expect("builtin DEL of c");
         plugins.del("pod-d", &a_ns).await.expect("plugins DEL of d");
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert_eq!(bridge_ports(), Vec::<String>::new());
     });
 }
@@ -253,7 +253,7 @@ fn paths_share_addresses_and_tear_down_each_other() {
 #[test]
 #[ignore = "needs root"]
 fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
-    on_node("f", "10.250.10.0/24", async |node| {
+    on_node("f", "10.250.10.0/24", async |node: Node| {
         let cni = node.cni(Network::Builtin);
         // The pod's namespace already has an eth0: the veth cannot be made.
         let taken = node.pod("taken").await;
@@ -263,7 +263,7 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
         ]);
         let err = cni.add("pod-x", &taken, &[]).await.unwrap_err();
         assert!(err.to_string().contains("eth0"), "{err}");
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert!(!node.cached("pod-x"));
         assert_eq!(bridge_ports(), Vec::<String>::new());
         // A namespace that does not exist.
@@ -272,7 +272,7 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("skn-none"), "{err}");
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert!(!node.cached("pod-y"));
         // The bridge holds another address than the range's gateway.
         run(&["ip", "addr", "flush", "dev", "cni0"]);
@@ -280,7 +280,7 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
         let ok = node.pod("ok").await;
         let err = cni.add("pod-z", &ok, &[]).await.unwrap_err();
         assert!(err.to_string().contains("already has an IP address"), "{err}");
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert_eq!(bridge_ports(), Vec::<String>::new());
         run(&["ip", "addr", "flush", "dev", "cni0"]);
 
@@ -300,7 +300,7 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
         cni.add("pod-g", &gone, &[]).await.expect("ADD g");
         netns::delete(&node.ns("gone")).await.unwrap();
         cni.del("pod-g", &gone).await.expect("DEL of a gone netns");
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert!(!node.cached("pod-g"));
     });
 }
@@ -325,7 +325,7 @@ fn serve_once(netns: &Path, port: u16) -> std::thread::JoinHandle<()> {
 #[test]
 #[ignore = "needs root"]
 fn host_ports_on_both_paths() {
-    on_node("p", "10.250.11.0/24", async |node| {
+    on_node("p", "10.250.11.0/24", async |node: Node| {
         let gw = Ipv4Addr::new(10, 250, 11, 1);
         for (i, network) in [Network::Builtin, Network::Plugins].into_iter().enumerate() {
             let cni = node.cni(network);
@@ -356,6 +356,6 @@ fn host_ports_on_both_paths() {
             let nat = run(&["iptables-save", "-t", "nat"]);
             assert!(!nat.contains(&format!("--dport {host_port}")), "{nat}");
         }
-        assert_eq!(node.reserved(), vec![]);
+        assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
     });
 }

@@ -72,7 +72,7 @@ impl BridgeError {
             BridgeError::Netlink {
                 source: rtnetlink::Error::NetlinkError(m),
                 ..
-            } => Some(-m.raw_code()),
+            } => Some(m.raw_code().abs()),
             _ => None,
         }
     }
@@ -181,7 +181,7 @@ impl Netlink {
             .await
         {
             Ok(link) => Ok(link),
-            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ENODEV => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(None),
             Err(e) => Err(netlink(format!("looking up {name}"))(e)),
         }
     }
@@ -189,7 +189,7 @@ impl Netlink {
     async fn delete(&self, link: &LinkMessage, name: &str) -> Result<(), BridgeError> {
         match self.handle.link().del(link.header.index).execute().await {
             Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ENODEV => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(()),
             Err(e) => Err(netlink(format!("deleting {name}"))(e)),
         }
     }
@@ -253,7 +253,7 @@ async fn ensure_bridge(node: &Netlink) -> Result<LinkMessage, BridgeError> {
     {
         Ok(()) => {}
         // Another pod's setup made it meanwhile.
-        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => {}
         Err(e) => return Err(netlink(format!("could not add {BRIDGE:?}"))(e)),
     }
     let br = node
@@ -309,7 +309,7 @@ async fn ensure_gateway(node: &Netlink, br: &LinkMessage, alloc: &Allocation) ->
         .await
     {
         Ok(()) => {}
-        Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
+        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => {}
         Err(e) => {
             return Err(netlink(format!("could not add IP address to {BRIDGE:?}"))(e));
         }

@@ -177,7 +177,7 @@ pub struct Store {
 }
 
 /// The directory's lock, held until dropped.
-struct Locked(nix::fcntl::Flock<File>);
+type Locked = nix::fcntl::Flock<File>;
 
 impl Store {
     /// The store of `network` under `data_dir` (host-local's `dataDir`), made if missing.
@@ -204,9 +204,7 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map(Locked)
-            .map_err(|(_, e)| IpamError::Io {
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| IpamError::Io {
                 path,
                 source: e.into(),
             })
