@@ -350,10 +350,11 @@ pub async fn attach(netns: &Path, alloc: &Allocation) -> Result<Attached, Bridge
     let mut tries = 0;
     loop {
         use std::os::fd::AsRawFd;
+        // The pod's end cannot be set up in this request (the kernel configures it
+        // before the pair is linked: ENOTCONN); configure() does it.
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(IFNAME.to_string())
             .setns_by_fd(ns_file.as_raw_fd())
-            .up()
             .build();
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.clone())
@@ -421,6 +422,12 @@ async fn configure(
         .link(IFNAME)
         .await?
         .ok_or_else(|| BridgeError::Conflict(format!("no {IFNAME} in {}", netns.display())))?;
+    pod.handle
+        .link()
+        .set(LinkUnspec::new_with_index(eth0.header.index).up().build())
+        .execute()
+        .await
+        .map_err(netlink(format!("setting {IFNAME} up")))?;
     let ip = alloc.address.addr();
     let prefix = alloc.address.prefix_len();
     pod.handle
