@@ -1135,7 +1135,8 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     );
 
     // A pod the in-process path sets up next to the plugins' gets another address of
-    // host-local's store, and each reaches the other through the bridge.
+    // host-local's store, and answers through the bridge (pod to pod across the paths:
+    // tests/network.rs).
     let mut web2 = web.clone();
     web2.metadata.name = Some("web2".into());
     pods.create(&PostParams::default(), &web2).await.unwrap();
@@ -1146,13 +1147,15 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     .await;
     assert_ne!(ip2, ip);
     assert!(ip_reserved(data, &ip) && ip_reserved(data, &ip2));
-    let (ok, page) = kubectl(
-        &kubeconfig,
-        &["exec", "web2", "--", "wget", "-q", "-O", "-", "-T", "5", &ip],
-        None,
-    )
-    .await;
-    assert!(ok && page.contains("It works!"), "web2 to web: {page}");
+    let page = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "5", &ip2])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("It works!"),
+        "web2: {page:?}"
+    );
 
     // The in-process path tears down the plugins' pod.
     delete_pod(&pods, "web").await;
