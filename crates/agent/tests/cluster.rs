@@ -1053,7 +1053,8 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     // The first agent wires pods with the CNI plugins, the next in process, the last with
     // the plugins again: a running node switches paths, and each tears down pods the
     // other set up.
-    let mut agent = spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
     let nodes: Api<Node> = Api::all(admin.clone());
     poll("the Node", Duration::from_secs(20), async || {
         nodes.get_opt(node_name).await.ok().flatten()
@@ -1096,7 +1097,8 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     }
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
-    let mut agent = spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Builtin);
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Builtin);
     // The new agent serves exec for the container it took back.
     let out = poll(
         "exec through the new agent",
@@ -1164,7 +1166,8 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     // And the plugins tear down the in-process path's.
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
-    let mut agent = spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
     poll("web2 taken back", Duration::from_secs(30), async || {
         let (ok, out) = kubectl(&kubeconfig, &["exec", "web2", "--", "true"], None).await;
         (ok && out.is_empty()).then_some(())
@@ -1192,14 +1195,18 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
 /// Deletes a pod and waits until it is gone from the API (the agent has torn it down).
 async fn delete_pod(pods: &Api<Pod>, name: &str) {
     pods.delete(name, &DeleteParams::default()).await.unwrap();
-    poll(&format!("{name} gone"), Duration::from_secs(30), async || {
-        pods.get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
+    poll(
+        &format!("{name} gone"),
+        Duration::from_secs(30),
+        async || {
+            pods.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
 }
 

@@ -65,7 +65,10 @@ impl Node {
     }
 
     fn cached(&self, id: &str) -> bool {
-        self.state.join("results").join(format!("{id}.json")).exists()
+        self.state
+            .join("results")
+            .join(format!("{id}.json"))
+            .exists()
     }
 }
 
@@ -174,16 +177,33 @@ fn builtin_pods_reach_each_other_and_the_gateway() {
             assert!(detail.contains("state UP"), "{detail}");
         }
         // The pod's side.
-        let addr = run(&["ip", "netns", "exec", &node.ns("a"), "ip", "-o", "-4", "addr"]);
+        let addr = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &node.ns("a"),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+        ]);
         assert!(
             addr.lines()
                 .any(|l| l.contains("eth0") && l.contains("inet 10.250.8.2/24")),
             "{addr}"
         );
         let routes = run(&["ip", "netns", "exec", &node.ns("a"), "ip", "route"]);
-        assert!(routes.contains("default via 10.250.8.1 dev eth0"), "{routes}");
+        assert!(
+            routes.contains("default via 10.250.8.1 dev eth0"),
+            "{routes}"
+        );
         let notify = run(&[
-            "ip", "netns", "exec", &node.ns("a"), "cat", "/proc/sys/net/ipv4/conf/eth0/arp_notify",
+            "ip",
+            "netns",
+            "exec",
+            &node.ns("a"),
+            "cat",
+            "/proc/sys/net/ipv4/conf/eth0/arp_notify",
         ]);
         assert_eq!(notify.trim(), "1");
         // host-local's files.
@@ -218,10 +238,19 @@ fn paths_share_addresses_and_tear_down_each_other() {
             node.pod("c").await,
         );
         let t = Instant::now();
-        let a = plugins.add("pod-a", &a_ns, &[]).await.expect("plugins ADD a");
+        let a = plugins
+            .add("pod-a", &a_ns, &[])
+            .await
+            .expect("plugins ADD a");
         eprintln!("plugins ADD took {:?}", t.elapsed());
-        let b = builtin.add("pod-b", &b_ns, &[]).await.expect("builtin ADD b");
-        let c = plugins.add("pod-c", &c_ns, &[]).await.expect("plugins ADD c");
+        let b = builtin
+            .add("pod-b", &b_ns, &[])
+            .await
+            .expect("builtin ADD b");
+        let c = plugins
+            .add("pod-c", &c_ns, &[])
+            .await
+            .expect("plugins ADD c");
         // One round-robin over one store: each path continues where the other stopped.
         assert_eq!(
             [a, b, c],
@@ -241,7 +270,10 @@ fn paths_share_addresses_and_tear_down_each_other() {
         assert_eq!(node.reserved(), vec![c]);
         assert_eq!(bridge_ports().len(), 1);
         // A freed address is not reused before the rest of the range, on either path.
-        let d = builtin.add("pod-d", &a_ns, &[]).await.expect("builtin ADD d");
+        let d = builtin
+            .add("pod-d", &a_ns, &[])
+            .await
+            .expect("builtin ADD d");
         assert_eq!(d, Ipv4Addr::new(10, 250, 9, 5));
         builtin.del("pod-c", &c_ns).await.expect("builtin DEL of c");
         plugins.del("pod-d", &a_ns).await.expect("plugins DEL of d");
@@ -258,8 +290,19 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
         // The pod's namespace already has an eth0: the veth cannot be made.
         let taken = node.pod("taken").await;
         run(&[
-            "ip", "netns", "exec", &node.ns("taken"), "ip", "link", "add", "eth0", "type", "veth",
-            "peer", "name", "other",
+            "ip",
+            "netns",
+            "exec",
+            &node.ns("taken"),
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "other",
         ]);
         let err = cni.add("pod-x", &taken, &[]).await.unwrap_err();
         assert!(err.to_string().contains("eth0"), "{err}");
@@ -279,7 +322,10 @@ fn a_failed_setup_leaves_nothing_and_teardown_outlives_the_netns() {
         run(&["ip", "addr", "add", "10.99.0.1/24", "dev", "cni0"]);
         let ok = node.pod("ok").await;
         let err = cni.add("pod-z", &ok, &[]).await.unwrap_err();
-        assert!(err.to_string().contains("already has an IP address"), "{err}");
+        assert!(
+            err.to_string().contains("already has an IP address"),
+            "{err}"
+        );
         assert_eq!(node.reserved(), Vec::<Ipv4Addr>::new());
         assert_eq!(bridge_ports(), Vec::<String>::new());
         run(&["ip", "addr", "flush", "dev", "cni0"]);
@@ -338,7 +384,9 @@ fn host_ports_on_both_paths() {
                 host_ip: String::new(),
             }];
             let id = format!("pod-hp{i}");
-            cni.add(&id, &pod, &ports).await.expect("ADD with a hostPort");
+            cni.add(&id, &pod, &ports)
+                .await
+                .expect("ADD with a hostPort");
             let server = serve_once(&pod, 8080);
             let mut s = TcpStream::connect_timeout(
                 &SocketAddr::from((gw, host_port)),

@@ -98,10 +98,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let ProxyModeArg::Nftables = args.proxy_mode {
         agent_args.extend(["--proxy-mode".to_string(), "nftables".to_string()]);
     }
-    agent_args.extend([
-        "--network".to_string(),
-        args.network.network().to_string(),
-    ]);
+    agent_args.extend(["--network".to_string(), args.network.network().to_string()]);
     if let Some(path) = &args.resolv_conf {
         // The agents read it when they start (and again after a restart): an absolute
         // path, checked now rather than by every node.

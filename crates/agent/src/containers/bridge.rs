@@ -135,7 +135,10 @@ impl Netlink {
     /// (and ends there: a pooled thread must never change namespace). `defaults` are
     /// sysctls (`net/ipv4/conf/default/arp_notify`...) written there first, so the
     /// interfaces made in it afterwards start with them.
-    async fn enter(path: &Path, defaults: &'static [(&'static str, &'static str)]) -> Result<Self, BridgeError> {
+    async fn enter(
+        path: &Path,
+        defaults: &'static [(&'static str, &'static str)],
+    ) -> Result<Self, BridgeError> {
         let runtime = tokio::runtime::Handle::current();
         let path = path.to_path_buf();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -167,7 +170,8 @@ impl Netlink {
                 what: "starting a thread".into(),
                 source,
             })?;
-        rx.await.map_err(|_| BridgeError::Conflict("the namespace thread panicked".into()))?
+        rx.await
+            .map_err(|_| BridgeError::Conflict("the namespace thread panicked".into()))?
     }
 
     async fn link(&self, name: &str) -> Result<Option<LinkMessage>, BridgeError> {
@@ -181,7 +185,9 @@ impl Netlink {
             .await
         {
             Ok(link) => Ok(link),
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Ok(None)
+            }
             Err(e) => Err(netlink(format!("looking up {name}"))(e)),
         }
     }
@@ -275,7 +281,11 @@ async fn ensure_bridge(node: &Netlink) -> Result<LinkMessage, BridgeError> {
 /// is there; another IPv4 address there is an error; else it is added, the bridge's MAC
 /// set to itself (a bridge otherwise takes the lowest MAC of its ports, which changes as
 /// pods come and go), and forwarding enabled.
-async fn ensure_gateway(node: &Netlink, br: &LinkMessage, alloc: &Allocation) -> Result<(), BridgeError> {
+async fn ensure_gateway(
+    node: &Netlink,
+    br: &LinkMessage,
+    alloc: &Allocation,
+) -> Result<(), BridgeError> {
     let gw = alloc.gateway;
     let prefix = alloc.address.prefix_len();
     let addrs: Vec<_> = node
@@ -311,7 +321,9 @@ async fn ensure_gateway(node: &Netlink, br: &LinkMessage, alloc: &Allocation) ->
         Ok(()) => {}
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EEXIST => {}
         Err(e) => {
-            return Err(netlink(format!("could not add IP address to {BRIDGE:?}"))(e));
+            return Err(netlink(format!("could not add IP address to {BRIDGE:?}"))(
+                e,
+            ));
         }
     }
     let current = node.link(BRIDGE).await?.unwrap_or_else(|| br.clone());
@@ -408,11 +420,7 @@ async fn configure(
         .ok_or_else(|| BridgeError::Conflict(format!("{host_name} vanished as it was made")))?;
     node.handle
         .link()
-        .set_port(
-            LinkBridgePort::new(host.header.index)
-                .hairpin(true)
-                .build(),
-        )
+        .set_port(LinkBridgePort::new(host.header.index).hairpin(true).build())
         .execute()
         .await
         .map_err(netlink(format!(
@@ -479,21 +487,24 @@ async fn configure(
 /// process still holds it). Nothing to remove is fine.
 pub async fn detach(netns: &Path, host: Option<&str>) -> Result<(), BridgeError> {
     let mut first_err = None;
-    if netns.exists() {
-        match Netlink::enter(netns, &[]).await {
-            Ok(pod) => match pod.link(IFNAME).await {
-                Ok(Some(link)) => {
-                    if let Err(e) = pod.delete(&link, IFNAME).await {
-                        first_err.get_or_insert(e);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
+    // A name left without its namespace (not a namespace mount any more) fails to be
+    // entered: nothing of the pod's is in there then.
+    let pod = if netns.exists() {
+        Netlink::enter(netns, &[]).await.ok()
+    } else {
+        None
+    };
+    if let Some(pod) = pod {
+        match pod.link(IFNAME).await {
+            Ok(Some(link)) => {
+                if let Err(e) = pod.delete(&link, IFNAME).await {
                     first_err.get_or_insert(e);
                 }
-            },
-            // A name left without its namespace (not a namespace mount any more).
-            Err(_) => {}
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     if let Some(name) = host {

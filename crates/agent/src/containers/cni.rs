@@ -327,13 +327,14 @@ impl Cni {
         let store = self.ipam_store()?;
         let id = container_id.to_string();
         // flock may wait for a host-local process.
-        let alloc = tokio::task::spawn_blocking(move || store.allocate(&range, &id, bridge::IFNAME))
-            .await
-            .map_err(|e| CniError::Plugin {
-                plugin: "host-local".into(),
-                command: "ADD".into(),
-                message: format!("the IPAM task: {e}"),
-            })??;
+        let alloc =
+            tokio::task::spawn_blocking(move || store.allocate(&range, &id, bridge::IFNAME))
+                .await
+                .map_err(|e| CniError::Plugin {
+                    plugin: "host-local".into(),
+                    command: "ADD".into(),
+                    message: format!("the IPAM task: {e}"),
+                })??;
         let attached = bridge::attach(netns, &alloc).await?;
         let result = json!({
             "cniVersion": CNI_VERSION,
@@ -350,7 +351,15 @@ impl Cni {
         if !ports.is_empty() {
             let list = self.conflist();
             let conf = plugin_conf(&list, &list["plugins"][1], Some(&result), ports);
-            exec_plugin(&self.bin_dir, "ADD", container_id, netns, bridge::IFNAME, &conf).await?;
+            exec_plugin(
+                &self.bin_dir,
+                "ADD",
+                container_id,
+                netns,
+                bridge::IFNAME,
+                &conf,
+            )
+            .await?;
         }
         Ok(alloc.address.addr())
     }
@@ -366,8 +375,15 @@ impl Cni {
             let list = self.conflist();
             let prev = Some(&result).filter(|v| !v.is_null());
             let conf = plugin_conf(&list, &list["plugins"][1], prev, &ports);
-            if let Err(e) =
-                exec_plugin(&self.bin_dir, "DEL", container_id, netns, bridge::IFNAME, &conf).await
+            if let Err(e) = exec_plugin(
+                &self.bin_dir,
+                "DEL",
+                container_id,
+                netns,
+                bridge::IFNAME,
+                &conf,
+            )
+            .await
             {
                 first_err.get_or_insert(e);
             }

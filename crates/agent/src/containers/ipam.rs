@@ -204,10 +204,12 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| IpamError::Io {
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            IpamError::Io {
                 path,
                 source: e.into(),
-            })
+            }
+        })
     }
 
     /// The address files and what they hold (trimmed), in no order.
@@ -252,12 +254,7 @@ impl Store {
     /// Reserves an address of `range` for `id` on `ifname`, as host-local's ADD does:
     /// refused if the container already holds one, else the first free address of the
     /// round-robin walk, its file created exclusively and `last_reserved_ip.0` updated.
-    pub fn allocate(
-        &self,
-        range: &Range,
-        id: &str,
-        ifname: &str,
-    ) -> Result<Allocation, IpamError> {
+    pub fn allocate(&self, range: &Range, id: &str, ifname: &str) -> Result<Allocation, IpamError> {
         let _lock = self.lock()?;
         if let Some(ip) = self
             .held(id, ifname)?
@@ -433,12 +430,18 @@ mod tests {
         assert_eq!(a.address.addr(), Ipv4Addr::new(10, 244, 1, 4));
         store.release("cni-pod", "eth0").unwrap();
         store.release("old-pod", "eth0").unwrap();
-        assert_eq!(store.reserved().unwrap(), vec![Ipv4Addr::new(10, 244, 1, 4)]);
+        assert_eq!(
+            store.reserved().unwrap(),
+            vec![Ipv4Addr::new(10, 244, 1, 4)]
+        );
         // Releasing what is not held is fine; another interface's address stays.
         std::fs::write(store.dir().join("10.244.1.9"), "mine\r\nnet1").unwrap();
         store.release("mine", "eth0").unwrap();
         store.release("mine", "eth0").unwrap();
-        assert_eq!(store.reserved().unwrap(), vec![Ipv4Addr::new(10, 244, 1, 9)]);
+        assert_eq!(
+            store.reserved().unwrap(),
+            vec![Ipv4Addr::new(10, 244, 1, 9)]
+        );
     }
 
     #[test]
