@@ -22,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
         cluster_dns: skiff_api::defaults::DNS_SERVICE_IP,
         cluster_domain: skiff_api::defaults::CLUSTER_DOMAIN.into(),
         cni_bin_dir: "/usr/lib/cni".into(),
+        // `SKIFF_AGENT_NETWORK=cni` runs the CNI plugins.
+        network: Some(var("NETWORK"))
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_default(),
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,

@@ -1,8 +1,8 @@
 //! skiff-agent: the node agent, skiff's kubelet and container runtime.
 //!
 //! - [`containers`] runs containers without any API server: the image store with its
-//!   built-in images, pod network namespaces wired by the CNI plugins, containers under
-//!   runc over overlayfs with CRI log files, exec.
+//!   built-in images, pod network namespaces wired in process (or by the CNI plugins),
+//!   containers under runc over overlayfs with CRI log files, exec.
 //! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
 //! - [`hollow`] runs many hollow nodes in one process (no containers), for density tests.
 //! - [`node`] registers the Node and keeps its status and Lease fresh.
@@ -36,6 +36,7 @@ use tokio::sync::watch;
 pub use containers::images;
 
 use containers::cni::Cni;
+pub use containers::cni::Network;
 use containers::container::{Container, Runc};
 use containers::images::ImageStore;
 use kubelet::Kubelet;
@@ -69,8 +70,11 @@ pub struct AgentConfig {
     pub cluster_dns: Ipv4Addr,
     /// Cluster domain (cluster.local).
     pub cluster_domain: String,
-    /// Directory of the CNI plugin binaries (/usr/lib/cni).
+    /// Directory of the CNI plugin binaries (/usr/lib/cni): every plugin with
+    /// [`Network::Plugins`], `portmap` for hostPorts with either.
     pub cni_bin_dir: PathBuf,
+    /// Which code wires pods to the node's bridge (`--network`).
+    pub network: Network,
     /// Port of the kubelet endpoint (10250).
     pub kubelet_port: u16,
     /// The skiff binary, for the built-in `skiff` image.
@@ -321,11 +325,12 @@ pub async fn run_after_proxy(
                 bin_dir: cfg.cni_bin_dir.clone(),
                 state_dir: cfg.data_dir.join("cni"),
                 pod_cidr: cidr.clone(),
+                network: cfg.network,
             };
             if let Err(e) = cni.write_config() {
                 tracing::warn!(error = %e, "writing the CNI config");
             }
-            tracing::info!(pod_cidr = %cidr, "pod network ready");
+            tracing::info!(pod_cidr = %cidr, network = %cfg.network, "pod network ready");
             cni_tx.send_replace(Some(cni));
             // The bridge exists after the first pod; bridge netfilter may only be
             // settable then.

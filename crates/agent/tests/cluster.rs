@@ -312,6 +312,7 @@ async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
         cluster_dns: "10.96.0.10".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
         cni_bin_dir: "/usr/lib/cni".into(),
+        network: bench_network(),
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
@@ -779,7 +780,7 @@ async fn start_agent_process(
     .expect("API server");
     let url = format!("https://127.0.0.1:{}", server.port());
     let admin = Client::try_from(server.admin_client_config()).unwrap();
-    let agent = spawn_agent_process(data, prefix, node_name, &url);
+    let agent = spawn_agent_process(data, prefix, node_name, &url, bench_network());
     let nodes: Api<Node> = Api::all(admin.clone());
     poll("the Node", Duration::from_secs(20), async || {
         let n = nodes.get_opt(node_name).await.ok().flatten()?;
@@ -798,6 +799,15 @@ async fn start_agent_process(
         .await
         .unwrap();
     (server, admin, agent)
+}
+
+/// The pod network of the agents the tests start: `SKIFF_BENCH_NETWORK` (`builtin`, the
+/// default, or `cni`), so the benchmark measures either path.
+fn bench_network() -> skiff_agent::Network {
+    std::env::var("SKIFF_BENCH_NETWORK")
+        .ok()
+        .map(|v| v.parse().expect("SKIFF_BENCH_NETWORK: builtin or cni"))
+        .unwrap_or_default()
 }
 
 /// `SKIFF_BENCH_AGENT=process` runs the agent as a process (needs `cargo build
@@ -996,6 +1006,7 @@ fn spawn_agent_process(
     prefix: &str,
     node_name: &str,
     url: &str,
+    network: skiff_agent::Network,
 ) -> tokio::process::Child {
     let server_dir = data.join("server");
     // The example binary sits next to this test's directory of binaries.
@@ -1016,6 +1027,7 @@ fn spawn_agent_process(
         .env("SKIFF_AGENT_NODE", node_name)
         .env("SKIFF_AGENT_DATA", data.join("agent"))
         .env("SKIFF_AGENT_NETNS_PREFIX", format!("{prefix}p-"))
+        .env("SKIFF_AGENT_NETWORK", network.to_string())
         .kill_on_drop(true)
         .spawn()
         .expect("the agent_dev example (built by cargo test)")
@@ -1039,7 +1051,11 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
         skiff_apiserver::pki::admin_kubeconfig(&server_dir, &url, "skc").unwrap(),
     )
     .unwrap();
-    let mut agent = spawn_agent_process(data, prefix, node_name, &url);
+    // The first agent wires pods with the CNI plugins, the next in process, the last with
+    // the plugins again: a running node switches paths, and each tears down pods the
+    // other set up.
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
     let nodes: Api<Node> = Api::all(admin.clone());
     poll("the Node", Duration::from_secs(20), async || {
         nodes.get_opt(node_name).await.ok().flatten()
@@ -1082,7 +1098,8 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
     }
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
-    let mut agent = spawn_agent_process(data, prefix, node_name, &url);
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Builtin);
     // The new agent serves exec for the container it took back.
     let out = poll(
         "exec through the new agent",
@@ -1120,22 +1137,78 @@ async fn restart(data: &Path, prefix: &str, node_name: &str) {
         Some("True")
     );
 
-    pods.delete("web", &DeleteParams::default()).await.unwrap();
-    poll("web gone", Duration::from_secs(30), async || {
-        pods.get_opt("web")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
+    // A pod the in-process path sets up next to the plugins' gets another address of
+    // host-local's store, and answers through the bridge (pod to pod across the paths:
+    // tests/network.rs).
+    let mut web2 = web.clone();
+    web2.metadata.name = Some("web2".into());
+    pods.create(&PostParams::default(), &web2).await.unwrap();
+    let ip2 = poll("web2 Ready", Duration::from_secs(30), async || {
+        let p = pods.get("web2").await.ok()?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(p.status?.pod_ip?)
     })
     .await;
+    assert_ne!(ip2, ip);
+    assert!(ip_reserved(data, &ip) && ip_reserved(data, &ip2));
+    let page = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "5", &ip2])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("It works!"),
+        "web2: {page:?}"
+    );
+
+    // The in-process path tears down the plugins' pod.
+    delete_pod(&pods, "web").await;
+    assert!(!ip_reserved(data, &ip), "{ip} is still reserved");
+
+    // And the plugins tear down the in-process path's.
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    let mut agent =
+        spawn_agent_process(data, prefix, node_name, &url, skiff_agent::Network::Plugins);
+    poll("web2 taken back", Duration::from_secs(30), async || {
+        let (ok, out) = kubectl(&kubeconfig, &["exec", "web2", "--", "true"], None).await;
+        (ok && out.is_empty()).then_some(())
+    })
+    .await;
+    delete_pod(&pods, "web2").await;
+    assert!(!ip_reserved(data, &ip2), "{ip2} is still reserved");
     poll("pod netns removed", Duration::from_secs(10), async || {
         netns::list(&format!("{prefix}p-")).is_empty().then_some(())
     })
     .await;
+    let ports = Command::new("ip")
+        .args(["-o", "link", "show", "master", "cni0"])
+        .output()
+        .unwrap();
+    assert!(
+        ports.stdout.is_empty(),
+        "veths left on the bridge: {}",
+        String::from_utf8_lossy(&ports.stdout)
+    );
     agent.start_kill().unwrap();
     let _ = agent.wait().await;
+}
+
+/// Deletes a pod and waits until it is gone from the API (the agent has torn it down).
+async fn delete_pod(pods: &Api<Pod>, name: &str) {
+    pods.delete(name, &DeleteParams::default()).await.unwrap();
+    poll(
+        &format!("{name} gone"),
+        Duration::from_secs(30),
+        async || {
+            pods.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// kubectl 1.27: SPDY/3.1 for exec, attach and port-forward.

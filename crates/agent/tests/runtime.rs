@@ -253,6 +253,7 @@ fn runtime_end_to_end() {
                 bin_dir: "/usr/lib/cni".into(),
                 state_dir: data.path().join("cni"),
                 pod_cidr: "10.250.7.0/24".into(),
+                network: skiff_agent::Network::default(),
             };
             cni.write_config().unwrap();
             let pod_ns = netns::create(&format!("{prefix}pod1")).await.unwrap();

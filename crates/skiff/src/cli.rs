@@ -106,6 +106,9 @@ pub struct UpArgs {
     /// Dataplane of the service proxies.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
+    /// What wires pods to their node's bridge (`skiff agent --network`).
+    #[arg(long, value_enum, default_value_t = NetworkArg::Builtin)]
+    pub network: NetworkArg,
     /// Seconds a node may be silent before it is marked NotReady/Unknown (must exceed the
     /// agents' 10 s lease renewal).
     #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
@@ -316,9 +319,15 @@ pub struct AgentArgs {
     /// Extra node labels, `k=v,k2=v2`.
     #[arg(long, value_delimiter = ',')]
     pub node_labels: Vec<String>,
-    /// Directory of the CNI plugins.
+    /// Directory of the CNI plugins (every plugin with `--network cni`, `portmap` for
+    /// hostPorts with either).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
+    /// What wires pods to the node's bridge `cni0`: `builtin` does what the CNI `bridge`
+    /// and `host-local` plugins do, in process; `cni` runs those plugins. Both keep
+    /// host-local's address files, so a node may be restarted with the other.
+    #[arg(long, value_enum, default_value_t = NetworkArg::Builtin)]
+    pub network: NetworkArg,
     /// Dataplane of the service proxy.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
@@ -352,6 +361,25 @@ pub struct AgentArgs {
     /// Image garbage collection.
     #[command(flatten)]
     pub image_gc: ImageGcArgs,
+}
+
+/// Pod networks for `skiff agent --network`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NetworkArg {
+    /// In process over rtnetlink, as the CNI bridge and host-local plugins.
+    Builtin,
+    /// The CNI plugin binaries (bridge, host-local, portmap).
+    Cni,
+}
+
+impl NetworkArg {
+    /// The agent's setting.
+    pub fn network(self) -> skiff_agent::Network {
+        match self {
+            NetworkArg::Builtin => skiff_agent::Network::Builtin,
+            NetworkArg::Cni => skiff_agent::Network::Plugins,
+        }
+    }
 }
 
 /// Proxy dataplanes.

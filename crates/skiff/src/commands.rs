@@ -98,6 +98,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let ProxyModeArg::Nftables = args.proxy_mode {
         agent_args.extend(["--proxy-mode".to_string(), "nftables".to_string()]);
     }
+    agent_args.extend(["--network".to_string(), args.network.network().to_string()]);
     if let Some(path) = &args.resolv_conf {
         // The agents read it when they start (and again after a restart): an absolute
         // path, checked now rather than by every node.
@@ -480,6 +481,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cluster_dns: skiff_api::defaults::DNS_SERVICE_IP,
         cluster_domain: skiff_api::defaults::CLUSTER_DOMAIN.to_string(),
         cni_bin_dir: args.cni_bin_dir.clone(),
+        network: args.network.network(),
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         credentials: None,

@@ -1,7 +1,19 @@
-//! Calls the standard CNI plugins as the CNI spec says: the network config on stdin, the
-//! command and container in environment variables, a chained list (`bridge` then
-//! `portmap`) with each plugin's result passed to the next as `prevResult`, and DEL in
-//! reverse order with the cached ADD result.
+//! The pod network of a node, on one of two paths ([`Network`]) that keep the same state,
+//! so that a running node can switch between them (an agent restarted with the other
+//! `--network` tears down what the other path set up, and neither hands out an address
+//! the other holds):
+//!
+//! - [`Network::Plugins`]: the standard CNI plugins, called as the CNI spec says: the
+//!   network config on stdin, the command and container in environment variables, a
+//!   chained list (`bridge` then `portmap`) with each plugin's result passed to the next
+//!   as `prevResult`, and DEL in reverse order with the cached ADD result.
+//! - [`Network::Builtin`] (the default): what `bridge` with `host-local` does for that
+//!   config, in process ([`super::bridge`] over rtnetlink, [`super::ipam`] on
+//!   host-local's files); the `portmap` plugin still runs, for pods with hostPorts only,
+//!   chained after it with the same result.
+//!
+//! Both write the same cached result (`<state>/results/<id>.json`, the plugin chain's
+//! result and the port mappings) that DEL reads.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,8 +25,43 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::{bridge, ipam};
+
 /// CNI spec version skiff speaks (the Debian plugins support it).
 pub const CNI_VERSION: &str = "1.0.0";
+
+/// The network name of skiff's config list (host-local's directory under `ipam/`).
+pub const NETWORK_NAME: &str = "skiff";
+
+/// Which code wires pods to the node's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// In process, over rtnetlink, as the `bridge` and `host-local` plugins do.
+    #[default]
+    Builtin,
+    /// The CNI plugin binaries, a process per plugin per pod.
+    Plugins,
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Builtin => "builtin",
+            Network::Plugins => "cni",
+        })
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "builtin" => Ok(Network::Builtin),
+            "cni" => Ok(Network::Plugins),
+            _ => Err(format!("unknown pod network {s:?}: builtin or cni")),
+        }
+    }
+}
 
 /// Why a CNI call failed.
 #[derive(Debug, Error)]
@@ -37,6 +84,12 @@ pub enum CniError {
         /// Its message.
         message: String,
     },
+    /// The in-process bridge failed.
+    #[error("pod network (builtin bridge): {0}")]
+    Bridge(#[from] super::bridge::BridgeError),
+    /// The in-process IPAM failed.
+    #[error("pod network (builtin host-local): {0}")]
+    Ipam(#[from] super::ipam::IpamError),
     /// Reading or writing the cached result.
     #[error("CNI result cache {path}: {source}")]
     Cache {
@@ -71,6 +124,8 @@ pub struct Cni {
     pub state_dir: PathBuf,
     /// The node's pod CIDR.
     pub pod_cidr: String,
+    /// Which path wires pods.
+    pub network: Network,
 }
 
 impl Cni {
@@ -79,7 +134,7 @@ impl Cni {
     pub fn conflist(&self) -> Value {
         json!({
             "cniVersion": CNI_VERSION,
-            "name": "skiff",
+            "name": NETWORK_NAME,
             "plugins": [
                 {
                     "type": "bridge",
@@ -112,11 +167,33 @@ impl Cni {
             .join(format!("{container_id}.json"))
     }
 
-    /// Attaches the pod's netns: the chain. Returns the pod's IPv4.
+    /// Attaches the pod's netns on the configured path. Returns the pod's IPv4.
     ///
     /// The loopback is not the `loopback` plugin's job here: [`super::netns::create`]
     /// brings `lo` up as it makes the namespace, which saves a plugin process per pod.
     pub async fn add(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+    ) -> Result<Ipv4Addr, CniError> {
+        match self.network {
+            Network::Builtin => self.add_builtin(container_id, netns, ports).await,
+            Network::Plugins => self.add_plugins(container_id, netns, ports).await,
+        }
+    }
+
+    /// Detaches the pod's netns on the configured path, whichever path attached it. A
+    /// missing netns is fine: the address is released anyway.
+    pub async fn del(&self, container_id: &str, netns: &Path) -> Result<(), CniError> {
+        match self.network {
+            Network::Builtin => self.del_builtin(container_id, netns).await,
+            Network::Plugins => self.del_plugins(container_id, netns).await,
+        }
+    }
+
+    /// The plugin chain's ADD.
+    async fn add_plugins(
         &self,
         container_id: &str,
         netns: &Path,
@@ -137,6 +214,21 @@ impl Cni {
                 Some(exec_plugin(&self.bin_dir, "ADD", container_id, netns, "eth0", &conf).await?);
         }
         let result = prev.unwrap_or(Value::Null);
+        self.write_cache(container_id, &result, ports)?;
+        first_ipv4(&result).ok_or_else(|| CniError::Plugin {
+            plugin: "bridge".into(),
+            command: "ADD".into(),
+            message: format!("no IPv4 address in the result {result}"),
+        })
+    }
+
+    /// Writes the cached result of an ADD: the chain's result and the port mappings.
+    fn write_cache(
+        &self,
+        container_id: &str,
+        result: &Value,
+        ports: &[PortMapping],
+    ) -> Result<(), CniError> {
         let path = self.cache_path(container_id);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -146,28 +238,26 @@ impl Cni {
             &path,
             json!({"result": result, "ports": ports_json}).to_string(),
         )
-        .map_err(|source| CniError::Cache {
-            path: path.clone(),
-            source,
-        })?;
-        first_ipv4(&result).ok_or_else(|| CniError::Plugin {
-            plugin: "bridge".into(),
-            command: "ADD".into(),
-            message: format!("no IPv4 address in the result {result}"),
-        })
+        .map_err(|source| CniError::Cache { path, source })
     }
 
-    /// Detaches the pod's netns: the chain in reverse with the cached result, then the
-    /// cache entry. Idempotent; a missing netns is fine (plugins release IPAM anyway).
-    pub async fn del(&self, container_id: &str, netns: &Path) -> Result<(), CniError> {
-        let path = self.cache_path(container_id);
-        let cached: Value = std::fs::read(&path)
+    /// The cached result and port mappings of an ADD (null and none if there is none).
+    fn read_cache(&self, container_id: &str) -> (Value, Vec<PortMapping>) {
+        let cached: Value = std::fs::read(self.cache_path(container_id))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
         let ports: Vec<PortMapping> =
             serde_json::from_value(cached["ports"].clone()).unwrap_or_default();
-        let prev = Some(cached["result"].clone()).filter(|v| !v.is_null());
+        (cached["result"].clone(), ports)
+    }
+
+    /// The plugin chain's DEL: the chain in reverse with the cached result, then the
+    /// cache entry. Idempotent; a missing netns is fine (plugins release IPAM anyway).
+    async fn del_plugins(&self, container_id: &str, netns: &Path) -> Result<(), CniError> {
+        let path = self.cache_path(container_id);
+        let (result, ports) = self.read_cache(container_id);
+        let prev = Some(result).filter(|v| !v.is_null());
         let list = self.conflist();
         let mut first_err = None;
         for plugin in list["plugins"]
@@ -183,6 +273,141 @@ impl Cni {
             {
                 first_err.get_or_insert(e);
             }
+        }
+        let _ = std::fs::remove_file(&path);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// host-local's store of this network (`<state>/ipam/skiff`).
+    fn ipam_store(&self) -> Result<ipam::Store, CniError> {
+        Ok(ipam::Store::open(
+            &self.state_dir.join("ipam"),
+            NETWORK_NAME,
+        )?)
+    }
+
+    /// The in-process ADD: an address from host-local's store, the link
+    /// ([`bridge::attach`]), the cached result, then `portmap` for hostPorts. A failure
+    /// half way undoes what was done (see [`Cni::del_builtin`]).
+    async fn add_builtin(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+    ) -> Result<Ipv4Addr, CniError> {
+        // Recorded before anything is made, so that a DEL after a crash half way (the
+        // orphan cleanup's) still releases the address.
+        self.write_cache(container_id, &Value::Null, ports)?;
+        match self.attach_builtin(container_id, netns, ports).await {
+            Ok(ip) => Ok(ip),
+            Err(e) => {
+                if let Err(undo) = self.del_builtin(container_id, netns).await {
+                    tracing::warn!(error = %undo, "undoing a failed pod network setup");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn attach_builtin(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+    ) -> Result<Ipv4Addr, CniError> {
+        let subnet: ipnet::Ipv4Net = self.pod_cidr.parse().map_err(|e| CniError::Plugin {
+            plugin: "host-local".into(),
+            command: "ADD".into(),
+            message: format!("invalid subnet {}: {e}", self.pod_cidr),
+        })?;
+        let range = ipam::Range::new(subnet)?;
+        let store = self.ipam_store()?;
+        let id = container_id.to_string();
+        // flock may wait for a host-local process.
+        let alloc =
+            tokio::task::spawn_blocking(move || store.allocate(&range, &id, bridge::IFNAME))
+                .await
+                .map_err(|e| CniError::Plugin {
+                    plugin: "host-local".into(),
+                    command: "ADD".into(),
+                    message: format!("the IPAM task: {e}"),
+                })??;
+        let attached = bridge::attach(netns, &alloc).await?;
+        let result = json!({
+            "cniVersion": CNI_VERSION,
+            "interfaces": [attached.bridge, attached.host, attached.pod],
+            "ips": [{
+                "interface": 2,
+                "address": alloc.address.to_string(),
+                "gateway": alloc.gateway.to_string(),
+            }],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dns": {},
+        });
+        self.write_cache(container_id, &result, ports)?;
+        if !ports.is_empty() {
+            let list = self.conflist();
+            let conf = plugin_conf(&list, &list["plugins"][1], Some(&result), ports);
+            exec_plugin(
+                &self.bin_dir,
+                "ADD",
+                container_id,
+                netns,
+                bridge::IFNAME,
+                &conf,
+            )
+            .await?;
+        }
+        Ok(alloc.address.addr())
+    }
+
+    /// The in-process DEL, of what either path attached: `portmap` for hostPorts, the
+    /// link ([`bridge::detach`], also when the netns is gone), the address, the cache
+    /// entry. Every step is tried; the first failure is returned.
+    async fn del_builtin(&self, container_id: &str, netns: &Path) -> Result<(), CniError> {
+        let path = self.cache_path(container_id);
+        let (result, ports) = self.read_cache(container_id);
+        let mut first_err: Option<CniError> = None;
+        if !ports.is_empty() {
+            let list = self.conflist();
+            let prev = Some(&result).filter(|v| !v.is_null());
+            let conf = plugin_conf(&list, &list["plugins"][1], prev, &ports);
+            if let Err(e) = exec_plugin(
+                &self.bin_dir,
+                "DEL",
+                container_id,
+                netns,
+                bridge::IFNAME,
+                &conf,
+            )
+            .await
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = bridge::detach(netns, host_veth(&result).as_deref()).await {
+            first_err.get_or_insert(e.into());
+        }
+        let released = match self.ipam_store() {
+            Ok(store) => {
+                let id = container_id.to_string();
+                tokio::task::spawn_blocking(move || store.release(&id, bridge::IFNAME))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ipam::IpamError::Io {
+                            path: PathBuf::new(),
+                            source: std::io::Error::other(e),
+                        })
+                    })
+                    .map_err(CniError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
+            first_err.get_or_insert(e);
         }
         let _ = std::fs::remove_file(&path);
         match first_err {
@@ -221,6 +446,16 @@ fn plugin_conf(list: &Value, plugin: &Value, prev: Option<&Value>, ports: &[Port
         conf["runtimeConfig"] = json!({"portMappings": ports});
     }
     conf
+}
+
+/// The host end of the veth pair in a cached result: the interface outside any sandbox
+/// that is not the bridge.
+fn host_veth(result: &Value) -> Option<String> {
+    result["interfaces"].as_array()?.iter().find_map(|i| {
+        let name = i["name"].as_str()?;
+        (i.get("sandbox").is_none_or(|s| s.is_null() || s == "") && name != bridge::BRIDGE)
+            .then(|| name.to_string())
+    })
 }
 
 fn first_ipv4(result: &Value) -> Option<Ipv4Addr> {
@@ -312,6 +547,7 @@ mod tests {
             bin_dir: "/usr/lib/cni".into(),
             state_dir: "/d/cni".into(),
             pod_cidr: "10.244.1.0/24".into(),
+            network: Network::Plugins,
         };
         let list = cni.conflist();
         assert_eq!(
@@ -333,5 +569,26 @@ mod tests {
         let bridge = plugin_conf(&list, &list["plugins"][0], None, &ports);
         assert!(bridge.get("runtimeConfig").is_none());
         assert_eq!(first_ipv4(&prev), Some(Ipv4Addr::new(10, 244, 1, 5)));
+    }
+
+    #[test]
+    fn finds_the_host_end_in_either_paths_result() {
+        // The bridge plugin's result, as cached by the plugin path.
+        let plugin = json!({"interfaces": [
+            {"name": "cni0", "mac": "aa:bb:cc:dd:ee:ff"},
+            {"name": "veth1a2b3c4d", "mac": "11:22:33:44:55:66"},
+            {"name": "eth0", "mac": "0a:0b:0c:0d:0e:0f", "sandbox": "/var/run/netns/p"}
+        ]});
+        assert_eq!(host_veth(&plugin).as_deref(), Some("veth1a2b3c4d"));
+        assert_eq!(host_veth(&Value::Null), None);
+    }
+
+    #[test]
+    fn network_names_on_the_command_line() {
+        assert_eq!("builtin".parse::<Network>(), Ok(Network::Builtin));
+        assert_eq!("cni".parse::<Network>(), Ok(Network::Plugins));
+        assert!("flannel".parse::<Network>().is_err());
+        assert_eq!(Network::default().to_string(), "builtin");
+        assert_eq!(Network::Plugins.to_string(), "cni");
     }
 }

@@ -1,8 +1,9 @@
 //! The container runtime, usable without an API server: images, pod network namespaces
-//! wired by CNI, containers under runc with CRI log files, exec. (Not to be confused
-//! with the `skiff-runtime` crate: informers, events and leader election for API
-//! clients.)
+//! wired in process or by the CNI plugins, containers under runc with CRI log files,
+//! exec. (Not to be confused with the `skiff-runtime` crate: informers, events and
+//! leader election for API clients.)
 
+pub mod bridge;
 pub mod cni;
 pub mod console;
 pub mod container;
@@ -10,6 +11,7 @@ pub mod crictl;
 pub mod crilog;
 pub mod exec;
 pub mod images;
+pub mod ipam;
 pub mod layers;
 pub mod load;
 pub mod netns;
