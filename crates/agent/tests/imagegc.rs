@@ -287,6 +287,7 @@ async fn scenario(tmp: &Path, data: &Path, prefix: &str, node_name: &str) {
         cluster_dns: "10.96.0.10".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
         cni_bin_dir: "/usr/lib/cni".into(),
+        network: Default::default(),
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
