@@ -4,6 +4,6 @@
 # certificate. Extra arguments go to the example, e.g. `bench/crd.sh --objects 10000`.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release -p skiff-apiserver --example crdbench
+cargo build --release --workspace --example crdbench
 echo "load: $(uptime)"
 exec "${CARGO_TARGET_DIR:-target}/release/examples/crdbench" "$@"

@@ -32,6 +32,14 @@ fn webhook(info: &'static ResourceInfo) -> Option<&'static Webhook> {
     info.custom.and_then(|c| c.conversion.as_ref())
 }
 
+/// Whether `info`'s stored objects are in the requested version as they are, so a read
+/// may use their bytes: it is the storage version, and no object can be stored in
+/// another (a CRD whose storage version moved keeps older objects in the old one).
+pub(crate) fn stored_as_requested(info: &'static ResourceInfo) -> bool {
+    storage_info(info).api_version() == info.api_version()
+        && !info.custom.is_some_and(|c| c.mixed_storage)
+}
+
 /// The object in the version of `info` (the request's), through the CRD's conversion
 /// webhook if it has one (`store`: where the webhook's Service is).
 pub(crate) fn to_version(
@@ -42,7 +50,7 @@ pub(crate) fn to_version(
     if let Some(hook) = webhook(info) {
         return one(convert(store, hook, vec![obj], &info.api_version(), None)?);
     }
-    if storage_info(info).api_version() == info.api_version() {
+    if stored_as_requested(info) {
         return Ok(obj);
     }
     Ok(skiff_resources::convert(obj, &info.api_version()))
@@ -84,7 +92,7 @@ pub(crate) fn to_storage(
 /// Whether reading `info` may call a conversion webhook (then a LIST is converted as
 /// one list, not object by object).
 pub(crate) fn converts_by_webhook(info: &'static ResourceInfo) -> bool {
-    webhook(info).is_some() && storage_info(info).api_version() != info.api_version()
+    webhook(info).is_some() && !stored_as_requested(info)
 }
 
 fn one(mut v: Vec<Value>) -> ApiResult<Value> {

@@ -35,7 +35,7 @@ use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode_bytes, prefix, splice_resource_version, storage_info};
+use crate::storage::{decode_bytes, prefix, splice_resource_version};
 
 /// Most events queued for one watcher: kube-apiserver's cacher gives a watcher without
 /// an index a channel of 100 events.
@@ -473,7 +473,7 @@ fn translate(
 ) -> ApiResult<Option<Bytes>> {
     if render.rep == Representation::Object
         && filter.is_empty()
-        && storage_info(info).api_version() == info.api_version()
+        && crate::conversion::stored_as_requested(info)
     {
         // Every watcher of the collection sees every event as stored: splice the
         // revision into the stored bytes, no decoding or re-encoding per watcher.

@@ -65,6 +65,10 @@ pub struct Custom {
     /// The CRD's conversion webhook (`spec.conversion.strategy: Webhook`): objects read
     /// or written in another version than the stored one are converted through it.
     pub conversion: Option<ConversionWebhook>,
+    /// `status.storedVersions` names a version besides the storage one: objects written
+    /// before the storage version moved may still be stored in it, so every read converts
+    /// (none splices the stored bytes).
+    pub mixed_storage: bool,
 }
 
 /// A CRD's conversion webhook (`spec.conversion.webhook`, read by

@@ -7,13 +7,13 @@ use skiff_store::{KeyValue, Store};
 
 use skiff_resources::IncludeObject;
 
-use crate::conversion::{converts_by_webhook, list_objects, to_version};
+use crate::conversion::{converts_by_webhook, list_objects, stored_as_requested, to_version};
 use crate::http::{include_object, representation, Body, Query, Representation};
 use crate::request::RequestInfo;
 use crate::selectors::Filter;
 use crate::state::ApiState;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode, decode_bytes, key, prefix, splice, storage_info};
+use crate::storage::{decode, decode_bytes, key, prefix, splice};
 
 // ---- GET and LIST ----
 
@@ -152,7 +152,7 @@ pub(crate) async fn serve_list(
         .map(|l| l as usize)
         .unwrap_or(usize::MAX);
     let selective = !filter.is_empty();
-    let convert = storage_info(t.info).api_version() != t.info.api_version();
+    let convert = !stored_as_requested(t.info);
     // Labels alone can be read without building the whole object.
     let labels_only = selective && !convert && filter.fields.is_empty();
 
@@ -285,8 +285,7 @@ fn write_table(
 ) -> ApiResult<()> {
     let include = include_object(q);
     let now = Utc::now();
-    let raw_meta = include == IncludeObject::Metadata
-        && storage_info(t.info).api_version() == t.info.api_version();
+    let raw_meta = include == IncludeObject::Metadata && stored_as_requested(t.info);
     let printed = if raw_meta {
         IncludeObject::None
     } else {

@@ -516,3 +516,120 @@ fn scenario(k: &Kubectl, port: u16, ca: &str, seen: &Seen) {
     assert_eq!(colors, "red black purple", "{who}");
     k.ok_quiet(&["delete", "crd", &format!("convwidgets.{GROUP}")]);
 }
+
+/// A CRD whose storage version moved from `v1` to `v2` (`conversion: None`): objects
+/// written before stay stored in `v1` (`status.storedVersions` names both), and every
+/// read — GET, LIST, WATCH, in either version — gives them in the requested version, as
+/// kube-apiserver's None converter does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_stored_in_an_earlier_version_are_read_in_the_requested_one() {
+    use futures::{StreamExt, TryStreamExt};
+    let s = common::start().await;
+    let client = s.client();
+    let group = "mixed-test.example.com";
+    let req = |method: &str, path: &str, body: Option<Value>| {
+        let b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        b.body(body.map(|v| v.to_string().into_bytes()).unwrap_or_default())
+            .expect("request")
+    };
+    let version = |name: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage,
+               "schema": {"openAPIV3Schema": {"type": "object",
+                   "x-kubernetes-preserve-unknown-fields": true}}})
+    };
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("gadgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "gadgets", "kind": "Gadget"},
+                 "versions": [version("v1", true), version("v2", false)]}
+    });
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    client
+        .request::<Value>(req("POST", crds, Some(crd)))
+        .await
+        .expect("CRD created");
+    let coll = |v: &str| format!("/apis/{group}/{v}/namespaces/default/gadgets");
+    let gadget = |v: &str, name: &str| {
+        json!({"apiVersion": format!("{group}/{v}"), "kind": "Gadget",
+               "metadata": {"name": name}, "spec": {"size": 1}})
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .request::<Value>(req("POST", &coll("v1"), Some(gadget("v1", "old"))))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the CRD was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The storage version moves to v2.
+    let path = format!("{crds}/gadgets.{group}");
+    let mut crd: Value = client.request(req("GET", &path, None)).await.expect("CRD");
+    crd["spec"]["versions"] = json!([version("v1", false), version("v2", true)]);
+    let crd: Value = client
+        .request(req("PUT", &path, Some(crd)))
+        .await
+        .expect("storage version moved");
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1", "v2"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let created = client
+            .request::<Value>(req("POST", &coll("v2"), Some(gadget("v2", "new"))))
+            .await;
+        let new: Option<Value> = client
+            .request(req("GET", &format!("{}/new", coll("v2")), None))
+            .await
+            .ok();
+        if created.is_ok() || new.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "v2 objects never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for v in ["v1", "v2"] {
+        let want = format!("{group}/{v}");
+        let got: Value = client
+            .request(req("GET", &format!("{}/old", coll(v)), None))
+            .await
+            .expect("GET");
+        assert_eq!(got["apiVersion"], json!(want), "GET in {v}");
+        // Until both are listed in `v`: the served registry follows the CRD's update.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let list: Value = client
+                .request(req("GET", &coll(v), None))
+                .await
+                .expect("LIST");
+            let versions: Vec<&Value> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| &i["apiVersion"])
+                .collect();
+            if versions.len() == 2 && versions.iter().all(|a| **a == json!(want)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "LIST in {v}: {list}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let events = client
+            .request_events::<Value>(req("GET", &format!("{}?watch=1", coll(v)), None))
+            .await
+            .expect("WATCH");
+        let first: Vec<kube::api::WatchEvent<Value>> = events
+            .take(2)
+            .try_collect()
+            .await
+            .expect("the two objects' ADDED events");
+        for e in first {
+            let kube::api::WatchEvent::Added(o) = e else {
+                panic!("not an ADDED event: {e:?}");
+            };
+            assert_eq!(o["apiVersion"], json!(want), "WATCH in {v}: {o}");
+        }
+    }
+}

@@ -187,6 +187,10 @@ pub fn served(crd: &Value) -> Vec<ResourceInfo> {
                     .map(|p| p.trim_start_matches('.').to_string())
                     .collect(),
                 conversion: conversion::webhook(crd),
+                mixed_storage: crd
+                    .pointer("/status/storedVersions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|vs| vs.iter().any(|v| v.as_str() != Some(storage))),
             };
             ResourceInfo {
                 group: intern_str(group),
