@@ -868,18 +868,48 @@ async fn wait_until_ready(
 
 /// Labels the server nodes `node-role.kubernetes.io/control-plane`, as kubeadm does once
 /// they registered: NodeRestriction keeps kubelets from setting `node-role` labels on
-/// themselves, so the installer, holding the admin credentials, sets it.
+/// themselves, so the installer, holding the admin credentials, sets it. In a cluster
+/// of server nodes only (`skiff up --nodes 1`), their control-plane taint goes too, as
+/// kind removes it when it has no workers: otherwise no workload could be scheduled.
 async fn label_control_planes(state: &ClusterState, client: &Client) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let patch = serde_json::json!({"metadata": {"labels": {
-        skiff_api::names::CONTROL_PLANE_LABEL: "",
-    }}});
-    for n in &state.nodes {
-        if n.agent_args.iter().any(|a| a == "--control-plane") {
-            nodes
+    let is_server = |n: &NodeState| n.agent_args.iter().any(|a| a == "--control-plane");
+    let workers = state.nodes.iter().any(|n| !is_server(n));
+    for n in state.nodes.iter().filter(|n| is_server(n)) {
+        let mut attempts = 0;
+        loop {
+            let mut patch = serde_json::json!({"metadata": {"labels": {
+                skiff_api::names::CONTROL_PLANE_LABEL: "",
+            }}});
+            if !workers {
+                let node = nodes
+                    .get(&n.name)
+                    .await
+                    .with_context(|| format!("reading node {}", n.name))?;
+                let taints: Vec<_> = node
+                    .spec
+                    .and_then(|s| s.taints)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t.key != skiff_api::names::CONTROL_PLANE_TAINT)
+                    .collect();
+                // Taints are one list: the resourceVersion keeps a concurrent change
+                // (the node lifecycle controller's) from being overwritten.
+                patch["metadata"]["resourceVersion"] =
+                    serde_json::json!(node.metadata.resource_version);
+                patch["spec"] = serde_json::json!({"taints": taints});
+            }
+            match nodes
                 .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .with_context(|| format!("labelling {} as a control-plane node", n.name))?;
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("labelling {} as a control-plane node", n.name))
+                }
+            }
         }
     }
     Ok(())
