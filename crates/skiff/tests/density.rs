@@ -42,7 +42,9 @@ async fn density_slo_100_nodes_3000_pods() {
         // CI's `cargo test` runs a debug build, several times slower than the release
         // one: there it runs 1,000 pods, so as to finish within 3 minutes on 2 cores.
         pods_per_node: if cfg!(debug_assertions) { 10 } else { 30 },
-        pod_rate: 50.0,
+        // A debug build's scheduler binds about 25 pods/s on CI's 2 cores (a release
+        // build's, hundreds): at 50/s the queue, not skiff, made the startup p99.
+        pod_rate: if cfg!(debug_assertions) { 20.0 } else { 50.0 },
         ready_only: false,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_skiff")),
         deadline: Duration::from_secs(170),
