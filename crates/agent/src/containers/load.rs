@@ -514,17 +514,23 @@ pub fn load_from_engine(data_dirs: &[PathBuf], name: &str) -> Result<(EngineImag
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running {} image save", found.engine))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let loaded = load_stream(data_dirs, stdout);
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let loaded = load_stream(data_dirs, &mut stdout);
+    // The archive's reader stops at its last entry: the rest (tar's end blocks) is read
+    // here, so that the engine does not die of SIGPIPE writing it, with no message.
+    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    drop(stdout);
     let out = child
         .wait_with_output()
         .with_context(|| format!("waiting for {} image save", found.engine))?;
     if !out.status.success() {
-        bail!(
-            "{} image save {name}: {}",
-            found.engine,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let why = if stderr.is_empty() {
+            out.status.to_string()
+        } else {
+            stderr
+        };
+        bail!("{} image save {name}: {why}", found.engine);
     }
     let loaded = loaded.with_context(|| format!("loading {name} from {}", found.engine))?;
     Ok((found, loaded))
