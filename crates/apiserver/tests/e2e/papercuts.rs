@@ -632,9 +632,11 @@ async fn autoscaling_v1_is_served_beside_v2() {
                     "--cpu-percent=50",
                 ]),
                 k.run(&["get", "hpa"]),
+                // The full name: kubectl 1.33's shortcut expander drops the version of a
+                // short name (`hpa.v1.autoscaling` reads v2, from kube-apiserver too).
                 k.run(&[
                     "get",
-                    "hpa.v1.autoscaling",
+                    "horizontalpodautoscalers.v1.autoscaling",
                     &name,
                     "-o",
                     "jsonpath={.spec.targetCPUUtilizationPercentage}",
