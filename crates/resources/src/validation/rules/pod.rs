@@ -50,18 +50,7 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, require_image: bool, e
     ] {
         for (i, c) in items.iter().enumerate() {
             let cp = format!("{path}.{list}[{i}]");
-            let name = s(c, "/name").unwrap_or("");
-            if name.is_empty() {
-                e.push(FieldError::required(format!("{cp}.name"), ""));
-            } else {
-                for m in is_dns1123_label(name) {
-                    e.push(FieldError::invalid(format!("{cp}.name"), json!(name), m));
-                }
-                if names.contains(&name) {
-                    e.push(FieldError::duplicate(format!("{cp}.name"), json!(name)));
-                }
-                names.push(name);
-            }
+            container_name(&cp, s(c, "/name").unwrap_or(""), &mut names, e);
             if require_image && s(c, "/image").unwrap_or("").trim().is_empty() {
                 e.push(FieldError::required(format!("{cp}.image"), ""));
             }
@@ -197,19 +186,7 @@ fn validate_ephemeral_containers<'a>(
         .collect();
     for (i, c) in arr(spec, "/ephemeralContainers").iter().enumerate() {
         let cp = format!("{path}.ephemeralContainers[{i}]");
-        let name = s(c, "/name").unwrap_or("");
-        if name.is_empty() {
-            e.push(FieldError::required(format!("{cp}.name"), ""));
-        } else {
-            for m in is_dns1123_label(name) {
-                e.push(FieldError::invalid(format!("{cp}.name"), json!(name), m));
-            }
-            if names.contains(&name) {
-                e.push(FieldError::duplicate(format!("{cp}.name"), json!(name)));
-            } else {
-                names.push(name);
-            }
-        }
+        container_name(&cp, s(c, "/name").unwrap_or(""), names, e);
         if s(c, "/image").unwrap_or("").trim().is_empty() {
             e.push(FieldError::required(format!("{cp}.image"), ""));
         }
@@ -405,5 +382,22 @@ fn validate_resources(c: &Value, cp: &str, e: &mut Errs) {
                 }
             }
         }
+    }
+}
+
+/// A container's name at `cp`: required, a DNS-1123 label, unique among `names` (the
+/// pod's containers of every kind seen so far, to which it is added).
+fn container_name<'a>(cp: &str, name: &'a str, names: &mut Vec<&'a str>, e: &mut Errs) {
+    if name.is_empty() {
+        e.push(FieldError::required(format!("{cp}.name"), ""));
+        return;
+    }
+    for m in is_dns1123_label(name) {
+        e.push(FieldError::invalid(format!("{cp}.name"), json!(name), m));
+    }
+    if names.contains(&name) {
+        e.push(FieldError::duplicate(format!("{cp}.name"), json!(name)));
+    } else {
+        names.push(name);
     }
 }
