@@ -8,7 +8,9 @@
 #   DENSITY_NODES=1000 bench/density.sh    # 1,000 nodes, 30,000 pods
 #   DENSITY_NODES=5000 DENSITY_READY_ONLY=1 bench/density.sh   # time to 5,000 nodes Ready
 #   DENSITY_DATASTORE=etcd3 DENSITY_SERVERS=3 bench/density.sh  # 3 servers on 3-member etcd
-# Also DENSITY_PODS_PER_NODE, DENSITY_POD_RATE (pods/s), DENSITY_TIMEOUT (s).
+#   DENSITY_NODES=334 DENSITY_POD_RATE=0 bench/density.sh   # ~10,000 pods at once (kwok's)
+# Also DENSITY_PODS_PER_NODE, DENSITY_POD_RATE (pods/s; 0: all at once), DENSITY_TIMEOUT
+# (s), DENSITY_PROXY=0 (no real proxy; it needs root, as it runs in a network namespace).
 set -eu
 cd "$(dirname "$0")/.."
 echo "load: $(uptime)"

@@ -34,6 +34,8 @@ mod strategy;
 mod watch;
 mod webhookclient;
 
+pub use metrics::MetricsSource;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +102,7 @@ pub struct ServerHandle {
     admin_cert: String,
     admin_key: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    state: Arc<ApiState>,
 }
 
 /// Signs client identities for the server's own components (see
@@ -247,6 +250,7 @@ impl Server {
             webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),
             request_metrics: Default::default(),
+            extra_metrics: Default::default(),
             node_stats: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));
@@ -290,6 +294,7 @@ impl Server {
             admin_key: pki.admin_key.clone(),
             pki,
             tasks,
+            state,
         })
     }
 }
@@ -318,6 +323,12 @@ impl ServerHandle {
     /// identities, as kube-scheduler's and kube-controller-manager's kubeconfigs).
     pub fn client_config_as(&self, user: &str, groups: &[&str]) -> Result<kube::Config> {
         self.issuer().config_as(user, groups)
+    }
+
+    /// Serves `source`'s text on `/metrics` too, after the server's own metrics: how the
+    /// controllers and the scheduler running in this process publish theirs.
+    pub fn add_metrics_source(&self, source: metrics::MetricsSource) {
+        self.state.extra_metrics.add(source);
     }
 
     /// What signs the in-process components' identities, to keep after the handle.

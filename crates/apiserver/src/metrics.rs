@@ -128,6 +128,29 @@ pub(crate) fn verb_label(verb: &'static str, apply: bool) -> &'static str {
     }
 }
 
+/// Text another component of the same process adds to `/metrics` (the controllers'
+/// work queues, say, as kube-controller-manager serves them on its own port).
+pub type MetricsSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The [`MetricsSource`]s registered with [`crate::ServerHandle::add_metrics_source`].
+#[derive(Default)]
+pub(crate) struct ExtraMetrics {
+    sources: Mutex<Vec<MetricsSource>>,
+}
+
+impl ExtraMetrics {
+    /// Adds a source, rendered after the server's own metrics.
+    pub(crate) fn add(&self, source: MetricsSource) {
+        lock(&self.sources).push(source);
+    }
+
+    /// Every source's text, in the order they were added.
+    pub(crate) fn render(&self) -> String {
+        let sources = lock(&self.sources).clone();
+        sources.iter().map(|s| s()).collect()
+    }
+}
+
 /// A poisoned lock only means another task panicked while holding it; a counter map
 /// stays consistent, so keep going.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -251,7 +251,9 @@ fn non_resource(state: &ApiState, segs: &[&str], req: &Request<Incoming>) -> Res
             .status(200)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(crate::http::full(
-                state.watch_metrics.render() + &state.request_metrics.render(),
+                state.watch_metrics.render()
+                    + &state.request_metrics.render()
+                    + &state.extra_metrics.render(),
             ))
             .unwrap_or_else(|_| Response::new(crate::http::full(""))),
         _ => error_response(&ApiError::path_not_found()),

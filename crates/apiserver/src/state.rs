@@ -9,7 +9,7 @@ use skiff_store::Store;
 use crate::admission;
 use crate::authn::Authenticator;
 use crate::authz;
-use crate::metrics::{RequestMetrics, WatchMetrics};
+use crate::metrics::{ExtraMetrics, RequestMetrics, WatchMetrics};
 use crate::pki::Pki;
 
 /// Shared state of the server.
@@ -31,6 +31,8 @@ pub(crate) struct ApiState {
     pub watch_metrics: WatchMetrics,
     /// Latencies of resource requests, served on `/metrics`.
     pub request_metrics: RequestMetrics,
+    /// Other components' metrics, served after the server's own.
+    pub extra_metrics: ExtraMetrics,
     /// The agents' statistics summaries, cached briefly for `metrics.k8s.io`.
     pub node_stats: crate::nodemetrics::Cache,
 }

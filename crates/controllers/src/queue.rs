@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ struct Inner {
 pub struct WorkQueue {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Keys added (not counting those already waiting), for `workqueue_adds_total`.
+    adds: AtomicU64,
 }
 
 impl WorkQueue {
@@ -44,6 +47,7 @@ impl WorkQueue {
             return;
         }
         inner.dirty.insert(key.clone(), Instant::now());
+        self.adds.fetch_add(1, Ordering::Relaxed);
         if !inner.processing.contains(&key) {
             inner.queue.push_back(key);
             drop(inner);
@@ -68,6 +72,11 @@ impl WorkQueue {
     /// Number of keys waiting.
     pub fn len(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Keys added since the queue was made (a key already waiting is not counted).
+    pub fn adds(&self) -> u64 {
+        self.adds.load(Ordering::Relaxed)
     }
 
     /// Whether no key is waiting.
@@ -131,6 +140,7 @@ where
     F: Fn(String) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = anyhow::Result<Option<Duration>>> + Send + 'static,
 {
+    crate::metrics::register(name, &queue);
     for _ in 0..workers.max(1) {
         let queue = queue.clone();
         let reconcile = reconcile.clone();
@@ -139,6 +149,7 @@ where
                 let (key, waited) = queue.get().await;
                 let started = Instant::now();
                 let result = reconcile(key.clone()).await;
+                crate::metrics::processed(name, waited, started.elapsed());
                 tracing::debug!(
                     controller = name,
                     key = %key,
@@ -155,6 +166,7 @@ where
                     }
                     Err(e) => {
                         let d = queue.backoff(&key);
+                        crate::metrics::retried(name);
                         tracing::info!(controller = name, key = %key, error = %format!("{e:#}"), retry_in = ?d, "sync failed");
                         queue.add_after(key.clone(), d);
                     }

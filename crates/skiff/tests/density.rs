@@ -8,11 +8,17 @@
 //! verb and resource (its `apiserver_request_duration_seconds` histogram), scheduler
 //! throughput, the servers' CPU and RSS, the hollow nodes' RSS each, the datastore's size.
 //!
+//! One real `skiff proxy` (iptables mode) runs beside them as a node's kube-proxy,
+//! watching every Service and EndpointSlice, in a network namespace the test makes (with
+//! the first server, which also answers on the host's loopback); its sync latencies are
+//! reported (`DENSITY_PROXY=0` leaves it out). Controller-manager queue latency is each
+//! controller's `workqueue_queue_duration_seconds` p99, from the server's `/metrics`.
+//!
 //! `density_slo_100_nodes_3000_pods` is the CI version: it fails when an SLO breaks
 //! (mutating API calls p99 ≤ 1 s, pod startup p99 ≤ 5 s); in a debug build (CI's) it
 //! runs 10 pods a node rather than 30. `bench_density` is the
 //! benchmark (`bench/density.sh`), sized by `DENSITY_NODES`, `DENSITY_PODS_PER_NODE`,
-//! `DENSITY_POD_RATE` (pods created per second), `DENSITY_READY_ONLY=1` (only the time
+//! `DENSITY_POD_RATE` (pods created per second; 0: at once), `DENSITY_READY_ONLY=1` (only the time
 //! to N nodes Ready), `DENSITY_DATASTORE` (`sqlite`, `etcd` or `etcd3`: members) and
 //! `DENSITY_SERVERS` (API servers, on etcd); `SKIFF` names another binary (a release build).
 
@@ -44,6 +50,7 @@ const STARTUP_P99: Duration = if cfg!(debug_assertions) {
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn density_slo_100_nodes_3000_pods() {
     let report = Density {
         nodes: 100,
@@ -58,11 +65,14 @@ async fn density_slo_100_nodes_3000_pods() {
         deadline: Duration::from_secs(170),
         etcd_members: 0,
         servers: 1,
+        proxy: true,
     }
     .run()
     .await;
     println!("{report}");
     let r = report.results.as_ref().expect("the pods phase ran");
+    let proxy = report.proxy.as_ref().expect("the proxy ran");
+    assert!(proxy.syncs > 0, "the proxy never synced its rules");
     assert!(
         r.startup_p99 <= STARTUP_P99,
         "pod startup p99 {:?} over the SLO {STARTUP_P99:?}",
@@ -106,6 +116,7 @@ async fn bench_density() {
             Ok(other) => panic!("DENSITY_DATASTORE={other}: sqlite, etcd or etcd3"),
         },
         servers: env("DENSITY_SERVERS", 1.0) as usize,
+        proxy: std::env::var("DENSITY_PROXY").map_or(true, |v| v != "0"),
     }
     .run()
     .await;
@@ -127,6 +138,9 @@ struct Density {
     etcd_members: usize,
     /// API servers (more than one needs etcd).
     servers: usize,
+    /// Also run one real `skiff proxy` (a node's kube-proxy, iptables mode) watching
+    /// every Service, in a network namespace of the test's with the first server.
+    proxy: bool,
 }
 
 /// The servers, the hollow nodes and etcd, killed on drop (also when the test fails).
@@ -136,23 +150,89 @@ struct Processes {
     ports: Vec<u16>,
     servers: Vec<Child>,
     hollow: Option<Child>,
+    /// The real proxy, in `netns`.
+    proxy: Option<Child>,
+    /// The network namespace of the first server and the proxy (removed last).
+    netns: Option<String>,
     etcd: Option<skiff_testkit::etcd::EtcdCluster>,
 }
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for c in self.hollow.iter_mut().chain(&mut self.servers) {
+        for c in self
+            .proxy
+            .iter_mut()
+            .chain(&mut self.hollow)
+            .chain(&mut self.servers)
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
         // etcd last: the servers hold connections to it.
         self.etcd.take();
+        if let Some(ns) = self.netns.take() {
+            // The proxy's rules go with the namespace.
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
         if std::thread::panicking() {
             // Keep the logs of a failed run.
             let kept = self.dir.path().with_extension("kept");
             let _ = std::fs::rename(self.dir.path(), &kept);
             eprintln!("logs kept in {}", kept.display());
         }
+    }
+}
+
+/// The first server's port inside the proxy's namespace.
+const PROXY_SERVER_PORT: u16 = 6443;
+/// Where the proxy serves its metrics, inside its namespace (kube-proxy's default).
+const PROXY_METRICS: &str = "127.0.0.1:10249";
+
+/// What the proxy did over the run.
+struct ProxyReport {
+    syncs: u64,
+    sync_p50: f64,
+    sync_p99: f64,
+    cpu: Duration,
+    rss_kib: u64,
+}
+
+/// The proxy's sync latencies, read from its `/metrics` inside `ns` (by a thread that
+/// enters the namespace), and its CPU and RSS.
+fn proxy_report(ns: &str, pid: u32) -> ProxyReport {
+    let path = Path::new("/var/run/netns").join(ns);
+    let text = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let f = std::fs::File::open(&path).expect("opening the proxy's namespace");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("entering the proxy's namespace");
+        let mut s = std::net::TcpStream::connect(PROXY_METRICS).expect("the proxy's metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: proxy\r\n\r\n")
+            .expect("asking for the proxy's metrics");
+        let mut text = String::new();
+        s.read_to_string(&mut text)
+            .expect("reading the proxy's metrics");
+        text
+    })
+    .join()
+    .expect("the metrics thread");
+    let hist = |q| {
+        histogram_q(
+            &text,
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            q,
+            |_| (),
+        )
+        .remove(&())
+        .unwrap_or_default()
+    };
+    let (p99, syncs) = hist(0.99);
+    ProxyReport {
+        syncs,
+        sync_p50: hist(0.50).0,
+        sync_p99: p99,
+        cpu: proc_cpu(pid),
+        rss_kib: proc_rss(pid).0,
     }
 }
 
@@ -164,6 +244,10 @@ struct Report {
     results: Option<PodResults>,
     /// p99 and count per (verb, resource[/subresource]).
     api_p99: BTreeMap<(String, String), (f64, u64)>,
+    /// p99 and count of the wait in each controller's work queue.
+    queue_p99: BTreeMap<String, (f64, u64)>,
+    /// The real proxy's syncs.
+    proxy: Option<ProxyReport>,
     server_cpu: Duration,
     server_rss_kib: u64,
     server_peak_kib: u64,
@@ -237,6 +321,24 @@ impl std::fmt::Display for Report {
                 p99 * 1000.0
             )?;
         }
+        for (name, (p99, n)) in self.queue_p99.iter().filter(|(_, (_, n))| *n >= 20) {
+            writeln!(
+                f,
+                "density: controller queue {name:<30} wait p99 {:>9.3} ms over {n} keys",
+                p99 * 1000.0
+            )?;
+        }
+        if let Some(p) = &self.proxy {
+            writeln!(
+                f,
+                "density: proxy (iptables, one node, every Service) {} syncs, p50 {:.1} ms, p99 {:.1} ms, CPU {:.1} s, RSS {} MiB",
+                p.syncs,
+                p.sync_p50 * 1000.0,
+                p.sync_p99 * 1000.0,
+                p.cpu.as_secs_f64(),
+                p.rss_kib / 1024
+            )?;
+        }
         writeln!(
             f,
             "density: {} server(s) CPU {:.1} s, RSS {} MiB at the end, peak {} MiB",
@@ -296,7 +398,13 @@ impl Density {
         procs.hollow = Some(hollow);
         report.nodes_ready = self.wait_nodes_ready(&client, &run, deadline).await;
         if !self.ready_only {
+            if procs.netns.is_some() {
+                procs.proxy = Some(self.start_proxy(&procs, &run));
+            }
             report.results = Some(self.pods(&client, &run, deadline).await);
+        }
+        if let (Some(ns), Some(proxy)) = (&procs.netns, &procs.proxy) {
+            report.proxy = Some(proxy_report(ns, proxy.id()));
         }
         // Every server's histogram: the hollow nodes and the leader's loops may talk to
         // different servers.
@@ -313,6 +421,7 @@ impl Density {
                 .expect("/metrics");
         }
         report.api_p99 = api_p99(&metrics);
+        report.queue_p99 = queue_p99(&metrics);
         report.server_cpu = server_pids.iter().map(|p| proc_cpu(*p)).sum::<Duration>() - cpu0;
         for pid in &server_pids {
             let (rss, peak) = proc_rss(*pid);
@@ -357,8 +466,24 @@ impl Density {
             ports: Vec::new(),
             servers: Vec::new(),
             hollow: None,
+            proxy: None,
+            netns: None,
             etcd,
         };
+        if self.proxy {
+            let ns = format!("skiff-density-{}", std::process::id());
+            let ok = Command::new("ip")
+                .args(["netns", "add", &ns])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip netns add {ns} (the proxy's node needs root)");
+            procs.netns = Some(ns.clone());
+            let ok = Command::new("ip")
+                .args(["-n", &ns, "link", "set", "lo", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "loopback up in {ns}");
+        }
         let mut first = None;
         for i in 0..self.servers {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -367,10 +492,24 @@ impl Density {
                 .port();
             let log = format!("server-{i}.log");
             let mut cmd = child(&self.binary);
-            cmd.args(["server", "--data-dir"])
-                .arg(procs.dir.path().join(format!("server-{i}")))
-                .args(["--bind", &format!("127.0.0.1:{port}")])
-                .args(["--cluster-cidr", "10.128.0.0/9", "--no-dns"]);
+            match (&procs.netns, i) {
+                // The first server in the proxy's namespace, answering the proxy there
+                // and everyone else on the host's loopback.
+                (Some(ns), 0) => {
+                    cmd.arg("--netns")
+                        .arg(Path::new("/var/run/netns").join(ns))
+                        .args(["server", "--data-dir"])
+                        .arg(procs.dir.path().join("server-0"))
+                        .args(["--bind", &format!("127.0.0.1:{PROXY_SERVER_PORT}")])
+                        .args(["--host-listen", &format!("127.0.0.1:{port}")]);
+                }
+                _ => {
+                    cmd.args(["server", "--data-dir"])
+                        .arg(procs.dir.path().join(format!("server-{i}")))
+                        .args(["--bind", &format!("127.0.0.1:{port}")]);
+                }
+            }
+            cmd.args(["--cluster-cidr", "10.128.0.0/9", "--no-dns"]);
             if let Some(etcd) = &procs.etcd {
                 cmd.args(["--datastore", &etcd.url("/density")]);
             }
@@ -397,6 +536,33 @@ impl Density {
             first.get_or_insert(client);
         }
         (procs, first.expect("one server"))
+    }
+
+    /// A real `skiff proxy` in the first server's namespace, as hollow node 0's
+    /// kube-proxy, its metrics on the namespace's loopback.
+    fn start_proxy(&self, procs: &Processes, run: &str) -> Child {
+        let ns = procs.netns.as_deref().expect("the proxy's namespace");
+        let kubeconfig = skiff_apiserver::pki::admin_kubeconfig(
+            &procs.dir.path().join("server-0"),
+            &format!("https://127.0.0.1:{PROXY_SERVER_PORT}"),
+            "density",
+        )
+        .expect("the proxy's kubeconfig");
+        let path = procs.dir.path().join("proxy.kubeconfig");
+        std::fs::write(&path, kubeconfig).expect("writing the proxy's kubeconfig");
+        child(&self.binary)
+            .arg("--netns")
+            .arg(Path::new("/var/run/netns").join(ns))
+            .args(["proxy", "--kubeconfig"])
+            .arg(&path)
+            .args(["--node-name", &format!("{run}-0")])
+            .args(["--cluster-cidr", "10.128.0.0/9"])
+            .args(["--metrics-bind-address", PROXY_METRICS])
+            .stdin(Stdio::null())
+            .stdout(log_file(procs.dir.path(), "proxy.log"))
+            .stderr(log_file(procs.dir.path(), "proxy.log"))
+            .spawn()
+            .expect("starting skiff proxy")
     }
 
     fn start_hollow(&self, procs: &Processes, run: &str) -> Child {
@@ -516,8 +682,11 @@ impl Density {
                 "timed out creating the Deployments: {i} of {} made",
                 sizes.len()
             );
-            due += Duration::from_secs_f64(*size as f64 / self.pod_rate);
-            tokio::time::sleep_until(due.into()).await;
+            // A rate of 0: as fast as the API takes them (kwok's "10,000 pods Running").
+            if self.pod_rate > 0.0 {
+                due += Duration::from_secs_f64(*size as f64 / self.pod_rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
         }
         r.create = t0.elapsed();
         poll_until(deadline, "every pod Running", async || {
@@ -691,9 +860,41 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 /// (verb, resource[/subresource]) in `apiserver_request_duration_seconds`, summed over
 /// groups and scopes.
 fn api_p99(metrics: &str) -> BTreeMap<(String, String), (f64, u64)> {
-    let mut buckets: BTreeMap<(String, String), BTreeMap<u64, (f64, u64)>> = BTreeMap::new();
+    histogram_q(
+        metrics,
+        "apiserver_request_duration_seconds",
+        0.99,
+        |label| {
+            let mut resource = label("resource");
+            let sub = label("subresource");
+            if !sub.is_empty() {
+                resource = format!("{resource}/{sub}");
+            }
+            (label("verb"), resource)
+        },
+    )
+}
+
+/// p99 and count of each controller's `workqueue_queue_duration_seconds`: how long keys
+/// waited in its queue (controller-manager queue latency).
+fn queue_p99(metrics: &str) -> BTreeMap<String, (f64, u64)> {
+    histogram_q(metrics, "workqueue_queue_duration_seconds", 0.99, |label| {
+        label("name")
+    })
+}
+
+/// Quantile `q` and count of every series of histogram `metric`, grouped by `key`
+/// (given a label lookup), summed over the servers whose text `metrics` holds.
+fn histogram_q<K: Ord>(
+    metrics: &str,
+    metric: &str,
+    q: f64,
+    key: impl Fn(&dyn Fn(&str) -> String) -> K,
+) -> BTreeMap<K, (f64, u64)> {
+    let mut buckets: BTreeMap<K, BTreeMap<u64, (f64, u64)>> = BTreeMap::new();
+    let prefix = format!("{metric}_bucket{{");
     for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_duration_seconds_bucket{") else {
+        let Some(rest) = line.strip_prefix(&prefix) else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -706,11 +907,6 @@ fn api_p99(metrics: &str) -> BTreeMap<(String, String), (f64, u64)> {
                 .map(|v| v.trim_end_matches('"').to_string())
                 .unwrap_or_default()
         };
-        let mut resource = label("resource");
-        let sub = label("subresource");
-        if !sub.is_empty() {
-            resource = format!("{resource}/{sub}");
-        }
         let le = label("le");
         let le_f = if le == "+Inf" {
             f64::INFINITY
@@ -720,7 +916,7 @@ fn api_p99(metrics: &str) -> BTreeMap<(String, String), (f64, u64)> {
         let n: u64 = value.trim().parse().unwrap_or(0);
         // Keyed by the bound's bits: f64 is not Ord; the bounds are positive.
         let e = buckets
-            .entry((label("verb"), resource))
+            .entry(key(&label))
             .or_default()
             .entry(le_f.to_bits())
             .or_insert((le_f, 0));
@@ -731,7 +927,7 @@ fn api_p99(metrics: &str) -> BTreeMap<(String, String), (f64, u64)> {
         .filter_map(|(k, b)| {
             let b: Vec<(f64, u64)> = b.into_values().collect();
             let count = b.last()?.1;
-            (count > 0).then(|| (k, (quantile(&b, 0.99), count)))
+            (count > 0).then(|| (k, (quantile(&b, q), count)))
         })
         .collect()
 }
