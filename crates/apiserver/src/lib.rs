@@ -32,6 +32,7 @@ mod status;
 mod storage;
 mod strategy;
 mod watch;
+mod watchcache;
 mod webhookclient;
 
 pub use metrics::MetricsSource;
@@ -250,6 +251,7 @@ impl Server {
             webhooks: admission::Webhooks::new(store.clone()),
             watch_metrics: Default::default(),
             request_metrics: Default::default(),
+            watch_cache: Default::default(),
             extra_metrics: Default::default(),
             node_stats: Default::default(),
         });

@@ -371,6 +371,14 @@ impl FieldSelector {
         self.terms.is_empty()
     }
 
+    /// The value the selector requires `label` to equal (`label=value`), if it does.
+    pub fn required(&self, label: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|(l, eq, _)| *eq && l == label)
+            .map(|(_, _, want)| want.as_str())
+    }
+
     /// What the stored JSON of a matching object must contain: `"<value>"` for each
     /// `metadata.name=` / `spec.nodeName=` term (string fields, stored as they are
     /// compared) whose value JSON writes unescaped. A watch checks these bytes before

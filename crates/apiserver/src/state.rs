@@ -29,6 +29,8 @@ pub(crate) struct ApiState {
     pub webhooks: admission::Webhooks,
     /// Counters of the watch handlers (watchers closed for not reading).
     pub watch_metrics: WatchMetrics,
+    /// The shared watches (one store watch per resource, pods indexed by node).
+    pub watch_cache: crate::watchcache::WatchCache,
     /// Latencies of resource requests, served on `/metrics`.
     pub request_metrics: RequestMetrics,
     /// Other components' metrics, served after the server's own.

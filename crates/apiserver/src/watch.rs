@@ -23,7 +23,7 @@ use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use serde_json::{json, Value};
-use skiff_store::{EventKind, Store};
+use skiff_store::EventKind;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -327,9 +327,17 @@ pub(crate) async fn serve(
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
         (Vec::new(), from)
     };
-    let watch = state
-        .store
-        .watch(&prefix(t.info, t.namespace.as_deref()), from);
+    // Pods watched by node (every kubelet's watch) are handed only their node's events.
+    let trigger = (t.info.group.is_empty() && t.info.plural == "pods")
+        .then(|| filter.fields.required("spec.nodeName").map(str::to_string))
+        .flatten();
+    let watch = state.watch_cache.watch(
+        &state.store,
+        &prefix(t.info, None),
+        &prefix(t.info, t.namespace.as_deref()),
+        from,
+        trigger,
+    );
     let info = t.info;
     let outbox = Outbox::new();
     let body = WatchBody {
@@ -403,7 +411,7 @@ impl Run<'_> {
 
     async fn events(
         self,
-        mut events: skiff_store::WatchReceiver,
+        mut watch: crate::watchcache::Watch,
         initial: Vec<(String, Value)>,
         from: i64,
         send_initial: bool,
@@ -432,10 +440,18 @@ impl Run<'_> {
                     // Like the cacher's, a periodic bookmark is skipped, not waited for,
                     // when the watcher's queue is full.
                     if bookmarks {
+                        // A watcher handed only some events (by node) has still seen
+                        // everything up to the hub's progress once its queue is empty:
+                        // progress is read first, so an event it covers is already queued.
+                        if let Some(p) = watch.progress() {
+                            if watch.events.is_empty() {
+                                last = last.max(p);
+                            }
+                        }
                         let _ = self.outbox.try_push(self.render.bookmark(last, false));
                     }
                 }
-                ev = events.recv() => {
+                ev = watch.events.recv() => {
                     let ev = match ev {
                         Some(Ok(ev)) => ev,
                         Some(Err(e)) => {

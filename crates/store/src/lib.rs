@@ -72,7 +72,10 @@ pub struct Event {
 }
 
 /// A watch: events in revision order, or one [`StoreError::TooOld`] and the end.
-pub type WatchReceiver = mpsc::Receiver<Result<Event, StoreError>>;
+/// Events are shared (`Arc`): a write is seen by every watcher of its prefix, and
+/// copying the object per watcher cost thousands of copies per write with a watch per
+/// node.
+pub type WatchReceiver = mpsc::Receiver<Result<Arc<Event>, StoreError>>;
 
 /// A revisioned key-value store.
 pub trait Store: Send + Sync {

@@ -338,14 +338,14 @@ async fn replay(
     prefix: &str,
     last: &mut i64,
     first: Vec<Event>,
-    tx: &mpsc::Sender<Result<Event, StoreError>>,
+    tx: &mpsc::Sender<Result<Arc<Event>, StoreError>>,
 ) -> bool {
     let mut page = first;
     loop {
         let more = page.len() as i64 == HISTORY_PAGE;
         for ev in page {
             *last = ev.revision;
-            if tx.send(Ok(ev)).await.is_err() {
+            if tx.send(Ok(Arc::new(ev))).await.is_err() {
                 return false;
             }
         }
@@ -460,8 +460,7 @@ impl Store for SqliteStore {
                             continue;
                         }
                         last = ev.revision;
-                        if ev.key.starts_with(&prefix) && tx.send(Ok((*ev).clone())).await.is_err()
-                        {
+                        if ev.key.starts_with(&prefix) && tx.send(Ok(ev)).await.is_err() {
                             return;
                         }
                     }

@@ -23,7 +23,7 @@ fn etcd() -> (Arc<dyn Store>, Guard) {
     (store, Some(cluster))
 }
 
-async fn next(rx: &mut WatchReceiver) -> Event {
+async fn next(rx: &mut WatchReceiver) -> Arc<Event> {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("event within 10s")

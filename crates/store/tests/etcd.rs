@@ -11,7 +11,7 @@ async fn collect(rx: &mut WatchReceiver, n: usize, within: Duration) -> Vec<(Str
     let mut got = Vec::new();
     while got.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Ok(ev))) => got.push((ev.key, ev.revision)),
+            Ok(Some(Ok(ev))) => got.push((ev.key.clone(), ev.revision)),
             Ok(Some(Err(e))) => panic!("watch failed after {} events: {e}", got.len()),
             Ok(None) => panic!("watch closed after {} events", got.len()),
             Err(_) => panic!("only {} of {n} events within {within:?}", got.len()),

@@ -103,7 +103,7 @@ impl Watch {
         self,
         stream: WatchStream,
         mut last: i64,
-        tx: mpsc::Sender<Result<Event, StoreError>>,
+        tx: mpsc::Sender<Result<std::sync::Arc<Event>, StoreError>>,
     ) {
         let mut stream = Some(stream);
         let mut backoff = FIRST_BACKOFF;
@@ -167,7 +167,7 @@ impl Watch {
                     };
                     // Reopened streams start after `last`, so nothing is delivered twice.
                     last = ev.revision;
-                    if tx.send(Ok(ev)).await.is_err() {
+                    if tx.send(Ok(std::sync::Arc::new(ev))).await.is_err() {
                         return;
                     }
                 }

@@ -3,7 +3,7 @@
 use super::*;
 use std::time::Duration;
 
-async fn next(rx: &mut WatchReceiver) -> Event {
+async fn next(rx: &mut WatchReceiver) -> Arc<Event> {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("event within 5s")
