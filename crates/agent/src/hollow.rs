@@ -97,8 +97,8 @@ async fn start_node(cfg: AgentConfig) -> Result<Started> {
         credentials: Some(creds),
         ..cfg
     };
-    let client =
-        Client::try_from(crate::client_config(&cfg)?).context("building the API client")?;
+    let client = skiff_runtime::client::client(crate::client_config(&cfg)?)
+        .context("building the API client")?;
     let since = Utc::now();
     let registered = loop {
         match node::register(&client, &cfg, node_ip, since, None).await {

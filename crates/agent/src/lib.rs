@@ -276,7 +276,8 @@ pub async fn run_after_proxy(
             ..cfg
         },
     };
-    let client = kube::Client::try_from(client_config(&cfg)?).context("building the API client")?;
+    let client =
+        skiff_runtime::client::client(client_config(&cfg)?).context("building the API client")?;
     let since = chrono::Utc::now();
     let node = loop {
         match node::register(&client, &cfg, node_ip, since, None).await {

@@ -270,15 +270,44 @@ pub async fn post_status(
     node_ip: Ipv4Addr,
     since: DateTime<Utc>,
 ) -> Result<Node> {
+    patch_status(client, cfg, status(cfg, node_ip, Utc::now(), since)).await
+}
+
+async fn patch_status(client: &Client, cfg: &AgentConfig, status: Value) -> Result<Node> {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .patch_status(
             &cfg.node_name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status(cfg, node_ip, Utc::now(), since)})),
+            &Patch::Merge(json!({ "status": status })),
         )
         .await
         .context("posting the Node status")
+}
+
+/// How often the status is posted when nothing in it changed (kubelet's
+/// `nodeStatusReportFrequency`): the Lease is the heartbeat, so an unchanged status
+/// every 10 s would only be a write fanned out to every Node watcher (the scheduler, the
+/// controllers, each node's proxy), 100 a second with a thousand nodes.
+pub const STATUS_REPORT_PERIOD: Duration = Duration::from_secs(300);
+
+/// A status without its heartbeat times: what tells whether it changed.
+fn without_heartbeats(status: &Value) -> Value {
+    let mut s = status.clone();
+    if let Some(conds) = s.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conds {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastHeartbeatTime");
+            }
+        }
+    }
+    s
+}
+
+/// Whether a status must be posted: it changed since `last` (as [`without_heartbeats`]
+/// sees it, when it was posted) or the report period has passed.
+fn status_due(last: Option<&(Value, std::time::Instant)>, key: &Value) -> bool {
+    last.is_none_or(|(prev, at)| prev != key || at.elapsed() >= STATUS_REPORT_PERIOD)
 }
 
 /// Renews the node's Lease in kube-node-lease (creating it the first time). The owner
@@ -381,16 +410,31 @@ pub async fn heartbeat(
         deleted.clone(),
     ));
     let _stop_watcher = AbortOnDrop(watcher);
+    // What was last posted (registration posted the first), and when.
+    let mut reported: Option<(Value, std::time::Instant)> = Some((
+        without_heartbeats(&status(&cfg, node_ip, Utc::now(), since)),
+        std::time::Instant::now(),
+    ));
     loop {
         if let Err(e) = renew_lease(&client, &node).await {
             tracing::warn!(error = %format!("{e:#}"), "lease renewal failed");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = deleted.notified() => {}
+        // Woken early: the Node was deleted, or someone else (the node lifecycle
+        // controller) changed its Ready condition: post at once, changed or not.
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = deleted.notified() => true,
+        };
+        let current = status(&cfg, node_ip, Utc::now(), since);
+        let key = without_heartbeats(&current);
+        if !woken && !status_due(reported.as_ref(), &key) {
+            continue;
         }
-        match post_status(&client, &cfg, node_ip, since).await {
-            Ok(n) => node = n,
+        match patch_status(&client, &cfg, current).await {
+            Ok(n) => {
+                node = n;
+                reported = Some((key, std::time::Instant::now()));
+            }
             Err(e) if not_found(&e) => {
                 let cidr = pod_cidr.borrow().clone();
                 match register(&client, &cfg, node_ip, since, cidr.as_deref()).await {
@@ -420,7 +464,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Watches this node's Node object and wakes `deleted` when it is deleted (or found
-/// missing when the watch starts over), so the heartbeat registers it again at once.
+/// missing when the watch starts over), so the heartbeat registers it again at once, or
+/// when its Ready condition is not True, so the heartbeat posts its status at once.
 async fn watch_deletion(client: Client, name: String, deleted: Arc<Notify>) {
     let nodes: Api<Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -429,7 +474,20 @@ async fn watch_deletion(client: Client, name: String, deleted: Arc<Notify>) {
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::Init) => seen = false,
-            Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Apply(_)) => seen = true,
+            Ok(watcher::Event::InitApply(n)) | Ok(watcher::Event::Apply(n)) => {
+                seen = true;
+                // The status is only posted when it changes: one marked not Ready by
+                // someone else must be put right now, not at the next report.
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.as_str());
+                if ready.is_some_and(|r| r != "True") {
+                    deleted.notify_one();
+                }
+            }
             Ok(watcher::Event::InitDone) => {
                 if !seen {
                     deleted.notify_one();
@@ -482,5 +540,37 @@ pub fn enable_forwarding() {
         if let Err(e) = std::fs::write(path, "1") {
             tracing::warn!(error = %e, "cannot enable {what} ({path})");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_status_waits_for_the_report_period_a_changed_one_does_not() {
+        let since = Utc::now() - chrono::Duration::seconds(60);
+        let at = |t: DateTime<Utc>| {
+            json!({
+                "conditions": conditions(t, since),
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
+            })
+        };
+        let t0 = Utc::now();
+        let first = without_heartbeats(&at(t0));
+        let later = at(t0 + chrono::Duration::seconds(10));
+        let now = std::time::Instant::now();
+        let reported = (first.clone(), now);
+        // Only the heartbeat times moved: not due.
+        assert_ne!(at(t0), later);
+        assert!(!status_due(Some(&reported), &without_heartbeats(&later)));
+        // Never posted, or something else changed: due.
+        assert!(status_due(None, &first));
+        let mut changed = without_heartbeats(&later);
+        changed["addresses"][0]["address"] = "10.0.0.3".into();
+        assert!(status_due(Some(&reported), &changed));
+        // The report period passed.
+        let old = (first.clone(), now - STATUS_REPORT_PERIOD);
+        assert!(status_due(Some(&old), &first));
     }
 }

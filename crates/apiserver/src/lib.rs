@@ -139,6 +139,20 @@ impl ClientIssuer {
     }
 }
 
+/// A listener with kube-apiserver's accept queue (the kernel's `somaxconn`, 4096 by
+/// default): thousands of nodes reconnect at once after a restart, and tokio's `bind`
+/// asks for 1024.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// The first non-loopback IPv4 address of the host's interfaces (loopback if none).
 fn default_advertise() -> Ipv4Addr {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
@@ -204,9 +218,7 @@ impl Server {
             .parse()
             .with_context(|| format!("parsing service CIDR {}", cfg.service_cidr))?;
 
-        let listener = tokio::net::TcpListener::bind(cfg.bind)
-            .await
-            .with_context(|| format!("binding {}", cfg.bind))?;
+        let listener = listen(cfg.bind).with_context(|| format!("binding {}", cfg.bind))?;
         let port = listener.local_addr()?.port();
         // RBAC decides on the stored roles and bindings from the first request on.
         let rbac = Arc::new(authz::rbac::Rbac::new());

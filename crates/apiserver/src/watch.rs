@@ -327,13 +327,16 @@ pub(crate) async fn serve(
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
         (Vec::new(), from)
     };
-    // Pods watched by node (every kubelet's watch) are handed only their node's events.
-    let trigger = (t.info.group.is_empty() && t.info.plural == "pods")
-        .then(|| filter.fields.required("spec.nodeName").map(str::to_string))
-        .flatten();
+    // A watch of pods by node (every kubelet's) or of one object by name is handed only
+    // the events of its node's pods, or of that object.
+    let root = prefix(t.info, None);
+    let trigger = filter
+        .fields
+        .required(crate::watchcache::trigger_field(&root))
+        .map(str::to_string);
     let watch = state.watch_cache.watch(
         &state.store,
-        &prefix(t.info, None),
+        &root,
         &prefix(t.info, t.namespace.as_deref()),
         from,
         trigger,

@@ -137,9 +137,41 @@ impl WatchCache {
     }
 }
 
-/// The trigger of a resource's watches: pods by `spec.nodeName`.
+/// The root prefix of pods, whose watches are indexed by node.
+const PODS: &str = "/registry/core/pods/";
+
+/// The field a resource's watches are indexed by, as kube's cacher triggers: pods by
+/// `spec.nodeName` (every kubelet's pod watch), everything else by `metadata.name` (a
+/// kubelet's watch of each Secret and ConfigMap its pods use, each node's watch of its
+/// own Node, `kubectl wait`).
+pub(crate) fn trigger_field(root: &str) -> &'static str {
+    if root == PODS {
+        "spec.nodeName"
+    } else {
+        "metadata.name"
+    }
+}
+
+/// The trigger of a resource's watches (see [`trigger_field`]).
 fn trigger_fn(root: &str) -> Option<TriggerFn> {
-    (root == "/registry/core/pods/").then_some(pod_node_name as TriggerFn)
+    Some(if root == PODS {
+        pod_node_name
+    } else {
+        object_name
+    })
+}
+
+/// A stored object's `metadata.name`.
+fn object_name(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        metadata: Option<Meta>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        name: Option<String>,
+    }
+    serde_json::from_slice::<Object>(bytes).ok()?.metadata?.name
 }
 
 /// A stored pod's `spec.nodeName`.
@@ -356,7 +388,7 @@ mod tests {
             .expect("no error")
     }
 
-    const ROOT: &str = "/registry/core/pods/";
+    const ROOT: &str = PODS;
 
     #[test]
     fn reads_the_node_name_of_stored_pods() {
@@ -364,6 +396,9 @@ mod tests {
         assert_eq!(pod_node_name(&pod("a", None)), None);
         assert_eq!(pod_node_name(b"{\"spec\":{\"nodeName\":\"\"}}"), None);
         assert_eq!(pod_node_name(b"not json"), None);
+        assert_eq!(object_name(&pod("a", None)).as_deref(), Some("a"));
+        assert_eq!(trigger_field(PODS), "spec.nodeName");
+        assert_eq!(trigger_field("/registry/core/nodes/"), "metadata.name");
     }
 
     #[tokio::test]

@@ -22,6 +22,18 @@ use crate::cli::{DatastoreCommand, MigrateArgs};
 /// catch a flushed table; a full rewrite also resets every rule's packet counters.
 const PROXY_FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
+/// A listening socket with a deep accept queue: std's `bind` asks for 128 pending
+/// connections, which a thousand nodes connecting at once overflow (their connects then
+/// wait out SYN retries). 4096 is what the kernel allows by default (`somaxconn`).
+fn listen(addr: &std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // A listener on the host's loopback must be bound before entering the node's namespace.
@@ -32,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         })
         | Command::Lb(LbArgs {
             host_listen: addr, ..
-        }) => Some(TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?),
+        }) => Some(listen(addr).with_context(|| format!("binding {addr}"))?),
         _ => None,
     };
     if let Some(ns) = &cli.netns {
@@ -506,13 +518,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         credentials: Some(creds.clone()),
         ..config
     };
-    let node_client = Client::try_from(skiff_agent::client_config(&config)?)?;
+    let node_client = skiff_runtime::client::client(skiff_agent::client_config(&config)?)?;
     let mut proxy_config = skiff_agent::client_config(&config)?;
     creds.kube_proxy.apply(&mut proxy_config);
     proxy_config
         .headers
         .retain(|(name, _)| name != http::header::USER_AGENT);
-    let client = Client::try_from(with_user_agent(proxy_config, "kube-proxy"))?;
+    let client = skiff_runtime::client::client(with_user_agent(proxy_config, "kube-proxy"))?;
     let proxy = skiff_proxy::ProxyConfig {
         node_name,
         cluster_cidr: args.cluster_cidr.clone(),
@@ -542,7 +554,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await?;
-    let client = Client::try_from(with_user_agent(config, "kube-proxy"))?;
+    let client = skiff_runtime::client::client(with_user_agent(config, "kube-proxy"))?;
     let cfg = skiff_proxy::ProxyConfig {
         node_name: args.node_name.unwrap_or_else(hostname),
         cluster_cidr: args.cluster_cidr,
@@ -574,7 +586,7 @@ async fn dns(args: DnsArgs) -> anyhow::Result<()> {
         }
         None => kube::Config::incluster().context("in-cluster configuration")?,
     };
-    let client = Client::try_from(with_user_agent(config, "coredns"))?;
+    let client = skiff_runtime::client::client(with_user_agent(config, "coredns"))?;
     let cfg = skiff_dns::DnsConfig {
         listen: args.listen,
         domain: args.domain,
