@@ -36,6 +36,10 @@ use crate::util::{
 };
 use crate::Informers;
 
+/// Workers, as kube-controller-manager's `--concurrent-deployment-syncs` default: a sync mostly waits
+/// for API calls, so two workers left keys queued for seconds at a thousand nodes.
+const WORKERS: usize = 5;
+
 /// Default `progressDeadlineSeconds`.
 pub const DEFAULT_PROGRESS_DEADLINE: i32 = 600;
 
@@ -94,7 +98,7 @@ pub fn run(client: Client, inf: &Informers) {
                 .into_iter()
                 .collect()
         });
-    run_workers("deployment", queue, 2, move |key| {
+    run_workers("deployment", queue, WORKERS, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });

@@ -24,6 +24,10 @@ use crate::triggers::Triggers;
 use crate::util::{is_already_exists, is_not_found, key_of, split_key};
 use crate::Informers;
 
+/// Workers, as kube-controller-manager's `--concurrent-endpoint-syncs` default: a sync mostly waits
+/// for API calls, so two workers left keys queued for seconds at a thousand nodes.
+const WORKERS: usize = 5;
+
 /// Builds the Endpoints subsets of `svc` from the pods it selects, packed like
 /// `endpoints.RepackSubsets` (addresses with the same ports share a subset), sorted.
 pub fn build_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
@@ -121,7 +125,7 @@ pub fn run(client: Client, inf: &Informers) {
         .primary()
         .watches(&inf.pods, pod_to_services(inf.services.clone()))
         .every(Duration::from_secs(60));
-    run_workers("endpoints", queue, 2, move |key| {
+    run_workers("endpoints", queue, WORKERS, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });

@@ -27,6 +27,10 @@ use crate::triggers::Triggers;
 use crate::util::{controller_ref, is_not_found, key_of, split_key};
 use crate::Informers;
 
+/// Workers, as kube-controller-manager's `--concurrent-service-endpoint-syncs` default: a sync mostly waits
+/// for API calls, so two workers left keys queued for seconds at a thousand nodes.
+const WORKERS: usize = 5;
+
 /// Most endpoints in one slice (`--max-endpoints-per-slice`).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
@@ -192,7 +196,7 @@ pub fn run(client: Client, inf: &Informers) {
             }
         })
         .every(Duration::from_secs(60));
-    run_workers("endpointslice", queue, 2, move |key| {
+    run_workers("endpointslice", queue, WORKERS, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });

@@ -28,6 +28,10 @@ use crate::util::{
 };
 use crate::Informers;
 
+/// Workers, as kube-controller-manager's `--concurrent-replicaset-syncs` default: a sync mostly waits
+/// for API calls, so two workers left keys queued for seconds at a thousand nodes.
+const WORKERS: usize = 5;
+
 /// Most pods created or deleted in one sync (kube's `burstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 struct Ctx {
@@ -58,7 +62,7 @@ pub fn run(client: Client, inf: &Informers) {
         // A periodic full resync catches what event mapping misses (e.g. a pod whose
         // labels changed away from a ReplicaSet).
         .every(Duration::from_secs(30));
-    run_workers("replicaset", queue, 4, move |key| {
+    run_workers("replicaset", queue, WORKERS, move |key| {
         let ctx = ctx.clone();
         async move { sync(&ctx, &key).await }
     });
