@@ -16,8 +16,8 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::informer::Informer;
 use crate::podendpoint::{
-    headless, in_endpoints, managed, pod_ipv4, resolved_ports, selects, Address, ResolvedPort,
-    HEADLESS_LABEL,
+    headless, in_endpoints, managed, pod_ipv4, resolved_ports, selected_pods, selecting_services,
+    Address, ResolvedPort, HEADLESS_LABEL,
 };
 use crate::queue::{run_workers, WorkQueue};
 use crate::triggers::Triggers;
@@ -93,10 +93,8 @@ pub fn pod_to_services(
 ) -> impl FnMut(&Pod, bool) -> Vec<String> + Send + 'static {
     let last: Mutex<HashMap<String, HashSet<String>>> = Mutex::default();
     move |p, deleted| {
-        let now: HashSet<String> = services
-            .list()
+        let now: HashSet<String> = selecting_services(&services, p)
             .iter()
-            .filter(|s| selects(s, p))
             .map(|s| key_of(s.as_ref()))
             .collect();
         let pk = key_of(p);
@@ -151,12 +149,8 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     if !managed(&svc) {
         return Ok(None);
     }
-    let all = ctx.pods.list();
-    let pods: Vec<&Pod> = all
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| selects(&svc, p))
-        .collect();
+    let selected = selected_pods(&ctx.pods, &svc);
+    let pods: Vec<&Pod> = selected.iter().map(|p| p.as_ref()).collect();
     let subsets = build_subsets(&svc, &pods);
     let labels = labels_for(&svc);
     let existing = ctx.endpoints.store().get(&ObjectRef::new(name).within(ns));

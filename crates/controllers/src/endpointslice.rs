@@ -20,7 +20,7 @@ use skiff_api::names::{
 
 use crate::informer::Informer;
 use crate::podendpoint::{
-    headless, in_endpoints, managed, resolved_ports, selects, Address, ResolvedPort, HEADLESS_LABEL,
+    headless, in_endpoints, managed, resolved_ports, Address, ResolvedPort, HEADLESS_LABEL,
 };
 use crate::queue::{run_workers, WorkQueue};
 use crate::triggers::Triggers;
@@ -244,12 +244,8 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
         return Ok(None);
     };
     let started = std::time::Instant::now();
-    let all = ctx.pods.list();
-    let pods: Vec<&Pod> = all
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| selects(&svc, p))
-        .collect();
+    let selected = crate::podendpoint::selected_pods(&ctx.pods, &svc);
+    let pods: Vec<&Pod> = selected.iter().map(|p| p.as_ref()).collect();
     let desired = desired_slices(&svc, &pods);
     tracing::debug!(service = %key, pods = pods.len(), compute_us = started.elapsed().as_micros() as u64, "endpointslice desired state");
     let labels = slice_labels(&svc);

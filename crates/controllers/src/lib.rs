@@ -169,11 +169,11 @@ impl Informers {
     /// Starts every shared informer.
     pub fn start(client: &Client) -> Self {
         Informers {
-            pods: Informer::spawn(Api::all(client.clone())),
+            pods: Informer::spawn_indexed(Api::all(client.clone()), podendpoint::pod_index),
             nodes: Informer::spawn(Api::all(client.clone())),
             replicasets: Informer::spawn(Api::all(client.clone())),
             deployments: Informer::spawn(Api::all(client.clone())),
-            services: Informer::spawn(Api::all(client.clone())),
+            services: Informer::spawn_indexed(Api::all(client.clone()), podendpoint::service_index),
             namespaces: Informer::spawn(Api::all(client.clone())),
             serviceaccounts: Informer::spawn(Api::all(client.clone())),
             node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
