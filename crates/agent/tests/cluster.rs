@@ -23,6 +23,24 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // The in-process runtime's containers (its deletion clones nothing: no service),
+        // on a thread of its own in case the drop happens inside a tokio runtime.
+        let agent_data = self.data.join("agent");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let runtime = skiff_agent::containers::runtime::Runtime::new(
+                skiff_agent::RuntimeKind::Youki,
+                &agent_data,
+                Default::default(),
+            );
+            for (kind, id) in rt.block_on(runtime.list()) {
+                let _ = rt.block_on(runtime.delete(kind, &id));
+            }
+            std::io::Result::Ok(())
+        })
+        .join();
         let root = self.data.join("agent/runc");
         if let Ok(out) = Command::new("runc")
             .arg("--root")
@@ -313,6 +331,8 @@ async fn start(data: &Path, prefix: &str, node_name: &str) -> Env {
         cluster_domain: "cluster.local".into(),
         cni_bin_dir: "/usr/lib/cni".into(),
         network: bench_network(),
+        runtime: bench_runtime(),
+        runtime_service: Some(env!("CARGO_BIN_EXE_skiff-runtime-service").into()),
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,
@@ -803,6 +823,15 @@ async fn start_agent_process(
 
 /// The pod network of the agents the tests start: `SKIFF_BENCH_NETWORK` (`builtin`, the
 /// default, or `cni`), so the benchmark measures either path.
+/// `SKIFF_BENCH_RUNTIME=runc` runs the agent with runc (`skiff agent --runtime runc`);
+/// the default is youki's libcontainer in the runtime service.
+fn bench_runtime() -> skiff_agent::RuntimeKind {
+    std::env::var("SKIFF_BENCH_RUNTIME")
+        .ok()
+        .map(|v| v.parse().expect("SKIFF_BENCH_RUNTIME: youki or runc"))
+        .unwrap_or_default()
+}
+
 fn bench_network() -> skiff_agent::Network {
     std::env::var("SKIFF_BENCH_NETWORK")
         .ok()
