@@ -326,18 +326,26 @@ impl Runc {
     }
 
     /// `runc exec --detach`: with a terminal through the console socket, else on the
-    /// given descriptors.
+    /// given descriptors. runc's errors are read from its JSON log (its stderr may be
+    /// the process's).
     async fn exec_detached(&self, id: &str, process: &Path, stdio: RunStdio) -> Result<i32> {
         let pid_file = process.with_extension("pid");
+        let log = process.with_extension("log");
         let mut cmd = self.cmd();
-        cmd.arg("exec").arg("--detach");
+        cmd.arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("exec")
+            .arg("--detach");
         match stdio {
             RunStdio::Console(sock) => {
                 cmd.arg("--tty")
                     .arg("--console-socket")
                     .arg(sock)
                     .stdin(Stdio::null())
-                    .stdout(Stdio::null());
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
             }
             RunStdio::Fds([i, o, e]) => {
                 cmd.stdin(Stdio::from(i))
@@ -345,24 +353,26 @@ impl Runc {
                     .stderr(Stdio::from(e));
             }
         }
-        let out = cmd
-            .arg("--pid-file")
+        cmd.arg("--pid-file")
             .arg(&pid_file)
             .arg("--process")
             .arg(process)
-            .arg(id)
-            .stderr(Stdio::piped())
-            .output()
-            .await;
-        let pid = match out {
-            Ok(out) if out.status.success() => read_pid(&pid_file),
-            Ok(out) => Err(anyhow::anyhow!(
-                "runc exec: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
+            .arg(id);
+        let status = match cmd.spawn() {
+            Ok(mut child) => {
+                // The process's ends of its streams are its own from now.
+                drop(cmd);
+                child.wait().await.context("waiting for runc exec")
+            }
             Err(e) => Err(e).context("running runc exec"),
         };
+        let pid = match status {
+            Ok(s) if s.success() => read_pid(&pid_file),
+            Ok(_) => Err(anyhow::anyhow!("runc exec: {}", runc_error(&log))),
+            Err(e) => Err(e),
+        };
         let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&log);
         pid
     }
 
