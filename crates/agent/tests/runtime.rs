@@ -361,11 +361,12 @@ fn end_to_end(kind: RuntimeKind) {
                 assert_eq!(err, b"to stderr");
             }
             assert_eq!(exec::wait_or_kill(e.pid).await, 0);
-            // exec with a terminal: the command sees a pty.
-            let tty = exec::spawn_tty(
+            // exec with a terminal: the command sees a pty of the size asked for.
+            let tty = exec::spawn_tty_sized(
                 &runc,
                 &web,
-                &["sh".into(), "-c".into(), "tty".into()],
+                &["sh".into(), "-c".into(), "tty; stty size".into()],
+                Some((100, 30)),
             )
             .await
             .expect("exec -t");
@@ -383,7 +384,8 @@ fn end_to_end(kind: RuntimeKind) {
                 }
             }
             assert!(
-                String::from_utf8_lossy(&got).contains("/dev/pts/"),
+                String::from_utf8_lossy(&got).contains("/dev/pts/")
+                    && String::from_utf8_lossy(&got).contains("30 100"),
                 "{}",
                 String::from_utf8_lossy(&got)
             );

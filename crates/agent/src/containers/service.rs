@@ -167,7 +167,8 @@ fn handle(root: &Path, req: Request, fds: Vec<OwnedFd>) -> Result<i32> {
     let mut builder = ContainerBuilder::new(id, SyscallType::default())
         .with_root_path(root)?
         .with_pid_file(pid_file)?
-        .with_console_socket(console);
+        .with_console_socket(console)
+        .with_executor(SizedTerminal);
     let mut fds = fds.into_iter();
     if let (Some(i), Some(o), Some(e)) = (fds.next(), fds.next(), fds.next()) {
         builder = builder.with_stdin(i).with_stdout(o).with_stderr(e);
@@ -194,6 +195,55 @@ fn handle(root: &Path, req: Request, fds: Vec<OwnedFd>) -> Result<i32> {
             Ok(pid.as_raw())
         }
         Request::Ping => unreachable!("answered above"),
+    }
+}
+
+/// libcontainer's executor, which first gives a terminal the process's `consoleSize`
+/// (runc does; libcontainer does not, so `kubectl exec -it -- stty size` would see 0x0,
+/// the client's first resize arriving after the command ran). Runs in the container's
+/// init, on its terminal, right before the exec.
+#[derive(Clone)]
+struct SizedTerminal;
+
+impl libcontainer::workload::Executor for SizedTerminal {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        let size = spec
+            .process()
+            .as_ref()
+            .filter(|p| p.terminal() == Some(true))
+            .and_then(|p| p.console_size());
+        if let Some(size) = size {
+            let ws = libc::winsize {
+                ws_row: size.height() as u16,
+                ws_col: size.width() as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from a live local; fd 0 is the
+            // terminal libcontainer connected (an error leaves the size as it was).
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::ioctl(0, libc::TIOCSWINSZ, &ws);
+            }
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        libcontainer::workload::default::get_executor().setup_envs(envs)
     }
 }
 
