@@ -39,9 +39,9 @@ pub use containers::images;
 use containers::cni::Cni;
 pub use containers::cni::Network;
 use containers::container::Container;
-pub use containers::runtime::RuntimeKind;
-use containers::runtime::Runtime;
 use containers::images::ImageStore;
+use containers::runtime::Runtime;
+pub use containers::runtime::RuntimeKind;
 use kubelet::Kubelet;
 
 /// How the agent runs.

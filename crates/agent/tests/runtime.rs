@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use skiff_agent::containers::cni::Cni;
 use skiff_agent::containers::container::{self, Container, ContainerSpec};
-use skiff_agent::containers::runtime::{Runtime, RuntimeKind};
 use skiff_agent::containers::crilog;
 use skiff_agent::containers::images::{ImageStore, HTTPD_PAGE};
 use skiff_agent::containers::oci::ContainerConfig;
+use skiff_agent::containers::runtime::{Runtime, RuntimeKind};
 use skiff_agent::containers::{exec, netns};
 use skiff_agent::streaming::server::{router, Streams};
 
@@ -216,7 +216,10 @@ fn zombies() -> Vec<String> {
         let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
         for pid in children.split_whitespace() {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            {
                 found.push(stat);
             }
         }
@@ -348,9 +351,14 @@ fn end_to_end(kind: RuntimeKind) {
             let (_, code) = exec_output(&runc, &web, &["sh", "-c", "exit 4"]).await;
             assert_eq!(code, 4);
             // stdin and stderr of a plain exec.
-            let mut e = exec::spawn(&runc, &web, &["sh".into(), "-c".into(), "cat >&2".into()], true)
-                .await
-                .unwrap();
+            let mut e = exec::spawn(
+                &runc,
+                &web,
+                &["sh".into(), "-c".into(), "cat >&2".into()],
+                true,
+            )
+            .await
+            .unwrap();
             {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut w = e.stdin.take().unwrap();
@@ -533,7 +541,11 @@ fn end_to_end(kind: RuntimeKind) {
             cleanup.ids.push("skt-oom".into());
             cleanup.bundles.push(oom_bundle.clone());
             let mut oom_config = config(
-                &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+                &[
+                    "sh",
+                    "-c",
+                    "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+                ],
                 &pod_ns,
                 &format!("{cgroup_base}/pod1/oom"),
             );
@@ -573,7 +585,11 @@ fn end_to_end(kind: RuntimeKind) {
                     config: ContainerConfig {
                         terminal: true,
                         ..config(
-                            &["sh", "-c", "read line; echo \"got $line on $(tty)\"; exit 7"],
+                            &[
+                                "sh",
+                                "-c",
+                                "read line; echo \"got $line on $(tty)\"; exit 7",
+                            ],
                             &pod_ns,
                             &format!("{cgroup_base}/pod1/tty"),
                         )

@@ -6,7 +6,11 @@
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = match args.as_slice() {
-        [sub, flag, root] if sub == skiff_agent::containers::service::SUBCOMMAND && flag == "--root" => root,
+        [sub, flag, root]
+            if sub == skiff_agent::containers::service::SUBCOMMAND && flag == "--root" =>
+        {
+            root
+        }
         _ => {
             eprintln!("usage: skiff-runtime-service runtime-service --root DIR (socket as fd 3)");
             return std::process::ExitCode::FAILURE;

@@ -81,7 +81,10 @@ pub async fn spawn(
         let (r, w) = pipe()?;
         (r, Some(w))
     } else {
-        (File::open("/dev/null").context("opening /dev/null")?.into(), None)
+        (
+            File::open("/dev/null").context("opening /dev/null")?.into(),
+            None,
+        )
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

@@ -458,10 +458,7 @@ mod tests {
     fn runtime_names() {
         for k in [RuntimeKind::Youki, RuntimeKind::Runc] {
             assert_eq!(k.to_string().parse::<RuntimeKind>().unwrap(), k);
-            assert_eq!(
-                serde_json::to_string(&k).unwrap(),
-                format!("\"{k}\"")
-            );
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
         }
         assert!("crun".parse::<RuntimeKind>().is_err());
         assert_eq!(RuntimeKind::default(), RuntimeKind::Youki);

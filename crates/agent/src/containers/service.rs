@@ -251,12 +251,7 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 3]);
     let msg = loop {
-        match recvmsg::<()>(
-            sock,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => break r.context("receiving from the runtime socket")?,
         }
@@ -383,8 +378,7 @@ impl Client {
             cmd.pre_exec(move || {
                 if raw == SERVICE_FD {
                     let flags = libc::fcntl(raw, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                    {
+                    if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 } else if libc::dup2(raw, SERVICE_FD) < 0 {
@@ -456,9 +450,7 @@ impl Client {
                 }
             }
         }
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         &self.slots[n % self.slots.len()]
     }
 
@@ -549,9 +541,7 @@ mod tests {
             r#"{"op":"run","id":"c1","bundle":"/b","pid_file":"/b/pid","console_socket":null,"stdio":true}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
-        let reply = Reply::Failed {
-            error: "no".into(),
-        };
+        let reply = Reply::Failed { error: "no".into() };
         let text = serde_json::to_string(&reply).unwrap();
         assert_eq!(text, r#"{"result":"failed","error":"no"}"#);
         assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), reply);

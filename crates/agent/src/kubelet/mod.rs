@@ -37,9 +37,9 @@ use tokio::sync::watch;
 
 use crate::containers::cni::Cni;
 use crate::containers::container::Container;
-use crate::containers::runtime::Runtime;
 use crate::containers::images::ImageStore;
 use crate::containers::registry::Puller;
+use crate::containers::runtime::Runtime;
 use crate::AgentConfig;
 
 /// How many pods may set up their sandbox and start containers at once: twice the

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::containers::container::Container;
-use crate::containers::runtime::Runtime;
 use crate::containers::exec;
+use crate::containers::runtime::Runtime;
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

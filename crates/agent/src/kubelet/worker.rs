@@ -1466,7 +1466,11 @@ impl Worker {
             if let Some(p) = &inst.probes {
                 p.abort();
             }
-            let _ = self.k.runtime.kill(inst.container.runtime, &inst.container.id, "KILL").await;
+            let _ = self
+                .k
+                .runtime
+                .kill(inst.container.runtime, &inst.container.id, "KILL")
+                .await;
             let _ = tokio::time::timeout(Duration::from_secs(10), inst.container.wait()).await;
             if let Some(exit) = inst.container.exit() {
                 st.last = Some(terminated(&inst.container, &exit));
@@ -1778,6 +1782,9 @@ async fn run_pre_stop(
         return;
     }
     let ip = IpAddr::V4(ip.unwrap_or(Ipv4Addr::LOCALHOST));
-    let _ =
-        tokio::time::timeout_at(deadline.into(), probe::run_once(&probe, c, ip, runtime, ctr)).await;
+    let _ = tokio::time::timeout_at(
+        deadline.into(),
+        probe::run_once(&probe, c, ip, runtime, ctr),
+    )
+    .await;
 }

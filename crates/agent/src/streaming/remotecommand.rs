@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::channel;
 use crate::containers::container::Container;
-use crate::containers::runtime::Runtime;
 use crate::containers::crilog::Stream;
+use crate::containers::runtime::Runtime;
 use crate::containers::{console, exec};
 
 /// What the client sent, decoded.

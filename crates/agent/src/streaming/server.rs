@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use super::remotecommand::{self, AttachRequest, ExecRequest};
 use super::{channel, portforward, spdy, spdy_streams, websocket};
 use crate::containers::container::Container;
-use crate::containers::runtime::Runtime;
 use crate::containers::crilog::{self, LogOptions};
+use crate::containers::runtime::Runtime;
 
 /// What the endpoint needs to find containers.
 pub trait Streams: Send + Sync + 'static {
