@@ -345,6 +345,35 @@ fn end_to_end(kind: RuntimeKind) {
             })
             .await;
             assert_eq!(page, HTTPD_PAGE);
+            // The container's init is this process's child (not the runtime service's,
+            // not runc's): its exit status is ours to collect.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", web.pid)).unwrap();
+            let ppid: u32 = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(ppid, std::process::id(), "{stat}");
+            if kind == RuntimeKind::Youki {
+                // A runtime service that dies is replaced at the next request; the
+                // containers do not notice.
+                let services = runc.youki.pids();
+                assert!(!services.is_empty());
+                for pid in services {
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .unwrap();
+                }
+                let (out, code) = exec_output(&runc, &web, &["echo", "again"]).await;
+                assert_eq!((out.as_str(), code), ("again\n", 0));
+                assert!(web.exit().is_none());
+            }
             // exec echo hi.
             let (out, code) = exec_output(&runc, &web, &["echo", "hi"]).await;
             assert_eq!((out.as_str(), code), ("hi\n", 0));

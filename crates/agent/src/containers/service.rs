@@ -440,8 +440,16 @@ impl Client {
         }
     }
 
-    /// A free service if there is one, else the next in turn.
+    /// A free service if there is one, else the next in turn. Services found dead on
+    /// the way are collected (and replaced when next used).
     fn pick(&self) -> &Mutex<Option<Conn>> {
+        for s in &self.slots {
+            if let Ok(mut g) = s.try_lock() {
+                if g.as_ref().is_some_and(|c| !alive(&c.child)) {
+                    *g = None;
+                }
+            }
+        }
         for s in &self.slots {
             if !s.is_poisoned() {
                 if let Ok(g) = s.try_lock() {
