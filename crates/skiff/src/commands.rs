@@ -39,10 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // Before the runtime starts threads: setns applies to the calling thread only.
         skiff_cluster::netns::enter(ns)?;
     }
-    if let Command::RuntimeService(args) = &cli.command {
-        // Single-threaded, before any runtime starts threads: it clones containers.
-        return skiff_agent::containers::service::serve_inherited(&args.root);
-    }
     if let Command::Node(NodeCommand::Exec {
         cluster,
         node,
@@ -76,7 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Dns(args) => dns(args).await,
             Command::Image(cmd) => image(cmd).await,
             Command::Lb(args) => lb(args, host_listener).await,
-            Command::RuntimeService(_) => unreachable!("handled above"),
+            Command::RuntimeService(_) => unreachable!("handled in main, single-threaded"),
         }
     })
 }
