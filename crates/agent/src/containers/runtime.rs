@@ -177,8 +177,10 @@ impl Runtime {
         let client = self.youki.clone();
         tokio::task::spawn_blocking(move || {
             let borrowed: Vec<_> = fds.iter().flatten().map(|f| f.as_fd()).collect();
+            // libcontainer's intermediates are ours to collect (an earlier request's may
+            // have still been exiting after its reply).
+            service::reap_intermediates();
             let result = client.call(&request, &borrowed);
-            // Ours to collect, wherever the request got to.
             service::reap_intermediates();
             result
         })

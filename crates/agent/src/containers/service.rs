@@ -498,17 +498,25 @@ fn alive(child: &Child) -> bool {
 
 /// Collects libcontainer's intermediate processes that have exited: created
 /// `as_sibling`, they are children of the agent (with no exit signal), and no one else
-/// waits for them. Waits for a live one, which exits as soon as it has reported the
-/// container's PID. Blocking.
+/// waits for them. Only zombies are collected, without blocking: a live process with
+/// the intermediate's name may be a container's init just cloned from it (it inherits
+/// the name until it renames itself), whose exit status is its waiter's. An
+/// intermediate still exiting is collected by the next call (each runtime request
+/// calls this before and after).
 pub fn reap_intermediates() {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     for pid in children() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim_end() != INTERMEDIATE_COMM {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        if comm != INTERMEDIATE_COMM || !rest.trim_start().starts_with('Z') {
             continue;
         }
-        let _ = nix::sys::wait::waitpid(
+        let _ = waitpid(
             nix::unistd::Pid::from_raw(pid),
-            Some(nix::sys::wait::WaitPidFlag::__WALL),
+            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
         );
     }
 }
