@@ -7,8 +7,21 @@ fn var(name: &str) -> String {
     std::env::var(format!("SKIFF_AGENT_{name}")).unwrap_or_default()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The agent starts its runtime service as `<this executable> runtime-service`:
+    // served here, single-threaded, before any runtime starts.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(skiff_agent::containers::service::SUBCOMMAND) {
+        let root = args.get(3).map(PathBuf::from).unwrap_or_default();
+        return skiff_agent::containers::service::serve_inherited(&root);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(agent())
+}
+
+async fn agent() -> anyhow::Result<()> {
     let cfg = skiff_agent::AgentConfig {
         server_url: var("SERVER"),
         token: var("TOKEN"),
@@ -29,6 +42,14 @@ async fn main() -> anyhow::Result<()> {
             .transpose()
             .map_err(anyhow::Error::msg)?
             .unwrap_or_default(),
+        // `SKIFF_AGENT_RUNTIME=runc` runs runc.
+        runtime: Some(var("RUNTIME"))
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_default(),
+        runtime_service: None,
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,

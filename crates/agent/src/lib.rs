@@ -2,7 +2,8 @@
 //!
 //! - [`containers`] runs containers without any API server: the image store with its
 //!   built-in images, pod network namespaces wired in process (or by the CNI plugins),
-//!   containers under runc over overlayfs with CRI log files, exec.
+//!   containers over overlayfs under youki's libcontainer (in a runtime service the
+//!   agent starts, [`containers::service`]) or runc, with CRI log files, exec.
 //! - [`kubelet`] is the API-facing part: one worker per pod bound to this node.
 //! - [`hollow`] runs many hollow nodes in one process (no containers), for density tests.
 //! - [`node`] registers the Node and keeps its status and Lease fresh.
@@ -37,8 +38,10 @@ pub use containers::images;
 
 use containers::cni::Cni;
 pub use containers::cni::Network;
-use containers::container::{Container, Runc};
+use containers::container::Container;
 use containers::images::ImageStore;
+use containers::runtime::Runtime;
+pub use containers::runtime::RuntimeKind;
 use kubelet::Kubelet;
 
 /// How the agent runs.
@@ -75,6 +78,12 @@ pub struct AgentConfig {
     pub cni_bin_dir: PathBuf,
     /// Which code wires pods to the node's bridge (`--network`).
     pub network: Network,
+    /// Which OCI runtime runs the containers (`--runtime`).
+    pub runtime: RuntimeKind,
+    /// The executable that serves the in-process runtime when run as `<exe>
+    /// runtime-service` (the `skiff` binary; the agent crate's tests use its
+    /// `skiff-runtime-service` binary); None: this process's own executable.
+    pub runtime_service: Option<PathBuf>,
     /// Port of the kubelet endpoint (10250).
     pub kubelet_port: u16,
     /// The skiff binary, for the built-in `skiff` image.
@@ -154,8 +163,8 @@ impl streaming::server::Streams for Kubelet {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-    fn runc(&self) -> &Runc {
-        &self.runc
+    fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
     fn stats(&self) -> Option<&stats::Stats> {
         Some(&self.stats)
@@ -341,14 +350,26 @@ pub async fn run_after_proxy(
 
     let images = ImageStore::new(&cfg.data_dir, &cfg.skiff_binary);
     images.layers.remove_partial();
+    let service_exe = match &cfg.runtime_service {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding the runtime service executable")?,
+    };
+    let runtime = Runtime::new(cfg.runtime, &cfg.data_dir, service_exe);
+    if cfg.runtime == RuntimeKind::Youki {
+        // Started now, while the node waits for its pod CIDR, not by the first pods.
+        let client = runtime.youki.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = client.warm() {
+                tracing::warn!(error = %format!("{e:#}"), "starting the runtime service");
+            }
+        });
+    }
+    tracing::info!(runtime = %cfg.runtime, "container runtime");
     let k = Arc::new(Kubelet {
         client: client.clone(),
         cfg: cfg.clone(),
         node_ip,
-        runc: Runc {
-            binary: "runc".into(),
-            root: cfg.data_dir.join("runc"),
-        },
+        runtime: runtime.clone(),
         images,
         puller: containers::registry::Puller::new(cfg.registries.clone()),
         cni: cni_rx,
@@ -415,16 +436,14 @@ pub fn import_image(data_dir: &Path, tarball: &Path) -> Result<Vec<String>> {
 }
 
 /// Removes everything an agent left on the machine, for `skiff down` (after the agent
-/// process is gone): its runc containers, the mounts under its data dir, its pod netns
+/// process is gone): its containers (under either runtime), the mounts under its data dir, its pod netns
 /// (`<netns_prefix>*`; nothing when the prefix is empty) and its cgroups
 /// (`/sys/fs/cgroup/*/skiff/<node>`). The data dir itself is left to the caller.
 pub async fn cleanup_node(data_dir: &Path, node_name: &str, netns_prefix: &str) -> Result<()> {
-    let runc = Runc {
-        binary: "runc".into(),
-        root: data_dir.join("runc"),
-    };
-    for id in runc.list().await {
-        if let Err(e) = runc.delete(&id).await {
+    // Deleting needs no runtime service (nothing is cloned), so none is named.
+    let runtime = Runtime::new(RuntimeKind::default(), data_dir, PathBuf::new());
+    for (kind, id) in runtime.list().await {
+        if let Err(e) = runtime.delete(kind, &id).await {
             tracing::warn!(container = %id, error = %format!("{e:#}"), "removing a container");
         }
     }

@@ -34,6 +34,24 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // The in-process runtime's containers (its deletion clones nothing: no service),
+        // on a thread of its own in case the drop happens inside a tokio runtime.
+        let agent_data = self.data.join("agent");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let runtime = skiff_agent::containers::runtime::Runtime::new(
+                skiff_agent::RuntimeKind::Youki,
+                &agent_data,
+                Default::default(),
+            );
+            for (kind, id) in rt.block_on(runtime.list()) {
+                let _ = rt.block_on(runtime.delete(kind, &id));
+            }
+            std::io::Result::Ok(())
+        })
+        .join();
         let root = self.data.join("agent/runc");
         if let Ok(out) = Command::new("runc")
             .arg("--root")
@@ -288,6 +306,8 @@ async fn scenario(tmp: &Path, data: &Path, prefix: &str, node_name: &str) {
         cluster_domain: "cluster.local".into(),
         cni_bin_dir: "/usr/lib/cni".into(),
         network: Default::default(),
+        runtime: Default::default(),
+        runtime_service: Some(env!("CARGO_BIN_EXE_skiff-runtime-service").into()),
         kubelet_port: 10250,
         skiff_binary: "/bin/busybox".into(),
         resolv_conf: None,

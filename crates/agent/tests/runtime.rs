@@ -1,7 +1,8 @@
 //! The container runtime (`skiff_agent::containers`) end to end, without an API server
 //! (needs root): a "node" netns made by the test, the built-in images, a pod netns wired
-//! by the real CNI plugins, containers under the real runc, logs, exec, stdin, exit
-//! codes, and cleanup of everything.
+//! by the real CNI plugins, containers under each runtime (youki's libcontainer in the
+//! runtime service, and the real runc), logs, exec (with and without a terminal), stdin,
+//! attach, exit codes, the OOM killer's `OOMKilled`, and cleanup of everything.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -11,17 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiff_agent::containers::cni::Cni;
-use skiff_agent::containers::container::{self, Container, ContainerSpec, Runc};
+use skiff_agent::containers::container::{self, Container, ContainerSpec};
 use skiff_agent::containers::crilog;
 use skiff_agent::containers::images::{ImageStore, HTTPD_PAGE};
 use skiff_agent::containers::oci::ContainerConfig;
+use skiff_agent::containers::runtime::{Runtime, RuntimeKind};
 use skiff_agent::containers::{exec, netns};
 use skiff_agent::streaming::server::{router, Streams};
 
 /// The streaming endpoint's view for this test: one pod "ns/pod1" with container "web".
 struct OnePod {
     web: Arc<Container>,
-    runc: Runc,
+    runtime: Runtime,
 }
 
 impl Streams for OnePod {
@@ -37,8 +39,8 @@ impl Streams for OnePod {
     fn pod_ip(&self, _: &str, _: &str) -> Option<Ipv4Addr> {
         None
     }
-    fn runc(&self) -> &Runc {
-        &self.runc
+    fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 }
 
@@ -130,7 +132,7 @@ async fn ws_exec_text_stdin(port: u16, query: &str, stdin: &str) -> Vec<u8> {
 /// Removes everything the test made, also when it fails.
 struct Cleanup {
     prefix: String,
-    runc: Runc,
+    runtime: Runtime,
     ids: Vec<String>,
     bundles: Vec<PathBuf>,
     cgroup: String,
@@ -138,12 +140,13 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for id in &self.ids {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&self.runc.root)
-                .args(["delete", "-f", id])
-                .output();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            for id in &self.ids {
+                let _ = rt.block_on(self.runtime.delete(self.runtime.kind, id));
+            }
         }
         for b in &self.bundles {
             let _ = container::unmount_rootfs(b);
@@ -195,6 +198,35 @@ async fn poll<T>(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> Opt
     }
 }
 
+/// Runs a command in the container to its end: its stdout and exit code.
+async fn exec_output(runtime: &Runtime, ctr: &Container, args: &[&str]) -> (String, i32) {
+    use tokio::io::AsyncReadExt;
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut e = exec::spawn(runtime, ctr, &args, false).await.expect("exec");
+    let mut out = Vec::new();
+    e.stdout.read_to_end(&mut out).await.unwrap();
+    let code = exec::wait_or_kill(e.pid).await;
+    (String::from_utf8_lossy(&out).into_owned(), code)
+}
+
+/// This process's children that are zombies.
+fn zombies() -> Vec<String> {
+    let mut found = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            {
+                found.push(stat);
+            }
+        }
+    }
+    found
+}
+
 fn config(args: &[&str], netns: &Path, cgroup: &str) -> ContainerConfig {
     ContainerConfig {
         args: args.iter().map(|s| s.to_string()).collect(),
@@ -209,17 +241,28 @@ fn config(args: &[&str], netns: &Path, cgroup: &str) -> ContainerConfig {
 #[test]
 #[ignore = "needs root"]
 fn runtime_end_to_end() {
+    end_to_end(RuntimeKind::Youki);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn runtime_end_to_end_runc() {
+    end_to_end(RuntimeKind::Runc);
+}
+
+fn end_to_end(kind: RuntimeKind) {
     let pid = std::process::id();
-    let prefix = format!("skt-{pid}-");
+    let prefix = format!("skt-{pid}-{kind}-");
     let data = tempfile::tempdir().expect("tempdir");
-    let runc = Runc {
-        binary: "runc".into(),
-        root: data.path().join("runc"),
-    };
-    let cgroup_base = format!("/skiff/skt-{pid}");
+    let runc = Runtime::new(
+        kind,
+        data.path(),
+        env!("CARGO_BIN_EXE_skiff-runtime-service").into(),
+    );
+    let cgroup_base = format!("/skiff/skt-{pid}-{kind}");
     let mut cleanup = Cleanup {
         prefix: prefix.clone(),
-        runc: runc.clone(),
+        runtime: runc.clone(),
         ids: vec![],
         bundles: vec![],
         cgroup: cgroup_base.clone(),
@@ -302,38 +345,65 @@ fn runtime_end_to_end() {
             })
             .await;
             assert_eq!(page, HTTPD_PAGE);
+            // The container's init is this process's child (not the runtime service's,
+            // not runc's): its exit status is ours to collect.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", web.pid)).unwrap();
+            let ppid: u32 = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(ppid, std::process::id(), "{stat}");
+            if kind == RuntimeKind::Youki {
+                // A runtime service that dies is replaced at the next request; the
+                // containers do not notice.
+                let services = runc.youki.pids();
+                assert!(!services.is_empty());
+                for pid in services {
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .unwrap();
+                }
+                let (out, code) = exec_output(&runc, &web, &["echo", "again"]).await;
+                assert_eq!((out.as_str(), code), ("again\n", 0));
+                assert!(web.exit().is_none());
+            }
             // exec echo hi.
-            let (child, _file) = exec::spawn(
+            let (out, code) = exec_output(&runc, &web, &["echo", "hi"]).await;
+            assert_eq!((out.as_str(), code), ("hi\n", 0));
+            let (_, code) = exec_output(&runc, &web, &["sh", "-c", "exit 4"]).await;
+            assert_eq!(code, 4);
+            // stdin and stderr of a plain exec.
+            let mut e = exec::spawn(
                 &runc,
-                "skt-web",
-                &bundle,
-                &["echo".into(), "hi".into()],
-                false,
+                &web,
+                &["sh".into(), "-c".into(), "cat >&2".into()],
+                true,
             )
             .await
             .unwrap();
-            let out = child.wait_with_output().await.unwrap();
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-            assert!(out.status.success());
-            let (child, _file) = exec::spawn(
+            {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut w = e.stdin.take().unwrap();
+                w.write_all(b"to stderr").await.unwrap();
+                drop(w);
+                let mut err = Vec::new();
+                e.stderr.read_to_end(&mut err).await.unwrap();
+                assert_eq!(err, b"to stderr");
+            }
+            assert_eq!(exec::wait_or_kill(e.pid).await, 0);
+            // exec with a terminal: the command sees a pty of the size asked for.
+            let tty = exec::spawn_tty_sized(
                 &runc,
-                "skt-web",
-                &bundle,
-                &["sh".into(), "-c".into(), "exit 4".into()],
-                false,
-            )
-            .await
-            .unwrap();
-            assert_eq!(
-                child.wait_with_output().await.unwrap().status.code(),
-                Some(4)
-            );
-            // exec with a terminal: the command sees a pty.
-            let tty = exec::spawn_tty(
-                &runc,
-                "skt-web",
-                &bundle,
-                &["sh".into(), "-c".into(), "tty".into()],
+                &web,
+                &["sh".into(), "-c".into(), "tty; stty size".into()],
+                Some((100, 30)),
             )
             .await
             .expect("exec -t");
@@ -351,7 +421,8 @@ fn runtime_end_to_end() {
                 }
             }
             assert!(
-                String::from_utf8_lossy(&got).contains("/dev/pts/"),
+                String::from_utf8_lossy(&got).contains("/dev/pts/")
+                    && String::from_utf8_lossy(&got).contains("30 100"),
                 "{}",
                 String::from_utf8_lossy(&got)
             );
@@ -362,7 +433,7 @@ fn runtime_end_to_end() {
             let app = router(
                 Arc::new(OnePod {
                     web: web.clone(),
-                    runc: runc.clone(),
+                    runtime: runc.clone(),
                 }),
                 "secret".into(),
             );
@@ -494,13 +565,93 @@ fn runtime_end_to_end() {
             assert_eq!(exit.code, 0, "{out}");
             assert!(out.contains("runtime_end_to_end"), "{out}");
 
+            // A container over its memory limit is killed by the OOM killer: OOMKilled.
+            let oom_bundle = data.path().join("pods/pod1/oom");
+            cleanup.ids.push("skt-oom".into());
+            cleanup.bundles.push(oom_bundle.clone());
+            let mut oom_config = config(
+                &[
+                    "sh",
+                    "-c",
+                    "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+                ],
+                &pod_ns,
+                &format!("{cgroup_base}/pod1/oom"),
+            );
+            oom_config.memory_limit = Some(16 << 20);
+            let oom = Container::start(
+                &runc,
+                ContainerSpec {
+                    id: "skt-oom".into(),
+                    bundle: oom_bundle,
+                    lower: busybox.lowers.clone(),
+                    image_id: String::new(),
+                    config: oom_config,
+                    log_path: data.path().join("pods/pod1/logs/oom/0.log"),
+                    stdin: false,
+                    stdin_once: false,
+                    tty: false,
+                },
+            )
+            .await
+            .expect("start the memory hog");
+            let exit = oom.wait().await;
+            assert_eq!(exit.reason(), "OOMKilled", "{exit:?}");
+            assert_ne!(exit.code, 0);
+
+            // A container with a terminal: its output comes through the pty, its stdin
+            // is the terminal's.
+            let tty_bundle = data.path().join("pods/pod1/tty");
+            cleanup.ids.push("skt-tty".into());
+            cleanup.bundles.push(tty_bundle.clone());
+            let tty_ctr = Container::start(
+                &runc,
+                ContainerSpec {
+                    id: "skt-tty".into(),
+                    bundle: tty_bundle,
+                    lower: busybox.lowers.clone(),
+                    image_id: String::new(),
+                    config: ContainerConfig {
+                        terminal: true,
+                        ..config(
+                            &[
+                                "sh",
+                                "-c",
+                                "read line; echo \"got $line on $(tty)\"; exit 7",
+                            ],
+                            &pod_ns,
+                            &format!("{cgroup_base}/pod1/tty"),
+                        )
+                    },
+                    log_path: data.path().join("pods/pod1/logs/tty/0.log"),
+                    stdin: true,
+                    stdin_once: false,
+                    tty: true,
+                },
+            )
+            .await
+            .expect("start a container with a terminal");
+            assert!(tty_ctr.tty);
+            tty_ctr.write_stdin(b"hello\n").await.unwrap();
+            let exit = tty_ctr.wait().await;
+            assert_eq!(exit.code, 7);
+            let (rendered, _) = crilog::render(
+                &std::fs::read(&tty_ctr.log_path).unwrap(),
+                &Default::default(),
+            );
+            let rendered = String::from_utf8_lossy(&rendered);
+            assert!(rendered.contains("got hello on /dev/pts/"), "{rendered}");
+
             // SIGTERM ends httpd at once, as Apache's image does.
-            runc.kill("skt-web", "TERM").await.unwrap();
+            runc.kill(web.runtime, "skt-web", "TERM").await.unwrap();
+            assert_eq!(web.runtime, kind);
             let exit = web.wait().await;
             assert_eq!(exit.code, 0);
             assert_eq!(exit.reason(), "Completed");
             assert!(!container::is_mountpoint(&bundle.join("rootfs")));
-            assert!(!runc.list().await.contains(&"skt-web".to_string()));
+            assert!(!runc.list().await.contains(&(kind, "skt-web".to_string())));
+            // No zombie is left: libcontainer's intermediate processes were collected.
+            assert!(zombies().is_empty(), "zombie children: {:?}", zombies());
 
             cni.del("pod1", &pod_ns).await.expect("CNI DEL");
             netns::delete(&format!("{prefix}pod1")).await.unwrap();

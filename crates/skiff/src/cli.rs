@@ -56,6 +56,18 @@ pub enum Command {
     /// API servers, and by `skiff up --port` for node ports).
     #[command(hide = true)]
     Lb(LbArgs),
+    /// Serve the agent's in-process container runtime (youki's libcontainer) on the
+    /// socket the agent passes as fd 3; started by `skiff agent`, one per core.
+    #[command(hide = true, name = "runtime-service")]
+    RuntimeService(RuntimeServiceArgs),
+}
+
+/// Arguments of `skiff runtime-service`.
+#[derive(Debug, Args)]
+pub struct RuntimeServiceArgs {
+    /// libcontainer's state directory.
+    #[arg(long)]
+    pub root: PathBuf,
 }
 
 /// Arguments of `skiff lb`.
@@ -109,6 +121,9 @@ pub struct UpArgs {
     /// What wires pods to their node's bridge (`skiff agent --network`).
     #[arg(long, value_enum, default_value_t = NetworkArg::Builtin)]
     pub network: NetworkArg,
+    /// The nodes' container runtime (`skiff agent --runtime`).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Youki)]
+    pub runtime: RuntimeArg,
     /// Seconds a node may be silent before it is marked NotReady/Unknown (must exceed the
     /// agents' 10 s lease renewal).
     #[arg(long, default_value_t = skiff_api::defaults::NODE_MONITOR_GRACE_SECONDS)]
@@ -328,6 +343,12 @@ pub struct AgentArgs {
     /// host-local's address files, so a node may be restarted with the other.
     #[arg(long, value_enum, default_value_t = NetworkArg::Builtin)]
     pub network: NetworkArg,
+    /// What runs the containers: `youki` is youki's libcontainer in a runtime service
+    /// the agent starts (no process per container operation); `runc` runs a `runc`
+    /// process per operation. Containers started by either are stopped and cleaned up
+    /// after a restart with the other.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Youki)]
+    pub runtime: RuntimeArg,
     /// Dataplane of the service proxy.
     #[arg(long, value_enum, default_value_t = ProxyModeArg::Iptables)]
     pub proxy_mode: ProxyModeArg,
@@ -378,6 +399,25 @@ impl NetworkArg {
         match self {
             NetworkArg::Builtin => skiff_agent::Network::Builtin,
             NetworkArg::Cni => skiff_agent::Network::Plugins,
+        }
+    }
+}
+
+/// Container runtimes for `skiff agent --runtime`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RuntimeArg {
+    /// youki's libcontainer, in the agent's long-lived runtime service.
+    Youki,
+    /// A runc process per container operation.
+    Runc,
+}
+
+impl RuntimeArg {
+    /// The agent's setting.
+    pub fn runtime(self) -> skiff_agent::RuntimeKind {
+        match self {
+            RuntimeArg::Youki => skiff_agent::RuntimeKind::Youki,
+            RuntimeArg::Runc => skiff_agent::RuntimeKind::Runc,
         }
     }
 }

@@ -84,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Dns(args) => dns(args).await,
             Command::Image(cmd) => image(cmd).await,
             Command::Lb(args) => lb(args, host_listener).await,
+            Command::RuntimeService(_) => unreachable!("handled in main, single-threaded"),
         }
     })
 }
@@ -111,6 +112,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         agent_args.extend(["--proxy-mode".to_string(), "nftables".to_string()]);
     }
     agent_args.extend(["--network".to_string(), args.network.network().to_string()]);
+    agent_args.extend(["--runtime".to_string(), args.runtime.runtime().to_string()]);
     if let Some(path) = &args.resolv_conf {
         // The agents read it when they start (and again after a restart): an absolute
         // path, checked now rather than by every node.
@@ -497,6 +499,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cluster_domain: skiff_api::defaults::CLUSTER_DOMAIN.to_string(),
         cni_bin_dir: args.cni_bin_dir.clone(),
         network: args.network.network(),
+        runtime: args.runtime.runtime(),
+        runtime_service: None,
         kubelet_port: skiff_api::defaults::KUBELET_PORT,
         skiff_binary: std::env::current_exe().context("finding the skiff binary")?,
         credentials: None,

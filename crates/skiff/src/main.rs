@@ -10,15 +10,28 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::RuntimeService(args) = &cli.command {
+        // No log subscriber: the service's clones log from inside the containers, whose
+        // stderr is the container's (its errors go back to the agent in its replies).
+        return match skiff_agent::containers::service::serve_inherited(&args.root) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     // Daemons log what they do; commands a user types (up, down...) print only their
     // result, not the connection attempts of their polling.
     let default_filter = match cli.command {
         cli::Command::Server(_)
         | cli::Command::Agent(_)
         | cli::Command::Proxy(_)
-        | cli::Command::Dns(_) => "info",
-        _ => "warn,kube_client=off",
+        | cli::Command::Dns(_) => "info,libcgroups=error,libcontainer=error",
+        _ => "warn,kube_client=off,libcgroups=error,libcontainer=error",
     };
+    // (youki's crates warn at every container deletion about controllers the host lacks,
+    // net_cls and net_prio here: noise for a node's log.)
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")

@@ -361,8 +361,9 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
     );
 }
 
-/// The seed's Services in nftables mode, with pods wired by the CNI plugins (`skiff up
-/// --network cni`; the other tests use the in-process default): the cluster IP from a
+/// The seed's Services in nftables mode, with pods wired by the CNI plugins and run by
+/// runc (`skiff up --network cni --runtime runc`; the other tests use the in-process
+/// defaults): the cluster IP from a
 /// node, the node port on every node, a pod reaching the Service by name (DNS over UDP
 /// through the proxy), and a replaced pod (an endpoint change: only map elements are
 /// rewritten).
@@ -370,7 +371,18 @@ fn a_stopped_agent_makes_its_node_not_ready_and_its_pods_move() {
 #[ignore = "needs root"]
 fn nftables_mode_serves_the_seed() {
     assert_tools();
-    let c = Cluster::up("e2n", 3, &["--proxy-mode", "nftables", "--network", "cni"]);
+    let c = Cluster::up(
+        "e2n",
+        3,
+        &[
+            "--proxy-mode",
+            "nftables",
+            "--network",
+            "cni",
+            "--runtime",
+            "runc",
+        ],
+    );
     for file in ["Httpd-Deployment.yaml", "Httpd-Service-NodePort.yaml"] {
         c.ok_quiet(&["apply", "-f", seed(file).to_str().unwrap()]);
     }

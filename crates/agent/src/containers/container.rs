@@ -1,13 +1,14 @@
-//! Containers under runc: the bundle (overlayfs rootfs + `config.json`), `runc run
-//! --detach` with the container's stdio handed over (FIFOs for stdout/stderr, so output
-//! survives an agent restart; a pipe for stdin), the CRI log file, attach fan-out, and
-//! the exit status (the agent is a child subreaper, so the container's init becomes its
-//! child when runc exits).
+//! Containers: the bundle (overlayfs rootfs + `config.json`), started detached by the
+//! node's [`Runtime`] with the container's stdio handed over (FIFOs for stdout/stderr,
+//! so output survives an agent restart; a pipe for stdin), the CRI log file, attach
+//! fan-out, and the exit status (the container's init is the agent's child: runc's is
+//! reparented to the agent, a child subreaper, when runc exits; the runtime service
+//! creates youki's as the agent's child).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,86 +16,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use nix::sys::stat::Mode;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
 use super::crilog::{self, Stream};
 use super::oci::{self, ContainerConfig};
-
-/// The runc binary and its state directory (one per agent, under its data dir).
-#[derive(Debug, Clone)]
-pub struct Runc {
-    /// `runc` (from PATH) or a path.
-    pub binary: PathBuf,
-    /// `--root` for runc's state.
-    pub root: PathBuf,
-}
-
-impl Runc {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.binary);
-        c.arg("--root").arg(&self.root);
-        c
-    }
-
-    /// Sends a signal (`TERM`, `KILL`) to the container's init. A container that is gone
-    /// is not an error.
-    pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        let out = self
-            .cmd()
-            .args(["kill", id, signal])
-            .output()
-            .await
-            .context("running runc kill")?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success()
-            && !err.contains("not exist")
-            && !err.contains("not running")
-            && !err.contains("process already finished")
-        {
-            bail!("runc kill {id} {signal}: {}", err.trim());
-        }
-        Ok(())
-    }
-
-    /// Deletes the container's runc state (and cgroup), forcing if it still runs.
-    pub async fn delete(&self, id: &str) -> Result<()> {
-        let out = self
-            .cmd()
-            .args(["delete", "--force", id])
-            .output()
-            .await
-            .context("running runc delete")?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !err.contains("not exist") {
-            bail!("runc delete {id}: {}", err.trim());
-        }
-        Ok(())
-    }
-
-    /// IDs of the containers runc knows.
-    pub async fn list(&self) -> Vec<String> {
-        let Ok(out) = self.cmd().args(["list", "--format", "json"]).output().await else {
-            return Vec::new();
-        };
-        #[derive(Deserialize)]
-        struct Item {
-            id: String,
-        }
-        serde_json::from_slice::<Option<Vec<Item>>>(&out.stdout)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.id)
-            .collect()
-    }
-}
+use super::runtime::{RunRequest, RunStdio, Runtime, RuntimeKind};
 
 /// How a container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +54,7 @@ impl Exit {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
-    /// runc container ID.
+    /// The runtime's container ID.
     pub id: String,
     /// Bundle directory (made if missing).
     pub bundle: PathBuf,
@@ -148,7 +79,7 @@ pub struct ContainerSpec {
 /// Saved in the bundle so a restarted agent can take the container back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedState {
-    /// runc ID.
+    /// The runtime's container ID.
     pub id: String,
     /// Host PID of the container's init.
     pub pid: i32,
@@ -156,6 +87,9 @@ pub struct SavedState {
     pub started_at: DateTime<Utc>,
     /// CRI log file.
     pub log_path: PathBuf,
+    /// The runtime that started it (runc for a state saved before this was recorded).
+    #[serde(default = "RuntimeKind::legacy")]
+    pub runtime: RuntimeKind,
 }
 
 /// Where the container's stdin is written.
@@ -168,8 +102,10 @@ struct LogSink {
 
 /// A started container.
 pub struct Container {
-    /// runc ID.
+    /// The runtime's container ID.
     pub id: String,
+    /// The runtime that started it (and stops it).
+    pub runtime: RuntimeKind,
     /// Host PID of its init.
     pub pid: i32,
     /// When it started.
@@ -256,24 +192,12 @@ fn fifo(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads runc's last error from its JSON log.
-fn runc_error(bundle: &Path) -> String {
-    let text = fs::read_to_string(bundle.join("runc.log")).unwrap_or_default();
-    text.lines()
-        .rev()
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or_default().to_string())
-        })
-        .unwrap_or_else(|| text.lines().last().unwrap_or("unknown error").to_string())
-}
-
 /// Output a container printed before an attach, per stream, in order.
 pub type Replay = Vec<(Stream, Vec<u8>)>;
 
 impl Container {
     /// Makes the bundle and starts the container. Returns once its init runs.
-    pub async fn start(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
+    pub async fn start(runtime: &Runtime, spec: ContainerSpec) -> Result<Arc<Container>> {
         let bundle = spec.bundle.clone();
         fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
         if !spec.image_id.is_empty() {
@@ -291,7 +215,7 @@ impl Container {
         )
         .context("writing config.json")?;
         if spec.tty {
-            return Self::start_tty(runc, spec).await;
+            return Self::start_tty(runtime, spec).await;
         }
         fifo(&bundle.join("stdout"))?;
         fifo(&bundle.join("stderr"))?;
@@ -311,52 +235,31 @@ impl Container {
         let rx_err = pipe::OpenOptions::new()
             .read_write(true)
             .open_receiver(bundle.join("stderr"))?;
-        let _ = fs::remove_file(bundle.join("runc.log"));
-        let mut cmd = runc.cmd();
-        cmd.arg("--log")
-            .arg(bundle.join("runc.log"))
-            .arg("--log-format")
-            .arg("json")
-            .arg("run")
-            .arg("--detach")
-            .arg("--pid-file")
-            .arg(bundle.join("pid"))
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg(&spec.id)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::from(ctr_out))
-            .stderr(Stdio::from(ctr_err));
-        let mut child = cmd.spawn().context("running runc")?;
-        drop(cmd);
-        let stdin = child.stdin.take().map(|s| Box::new(s) as StdinWriter);
-        let status = child.wait().await.context("waiting for runc run")?;
-        if !status.success() {
-            let msg = runc_error(&bundle);
-            let _ = runc.delete(&spec.id).await;
-            let _ = unmount_rootfs(&bundle);
-            bail!("runc run failed: {msg}");
-        }
-        let pid: i32 = fs::read_to_string(bundle.join("pid"))
-            .context("reading runc's pid file")?
-            .trim()
-            .parse()
-            .context("parsing runc's pid file")?;
-        let started_at = Utc::now();
+        let (ctr_in, stdin): (OwnedFd, Option<StdinWriter>) = if spec.stdin {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context("making the stdin pipe")?;
+            let w = pipe::Sender::from_owned_fd(w).context("the stdin pipe")?;
+            (r, Some(Box::new(w) as StdinWriter))
+        } else {
+            (File::open("/dev/null")?.into(), None)
+        };
+        let pid = Self::run(
+            runtime,
+            &spec,
+            RunStdio::Fds([ctr_in, ctr_out.into(), ctr_err.into()]),
+        )
+        .await?;
         let saved = SavedState {
             id: spec.id.clone(),
             pid,
-            started_at,
+            started_at: Utc::now(),
             log_path: spec.log_path.clone(),
+            runtime: runtime.kind,
         };
         fs::write(bundle.join("state.json"), serde_json::to_vec(&saved)?)
             .context("writing state.json")?;
         Ok(Self::wire(
-            runc,
+            runtime,
             saved,
             bundle,
             vec![(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)],
@@ -367,42 +270,42 @@ impl Container {
         ))
     }
 
-    /// Starts a container with a terminal: runc sends the pty master over a console
-    /// socket; output (all of it "stdout") is read from it and input written to it.
-    async fn start_tty(runc: &Runc, spec: ContainerSpec) -> Result<Arc<Container>> {
+    /// Runs the bundle; on failure removes what the runtime left and unmounts the
+    /// rootfs.
+    async fn run(runtime: &Runtime, spec: &ContainerSpec, stdio: RunStdio) -> Result<i32> {
+        let started = runtime
+            .run(RunRequest {
+                id: &spec.id,
+                bundle: &spec.bundle,
+                pid_file: &spec.bundle.join("pid"),
+                stdio,
+            })
+            .await;
+        match started {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                let _ = runtime.delete(runtime.kind, &spec.id).await;
+                let _ = unmount_rootfs(&spec.bundle);
+                bail!("{} run failed: {e:#}", runtime.kind)
+            }
+        }
+    }
+
+    /// Starts a container with a terminal: the runtime sends the pty master over a
+    /// console socket; output (all of it "stdout") is read from it and input written to
+    /// it.
+    async fn start_tty(runtime: &Runtime, spec: ContainerSpec) -> Result<Arc<Container>> {
         let bundle = spec.bundle.clone();
         let console = super::console::ConsoleSocket::new()?;
         let sock = console.path().to_path_buf();
         let master = tokio::spawn(console.receive());
-        let _ = fs::remove_file(bundle.join("runc.log"));
-        let status = runc
-            .cmd()
-            .arg("--log")
-            .arg(bundle.join("runc.log"))
-            .arg("--log-format")
-            .arg("json")
-            .arg("run")
-            .arg("--detach")
-            .arg("--console-socket")
-            .arg(&sock)
-            .arg("--pid-file")
-            .arg(bundle.join("pid"))
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg(&spec.id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .context("running runc")?;
-        if !status.success() {
-            master.abort();
-            let msg = runc_error(&bundle);
-            let _ = runc.delete(&spec.id).await;
-            let _ = unmount_rootfs(&bundle);
-            bail!("runc run failed: {msg}");
-        }
+        let pid = match Self::run(runtime, &spec, RunStdio::Console(sock)).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                master.abort();
+                return Err(e);
+            }
+        };
         let master = master.await.context("receiving the pty")??;
         let reader = pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
         let resizer = master.try_clone()?;
@@ -411,21 +314,17 @@ impl Container {
         } else {
             None
         };
-        let pid: i32 = fs::read_to_string(bundle.join("pid"))
-            .context("reading runc's pid file")?
-            .trim()
-            .parse()
-            .context("parsing runc's pid file")?;
         let saved = SavedState {
             id: spec.id.clone(),
             pid,
             started_at: Utc::now(),
             log_path: spec.log_path.clone(),
+            runtime: runtime.kind,
         };
         fs::write(bundle.join("state.json"), serde_json::to_vec(&saved)?)
             .context("writing state.json")?;
         Ok(Self::wire(
-            runc,
+            runtime,
             saved,
             bundle,
             vec![(reader, Stream::Stdout)],
@@ -437,8 +336,9 @@ impl Container {
     }
 
     /// Takes back a container started by an earlier agent (its init is no longer our
-    /// child: its end is seen by polling, and its exit code is unknown).
-    pub fn adopt(runc: &Runc, bundle: &Path, cgroups_path: &str) -> Result<Arc<Container>> {
+    /// child: its end is seen by polling, and its exit code is unknown), under the
+    /// runtime that started it.
+    pub fn adopt(runtime: &Runtime, bundle: &Path, cgroups_path: &str) -> Result<Arc<Container>> {
         let saved: SavedState = serde_json::from_slice(
             &fs::read(bundle.join("state.json")).context("reading state.json")?,
         )
@@ -450,7 +350,7 @@ impl Container {
             .read_write(true)
             .open_receiver(bundle.join("stderr"))?;
         Ok(Self::wire(
-            runc,
+            runtime,
             saved,
             bundle.to_path_buf(),
             vec![(rx_out, Stream::Stdout), (rx_err, Stream::Stderr)],
@@ -463,7 +363,7 @@ impl Container {
 
     #[allow(clippy::too_many_arguments)]
     fn wire(
-        runc: &Runc,
+        runtime: &Runtime,
         saved: SavedState,
         bundle: PathBuf,
         outputs: Vec<(pipe::Receiver, Stream)>,
@@ -494,6 +394,7 @@ impl Container {
                 // Nothing sensible can be done without any file; keep running blind.
                 return Arc::new(Container {
                     id: saved.id,
+                    runtime: saved.runtime,
                     pid: saved.pid,
                     started_at: saved.started_at,
                     log_path: saved.log_path,
@@ -515,6 +416,7 @@ impl Container {
         };
         let c = Arc::new(Container {
             id: saved.id.clone(),
+            runtime: saved.runtime,
             pid: saved.pid,
             started_at: saved.started_at,
             log_path: saved.log_path.clone(),
@@ -545,7 +447,8 @@ impl Container {
             })
             .collect();
         let pid = saved.pid;
-        let runc = runc.clone();
+        let runtime = runtime.clone();
+        let kind = saved.runtime;
         let id = saved.id;
         tokio::spawn(async move {
             let code = wait_for_exit(pid).await;
@@ -554,7 +457,7 @@ impl Container {
             for p in pumps {
                 let _ = p.await;
             }
-            if let Err(e) = runc.delete(&id).await {
+            if let Err(e) = runtime.delete(kind, &id).await {
                 tracing::warn!(container = %id, error = %e, "deleting the exited container");
             }
             if let Err(e) = unmount_rootfs(&bundle) {
@@ -743,7 +646,9 @@ pub(crate) async fn wait_for_exit(pid: i32) -> i32 {
         .stack_size(64 * 1024)
         .spawn(move || {
             let status = loop {
-                match waitpid(Pid::from_raw(pid), None) {
+                // __WALL: an init created `as_sibling` by the runtime service has no
+                // exit signal (a "clone" child), which a plain waitpid does not see.
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
                     Ok(WaitStatus::Exited(_, code)) => break Some(code),
                     Ok(WaitStatus::Signaled(_, sig, _)) => break Some(128 + sig as i32),
                     Ok(_) => continue,
@@ -795,7 +700,7 @@ fn oom_killed(memcg: &Path) -> bool {
 }
 
 /// Makes the agent a child subreaper, so container inits become its children when runc
-/// exits and their exit statuses can be collected.
+/// exits (and stay its children should its runtime service die) and their exit statuses can be collected.
 pub fn become_subreaper() -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")
 }

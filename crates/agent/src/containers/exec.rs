@@ -1,24 +1,25 @@
-//! `runc exec`: a new process in a running container, with the container's own process
-//! settings (user, env, cwd, capabilities) and the requested argv.
+//! Exec: a new process in a running container, with the container's own process
+//! settings (user, env, cwd, capabilities) and the requested argv, started detached by
+//! the container's runtime ([`Runtime::exec`]). The process is a child of the agent,
+//! which collects its exit status.
 
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{Context, Result};
-use tokio::process::{Child, Command};
+use tokio::net::unix::pipe;
 
-use super::container::Runc;
+use super::container::Container;
+use super::runtime::{RunStdio, Runtime};
 
-/// Starts `args` in the container whose bundle is `bundle`. stdout and stderr are
-/// pipes; stdin a pipe when asked, else /dev/null. The child's exit status is the
-/// process's.
-pub async fn spawn(
-    runc: &Runc,
-    id: &str,
+/// The process file of an exec (the container's process with the exec's argv).
+fn write_process(
     bundle: &Path,
     args: &[String],
-    stdin: bool,
-) -> Result<(Child, ExecFile)> {
+    terminal: bool,
+    size: Option<(u16, u16)>,
+) -> Result<ExecFile> {
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(bundle.join("config.json"))
             .context("reading the container's config.json")?,
@@ -26,28 +27,88 @@ pub async fn spawn(
     .context("parsing the container's config.json")?;
     let mut process = config["process"].clone();
     process["args"] = serde_json::json!(args);
-    process["terminal"] = serde_json::json!(false);
-    let file = bundle.join(format!("exec-{}.json", uuid::Uuid::new_v4()));
+    process["terminal"] = serde_json::json!(terminal);
+    if terminal {
+        if let Some((width, height)) = size {
+            process["consoleSize"] = serde_json::json!({"width": width, "height": height});
+        }
+        if let Some(env) = process["env"].as_array_mut() {
+            if !env
+                .iter()
+                .any(|v| v.as_str().is_some_and(|s| s.starts_with("TERM=")))
+            {
+                env.push(serde_json::json!("TERM=xterm"));
+            }
+        }
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let file = bundle.join(format!("exec-{tag}.json"));
     std::fs::write(&file, serde_json::to_vec(&process)?)
         .context("writing the exec process file")?;
-    let guard = ExecFile(vec![file.clone()]);
-    let child = Command::new(&runc.binary)
-        .arg("--root")
-        .arg(&runc.root)
-        .arg("exec")
-        .arg("--process")
-        .arg(&file)
-        .arg(id)
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running runc exec")?;
-    Ok((child, guard))
+    Ok(ExecFile(vec![file]))
 }
 
-/// The files of an exec (process file, pid file); removed when dropped.
+/// A pipe whose ends are close-on-exec (the process gets its end through the runtime).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe")
+}
+
+/// An exec without a terminal: its streams as pipes.
+#[derive(Debug)]
+pub struct Exec {
+    /// Host PID of the process (the agent's child).
+    pub pid: i32,
+    /// Its stdin, when asked for (else it reads /dev/null).
+    pub stdin: Option<pipe::Sender>,
+    /// Its stdout.
+    pub stdout: pipe::Receiver,
+    /// Its stderr.
+    pub stderr: pipe::Receiver,
+    /// The process file (removed on drop).
+    pub file: ExecFile,
+}
+
+/// Starts `args` in the container. stdout and stderr are pipes; stdin a pipe when
+/// asked, else /dev/null.
+pub async fn spawn(
+    runtime: &Runtime,
+    ctr: &Container,
+    args: &[String],
+    stdin: bool,
+) -> Result<Exec> {
+    let file = write_process(&ctr.bundle, args, false, None)?;
+    let (in_r, in_w) = if stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        (
+            File::open("/dev/null").context("opening /dev/null")?.into(),
+            None,
+        )
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let pid = runtime
+        .exec(
+            ctr.runtime,
+            &ctr.id,
+            &file.0[0],
+            RunStdio::Fds([in_r, out_w, err_w]),
+        )
+        .await?;
+    Ok(Exec {
+        pid,
+        stdin: in_w
+            .map(pipe::Sender::from_owned_fd)
+            .transpose()
+            .context("the stdin pipe")?,
+        stdout: pipe::Receiver::from_owned_fd(out_r).context("the stdout pipe")?,
+        stderr: pipe::Receiver::from_owned_fd(err_r).context("the stderr pipe")?,
+        file,
+    })
+}
+
+/// The files of an exec (process file); removed when dropped.
 #[derive(Debug)]
 pub struct ExecFile(Vec<std::path::PathBuf>);
 
@@ -59,15 +120,15 @@ impl Drop for ExecFile {
     }
 }
 
-/// An exec with a terminal (started detached: its process is our child as we are a
-/// subreaper, and its exit status is collected from it).
+/// An exec with a terminal (started detached: its process is our child, and its exit
+/// status is collected from it).
 #[derive(Debug)]
 pub struct TtyExec {
     /// Host PID of the exec'd process.
     pub pid: i32,
     /// The pty master.
     pub master: std::fs::File,
-    /// The process and pid files (removed on drop).
+    /// The process file (removed on drop).
     pub file: ExecFile,
 }
 
@@ -78,84 +139,58 @@ impl TtyExec {
     }
 }
 
-/// Starts `args` in the container with a terminal (runc's console socket).
-pub async fn spawn_tty(runc: &Runc, id: &str, bundle: &Path, args: &[String]) -> Result<TtyExec> {
-    spawn_tty_sized(runc, id, bundle, args, None).await
+/// Waits for an exec'd process to end (its exit code, 128 + signal when killed); the
+/// process is killed if the future is dropped first (a probe's timeout, a client gone).
+pub async fn wait_or_kill(pid: i32) -> i32 {
+    struct KillOnDrop(Option<i32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                // Not reaped yet (the waiting thread reaps it when it ends), so the PID
+                // is still this process's.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(pid));
+    let code = super::container::wait_for_exit(pid).await;
+    guard.0 = None;
+    code
+}
+
+/// Starts `args` in the container with a terminal (the runtime's console socket).
+pub async fn spawn_tty(runtime: &Runtime, ctr: &Container, args: &[String]) -> Result<TtyExec> {
+    spawn_tty_sized(runtime, ctr, args, None).await
 }
 
 /// [`spawn_tty`] with the terminal's initial size (columns, rows), so the process never
 /// sees a 0x0 terminal.
 pub async fn spawn_tty_sized(
-    runc: &Runc,
-    id: &str,
-    bundle: &Path,
+    runtime: &Runtime,
+    ctr: &Container,
     args: &[String],
     size: Option<(u16, u16)>,
 ) -> Result<TtyExec> {
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(bundle.join("config.json"))
-            .context("reading the container's config.json")?,
-    )
-    .context("parsing the container's config.json")?;
-    let mut process = config["process"].clone();
-    process["args"] = serde_json::json!(args);
-    process["terminal"] = serde_json::json!(true);
-    if let Some((width, height)) = size {
-        process["consoleSize"] = serde_json::json!({"width": width, "height": height});
-    }
-    if let Some(env) = process["env"].as_array_mut() {
-        if !env
-            .iter()
-            .any(|v| v.as_str().is_some_and(|s| s.starts_with("TERM=")))
-        {
-            env.push(serde_json::json!("TERM=xterm"));
-        }
-    }
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let file = bundle.join(format!("exec-{tag}.json"));
-    std::fs::write(&file, serde_json::to_vec(&process)?)
-        .context("writing the exec process file")?;
-    let pid_file = bundle.join(format!("exec-{tag}.pid"));
-    let guard = ExecFile(vec![file.clone(), pid_file.clone()]);
+    let file = write_process(&ctr.bundle, args, true, size)?;
     let console = super::console::ConsoleSocket::new()?;
     let sock = console.path().to_path_buf();
     let master = tokio::spawn(console.receive());
-    // runc only hands a terminal over when it detaches.
-    let out = Command::new(&runc.binary)
-        .arg("--root")
-        .arg(&runc.root)
-        .arg("exec")
-        .arg("--detach")
-        .arg("--tty")
-        .arg("--console-socket")
-        .arg(&sock)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("--process")
-        .arg(&file)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .context("running runc exec")?;
-    if !out.status.success() {
-        master.abort();
-        anyhow::bail!("runc exec: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    let started = runtime
+        .exec(ctr.runtime, &ctr.id, &file.0[0], RunStdio::Console(sock))
+        .await;
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            master.abort();
+            return Err(e);
+        }
+    };
     let master = tokio::time::timeout(std::time::Duration::from_secs(10), master)
         .await
-        .context("runc exec did not hand over a terminal")?
+        .context("the runtime did not hand over a terminal")?
         .context("receiving the terminal")??;
-    let pid = std::fs::read_to_string(&pid_file)
-        .context("reading runc's pid file")?
-        .trim()
-        .parse()
-        .context("parsing runc's pid file")?;
-    Ok(TtyExec {
-        pid,
-        master,
-        file: guard,
-    })
+    Ok(TtyExec { pid, master, file })
 }

@@ -1,7 +1,7 @@
 //! The container runtime, usable without an API server: images, pod network namespaces
-//! wired in process or by the CNI plugins, containers under runc with CRI log files,
-//! exec. (Not to be confused with the `skiff-runtime` crate: informers, events and
-//! leader election for API clients.)
+//! wired in process or by the CNI plugins, containers under youki's libcontainer (in the
+//! agent's runtime service) or runc with CRI log files, exec. (Not to be confused with
+//! the `skiff-runtime` crate: informers, events and leader election for API clients.)
 
 pub mod bridge;
 pub mod cni;
@@ -18,3 +18,5 @@ pub mod netns;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
+pub mod service;

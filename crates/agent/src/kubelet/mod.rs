@@ -36,13 +36,14 @@ use skiff_runtime::tolerant;
 use tokio::sync::watch;
 
 use crate::containers::cni::Cni;
-use crate::containers::container::{Container, Runc};
+use crate::containers::container::Container;
 use crate::containers::images::ImageStore;
 use crate::containers::registry::Puller;
+use crate::containers::runtime::Runtime;
 use crate::AgentConfig;
 
 /// How many pods may set up their sandbox and start containers at once: twice the
-/// cores (the work is mostly runc and the CNI plugins, processes that also wait), or
+/// cores (the work is mostly the runtime and the CNI plugins, processes that also wait), or
 /// `SKIFF_AGENT_START_SLOTS`.
 pub fn start_slots() -> usize {
     std::env::var("SKIFF_AGENT_START_SLOTS")
@@ -124,8 +125,8 @@ pub struct Kubelet {
     pub cfg: AgentConfig,
     /// This node's IP.
     pub node_ip: Ipv4Addr,
-    /// runc with the agent's state root.
-    pub runc: Runc,
+    /// The container runtimes, with the agent's state roots.
+    pub runtime: Runtime,
     /// The image store.
     pub images: ImageStore,
     /// Pulls images from registries into [`Kubelet::images`].

@@ -48,7 +48,7 @@ pub async fn cleanup_dir(k: &Kubelet, dir: &Path, uid: &str) {
             let bundle = e.path();
             if let Ok(b) = std::fs::read(bundle.join("state.json")) {
                 if let Ok(s) = serde_json::from_slice::<container::SavedState>(&b) {
-                    let _ = k.runc.delete(&s.id).await;
+                    let _ = k.runtime.delete(s.runtime, &s.id).await;
                 }
             }
             if let Err(e) = container::unmount_rootfs(&bundle) {

@@ -1,5 +1,5 @@
 //! Startup, liveness and readiness probes: httpGet and tcpSocket against the pod IP from
-//! the node, exec through `runc exec`. One task per container instance reports
+//! the node, exec through the container runtime. One task per container instance reports
 //! threshold crossings to the pod worker.
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::containers::container::{Container, Runc};
+use crate::containers::container::Container;
 use crate::containers::exec;
+use crate::containers::runtime::Runtime;
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl Kind {
 pub struct Report {
     /// Container name.
     pub container: String,
-    /// runc ID of the instance probed.
+    /// Runtime ID of the instance probed.
     pub id: String,
     /// Which probe.
     pub kind: Kind,
@@ -70,7 +71,7 @@ pub async fn run_once(
     probe: &Probe,
     spec: &ContainerSpec,
     pod_ip: IpAddr,
-    runc: &Runc,
+    runtime: &Runtime,
     container: &Container,
 ) -> Result<(), String> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
@@ -135,18 +136,34 @@ pub async fn run_once(
     }
     if let Some(e) = &probe.exec {
         let args = e.command.clone().unwrap_or_default();
-        let (child, _file) = exec::spawn(runc, &container.id, &container.bundle, &args, false)
+        let started = exec::spawn(runtime, container, &args, false)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        return match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) if out.status.success() => Ok(()),
-            Ok(Ok(out)) => Err(format!(
+        let exec::Exec {
+            pid,
+            mut stdout,
+            mut stderr,
+            file: _file,
+            ..
+        } = started;
+        let run = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (code, _, _) = tokio::join!(
+                exec::wait_or_kill(pid),
+                stdout.read_to_end(&mut out),
+                stderr.read_to_end(&mut err),
+            );
+            (code, out)
+        };
+        return match tokio::time::timeout(timeout, run).await {
+            Ok((0, _)) => Ok(()),
+            Ok((code, out)) => Err(format!(
                 "command {:?} exited with {}: {}",
                 args.join(" "),
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).trim()
+                code,
+                String::from_utf8_lossy(&out).trim()
             )),
-            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("command {:?} timed out", args.join(" "))),
         };
     }
@@ -174,7 +191,7 @@ pub struct Resume {
 pub fn spawn(
     spec: ContainerSpec,
     pod_ip: IpAddr,
-    runc: Runc,
+    runtime: Runtime,
     container: Arc<Container>,
     tx: mpsc::UnboundedSender<Report>,
     resume: Resume,
@@ -187,7 +204,7 @@ pub fn spawn(
                     p,
                     &spec,
                     pod_ip,
-                    &runc,
+                    &runtime,
                     &container,
                     Kind::Startup,
                     &tx,
@@ -204,7 +221,7 @@ pub fn spawn(
                         p,
                         &spec,
                         pod_ip,
-                        &runc,
+                        &runtime,
                         &container,
                         Kind::Liveness,
                         &tx,
@@ -219,7 +236,7 @@ pub fn spawn(
                         p,
                         &spec,
                         pod_ip,
-                        &runc,
+                        &runtime,
                         &container,
                         Kind::Readiness,
                         &tx,
@@ -278,7 +295,7 @@ async fn run_loop(
     probe: &Probe,
     spec: &ContainerSpec,
     pod_ip: IpAddr,
-    runc: &Runc,
+    runtime: &Runtime,
     container: &Container,
     kind: Kind,
     tx: &mpsc::UnboundedSender<Report>,
@@ -299,7 +316,7 @@ async fn run_loop(
     let (mut successes, mut failures) = (0, 0);
     let mut reported: Option<bool> = None;
     loop {
-        let result = run_once(probe, spec, pod_ip, runc, container).await;
+        let result = run_once(probe, spec, pod_ip, runtime, container).await;
         let report = |ok: bool, message: String| {
             let _ = tx.send(Report {
                 container: spec.name.clone(),

@@ -1,6 +1,6 @@
 //! One pod's worker: a loop that plans each pass with [`plan::plan`] and carries the
 //! actions out: the sandbox (netns + CNI + /etc files + volumes), containers started
-//! (image, environment, [`container_config`], runc) and killed, exits recorded with
+//! (image, environment, [`container_config`], the runtime) and killed, exits recorded with
 //! their back-off, probes, status updates, graceful deletion and cleanup.
 
 use std::collections::{HashMap, HashSet};
@@ -453,7 +453,7 @@ impl Worker {
             let posted = posted_status(pod, &c.name, &id);
             let adopted = if running {
                 Some((
-                    Container::adopt(&self.k.runc, &bundle, &cgroup),
+                    Container::adopt(&self.k.runtime, &bundle, &cgroup),
                     self.k.images.resolve(&c.image.clone().unwrap_or_default()),
                 ))
             } else {
@@ -537,7 +537,7 @@ impl Worker {
                         probe::spawn(
                             c.clone(),
                             ip,
-                            self.k.runc.clone(),
+                            self.k.runtime.clone(),
                             ctr.clone(),
                             self.probe_tx.clone(),
                             probe::Resume {
@@ -792,14 +792,14 @@ impl Worker {
             .termination_grace_period_seconds
             .unwrap_or(30)
             .max(0) as u64;
-        let runc = self.k.runc.clone();
+        let runtime = self.k.runtime.clone();
         tokio::spawn(async move {
-            let _ = runc.kill(&ctr.id, "TERM").await;
+            let _ = runtime.kill(ctr.runtime, &ctr.id, "TERM").await;
             if tokio::time::timeout(Duration::from_secs(grace), ctr.wait())
                 .await
                 .is_err()
             {
-                let _ = runc.kill(&ctr.id, "KILL").await;
+                let _ = runtime.kill(ctr.runtime, &ctr.id, "KILL").await;
             }
         });
     }
@@ -886,7 +886,7 @@ impl Worker {
     }
 
     /// Starts one container (a new attempt): image → environment → configuration →
-    /// runc. Failures leave it waiting with a reason.
+    /// runtime. Failures leave it waiting with a reason.
     async fn start(&mut self, pod: &Pod, c: &ContainerSpecK8s) {
         let t = Instant::now();
         let Some(image) = self.image_for(pod, c).await else {
@@ -957,8 +957,8 @@ impl Worker {
         let st = self.states.entry(c.name.clone()).or_default();
         st.attempts += 1;
         let t = timing::lap("bundle-config", t);
-        let started = Container::start(&self.k.runc, spec_run).await;
-        timing::lap("runc", t);
+        let started = Container::start(&self.k.runtime, spec_run).await;
+        timing::lap("runtime-run", t);
         let ctr = match started {
             Ok(ctr) => ctr,
             Err(e) => return self.start_failed(pod, c, &id, format!("{e:#}")),
@@ -968,7 +968,7 @@ impl Worker {
         let hook = match c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             Some(h) => {
                 let ip = IpAddr::V4(self.ip.unwrap_or(self.k.node_ip));
-                run_post_start(h, pod, c, ip, &self.k.runc, &ctr).await
+                run_post_start(h, pod, c, ip, &self.k.runtime, &ctr).await
             }
             None => Ok(()),
         };
@@ -1179,7 +1179,7 @@ impl Worker {
             probe::spawn(
                 c.clone(),
                 ip,
-                self.k.runc.clone(),
+                self.k.runtime.clone(),
                 ctr.clone(),
                 self.probe_tx.clone(),
                 probe::Resume::default(),
@@ -1221,7 +1221,7 @@ impl Worker {
         );
     }
 
-    /// runc could not start the instance: it counts as ended (StartError) and is
+    /// The runtime could not start the instance: it counts as ended (StartError) and is
     /// tried again after a back-off.
     fn start_failed(&mut self, pod: &Pod, c: &ContainerSpecK8s, id: &str, msg: String) {
         let st = self.states.entry(c.name.clone()).or_default();
@@ -1466,7 +1466,11 @@ impl Worker {
             if let Some(p) = &inst.probes {
                 p.abort();
             }
-            let _ = self.k.runc.kill(&inst.container.id, "KILL").await;
+            let _ = self
+                .k
+                .runtime
+                .kill(inst.container.runtime, &inst.container.id, "KILL")
+                .await;
             let _ = tokio::time::timeout(Duration::from_secs(10), inst.container.wait()).await;
             if let Some(exit) = inst.container.exit() {
                 st.last = Some(terminated(&inst.container, &exit));
@@ -1547,19 +1551,19 @@ impl Worker {
                     .chain(spec_of(p).init_containers.unwrap_or_default())
                     .find(|c| &c.name == name)
             });
-            let runc = self.k.runc.clone();
+            let runtime = self.k.runtime.clone();
             let ip = self.ip;
             stops.push(tokio::spawn(async move {
                 let ctr = inst.container;
                 if let Some(c) = spec {
-                    run_pre_stop(&c, ip, &runc, &ctr, deadline).await;
+                    run_pre_stop(&c, ip, &runtime, &ctr, deadline).await;
                 }
-                let _ = runc.kill(&ctr.id, "TERM").await;
+                let _ = runtime.kill(ctr.runtime, &ctr.id, "TERM").await;
                 if tokio::time::timeout_at(deadline.into(), ctr.wait())
                     .await
                     .is_err()
                 {
-                    let _ = runc.kill(&ctr.id, "KILL").await;
+                    let _ = runtime.kill(ctr.runtime, &ctr.id, "KILL").await;
                     let _ = tokio::time::timeout(Duration::from_secs(10), ctr.wait()).await;
                 }
             }));
@@ -1709,7 +1713,7 @@ async fn run_post_start(
     pod: &Pod,
     c: &ContainerSpecK8s,
     ip: IpAddr,
-    runc: &crate::containers::container::Runc,
+    runtime: &crate::containers::runtime::Runtime,
     ctr: &Container,
 ) -> Result<(), String> {
     if let Some(s) = &hook.sleep {
@@ -1723,7 +1727,7 @@ async fn run_post_start(
         timeout_seconds: Some(POST_START_LIMIT.as_secs() as i32),
         ..Default::default()
     };
-    let err = match probe::run_once(&probe, c, ip, runc, ctr).await {
+    let err = match probe::run_once(&probe, c, ip, runtime, ctr).await {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
@@ -1750,7 +1754,7 @@ async fn run_post_start(
 async fn run_pre_stop(
     c: &ContainerSpecK8s,
     ip: Option<Ipv4Addr>,
-    runc: &crate::containers::container::Runc,
+    runtime: &crate::containers::runtime::Runtime,
     ctr: &Container,
     deadline: Instant,
 ) {
@@ -1778,6 +1782,9 @@ async fn run_pre_stop(
         return;
     }
     let ip = IpAddr::V4(ip.unwrap_or(Ipv4Addr::LOCALHOST));
-    let _ =
-        tokio::time::timeout_at(deadline.into(), probe::run_once(&probe, c, ip, runc, ctr)).await;
+    let _ = tokio::time::timeout_at(
+        deadline.into(),
+        probe::run_once(&probe, c, ip, runtime, ctr),
+    )
+    .await;
 }

@@ -11,8 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::channel;
-use crate::containers::container::{Container, Runc};
+use crate::containers::container::Container;
 use crate::containers::crilog::Stream;
+use crate::containers::runtime::Runtime;
 use crate::containers::{console, exec};
 
 /// What the client sent, decoded.
@@ -56,8 +57,8 @@ pub struct Io {
 
 /// What an exec runs.
 pub struct ExecRequest {
-    /// runc, to exec in the container.
-    pub runc: Runc,
+    /// The runtime, to exec in the container.
+    pub runtime: Runtime,
     /// The container (None: not running here).
     pub container: Option<Arc<Container>>,
     /// Its name, for messages.
@@ -89,7 +90,7 @@ struct ExecIo {
 }
 
 async fn start_exec(
-    runc: &Runc,
+    runtime: &Runtime,
     ctr: &Container,
     command: &[String],
     want_stdin: bool,
@@ -97,7 +98,7 @@ async fn start_exec(
 ) -> anyhow::Result<ExecIo> {
     if let Some(size) = tty {
         let exec::TtyExec { pid, master, file } =
-            exec::spawn_tty_sized(runc, &ctr.id, &ctr.bundle, command, size).await?;
+            exec::spawn_tty_sized(runtime, ctr, command, size).await?;
         let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(master.try_clone()?)?;
         let resizer = master.try_clone()?;
         let writer = tokio::net::unix::pipe::Sender::from_file_unchecked(master)?;
@@ -109,19 +110,20 @@ async fn start_exec(
             _keep: file,
         });
     }
-    let (mut child, file) = exec::spawn(runc, &ctr.id, &ctr.bundle, command, want_stdin).await?;
-    let mut outs: Vec<(Reader, u8)> = Vec::new();
-    if let Some(o) = child.stdout.take() {
-        outs.push((Box::new(o), channel::STDOUT));
-    }
-    if let Some(o) = child.stderr.take() {
-        outs.push((Box::new(o), channel::STDERR));
-    }
-    let stdin = child.stdin.take().map(|w| Box::new(w) as Writer);
-    Ok(ExecIo {
-        exit: Box::pin(async move { child.wait().await.ok().and_then(|s| s.code()).unwrap_or(1) }),
-        outs,
+    let exec::Exec {
+        pid,
         stdin,
+        stdout,
+        stderr,
+        file,
+    } = exec::spawn(runtime, ctr, command, want_stdin).await?;
+    Ok(ExecIo {
+        exit: Box::pin(exec::wait_or_kill(pid)),
+        outs: vec![
+            (Box::new(stdout), channel::STDOUT),
+            (Box::new(stderr), channel::STDERR),
+        ],
+        stdin: stdin.map(|w| Box::new(w) as Writer),
         resizer: None,
         _keep: file,
     })
@@ -161,7 +163,7 @@ pub async fn exec_session(io: Io, req: ExecRequest) {
     } else {
         None
     };
-    let spawned = start_exec(&req.runc, &ctr, &req.command, req.stdin, tty).await;
+    let spawned = start_exec(&req.runtime, &ctr, &req.command, req.stdin, tty).await;
     let ExecIo {
         exit,
         outs,

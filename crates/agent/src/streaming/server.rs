@@ -29,8 +29,9 @@ use tokio::sync::mpsc;
 
 use super::remotecommand::{self, AttachRequest, ExecRequest};
 use super::{channel, portforward, spdy, spdy_streams, websocket};
-use crate::containers::container::{Container, Runc};
+use crate::containers::container::Container;
 use crate::containers::crilog::{self, LogOptions};
+use crate::containers::runtime::Runtime;
 
 /// What the endpoint needs to find containers.
 pub trait Streams: Send + Sync + 'static {
@@ -47,8 +48,8 @@ pub trait Streams: Send + Sync + 'static {
     fn pod_netns(&self, _ns: &str, _pod: &str) -> Option<PathBuf> {
         None
     }
-    /// runc, for exec.
-    fn runc(&self) -> &Runc;
+    /// The container runtime, for exec.
+    fn runtime(&self) -> &Runtime;
     /// The sampled resource usage (None: not collected; the stats endpoints answer 404).
     fn stats(&self) -> Option<&crate::stats::Stats> {
         None
@@ -429,7 +430,7 @@ async fn exec_handler(
         Err(r) => return r,
     };
     let exec = ExecRequest {
-        runc: s.streams.runc().clone(),
+        runtime: s.streams.runtime().clone(),
         container: s.streams.container(&ns, &pod, &container),
         name: container,
         command: q.all("command"),
