@@ -22,7 +22,6 @@ pub mod ipam;
 pub mod job;
 pub mod loadbalancer;
 pub mod localpath;
-pub mod metrics;
 pub mod mirroring;
 pub mod namespace;
 pub mod nodelifecycle;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+pub mod metrics;
+
 #[derive(Default)]
 struct Inner {
     queue: VecDeque<String>,
@@ -140,7 +142,7 @@ where
     F: Fn(String) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = anyhow::Result<Option<Duration>>> + Send + 'static,
 {
-    crate::metrics::register(name, &queue);
+    metrics::register(name, &queue);
     for _ in 0..workers.max(1) {
         let queue = queue.clone();
         let reconcile = reconcile.clone();
@@ -149,7 +151,7 @@ where
                 let (key, waited) = queue.get().await;
                 let started = Instant::now();
                 let result = reconcile(key.clone()).await;
-                crate::metrics::processed(name, waited, started.elapsed());
+                metrics::processed(name, waited, started.elapsed());
                 tracing::debug!(
                     controller = name,
                     key = %key,
@@ -166,7 +168,7 @@ where
                     }
                     Err(e) => {
                         let d = queue.backoff(&key);
-                        crate::metrics::retried(name);
+                        metrics::retried(name);
                         tracing::info!(controller = name, key = %key, error = %format!("{e:#}"), retry_in = ?d, "sync failed");
                         queue.add_after(key.clone(), d);
                     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::queue::WorkQueue;
+use super::WorkQueue;
 
 /// client-go's buckets: `prometheus.ExponentialBuckets(10e-9, 10, 10)`, 10 ns to 10 s.
 const BUCKETS: [f64; 10] = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
