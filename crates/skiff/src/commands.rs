@@ -288,7 +288,9 @@ async fn server(args: ServerArgs, host_listener: Option<TcpListener>) -> anyhow:
     let client = Client::try_from(handle.admin_client_config())?;
     // kube-controller-manager serves its work queues' metrics on its own port; here the
     // controllers share the API server's process, so they share its `/metrics`.
-    handle.add_metrics_source(std::sync::Arc::new(skiff_controllers::queue::metrics::render));
+    handle.add_metrics_source(std::sync::Arc::new(
+        skiff_controllers::queue::metrics::render,
+    ));
 
     let controllers = skiff_controllers::ControllersConfig {
         cluster_cidr: args.cluster_cidr.clone(),

@@ -211,6 +211,9 @@ pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
     })
 }
 
+/// containerd's default `PATH` (`oci.defaultUnixEnv`), for images that set none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The container's full environment, `KEY=value`, image ENV first and overridden.
 pub fn container_env(
     pod: &Pod,
@@ -300,6 +303,12 @@ pub fn container_env(
             None => (kv.clone(), String::new()),
         })
         .collect();
+    // An image without PATH gets containerd's default one (its default spec's, which
+    // the image's environment then overrides): runtimes such as youki find even an
+    // absolute command through it, and so do the container's own exec calls.
+    if !from_image.iter().any(|(k, _)| k == "PATH") {
+        from_image.insert(0, ("PATH".to_string(), DEFAULT_PATH.to_string()));
+    }
     for (k, v) in from_image.iter_mut() {
         if let Some(ours) = vars.remove(k.as_str()) {
             *v = ours;
@@ -431,5 +440,34 @@ mod tests {
                 "GREETING=hi p"
             ]
         );
+    }
+
+    #[test]
+    fn an_image_without_path_gets_containerds_default() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+        }))
+        .unwrap();
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "env": [{"name": "A", "value": "1"}],
+        }))
+        .unwrap();
+        let got =
+            container_env(&pod, &c, &["HOME=/root".into()], &[], &Sources::default()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                format!("PATH={DEFAULT_PATH}"),
+                "HOME=/root".into(),
+                "A=1".into()
+            ]
+        );
+        // A container's own PATH still wins.
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "env": [{"name": "PATH", "value": "/mine"}],
+        }))
+        .unwrap();
+        let got = container_env(&pod, &c, &[], &[], &Sources::default()).unwrap();
+        assert_eq!(got, vec!["PATH=/mine".to_string()]);
     }
 }
