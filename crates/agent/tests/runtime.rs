@@ -370,6 +370,22 @@ fn end_to_end(kind: RuntimeKind) {
                     )
                     .unwrap();
                 }
+                // SIGKILL is delivered asynchronously: a request sent before the
+                // service has died would be lost with it. Wait until each is a zombie.
+                for pid in runc.youki.pids() {
+                    poll(
+                        "the killed runtime service to die",
+                        Duration::from_secs(10),
+                        async || {
+                            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                                .unwrap_or_default();
+                            stat.rsplit_once(')')
+                                .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+                                .then_some(())
+                        },
+                    )
+                    .await;
+                }
                 let (out, code) = exec_output(&runc, &web, &["echo", "again"]).await;
                 assert_eq!((out.as_str(), code), ("again\n", 0));
                 assert!(web.exit().is_none());
