@@ -83,8 +83,8 @@ impl WatchCache {
                 let missed = inner
                     .buffer
                     .iter()
-                    .filter(|e| e.revision > from && sub.wants(e, hub.trigger))
-                    .cloned()
+                    .filter(|(e, values)| e.revision > from && sub.wants(e, values))
+                    .map(|(e, _)| e.clone())
                     .collect::<Vec<_>>();
                 if missed.len() <= WATCHER_BUFFER {
                     for e in missed {
@@ -200,7 +200,8 @@ struct Hub {
 
 struct HubInner {
     /// The last events, oldest first.
-    buffer: VecDeque<Arc<Event>>,
+    /// The last events with their trigger values (computed once, when dispatched).
+    buffer: VecDeque<(Arc<Event>, Vec<String>)>,
     /// Every event after this revision is in `buffer` or yet to come.
     floor: i64,
     /// The revision of the last event dispatched.
@@ -225,17 +226,14 @@ struct Sub {
 }
 
 impl Sub {
-    fn wants(&self, e: &Event, trigger: Option<TriggerFn>) -> bool {
-        if e.revision <= self.after || !e.key.starts_with(&self.prefix) {
-            return false;
-        }
-        match (&self.trigger, trigger) {
-            (Some(want), Some(f)) => {
-                f(&e.value).as_deref() == Some(want)
-                    || e.prev_value.as_deref().and_then(f).as_deref() == Some(want)
-            }
-            _ => true,
-        }
+    /// Whether buffered event `e`, whose trigger values are `values`, is for it.
+    fn wants(&self, e: &Event, values: &[String]) -> bool {
+        e.revision > self.after
+            && e.key.starts_with(&self.prefix)
+            && self
+                .trigger
+                .as_ref()
+                .is_none_or(|want| values.contains(want))
     }
 }
 
@@ -291,9 +289,9 @@ async fn run(hub: Arc<Hub>, store: Arc<dyn Store>, mut events: WatchReceiver) {
             None => Vec::new(),
         };
         let mut inner = lock(&hub.inner);
-        inner.buffer.push_back(ev.clone());
+        inner.buffer.push_back((ev.clone(), values.clone()));
         if inner.buffer.len() > BUFFER_EVENTS {
-            if let Some(old) = inner.buffer.pop_front() {
+            if let Some((old, _)) = inner.buffer.pop_front() {
                 inner.floor = old.revision;
             }
         }
