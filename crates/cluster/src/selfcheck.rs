@@ -19,6 +19,9 @@ use anyhow::{bail, Context};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+/// The longest a probe waits for an answer.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
 /// Services whose every endpoint must be reachable from every node.
 const SYSTEM_SERVICES: [&str; 2] = ["default/kubernetes", "kube-system/kube-dns"];
 
@@ -47,15 +50,20 @@ fn check_here(expected: &[String], deadline: Instant) -> anyhow::Result<()> {
         skiff_api::defaults::CLUSTER_DOMAIN
     );
     let query = dns_query(&name)?;
+    // How long one probe waits for an answer: short first, as answers on a node take well
+    // under a millisecond and a lost packet (a query sent just before the node's proxy
+    // had the endpoints) would otherwise hold the round for the whole timeout; doubled
+    // after each failed round, so a loaded machine still gets its answers.
+    let mut wait = Duration::from_millis(100);
     loop {
         let round = (|| -> anyhow::Result<()> {
-            TcpStream::connect_timeout(&api, Duration::from_secs(1))
+            TcpStream::connect_timeout(&api, wait)
                 .context("connecting to the kubernetes Service (10.96.0.1:443)")?;
-            let answer = dns_over_udp(dns_ip, &query).context("DNS over UDP via kube-dns")?;
+            let answer = dns_over_udp(dns_ip, &query, wait).context("DNS over UDP via kube-dns")?;
             ensure_answers(&answer, &name)?;
-            let answer = dns_over_tcp(dns_ip, &query).context("DNS over TCP via kube-dns")?;
+            let answer = dns_over_tcp(dns_ip, &query, wait).context("DNS over TCP via kube-dns")?;
             ensure_answers(&answer, &name)?;
-            metrics(dns_ip).context("kube-dns metrics port")?;
+            metrics(dns_ip, wait).context("kube-dns metrics port")?;
             Ok(())
         })();
         let last_err = match round {
@@ -63,7 +71,10 @@ fn check_here(expected: &[String], deadline: Instant) -> anyhow::Result<()> {
                 Some(0) | None => return Ok(()),
                 Some(_) => None,
             },
-            Err(e) => Some(e),
+            Err(e) => {
+                wait = (wait * 2).min(MAX_WAIT);
+                Some(e)
+            }
         };
         if Instant::now() > deadline {
             match last_err {
@@ -101,9 +112,9 @@ fn ensure_answers(answer: &[u8], name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dns_over_udp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
+fn dns_over_udp(server: Ipv4Addr, query: &[u8], wait: Duration) -> anyhow::Result<Vec<u8>> {
     let socket = UdpSocket::bind("0.0.0.0:0")?;
-    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    socket.set_read_timeout(Some(wait))?;
     socket.connect((server, 53))?;
     socket.send(query)?;
     let mut buf = [0u8; 1500];
@@ -111,10 +122,9 @@ fn dns_over_udp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(buf[..n].to_vec())
 }
 
-fn dns_over_tcp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut stream =
-        TcpStream::connect_timeout(&SocketAddr::from((server, 53)), Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+fn dns_over_tcp(server: Ipv4Addr, query: &[u8], wait: Duration) -> anyhow::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((server, 53)), wait)?;
+    stream.set_read_timeout(Some(wait))?;
     let len = u16::try_from(query.len())?.to_be_bytes();
     stream.write_all(&len)?;
     stream.write_all(query)?;
@@ -125,10 +135,9 @@ fn dns_over_tcp(server: Ipv4Addr, query: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn metrics(server: Ipv4Addr) -> anyhow::Result<()> {
-    let mut stream =
-        TcpStream::connect_timeout(&SocketAddr::from((server, 9153)), Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+fn metrics(server: Ipv4Addr, wait: Duration) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((server, 9153)), wait)?;
+    stream.set_read_timeout(Some(wait))?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: kube-dns\r\n\r\n")?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;

@@ -38,6 +38,7 @@ use kube::api::ObjectMeta;
 use kube::core::DynamicResourceScope;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -262,6 +263,11 @@ where
 /// kube's `reflector` over a tolerant watch: `writer`'s store is the last good state
 /// of a bad object (and a bad object it never had needs no deletion, so `K` need not
 /// have a `Default` to make tombstones of: this serves metadata-only and dynamic kinds).
+///
+/// The cached objects have no `metadata.managedFields`, as kube-controller-manager's
+/// and kube-scheduler's informers trim them: nothing reads them from a cache, they are
+/// often the larger part of a small object, and an update sent without them keeps the
+/// stored ones.
 pub fn reflector<K>(
     writer: Writer<K>,
     api: Api<Decoded<K>>,
@@ -279,7 +285,8 @@ where
             .map(|o| (*o).clone())
     };
     let filter = Filter::new(String::new(), last_good, |_| None);
-    kube::runtime::reflector(writer, filtered(api, config, filter))
+    let trimmed = filtered(api, config, filter).modify(|o| o.meta_mut().managed_fields = None);
+    kube::runtime::reflector(writer, trimmed)
 }
 
 /// Turns events of [`Decoded`] objects into events of `K`, logging each bad object
