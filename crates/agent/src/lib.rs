@@ -349,7 +349,7 @@ pub async fn run_after_proxy(
     }
 
     let images = ImageStore::new(&cfg.data_dir, &cfg.skiff_binary);
-    images.layers.remove_partial();
+    images.remove_partial();
     let service_exe = match &cfg.runtime_service {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("finding the runtime service executable")?,

@@ -1024,7 +1024,9 @@ where
                 .unwrap_or_default();
             bail!("timed out waiting for {what}{why}");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // Each poll is one small GET; a short period keeps `up` from waiting on its own
+        // polling (it polls twice on the way to ready).
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,9 @@ pub struct ImageStore {
     /// When each image was last resolved for a container: an image between its
     /// resolution and its container's start is in use for the garbage collector.
     resolved: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// One lock per built-in image being built: a second caller waits for the first
+    /// build instead of making its own.
+    builds: Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl ImageStore {
@@ -130,6 +133,20 @@ impl ImageStore {
             lock: Mutex::new(()),
             changes: Mutex::new(()),
             resolved: Mutex::new(Default::default()),
+            builds: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Removes what a build or unpack cut short left (at start, before any is running).
+    pub fn remove_partial(&self) {
+        self.layers.remove_partial();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
         }
     }
 
@@ -150,8 +167,8 @@ impl ImageStore {
                 return Ok(Some(self.image(id, reference, stored)));
             }
         }
-        // A built-in image is made outside the lock (it appears by a rename, whole), so
-        // building one holds back no other image's lookup.
+        // A built-in image is made outside the store's lock, under its own, so building
+        // one holds back no other image's lookup.
         let Some(name) = reference::builtin(image) else {
             return Ok(None);
         };
@@ -159,8 +176,18 @@ impl ImageStore {
         let hex = id.trim_start_matches("sha256:").to_string();
         let dir = self.dir.join(&hex);
         if !dir.join("image.json").exists() {
-            build_builtin(&self.dir, &hex, name, &config, &self.skiff_binary)
-                .with_context(|| format!("building the built-in image {name}"))?;
+            let build = self
+                .builds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(hex.clone())
+                .or_default()
+                .clone();
+            let _building = build.lock().unwrap_or_else(|e| e.into_inner());
+            if !dir.join("image.json").exists() {
+                build_builtin(&self.dir, &hex, name, &config, &self.skiff_binary)
+                    .with_context(|| format!("building the built-in image {name}"))?;
+            }
         }
         Ok(Some(Image {
             id,
@@ -542,7 +569,11 @@ fn build_builtin(
     config: &ImageConfig,
     skiff: &Path,
 ) -> Result<()> {
-    let tmp = images.join(format!(".tmp-{hex}-{}", std::process::id()));
+    let tmp = images.join(format!(
+        ".tmp-{hex}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     let rootfs = tmp.join("rootfs");
     for d in [
@@ -796,7 +827,11 @@ fn store_image(
     let config = parse_config(config_blob)?;
     let dir = images.join(&hex);
     if !dir.join("image.json").exists() {
-        let tmp = images.join(format!(".tmp-{hex}-{}", std::process::id()));
+        let tmp = images.join(format!(
+            ".tmp-{hex}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let _ = fs::remove_dir_all(&tmp);
         let rootfs = tmp.join("rootfs");
         fs::create_dir_all(&rootfs)?;
@@ -1011,6 +1046,29 @@ mod tests {
         assert!(!root.join("a/x").exists());
         assert!(root.join("a/z").exists());
         assert!(!root.join("b").exists());
+    }
+
+    /// The agent builds the built-in images at start while the first pods ask for them:
+    /// every caller gets a whole image, built once.
+    #[test]
+    fn concurrent_resolves_build_a_builtin_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path(), Path::new(BUSYBOX));
+        let images: Vec<Image> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| store.resolve("busybox").unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for img in &images {
+            assert_eq!(img.id, images[0].id);
+            assert!(img.lowers[0].join("bin/sh").exists());
+        }
+        let entries: Vec<String> = fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
     }
 
     #[test]
