@@ -383,16 +383,16 @@ pub async fn run_after_proxy(
     });
     tokio::spawn(sample_stats(k.clone()));
     tokio::spawn(kubelet::imagegc::run(k.clone(), cfg.image_gc));
-    // The built-in images are built on first use (a copy of the binary and its
-    // libraries, busybox's applet links): build them now, while the node waits for its
-    // pod CIDR, rather than in the first pods' start (the cluster DNS's among them).
+    // The built-in images are built on first use (a link to the binary and a copy of its
+    // libraries; busybox and its applets' links). The cluster DNS's image is built now,
+    // while the node waits for its pod CIDR, rather than in the DNS pod's start; busybox
+    // (a few milliseconds) waits for a pod that wants it, so that the nodes of a new
+    // cluster, starting together, spend no CPU on it.
     {
         let k = k.clone();
         tokio::task::spawn_blocking(move || {
-            for name in ["skiff", "busybox"] {
-                if let Err(e) = k.images.resolve(name) {
-                    tracing::warn!(image = name, error = %format!("{e:#}"), "building a built-in image");
-                }
+            if let Err(e) = k.images.resolve("skiff") {
+                tracing::warn!(image = "skiff", error = %format!("{e:#}"), "building a built-in image");
             }
         });
     }

@@ -322,7 +322,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// How many services the agent runs: one per core (a container's creation is mostly
+/// How many services the agent may run: one per core (a container's creation is mostly
 /// the service's and its children's CPU), at most 4; `SKIFF_AGENT_RUNTIME_SERVICES`
 /// overrides.
 fn service_count() -> usize {
