@@ -9,13 +9,14 @@ use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort as CorePort, ObjectReference, Pod, Service, ServicePort,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::informer::Informer;
-use crate::util::{pod_phase, pod_ready};
+use crate::util::{controller_of, pod_phase, pod_ready};
 
 /// Label marking the Endpoints/EndpointSlices of headless Services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
@@ -38,11 +39,63 @@ pub fn managed(svc: &Service) -> bool {
 /// Services sharing a label pair instead of all of them: scanning every pod for every
 /// Service sync (and every Service for every pod change) was most of the server's CPU at
 /// a thousand nodes and 20,000 pods.
+///
+/// Also [`owner_value`] of the pod's controller, for the controllers that look up the
+/// pods they own (a ReplicaSet's sync scanned every pod of its namespace).
 pub fn pod_index(p: &Pod) -> Vec<String> {
     let ns = p.metadata.namespace.as_deref().unwrap_or("");
-    p.labels()
+    let mut values: Vec<String> = p
+        .labels()
         .iter()
         .map(|(k, v)| format!("{ns}/{k}={v}"))
+        .collect();
+    if let Some(owner) = controller_of(p) {
+        values.push(owner_value(&owner.uid));
+    }
+    values
+}
+
+/// The index value of the pods whose controller has this UID (no label pair has it: a
+/// namespace holds no `:`).
+pub fn owner_value(uid: &str) -> String {
+    format!("owner:{uid}")
+}
+
+/// The pods controlled by the object with this UID, from an informer indexed by
+/// [`pod_index`].
+pub fn controlled_pods(pods: &Informer<Pod>, uid: &str) -> Vec<Arc<Pod>> {
+    pods.indexed(&owner_value(uid))
+        .into_iter()
+        .filter(|p| controller_of(p.as_ref()).is_some_and(|r| r.uid == uid))
+        .collect()
+}
+
+/// The pods of `ns` a controller with this selector and UID looks at when it claims
+/// pods (kube's `ClaimPods`): those it controls (to keep, or release if they no longer
+/// match) and those carrying its selector's first `matchLabels` pair (to adopt), from
+/// an informer indexed by [`pod_index`]; every pod of `ns` for a selector of
+/// expressions only. Each pod once.
+pub fn claim_candidates(
+    pods: &Informer<Pod>,
+    ns: &str,
+    selector: &LabelSelector,
+    uid: &str,
+) -> Vec<Arc<Pod>> {
+    let first = selector
+        .match_labels
+        .as_ref()
+        .and_then(|m| m.iter().next())
+        .map(|(k, v)| format!("{ns}/{k}={v}"));
+    let matching = match first {
+        Some(v) => pods.indexed(&v),
+        None => pods.list(),
+    };
+    let mut seen = HashSet::new();
+    matching
+        .into_iter()
+        .chain(controlled_pods(pods, uid))
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+        .filter(|p| seen.insert(p.metadata.name.clone()))
         .collect()
 }
 
@@ -331,6 +384,61 @@ impl Address {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A ReplicaSet's claim looks at the pods it controls (matching or not any more) and
+    /// the pods its selector matches, in its namespace only, each once.
+    #[tokio::test]
+    async fn claim_candidates_are_owned_or_matching_pods_of_the_namespace() {
+        let fake = skiff_testkit::fakeapi::FakeApi::new();
+        let owned = |uid: &str| {
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "rs", "uid": uid, "controller": true}])
+        };
+        let p = |name: &str, ns: &str, app: &str, owner: Option<&str>| {
+            let mut v = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": app}}});
+            if let Some(uid) = owner {
+                v["metadata"]["ownerReferences"] = owned(uid);
+            }
+            v
+        };
+        let pods = crate::testing::indexed_informer::<Pod>(
+            &fake,
+            vec![
+                p("mine", "default", "web", Some("rs-uid")),
+                p("relabelled", "default", "other", Some("rs-uid")),
+                p("orphan", "default", "web", None),
+                p("theirs", "default", "web", Some("other-uid")),
+                p("unrelated", "default", "db", None),
+                p("elsewhere", "prod", "web", None),
+            ],
+            pod_index,
+        )
+        .await;
+        let selector: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap();
+        let mut names: Vec<String> = claim_candidates(&pods, "default", &selector, "rs-uid")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["mine", "orphan", "relabelled", "theirs"]);
+        let mut controlled: Vec<String> = controlled_pods(&pods, "rs-uid")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        controlled.sort();
+        assert_eq!(controlled, ["mine", "relabelled"]);
+        // A selector of expressions only: every pod of the namespace.
+        let selector: LabelSelector = serde_json::from_value(
+            json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            claim_candidates(&pods, "default", &selector, "rs-uid").len(),
+            5
+        );
+    }
 
     fn svc(extra: serde_json::Value) -> Service {
         let mut v = json!({

@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::events::Recorder;
 use crate::informer::Informer;
 use crate::podcontrol::{create_pods, delete_pods, Expectations, Owner};
+use crate::podendpoint;
 use crate::podrank::pods_to_delete;
 use crate::queue::{run_workers, WorkQueue};
 use crate::triggers::Triggers;
@@ -77,17 +78,12 @@ async fn sync(ctx: &Ctx, key: &str) -> anyhow::Result<Option<Duration>> {
     };
     let spec = rs.spec.clone().unwrap_or_default();
     let selector = spec.selector.clone();
-    let ns_pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .list()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns))
-        .collect();
+    let rs_uid = rs.uid().unwrap_or_default();
+    let ns_pods = podendpoint::claim_candidates(&ctx.pods, ns, &selector, &rs_uid);
     let satisfied = ctx.expectations.satisfied(key, |pod| {
         ctx.pods.store().get(&ObjectRef::new(pod).within(ns))
     });
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let rs_uid = rs.uid().unwrap_or_default();
 
     // Claim pods: keep owned matching ones, adopt matching orphans, release the rest.
     let mut owned: Vec<Arc<Pod>> = Vec::new();
@@ -239,11 +235,13 @@ async fn manage(
             })
             .filter_map(|o| o.uid())
             .collect();
-        let all_pods = ctx.pods.list();
-        let related: Vec<&Pod> = all_pods
+        let sibling_pods: Vec<Arc<Pod>> = sibling_rs
+            .iter()
+            .flat_map(|uid| podendpoint::controlled_pods(&ctx.pods, uid))
+            .collect();
+        let related: Vec<&Pod> = sibling_pods
             .iter()
             .filter(|p| pod_active(p))
-            .filter(|p| controller_of(p.as_ref()).is_some_and(|r| sibling_rs.contains(&r.uid)))
             .map(|p| p.as_ref())
             .collect();
         let owned_refs: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();

@@ -23,9 +23,36 @@ pub async fn informer<K>(fake: &FakeApi, items: Vec<Value>) -> Arc<Informer<K>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    ready(fake, items, None).await
+}
+
+/// [`informer`], with the index `f` kept (as the server's shared informers keep theirs).
+pub async fn indexed_informer<K>(
+    fake: &FakeApi,
+    items: Vec<Value>,
+    f: crate::informer::IndexFn<K>,
+) -> Arc<Informer<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    ready(fake, items, Some(f)).await
+}
+
+async fn ready<K>(
+    fake: &FakeApi,
+    items: Vec<Value>,
+    f: Option<crate::informer::IndexFn<K>>,
+) -> Arc<Informer<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let path = format!("{}/{}", prefix::<K>(), K::plural(&()));
     fake.objects(&path, &format!("{}List", K::kind(&())), items);
-    let inf = Informer::spawn(Api::<K>::all(fake.client()));
+    let api = Api::<K>::all(fake.client());
+    let inf = match f {
+        Some(f) => Informer::spawn_indexed(api, f),
+        None => Informer::spawn(api),
+    };
     tokio::time::timeout(READY_WITHIN, inf.wait_ready())
         .await
         .unwrap_or_else(|_| panic!("the {} informer did not list", K::kind(&())));

@@ -723,6 +723,19 @@ impl Density {
                 r.scheduled_per_sec_max = per_sec.values().copied().max().unwrap_or(0);
             }
         }
+        // Each phase's figures as soon as they are known: a run that misses its deadline
+        // later still tells what it measured.
+        eprintln!(
+            "density: {} pods created in {:?}, all Running after {:?}; startup p50 {:?}, p99 {:?}, max {:?}; scheduled {:.0}/s average, {}/s at most",
+            r.pods,
+            r.create,
+            r.all_running,
+            r.startup_p50,
+            r.startup_p99,
+            r.startup_max,
+            r.scheduled_per_sec_avg,
+            r.scheduled_per_sec_max
+        );
         // A rolling update of 10% of the Deployments (a new template annotation).
         let t = Instant::now();
         let rolled: Vec<(String, usize)> = sizes
@@ -755,6 +768,10 @@ impl Density {
         }
         r.rolled = rolled.len();
         r.rollout = t.elapsed();
+        eprintln!(
+            "density: rolling update of {} Deployments done in {:?}",
+            r.rolled, r.rollout
+        );
         // Deletion, as `kubectl delete deployment` (background propagation).
         let t = Instant::now();
         deploys
