@@ -726,7 +726,7 @@ impl Density {
         // Each phase's figures as soon as they are known: a run that misses its deadline
         // later still tells what it measured.
         eprintln!(
-            "density: {} pods created in {:?}, all Running after {:?}; startup p50 {:?}, p99 {:?}, max {:?}; scheduled {:.0}/s average, {}/s at most",
+            "density, so far: {} pods created in {:?}, all Running after {:?}; startup p50 {:?}, p99 {:?}, max {:?}; scheduled {:.0}/s average, {}/s at most",
             r.pods,
             r.create,
             r.all_running,
@@ -769,7 +769,7 @@ impl Density {
         r.rolled = rolled.len();
         r.rollout = t.elapsed();
         eprintln!(
-            "density: rolling update of {} Deployments done in {:?}",
+            "density, so far: rolling update of {} Deployments done in {:?}",
             r.rolled, r.rollout
         );
         // Deletion, as `kubectl delete deployment` (background propagation).

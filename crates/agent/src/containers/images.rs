@@ -144,7 +144,7 @@ impl ImageStore {
             return;
         };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            if e.file_name().to_string_lossy().starts_with(BUILD_PREFIX) {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
@@ -569,12 +569,7 @@ fn build_builtin(
     config: &ImageConfig,
     skiff: &Path,
 ) -> Result<()> {
-    let tmp = images.join(format!(
-        ".tmp-{hex}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = build_dir(images, hex);
     let rootfs = tmp.join("rootfs");
     for d in [
         "bin",
@@ -655,6 +650,18 @@ fn build_builtin(
         }
         Err(e) => Err(e).with_context(|| format!("moving the image into {}", dst.display())),
     }
+}
+
+/// The name prefix of an image directory being made (removed at start if left over).
+const BUILD_PREFIX: &str = ".tmp-";
+
+/// A new directory name under `images` to make image `hex` in before its rename into
+/// place: unique to the call, so that two builds never share one.
+fn build_dir(images: &Path, hex: &str) -> PathBuf {
+    images.join(format!(
+        "{BUILD_PREFIX}{hex}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
@@ -827,12 +834,7 @@ fn store_image(
     let config = parse_config(config_blob)?;
     let dir = images.join(&hex);
     if !dir.join("image.json").exists() {
-        let tmp = images.join(format!(
-            ".tmp-{hex}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        let _ = fs::remove_dir_all(&tmp);
+        let tmp = build_dir(images, &hex);
         let rootfs = tmp.join("rootfs");
         fs::create_dir_all(&rootfs)?;
         for layer in layers {
