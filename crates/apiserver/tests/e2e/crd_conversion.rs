@@ -566,14 +566,21 @@ async fn objects_stored_in_an_earlier_version_are_read_in_the_requested_one() {
         assert!(Instant::now() < deadline, "the CRD was never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The storage version moves to v2.
+    // The storage version moves to v2. The apiextensions controllers may still be
+    // writing the CRD's status (the resource is served before `Established` is
+    // written), so the update is retried on a conflict, as client-go's
+    // `RetryOnConflict` does.
     let path = format!("{crds}/gadgets.{group}");
-    let mut crd: Value = client.request(req("GET", &path, None)).await.expect("CRD");
-    crd["spec"]["versions"] = json!([version("v1", false), version("v2", true)]);
-    let crd: Value = client
-        .request(req("PUT", &path, Some(crd)))
-        .await
-        .expect("storage version moved");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let crd: Value = loop {
+        let mut crd: Value = client.request(req("GET", &path, None)).await.expect("CRD");
+        crd["spec"]["versions"] = json!([version("v1", false), version("v2", true)]);
+        match client.request(req("PUT", &path, Some(crd))).await {
+            Ok(crd) => break crd,
+            Err(kube::Error::Api(e)) if e.code == 409 && Instant::now() < deadline => {}
+            Err(e) => panic!("storage version moved: {e:?}"),
+        }
+    };
     assert_eq!(crd["status"]["storedVersions"], json!(["v1", "v2"]));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
