@@ -268,6 +268,10 @@ impl Server {
             node_stats: Default::default(),
         });
         let rbac_sync = tokio::spawn(authz::rbac::sync::run(store.clone(), rbac, rbac_rev));
+        // Services stored without reservations (by an older server) get them before
+        // anything is allocated.
+        admission::repair_allocations_once(store.as_ref())
+            .map_err(|e| anyhow::anyhow!("repairing Service allocations: {}", e.message))?;
         bootstrap::run(&state)
             .await
             .map_err(|e| anyhow::anyhow!("creating the bootstrap objects: {}", e.message))?;
@@ -285,6 +289,7 @@ impl Server {
             crd_controllers,
             tokio::spawn(serve::accept_loop(listener, tls.clone(), state.clone())),
             tokio::spawn(masterleases::run(state.clone())),
+            tokio::spawn(admission::repair_allocations(store.clone())),
         ];
         for l in cfg.extra_listeners {
             l.set_nonblocking(true)?;

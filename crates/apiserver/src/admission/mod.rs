@@ -43,7 +43,7 @@ pub(crate) use node_restriction::NodeRestriction;
 pub(crate) use pod_security::PodSecurity;
 pub(crate) use rbac_escalation::RbacEscalation;
 pub(crate) use service_account::ServiceAccount;
-pub(crate) use service_ips::ServiceIps;
+pub(crate) use service_ips::{repair_allocations, repair_allocations_once, ServiceIps};
 pub(crate) use storage::{DefaultStorageClass, StorageObjectInUseProtection};
 pub(crate) use webhook::Webhooks;
 

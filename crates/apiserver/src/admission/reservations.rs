@@ -1,11 +1,12 @@
-//! The datastore side of Service allocation. Allocations are computed from the stored
-//! Services while the writer holds the plugin's lock, so on one server they always agree
-//! with the store. Servers sharing a datastore do not share that lock, so each allocated
-//! value is also reserved under its own key (`/registry/skiff/allocations/<kind>/<value>`,
-//! created only if absent) just before the Service is written: of two servers racing for
-//! one value, one write fails. The keys play the part of Kubernetes' IPAddress objects
-//! and allocator snapshots: a reservation whose Service no longer holds the value expires
-//! after [`RESERVATION_GRACE_MS`], which also covers writes that failed after reserving.
+//! The datastore side of Service allocation. Each value a Service holds (its cluster
+//! IP, each node port) is reserved under its own key (`/registry/skiff/allocations/
+//! <kind>/<value>`, created only if absent) just before the Service is written, and the
+//! allocator picks among the values not reserved: the keys play the part of Kubernetes'
+//! IPAddress objects and allocator bitmaps. Of two servers racing for one value, one
+//! write fails; on one server the plugin's lock orders the writers. A reservation whose
+//! Service no longer holds the value can be taken after [`RESERVATION_GRACE_MS`], and
+//! [`repair`] (kube-apiserver's repair controllers) removes such leftovers and reserves
+//! what Services hold without a reservation.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -199,62 +200,21 @@ fn release_key(store: &dyn Store, svc: &Value, key: &str) {
     }
 }
 
-/// Cluster IPs and node ports in use by Services other than `obj`.
+/// Cluster IPs and node ports in use by Services other than `obj`: the values reserved
+/// for them. Every Service write reserves what the Service holds before it is stored,
+/// so the reservations (small, one key a value) answer without reading every Service,
+/// as kube-apiserver's allocators answer from their bitmap or IPAddress objects; a
+/// reservation left behind by a failed write holds until [`repair`] removes it.
 pub(super) fn in_use(store: &dyn Store, obj: &Value) -> ApiResult<InUse> {
-    let me = (
-        obj.pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        obj.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-    );
-    let (kvs, _) = store.list("/registry/core/services/")?;
+    let (namespace, name) = service_id(obj);
+    let (reservations, _) = store.list(RESERVATIONS)?;
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
-    for kv in kvs {
-        let Ok(s) = serde_json::from_slice::<Value>(&kv.value) else {
-            continue;
-        };
-        let id = (
-            s.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            s.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        );
-        if id == me {
-            continue;
-        }
-        if let Some(ip) = s
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .and_then(|i| i.parse().ok())
-        {
-            ips.insert(ip);
-        }
-        for p in s
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                ports.insert(np as u16);
-            }
-        }
-    }
-    // Values other servers reserved a moment ago for Services not written yet.
-    let (reservations, _) = store.list(RESERVATIONS)?;
-    let now = now_ms();
     for kv in reservations {
         let Ok(r) = serde_json::from_slice::<Reservation>(&kv.value) else {
             continue;
         };
-        if (r.namespace.as_str(), r.name.as_str()) == me
-            || now.saturating_sub(r.at_ms) > RESERVATION_GRACE_MS
-        {
+        if r.namespace == namespace && r.name == name {
             continue;
         }
         match kv.key.trim_start_matches(RESERVATIONS).split_once('/') {
@@ -264,4 +224,212 @@ pub(super) fn in_use(store: &dyn Store, obj: &Value) -> ApiResult<InUse> {
         }
     }
     Ok(InUse { ips, ports })
+}
+
+/// How often [`repair`] runs: kube-apiserver's ClusterIP and NodePort repair
+/// controllers run every 3 minutes.
+pub(crate) const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// What one [`repair`] pass changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Repaired {
+    /// Reservations made for values Services held without one (Services stored by a
+    /// server that did not reserve, or whose reservation was lost).
+    pub added: usize,
+    /// Reservations removed: older than the grace period, for a value their Service no
+    /// longer holds (a write that failed after reserving, a server that died).
+    pub removed: usize,
+}
+
+/// Makes the reservations match the stored Services, as kube-apiserver's repair
+/// controllers make their allocation bitmaps match: every held value reserved, no
+/// value reserved for a Service that does not hold it past the grace period. Services
+/// are read before the reservations, and removals are conditional on the revision read,
+/// so a Service written meanwhile keeps what it reserved.
+pub(crate) fn repair(store: &dyn Store) -> ApiResult<Repaired> {
+    let (services, _) = store.list("/registry/core/services/")?;
+    let mut held: std::collections::HashMap<String, (String, String)> =
+        std::collections::HashMap::new();
+    for kv in &services {
+        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let owner = service_id(&svc);
+        for key in held_values(&svc) {
+            if let Some(other) = held.get(&key) {
+                tracing::warn!(value = %key.trim_start_matches(RESERVATIONS), first = %format!("{}/{}", other.0, other.1), second = %format!("{}/{}", owner.0, owner.1), "two Services hold one allocated value");
+                continue;
+            }
+            held.insert(key, owner.clone());
+        }
+    }
+    let (reservations, _) = store.list(RESERVATIONS)?;
+    let now = now_ms();
+    let mut out = Repaired::default();
+    let mut reserved = HashSet::new();
+    for kv in reservations {
+        reserved.insert(kv.key.clone());
+        let r = serde_json::from_slice::<Reservation>(&kv.value).ok();
+        let holder = held.get(&kv.key);
+        let current = match &r {
+            Some(r) => {
+                holder.is_some_and(|(ns, n)| *ns == r.namespace && *n == r.name)
+                    || now.saturating_sub(r.at_ms) <= RESERVATION_GRACE_MS
+            }
+            None => false,
+        };
+        if current {
+            continue;
+        }
+        match store.delete(&kv.key, Some(kv.mod_revision)) {
+            Ok(_) => {
+                out.removed += 1;
+                reserved.remove(&kv.key);
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (key, (namespace, name)) in held {
+        if reserved.contains(&key) {
+            continue;
+        }
+        let r = Reservation {
+            namespace,
+            name,
+            at_ms: now,
+        };
+        match store.create(&key, &serde_json::to_vec(&r).unwrap_or_default()) {
+            Ok(_) => out.added += 1,
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_store::SqliteStore;
+
+    fn svc(ns: &str, name: &str, ip: &str, node_port: Option<u16>) -> Value {
+        let mut port = json!({"port": 80});
+        if let Some(np) = node_port {
+            port["nodePort"] = json!(np);
+        }
+        json!({"metadata": {"namespace": ns, "name": name},
+               "spec": {"clusterIP": ip, "ports": [port]}})
+    }
+
+    fn store_service(store: &dyn Store, s: &Value) {
+        let (ns, name) = service_id(s);
+        let key = format!("/registry/core/services/{ns}/{name}");
+        store.create(&key, &serde_json::to_vec(s).unwrap()).unwrap();
+    }
+
+    fn reservation(store: &dyn Store, key: &str, ns: &str, name: &str, age_ms: u64) {
+        let r = Reservation {
+            namespace: ns.into(),
+            name: name.into(),
+            at_ms: now_ms() - age_ms,
+        };
+        store
+            .create(
+                &format!("{RESERVATIONS}{key}"),
+                &serde_json::to_vec(&r).unwrap(),
+            )
+            .unwrap();
+    }
+
+    fn reserved_keys(store: &dyn Store) -> Vec<String> {
+        let (kvs, _) = store.list(RESERVATIONS).unwrap();
+        kvs.into_iter()
+            .map(|kv| kv.key.trim_start_matches(RESERVATIONS).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn values_in_use_are_the_reservations_of_other_services() {
+        let store = SqliteStore::in_memory().unwrap();
+        let a = svc("default", "a", "10.96.0.10", Some(30080));
+        reserve(&store, &a, None).unwrap();
+        // Reserved a moment ago for a Service not stored yet (another server's write).
+        reservation(&store, "ip/10.96.0.11", "default", "b", 0);
+        // Left behind long ago: still in use until the repair removes it.
+        reservation(
+            &store,
+            "nodeport/30090",
+            "default",
+            "gone",
+            10 * RESERVATION_GRACE_MS,
+        );
+        let used = in_use(&store, &svc("default", "c", "", None)).unwrap();
+        let mut ips: Vec<String> = used.ips.iter().map(ToString::to_string).collect();
+        ips.sort();
+        assert_eq!(ips, ["10.96.0.10", "10.96.0.11"]);
+        let mut ports: Vec<u16> = used.ports.into_iter().collect();
+        ports.sort();
+        assert_eq!(ports, [30080, 30090]);
+        // A Service's own values are not in use against it.
+        let own = in_use(&store, &a).unwrap();
+        assert!(!own.ips.contains(&"10.96.0.10".parse().unwrap()));
+        assert!(!own.ports.contains(&30080));
+    }
+
+    #[test]
+    fn repair_reserves_held_values_and_removes_stale_reservations() {
+        let store = SqliteStore::in_memory().unwrap();
+        // Stored without reservations (as an older server stored Services).
+        store_service(&store, &svc("default", "old", "10.96.0.20", Some(30100)));
+        // Reserved properly.
+        let kept = svc("default", "kept", "10.96.0.21", None);
+        reserve(&store, &kept, None).unwrap();
+        store_service(&store, &kept);
+        // A write that failed after reserving, long ago, and one a moment ago.
+        reservation(
+            &store,
+            "ip/10.96.0.22",
+            "default",
+            "failed",
+            2 * RESERVATION_GRACE_MS,
+        );
+        reservation(&store, "ip/10.96.0.23", "default", "writing", 0);
+        // An old reservation of a Service that moved to another value.
+        store_service(&store, &svc("default", "moved", "10.96.0.25", None));
+        reservation(
+            &store,
+            "ip/10.96.0.24",
+            "default",
+            "moved",
+            2 * RESERVATION_GRACE_MS,
+        );
+
+        let r = repair(&store).unwrap();
+        assert_eq!(
+            r,
+            Repaired {
+                added: 3,
+                removed: 2
+            }
+        );
+        let mut keys = reserved_keys(&store);
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "ip/10.96.0.20",
+                "ip/10.96.0.21",
+                "ip/10.96.0.23",
+                "ip/10.96.0.25",
+                "nodeport/30100"
+            ]
+        );
+        // Nothing more to do on a second pass.
+        assert_eq!(repair(&store).unwrap(), Repaired::default());
+        // The repaired reservations name their Services.
+        let used = in_use(&store, &svc("default", "old", "", None)).unwrap();
+        assert!(!used.ips.contains(&"10.96.0.20".parse().unwrap()));
+        assert!(used.ips.contains(&"10.96.0.21".parse().unwrap()));
+    }
 }

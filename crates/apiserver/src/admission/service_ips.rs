@@ -57,3 +57,29 @@ impl Plugin for ServiceIps {
         let _ = reservations::release(self.store.as_ref(), old);
     }
 }
+
+/// Runs the allocation repair every [`reservations::REPAIR_INTERVAL`] (logging what it
+/// changed), for as long as the server runs.
+pub(crate) async fn repair_allocations(store: Arc<dyn Store>) {
+    loop {
+        tokio::time::sleep(reservations::REPAIR_INTERVAL).await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || reservations::repair(s.as_ref())).await {
+            Ok(Ok(r)) if r != reservations::Repaired::default() => {
+                tracing::info!(
+                    added = r.added,
+                    removed = r.removed,
+                    "repaired Service allocations"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "repairing Service allocations"),
+            Err(e) => tracing::warn!(error = %e, "repairing Service allocations"),
+        }
+    }
+}
+
+/// One allocation repair pass (at start, before any Service is written).
+pub(crate) fn repair_allocations_once(store: &dyn Store) -> ApiResult<()> {
+    reservations::repair(store).map(|_| ())
+}
