@@ -22,6 +22,7 @@ use skiff_api::names::{LAST_APPLIED_ANNOTATION, POD_TEMPLATE_HASH_LABEL, REVISIO
 use crate::events::{Recorder, NORMAL, WARNING};
 use crate::hash::{compute_hash, equal_ignore_hash};
 use crate::informer::Informer;
+use crate::podendpoint;
 use crate::queue::{run_workers, WorkQueue};
 use crate::rollout::{
     cleanup_unhealthy, desired_annotation, is_rolling, max_scaled_down, max_surge, max_unavailable,
@@ -270,17 +271,15 @@ async fn claim_replicasets(ctx: &Ctx, d: &Deployment) -> anyhow::Result<Vec<Repl
         .unwrap_or_default();
     let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
     let mut out = Vec::new();
-    for rs in ctx
-        .rss
-        .list()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-    {
+    // Those it controls and the orphans its selector may adopt, through the owner and
+    // label index: scanning every ReplicaSet of the namespace on each sync was the
+    // controller's largest cost at 3,000 Deployments.
+    for rs in podendpoint::claim_candidates(&ctx.rss, &ns, &selector, &uid) {
         let matches = selector_matches(&selector, rs.labels());
         match controller_of(rs.as_ref()) {
             Some(r) if r.uid == uid => {
                 if matches {
-                    out.push((**rs).clone());
+                    out.push((*rs).clone());
                 } else if !is_deleting(d) {
                     let refs: Vec<_> = rs
                         .owner_references()

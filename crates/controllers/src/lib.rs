@@ -170,7 +170,10 @@ impl Informers {
         Informers {
             pods: Informer::spawn_indexed(Api::all(client.clone()), podendpoint::pod_index),
             nodes: Informer::spawn(Api::all(client.clone())),
-            replicasets: Informer::spawn(Api::all(client.clone())),
+            replicasets: Informer::spawn_indexed(
+                Api::all(client.clone()),
+                podendpoint::owned_index,
+            ),
             deployments: Informer::spawn(Api::all(client.clone())),
             services: Informer::spawn_indexed(Api::all(client.clone()), podendpoint::service_index),
             namespaces: Informer::spawn(Api::all(client.clone())),

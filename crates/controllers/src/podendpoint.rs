@@ -11,8 +11,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::informer::Informer;
@@ -43,59 +46,74 @@ pub fn managed(svc: &Service) -> bool {
 /// Also [`owner_value`] of the pod's controller, for the controllers that look up the
 /// pods they own (a ReplicaSet's sync scanned every pod of its namespace).
 pub fn pod_index(p: &Pod) -> Vec<String> {
-    let ns = p.metadata.namespace.as_deref().unwrap_or("");
-    let mut values: Vec<String> = p
+    owned_index(p)
+}
+
+/// The index values of any object a controller claims by selector and ownership (pods,
+/// and the ReplicaSets of Deployments): `<namespace>/<key>=<value>` for each of its
+/// labels and [`owner_value`] of its controller.
+pub fn owned_index<K: Resource>(o: &K) -> Vec<String> {
+    let ns = o.meta().namespace.as_deref().unwrap_or("");
+    let mut values: Vec<String> = o
         .labels()
         .iter()
         .map(|(k, v)| format!("{ns}/{k}={v}"))
         .collect();
-    if let Some(owner) = controller_of(p) {
+    if let Some(owner) = controller_of(o) {
         values.push(owner_value(&owner.uid));
     }
     values
 }
 
-/// The index value of the pods whose controller has this UID (no label pair has it: a
-/// namespace holds no `:`).
+/// The index value of the objects whose controller has this UID (no label pair has it:
+/// a namespace holds no `:`).
 pub fn owner_value(uid: &str) -> String {
     format!("owner:{uid}")
 }
 
-/// The pods controlled by the object with this UID, from an informer indexed by
-/// [`pod_index`].
-pub fn controlled_pods(pods: &Informer<Pod>, uid: &str) -> Vec<Arc<Pod>> {
-    pods.indexed(&owner_value(uid))
+/// The objects controlled by the object with this UID, from an informer indexed by
+/// [`owned_index`].
+pub fn controlled<K>(objs: &Informer<K>, uid: &str) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+{
+    objs.indexed(&owner_value(uid))
         .into_iter()
-        .filter(|p| controller_of(p.as_ref()).is_some_and(|r| r.uid == uid))
+        .filter(|o| controller_of(o.as_ref()).is_some_and(|r| r.uid == uid))
         .collect()
 }
 
-/// The pods of `ns` a controller with this selector and UID looks at when it claims
-/// pods (kube's `ClaimPods`): those it controls (to keep, or release if they no longer
-/// match) and those carrying its selector's first `matchLabels` pair (to adopt), from
-/// an informer indexed by [`pod_index`]; every pod of `ns` for a selector of
-/// expressions only. Each pod once.
-pub fn claim_candidates(
-    pods: &Informer<Pod>,
+/// The objects of `ns` a controller with this selector and UID looks at when it claims
+/// them (kube's `ClaimPods`, `ClaimReplicaSets`): those it controls (to keep, or release
+/// if they no longer match) and those carrying its selector's first `matchLabels` pair
+/// (to adopt), from an informer indexed by [`owned_index`]; every object of `ns` for a
+/// selector of expressions only. Each object once.
+pub fn claim_candidates<K>(
+    objs: &Informer<K>,
     ns: &str,
     selector: &LabelSelector,
     uid: &str,
-) -> Vec<Arc<Pod>> {
+) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+{
     let first = selector
         .match_labels
         .as_ref()
         .and_then(|m| m.iter().next())
         .map(|(k, v)| format!("{ns}/{k}={v}"));
     let matching = match first {
-        Some(v) => pods.indexed(&v),
-        None => pods.list(),
+        Some(v) => objs.indexed(&v),
+        None => objs.list(),
     };
     let mut seen = HashSet::new();
     matching
         .into_iter()
-        .chain(controlled_pods(pods, uid))
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-        .filter(|p| seen.insert(p.metadata.name.clone()))
+        .chain(controlled(objs, uid))
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+        .filter(|o| seen.insert(o.meta().name.clone()))
         .collect()
 }
 
@@ -423,7 +441,7 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["mine", "orphan", "relabelled", "theirs"]);
-        let mut controlled: Vec<String> = controlled_pods(&pods, "rs-uid")
+        let mut controlled: Vec<String> = controlled(&pods, "rs-uid")
             .iter()
             .map(|p| p.name_any())
             .collect();

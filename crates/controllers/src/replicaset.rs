@@ -237,7 +237,7 @@ async fn manage(
             .collect();
         let sibling_pods: Vec<Arc<Pod>> = sibling_rs
             .iter()
-            .flat_map(|uid| podendpoint::controlled_pods(&ctx.pods, uid))
+            .flat_map(|uid| podendpoint::controlled(&ctx.pods, uid))
             .collect();
         let related: Vec<&Pod> = sibling_pods
             .iter()
