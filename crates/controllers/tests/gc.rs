@@ -95,4 +95,14 @@ async fn dependents_follow_each_propagation_policy() {
         .await
         .expect("delete");
     gone(&api, "shared").await;
+
+    // Created naming an owner that never existed: collected too.
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dangling",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "nobody",
+                             "uid": "5bd3ac3c-0000-4000-8000-000000000000"}]}}))
+    .expect("config map");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    gone(&api, "dangling").await;
 }
