@@ -136,9 +136,19 @@ pub(crate) async fn serve_list(
     }
     let filter = Filter::from_query(q, t.info)?;
     let at = super::rvmatch::snapshot(state, t, q).await?;
-    let (kvs, mut rev) = match at {
-        Some(s) => (s.kvs, s.rev),
-        None => state.store.list(&prefix(t.info, t.namespace.as_deref()))?,
+    let (kvs, mut rev) = match (at, single_key(t, &filter)) {
+        (Some(s), _) => (s.kvs, s.rev),
+        // One object can match: read its key, not the whole prefix, as kube-apiserver's
+        // registry does for a selector that `MatchesSingle` (a node's watch of its own
+        // Node listed, and decoded, every Node: quadratic in the nodes registering).
+        (None, Some(k)) => {
+            let rev = state.store.current_revision()?;
+            let kv = state.store.get(&k)?;
+            // The list is as of a revision that includes the object read.
+            let rev = kv.as_ref().map_or(rev, |kv| rev.max(kv.mod_revision));
+            (kv.into_iter().collect(), rev)
+        }
+        (None, None) => state.store.list(&prefix(t.info, t.namespace.as_deref()))?,
     };
     let mut after: Option<String> = None;
     if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
@@ -155,6 +165,9 @@ pub(crate) async fn serve_list(
     let convert = !stored_as_requested(t.info);
     // Labels alone can be read without building the whole object.
     let labels_only = selective && !convert && filter.fields.is_empty();
+    // Objects whose stored bytes show they cannot match are not decoded (a kubelet's
+    // list of its pods by `spec.nodeName` would decode every pod of the cluster).
+    let needles = filter.fields.needles();
 
     // The page: matching objects after the continue key, up to the limit. Objects are
     // decoded here only when they must be (conversion, field selectors); a Table
@@ -178,6 +191,9 @@ pub(crate) async fn serve_list(
             }
             None
         } else if selective || convert {
+            if !Filter::may_match_bytes(&needles, &kv.value) {
+                continue;
+            }
             let o = to_version(state.store.as_ref(), t.info, decode(kv)?)?;
             if !filter.matches(&o) {
                 continue;
@@ -229,6 +245,16 @@ pub(crate) async fn serve_list(
     }
     out.push(b'\n');
     Ok(Some(raw_json_response(out)))
+}
+
+/// The one key a LIST can match: its field selector requires `metadata.name`, and the
+/// request names the namespace (or the kind has none).
+fn single_key(t: &RequestInfo, filter: &Filter) -> Option<String> {
+    if t.info.namespaced && t.namespace.is_none() {
+        return None;
+    }
+    let name = filter.fields.required("metadata.name")?;
+    (!name.is_empty() && !name.contains('/')).then(|| key(t.info, t.namespace.as_deref(), name))
 }
 
 /// One list item: the decoded object if there is one (already converted), else the

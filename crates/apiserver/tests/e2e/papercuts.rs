@@ -127,6 +127,44 @@ async fn field_selectors_are_kube_apiservers_per_kind() {
     .await;
     assert_eq!(names(&text), ["p"]);
 
+    // One name: that object (read by its key) or none, combined with other terms, in a
+    // list whose resourceVersion a watch can start from.
+    for (uri, want) in [
+        (
+            "/api/v1/nodes?fieldSelector=metadata.name%3Dcordoned",
+            vec!["cordoned"],
+        ),
+        (
+            "/api/v1/nodes?fieldSelector=metadata.name%3Dmissing",
+            vec![],
+        ),
+        (
+            "/api/v1/nodes?fieldSelector=metadata.name%3Dcordoned,spec.unschedulable%3Dfalse",
+            vec![],
+        ),
+        (
+            "/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dp",
+            vec!["p"],
+        ),
+        (
+            "/api/v1/namespaces/kube-system/pods?fieldSelector=metadata.name%3Dp",
+            vec![],
+        ),
+        ("/api/v1/pods?fieldSelector=metadata.name%3Dp", vec!["p"]),
+        ("/api/v1/pods?fieldSelector=spec.nodeName%3D", vec!["p"]),
+        ("/api/v1/pods?fieldSelector=spec.nodeName%3Dready", vec![]),
+    ] {
+        let (code, text) = call(&c, "GET", uri, &[], None).await;
+        assert_eq!(code, 200, "{uri}: {text}");
+        assert_eq!(names(&text), want, "{uri}");
+        let list: Value = serde_json::from_str(&text).expect("list");
+        let rv: i64 = list["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("resourceVersion");
+        assert!(rv > 0, "{uri}");
+    }
+
     // Unsupported fields: 400 with kube-apiserver's messages.
     for (uri, message) in [
         (
